@@ -1,0 +1,93 @@
+// Runs external programs (ip, nft, vtysh, ...) and turns failures into errors
+// that say which command failed and what it printed.
+import { execFile, spawn } from "node:child_process";
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+}
+
+export class CommandError extends Error {
+  constructor(
+    readonly argv: readonly string[],
+    readonly code: number | null,
+    readonly stdout: string,
+    readonly stderr: string,
+  ) {
+    super(`command failed (exit ${code ?? "signal"}): ${argv.join(" ")}\n${stderr.trim() || stdout.trim()}`);
+    this.name = "CommandError";
+  }
+}
+
+export interface RunOptions {
+  /** Run inside this network namespace (ip netns exec NAME ...). */
+  netns?: string;
+  /** Kill the command after this many milliseconds (default 60 s). */
+  timeoutMs?: number;
+  /** Extra environment variables. */
+  env?: Record<string, string>;
+  /** Text written to the command's standard input. */
+  input?: string;
+}
+
+/** Builds the argv that runs `argv` inside namespace `netns` (or as is). */
+export function inNetns(netns: string | undefined, argv: readonly string[]): string[] {
+  return netns ? ["ip", "netns", "exec", netns, ...argv] : [...argv];
+}
+
+/** Runs a program to completion; rejects with CommandError on a non-zero exit. */
+export function run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const full = inNetns(opts.netns, argv);
+  const [file, ...args] = full;
+  if (!file) throw new Error("run: empty command");
+  return new Promise((resolve, reject) => {
+    const child = execFile(
+      file,
+      args,
+      {
+        timeout: opts.timeoutMs ?? 60_000,
+        maxBuffer: 256 * 1024 * 1024,
+        env: { ...process.env, ...opts.env },
+      },
+      (err, stdout, stderr) => {
+        if (err) {
+          const code = typeof err.code === "number" ? err.code : null;
+          reject(new CommandError(full, code, stdout, stderr));
+        } else resolve({ stdout, stderr });
+      },
+    );
+    if (opts.input !== undefined) child.stdin?.end(opts.input);
+  });
+}
+
+/** Like run(), but resolves with the exit code instead of rejecting. */
+export async function tryRun(
+  argv: readonly string[],
+  opts: RunOptions = {},
+): Promise<RunResult & { code: number }> {
+  try {
+    return { ...(await run(argv, opts)), code: 0 };
+  } catch (e) {
+    if (e instanceof CommandError) return { stdout: e.stdout, stderr: e.stderr, code: e.code ?? -1 };
+    throw e;
+  }
+}
+
+/** Starts a long-running program detached from our process group; returns its pid. */
+export function spawnDetached(
+  argv: readonly string[],
+  opts: { netns?: string; logFile?: number; env?: Record<string, string> } = {},
+): number {
+  const full = inNetns(opts.netns, argv);
+  const [file, ...args] = full;
+  if (!file) throw new Error("spawnDetached: empty command");
+  const out = opts.logFile ?? "ignore";
+  const child = spawn(file, args, {
+    detached: true,
+    stdio: ["ignore", out, out],
+    env: { ...process.env, ...opts.env },
+  });
+  child.unref();
+  if (child.pid === undefined) throw new Error(`could not start ${full.join(" ")}`);
+  return child.pid;
+}

@@ -1,0 +1,91 @@
+// The desired state: what plan() produces and the reconcilers realise.
+//
+// This file is the contract between the pure planner (daemon/plan.ts) and the
+// imperative shell (routing/*, bgp/*). It holds data only: no I/O, no logic.
+
+export type Family = 4 | 6;
+
+/** Marks what egressd owns in the kernel. */
+export const OWNER = {
+  /** rtnetlink protocol number on egressd's routes, rules and (where the kernel has IFA_PROTO) addresses. */
+  rtProtocol: 201,
+  /** Name of egressd's nftables table (family inet). */
+  nftTable: "egressd",
+} as const;
+
+/** An egress IP egressd owns on an interface. */
+export interface DesiredAddress {
+  family: Family;
+  /** The address without prefix length, e.g. "192.0.2.11" or "2001:db8:e::11". */
+  address: string;
+  /** Always the host length (32 or 128): egress IPs are host addresses. */
+  prefixLength: number;
+  interface: string;
+}
+
+/** A route in one of egressd's routing tables. */
+export interface DesiredRoute {
+  family: Family;
+  table: number;
+  /** CIDR, e.g. "203.0.113.0/24". */
+  destination: string;
+  /** Next hop; absent for on-link routes. */
+  gateway?: string;
+  interface: string;
+}
+
+/** A policy-routing rule: packets with (mark & mask) == mark look up `table`. */
+export interface DesiredRule {
+  family: Family;
+  priority: number;
+  fwmark: number;
+  fwmask: number;
+  table: number;
+}
+
+/**
+ * An address interval in nft element syntax: a prefix ("10.244.1.0/24"),
+ * a single address ("10.244.1.5") or an inclusive range ("10.244.0.0-10.244.0.255").
+ * Intervals within one set are disjoint.
+ */
+export type NftInterval = string;
+
+/** One policy as the data plane sees it: SNAT to egressIP (and route by mark). */
+export interface NatPolicy {
+  /** Policy name from the config (unique). */
+  name: string;
+  family: Family;
+  egressIP: string;
+  /** Packet/conntrack mark the classifier gives this policy's traffic; selects its routing rule. */
+  mark: number;
+  /** Uplink interface the traffic leaves through. */
+  uplinkInterface: string;
+}
+
+/**
+ * A source class: all sources that see the same destination -> policy function.
+ * `destinations` is the longest-prefix-match result flattened into disjoint
+ * intervals; `policy: null` means "leave alone" (an exception or a no-gateway rule).
+ */
+export interface NatClass {
+  id: number;
+  family: Family;
+  destinations: { interval: NftInterval; policy: string | null }[];
+}
+
+export interface NatPlan {
+  /** Bits of the packet mark egressd may use (others are preserved). */
+  markMask: number;
+  policies: NatPolicy[];
+  classes: NatClass[];
+  /** Disjoint per family: which class each source address belongs to. */
+  sources: { family: Family; interval: NftInterval; classId: number }[];
+}
+
+/** Everything egressd wants the kernel to hold. */
+export interface KernelState {
+  addresses: DesiredAddress[];
+  routes: DesiredRoute[];
+  rules: DesiredRule[];
+  nat: NatPlan;
+}
