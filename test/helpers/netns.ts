@@ -29,15 +29,40 @@ export class Sandbox {
     this.namespaces.push(ns);
     await run(["ip", "-n", ns, "link", "set", "lo", "up"]);
     const fwd = opts.forwarding ? "1" : "0";
-    await this.exec(name, ["sysctl", "-qw", `net.ipv4.ip_forward=${fwd}`, `net.ipv6.conf.all.forwarding=${fwd}`]);
+    await this.exec(name, [
+      "sysctl",
+      "-qw",
+      `net.ipv4.ip_forward=${fwd}`,
+      `net.ipv6.conf.all.forwarding=${fwd}`,
+    ]);
     // Let IPv6 addresses work at once (no duplicate address detection delay).
-    await this.exec(name, ["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"]);
+    await this.exec(name, [
+      "sysctl",
+      "-qw",
+      "net.ipv6.conf.all.accept_dad=0",
+      "net.ipv6.conf.default.accept_dad=0",
+    ]);
     return ns;
   }
 
   /** Creates a veth pair between two nodes, both ends up. */
   async link(a: string, aIf: string, b: string, bIf: string): Promise<void> {
-    await run(["ip", "link", "add", "name", aIf, "netns", this.ns(a), "type", "veth", "peer", "name", bIf, "netns", this.ns(b)]);
+    await run([
+      "ip",
+      "link",
+      "add",
+      "name",
+      aIf,
+      "netns",
+      this.ns(a),
+      "type",
+      "veth",
+      "peer",
+      "name",
+      bIf,
+      "netns",
+      this.ns(b),
+    ]);
     await run(["ip", "-n", this.ns(a), "link", "set", aIf, "up"]);
     await run(["ip", "-n", this.ns(b), "link", "set", bIf, "up"]);
   }

@@ -1,0 +1,270 @@
+// Parses and checks a containerlab topology file (the subset egressd's lab
+// runner realises: nodes with kind/image/binds/exec/env, and veth links).
+//
+// The same file deploys with `containerlab deploy` on a machine with Docker;
+// here it is realised with network namespaces (see runner.ts).
+import { readFileSync } from "node:fs";
+import { dirname, isAbsolute, resolve } from "node:path";
+import { parse as parseYaml } from "yaml";
+
+export interface Bind {
+  /** Absolute path on the host. */
+  source: string;
+  /** Path inside the node. */
+  target: string;
+  readOnly: boolean;
+}
+
+export interface LabNode {
+  name: string;
+  kind: string;
+  image: string;
+  binds: Bind[];
+  exec: string[];
+  env: Record<string, string>;
+  labels: Record<string, string>;
+}
+
+export interface Endpoint {
+  node: string;
+  interface: string;
+}
+
+export interface LabLink {
+  a: Endpoint;
+  b: Endpoint;
+}
+
+export interface Topology {
+  name: string;
+  /** containerlab's `prefix`; undefined means the default "clab". */
+  prefix?: string;
+  /** Folder of the topology file: relative bind paths are resolved against it. */
+  dir: string;
+  nodes: LabNode[];
+  links: LabLink[];
+}
+
+export class TopologyError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid topology:\n  ${problems.join("\n  ")}`);
+    this.name = "TopologyError";
+  }
+}
+
+/** Kinds the runner can realise without Docker. */
+export const SUPPORTED_KINDS = ["linux"] as const;
+
+const NAME_RE = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
+// Linux interface names: 1-15 characters, no '/', ':' or white space.
+const IFNAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
+
+export function loadTopology(file: string): Topology {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new TopologyError([`${file}: cannot read: ${(e as Error).message}`]);
+  }
+  return parseTopology(text, dirname(resolve(file)));
+}
+
+export function parseTopology(text: string, dir: string): Topology {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (e) {
+    throw new TopologyError([`not valid YAML: ${(e as Error).message}`]);
+  }
+  const problems: string[] = [];
+  const bad = (path: string, msg: string) => problems.push(`${path}: ${msg}`);
+
+  if (!isObj(doc)) throw new TopologyError(["(root): must be a mapping with `name` and `topology`"]);
+  const name = doc.name;
+  if (typeof name !== "string" || !NAME_RE.test(name)) {
+    bad("name", "required: lower-case letters, digits and '-'");
+  }
+  const prefix = doc.prefix;
+  if (prefix !== undefined && typeof prefix !== "string") bad("prefix", "must be a string");
+  const topo = doc.topology;
+  if (!isObj(topo)) {
+    bad("topology", "required: a mapping with `nodes` and `links`");
+    throw new TopologyError(problems);
+  }
+  for (const key of Object.keys(topo)) {
+    if (!["nodes", "links", "defaults", "kinds"].includes(key)) bad(`topology.${key}`, "unknown key");
+  }
+
+  const defaults = topo.defaults === undefined ? {} : topo.defaults;
+  if (!isObj(defaults)) bad("topology.defaults", "must be a mapping");
+  const kinds = topo.kinds === undefined ? {} : topo.kinds;
+  if (!isObj(kinds)) bad("topology.kinds", "must be a mapping");
+
+  const nodes: LabNode[] = [];
+  if (!isObj(topo.nodes) || Object.keys(topo.nodes).length === 0) {
+    bad("topology.nodes", "required: a mapping of node name to node");
+  } else {
+    for (const [nodeName, raw] of Object.entries(topo.nodes)) {
+      const node = parseNode(
+        `topology.nodes.${nodeName}`,
+        nodeName,
+        raw ?? {},
+        isObj(defaults) ? defaults : {},
+        isObj(kinds) ? kinds : {},
+        dir,
+        bad,
+      );
+      if (node) nodes.push(node);
+    }
+  }
+
+  const links: LabLink[] = [];
+  const used = new Map<string, string>();
+  const nodeNames = new Set(nodes.map((n) => n.name));
+  const rawLinks = topo.links ?? [];
+  if (!Array.isArray(rawLinks)) bad("topology.links", "must be a list");
+  else
+    rawLinks.forEach((raw: unknown, i) => {
+      const path = `topology.links[${i}]`;
+      if (!isObj(raw)) return bad(path, "must be a mapping with `endpoints`");
+      for (const key of Object.keys(raw)) if (key !== "endpoints") bad(`${path}.${key}`, "unknown key");
+      const eps = raw.endpoints;
+      if (!Array.isArray(eps) || eps.length !== 2)
+        return bad(`${path}.endpoints`, 'required: exactly two "node:interface" strings');
+      const parsed = eps.map((ep: unknown, j) =>
+        parseEndpoint(`${path}.endpoints[${j}]`, ep, nodeNames, bad),
+      );
+      const [a, b] = parsed;
+      if (!a || !b) return;
+      for (const [j, ep] of [a, b].entries()) {
+        const key = `${ep.node}:${ep.interface}`;
+        const prev = used.get(key);
+        if (prev) bad(`${path}.endpoints[${j}]`, `${key} is already used by ${prev}`);
+        else used.set(key, path);
+      }
+      if (a.node === b.node && a.interface === b.interface) bad(`${path}.endpoints`, "a link needs two ends");
+      links.push({ a, b });
+    });
+
+  if (problems.length) throw new TopologyError(problems);
+  return { name: name as string, prefix: prefix as string | undefined, dir, nodes, links };
+}
+
+function parseNode(
+  path: string,
+  name: string,
+  raw: unknown,
+  defaults: Obj,
+  kinds: Obj,
+  dir: string,
+  bad: (p: string, m: string) => void,
+): LabNode | undefined {
+  if (!NAME_RE.test(name)) bad(path, "node names use lower-case letters, digits and '-'");
+  if (!isObj(raw)) {
+    bad(path, "must be a mapping");
+    return undefined;
+  }
+  const known = ["kind", "image", "binds", "exec", "env", "labels", "group", "mgmt-ipv4", "mgmt-ipv6", "cmd"];
+  for (const key of Object.keys(raw)) if (!known.includes(key)) bad(`${path}.${key}`, "unknown key");
+
+  const kind = raw.kind ?? defaults.kind;
+  if (typeof kind !== "string") {
+    bad(`${path}.kind`, "required (or set topology.defaults.kind)");
+    return undefined;
+  }
+  if (!(SUPPORTED_KINDS as readonly string[]).includes(kind)) {
+    bad(
+      `${path}.kind`,
+      `"${kind}" is not supported by the netns runner (supported: ${SUPPORTED_KINDS.join(", ")})`,
+    );
+  }
+  const kindDefaults = isObj(kinds[kind]) ? (kinds[kind] as Obj) : {};
+  // containerlab precedence: node > kinds.<kind> > defaults.
+  const pick = (key: string) => raw[key] ?? kindDefaults[key] ?? defaults[key];
+
+  const image = pick("image");
+  if (typeof image !== "string" || image === "") bad(`${path}.image`, "required: the container image");
+
+  const binds: Bind[] = [];
+  const rawBinds = pick("binds") ?? [];
+  if (!Array.isArray(rawBinds)) bad(`${path}.binds`, "must be a list of host:container[:ro] strings");
+  else
+    rawBinds.forEach((b: unknown, i) => {
+      const parts = typeof b === "string" ? b.split(":") : [];
+      const [source, target, mode] = parts;
+      if (!source || !target || parts.length > 3 || (mode !== undefined && mode !== "ro" && mode !== "rw")) {
+        return bad(`${path}.binds[${i}]`, `"${String(b)}" is not host-path:container-path[:ro|rw]`);
+      }
+      if (!isAbsolute(target))
+        return bad(`${path}.binds[${i}]`, `container path "${target}" must be absolute`);
+      binds.push({ source: resolve(dir, source), target, readOnly: mode === "ro" });
+    });
+
+  const exec: string[] = [];
+  const rawExec = pick("exec") ?? [];
+  if (!Array.isArray(rawExec)) bad(`${path}.exec`, "must be a list of commands");
+  else
+    rawExec.forEach((c: unknown, i) => {
+      if (typeof c !== "string" || c.trim() === "")
+        bad(`${path}.exec[${i}]`, "must be a non-empty command string");
+      else exec.push(c);
+    });
+
+  const env = stringMap(`${path}.env`, pick("env"), bad);
+  const labels = stringMap(`${path}.labels`, pick("labels"), bad);
+  return { name, kind, image: typeof image === "string" ? image : "", binds, exec, env, labels };
+}
+
+function stringMap(path: string, v: unknown, bad: (p: string, m: string) => void): Record<string, string> {
+  if (v === undefined) return {};
+  if (!isObj(v)) {
+    bad(path, "must be a mapping of strings");
+    return {};
+  }
+  const out: Record<string, string> = {};
+  for (const [k, val] of Object.entries(v)) {
+    if (typeof val === "string" || typeof val === "number" || typeof val === "boolean") out[k] = String(val);
+    else bad(`${path}.${k}`, "must be a string");
+  }
+  return out;
+}
+
+function parseEndpoint(
+  path: string,
+  ep: unknown,
+  nodes: Set<string>,
+  bad: (p: string, m: string) => void,
+): Endpoint | undefined {
+  if (typeof ep !== "string") {
+    bad(path, 'must be a "node:interface" string');
+    return undefined;
+  }
+  const m = /^([^:]+):([^:]+)$/.exec(ep);
+  if (!m) {
+    bad(path, `"${ep}" is not "node:interface"`);
+    return undefined;
+  }
+  const [, node = "", iface = ""] = m;
+  if (!nodes.has(node)) {
+    bad(path, `node "${node}" is not defined in topology.nodes`);
+    return undefined;
+  }
+  if (!IFNAME_RE.test(iface) || iface === "lo" || iface === "eth0") {
+    bad(path, `"${iface}" is not a usable interface name (1-15 characters; lo and eth0 are reserved)`);
+    return undefined;
+  }
+  return { node, interface: iface };
+}
+
+/** Whether a node runs FRR (the frrouting/frr image, or any image named frr). */
+export function isFrrNode(node: LabNode): boolean {
+  return /(^|\/)frr(:|$)/.test(node.image);
+}
+
+/** The host file bound to `target` in the node, if any. */
+export function bindFor(node: LabNode, target: string): string | undefined {
+  return node.binds.find((b) => b.target === target)?.source;
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env node
+// egressd's command line. Each subcommand lives in daemon/commands/ and is
+// registered here; exit codes are documented in the README.
+import { Command } from "commander";
+import { realpathSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { VERSION } from "./version.js";
+
+export function buildCli(): Command {
+  const program = new Command();
+  program
+    .name("egressd")
+    .description(
+      "BGP-speaking egress gateway: owns egress IPs, SNATs pod traffic, advertises routes via gobgpd",
+    )
+    .version(VERSION, "-V, --version", "print the version and exit")
+    .showHelpAfterError();
+  return program;
+}
+
+// Run when executed (also through a bin symlink), not when imported by tests.
+const entry = process.argv[1] ? realpathSync(process.argv[1]) : "";
+if (entry === fileURLToPath(import.meta.url)) {
+  await buildCli().parseAsync(process.argv);
+}
