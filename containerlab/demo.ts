@@ -26,7 +26,11 @@ async function main(): Promise<void> {
     await lab.down();
     say("Done: no namespace, link or process of the lab is left.");
   };
-  process.on("SIGINT", () => void cleanup().then(() => process.exit(130)));
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    process.on(sig, () => void cleanup().then(() => process.exit(128 + (sig === "SIGINT" ? 2 : sig === "SIGTERM" ? 15 : 1))));
+  }
+  // A closed stdout (demo piped into `head`) must not skip the teardown.
+  process.stdout.on("error", () => undefined);
 
   try {
     say(bold("Bringing up the two-dc lab (10 nodes, 10 links, 4 FRR routers) with network namespaces"));
