@@ -1,0 +1,136 @@
+// The event loop's heart: level-triggered reconciliation.
+//
+// Every trigger (config change, probe or peer transition, kernel event,
+// periodic resync) asks for one reconcile; reconciles never overlap, and
+// triggers that arrive while one runs are coalesced into a single follow-up.
+// Each reconcile recomputes the full desired state from scratch (plan() is
+// pure) and hands it to the reconcilers, which diff against what is really
+// there. A failing probe does not wait for that: withdraw() goes straight to
+// the BGP speaker first, and the full reconcile follows.
+import type { Logger } from "./log.js";
+
+export interface ReconcileTarget<D> {
+  readonly name: string;
+  /** Makes the world match `desired`; returns a short description of what changed (empty: nothing). */
+  apply(desired: D): Promise<string[]>;
+}
+
+export interface ControllerOptions<D> {
+  log: Logger;
+  /** Computes the full desired state from the current inputs; pure. */
+  desired: () => D;
+  targets: ReconcileTarget<D>[];
+  /** Periodic resync, so drift (someone deleting our nft table) is repaired. */
+  resyncMs: number;
+  /** Delay before retrying after a failed reconcile. */
+  retryMs?: number;
+  onReconciled?: (r: ReconcileResult) => void;
+}
+
+export interface ReconcileResult {
+  reasons: string[];
+  durationMs: number;
+  changes: Record<string, string[]>;
+  errors: Record<string, string>;
+}
+
+export class Controller<D> {
+  private running = false;
+  private pending: string[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private idleWaiters: (() => void)[] = [];
+  last: ReconcileResult | undefined;
+  lastSuccessAt: number | undefined;
+
+  constructor(private readonly opts: ControllerOptions<D>) {}
+
+  start(): void {
+    this.stopped = false;
+    this.trigger("start");
+    this.timer = setInterval(() => this.trigger("resync"), this.opts.resyncMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.timer);
+    clearTimeout(this.retryTimer);
+  }
+
+  /** Asks for a reconcile; cheap and synchronous. */
+  trigger(reason: string): void {
+    if (this.stopped) return;
+    this.pending.push(reason);
+    if (!this.running) void this.loop();
+  }
+
+  /** Resolves when no reconcile runs or is pending. */
+  idle(): Promise<void> {
+    if (!this.running && this.pending.length === 0) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  private async loop(): Promise<void> {
+    this.running = true;
+    try {
+      while (this.pending.length && !this.stopped) {
+        const reasons = [...new Set(this.pending)];
+        this.pending = [];
+        await this.reconcileOnce(reasons);
+      }
+    } finally {
+      this.running = false;
+      if (!this.pending.length) for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  private async reconcileOnce(reasons: string[]): Promise<void> {
+    const { log } = this.opts;
+    const started = performance.now();
+    const result: ReconcileResult = { reasons, durationMs: 0, changes: {}, errors: {} };
+    let desired: D;
+    try {
+      desired = this.opts.desired();
+    } catch (e) {
+      result.errors.plan = (e as Error).message;
+      log.error({ err: e, reasons }, "planning failed; keeping the current state");
+      this.finish(result, started);
+      return;
+    }
+    for (const target of this.opts.targets) {
+      try {
+        const changes = await target.apply(desired);
+        if (changes.length) result.changes[target.name] = changes;
+      } catch (e) {
+        result.errors[target.name] = (e as Error).message;
+        log.error({ err: e, target: target.name, reasons }, "reconcile failed");
+      }
+    }
+    this.finish(result, started);
+  }
+
+  private finish(result: ReconcileResult, started: number): void {
+    const { log } = this.opts;
+    result.durationMs = performance.now() - started;
+    this.last = result;
+    const failed = Object.keys(result.errors).length > 0;
+    if (!failed) this.lastSuccessAt = Date.now();
+    const changed = Object.keys(result.changes).length > 0;
+    if (changed || failed) {
+      log.info(
+        { reasons: result.reasons, changes: result.changes, errors: result.errors, durationMs: +result.durationMs.toFixed(1) },
+        failed ? "reconcile finished with errors" : "reconciled",
+      );
+    } else {
+      log.debug({ reasons: result.reasons, durationMs: +result.durationMs.toFixed(1) }, "in sync");
+    }
+    this.opts.onReconciled?.(result);
+    if (failed && !this.stopped) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = setTimeout(() => this.trigger("retry"), this.opts.retryMs ?? 1000);
+      this.retryTimer.unref();
+    }
+  }
+}
