@@ -27,7 +27,11 @@ async function main(): Promise<void> {
     say("Done: no namespace, link or process of the lab is left.");
   };
   for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-    process.on(sig, () => void cleanup().then(() => process.exit(128 + (sig === "SIGINT" ? 2 : sig === "SIGTERM" ? 15 : 1))));
+    process.on(
+      sig,
+      () =>
+        void cleanup().then(() => process.exit(128 + (sig === "SIGINT" ? 2 : sig === "SIGTERM" ? 15 : 1))),
+    );
   }
   // A closed stdout (demo piped into `head`) must not skip the teardown.
   process.stdout.on("error", () => undefined);

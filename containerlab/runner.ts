@@ -6,13 +6,26 @@
 // Every lab instance has its own prefix; namespaces are named PREFIX-NODE.
 // What `up` creates is written to a state file first, so `down` removes it
 // all even after a crash of the runner; `down` is idempotent.
-import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync, copyFileSync } from "node:fs";
+import {
+  chownSync,
+  closeSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { fileURLToPath } from "node:url";
 import { join } from "node:path";
-import { run, tryRun, type RunResult } from "../daemon/exec.js";
+import { run, spawnDetached, tryRun, type RunResult } from "../daemon/exec.js";
 import { bindFor, isFrrNode, type LabNode, type Topology } from "./topology.js";
 
 export const STATE_ROOT = process.env.EGRESSD_LAB_STATE ?? "/run/egressd-lab";
 const FRR_BIN = "/usr/lib/frr";
+/** bin/ of this repository: `egressd` in a node's cmd runs this checkout's build. */
+const REPO_BIN = fileURLToPath(new URL("../../bin", import.meta.url));
 const FRR_RUN = "/var/run/frr";
 const FRR_DEFAULT_DAEMONS = ["zebra", "staticd", "bgpd", "bfdd"];
 /** Start order matters: zebra first, the others connect to it. */
@@ -23,6 +36,8 @@ interface LabState {
   name: string;
   namespaces: string[];
   frrNamespaces: string[];
+  /** pid of each node's main command (containerlab `cmd`). */
+  cmds?: Record<string, number>;
 }
 
 export class LabError extends Error {
@@ -44,7 +59,7 @@ export class Lab {
   constructor(
     readonly topo: Topology,
     readonly prefix: string = defaultPrefix(topo),
-    readonly opts: { quiet?: boolean } = {},
+    readonly opts: { quiet?: boolean; /** Do not start the nodes' `cmd`. */ noCmd?: boolean } = {},
   ) {
     if (!/^[A-Za-z0-9_.-]+$/.test(prefix)) throw new LabError(`invalid lab prefix "${prefix}"`);
     this.stateDir = join(STATE_ROOT, prefix);
@@ -131,6 +146,9 @@ export class Lab {
         this.writeState(state);
         await this.startFrr(node);
       }
+      if (!this.opts.noCmd) {
+        for (const node of this.topo.nodes) if (node.cmd && !isFrrNode(node)) await this.startCmd(node.name);
+      }
       log(this.opts.quiet, `up in ${Date.now() - started} ms (prefix ${this.prefix})`);
     } catch (e) {
       await this.down().catch(() => undefined);
@@ -176,6 +194,49 @@ export class Lab {
       if (d === "zebra")
         await waitFor(() => existsSync(join(runDir, "zserv.api")), 5000, `${node.name}: zebra socket`);
     }
+  }
+
+  /**
+   * Starts a node's main command (containerlab `cmd`) in its namespace, in the
+   * background. Paths that the node binds are replaced by their host files,
+   * and `egressd` runs this checkout's build. Output goes to STATE/NODE/cmd.log.
+   */
+  async startCmd(nodeName: string): Promise<number> {
+    const node = this.node(nodeName);
+    if (!node.cmd) throw new LabError(`node ${nodeName} has no cmd`);
+    let cmd = node.cmd;
+    for (const b of [...node.binds].sort((x, y) => y.target.length - x.target.length)) {
+      cmd = cmd.split(b.target).join(b.source);
+    }
+    const dir = join(this.stateDir, nodeName);
+    mkdirSync(dir, { recursive: true });
+    const fd = openSync(join(dir, "cmd.log"), "a");
+    const pid = spawnDetached(["sh", "-c", `exec ${cmd}`], {
+      netns: this.ns(nodeName),
+      logFile: fd,
+      env: { ...node.env, PATH: `${REPO_BIN}:${process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin"}` },
+    });
+    closeSync(fd);
+    const state = this.readState();
+    if (state) this.writeState({ ...state, cmds: { ...state.cmds, [nodeName]: pid } });
+    return pid;
+  }
+
+  /** pid of a node's running main command, if it runs. */
+  cmdPid(nodeName: string): number | undefined {
+    const pid = this.readState()?.cmds?.[nodeName];
+    if (pid === undefined) return undefined;
+    try {
+      process.kill(pid, 0);
+      return pid;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Path of a node's main command log. */
+  cmdLog(nodeName: string): string {
+    return join(this.stateDir, nodeName, "cmd.log");
   }
 
   /** Runs a command inside a node. On FRR nodes `vtysh` is pointed at the node's FRR instance. */

@@ -21,6 +21,8 @@ export interface LabNode {
   image: string;
   binds: Bind[];
   exec: string[];
+  /** The node's main command (containerlab `cmd`), if any. */
+  cmd?: string;
   env: Record<string, string>;
   labels: Record<string, string>;
 }
@@ -213,9 +215,22 @@ function parseNode(
       else exec.push(c);
     });
 
+  const cmd = pick("cmd");
+  if (cmd !== undefined && (typeof cmd !== "string" || cmd.trim() === ""))
+    bad(`${path}.cmd`, "must be a command string");
+
   const env = stringMap(`${path}.env`, pick("env"), bad);
   const labels = stringMap(`${path}.labels`, pick("labels"), bad);
-  return { name, kind, image: typeof image === "string" ? image : "", binds, exec, env, labels };
+  return {
+    name,
+    kind,
+    image: typeof image === "string" ? image : "",
+    binds,
+    exec,
+    ...(typeof cmd === "string" ? { cmd } : {}),
+    env,
+    labels,
+  };
 }
 
 function stringMap(path: string, v: unknown, bad: (p: string, m: string) => void): Record<string, string> {
