@@ -120,7 +120,12 @@ export class Controller<D> {
     const changed = Object.keys(result.changes).length > 0;
     if (changed || failed) {
       log.info(
-        { reasons: result.reasons, changes: result.changes, errors: result.errors, durationMs: +result.durationMs.toFixed(1) },
+        {
+          reasons: result.reasons,
+          changes: result.changes,
+          errors: result.errors,
+          durationMs: +result.durationMs.toFixed(1),
+        },
         failed ? "reconcile finished with errors" : "reconciled",
       );
     } else {
