@@ -5,6 +5,8 @@ import { Command } from "commander";
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { VERSION } from "./version.js";
+import { planCommand } from "./commands/plan.js";
+import { validateCommand } from "./commands/validate.js";
 
 export function buildCli(): Command {
   const program = new Command();
@@ -15,6 +17,8 @@ export function buildCli(): Command {
     )
     .version(VERSION, "-V, --version", "print the version and exit")
     .showHelpAfterError();
+  program.addCommand(validateCommand());
+  program.addCommand(planCommand());
   return program;
 }
 

@@ -1,0 +1,179 @@
+// Loads a configuration file: YAML -> structure (Ajv, against the TypeBox
+// schema) -> semantics. All or nothing: the result is either a valid, typed
+// Config or every error found, each with its path and YAML line.
+import { readFile } from "node:fs/promises";
+import { Ajv, type ErrorObject } from "ajv";
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from "yaml";
+import { ConfigSchema, IFNAME_PATTERN, NAME_PATTERN, type Config } from "./schema.js";
+import { formatPath, type ConfigIssue, type PathSegment } from "./issues.js";
+import { checkSemantics, type RawIssue } from "./semantics.js";
+
+export type LoadResult =
+  | { ok: true; config: Config; warnings: ConfigIssue[] }
+  | { ok: false; errors: ConfigIssue[]; warnings: ConfigIssue[] };
+
+const ajv = new Ajv({ allErrors: true, strict: true, verbose: true });
+const validateStructure = ajv.compile<Config>(ConfigSchema);
+
+const UNQUOTED_IPV6 = /(^|[\s[{,])[0-9a-fA-F]{0,4}:[0-9a-fA-F]{0,4}:/;
+
+const TYPE_NAMES: Record<string, string> = {
+  string: "a string",
+  array: "a list",
+  object: "a map (key: value)",
+  integer: "an integer",
+  number: "a number",
+  boolean: "true or false",
+};
+
+function levenshtein(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let diag = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const up = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
+      diag = up;
+    }
+  }
+  return row[b.length]!;
+}
+
+function suggest(key: string, known: string[]): string {
+  const k = key.toLowerCase();
+  const hit =
+    known.find((x) => x.toLowerCase() === k) ?? known.find((x) => levenshtein(x.toLowerCase(), k) <= 2);
+  return hit === undefined ? ` (known keys: ${known.join(", ")})` : ` (did you mean ${JSON.stringify(hit)}?)`;
+}
+
+function pointerToSegments(pointer: string): PathSegment[] {
+  if (pointer === "") return [];
+  return pointer
+    .slice(1)
+    .split("/")
+    .map((s) => s.replace(/~1/g, "/").replace(/~0/g, "~"))
+    .map((s) => (/^(0|[1-9][0-9]*)$/.test(s) ? Number(s) : s));
+}
+
+function structuralIssue(e: ErrorObject): RawIssue {
+  const segments = pointerToSegments(e.instancePath);
+  const params = e.params as Record<string, unknown>;
+  const schema = e.parentSchema as { properties?: Record<string, unknown>; pattern?: string } | undefined;
+  switch (e.keyword) {
+    case "required":
+      return { segments, message: `missing required field ${JSON.stringify(params.missingProperty)}` };
+    case "additionalProperties": {
+      const key = String(params.additionalProperty);
+      const known = Object.keys(schema?.properties ?? {});
+      return { segments: [...segments, key], message: `unknown key${suggest(key, known)}` };
+    }
+    case "type": {
+      const want = TYPE_NAMES[String(params.type)] ?? String(params.type);
+      const got = e.data;
+      const hint =
+        params.type === "string" && typeof got === "object" && got !== null
+          ? ' (an unquoted IPv6 address ending in ":" reads as a map; quote it)'
+          : "";
+      return { segments, message: `must be ${want}${hint}` };
+    }
+    case "minItems":
+      return {
+        segments,
+        message:
+          params.limit === 1 ? "must not be empty" : `must have at least ${String(params.limit)} entries`,
+      };
+    case "pattern": {
+      const v = JSON.stringify(e.data);
+      if (schema?.pattern === NAME_PATTERN) {
+        return {
+          segments,
+          message: `${v} is not a valid name: 1-63 lowercase letters, digits or "-", starting and ending with a letter or digit`,
+        };
+      }
+      if (schema?.pattern === IFNAME_PATTERN) {
+        return {
+          segments,
+          message: `${v} is not a valid interface name: 1-15 letters, digits, "_", ".", "-" or "@"`,
+        };
+      }
+      return { segments, message: `${v} must match ${String(params.pattern)}` };
+    }
+    case "minimum":
+      return { segments, message: `must be at least ${String(params.limit)}` };
+    case "maximum":
+      return { segments, message: `must be at most ${String(params.limit)}` };
+    default:
+      return { segments, message: e.message ?? `fails ${e.keyword}` };
+  }
+}
+
+/** The 1-based line of the node at `segments` (for a map entry: of its key), or of its closest ancestor. */
+function lineOf(doc: Document, lc: LineCounter, segments: PathSegment[]): number | undefined {
+  const start = (node: unknown): number | undefined => {
+    const range = (node as Node | null | undefined)?.range;
+    return range ? lc.linePos(range[0]).line : undefined;
+  };
+  for (let n = segments.length; n > 0; n--) {
+    const parent: unknown = n === 1 ? doc.contents : doc.getIn(segments.slice(0, n - 1), true);
+    const last = segments[n - 1];
+    let line: number | undefined;
+    if (isMap(parent)) line = start(parent.items.find((p) => isScalar(p.key) && p.key.value === last)?.key);
+    else if (isSeq(parent) && typeof last === "number") line = start(parent.items[last]);
+    if (line !== undefined) return line;
+  }
+  return start(doc.contents);
+}
+
+function sortIssues(issues: ConfigIssue[]): ConfigIssue[] {
+  return issues
+    .map((issue, i) => ({ issue, i }))
+    .sort((a, b) => (a.issue.line ?? Infinity) - (b.issue.line ?? Infinity) || a.i - b.i)
+    .map(({ issue }) => issue);
+}
+
+/** Parses and validates configuration text. Never throws for bad input. */
+export function loadConfig(text: string): LoadResult {
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true, prettyErrors: false });
+  const lines = text.split("\n");
+  const yamlIssues = (list: typeof doc.errors): ConfigIssue[] =>
+    list.map((e) => {
+      const line = lc.linePos(e.pos[0]).line;
+      // The usual cause: an unquoted IPv6 address (a ":" at the end or before a space starts a map).
+      const hint = UNQUOTED_IPV6.test(lines[line - 1] ?? "") ? ' (quote IPv6 addresses: "2001:db8::1")' : "";
+      return { path: "(yaml)", message: `${e.message.split("\n")[0]!}${hint}`, line };
+    });
+  const warnings = yamlIssues(doc.warnings);
+  if (doc.errors.length > 0) return { ok: false, errors: yamlIssues(doc.errors), warnings };
+
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: 1000 });
+  } catch (e) {
+    return { ok: false, errors: [{ path: "(yaml)", message: (e as Error).message }], warnings };
+  }
+  if (raw === null || raw === undefined) {
+    return { ok: false, errors: [{ path: "(top level)", message: "the file is empty" }], warnings };
+  }
+
+  const toIssue = (r: RawIssue): ConfigIssue => {
+    const line = lineOf(doc, lc, r.segments);
+    const issue: ConfigIssue = { path: formatPath(r.segments), message: r.message };
+    if (line !== undefined) issue.line = line;
+    return issue;
+  };
+
+  const structurallyValid = validateStructure(raw);
+  const structural = (validateStructure.errors ?? []).map(structuralIssue);
+  const semantic = checkSemantics(raw, structurallyValid);
+  const errors = sortIssues([...structural, ...semantic.errors].map(toIssue));
+  warnings.push(...semantic.warnings.map(toIssue));
+  if (errors.length > 0 || !structurallyValid) return { ok: false, errors, warnings: sortIssues(warnings) };
+  return { ok: true, config: raw as Config, warnings: sortIssues(warnings) };
+}
+
+/** Reads and validates a file. Throws only if the file cannot be read. */
+export async function loadConfigFile(path: string): Promise<LoadResult> {
+  return loadConfig(await readFile(path, "utf8"));
+}

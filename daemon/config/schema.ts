@@ -1,0 +1,165 @@
+// The configuration file's structure, as a TypeBox schema. It is the single
+// source of truth for the TypeScript types (Static<>), for the structural
+// validation (Ajv) and for the published JSON Schema (schema/egressd.schema.json,
+// written by daemon/config/gen-schema.ts). Checks that need more than the
+// structure (CIDRs, cross references, overlaps) live in validate.ts.
+import { Type, type Static } from "@sinclair/typebox";
+
+/** DNS-label-like names: they end up in nft chain names and log lines. */
+export const NAME_PATTERN = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+/** Linux interface names: at most 15 bytes, no '/', ':' or white space. */
+export const IFNAME_PATTERN = "^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,14}$";
+
+export const DEFAULTS = {
+  markMask: 0x0ff00000,
+  tableBase: 20100,
+  rulePriority: 1000,
+} as const;
+
+const Name = (description: string) => Type.String({ pattern: NAME_PATTERN, description });
+const Ifname = (description: string) => Type.String({ pattern: IFNAME_PATTERN, description });
+const Strict = { additionalProperties: false } as const;
+
+export const GatewaySchema = Type.Object(
+  {
+    name: Name("This gateway's name, e.g. gw-a1. Appears in logs and metrics."),
+    site: Name("The site (data centre) this gateway runs in, e.g. dc-a."),
+  },
+  { ...Strict, description: "The gateway's identity." },
+);
+
+export const EgressIPSchema = Type.Object(
+  {
+    address: Type.String({
+      description: 'An IPv4 or IPv6 address, without prefix length, e.g. 192.0.2.11 or "2001:db8:e::11".',
+      examples: ["192.0.2.11", "2001:db8:e::11"],
+    }),
+    interface: Ifname("The interface egressd adds the address to (as a /32 or /128), e.g. lo."),
+  },
+  { ...Strict, description: "An egress IP this gateway owns." },
+);
+
+export const UplinkSchema = Type.Object(
+  {
+    name: Name("The uplink's name, referred to by policies."),
+    interface: Ifname("The interface traffic for this uplink leaves through."),
+    nextHop: Type.Optional(
+      Type.String({
+        description: "IPv4 next hop on the interface. Required if an IPv4 policy uses the uplink.",
+      }),
+    ),
+    nextHop6: Type.Optional(
+      Type.String({
+        description: "IPv6 next hop on the interface. Required if an IPv6 policy uses the uplink.",
+      }),
+    ),
+    table: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 0xffffffff,
+        description:
+          "Routing table egressd owns for this uplink. Default: dataplane.tableBase + the uplink's index in this list.",
+      }),
+    ),
+  },
+  { ...Strict, description: "A way out of the gateway: an interface and its next hops." },
+);
+
+const CidrList = (description: string, minItems: number) =>
+  Type.Array(Type.String({ examples: ["10.244.1.0/24", "10.244.2.5"] }), { minItems, description });
+
+export const PolicySchema = Type.Object(
+  {
+    name: Name("The policy's name, unique in this file."),
+    sources: CidrList(
+      "Pod CIDRs and/or pod IPs this policy applies to. A bare address means a /32 or /128.",
+      1,
+    ),
+    destinations: CidrList("Destination CIDRs this policy applies to (a bare address is a host prefix).", 1),
+    exceptions: Type.Optional(
+      CidrList(
+        "Destination CIDRs, each inside one of this policy's destinations, that are left alone: " +
+          "not SNATed, not routed through the uplink. They take part in longest-prefix match at their own length.",
+        0,
+      ),
+    ),
+    gateway: Type.Optional(
+      Type.Boolean({
+        default: true,
+        description:
+          "false: no gateway for these destinations; matching traffic is left alone (no egressIP or uplink allowed).",
+      }),
+    ),
+    egressIP: Type.Optional(
+      Type.String({
+        description: "The egress IP (one of egressIPs) to SNAT to. Required unless gateway is false.",
+      }),
+    ),
+    uplink: Type.Optional(
+      Type.String({
+        description: "Name of the uplink the traffic leaves through. Required unless gateway is false.",
+      }),
+    ),
+  },
+  {
+    ...Strict,
+    description:
+      "Which sources reach which destinations through which egress IP and uplink. " +
+      "Longest destination prefix wins, then the most specific source prefix.",
+  },
+);
+
+export const DataplaneSchema = Type.Object(
+  {
+    markMask: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 0xffffffff,
+        default: DEFAULTS.markMask,
+        description:
+          "Bits of the packet mark egressd may use (write it in hex, e.g. 0x0ff00000). " +
+          "Must not overlap kube-proxy's 0x4000 and 0x8000 or your CNI's bits.",
+      }),
+    ),
+    tableBase: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 0xffffffff,
+        default: DEFAULTS.tableBase,
+        description: "First routing table number for uplinks without an explicit table.",
+      }),
+    ),
+    rulePriority: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 32765,
+        default: DEFAULTS.rulePriority,
+        description: "Priority of egressd's fwmark policy-routing rules (before the main table's 32766).",
+      }),
+    ),
+  },
+  { ...Strict, description: "Kernel resources egressd uses: mark bits, routing tables, rule priority." },
+);
+
+export const ConfigSchema = Type.Object(
+  {
+    gateway: GatewaySchema,
+    egressIPs: Type.Array(EgressIPSchema, { description: "The egress IPs this gateway owns." }),
+    uplinks: Type.Array(UplinkSchema, { description: "The gateway's uplinks." }),
+    policies: Type.Array(PolicySchema, { description: "Egress policies." }),
+    dataplane: Type.Optional(DataplaneSchema),
+  },
+  {
+    ...Strict,
+    title: "egressd configuration",
+    description: "Configuration file of egressd, the egress gateway.",
+  },
+);
+
+export type GatewayConfig = Static<typeof GatewaySchema>;
+export type EgressIPConfig = Static<typeof EgressIPSchema>;
+export type UplinkConfig = Static<typeof UplinkSchema>;
+export type PolicyConfig = Static<typeof PolicySchema>;
+export type DataplaneConfig = Static<typeof DataplaneSchema>;
+/** A configuration that passed validation (loadConfig). */
+export type Config = Static<typeof ConfigSchema>;

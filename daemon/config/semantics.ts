@@ -1,0 +1,294 @@
+// Checks beyond the schema's structure: addresses and CIDRs, address families,
+// cross references (egress IPs, uplinks), uniqueness, mark and table numbers,
+// and, once everything else is valid, ambiguous overlaps between policies.
+//
+// The input may be structurally invalid (the schema errors are reported
+// separately), so every check looks at the types it needs and skips what it
+// cannot interpret: one run reports as many independent errors as possible.
+import type { Family } from "../state.js";
+import { flattenNat } from "../plan/nat.js";
+import { markCapacity, policyModels, uplinkTables } from "../plan/model.js";
+import { contains, parseAddress, parsePrefix, type Prefix } from "./ip.js";
+import { formatPath, type PathSegment } from "./issues.js";
+import { DEFAULTS, type Config } from "./schema.js";
+
+export interface RawIssue {
+  segments: PathSegment[];
+  message: string;
+}
+
+/** Mark bits used by kube-proxy (KUBE-MARK-MASQ 0x4000, KUBE-MARK-DROP 0x8000). */
+export const KUBE_PROXY_MARKS = 0x0000c000;
+/** Routing tables the kernel reserves: unspec, default, main, local. */
+const RESERVED_TABLES = new Map([
+  [0, "unspec"],
+  [253, "default"],
+  [254, "main"],
+  [255, "local"],
+]);
+
+type Obj = Record<string, unknown>;
+const isObj = (x: unknown): x is Obj => typeof x === "object" && x !== null && !Array.isArray(x);
+const list = (x: unknown): unknown[] => (Array.isArray(x) ? x : []);
+const str = (x: unknown): string | undefined => (typeof x === "string" ? x : undefined);
+const hex = (n: number) => `0x${(n >>> 0).toString(16).padStart(8, "0")}`;
+const quoted = (s: string) => JSON.stringify(s);
+
+export interface SemanticResult {
+  errors: RawIssue[];
+  warnings: RawIssue[];
+}
+
+function isUnusable(family: Family, value: bigint): string | undefined {
+  if (value === 0n) return "the unspecified address";
+  if (family === 4 && value >> 28n === 0xen) return "a multicast address";
+  if (family === 6 && value >> 120n === 0xffn) return "a multicast address";
+  return undefined;
+}
+
+export function checkSemantics(raw: unknown, structurallyValid: boolean): SemanticResult {
+  const errors: RawIssue[] = [];
+  const warnings: RawIssue[] = [];
+  const err = (segments: PathSegment[], message: string) => errors.push({ segments, message });
+  const root = isObj(raw) ? raw : {};
+
+  // dataplane
+  const dpRaw = isObj(root.dataplane) ? root.dataplane : {};
+  const markMask = Number.isInteger(dpRaw.markMask) ? (dpRaw.markMask as number) : DEFAULTS.markMask;
+  if ((markMask & KUBE_PROXY_MARKS) !== 0) {
+    err(
+      ["dataplane", "markMask"],
+      `${hex(markMask)} overlaps kube-proxy's mark bits 0x4000 and 0x8000; choose bits outside ${hex(KUBE_PROXY_MARKS)}`,
+    );
+  }
+  const tableBase = Number.isInteger(dpRaw.tableBase) ? (dpRaw.tableBase as number) : DEFAULTS.tableBase;
+
+  // egressIPs
+  const owned = new Map<string, { index: number; family: Family }>();
+  list(root.egressIPs).forEach((e, i) => {
+    const text = isObj(e) ? str(e.address) : undefined;
+    if (text === undefined) return;
+    const at: PathSegment[] = ["egressIPs", i, "address"];
+    if (text.includes("/")) {
+      err(at, `${text}: write the address without a prefix length (egress IPs are always /32 or /128)`);
+      return;
+    }
+    const a = parseAddress(text);
+    if (a === undefined) {
+      err(at, `${quoted(text)} is not an IP address`);
+      return;
+    }
+    const bad = isUnusable(a.family, a.value);
+    if (bad !== undefined) {
+      err(at, `${text} is ${bad}; it cannot be an egress IP`);
+      return;
+    }
+    const k = `${a.family}/${a.value}`;
+    const prev = owned.get(k);
+    if (prev !== undefined) err(at, `${text} is already listed at ${formatPath(["egressIPs", prev.index])}`);
+    else owned.set(k, { index: i, family: a.family });
+  });
+
+  // uplinks
+  const uplinks = new Map<string, { index: number; v4: boolean; v6: boolean }>();
+  const uplinkList = list(root.uplinks);
+  uplinkList.forEach((u, i) => {
+    if (!isObj(u)) return;
+    const name = str(u.name);
+    const hops: [string, Family, string][] = [
+      ["nextHop", 4, "nextHop6"],
+      ["nextHop6", 6, "nextHop"],
+    ];
+    const has = { 4: false, 6: false };
+    for (const [key, family, other] of hops) {
+      const text = str(u[key]);
+      if (text === undefined) continue;
+      const a = parseAddress(text);
+      if (a === undefined) err(["uplinks", i, key], `${quoted(text)} is not an IP address`);
+      else if (a.family !== family) {
+        err(
+          ["uplinks", i, key],
+          `${text} is IPv${a.family}; ${key} takes an IPv${family} address (use ${other})`,
+        );
+      } else if (isUnusable(a.family, a.value) !== undefined) {
+        err(["uplinks", i, key], `${text} is ${isUnusable(a.family, a.value)}; it cannot be a next hop`);
+      } else has[family] = true;
+    }
+    if (u.nextHop === undefined && u.nextHop6 === undefined) {
+      err(["uplinks", i], "needs nextHop (IPv4) and/or nextHop6 (IPv6)");
+    }
+    if (name === undefined) return;
+    const prev = uplinks.get(name);
+    if (prev !== undefined) {
+      err(["uplinks", i, "name"], `duplicate uplink name ${quoted(name)} (also uplinks[${prev.index}])`);
+    } else uplinks.set(name, { index: i, v4: has[4], v6: has[6] });
+  });
+  // Routing tables: explicit or tableBase + index; unique, not reserved.
+  if (uplinkList.every(isObj)) {
+    const tableOf = uplinkTables(
+      uplinkList.map((u) =>
+        Number.isInteger((u as Obj).table) ? { table: (u as Obj).table as number } : {},
+      ),
+      tableBase,
+    );
+    const seen = new Map<number, number>();
+    tableOf.forEach((t, i) => {
+      const explicit = Number.isInteger((uplinkList[i] as Obj).table);
+      const at: PathSegment[] = explicit ? ["uplinks", i, "table"] : ["uplinks", i];
+      const how = explicit ? `table ${t}` : `table ${t} (dataplane.tableBase ${tableBase} + ${i})`;
+      const reserved = RESERVED_TABLES.get(t);
+      if (reserved !== undefined) err(at, `${how} is the kernel's ${reserved} table`);
+      else if (t > 0xffffffff) err(at, `${how} is above 4294967295`);
+      const prev = seen.get(t);
+      if (prev !== undefined) err(at, `${how} is also used by uplinks[${prev}]`);
+      else seen.set(t, i);
+    });
+  }
+
+  // policies
+  const policyNames = new Map<string, number>();
+  let gatewayPolicies = 0;
+  list(root.policies).forEach((p, i) => {
+    if (!isObj(p)) return;
+    const at = (...rest: PathSegment[]): PathSegment[] => ["policies", i, ...rest];
+    const name = str(p.name);
+    if (name !== undefined) {
+      const prev = policyNames.get(name);
+      if (prev !== undefined)
+        err(at("name"), `duplicate policy name ${quoted(name)} (also policies[${prev}])`);
+      else policyNames.set(name, i);
+    }
+    const gateway = p.gateway !== false;
+    if (gateway) gatewayPolicies++;
+
+    // The policy's family: its egress IP's, else its first source's.
+    let family: Family | undefined;
+    let familyFrom = "";
+    const egressText = str(p.egressIP);
+    let egress: ReturnType<typeof parseAddress>;
+    if (egressText !== undefined) {
+      egress = parseAddress(egressText);
+      if (egress !== undefined) {
+        family = egress.family;
+        familyFrom = `egressIP ${egressText}`;
+      }
+    }
+
+    const lists: Record<"sources" | "destinations" | "exceptions", Prefix[]> = {
+      sources: [],
+      destinations: [],
+      exceptions: [],
+    };
+    for (const field of ["sources", "destinations", "exceptions"] as const) {
+      list(p[field]).forEach((x, j) => {
+        if (typeof x !== "string") return;
+        const r = parsePrefix(x);
+        if (!r.ok) {
+          err(at(field, j), r.message);
+          return;
+        }
+        if (family === undefined) {
+          family = r.prefix.family;
+          familyFrom = `${formatPath([field, j])} ${x}`;
+        } else if (r.prefix.family !== family) {
+          err(
+            at(field, j),
+            `${x} is IPv${r.prefix.family} but this policy is IPv${family} (${familyFrom}); a policy is one family`,
+          );
+          return;
+        }
+        lists[field].push(r.prefix);
+      });
+    }
+
+    if (!gateway) {
+      for (const key of ["egressIP", "uplink"] as const) {
+        if (p[key] !== undefined) err(at(key), `not allowed with gateway: false (traffic is left alone)`);
+      }
+      if (list(p.exceptions).length > 0) {
+        err(at("exceptions"), "not allowed with gateway: false; list these CIDRs under destinations");
+      }
+      return;
+    }
+
+    if (p.egressIP === undefined) {
+      err(at(), `missing required field "egressIP" (or set gateway: false)`);
+    } else if (egressText !== undefined) {
+      if (egress === undefined) err(at("egressIP"), `${quoted(egressText)} is not an IP address`);
+      else if (!owned.has(`${egress.family}/${egress.value}`)) {
+        err(
+          at("egressIP"),
+          `${egressText} is not owned by this gateway (not in egressIPs${owned.size === 0 ? ", which is empty" : ""})`,
+        );
+      }
+    }
+
+    if (p.uplink === undefined) {
+      err(at(), `missing required field "uplink" (or set gateway: false)`);
+    } else if (typeof p.uplink === "string") {
+      const u = uplinks.get(p.uplink);
+      if (u === undefined) {
+        const known = [...uplinks.keys()].map(quoted).join(", ");
+        err(
+          at("uplink"),
+          `unknown uplink ${quoted(p.uplink)} (${known === "" ? "no uplinks are defined" : `known: ${known}`})`,
+        );
+      } else if (family === 4 && !u.v4) {
+        err(at("uplink"), `uplink ${quoted(p.uplink)} has no IPv4 nextHop, which this IPv4 policy needs`);
+      } else if (family === 6 && !u.v6) {
+        err(at("uplink"), `uplink ${quoted(p.uplink)} has no IPv6 nextHop6, which this IPv6 policy needs`);
+      }
+    }
+
+    list(p.exceptions).forEach((x, j) => {
+      if (typeof x !== "string") return;
+      const r = parsePrefix(x);
+      if (!r.ok || r.prefix.family !== family) return;
+      if (!lists.destinations.some((d) => contains(d, r.prefix))) {
+        err(at("exceptions", j), `${x} is not inside any of this policy's destinations`);
+      }
+    });
+  });
+
+  const capacity = markCapacity(markMask);
+  if (gatewayPolicies > capacity) {
+    err(
+      ["policies"],
+      `${gatewayPolicies} policies use the gateway but dataplane.markMask ${hex(markMask)} has room for ${capacity}; widen the mask`,
+    );
+  }
+
+  // Overlaps: only on an otherwise valid file, where the planner's model is well defined.
+  if (structurallyValid && errors.length === 0) {
+    const config = raw as Config;
+    const nat = flattenNat(policyModels(config));
+    const reported = new Set<string>();
+    for (const c of nat.conflicts) {
+      const k = c.policies.join(",");
+      if (reported.has(k)) continue;
+      reported.add(k);
+      const last = c.policies[c.policies.length - 1]!;
+      const others = c.policies
+        .slice(0, -1)
+        .map((pi) => `policies[${pi}] (${quoted(config.policies[pi]!.name)})`)
+        .join(" and ");
+      err(
+        ["policies", last],
+        `${quoted(config.policies[last]!.name)} is ambiguous with ${others}: both apply to sources ${c.source} ` +
+          `and destination ${c.destination} with the same prefix lengths (source /${c.sourceLength}, ` +
+          `destination ${c.destination.slice(c.destination.indexOf("/"))}) but different results; ` +
+          `make a source or destination more specific, or merge the policies`,
+      );
+    }
+    if (errors.length > 0) return { errors, warnings };
+    config.policies.forEach((p, i) => {
+      if (p.gateway !== false && !nat.effective.has(i)) {
+        warnings.push({
+          segments: ["policies", i],
+          message: `policy ${quoted(p.name)} never applies: more specific destinations, exceptions or policies override all of it`,
+        });
+      }
+    });
+  }
+  return { errors, warnings };
+}

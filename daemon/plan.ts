@@ -1,0 +1,100 @@
+// plan(): the functional core. A validated Config in, the full desired kernel
+// state out (egress addresses, uplink routing tables, fwmark rules, the NAT
+// classifier). Pure: no I/O, no clock, no randomness; equal inputs give equal
+// (deep-equal, identically ordered) outputs.
+import type { Config } from "./config/schema.js";
+import { formatAddress, parseAddress } from "./config/ip.js";
+import type { DesiredAddress, DesiredRoute, DesiredRule, Family, KernelState, NatPolicy } from "./state.js";
+import { flattenNat } from "./plan/nat.js";
+import { dataplaneOf, markValue, policyFamily, policyModels, uplinkTables } from "./plan/model.js";
+
+export class PlanError extends Error {
+  override name = "PlanError";
+}
+
+function canonical(address: string): { family: Family; address: string; value: bigint } {
+  const a = parseAddress(address);
+  if (a === undefined) throw new PlanError(`${address} is not an IP address`);
+  return { family: a.family, address: formatAddress(a.family, a.value), value: a.value };
+}
+
+const byFamilyThenValue = (a: { family: Family; value: bigint }, b: { family: Family; value: bigint }) =>
+  a.family - b.family || (a.value < b.value ? -1 : a.value > b.value ? 1 : 0);
+
+/**
+ * Computes the desired kernel state. `config` must have passed validation
+ * (loadConfig); plan() throws PlanError on what validation would reject.
+ */
+export function plan(config: Config): KernelState {
+  const dp = dataplaneOf(config);
+
+  const addresses: DesiredAddress[] = config.egressIPs
+    .map((e) => ({ ...canonical(e.address), interface: e.interface }))
+    .sort(byFamilyThenValue)
+    .map(({ family, address, interface: ifname }) => ({
+      family,
+      address,
+      prefixLength: family === 4 ? 32 : 128,
+      interface: ifname,
+    }));
+
+  const tables = uplinkTables(config.uplinks, dp.tableBase);
+  const uplinkIndex = new Map(config.uplinks.map((u, i) => [u.name, i]));
+
+  const natPolicies: NatPolicy[] = [];
+  const rules: DesiredRule[] = [];
+  const usedUplinks = new Set<string>(); // "index/family"
+  let n = 0;
+  for (const p of config.policies) {
+    if (p.gateway === false) continue;
+    if (p.egressIP === undefined || p.uplink === undefined) {
+      throw new PlanError(`policy ${p.name}: egressIP and uplink are required`);
+    }
+    const ui = uplinkIndex.get(p.uplink);
+    if (ui === undefined) throw new PlanError(`policy ${p.name}: unknown uplink ${p.uplink}`);
+    const family = policyFamily(p);
+    const mark = markValue(++n, dp.markMask);
+    natPolicies.push({
+      name: p.name,
+      family,
+      egressIP: canonical(p.egressIP).address,
+      mark,
+      uplinkInterface: config.uplinks[ui]!.interface,
+    });
+    rules.push({ family, priority: dp.rulePriority, fwmark: mark, fwmask: dp.markMask, table: tables[ui]! });
+    usedUplinks.add(`${ui}/${family}`);
+  }
+  rules.sort((a, b) => a.family - b.family || a.fwmark - b.fwmark);
+
+  const routes: DesiredRoute[] = [];
+  config.uplinks.forEach((u, ui) => {
+    for (const family of [4, 6] as const) {
+      if (!usedUplinks.has(`${ui}/${family}`)) continue;
+      const hop = family === 4 ? u.nextHop : u.nextHop6;
+      if (hop === undefined) throw new PlanError(`uplink ${u.name} has no IPv${family} next hop`);
+      routes.push({
+        family,
+        table: tables[ui]!,
+        destination: family === 4 ? "0.0.0.0/0" : "::/0",
+        gateway: canonical(hop).address,
+        interface: u.interface,
+      });
+    }
+  });
+  routes.sort((a, b) => a.table - b.table || a.family - b.family);
+
+  const nat = flattenNat(policyModels(config));
+  if (nat.conflicts.length > 0) {
+    const c = nat.conflicts[0]!;
+    throw new PlanError(
+      `ambiguous policies ${c.policies.map((i) => config.policies[i]!.name).join(", ")} for destination ${c.destination}`,
+    );
+  }
+
+  return {
+    addresses,
+    routes,
+    rules,
+    nat: { markMask: dp.markMask, policies: natPolicies, classes: nat.classes, sources: nat.sources },
+  };
+}

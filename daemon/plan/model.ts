@@ -1,0 +1,67 @@
+// Turns a validated Config into the parsed values the planner works on:
+// policies with numeric prefixes, uplink tables, mark values.
+import type { Config } from "../config/schema.js";
+import { DEFAULTS } from "../config/schema.js";
+import { mustParseSpan, parseAddress } from "../config/ip.js";
+import type { Family } from "../state.js";
+import type { PolicyModel } from "./nat.js";
+
+export interface Dataplane {
+  markMask: number;
+  tableBase: number;
+  rulePriority: number;
+}
+
+export function dataplaneOf(config: Pick<Config, "dataplane">): Dataplane {
+  return {
+    markMask: config.dataplane?.markMask ?? DEFAULTS.markMask,
+    tableBase: config.dataplane?.tableBase ?? DEFAULTS.tableBase,
+    rulePriority: config.dataplane?.rulePriority ?? DEFAULTS.rulePriority,
+  };
+}
+
+/** The routing table of each uplink, by uplink index: explicit, else tableBase + index. */
+export function uplinkTables(uplinks: readonly { table?: number }[], tableBase: number): number[] {
+  return uplinks.map((u, i) => u.table ?? tableBase + i);
+}
+
+/** Number of distinct non-zero mark values the mask allows (2^bits - 1). */
+export function markCapacity(mask: number): number {
+  let bits = 0;
+  for (let m = mask >>> 0; m !== 0; m >>>= 1) bits += m & 1;
+  return 2 ** bits - 1;
+}
+
+/** The n-th (1-based) mark value within mask: n's bits deposited into the mask's set bits, low to high. */
+export function markValue(n: number, mask: number): number {
+  let value = 0;
+  let rest = n;
+  for (let bit = 0; bit < 32 && rest > 0; bit++) {
+    const b = 2 ** bit;
+    if (Math.floor((mask >>> 0) / b) % 2 === 1) {
+      if (rest % 2 === 1) value += b;
+      rest = Math.floor(rest / 2);
+    }
+  }
+  if (rest > 0) throw new Error(`mark ${n} does not fit in mask 0x${(mask >>> 0).toString(16)}`);
+  return value;
+}
+
+export function policyFamily(p: Config["policies"][number]): Family {
+  const first = p.egressIP ?? p.sources[0]!;
+  const a = parseAddress(first.split("/")[0]!);
+  if (a === undefined) throw new Error(`policy ${p.name}: ${first} is not an address`);
+  return a.family;
+}
+
+export function policyModels(config: Pick<Config, "policies">): PolicyModel[] {
+  return config.policies.map((p, index) => ({
+    index,
+    name: p.name,
+    family: policyFamily(p),
+    gateway: p.gateway !== false,
+    sources: p.sources.map(mustParseSpan),
+    destinations: p.destinations.map(mustParseSpan),
+    exceptions: (p.exceptions ?? []).map(mustParseSpan),
+  }));
+}
