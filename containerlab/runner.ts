@@ -135,7 +135,7 @@ export class Lab {
       for (const node of this.topo.nodes) {
         for (const cmd of node.exec) {
           try {
-            await run(["sh", "-c", cmd], { netns: this.ns(node.name), env: node.env });
+            await run(["sh", "-c", withHostPaths(node, cmd)], { netns: this.ns(node.name), env: node.env });
           } catch (e) {
             throw new LabError(`node ${node.name}: exec "${cmd}" failed: ${(e as Error).message}`);
           }
@@ -204,10 +204,7 @@ export class Lab {
   async startCmd(nodeName: string): Promise<number> {
     const node = this.node(nodeName);
     if (!node.cmd) throw new LabError(`node ${nodeName} has no cmd`);
-    let cmd = node.cmd;
-    for (const b of [...node.binds].sort((x, y) => y.target.length - x.target.length)) {
-      cmd = cmd.split(b.target).join(b.source);
-    }
+    const cmd = withHostPaths(node, node.cmd);
     const dir = join(this.stateDir, nodeName);
     mkdirSync(dir, { recursive: true });
     const fd = openSync(join(dir, "cmd.log"), "a");
@@ -337,6 +334,19 @@ export class Lab {
     }
     return out;
   }
+}
+
+/**
+ * A node's command with every bound container path replaced by its host file:
+ * without Docker there is no mount namespace to put the file where the
+ * container would see it.
+ */
+export function withHostPaths(node: LabNode, command: string): string {
+  let out = command;
+  for (const b of [...node.binds].sort((x, y) => y.target.length - x.target.length)) {
+    out = out.split(b.target).join(b.source);
+  }
+  return out;
 }
 
 /** Which FRR daemons to start, from the node's bound `daemons` file (FRR's format: `bgpd=yes`). */

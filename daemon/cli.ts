@@ -6,6 +6,7 @@ import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { VERSION } from "./version.js";
 import { planCommand } from "./commands/plan.js";
+import { runCommand } from "./commands/run.js";
 import { validateCommand } from "./commands/validate.js";
 
 export function buildCli(): Command {
@@ -19,6 +20,7 @@ export function buildCli(): Command {
     .showHelpAfterError();
   program.addCommand(validateCommand());
   program.addCommand(planCommand());
+  program.addCommand(runCommand());
   return program;
 }
 

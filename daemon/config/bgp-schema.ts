@@ -1,7 +1,7 @@
 // The `bgp:` section of the config: the speaker (gobgpd, managed or sidecar),
 // the peers (ToR routers), and what is advertised with which attributes.
 import { Type, type Static } from "@sinclair/typebox";
-import { NAME_PATTERN } from "./schema.js";
+import { NAME_PATTERN } from "./patterns.js";
 
 const Strict = { additionalProperties: false } as const;
 const Family = Type.Union([Type.Literal("ipv4-unicast"), Type.Literal("ipv6-unicast")]);
@@ -148,7 +148,7 @@ export const SpeakerSchema = Type.Object(
       }),
     ),
     binary: Type.Optional(
-      Type.String({ default: "/usr/sbin/gobgpd", description: "managed: the gobgpd binary." }),
+      Type.String({ default: "/usr/bin/gobgpd", description: "managed: the gobgpd binary." }),
     ),
   },
   { ...Strict, description: "How egressd reaches its BGP speaker, gobgpd." },

@@ -5,10 +5,10 @@
 // structure (CIDRs, cross references, overlaps) live in validate.ts.
 import { Type, type Static } from "@sinclair/typebox";
 
-/** DNS-label-like names: they end up in nft chain names and log lines. */
-export const NAME_PATTERN = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
-/** Linux interface names: at most 15 bytes, no '/', ':' or white space. */
-export const IFNAME_PATTERN = "^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,14}$";
+import { IFNAME_PATTERN, NAME_PATTERN } from "./patterns.js";
+import { BgpSchema } from "./bgp-schema.js";
+
+export { IFNAME_PATTERN, NAME_PATTERN };
 
 export const DEFAULTS = {
   markMask: 0x0ff00000,
@@ -148,6 +148,7 @@ export const ConfigSchema = Type.Object(
     uplinks: Type.Array(UplinkSchema, { description: "The gateway's uplinks." }),
     policies: Type.Array(PolicySchema, { description: "Egress policies." }),
     dataplane: Type.Optional(DataplaneSchema),
+    bgp: Type.Optional(BgpSchema),
   },
   {
     ...Strict,

@@ -258,6 +258,8 @@ export function checkSemantics(raw: unknown, structurallyValid: boolean): Semant
     );
   }
 
+  checkBgp(root.bgp, owned, err);
+
   // Overlaps: only on an otherwise valid file, where the planner's model is well defined.
   if (structurallyValid && errors.length === 0) {
     const config = raw as Config;
@@ -291,4 +293,84 @@ export function checkSemantics(raw: unknown, structurallyValid: boolean): Semant
     });
   }
   return { errors, warnings };
+}
+
+/** bgp: addresses and their families, unique peers, router id. */
+function checkBgp(
+  raw: unknown,
+  owned: Map<string, { index: number; family: Family }>,
+  err: (segments: PathSegment[], message: string) => void,
+): void {
+  if (!isObj(raw)) return;
+  const routerId = str(raw.routerId);
+  if (routerId !== undefined && parseAddress(routerId)?.family !== 4) {
+    err(
+      ["bgp", "routerId"],
+      `${quoted(routerId)} is not an IPv4 address (a BGP router id is written as one)`,
+    );
+  }
+  if (raw.asn === 23456) err(["bgp", "asn"], "23456 is AS_TRANS (RFC 6793), not a usable AS number");
+  const names = new Map<string, number>();
+  const addresses = new Map<string, number>();
+  list(raw.peers).forEach((p, i) => {
+    if (!isObj(p)) return;
+    const name = str(p.name);
+    if (name !== undefined) {
+      const prev = names.get(name);
+      if (prev !== undefined)
+        err(["bgp", "peers", i, "name"], `${quoted(name)} is already used by bgp.peers[${prev}]`);
+      else names.set(name, i);
+    }
+    if (p.asn === 23456)
+      err(["bgp", "peers", i, "asn"], "23456 is AS_TRANS (RFC 6793), not a usable AS number");
+    const addrText = str(p.address);
+    const addr = addrText === undefined ? undefined : parseAddress(addrText);
+    if (addrText !== undefined && addr === undefined) {
+      err(["bgp", "peers", i, "address"], `${quoted(addrText)} is not an IP address`);
+    } else if (addr !== undefined) {
+      const k = `${addr.family}/${addr.value}`;
+      const prev = addresses.get(k);
+      if (prev !== undefined)
+        err(["bgp", "peers", i, "address"], `${addrText} is already bgp.peers[${prev}]`);
+      else addresses.set(k, i);
+      if (owned.has(k))
+        err(["bgp", "peers", i, "address"], `${addrText} is one of this gateway's egress IPs`);
+    }
+    const localText = str(p.localAddress);
+    if (localText !== undefined) {
+      const local = parseAddress(localText);
+      if (local === undefined)
+        err(["bgp", "peers", i, "localAddress"], `${quoted(localText)} is not an IP address`);
+      else if (addr !== undefined && local.family !== addr.family) {
+        err(
+          ["bgp", "peers", i, "localAddress"],
+          `${localText} is IPv${local.family} but the peer address ${addrText} is IPv${addr.family}`,
+        );
+      }
+    }
+    const hold = typeof p.holdTime === "number" ? p.holdTime : 9;
+    if (typeof p.keepalive === "number" && p.keepalive * 3 > hold) {
+      err(
+        ["bgp", "peers", i, "keepalive"],
+        `${p.keepalive} s is more than a third of the hold time (${hold} s)`,
+      );
+    }
+    const families = list(p.families);
+    if (addr !== undefined && families.length > 0) {
+      const own = addr.family === 4 ? "ipv4-unicast" : "ipv6-unicast";
+      if (!families.includes(own)) {
+        err(
+          ["bgp", "peers", i, "families"],
+          `the session runs over IPv${addr.family} but does not carry ${own}; egressd needs next hops of the session's family`,
+        );
+      }
+    }
+  });
+  const speaker = isObj(raw.speaker) ? raw.speaker : {};
+  if (speaker.mode === "sidecar" && str(speaker.address) === undefined) {
+    err(
+      ["bgp", "speaker", "address"],
+      "required in sidecar mode: gobgpd's gRPC address (host:port or unix:///path)",
+    );
+  }
 }

@@ -1,0 +1,325 @@
+// egressd's nftables table in the kernel: apply scripts atomically, read the
+// live table back (to adopt what a previous run left), read counters.
+//
+// Scripts go through `/usr/sbin/nft -f FILE` (a private temporary file): Node
+// hands children a socket as stdin, which `nft -f -` rejects, and
+// node_modules/.bin/nft would shadow a bare `nft` under npm scripts.
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { run, tryRun } from "../daemon/exec.js";
+import type { Family, NatPlan } from "../daemon/state.js";
+import { formatInterval, parseInterval } from "./ip.js";
+import {
+  COMMENT_PREFIX,
+  TABLE,
+  diffNormalized,
+  diffSets,
+  normalizeNat,
+  policyCounterNames,
+  renderNftRuleset,
+  renderNftTeardown,
+  renderPatch,
+  type NftSetSpec,
+  type NormalizedNat,
+} from "./nft-render.js";
+import { OWNER } from "../daemon/state.js";
+import { NfElementWriter } from "./nfnetlink.js";
+
+export const NFT = "/usr/sbin/nft";
+
+let tempDir: Promise<string> | undefined;
+let tempSeq = 0;
+
+/** Runs one nft script as one transaction (nft -f on a 0600 file in a 0700 private directory). */
+export async function nftApply(script: string): Promise<void> {
+  tempDir ??= mkdtemp(join(tmpdir(), "egressd-nft-"));
+  const dir = await tempDir;
+  const file = join(dir, `batch-${process.pid}-${tempSeq++}.nft`);
+  await writeFile(file, script, { mode: 0o600 });
+  try {
+    await run([NFT, "-f", file], { timeoutMs: 120_000 });
+  } finally {
+    await rm(file, { force: true });
+  }
+}
+
+/** Removes the private temporary directory (call on shutdown). */
+export async function nftCleanupTemp(): Promise<void> {
+  if (!tempDir) return;
+  const dir = await tempDir;
+  tempDir = undefined;
+  await rm(dir, { recursive: true, force: true });
+}
+
+/** What `nft -j list table inet egressd` shows, reduced to what the reconciler compares. */
+export interface LiveTable {
+  /** The structure comment (carried by the restore_marks map). */
+  comment: string | undefined;
+  /** Chain name -> number of rules. */
+  chains: Map<string, number>;
+  counters: Set<string>;
+  sets: Map<string, NftSetSpec>;
+}
+
+type Json = Record<string, unknown>;
+
+function elemKey(e: unknown): string {
+  if (typeof e === "string") return formatInterval(parseInterval(e));
+  if (e && typeof e === "object") {
+    const o = e as Json;
+    if (o.prefix) {
+      const p = o.prefix as { addr: string; len: number };
+      return formatInterval(parseInterval(`${p.addr}/${p.len}`));
+    }
+    if (o.range) {
+      const [a, b] = o.range as [unknown, unknown];
+      return formatInterval(parseInterval(`${elemKey(a)}-${elemKey(b)}`.replace(/\/\d+/g, "")));
+    }
+    if (o.elem) return elemKey((o.elem as Json).val);
+  }
+  throw new Error(`nft json: unexpected element ${JSON.stringify(e)}`);
+}
+
+function verdictText(v: unknown): string {
+  if (v && typeof v === "object") {
+    const o = v as Json;
+    for (const kind of ["goto", "jump"]) {
+      if (o[kind]) return `${kind} ${(o[kind] as { target: string }).target}`;
+    }
+    const k = Object.keys(o)[0];
+    if (k) return k;
+  }
+  return String(v);
+}
+
+/** Parses `nft -j list table` output. */
+export function parseLiveTable(text: string): LiveTable {
+  const doc = JSON.parse(text) as { nftables: Json[] };
+  const live: LiveTable = { comment: undefined, chains: new Map(), counters: new Set(), sets: new Map() };
+  for (const item of doc.nftables) {
+    if (item.table) continue;
+    else if (item.chain) live.chains.set((item.chain as Json).name as string, 0);
+    else if (item.rule) {
+      const chain = (item.rule as Json).chain as string;
+      live.chains.set(chain, (live.chains.get(chain) ?? 0) + 1);
+    } else if (item.counter) live.counters.add((item.counter as Json).name as string);
+    else if (item.set || item.map) {
+      const isMap = Boolean(item.map);
+      const s = (item.set ?? item.map) as Json;
+      const type = s.type as string;
+      const family: Family = type === "ipv6_addr" ? 6 : 4;
+      const flags = (s.flags as string[] | undefined) ?? [];
+      if (s.name === "restore_marks") live.comment = s.comment as string | undefined;
+      const spec: NftSetSpec = {
+        name: s.name as string,
+        family,
+        interval: flags.includes("interval"),
+        map: isMap,
+        elements: new Map(),
+      };
+      const elems = (s.elem as unknown[] | undefined) ?? [];
+      for (const e of elems) {
+        if (isMap) {
+          const [k, v] = e as [unknown, unknown];
+          spec.elements.set(type === "mark" ? String(k) : elemKey(k), verdictText(v));
+        } else spec.elements.set(elemKey(e), "");
+      }
+      live.sets.set(spec.name, spec);
+    }
+  }
+  return live;
+}
+
+/** The live table, or undefined when egressd's table does not exist. */
+export async function readLiveTable(): Promise<LiveTable | undefined> {
+  const r = await tryRun([NFT, "-j", "list", "table", ...TABLE.split(" ")], { timeoutMs: 120_000 });
+  if (r.code !== 0) {
+    if (/No such file or directory/.test(r.stderr)) return undefined;
+    throw new Error(`nft list table ${TABLE} failed: ${r.stderr.trim()}`);
+  }
+  return parseLiveTable(r.stdout);
+}
+
+/** Chain names and rule counts the rendered table has, for comparing with the live one. */
+export function expectedChains(n: NormalizedNat): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const p of n.policies) {
+    m.set(`mark_${p.key}`, 4);
+    m.set(`snat_${p.key}`, 2);
+  }
+  for (const c of n.classes) m.set(`class_${c.id}`, 1);
+  m.set("classify", n.classes.length * 2);
+  m.set("prerouting", 2);
+  m.set("postrouting", 1);
+  return m;
+}
+
+/** True when the live table has the desired structure, so that element patches can bring it to the plan. */
+export function liveMatchesStructure(live: LiveTable, n: NormalizedNat): boolean {
+  if (live.comment !== COMMENT_PREFIX + n.structureHash) return false;
+  const chains = expectedChains(n);
+  if (chains.size !== live.chains.size) return false;
+  for (const [name, count] of chains) if (live.chains.get(name) !== count) return false;
+  const counters = n.policies.flatMap((p) => {
+    const c = policyCounterNames(p);
+    return [c.packets, c.connections];
+  });
+  if (counters.length !== live.counters.size || !counters.every((c) => live.counters.has(c))) return false;
+  // the two mark maps are structural too: check them here, the rest by element diff
+  const want = n.policies.map((p) => String(p.mark));
+  for (const name of ["restore_marks", "snat_marks"]) {
+    const s = live.sets.get(name);
+    if (!s || s.elements.size !== want.length || !want.every((m) => s.elements.has(m))) return false;
+  }
+  return true;
+}
+
+function elementSets(live: LiveTable): Map<string, NftSetSpec> {
+  const m = new Map(live.sets);
+  m.delete("restore_marks");
+  m.delete("snat_marks");
+  return m;
+}
+
+export interface NatChange {
+  action: "none" | "patch" | "replace";
+  added: number;
+  removed: number;
+  /** How the change reached the kernel. */
+  via: "nft" | "netlink" | "none";
+  /** Milliseconds spent applying the change in the kernel (excludes computing the diff). */
+  applyMs?: number;
+}
+
+export interface NftReconcileOptions {
+  /** Read the live table even if this process applied the last change (periodic resync; startup always reads). */
+  readLive?: boolean;
+}
+
+/**
+ * Reconciles egressd's nftables table. Remembers what it applied last, so a
+ * one-pod change is an element patch computed without reading the kernel;
+ * on startup (or with readLive) it reads the live table and adopts it if its
+ * structure matches, else replaces it atomically.
+ */
+export class NftReconciler {
+  private current: NormalizedNat | undefined;
+  private writer: NfElementWriter | undefined;
+
+  constructor(private readonly opts: { netlinkElements?: boolean } = {}) {}
+
+  async reconcile(plan: NatPlan, o: NftReconcileOptions = {}): Promise<NatChange> {
+    const desired = normalizeNat(plan);
+    if (this.current && !o.readLive) {
+      const diff = diffNormalized(this.current, desired);
+      if (diff.kind === "none") return { action: "none", added: 0, removed: 0, via: "none" };
+      if (diff.kind === "patch") {
+        try {
+          const t0 = performance.now();
+          const via = await this.applyPatch(diff.patches, diff.script);
+          const applyMs = performance.now() - t0;
+          this.current = desired;
+          return { action: "patch", added: diff.added, removed: diff.removed, via, applyMs };
+        } catch {
+          // the kernel disagrees with our memory (someone edited the table): read it and start over
+        }
+      } else {
+        await nftApply(diff.script);
+        this.current = desired;
+        return { action: "replace", added: 0, removed: 0, via: "nft" };
+      }
+    }
+    this.current = undefined;
+    const live = await readLiveTable();
+    if (live && liveMatchesStructure(live, desired)) {
+      const patches = diffSets(elementSets(live), desired.sets);
+      if (patches) {
+        if (patches.length === 0) {
+          this.current = desired;
+          return { action: "none", added: 0, removed: 0, via: "none" };
+        }
+        const script = renderPatch(patches);
+        try {
+          const via = await this.applyPatch(patches, script);
+          this.current = desired;
+          let added = 0;
+          let removed = 0;
+          for (const p of patches) {
+            added += p.add.length;
+            removed += p.remove.length;
+          }
+          return { action: "patch", added, removed, via };
+        } catch {
+          // fall through to a replacement
+        }
+      }
+    }
+    await nftApply(renderNftRuleset(desired));
+    this.current = desired;
+    return { action: "replace", added: 0, removed: 0, via: "nft" };
+  }
+
+  private async applyPatch(
+    patches: Parameters<typeof renderPatch>[0],
+    script: string,
+  ): Promise<"nft" | "netlink"> {
+    if (this.opts.netlinkElements !== false && NfElementWriter.canWrite(patches)) {
+      this.writer ??= new NfElementWriter();
+      await this.writer.apply(OWNER.nftTable, patches);
+      return "netlink";
+    }
+    await nftApply(script);
+    return "nft";
+  }
+
+  /** Removes egressd's table (clean shutdown). */
+  async teardown(): Promise<boolean> {
+    this.current = undefined;
+    const existed = (await readLiveTable()) !== undefined;
+    if (existed) await nftApply(renderNftTeardown());
+    return existed;
+  }
+
+  close(): void {
+    this.writer?.close();
+    this.writer = undefined;
+  }
+}
+
+export interface NatCounter {
+  policy: string;
+  egressIP: string;
+  packets: bigint;
+  bytes: bigint;
+  connections: bigint;
+}
+
+/** Reads the per-policy counters (one `nft -j list counters table inet egressd`). */
+export async function readNatCounters(plan: NatPlan): Promise<NatCounter[]> {
+  const r = await tryRun([NFT, "-j", "list", "counters", "table", ...TABLE.split(" ")]);
+  const byName = new Map<string, { packets: bigint; bytes: bigint }>();
+  if (r.code === 0) {
+    const doc = JSON.parse(r.stdout) as { nftables: Json[] };
+    for (const item of doc.nftables) {
+      const c = item.counter as Json | undefined;
+      if (c)
+        byName.set(c.name as string, {
+          packets: BigInt(c.packets as number),
+          bytes: BigInt(c.bytes as number),
+        });
+    }
+  }
+  return plan.policies.map((p) => {
+    const n = policyCounterNames(p);
+    const pk = byName.get(n.packets);
+    const cn = byName.get(n.connections);
+    return {
+      policy: p.name,
+      egressIP: p.egressIP,
+      packets: pk?.packets ?? 0n,
+      bytes: pk?.bytes ?? 0n,
+      connections: cn?.packets ?? 0n,
+    };
+  });
+}
