@@ -1,0 +1,98 @@
+// Shared set-up of the probe benchmarks: a namespace with many target
+// addresses, joined to the host namespace (where the prober runs) by a veth
+// pair; CPU accounting from /proc.
+import { randomBytes } from "node:crypto";
+import { readFileSync, readdirSync } from "node:fs";
+import { run, tryRun } from "../daemon/exec.js";
+import { Sandbox } from "../test/helpers/netns.js";
+
+export interface ProbeLab {
+  sb: Sandbox;
+  /** Target addresses inside the namespace. */
+  targets: string[];
+  cleanup(): Promise<void>;
+}
+
+/** Creates the namespace "tgt" with `count` target addresses in 198.18.X.0/24. */
+export async function probeLab(count: number): Promise<ProbeLab> {
+  if (count > 250) throw new Error("at most 250 targets");
+  const rnd = randomBytes(3);
+  const sb = new Sandbox(`bp${rnd.toString("hex")}`);
+  const hostIf = `bp${rnd.toString("hex")}h`;
+  let cleaned = false;
+  const cleanup = async () => {
+    if (cleaned) return;
+    cleaned = true;
+    await tryRun(["ip", "link", "del", hostIf]);
+    await sb.cleanup();
+  };
+  try {
+    await sb.addNode("tgt");
+    await run(["ip", "link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", sb.ns("tgt")]);
+    const net = `198.${18 + (rnd[0]! & 1)}.${rnd[1]!}`;
+    await run(["ip", "addr", "add", `${net}.254/24`, "dev", hostIf]);
+    await run(["ip", "link", "set", hostIf, "up"]);
+    const targets: string[] = [];
+    const batch: string[] = [];
+    for (let i = 1; i <= count; i++) {
+      targets.push(`${net}.${i}`);
+      batch.push(`address add ${net}.${i}/24 dev eth0`);
+    }
+    await sb.sh("tgt", `ip -batch - <<'EOF'\n${batch.join("\n")}\nEOF`);
+    await sb.exec("tgt", ["ip", "link", "set", "eth0", "up"]);
+    return { sb, targets, cleanup };
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
+}
+
+/** Removes the lab on SIGINT/SIGTERM too. */
+export function cleanupOnSignal(lab: ProbeLab): void {
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    process.once(sig, () => {
+      void lab.cleanup().finally(() => process.exit(130));
+    });
+  }
+}
+
+const TICK = 100; // USER_HZ on Linux
+
+/** utime + stime (ms) of a process, or 0 if gone. */
+export function procCpuMs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return ((Number(f[11]) + Number(f[12])) * 1000) / TICK;
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU (ms) of this process's reaped children (cutime + cstime). */
+export function reapedChildrenCpuMs(): number {
+  const stat = readFileSync(`/proc/self/stat`, "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return ((Number(f[13]) + Number(f[14])) * 1000) / TICK;
+}
+
+/** Live children of this process whose command name is `comm`, with their CPU (ms). */
+export function childrenCpu(comm: string): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
+      const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (name === comm && Number(f[1]) === process.pid) {
+        out.set(Number(d), ((Number(f[11]) + Number(f[12])) * 1000) / TICK);
+      }
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

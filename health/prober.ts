@@ -1,0 +1,528 @@
+// Schedules every probe, feeds the results to each probe's state machine and
+// emits `transition` events synchronously, from the very callback that
+// delivered the deciding result: a listener that withdraws routes on `down`
+// runs before anything else is done.
+//
+//   const prober = new Prober();
+//   prober.on("transition", (t) => { if (t.to === "down") fastWithdraw(t.name); else replan(); });
+//   prober.on("sample", (s) => histogram.observe({ probe: s.name }, s.rttMs / 1000));
+//   prober.add({ name: "upstream-a", kind: "icmp", target: "198.51.100.1" });
+//   prober.addCheck({ name: "self-forwarding", check: forwardingCheck(), intervalMs: 1000 });
+//   prober.start();
+//   ...
+//   await prober.stop();
+import { EventEmitter } from "node:events";
+import { performance } from "node:perf_hooks";
+import {
+  ProbeStateMachine,
+  validateStateConfig,
+  type DampingConfig,
+  type ProbeResult,
+  type ProbeState,
+  type StateSnapshot,
+  type StateTransition,
+} from "./probe-state.js";
+import { IcmpProbe } from "./probes/icmp.js";
+import { tcpProbe } from "./probes/tcp.js";
+import { httpProbe } from "./probes/http.js";
+import { checkProbe, type CheckFn } from "./probes/check.js";
+
+/** A probe the prober calls every interval. run() must resolve (never reject) within timeoutMs. */
+export interface PollProbe {
+  run(timeoutMs: number): Promise<ProbeResult>;
+  close(): void;
+}
+
+/** A probe that keeps its own cadence and pushes results (ICMP: a ping child). */
+export interface StreamProbe {
+  start(onResult: (r: ProbeResult) => void): void;
+  close(): void;
+}
+
+export type ProbeKind = "icmp" | "tcp" | "http";
+
+/** A probe as configured. Only name, kind and target (or url) are required. */
+export interface ProbeSpec {
+  name: string;
+  kind: ProbeKind;
+  /** Address or host name probed (for http: used when url is absent). */
+  target: string;
+  /** tcp: required; http: optional port when url is absent. */
+  port?: number;
+  /** http: full URL (http:// or https://); default http://target[:port]/. */
+  url?: string;
+  /** http: status that counts as healthy (default 200). */
+  expectStatus?: number;
+  /** https: skip certificate verification (default false). */
+  tlsSkipVerify?: boolean;
+  /** Local source address (icmp: address or interface name). */
+  sourceAddress?: string;
+  intervalMs?: number;
+  timeoutMs?: number;
+  rise?: number;
+  fall?: number;
+  holdDownMs?: number;
+  /** Flap damping; `false` disables it; a partial object overrides the defaults. */
+  damping?: Partial<DampingConfig> | false;
+}
+
+/** A check probe (the daemon's self-checks): a function instead of a target. */
+export interface CheckSpec {
+  name: string;
+  check: CheckFn;
+  /** Shown in /status (default "check"). */
+  target?: string;
+  intervalMs?: number;
+  timeoutMs?: number;
+  rise?: number;
+  fall?: number;
+  holdDownMs?: number;
+  damping?: Partial<DampingConfig> | false;
+}
+
+/** Defaults; see docs/health.md for the reasoning. */
+export const PROBE_DEFAULTS = {
+  intervalMs: 100,
+  timeoutMs: 300,
+  rise: 3,
+  fall: 3,
+  holdDownMs: 5000,
+  expectStatus: 200,
+  damping: {
+    halfLifeMs: 30_000,
+    penalty: 1000,
+    suppressAbove: 2000,
+    reuseBelow: 750,
+    maxSuppressMs: 120_000,
+  } satisfies DampingConfig,
+} as const;
+
+export interface ProbeTransition extends StateTransition {
+  name: string;
+  kind: ProbeKind | "check";
+  target: string;
+  /** Wall-clock time (ms since the epoch) of the transition. */
+  wallTime: number;
+}
+
+export interface ProbeSample {
+  name: string;
+  kind: ProbeKind | "check";
+  ok: boolean;
+  /** Set for successful results. */
+  rttMs?: number;
+}
+
+export interface ProbeStatus extends StateSnapshot {
+  name: string;
+  kind: ProbeKind | "check";
+  target: string;
+  intervalMs: number;
+  timeoutMs: number;
+  rise: number;
+  fall: number;
+  holdDownMs: number;
+  /** Wall-clock time of the last transition. */
+  sinceWall: number;
+  /** Wall-clock form of heldUntil. */
+  heldUntilWall: number | null;
+  lastResult: { ok: boolean; reason?: string; wallTime: number } | null;
+  lastRttMs: number | null;
+  results: { ok: number; failed: number };
+  transitions: number;
+}
+
+/** Settings resolved from a spec and the defaults. */
+export interface ResolvedTiming {
+  intervalMs: number;
+  timeoutMs: number;
+  rise: number;
+  fall: number;
+  holdDownMs: number;
+  damping: DampingConfig | null;
+}
+
+export function resolveTiming(s: {
+  intervalMs?: number;
+  timeoutMs?: number;
+  rise?: number;
+  fall?: number;
+  holdDownMs?: number;
+  damping?: Partial<DampingConfig> | false;
+}): ResolvedTiming {
+  return {
+    intervalMs: s.intervalMs ?? PROBE_DEFAULTS.intervalMs,
+    timeoutMs: s.timeoutMs ?? PROBE_DEFAULTS.timeoutMs,
+    rise: s.rise ?? PROBE_DEFAULTS.rise,
+    fall: s.fall ?? PROBE_DEFAULTS.fall,
+    holdDownMs: s.holdDownMs ?? PROBE_DEFAULTS.holdDownMs,
+    damping: s.damping === false ? null : { ...PROBE_DEFAULTS.damping, ...(s.damping ?? {}) },
+  };
+}
+
+/** Checks a probe spec; returns the problems (empty when valid). */
+export function validateProbeSpec(s: ProbeSpec): string[] {
+  const errs: string[] = [];
+  const t = resolveTiming(s);
+  if (!s.name) errs.push("name is required");
+  if (!["icmp", "tcp", "http"].includes(s.kind)) errs.push(`unknown kind ${String(s.kind)}`);
+  if (!s.target && !(s.kind === "http" && s.url)) errs.push("target is required");
+  if (s.kind === "tcp" && !(Number.isInteger(s.port) && s.port! >= 1 && s.port! <= 65535)) {
+    errs.push("tcp probe needs a port 1-65535");
+  }
+  if (s.kind === "icmp" && t.intervalMs < 10) errs.push("icmp intervalMs must be >= 10");
+  if (!(t.intervalMs > 0)) errs.push("intervalMs must be > 0");
+  if (!(t.timeoutMs > 0)) errs.push("timeoutMs must be > 0");
+  errs.push(...validateStateConfig(t));
+  return errs.map((e) => `probe ${s.name || "?"}: ${e}`);
+}
+
+export interface ProberOptions {
+  /** Monotonic clock in ms (default performance.now). */
+  clock?: () => number;
+  /** Random source for jitter (default Math.random). */
+  random?: () => number;
+  /** Run ICMP probes' ping in this network namespace (tests, labs). */
+  netns?: string;
+  /** ping binary (default "ping"). */
+  ping?: string;
+}
+
+interface Entry {
+  name: string;
+  kind: ProbeKind | "check";
+  target: string;
+  timing: ResolvedTiming;
+  sm: ProbeStateMachine;
+  poll: PollProbe | null;
+  stream: StreamProbe | null;
+  /** Poll probes: sequence of the next run, and of the newest result applied. */
+  nextSeq: number;
+  appliedSeq: number;
+  inflight: number;
+  maxInflight: number;
+  nextAt: number;
+  tickTimer: NodeJS.Timeout | null;
+  deadlineTimer: NodeJS.Timeout | null;
+  sinceWall: number;
+  lastResult: ProbeStatus["lastResult"];
+  lastRttMs: number | null;
+  ok: number;
+  failed: number;
+  transitions: number;
+  started: boolean;
+  removed: boolean;
+  specKey: string;
+}
+
+/** Events of a Prober. `transition` is emitted synchronously with the deciding result. */
+export interface ProberEvents {
+  transition: [ProbeTransition];
+  sample: [ProbeSample];
+  error: [Error];
+}
+
+export class Prober extends EventEmitter<ProberEvents> {
+  private readonly entries = new Map<string, Entry>();
+  private readonly clock: () => number;
+  private readonly random: () => number;
+  private running = false;
+
+  constructor(private readonly opts: ProberOptions = {}) {
+    super();
+    this.clock = opts.clock ?? (() => performance.now());
+    this.random = opts.random ?? Math.random;
+  }
+
+  /** Adds a configured probe (starts it at once if the prober runs). */
+  add(spec: ProbeSpec): void {
+    const errs = validateProbeSpec(spec);
+    if (errs.length) throw new Error(errs.join("; "));
+    const timing = resolveTiming(spec);
+    let poll: PollProbe | null = null;
+    let stream: StreamProbe | null = null;
+    switch (spec.kind) {
+      case "icmp":
+        stream = new IcmpProbe({
+          target: spec.target,
+          intervalMs: timing.intervalMs,
+          timeoutMs: timing.timeoutMs,
+          sourceAddress: spec.sourceAddress,
+          netns: this.opts.netns,
+          ping: this.opts.ping,
+        });
+        break;
+      case "tcp":
+        poll = tcpProbe({ target: spec.target, port: spec.port!, sourceAddress: spec.sourceAddress });
+        break;
+      case "http":
+        poll = httpProbe({
+          url: spec.url,
+          target: spec.target,
+          port: spec.port,
+          expectStatus: spec.expectStatus,
+          sourceAddress: spec.sourceAddress,
+          tlsSkipVerify: spec.tlsSkipVerify,
+        });
+        break;
+    }
+    this.insert(spec.name, spec.kind, spec.url ?? spec.target, timing, poll, stream, specKey(spec));
+  }
+
+  /** Adds a check probe (a function: forwarding on, nft table present, gobgpd up, ...). */
+  addCheck(spec: CheckSpec): void {
+    const timing = resolveTiming(spec);
+    const errs = validateStateConfig(timing);
+    if (!spec.name) errs.push("name is required");
+    if (errs.length) throw new Error(`check ${spec.name}: ${errs.join("; ")}`);
+    this.insert(spec.name, "check", spec.target ?? "check", timing, checkProbe(spec.check), null, "");
+  }
+
+  /**
+   * Adds a probe that pushes its own results (its own cadence and timeout),
+   * e.g. a BFD session or a test double. intervalMs/timeoutMs are only shown.
+   */
+  addStream(spec: Omit<CheckSpec, "check"> & { stream: StreamProbe }): void {
+    const timing = resolveTiming(spec);
+    const errs = validateStateConfig(timing);
+    if (!spec.name) errs.push("name is required");
+    if (errs.length) throw new Error(`probe ${spec.name}: ${errs.join("; ")}`);
+    this.insert(spec.name, "check", spec.target ?? "stream", timing, null, spec.stream, "");
+  }
+
+  /** Stops and forgets a probe; no transition is emitted. */
+  remove(name: string): boolean {
+    const e = this.entries.get(name);
+    if (!e) return false;
+    this.entries.delete(name);
+    this.halt(e);
+    return true;
+  }
+
+  /**
+   * Makes the configured probes match `specs` (check probes are left alone):
+   * removes the missing ones, replaces the changed ones (their state starts
+   * again from unknown) and adds the new ones. Returns the names replaced or added.
+   */
+  sync(specs: readonly ProbeSpec[]): string[] {
+    const want = new Map(specs.map((s) => [s.name, s]));
+    for (const [name, e] of this.entries) {
+      if (e.kind !== "check" && !want.has(name)) this.remove(name);
+    }
+    const changed: string[] = [];
+    for (const s of specs) {
+      const e = this.entries.get(s.name);
+      if (e && e.kind !== "check" && e.specKey === specKey(s)) continue;
+      if (e) this.remove(s.name);
+      this.add(s);
+      changed.push(s.name);
+    }
+    return changed;
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    for (const e of this.entries.values()) this.launch(e);
+  }
+
+  /** Stops every probe (kills the ping children). A stopped prober cannot be started again. */
+  async stop(): Promise<void> {
+    this.running = false;
+    for (const e of this.entries.values()) this.halt(e);
+  }
+
+  state(name: string): ProbeState | undefined {
+    return this.entries.get(name)?.sm.state;
+  }
+
+  status(name: string): ProbeStatus | undefined {
+    const e = this.entries.get(name);
+    return e ? this.statusOf(e) : undefined;
+  }
+
+  statuses(): ProbeStatus[] {
+    return [...this.entries.values()].map((e) => this.statusOf(e));
+  }
+
+  names(): string[] {
+    return [...this.entries.keys()];
+  }
+
+  private insert(
+    name: string,
+    kind: Entry["kind"],
+    target: string,
+    timing: ResolvedTiming,
+    poll: PollProbe | null,
+    stream: StreamProbe | null,
+    key: string,
+  ): void {
+    if (this.entries.has(name)) throw new Error(`probe ${name} already exists`);
+    const e: Entry = {
+      name,
+      kind,
+      target,
+      timing,
+      sm: new ProbeStateMachine(timing, this.clock()),
+      poll,
+      stream,
+      nextSeq: 0,
+      appliedSeq: -1,
+      inflight: 0,
+      // Overlapping runs keep a timeout longer than the interval from
+      // stretching detection; bounded so a dead target cannot pile them up.
+      maxInflight: Math.ceil(timing.timeoutMs / timing.intervalMs) + 1,
+      nextAt: 0,
+      tickTimer: null,
+      deadlineTimer: null,
+      sinceWall: Date.now(),
+      lastResult: null,
+      lastRttMs: null,
+      ok: 0,
+      failed: 0,
+      transitions: 0,
+      started: false,
+      removed: false,
+      specKey: key,
+    };
+    this.entries.set(name, e);
+    if (this.running) this.launch(e);
+  }
+
+  private launch(e: Entry): void {
+    if (e.started || e.removed) return;
+    e.started = true;
+    // Random phase, so hundreds of probes do not fire in lockstep.
+    const phase = this.random() * e.timing.intervalMs;
+    if (e.stream) {
+      const s = e.stream;
+      e.tickTimer = setTimeout(() => {
+        e.tickTimer = null;
+        if (!e.removed) s.start((r) => this.apply(e, r));
+      }, phase);
+    } else {
+      e.nextAt = this.clock() + phase;
+      e.tickTimer = setTimeout(() => this.pollTick(e), phase);
+    }
+  }
+
+  private halt(e: Entry): void {
+    e.removed = true;
+    e.started = false;
+    if (e.tickTimer) clearTimeout(e.tickTimer);
+    if (e.deadlineTimer) clearTimeout(e.deadlineTimer);
+    e.tickTimer = e.deadlineTimer = null;
+    e.poll?.close();
+    e.stream?.close();
+  }
+
+  private pollTick(e: Entry): void {
+    e.tickTimer = null;
+    if (e.removed || !e.poll) return;
+    const { intervalMs, timeoutMs } = e.timing;
+    if (e.inflight < e.maxInflight) {
+      const seq = e.nextSeq++;
+      e.inflight++;
+      e.poll.run(timeoutMs).then(
+        (r) => this.finishRun(e, seq, r),
+        (err: unknown) => this.finishRun(e, seq, { ok: false, reason: String(err) }),
+      );
+    }
+    // Drift-free schedule with a little jitter (+-5%) so phases do not lock.
+    e.nextAt += intervalMs * (0.95 + 0.1 * this.random());
+    const now = this.clock();
+    if (e.nextAt < now) e.nextAt = now; // fell behind (event loop stalled): do not burst
+    e.tickTimer = setTimeout(() => this.pollTick(e), e.nextAt - now);
+  }
+
+  private finishRun(e: Entry, seq: number, r: ProbeResult): void {
+    e.inflight--;
+    if (e.removed) return;
+    // An older run finishing after a newer one says nothing new: drop it.
+    if (seq < e.appliedSeq) return;
+    e.appliedSeq = seq;
+    this.apply(e, r);
+  }
+
+  private apply(e: Entry, r: ProbeResult): void {
+    if (e.removed) return;
+    const now = this.clock();
+    const t = e.sm.observe(r, now);
+    // The transition goes out first: a `down` listener withdraws before we do anything else.
+    if (t) this.emitTransition(e, t);
+    if (r.ok) {
+      e.ok++;
+      if (r.rttMs !== undefined) e.lastRttMs = r.rttMs;
+    } else e.failed++;
+    e.lastResult = { ok: r.ok, reason: r.reason, wallTime: Date.now() };
+    if (this.listenerCount("sample")) {
+      this.emit("sample", { name: e.name, kind: e.kind, ok: r.ok, rttMs: r.ok ? r.rttMs : undefined });
+    }
+    if (t) this.armDeadline(e);
+  }
+
+  private armDeadline(e: Entry): void {
+    if (e.deadlineTimer) clearTimeout(e.deadlineTimer);
+    e.deadlineTimer = null;
+    const at = e.sm.nextDeadline();
+    if (at === null || e.removed) return;
+    const delay = Math.max(0, at - this.clock());
+    e.deadlineTimer = setTimeout(() => {
+      e.deadlineTimer = null;
+      if (e.removed) return;
+      const t = e.sm.tick(this.clock());
+      if (t) this.emitTransition(e, t);
+      this.armDeadline(e);
+    }, delay + 1);
+  }
+
+  private emitTransition(e: Entry, t: StateTransition): void {
+    e.transitions++;
+    e.sinceWall = Date.now();
+    const ev: ProbeTransition = { ...t, name: e.name, kind: e.kind, target: e.target, wallTime: e.sinceWall };
+    try {
+      this.emit("transition", ev);
+    } catch (err) {
+      // A throwing listener must not stop the probes.
+      if (this.listenerCount("error"))
+        this.emit("error", err instanceof Error ? err : new Error(String(err)));
+    }
+  }
+
+  private statusOf(e: Entry): ProbeStatus {
+    const now = this.clock();
+    const snap = e.sm.snapshot(now);
+    return {
+      ...snap,
+      heldUntilWall: snap.heldUntil === null ? null : Math.round(Date.now() + (snap.heldUntil - now)),
+      name: e.name,
+      kind: e.kind,
+      target: e.target,
+      intervalMs: e.timing.intervalMs,
+      timeoutMs: e.timing.timeoutMs,
+      rise: e.timing.rise,
+      fall: e.timing.fall,
+      holdDownMs: e.timing.holdDownMs,
+      sinceWall: e.sinceWall,
+      lastResult: e.lastResult,
+      lastRttMs: e.lastRttMs,
+      results: { ok: e.ok, failed: e.failed },
+      transitions: e.transitions,
+    };
+  }
+}
+
+/** A stable text form of a spec (keys sorted at every level), to spot changes. */
+function specKey(s: ProbeSpec): string {
+  const norm = (v: unknown): unknown =>
+    v && typeof v === "object"
+      ? Object.fromEntries(
+          Object.entries(v as Record<string, unknown>)
+            .filter(([, x]) => x !== undefined)
+            .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+            .map(([k, x]) => [k, norm(x)]),
+        )
+      : v;
+  return JSON.stringify(norm(s));
+}

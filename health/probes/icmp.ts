@@ -1,0 +1,240 @@
+// ICMP echo probe without raw sockets in Node: one long-running iputils
+// `ping` child per target, whose output is parsed line by line.
+//
+//   ping -n -O -D -i 0.1 [-4|-6] [-I source] target
+//
+// -O makes ping print "no answer yet for icmp_seq=N" when it sends N+1 and N
+// is still unanswered; from that we know when N was sent (one interval
+// earlier) and fail N at send time + timeout unless its reply arrives first.
+// A reply slower than the timeout counts as a failure, and a result older than
+// one already reported is dropped, so results stay in order. A watchdog fails
+// the probe when ping prints nothing for interval + timeout (ping backs off on
+// send errors such as ENOBUFS when the link is down, and it may die): the
+// child is then restarted with a backoff. The child is killed on close().
+import { spawn, type ChildProcess } from "node:child_process";
+import { isIPv4, isIPv6 } from "node:net";
+import { createInterface } from "node:readline";
+import type { ProbeResult } from "../probe-state.js";
+import type { StreamProbe } from "../prober.js";
+
+export interface IcmpProbeOptions {
+  target: string;
+  intervalMs: number;
+  timeoutMs: number;
+  /** Source address or interface name (ping -I). */
+  sourceAddress?: string;
+  /** Run ping in this network namespace (ip netns exec); for tests and labs. */
+  netns?: string;
+  /** ping binary (default "ping" from PATH; iputils). */
+  ping?: string;
+  /** Payload size (ping -s); default 56. */
+  size?: number;
+}
+
+const REPLY = /icmp_seq=(\d+)\b.*\btime=([\d.]+) ms/;
+const NO_ANSWER = /^(?:\[[\d.]+\] )?no answer yet for icmp_seq=(\d+)/;
+const UNREACH = /^(?:\[[\d.]+\] )?From \S+ icmp_seq=(\d+) (.*)$/;
+
+/** The argv of the ping child. */
+export function pingArgv(o: IcmpProbeOptions): string[] {
+  const secs = (o.intervalMs / 1000).toFixed(3);
+  const argv = [o.ping ?? "ping", "-n", "-O", "-D", "-i", secs];
+  if (isIPv6(o.target)) argv.push("-6");
+  else if (isIPv4(o.target)) argv.push("-4");
+  if (o.sourceAddress) argv.push("-I", o.sourceAddress);
+  if (o.size !== undefined) argv.push("-s", String(o.size));
+  argv.push(o.target);
+  return o.netns ? ["ip", "netns", "exec", o.netns, ...argv] : argv;
+}
+
+/** Unwraps ping's 16-bit icmp_seq into a growing number. */
+class SeqUnwrapper {
+  private last = -1;
+  unwrap(seq16: number): number {
+    if (this.last < 0) {
+      this.last = seq16;
+      return seq16;
+    }
+    let delta = (seq16 - (this.last & 0xffff)) & 0xffff;
+    if (delta >= 0x8000) delta -= 0x10000;
+    const full = this.last + delta;
+    if (full > this.last) this.last = full;
+    return full;
+  }
+}
+
+export class IcmpProbe implements StreamProbe {
+  private child: ChildProcess | null = null;
+  private onResult: ((r: ProbeResult) => void) | null = null;
+  private closed = false;
+  private seq = new SeqUnwrapper();
+  /** Highest seq already reported; older results are dropped. */
+  private reported = -1;
+  /** Unanswered seqs -> their timeout timer. */
+  private pending = new Map<number, NodeJS.Timeout>();
+  private watchdog: NodeJS.Timeout | null = null;
+  private restartTimer: NodeJS.Timeout | null = null;
+  private restartDelayMs = 0;
+  private lastError = "";
+  /** Number of ping children started (for tests and /status). */
+  spawns = 0;
+
+  constructor(readonly opts: IcmpProbeOptions) {
+    if (!(opts.intervalMs >= 10)) throw new Error("icmp probe: intervalMs must be >= 10");
+    if (!(opts.timeoutMs > 0)) throw new Error("icmp probe: timeoutMs must be > 0");
+  }
+
+  /** Pid of the running ping child, if any. */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  start(onResult: (r: ProbeResult) => void): void {
+    this.onResult = onResult;
+    this.spawnChild();
+  }
+
+  close(): void {
+    this.closed = true;
+    this.onResult = null;
+    this.clearTimers();
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = null;
+    const c = this.child;
+    this.child = null;
+    if (c && c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+  }
+
+  private spawnChild(): void {
+    if (this.closed) return;
+    const [file, ...args] = pingArgv(this.opts);
+    const child = spawn(file as string, args, { stdio: ["ignore", "pipe", "pipe"] });
+    this.child = child;
+    this.spawns++;
+    this.seq = new SeqUnwrapper();
+    this.reported = -1;
+    this.armWatchdog(this.opts.intervalMs + this.opts.timeoutMs);
+    createInterface({ input: child.stdout! }).on("line", (l) => {
+      if (this.child === child) this.onLine(l);
+    });
+    createInterface({ input: child.stderr! }).on("line", (l) => {
+      if (this.child === child && l.trim()) this.lastError = l.trim();
+    });
+    child.on("error", (err) => {
+      this.lastError = `ping: ${err.message}`;
+    });
+    child.on("close", (code, signal) => {
+      if (this.child !== child) return;
+      this.child = null;
+      this.clearTimers();
+      if (this.closed) return;
+      const why = this.lastError || `ping exited (${signal ?? code})`;
+      this.emit({ ok: false, reason: why });
+      // Keep failing at the probe interval while ping is gone.
+      this.armWatchdog(this.opts.intervalMs);
+      this.restartDelayMs = Math.min(Math.max(this.restartDelayMs * 2, 200), 5000);
+      this.restartTimer = setTimeout(() => {
+        this.restartTimer = null;
+        this.spawnChild();
+      }, this.restartDelayMs);
+    });
+  }
+
+  private onLine(line: string): void {
+    let m: RegExpExecArray | null;
+    if ((m = REPLY.exec(line))) {
+      const seq = this.seq.unwrap(Number(m[1]));
+      const rtt = Number(m[2]);
+      this.restartDelayMs = 0;
+      this.lastError = "";
+      this.settle(seq);
+      if (seq <= this.reported) return; // already failed by its timeout
+      if (rtt > this.opts.timeoutMs) {
+        this.report(seq, { ok: false, reason: `ping ${this.opts.target}: reply after ${rtt} ms` });
+      } else {
+        this.report(seq, { ok: true, rttMs: rtt });
+      }
+    } else if ((m = NO_ANSWER.exec(line))) {
+      const seq = this.seq.unwrap(Number(m[1]));
+      this.armWatchdog(this.opts.intervalMs + this.opts.timeoutMs);
+      if (seq <= this.reported || this.pending.has(seq)) {
+        // ping repeats the same seq when it cannot send (link down): each
+        // repetition is a send attempt that failed.
+        this.settle(seq);
+        this.report(seq, { ok: false, reason: this.failReason("cannot send") }, true);
+        return;
+      }
+      const wait = this.opts.timeoutMs - this.opts.intervalMs;
+      if (wait <= 0) {
+        this.report(seq, { ok: false, reason: this.failReason("no reply") });
+      } else {
+        this.pending.set(
+          seq,
+          setTimeout(() => {
+            this.pending.delete(seq);
+            this.report(seq, { ok: false, reason: this.failReason("no reply") });
+          }, wait),
+        );
+      }
+    } else if ((m = UNREACH.exec(line))) {
+      const seq = this.seq.unwrap(Number(m[1]));
+      this.settle(seq);
+      this.report(seq, { ok: false, reason: `ping ${this.opts.target}: ${m[2]}` });
+    }
+  }
+
+  private failReason(what: string): string {
+    const base = `ping ${this.opts.target}: ${what} within ${this.opts.timeoutMs} ms`;
+    return this.lastError ? `${base} (${this.lastError})` : base;
+  }
+
+  private settle(seq: number): void {
+    const t = this.pending.get(seq);
+    if (t) {
+      clearTimeout(t);
+      this.pending.delete(seq);
+    }
+  }
+
+  private report(seq: number, r: ProbeResult, repeat = false): void {
+    if (!repeat && seq <= this.reported) return;
+    if (seq > this.reported) this.reported = seq;
+    // Anything older still pending is moot now.
+    for (const [s, t] of this.pending) {
+      if (s < seq) {
+        clearTimeout(t);
+        this.pending.delete(s);
+      }
+    }
+    this.armWatchdog(this.opts.intervalMs + this.opts.timeoutMs);
+    this.emit(r);
+  }
+
+  private emit(r: ProbeResult): void {
+    this.onResult?.(r);
+  }
+
+  private armWatchdog(ms: number): void {
+    if (this.closed) return;
+    if (this.watchdog) this.watchdog.refresh();
+    if (this.watchdog && this.watchdogMs === ms) return;
+    if (this.watchdog) clearTimeout(this.watchdog);
+    this.watchdogMs = ms;
+    this.watchdog = setTimeout(() => this.onSilence(), ms);
+  }
+  private watchdogMs = 0;
+
+  private onSilence(): void {
+    this.watchdog = null;
+    if (this.closed) return;
+    this.emit({ ok: false, reason: this.failReason(this.child ? "ping silent" : "ping not running") });
+    this.armWatchdog(this.opts.intervalMs);
+  }
+
+  private clearTimers(): void {
+    for (const t of this.pending.values()) clearTimeout(t);
+    this.pending.clear();
+    if (this.watchdog) clearTimeout(this.watchdog);
+    this.watchdog = null;
+  }
+}

@@ -1,0 +1,220 @@
+// Probes against targets in a network namespace (root): ICMP (link down, nft
+// drop, IPv6), TCP (listener killed, nft drop) and HTTP (200 then 500). The
+// prober runs in the test process, in the host namespace, over a veth pair
+// whose far end is in the sandbox; deleting the namespace deletes the pair.
+// Detection times are logged; bounds are generous (the machine is noisy).
+import test, { type ExecutionContext } from "ava";
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { performance } from "node:perf_hooks";
+import { run, tryRun } from "../../daemon/exec.js";
+import { sandbox, type Sandbox } from "../helpers/netns.js";
+import { Prober, type ProbeSpec, type ProbeTransition } from "../../health/prober.js";
+import type { ProbeState } from "../../health/probe-state.js";
+
+const NFT = "/usr/sbin/nft";
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Lab {
+  sb: Sandbox;
+  /** Target side interface (in the namespace). */
+  peerIf: string;
+  hostIp: string;
+  targetIp: string;
+  hostIp6: string;
+  targetIp6: string;
+}
+
+/** A namespace "tgt" joined to the host namespace by a veth pair, with random test addresses. */
+async function lab(t: ExecutionContext): Promise<Lab> {
+  const sb = sandbox(t, "p");
+  await sb.addNode("tgt");
+  const rnd = randomBytes(4);
+  const hostIf = `ep${rnd.toString("hex").slice(0, 8)}`;
+  const peerIf = "eth0";
+  t.teardown(() => tryRun(["ip", "link", "del", hostIf]).then(() => undefined));
+  await run(["ip", "link", "add", hostIf, "type", "veth", "peer", "name", peerIf, "netns", sb.ns("tgt")]);
+  // 198.18.0.0/15 (benchmarking range), a random /30; ULA fd.., a random /64.
+  const o2 = 18 + (rnd[0]! & 1);
+  const o3 = rnd[1]!;
+  const o4 = rnd[2]! & 0xfc;
+  const hostIp = `198.${o2}.${o3}.${o4 + 1}`;
+  const targetIp = `198.${o2}.${o3}.${o4 + 2}`;
+  const p6 = `fd${rnd.toString("hex").slice(0, 2)}:${rnd.toString("hex").slice(2, 6)}:${rnd.toString("hex").slice(6, 8)}::`;
+  const hostIp6 = `${p6}1`;
+  const targetIp6 = `${p6}2`;
+  await run(["ip", "addr", "add", `${hostIp}/30`, "dev", hostIf]);
+  await run(["ip", "-6", "addr", "add", `${hostIp6}/64`, "dev", hostIf, "nodad"]);
+  await run(["ip", "link", "set", hostIf, "up"]);
+  await sb.exec("tgt", ["ip", "addr", "add", `${targetIp}/30`, "dev", peerIf]);
+  await sb.exec("tgt", ["ip", "-6", "addr", "add", `${targetIp6}/64`, "dev", peerIf, "nodad"]);
+  await sb.exec("tgt", ["ip", "link", "set", peerIf, "up"]);
+  return { sb, peerIf, hostIp, targetIp, hostIp6, targetIp6 };
+}
+
+/** A prober with transitions recorded (performance.now() timestamps). */
+function prober(t: ExecutionContext, specs: ProbeSpec[]) {
+  const p = new Prober();
+  const log: Array<ProbeTransition & { t: number }> = [];
+  p.on("transition", (tr) => log.push({ ...tr, t: performance.now() }));
+  for (const s of specs) p.add(s);
+  p.start();
+  t.teardown(() => p.stop());
+  const waitFor = async (name: string, state: ProbeState, timeoutMs: number): Promise<number> => {
+    const end = performance.now() + timeoutMs;
+    for (;;) {
+      if (p.state(name) === state) {
+        const last = [...log].reverse().find((x) => x.name === name && x.to === state);
+        return last?.t ?? performance.now();
+      }
+      if (performance.now() > end) {
+        throw new Error(`${name} not ${state} after ${timeoutMs} ms: ${JSON.stringify(p.status(name))}`);
+      }
+      await sleep(5);
+    }
+  };
+  return { p, log, waitFor };
+}
+
+/** Starts a small node program inside the namespace (killed by the sandbox cleanup). */
+function nodeIn(sb: Sandbox, code: string): void {
+  const child = spawn("ip", ["netns", "exec", sb.ns("tgt"), process.execPath, "-e", code], {
+    stdio: "ignore",
+  });
+  child.unref();
+}
+
+async function dropAll(sb: Sandbox, what: string): Promise<void> {
+  await sb.exec("tgt", [
+    NFT,
+    `add table inet probetest; add chain inet probetest in { type filter hook input priority -10; policy accept; }; add rule inet probetest in ${what} drop`,
+  ]);
+}
+async function undrop(sb: Sandbox): Promise<void> {
+  await sb.exec("tgt", [NFT, "delete table inet probetest"]);
+}
+
+const fast = { intervalMs: 100, timeoutMs: 300, rise: 3, fall: 3, holdDownMs: 1000, damping: false } as const;
+
+test("icmp: link down -> down within the timeout budget; link up -> held -> up after hold-down", async (t) => {
+  const l = await lab(t);
+  const { p, log, waitFor } = prober(t, [{ name: "icmp", kind: "icmp", target: l.targetIp, ...fast }]);
+  await waitFor("icmp", "up", 5000);
+  await sleep(300);
+  const cut = performance.now();
+  await l.sb.exec("tgt", ["ip", "link", "set", l.peerIf, "down"]);
+  const down = await waitFor("icmp", "down", 5000);
+  t.log(`link down detected in ${Math.round(down - cut)} ms (${p.status("icmp")?.reason})`);
+  t.true(down - cut < 3000);
+  const restore = performance.now();
+  await l.sb.exec("tgt", ["ip", "link", "set", l.peerIf, "up"]);
+  const held = await waitFor("icmp", "held", 10_000);
+  const up = await waitFor("icmp", "up", 10_000);
+  t.log(`link up: held after ${Math.round(held - restore)} ms, up ${Math.round(up - held)} ms later`);
+  t.true(up - held >= 990);
+  t.deepEqual(
+    log.map((x) => x.to),
+    ["up", "down", "held", "up"],
+  );
+});
+
+test("icmp: nft drop -> down (timeout reported within the timeout, not after several intervals); removed -> up", async (t) => {
+  const l = await lab(t);
+  const { p, waitFor } = prober(t, [{ name: "icmp", kind: "icmp", target: l.targetIp, ...fast }]);
+  const results: Array<{ ok: boolean; t: number }> = [];
+  p.on("sample", (s) => results.push({ ok: s.ok, t: performance.now() }));
+  await waitFor("icmp", "up", 5000);
+  await sleep(300);
+  const cut = performance.now();
+  await dropAll(l.sb, "meta l4proto icmp");
+  const applied = performance.now();
+  const down = await waitFor("icmp", "down", 5000);
+  const firstFail = results.find((r) => !r.ok && r.t >= cut);
+  t.log(
+    `nft drop (applied in ${Math.round(applied - cut)} ms): first failure after ${Math.round(firstFail!.t - applied)} ms, ` +
+      `down after ${Math.round(down - applied)} ms`,
+  );
+  // First failure: the first dropped echo was sent at most one interval after
+  // the rule, and fails at send + timeout (300 ms): well under a second.
+  t.true(firstFail!.t - applied < 1000);
+  t.true(down - applied < 2000);
+  const restore = performance.now();
+  await undrop(l.sb);
+  const up = await waitFor("icmp", "up", 10_000);
+  t.log(`drop removed: up after ${Math.round(up - restore)} ms (hold-down 1000 ms)`);
+  t.true(up - restore >= 1000);
+});
+
+test("icmp over IPv6 with a source address", async (t) => {
+  const l = await lab(t);
+  const { waitFor } = prober(t, [
+    { name: "v6", kind: "icmp", target: l.targetIp6, sourceAddress: l.hostIp6, ...fast },
+  ]);
+  await waitFor("v6", "up", 5000);
+  const cut = performance.now();
+  await dropAll(l.sb, "meta l4proto ipv6-icmp icmpv6 type echo-request");
+  const down = await waitFor("v6", "down", 5000);
+  t.log(`IPv6 echo drop detected in ${Math.round(down - cut)} ms`);
+  t.pass();
+});
+
+test("icmp: the ping child is killed when the probe is removed", async (t) => {
+  const l = await lab(t);
+  const { p, waitFor } = prober(t, [{ name: "icmp", kind: "icmp", target: l.targetIp, ...fast }]);
+  await waitFor("icmp", "up", 5000);
+  const before = (await tryRun(["pgrep", "-f", `ping -n -O -D -i 0.100 -4 ${l.targetIp}$`])).stdout.trim();
+  t.truthy(before);
+  p.remove("icmp");
+  await sleep(200);
+  const after = (await tryRun(["pgrep", "-f", `ping -n -O -D -i 0.100 -4 ${l.targetIp}$`])).stdout.trim();
+  t.is(after, "");
+});
+
+test("tcp: listener killed -> down (refused); nft drop -> down (timeout); both recover", async (t) => {
+  const l = await lab(t);
+  const port = 7001;
+  const server = `require("net").createServer((s) => s.destroy()).listen(${port}, "0.0.0.0")`;
+  nodeIn(l.sb, server);
+  const { waitFor } = prober(t, [{ name: "tcp", kind: "tcp", target: l.targetIp, port, ...fast }]);
+  await waitFor("tcp", "up", 10_000);
+  let cut = performance.now();
+  await l.sb.sh("tgt", `pkill -f 'listen\\(${port},' || true`);
+  let down = await waitFor("tcp", "down", 5000);
+  t.log(`listener killed: down after ${Math.round(down - cut)} ms`);
+  nodeIn(l.sb, server);
+  await waitFor("tcp", "up", 10_000);
+  await sleep(200);
+  cut = performance.now();
+  await dropAll(l.sb, `tcp dport ${port}`);
+  down = await waitFor("tcp", "down", 5000);
+  t.log(`nft drop of SYNs: down after ${Math.round(down - cut)} ms`);
+  t.true(down - cut < 3000);
+  await undrop(l.sb);
+  await waitFor("tcp", "up", 10_000);
+  t.pass();
+});
+
+test("http: 200 is up, 500 is down, 200 again is up after hold-down", async (t) => {
+  const l = await lab(t);
+  const port = 7080;
+  nodeIn(
+    l.sb,
+    `let s = 200; require("http").createServer((q, r) => {
+       if (q.url.startsWith("/set/")) { s = Number(q.url.slice(5)); r.end("ok"); return; }
+       r.statusCode = s; r.end("status " + s);
+     }).listen(${port}, "0.0.0.0")`,
+  );
+  const url = `http://${l.targetIp}:${port}/healthz`;
+  const { p, waitFor } = prober(t, [{ name: "http", kind: "http", target: l.targetIp, url, ...fast }]);
+  await waitFor("http", "up", 10_000);
+  const cut = performance.now();
+  await fetch(`http://${l.targetIp}:${port}/set/500`);
+  const down = await waitFor("http", "down", 5000);
+  t.log(`HTTP 500: down after ${Math.round(down - cut)} ms (${p.status("http")?.reason})`);
+  t.regex(p.status("http")!.reason, /status 500, expected 200/);
+  await fetch(`http://${l.targetIp}:${port}/set/200`);
+  const held = await waitFor("http", "held", 5000);
+  const up = await waitFor("http", "up", 5000);
+  t.true(up - held >= 990);
+  t.true(typeof p.status("http")?.lastRttMs === "number");
+});
