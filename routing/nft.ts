@@ -28,29 +28,20 @@ import { NfElementWriter } from "./nfnetlink.js";
 
 export const NFT = "/usr/sbin/nft";
 
-let tempDir: Promise<string> | undefined;
-let tempSeq = 0;
-
-/** Runs one nft script as one transaction (nft -f on a 0600 file in a 0700 private directory). */
+/** Runs one nft script as one transaction (nft -f on a 0600 file in a fresh 0700 private directory, removed after). */
 export async function nftApply(script: string): Promise<void> {
-  tempDir ??= mkdtemp(join(tmpdir(), "egressd-nft-"));
-  const dir = await tempDir;
-  const file = join(dir, `batch-${process.pid}-${tempSeq++}.nft`);
-  await writeFile(file, script, { mode: 0o600 });
+  const dir = await mkdtemp(join(tmpdir(), "egressd-nft-"));
+  const file = join(dir, "batch.nft");
   try {
+    await writeFile(file, script, { mode: 0o600 });
     await run([NFT, "-f", file], { timeoutMs: 120_000 });
   } finally {
-    await rm(file, { force: true });
+    await rm(dir, { recursive: true, force: true });
   }
 }
 
-/** Removes the private temporary directory (call on shutdown). */
-export async function nftCleanupTemp(): Promise<void> {
-  if (!tempDir) return;
-  const dir = await tempDir;
-  tempDir = undefined;
-  await rm(dir, { recursive: true, force: true });
-}
+/** Kept for callers: nothing to clean since every batch removes its own directory. */
+export async function nftCleanupTemp(): Promise<void> {}
 
 /** What `nft -j list table inet egressd` shows, reduced to what the reconciler compares. */
 export interface LiveTable {

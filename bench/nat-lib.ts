@@ -1,0 +1,51 @@
+// Shared pieces of the NAT benchmarks: a namespace sandbox that cleans up
+// after itself, plans with many sources, and running this same script inside
+// a namespace (the reconcilers act on the namespace they run in).
+import { randomBytes } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import { run } from "../daemon/exec.js";
+import type { KernelState, NatPlan } from "../daemon/state.js";
+import { Sandbox } from "../test/helpers/netns.js";
+import { referenceState } from "../test/integration/dataplane-topology.js";
+
+/** A sandbox for one benchmark run, removed on exit and on Ctrl-C. */
+export function benchSandbox(tag: string): Sandbox {
+  const s = new Sandbox(`bn${randomBytes(2).toString("hex")}${tag}`);
+  const stop = () => {
+    void s.cleanup().finally(() => process.exit(130));
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  return s;
+}
+
+/** `count` single-address sources in class 1: 10.64.0.0, 10.64.0.1, ... (plus the pod itself first). */
+export function manySources(count: number, first = "10.244.1.10"): NatPlan["sources"] {
+  const out: NatPlan["sources"] = [{ family: 4, interval: first, classId: 1 }];
+  for (let i = 0; out.length < count; i++) out.push({ family: 4, interval: `10.64.${(i >> 8) & 255}.${i & 255}`.replace(/^10\.64\./, `10.${64 + (i >> 16)}.`), classId: 1 });
+  return out;
+}
+
+/** The reference topology's state with `count` source entries. */
+export function stateWithSources(count: number): KernelState {
+  const st = referenceState();
+  st.nat.sources = [...manySources(count), { family: 6, interval: "fd00:244::10", classId: 2 }];
+  return st;
+}
+
+/** Runs `node <this script> args...` inside a namespace and returns its stdout. */
+export async function runInside(ns: string, script: string, args: string[]): Promise<string> {
+  const { stdout } = await run(["node", fileURLToPath(script), ...args], { netns: ns, timeoutMs: 300_000 });
+  return stdout;
+}
+
+export const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+export const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+};
+export const fmt = (n: number, digits = 2) => n.toFixed(digits);

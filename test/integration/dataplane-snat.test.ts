@@ -1,0 +1,53 @@
+// SNAT and policy routing through a real gateway namespace: what the external
+// server sees, per source and destination, IPv4 and IPv6.
+import test from "ava";
+import { sandbox } from "../helpers/netns.js";
+import { buildTopology, fixture, referenceState, seenBy, startServer, stateFile } from "./dataplane-topology.js";
+
+test("server sees egress IPs per destination, exceptions and unlisted pods are not NATed, IPv6 works", async (t) => {
+  const s = sandbox(t, "dps");
+  await buildTopology(s);
+  await startServer(s);
+  const state = referenceState();
+  const file = stateFile(state);
+
+  t.deepEqual(await fixture(s, "gw", ["forwarding"]), { ipv4: true, ipv6: true });
+  await fixture(s, "gw", ["apply", file]);
+
+  // external server sees the egress IP, not the pod IP
+  t.is(await seenBy(s, "203.0.113.10", "10.244.1.10"), "192.0.2.11");
+  // a second destination gives the same pod a different egress IP (and a different uplink:
+  // the main table has no route to 198.51.100.0/24, only policy b's table does)
+  t.is(await seenBy(s, "198.51.100.10", "10.244.1.10"), "192.0.2.12");
+  // an exception destination is not NATed
+  t.is(await seenBy(s, "203.0.113.200", "10.244.1.10"), "10.244.1.10");
+  // a pod outside every policy is not NATed
+  t.is(await seenBy(s, "203.0.113.10", "10.244.1.11"), "10.244.1.11");
+  // IPv6
+  t.is(await seenBy(s, "2001:db8:100::10", "fd00:244::10"), "2001:db8:e::11");
+  // a v6 pod outside every policy: no NAT, and no route to the destination without policy routing
+  const r = await s.tryExec("pod", ["node", "-e", "require('net').connect({host:'2001:db8:100::10',port:8080,localAddress:'fd00:244::11',timeout:1500}).on('timeout',()=>process.exit(3)).on('error',()=>process.exit(4)).on('data',d=>{process.stdout.write(d)})"]);
+  t.not(r.stdout.trim(), "2001:db8:e::11");
+
+  // counters per policy and egress IP
+  const counters = (await fixture(s, "gw", ["counters", file])) as { policy: string; egressIP: string; packets: string; connections: string }[];
+  const by = new Map(counters.map((c) => [c.policy, c]));
+  t.is(by.get("a")?.egressIP, "192.0.2.11");
+  t.is(by.get("a")?.connections, "1");
+  t.is(by.get("b")?.connections, "1");
+  t.is(by.get("v6")?.connections, "1");
+  t.true(Number(by.get("a")?.packets) >= 3);
+
+  // adding a pod is an element update; the new pod is NATed at once
+  state.nat.sources.push({ family: 4, interval: "10.244.1.11", classId: 1 });
+  const added = (await fixture(s, "gw", ["apply", stateFile(state)])) as { nat: { action: string; added: number } };
+  t.is(added.nat.action, "patch");
+  t.is(added.nat.added, 1);
+  t.is(await seenBy(s, "203.0.113.10", "10.244.1.11"), "192.0.2.11");
+  // removing it again
+  state.nat.sources.pop();
+  const removed = (await fixture(s, "gw", ["apply", stateFile(state)])) as { nat: { action: string; removed: number } };
+  t.is(removed.nat.action, "patch");
+  t.is(removed.nat.removed, 1);
+  t.is(await seenBy(s, "203.0.113.10", "10.244.1.11"), "10.244.1.11");
+});
