@@ -29,7 +29,10 @@ interface FrrRouteJson {
 /** Every path in an FRR node's BGP table for one family, by prefix. */
 export async function bgpTable(lab: Lab, node: string, family: 4 | 6 = 4): Promise<Map<string, FrrPath[]>> {
   const af = family === 4 ? "ipv4" : "ipv6";
-  const j = await lab.vtyshJson<{ routes?: Record<string, FrrRouteJson[]> }>(node, `show bgp ${af} unicast json`);
+  const j = await lab.vtyshJson<{ routes?: Record<string, FrrRouteJson[]> }>(
+    node,
+    `show bgp ${af} unicast json`,
+  );
   const out = new Map<string, FrrPath[]>();
   for (const [prefix, paths] of Object.entries(j.routes ?? {})) {
     out.set(
@@ -60,7 +63,10 @@ export async function receivedRoutes(lab: Lab, node: string, neighbor: string): 
 }
 
 /** BGP session state of each neighbour of an FRR node, by neighbour address. */
-export async function bgpSessions(lab: Lab, node: string): Promise<Map<string, { state: string; desc?: string }>> {
+export async function bgpSessions(
+  lab: Lab,
+  node: string,
+): Promise<Map<string, { state: string; desc?: string }>> {
   const j = await lab.vtyshJson<Record<string, { peers?: Record<string, { state: string; desc?: string }> }>>(
     node,
     "show bgp summary json",
@@ -75,7 +81,9 @@ export async function kernelNextHops(lab: Lab, node: string, prefix: string): Pr
   const v6 = prefix.includes(":");
   const { stdout } = await lab.exec(node, ["ip", v6 ? "-6" : "-4", "-j", "route", "show", prefix]);
   const routes = JSON.parse(stdout || "[]") as { gateway?: string; nexthops?: { gateway: string }[] }[];
-  return routes.flatMap((r) => (r.nexthops ? r.nexthops.map((n) => n.gateway) : r.gateway ? [r.gateway] : [])).sort();
+  return routes
+    .flatMap((r) => (r.nexthops ? r.nexthops.map((n) => n.gateway) : r.gateway ? [r.gateway] : []))
+    .sort();
 }
 
 const WHOAMI = fileURLToPath(new URL("../test/fixtures/whoami.js", import.meta.url));
@@ -96,7 +104,13 @@ export async function startWhoami(lab: Lab, node: string, port = 8080): Promise<
  * Asks the whoami server at `url` from `node`, with source address `source`:
  * returns the address the server saw, or undefined if it could not be reached.
  */
-export async function seenAs(lab: Lab, node: string, url: string, source?: string, timeoutS = 2): Promise<string | undefined> {
+export async function seenAs(
+  lab: Lab,
+  node: string,
+  url: string,
+  source?: string,
+  timeoutS = 2,
+): Promise<string | undefined> {
   const argv = ["curl", "-s", "-m", String(timeoutS), ...(source ? ["--interface", source] : []), url];
   const r = await lab.tryExec(node, argv, (timeoutS + 2) * 1000);
   return r.code === 0 ? r.stdout.trim() : undefined;

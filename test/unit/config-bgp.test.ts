@@ -1,0 +1,71 @@
+import test from "ava";
+import { loadConfig } from "../../daemon/config/load.js";
+
+const base = `gateway: { name: gw, site: a }
+egressIPs: [{ address: 192.0.2.11, interface: lo }]
+uplinks: [{ name: tor, interface: eth1, nextHop: 10.1.1.0 }]
+policies:
+  - { name: web, sources: [10.244.0.0/16], destinations: [203.0.113.0/24], egressIP: 192.0.2.11, uplink: tor }
+`;
+
+const errors = (bgp: string) => {
+  const r = loadConfig(base + bgp);
+  return r.ok ? [] : r.errors.map((e) => `${e.path}: ${e.message}`);
+};
+
+test("a valid bgp section loads", (t) => {
+  t.deepEqual(
+    errors(`bgp:
+  asn: 65011
+  routerId: 10.1.1.1
+  peers:
+    - { name: tor, address: 10.1.1.0, asn: 65010, password: s3cret, bfd: { minRxMs: 100 } }
+    - { name: tor6, address: "fd00::1", asn: 65010, localAddress: "fd00::2" }
+  advertise: { asPathPrepend: 3, communities: ["65011:200"], med: 10 }
+`),
+    [],
+  );
+});
+
+test("bad ASNs, router id, addresses and families are named by path", (t) => {
+  const e = errors(`bgp:
+  asn: 23456
+  routerId: "fd00::1"
+  peers:
+    - { name: tor, address: 10.1.1.300, asn: 4294967296 }
+    - { name: tor, address: 10.1.1.0, asn: 65010, localAddress: "fd00::2", families: [ipv6-unicast] }
+    - { name: tor2, address: 10.1.1.0, asn: 0, keepalive: 5, holdTime: 9 }
+`);
+  const has = (re: RegExp) =>
+    t.true(
+      e.some((x) => re.test(x)),
+      `${re} not in:\n${e.join("\n")}`,
+    );
+  has(/^bgp\.asn: 23456 is AS_TRANS/);
+  has(/^bgp\.routerId: "fd00::1" is not an IPv4 address/);
+  has(/^bgp\.peers\[0\]\.asn: /);
+  has(/^bgp\.peers\[0\]\.address: "10\.1\.1\.300" is not an IP address/);
+  has(/^bgp\.peers\[1\]\.name: "tor" is already used by bgp\.peers\[0\]/);
+  has(/^bgp\.peers\[1\]\.localAddress: fd00::2 is IPv6 but the peer address 10\.1\.1\.0 is IPv4/);
+  has(/^bgp\.peers\[1\]\.families: the session runs over IPv4 but does not carry ipv4-unicast/);
+  has(/^bgp\.peers\[2\]\.address: 10\.1\.1\.0 is already bgp\.peers\[1\]/);
+  has(/^bgp\.peers\[2\]\.asn: /);
+  has(/^bgp\.peers\[2\]\.keepalive: 5 s is more than a third of the hold time \(9 s\)/);
+});
+
+test("sidecar mode needs an address; unknown keys are refused", (t) => {
+  const e = errors(`bgp:
+  asn: 65011
+  routerId: 10.1.1.1
+  speaker: { mode: sidecar }
+  peers: [{ name: tor, address: 10.1.1.0, asn: 65010, colour: red }]
+`);
+  t.true(
+    e.some((x) => x.startsWith("bgp.speaker.address: required in sidecar mode")),
+    e.join("\n"),
+  );
+  t.true(
+    e.some((x) => x.startsWith("bgp.peers[0].colour: unknown key")),
+    e.join("\n"),
+  );
+});
