@@ -37,15 +37,30 @@ one(0);`;
 
 async function measure(s: Sandbox, local: string, expect: string): Promise<number> {
   // check the path first: the server must see the expected source
-  const { stdout: seen } = await s.exec("pod", ["node", "-e", `require("net").connect({host:"203.0.113.10",port:8080,localAddress:"${local}"}).on("data",d=>process.stdout.write(d))`]);
+  const { stdout: seen } = await s.exec("pod", [
+    "node",
+    "-e",
+    `require("net").connect({host:"203.0.113.10",port:8080,localAddress:"${local}"}).on("data",d=>process.stdout.write(d))`,
+  ]);
   if (seen.trim() !== expect) throw new Error(`server saw ${seen.trim()}, expected ${expect}`);
-  const { stdout } = await s.exec("pod", ["node", "-e", CLIENT_JS, "203.0.113.10", "8080", local, String(CONNECTS)], 300_000);
+  const { stdout } = await s.exec(
+    "pod",
+    ["node", "-e", CLIENT_JS, "203.0.113.10", "8080", local, String(CONNECTS)],
+    300_000,
+  );
   return (JSON.parse(stdout) as { mean: number }).mean;
 }
 
 function iptablesScript(): string {
-  const L = ["*nat", ":PREROUTING ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]", ":POSTROUTING ACCEPT [0:0]"];
-  for (let i = 0; i < IPTABLES_RULES - 1; i++) L.push(`-A POSTROUTING -s 10.64.${(i >> 8) & 255}.${i & 255}/32 -j SNAT --to-source 192.0.2.11`);
+  const L = [
+    "*nat",
+    ":PREROUTING ACCEPT [0:0]",
+    ":INPUT ACCEPT [0:0]",
+    ":OUTPUT ACCEPT [0:0]",
+    ":POSTROUTING ACCEPT [0:0]",
+  ];
+  for (let i = 0; i < IPTABLES_RULES - 1; i++)
+    L.push(`-A POSTROUTING -s 10.64.${(i >> 8) & 255}.${i & 255}/32 -j SNAT --to-source 192.0.2.11`);
   L.push("-A POSTROUTING -s 10.244.1.10/32 -j SNAT --to-source 192.0.2.11", "COMMIT", "");
   return L.join("\n");
 }
@@ -64,20 +79,29 @@ async function main(): Promise<void> {
     // flushed before each measurement, so no scenario always runs on a warmer or fuller table
     const scenarios: [string, () => Promise<number>][] = [
       ["plain", async () => measure(s, "10.244.1.10", "10.244.1.10")],
-      ["nft1", async () => {
-        await fixture(s, "gw", ["apply", one]);
-        return measure(s, "10.244.1.10", "192.0.2.11");
-      }],
-      ["nft100k", async () => {
-        await fixture(s, "gw", ["apply", many]);
-        return measure(s, "10.244.1.10", "192.0.2.11");
-      }],
-      ["ipt10k", async () => {
-        await s.sh("gw", `ip addr add 192.0.2.11/32 dev lo; iptables-nft-restore < ${ipt}`);
-        const v = await measure(s, "10.244.1.10", "192.0.2.11");
-        await s.sh("gw", "iptables-nft -t nat -F POSTROUTING; ip addr del 192.0.2.11/32 dev lo");
-        return v;
-      }],
+      [
+        "nft1",
+        async () => {
+          await fixture(s, "gw", ["apply", one]);
+          return measure(s, "10.244.1.10", "192.0.2.11");
+        },
+      ],
+      [
+        "nft100k",
+        async () => {
+          await fixture(s, "gw", ["apply", many]);
+          return measure(s, "10.244.1.10", "192.0.2.11");
+        },
+      ],
+      [
+        "ipt10k",
+        async () => {
+          await s.sh("gw", `ip addr add 192.0.2.11/32 dev lo; iptables-nft-restore < ${ipt}`);
+          const v = await measure(s, "10.244.1.10", "192.0.2.11");
+          await s.sh("gw", "iptables-nft -t nat -F POSTROUTING; ip addr del 192.0.2.11/32 dev lo");
+          return v;
+        },
+      ],
     ];
     for (let r = 0; r < ROUNDS; r++) {
       for (let i = 0; i < scenarios.length; i++) {
@@ -87,16 +111,27 @@ async function main(): Promise<void> {
         res[name]!.push(await fn());
       }
     }
-    const m = Object.fromEntries(Object.entries(res).map(([k, v]) => [k, median(v)])) as Record<string, number>;
-    console.log(`nat-connsetup: ${CONNECTS} sequential TCP connects pod -> gateway -> server, median of ${ROUNDS} rounds (mean per connect)`);
+    const m = Object.fromEntries(Object.entries(res).map(([k, v]) => [k, median(v)])) as Record<
+      string,
+      number
+    >;
+    console.log(
+      `nat-connsetup: ${CONNECTS} sequential TCP connects pod -> gateway -> server, median of ${ROUNDS} rounds (mean per connect)`,
+    );
     console.log(`  plain forwarding, no NAT                     ${fmt(m.plain!, 1)} us`);
     console.log(`  egressd nft, 1 source entry                  ${fmt(m.nft1!, 1)} us`);
     console.log(`  egressd nft, 100,000 source entries          ${fmt(m.nft100k!, 1)} us`);
     console.log(`  iptables-nft, ${IPTABLES_RULES} linear SNAT rules         ${fmt(m.ipt10k!, 1)} us`);
-    console.log(`  ratio 100k entries / 1 entry                 ${fmt(m.nft100k! / m.nft1!, 3)}   (target <= 1.1)`);
+    console.log(
+      `  ratio 100k entries / 1 entry                 ${fmt(m.nft100k! / m.nft1!, 3)}   (target <= 1.1)`,
+    );
     console.log(`  ratio 10k iptables rules / egressd 100k      ${fmt(m.ipt10k! / m.nft100k!, 3)}`);
-    console.log(`  added per connect by 10k iptables rules      ${fmt(m.ipt10k! - m.nft1!, 1)} us (vs egressd with 1 entry)`);
-    console.log(`  rounds: ${JSON.stringify(Object.fromEntries(Object.entries(res).map(([k, v]) => [k, v.map((x) => Math.round(x))])))}`);
+    console.log(
+      `  added per connect by 10k iptables rules      ${fmt(m.ipt10k! - m.nft1!, 1)} us (vs egressd with 1 entry)`,
+    );
+    console.log(
+      `  rounds: ${JSON.stringify(Object.fromEntries(Object.entries(res).map(([k, v]) => [k, v.map((x) => Math.round(x))])))}`,
+    );
   } finally {
     rmSync(join(tmpdir(), `egressd-bench-ipt-${process.pid}.rules`), { force: true });
     await s.cleanup();

@@ -22,7 +22,12 @@ export function benchSandbox(tag: string): Sandbox {
 /** `count` single-address sources in class 1: 10.64.0.0, 10.64.0.1, ... (plus the pod itself first). */
 export function manySources(count: number, first = "10.244.1.10"): NatPlan["sources"] {
   const out: NatPlan["sources"] = [{ family: 4, interval: first, classId: 1 }];
-  for (let i = 0; out.length < count; i++) out.push({ family: 4, interval: `10.64.${(i >> 8) & 255}.${i & 255}`.replace(/^10\.64\./, `10.${64 + (i >> 16)}.`), classId: 1 });
+  for (let i = 0; out.length < count; i++)
+    out.push({
+      family: 4,
+      interval: `10.64.${(i >> 8) & 255}.${i & 255}`.replace(/^10\.64\./, `10.${64 + (i >> 16)}.`),
+      classId: 1,
+    });
   return out;
 }
 

@@ -69,9 +69,13 @@ async function inner(): Promise<void> {
     `  ${name.padEnd(44)} median ${fmt(median(xs))} ms  p95 ${fmt(pct(xs, 95))} ms  max ${fmt(Math.max(...xs))} ms`;
   console.log(`nat-program: ${SOURCES} source entries (single addresses, one class), nftables ${"1.0.6"}`);
   console.log(`  render script (pure)                         ${fmt(renderMs, 1)} ms`);
-  console.log(`  program 100k entries, no table yet           ${fmt(coldMs / 1000, 3)} s   (target <= 0.5 s)`);
+  console.log(
+    `  program 100k entries, no table yet           ${fmt(coldMs / 1000, 3)} s   (target <= 0.5 s)`,
+  );
   console.log(`  replace a 100k table atomically              ${fmt(replaceMs / 1000, 3)} s`);
-  console.log(`  adopt live 100k table after restart          ${fmt(adoptMs / 1000, 3)} s   (${adopted.action})`);
+  console.log(
+    `  adopt live 100k table after restart          ${fmt(adoptMs / 1000, 3)} s   (${adopted.action})`,
+  );
   console.log(`one pod added / removed on the running 100k ruleset (${SINGLE_RUNS} runs each):`);
   console.log(" kernel change only (the element patch, diff already computed):");
   console.log(line("add, nf_tables batch on a kept socket", viaNetlink.addK) + "   (target <= 5 ms)");

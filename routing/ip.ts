@@ -113,7 +113,8 @@ export function intervalKey(text: string): { key: string; family: Family; single
     const b = Number(m[2]);
     const c = Number(m[3]);
     const d = Number(m[4]);
-    if (a < 256 && b < 256 && c < 256 && d < 256) return { key: `${a}.${b}.${c}.${d}`, family: 4, single: true };
+    if (a < 256 && b < 256 && c < 256 && d < 256)
+      return { key: `${a}.${b}.${c}.${d}`, family: 4, single: true };
   }
   const iv = parseInterval(text);
   return { key: formatInterval(iv), family: iv.family, single: isSingle(iv) };

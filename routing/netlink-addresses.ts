@@ -9,7 +9,15 @@
 import type { RtNetlinkSocket } from "netlink";
 import { OWNER, type DesiredAddress, type Family } from "../daemon/state.js";
 import { addressBytes, bytesToAddress, canonicalAddress } from "./ip.js";
-import { AF_INET, AF_INET6, afOf, errnoCode, readLinks, withRtNetlink, type LinkIndex } from "./netlink-link.js";
+import {
+  AF_INET,
+  AF_INET6,
+  afOf,
+  errnoCode,
+  readLinks,
+  withRtNetlink,
+  type LinkIndex,
+} from "./netlink-link.js";
 
 const RTM_NEWADDR = 20;
 const RTM_DELADDR = 21;
@@ -98,17 +106,29 @@ export async function listAddresses(rt: RtNetlinkSocket, links: LinkIndex): Prom
   return out;
 }
 
-function addressPayload(family: Family, address: string, prefixLength: number, index: number, withProto: boolean): Buffer[] {
+function addressPayload(
+  family: Family,
+  address: string,
+  prefixLength: number,
+  index: number,
+  withProto: boolean,
+): Buffer[] {
   const bytes = addressBytes(address);
   const flags = family === 6 ? IFA_F_NODAD | IFA_F_NOPREFIXROUTE : IFA_F_NOPREFIXROUTE;
   const flagsAttr = Buffer.alloc(4);
   flagsAttr.writeUInt32LE(flags, 0);
-  const parts = [ifaddrmsg(afOf(family), prefixLength, flags, index), attr(IFA_LOCAL, bytes), attr(IFA_ADDRESS, bytes), attr(IFA_FLAGS, flagsAttr)];
+  const parts = [
+    ifaddrmsg(afOf(family), prefixLength, flags, index),
+    attr(IFA_LOCAL, bytes),
+    attr(IFA_ADDRESS, bytes),
+    attr(IFA_FLAGS, flagsAttr),
+  ];
   if (withProto) parts.push(attr(IFA_PROTO, Buffer.from([OWNER.rtProtocol])));
   return parts;
 }
 
-const key = (family: Family, address: string, ifname: string) => `${family}|${canonicalAddress(address)}|${ifname}`;
+const key = (family: Family, address: string, ifname: string) =>
+  `${family}|${canonicalAddress(address)}|${ifname}`;
 
 export interface AddressChanges {
   added: string[];
@@ -158,7 +178,10 @@ export async function reconcileAddresses(desired: DesiredAddress[]): Promise<Add
 
 async function deleteAddress(rt: RtNetlinkSocket, a: LiveAddress): Promise<void> {
   try {
-    await rt.socket.request(RTM_DELADDR, addressPayload(a.family, a.address, a.prefixLength, a.ifindex, false));
+    await rt.socket.request(
+      RTM_DELADDR,
+      addressPayload(a.family, a.address, a.prefixLength, a.ifindex, false),
+    );
   } catch (e) {
     const code = errnoCode(e);
     if (code !== "EADDRNOTAVAIL" && code !== "ENOENT" && code !== "ENODEV") throw e;
@@ -166,11 +189,17 @@ async function deleteAddress(rt: RtNetlinkSocket, a: LiveAddress): Promise<void>
 }
 
 /** A kernel older than 5.18 accepts IFA_PROTO silently and drops it: refuse to run without ownership marks. */
-async function checkProtocolSupport(rt: RtNetlinkSocket, links: LinkIndex, desired: DesiredAddress[]): Promise<void> {
+async function checkProtocolSupport(
+  rt: RtNetlinkSocket,
+  links: LinkIndex,
+  desired: DesiredAddress[],
+): Promise<void> {
   const live = await listAddresses(rt, links);
   const mine = live.filter((a) => a.protocol === OWNER.rtProtocol);
   if (mine.length === 0 && desired.length > 0) {
-    throw new Error("kernel does not keep the address protocol (IFA_PROTO, Linux >= 5.18): egressd cannot mark its addresses");
+    throw new Error(
+      "kernel does not keep the address protocol (IFA_PROTO, Linux >= 5.18): egressd cannot mark its addresses",
+    );
   }
 }
 

@@ -6,7 +6,15 @@
 import type { RtNetlinkSocket } from "netlink";
 import { OWNER, type DesiredRoute, type DesiredRule, type Family } from "../daemon/state.js";
 import { addressBytes, bytesToAddress, canonicalAddress, canonicalInterval, parseInterval } from "./ip.js";
-import { AF_INET, AF_INET6, afOf, errnoCode, readLinks, withRtNetlink, type LinkIndex } from "./netlink-link.js";
+import {
+  AF_INET,
+  AF_INET6,
+  afOf,
+  errnoCode,
+  readLinks,
+  withRtNetlink,
+  type LinkIndex,
+} from "./netlink-link.js";
 
 const NLM_F_CREATE = 0x400;
 const NLM_F_EXCL = 0x200;
@@ -26,7 +34,13 @@ interface LiveRoute extends DesiredRoute {
   gw: Buffer | undefined;
 }
 
-const routeKey = (r: { family: Family; table: number; destination: string; gateway?: string; interface: string }) =>
+const routeKey = (r: {
+  family: Family;
+  table: number;
+  destination: string;
+  gateway?: string;
+  interface: string;
+}) =>
   `${r.family}|${r.table}|${canonicalInterval(r.destination)}|${r.gateway ? canonicalAddress(r.gateway) : ""}|${r.interface}`;
 
 function prefixLen(destination: string): { addr: string; len: number } {
@@ -89,7 +103,11 @@ export interface RouteChanges {
 const describeRoute = (r: DesiredRoute) =>
   `${r.destination}${r.gateway ? ` via ${r.gateway}` : ""} dev ${r.interface} table ${r.table}`;
 
-export async function reconcileRoutesIn(rt: RtNetlinkSocket, links: LinkIndex, desired: DesiredRoute[]): Promise<RouteChanges> {
+export async function reconcileRoutesIn(
+  rt: RtNetlinkSocket,
+  links: LinkIndex,
+  desired: DesiredRoute[],
+): Promise<RouteChanges> {
   const changes: RouteChanges = { added: [], removed: [], blocked: [] };
   const live = await listOwnedRoutes(rt, links);
   const liveKeys = new Set(live.map(routeKey));
@@ -105,28 +123,36 @@ export async function reconcileRoutesIn(rt: RtNetlinkSocket, links: LinkIndex, d
     }
     const { addr, len } = prefixLen(d.destination);
     try {
-      await rt.newRoute(routeMessage({ family: d.family, table: d.table, dstLen: len, gateway: d.gateway }), {
-        dst: addressBytes(addr),
-        oif,
-        table: d.table,
-        ...(d.gateway ? { gateway: addressBytes(d.gateway) } : {}),
-      }, { flags: NLM_F_CREATE | NLM_F_EXCL });
+      await rt.newRoute(
+        routeMessage({ family: d.family, table: d.table, dstLen: len, gateway: d.gateway }),
+        {
+          dst: addressBytes(addr),
+          oif,
+          table: d.table,
+          ...(d.gateway ? { gateway: addressBytes(d.gateway) } : {}),
+        },
+        { flags: NLM_F_CREATE | NLM_F_EXCL },
+      );
       changes.added.push(describeRoute(d));
     } catch (e) {
       const code = errnoCode(e);
-      if (code === "EEXIST" || code === "ENETUNREACH" || code === "EHOSTUNREACH" || code === "ENODEV") changes.blocked.push(`${describeRoute(d)} (${code})`);
+      if (code === "EEXIST" || code === "ENETUNREACH" || code === "EHOSTUNREACH" || code === "ENODEV")
+        changes.blocked.push(`${describeRoute(d)} (${code})`);
       else throw e;
     }
   }
   for (const r of live) {
     if (want.has(routeKey(r))) continue;
     try {
-      await rt.delRoute(routeMessage({ family: r.family, table: r.table, dstLen: r.dstLen, gateway: r.gateway }), {
-        ...(r.dst ? { dst: r.dst } : {}),
-        oif: r.oif,
-        table: r.table,
-        ...(r.gw ? { gateway: r.gw } : {}),
-      });
+      await rt.delRoute(
+        routeMessage({ family: r.family, table: r.table, dstLen: r.dstLen, gateway: r.gateway }),
+        {
+          ...(r.dst ? { dst: r.dst } : {}),
+          oif: r.oif,
+          table: r.table,
+          ...(r.gw ? { gateway: r.gw } : {}),
+        },
+      );
     } catch (e) {
       if (errnoCode(e) !== "ESRCH") throw e;
     }
@@ -139,7 +165,8 @@ interface LiveRule extends DesiredRule {
   protocol: number;
 }
 
-const ruleKey = (r: DesiredRule) => `${r.family}|${r.priority}|${r.fwmark >>> 0}|${r.fwmask >>> 0}|${r.table}`;
+const ruleKey = (r: DesiredRule) =>
+  `${r.family}|${r.priority}|${r.fwmark >>> 0}|${r.fwmask >>> 0}|${r.table}`;
 const describeRule = (r: DesiredRule) =>
   `pref ${r.priority} fwmark 0x${(r.fwmark >>> 0).toString(16)}/0x${(r.fwmask >>> 0).toString(16)} lookup ${r.table} (IPv${r.family})`;
 
@@ -162,10 +189,20 @@ async function listOwnedRules(rt: RtNetlinkSocket): Promise<LiveRule[]> {
 }
 
 function ruleMessage(r: DesiredRule) {
-  return { family: afOf(r.family), table: r.table < 256 ? r.table : RT_TABLE_COMPAT, action: FR_ACT_TO_TBL as never };
+  return {
+    family: afOf(r.family),
+    table: r.table < 256 ? r.table : RT_TABLE_COMPAT,
+    action: FR_ACT_TO_TBL as never,
+  };
 }
 function ruleAttrs(r: DesiredRule) {
-  return { priority: r.priority, fwmark: r.fwmark >>> 0, fwmask: r.fwmask >>> 0, table: r.table, protocol: OWNER.rtProtocol };
+  return {
+    priority: r.priority,
+    fwmark: r.fwmark >>> 0,
+    fwmask: r.fwmask >>> 0,
+    table: r.table,
+    protocol: OWNER.rtProtocol,
+  };
 }
 
 export interface RuleChanges {
@@ -206,7 +243,10 @@ export async function reconcileRulesIn(rt: RtNetlinkSocket, desired: DesiredRule
 }
 
 /** Routes and rules in one go (routes first, so a new rule never points at an empty table). */
-export async function reconcileRouting(routes: DesiredRoute[], rules: DesiredRule[]): Promise<{ routes: RouteChanges; rules: RuleChanges }> {
+export async function reconcileRouting(
+  routes: DesiredRoute[],
+  rules: DesiredRule[],
+): Promise<{ routes: RouteChanges; rules: RuleChanges }> {
   return withRtNetlink(async (rt) => {
     const links = await readLinks(rt);
     const r = await reconcileRoutesIn(rt, links, routes);

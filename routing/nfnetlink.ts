@@ -66,8 +66,17 @@ function message(type: number, flags: number, seq: number, payload: Buffer): Buf
   return Buffer.concat([h, payload, pad]);
 }
 
-function elementsMessage(type: number, flags: number, seq: number, table: string, set: string, keys: string[]): Buffer {
-  const elems = keys.map((k) => nested(NFTA_LIST_ELEM, [nested(NFTA_SET_ELEM_KEY, [attr(NFTA_DATA_VALUE, addressBytes(k))])]));
+function elementsMessage(
+  type: number,
+  flags: number,
+  seq: number,
+  table: string,
+  set: string,
+  keys: string[],
+): Buffer {
+  const elems = keys.map((k) =>
+    nested(NFTA_LIST_ELEM, [nested(NFTA_SET_ELEM_KEY, [attr(NFTA_DATA_VALUE, addressBytes(k))])]),
+  );
   const payload = Buffer.concat([
     nfgen(NFPROTO_INET, 0),
     attr(NFTA_SET_ELEM_LIST_TABLE, str(table)),
@@ -129,7 +138,9 @@ export class NfElementWriter {
       for (let i = 0; i < keys.length; i += 256) {
         const seq = this.nextSeq();
         seqs.push(seq);
-        msgs.push(elementsMessage(type, flags | NLM_F_REQUEST | NLM_F_ACK, seq, table, set, keys.slice(i, i + 256)));
+        msgs.push(
+          elementsMessage(type, flags | NLM_F_REQUEST | NLM_F_ACK, seq, table, set, keys.slice(i, i + 256)),
+        );
         acks.push(
           new Promise<number>((resolve) =>
             this.waiting.set(seq, (errno) => {
@@ -140,8 +151,22 @@ export class NfElementWriter {
         );
       }
     };
-    for (const p of patches) if (p.remove.length) add(NFT_MSG_DELSETELEM, 0, p.set, p.remove.map(([k]) => k));
-    for (const p of patches) if (p.add.length) add(NFT_MSG_NEWSETELEM, NLM_F_CREATE, p.set, p.add.map(([k]) => k));
+    for (const p of patches)
+      if (p.remove.length)
+        add(
+          NFT_MSG_DELSETELEM,
+          0,
+          p.set,
+          p.remove.map(([k]) => k),
+        );
+    for (const p of patches)
+      if (p.add.length)
+        add(
+          NFT_MSG_NEWSETELEM,
+          NLM_F_CREATE,
+          p.set,
+          p.add.map(([k]) => k),
+        );
     msgs.push(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, this.nextSeq(), nfgen(0, NFNL_SUBSYS_NFTABLES)));
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<number[]>((_, reject) => {
@@ -151,7 +176,9 @@ export class NfElementWriter {
     });
     this.sock.ref();
     try {
-      await new Promise<void>((resolve, reject) => this.sock.send(Buffer.concat(msgs), {}, (err) => (err ? reject(err) : resolve())));
+      await new Promise<void>((resolve, reject) =>
+        this.sock.send(Buffer.concat(msgs), {}, (err) => (err ? reject(err) : resolve())),
+      );
       const errnos = await Promise.race([Promise.all(acks), firstError, timeout]);
       const bad = errnos.find((e) => e !== 0);
       if (bad !== undefined) throw new Error(`nf_tables element batch failed: errno ${bad}`);

@@ -216,7 +216,11 @@ function renderTable(n: NormalizedNat): string {
   const markEls = n.policies.map((p) => `${hex(p.mark)} : goto ${markChain(p.key)}`).join(", ");
   const snatEls = n.policies.map((p) => `${hex(p.mark)} : goto ${snatChain(p.key)}`).join(", ");
   // nft 1.0.6 leaves table comments out of its JSON; set comments are in it.
-  L.push("  map restore_marks {", "    type mark : verdict", `    comment "${COMMENT_PREFIX}${n.structureHash}"`);
+  L.push(
+    "  map restore_marks {",
+    "    type mark : verdict",
+    `    comment "${COMMENT_PREFIX}${n.structureHash}"`,
+  );
   if (markEls) L.push(`    elements = { ${markEls} }`);
   L.push("  }");
   L.push("  map snat_marks {", "    type mark : verdict");

@@ -5,7 +5,12 @@
 import { readFile } from "node:fs/promises";
 import type { KernelState } from "../daemon/state.js";
 import { reconcileAddresses, removeOwnedAddresses, type AddressChanges } from "./netlink-addresses.js";
-import { reconcileRouting, removeOwnedRouting, type RouteChanges, type RuleChanges } from "./netlink-routes.js";
+import {
+  reconcileRouting,
+  removeOwnedRouting,
+  type RouteChanges,
+  type RuleChanges,
+} from "./netlink-routes.js";
 import { NftReconciler, nftCleanupTemp, type NatChange } from "./nft.js";
 
 export interface KernelChanges {
@@ -25,8 +30,13 @@ export interface ReconcileOptions {
 /** True when a reconcile changed something. */
 export function changed(c: KernelChanges): boolean {
   return (
-    c.addresses.added.length + c.addresses.removed.length + c.routes.added.length + c.routes.removed.length +
-      c.rules.added.length + c.rules.removed.length > 0 || c.nat.action !== "none"
+    c.addresses.added.length +
+      c.addresses.removed.length +
+      c.routes.added.length +
+      c.routes.removed.length +
+      c.rules.added.length +
+      c.rules.removed.length >
+      0 || c.nat.action !== "none"
   );
 }
 
@@ -35,7 +45,10 @@ export function changed(c: KernelChanges): boolean {
  * selects an address the host does not have), then the nft table, then routes
  * and rules (so traffic is marked before it is steered).
  */
-export async function reconcileKernel(desired: KernelState, opts: ReconcileOptions = {}): Promise<KernelChanges> {
+export async function reconcileKernel(
+  desired: KernelState,
+  opts: ReconcileOptions = {},
+): Promise<KernelChanges> {
   const nft = opts.nft ?? new NftReconciler();
   try {
     const addresses = await reconcileAddresses(desired.addresses);

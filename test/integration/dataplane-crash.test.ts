@@ -5,7 +5,15 @@ import test from "ava";
 import { spawn } from "node:child_process";
 import type { KernelState } from "../../daemon/state.js";
 import { sandbox, type Sandbox } from "../helpers/netns.js";
-import { FIXTURE, buildTopology, fixture, referenceState, seenBy, startServer, stateFile } from "./dataplane-topology.js";
+import {
+  FIXTURE,
+  buildTopology,
+  fixture,
+  referenceState,
+  seenBy,
+  startServer,
+  stateFile,
+} from "./dataplane-topology.js";
 
 interface Changes {
   addresses: { added: string[]; removed: string[] };
@@ -15,30 +23,56 @@ interface Changes {
 }
 const nothingChanged = (c: Changes) =>
   c.nat.action === "none" &&
-  c.addresses.added.length + c.addresses.removed.length + c.routes.added.length + c.routes.removed.length + c.rules.added.length + c.rules.removed.length === 0;
+  c.addresses.added.length +
+    c.addresses.removed.length +
+    c.routes.added.length +
+    c.routes.removed.length +
+    c.rules.added.length +
+    c.rules.removed.length ===
+    0;
 
 /** What egressd owns in the namespace, as sorted text lines (for exact comparisons). */
-async function owned(s: Sandbox): Promise<{ addrs: string[]; routes: string[]; rules: string[]; table: string }> {
-  const lines = (x: string) => x.split("\n").map((l) => l.trim()).filter(Boolean).sort();
+async function owned(
+  s: Sandbox,
+): Promise<{ addrs: string[]; routes: string[]; rules: string[]; table: string }> {
+  const lines = (x: string) =>
+    x
+      .split("\n")
+      .map((l) => l.trim())
+      .filter(Boolean)
+      .sort();
   const addrs = (await fixture(s, "gw", ["owned-addresses"])) as string[];
   const r4 = await s.exec("gw", ["ip", "-4", "route", "show", "table", "all", "proto", "201"]);
   const r6 = await s.exec("gw", ["ip", "-6", "route", "show", "table", "all", "proto", "201"]);
   const rulesOf = async (f: string) =>
-    ((JSON.parse((await s.exec("gw", ["ip", "-j", f, "rule", "show"])).stdout) as Record<string, unknown>[]).filter((r) => r.protocol === "201"))
+    (JSON.parse((await s.exec("gw", ["ip", "-j", f, "rule", "show"])).stdout) as Record<string, unknown>[])
+      .filter((r) => r.protocol === "201")
       .map((r) => JSON.stringify(r));
   const table = await s.tryExec("gw", ["/usr/sbin/nft", "list", "table", "inet", "egressd"]);
-  return { addrs, routes: lines(r4.stdout + r6.stdout), rules: [...(await rulesOf("-4")), ...(await rulesOf("-6"))].sort(), table: table.code === 0 ? table.stdout : "" };
+  return {
+    addrs,
+    routes: lines(r4.stdout + r6.stdout),
+    rules: [...(await rulesOf("-4")), ...(await rulesOf("-6"))].sort(),
+    table: table.code === 0 ? table.stdout : "",
+  };
 }
 
 /** A second state that differs from the reference everywhere (addresses, routes, rules, policies, sources). */
 function otherState(): KernelState {
   const st = referenceState();
   st.addresses.push({ family: 4, address: "192.0.2.13", prefixLength: 32, interface: "lo" });
-  st.routes.push({ family: 4, table: 103, destination: "192.0.2.128/25", gateway: "100.64.2.2", interface: "u2" });
+  st.routes.push({
+    family: 4,
+    table: 103,
+    destination: "192.0.2.128/25",
+    gateway: "100.64.2.2",
+    interface: "u2",
+  });
   st.rules.push({ family: 4, priority: 1003, fwmark: 0x400, fwmask: 0xff00, table: 103 });
   st.nat.policies.push({ name: "c", family: 4, egressIP: "192.0.2.13", mark: 0x400, uplinkInterface: "u2" });
   st.nat.classes[0]!.destinations.push({ interval: "192.0.2.128/25", policy: "c" });
-  for (let i = 0; i < 2000; i++) st.nat.sources.push({ family: 4, interval: `10.245.${i >> 8}.${i & 255}`, classId: 1 });
+  for (let i = 0; i < 2000; i++)
+    st.nat.sources.push({ family: 4, interval: `10.245.${i >> 8}.${i & 255}`, classId: 1 });
   return st;
 }
 
@@ -63,7 +97,12 @@ test("reconcile is idempotent and teardown removes only what egressd owns", asyn
   const second = (await fixture(s, "gw", ["apply", file])) as Changes;
   t.true(nothingChanged(second), JSON.stringify(second));
 
-  const down = (await fixture(s, "gw", ["teardown"])) as { nftTable: boolean; addresses: string[]; routes: string[]; rules: string[] };
+  const down = (await fixture(s, "gw", ["teardown"])) as {
+    nftTable: boolean;
+    addresses: string[];
+    routes: string[];
+    rules: string[];
+  };
   t.true(down.nftTable);
   t.is(down.routes.length, 3);
   t.is(down.rules.length, 3);
@@ -84,10 +123,15 @@ test("kill -9 at random moments, then a restart converges with nothing stale or 
   await startServer(s);
   const a = stateFile(referenceState());
   const b = stateFile(otherState());
-  await s.sh("gw", "/usr/sbin/nft add table ip foreign; ip route add 10.97.0.0/24 via 100.64.1.2 dev u1 table 101");
+  await s.sh(
+    "gw",
+    "/usr/sbin/nft add table ip foreign; ip route add 10.97.0.0/24 via 100.64.1.2 dev u1 table 101",
+  );
 
   for (let round = 0; round < 6; round++) {
-    const child = spawn("ip", ["netns", "exec", s.ns("gw"), "node", FIXTURE, "apply-loop", b, a], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn("ip", ["netns", "exec", s.ns("gw"), "node", FIXTURE, "apply-loop", b, a], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     await new Promise<void>((resolve, reject) => {
       child.stdout.once("data", () => resolve());
       child.once("exit", (code) => reject(new Error(`apply-loop exited early (${code})`)));

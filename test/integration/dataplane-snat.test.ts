@@ -2,7 +2,14 @@
 // server sees, per source and destination, IPv4 and IPv6.
 import test from "ava";
 import { sandbox } from "../helpers/netns.js";
-import { buildTopology, fixture, referenceState, seenBy, startServer, stateFile } from "./dataplane-topology.js";
+import {
+  buildTopology,
+  fixture,
+  referenceState,
+  seenBy,
+  startServer,
+  stateFile,
+} from "./dataplane-topology.js";
 
 test("server sees egress IPs per destination, exceptions and unlisted pods are not NATed, IPv6 works", async (t) => {
   const s = sandbox(t, "dps");
@@ -26,11 +33,20 @@ test("server sees egress IPs per destination, exceptions and unlisted pods are n
   // IPv6
   t.is(await seenBy(s, "2001:db8:100::10", "fd00:244::10"), "2001:db8:e::11");
   // a v6 pod outside every policy: no NAT, and no route to the destination without policy routing
-  const r = await s.tryExec("pod", ["node", "-e", "require('net').connect({host:'2001:db8:100::10',port:8080,localAddress:'fd00:244::11',timeout:1500}).on('timeout',()=>process.exit(3)).on('error',()=>process.exit(4)).on('data',d=>{process.stdout.write(d)})"]);
+  const r = await s.tryExec("pod", [
+    "node",
+    "-e",
+    "require('net').connect({host:'2001:db8:100::10',port:8080,localAddress:'fd00:244::11',timeout:1500}).on('timeout',()=>process.exit(3)).on('error',()=>process.exit(4)).on('data',d=>{process.stdout.write(d)})",
+  ]);
   t.not(r.stdout.trim(), "2001:db8:e::11");
 
   // counters per policy and egress IP
-  const counters = (await fixture(s, "gw", ["counters", file])) as { policy: string; egressIP: string; packets: string; connections: string }[];
+  const counters = (await fixture(s, "gw", ["counters", file])) as {
+    policy: string;
+    egressIP: string;
+    packets: string;
+    connections: string;
+  }[];
   const by = new Map(counters.map((c) => [c.policy, c]));
   t.is(by.get("a")?.egressIP, "192.0.2.11");
   t.is(by.get("a")?.connections, "1");
@@ -40,13 +56,17 @@ test("server sees egress IPs per destination, exceptions and unlisted pods are n
 
   // adding a pod is an element update; the new pod is NATed at once
   state.nat.sources.push({ family: 4, interval: "10.244.1.11", classId: 1 });
-  const added = (await fixture(s, "gw", ["apply", stateFile(state)])) as { nat: { action: string; added: number } };
+  const added = (await fixture(s, "gw", ["apply", stateFile(state)])) as {
+    nat: { action: string; added: number };
+  };
   t.is(added.nat.action, "patch");
   t.is(added.nat.added, 1);
   t.is(await seenBy(s, "203.0.113.10", "10.244.1.11"), "192.0.2.11");
   // removing it again
   state.nat.sources.pop();
-  const removed = (await fixture(s, "gw", ["apply", stateFile(state)])) as { nat: { action: string; removed: number } };
+  const removed = (await fixture(s, "gw", ["apply", stateFile(state)])) as {
+    nat: { action: string; removed: number };
+  };
   t.is(removed.nat.action, "patch");
   t.is(removed.nat.removed, 1);
   t.is(await seenBy(s, "203.0.113.10", "10.244.1.11"), "10.244.1.11");

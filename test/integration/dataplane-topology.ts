@@ -48,7 +48,10 @@ export async function buildTopology(s: Sandbox, opts: { ipv6?: boolean } = {}): 
       `ip -6 addr add fd00:244::10/64 dev p0 nodad; ip -6 addr add fd00:244::11/64 dev p0 nodad
        ip -6 route add default via fd00:244::1`,
     );
-    await s.sh("gw", `ip -6 addr add fd00:244::1/64 dev g0 nodad; ip -6 addr add 2001:db8:a::1/64 dev u1 nodad`);
+    await s.sh(
+      "gw",
+      `ip -6 addr add fd00:244::1/64 dev g0 nodad; ip -6 addr add 2001:db8:a::1/64 dev u1 nodad`,
+    );
     await s.sh(
       "srv",
       `ip -6 addr add 2001:db8:a::2/64 dev s1 nodad; ip -6 addr add 2001:db8:100::10/128 dev lo

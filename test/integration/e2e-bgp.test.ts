@@ -158,7 +158,7 @@ test.serial(
     const original = readFileSync(gwA1Config, "utf8");
     const pid = lab.cmdPid("gw-a1");
     t.truthy(pid);
-    writeFileSync(gwA1Config, original.replace(/  - name: partner\n(    .*\n)+?(?=  - name)/, ""));
+    writeFileSync(gwA1Config, original.replace(/ {2}- name: partner\n( {4}.*\n)+?(?= {2}- name)/, ""));
     process.kill(pid!, "SIGHUP");
     await waitFor(
       async () => !(await paths("tor-a", "198.51.100.0/24")).some((p) => p.peer === "10.1.1.1"),

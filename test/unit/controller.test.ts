@@ -41,7 +41,13 @@ test("a failing target is retried and the others still run", async (t) => {
   const bad = recorder(() => failures-- > 0);
   const good = recorder();
   good.target = { ...good.target, name: "good" };
-  const c = new Controller({ log, desired: () => 7, targets: [bad.target, good.target], resyncMs: 60_000, retryMs: 10 });
+  const c = new Controller({
+    log,
+    desired: () => 7,
+    targets: [bad.target, good.target],
+    resyncMs: 60_000,
+    retryMs: 10,
+  });
   c.start();
   await c.idle();
   t.deepEqual(c.last?.errors, { rec: "boom" });

@@ -2,7 +2,13 @@
 import test from "ava";
 import type { NatPlan } from "../../daemon/state.js";
 import { canonicalInterval } from "../../routing/ip.js";
-import { diffNat, normalizeNat, policyCounterNames, policyKey, renderNftRuleset } from "../../routing/nft-render.js";
+import {
+  diffNat,
+  normalizeNat,
+  policyCounterNames,
+  policyKey,
+  renderNftRuleset,
+} from "../../routing/nft-render.js";
 import { parseLiveTable } from "../../routing/nft.js";
 
 function plan(): NatPlan {
@@ -35,7 +41,8 @@ function plan(): NatPlan {
 
 test("the ruleset replaces the table atomically and uses sets, not a rule per source", (t) => {
   const p = plan();
-  for (let i = 0; i < 500; i++) p.sources.push({ family: 4, interval: `10.250.${i >> 8}.${i & 255}`, classId: 1 });
+  for (let i = 0; i < 500; i++)
+    p.sources.push({ family: 4, interval: `10.250.${i >> 8}.${i & 255}`, classId: 1 });
   const s = renderNftRuleset(p);
   const lines = s.split("\n");
   t.is(lines[0], "table inet egressd {}");
@@ -54,7 +61,8 @@ test("the ruleset replaces the table atomically and uses sets, not a rule per so
   t.regex(s, /type nat hook postrouting priority srcnat/);
   t.regex(s, /ct direction original ct mark and 0x0000ff00 vmap @restore_marks/);
   // the number of rules does not grow with sources
-  const rules = (x: string) => x.split("\n").filter((l) => /^\s+(ip|ip6|ct|meta|counter|snat|accept)\b/.test(l)).length;
+  const rules = (x: string) =>
+    x.split("\n").filter((l) => /^\s+(ip|ip6|ct|meta|counter|snat|accept)\b/.test(l)).length;
   t.is(rules(s), rules(renderNftRuleset(plan())));
 });
 
@@ -99,14 +107,16 @@ test("structural changes replace the whole table", (t) => {
     (p) => (p.policies[0]!.mark = 0x400),
     (p) => (p.markMask = 0xffff),
     (p) => p.classes.push({ id: 3, family: 4, destinations: [] }),
-    (p) => p.policies.push({ name: "c", family: 4, egressIP: "192.0.2.13", mark: 0x500, uplinkInterface: "u1" }),
+    (p) =>
+      p.policies.push({ name: "c", family: 4, egressIP: "192.0.2.13", mark: 0x500, uplinkInterface: "u1" }),
   ];
   for (const change of cases) {
     const next = plan();
     change(next);
     const d = diffNat(plan(), next);
     t.is(d.kind, "replace");
-    if (d.kind === "replace") t.true(d.script.startsWith("table inet egressd {}\ndelete table inet egressd\n"));
+    if (d.kind === "replace")
+      t.true(d.script.startsWith("table inet egressd {}\ndelete table inet egressd\n"));
   }
   // the uplink is routing, not nft: no nft change
   const up = plan();
@@ -137,12 +147,15 @@ test("policy names that are not nft identifiers get a stable hashed key", (t) =>
   const k = policyKey("team-a/payments");
   t.regex(k, /^h[0-9a-f]{16}$/);
   t.is(policyKey("team-a/payments"), k);
-  t.deepEqual(policyCounterNames({ name: "a", family: 4, egressIP: "192.0.2.11", mark: 1, uplinkInterface: "x" }), {
-    policy: "a",
-    egressIP: "192.0.2.11",
-    packets: "pkts_a",
-    connections: "conns_a",
-  });
+  t.deepEqual(
+    policyCounterNames({ name: "a", family: 4, egressIP: "192.0.2.11", mark: 1, uplinkInterface: "x" }),
+    {
+      policy: "a",
+      egressIP: "192.0.2.11",
+      packets: "pkts_a",
+      connections: "conns_a",
+    },
+  );
 });
 
 test("intervals have one canonical spelling", (t) => {
@@ -158,8 +171,19 @@ test("the live table's JSON parses into the same elements the renderer produces"
     nftables: [
       { metainfo: { version: "1.0.6" } },
       { table: { family: "inet", name: "egressd" } },
-      { set: { family: "inet", name: "c1_hosts", table: "egressd", type: "ipv4_addr", elem: ["10.244.1.10"] } },
-      { set: { family: "inet", name: "c1_nets", table: "egressd", type: "ipv4_addr", flags: ["interval"], elem: [{ prefix: { addr: "10.244.2.0", len: 24 } }] } },
+      {
+        set: { family: "inet", name: "c1_hosts", table: "egressd", type: "ipv4_addr", elem: ["10.244.1.10"] },
+      },
+      {
+        set: {
+          family: "inet",
+          name: "c1_nets",
+          table: "egressd",
+          type: "ipv4_addr",
+          flags: ["interval"],
+          elem: [{ prefix: { addr: "10.244.2.0", len: 24 } }],
+        },
+      },
       {
         map: {
           family: "inet",
@@ -174,7 +198,17 @@ test("the live table's JSON parses into the same elements the renderer produces"
           ],
         },
       },
-      { map: { family: "inet", name: "restore_marks", table: "egressd", type: "mark", map: "verdict", comment: "egressd structure x", elem: [[256, { goto: { target: "mark_a" } }]] } },
+      {
+        map: {
+          family: "inet",
+          name: "restore_marks",
+          table: "egressd",
+          type: "mark",
+          map: "verdict",
+          comment: "egressd structure x",
+          elem: [[256, { goto: { target: "mark_a" } }]],
+        },
+      },
       { chain: { family: "inet", table: "egressd", name: "classify" } },
       { rule: { family: "inet", table: "egressd", chain: "classify", expr: [] } },
       { counter: { family: "inet", name: "pkts_a", table: "egressd", packets: 1, bytes: 2 } },
@@ -184,10 +218,13 @@ test("the live table's JSON parses into the same elements the renderer produces"
   t.is(live.comment, "egressd structure x");
   t.deepEqual([...live.sets.get("c1_hosts")!.elements.keys()], ["10.244.1.10"]);
   t.deepEqual([...live.sets.get("c1_nets")!.elements.keys()], ["10.244.2.0/24"]);
-  t.deepEqual([...live.sets.get("c1_dst")!.elements.entries()], [
-    ["198.51.100.0/24", "goto mark_b"],
-    ["203.0.113.1-203.0.113.6", "goto mark_a"],
-  ]);
+  t.deepEqual(
+    [...live.sets.get("c1_dst")!.elements.entries()],
+    [
+      ["198.51.100.0/24", "goto mark_b"],
+      ["203.0.113.1-203.0.113.6", "goto mark_a"],
+    ],
+  );
   t.is(live.chains.get("classify"), 1);
   t.true(live.counters.has("pkts_a"));
   t.deepEqual([...live.sets.get("restore_marks")!.elements.keys()], ["256"]);
