@@ -1,19 +1,18 @@
-// The README's main job: bring the two-dc lab up, show in plain words what
-// the fabric does, and take it down again (unless --keep).
+// The README's main job: bring the two-dc lab up with egressd running on its
+// three gateways, show in plain words what the fabric learned and which
+// source address the external server sees for each pod and destination, then
+// take it all down again (unless --keep).
+import { fileURLToPath } from "node:url";
+import { bgpSessions, bgpTable, kernelNextHops, seenAs, startWhoami } from "./observe.js";
 import { Lab, waitFor } from "./runner.js";
 import { loadTopology } from "./topology.js";
-import { fileURLToPath } from "node:url";
 
 const TOPO = fileURLToPath(new URL("../../containerlab/two-dc/two-dc.clab.yml", import.meta.url));
 const keep = process.argv.includes("--keep");
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 const say = (s = "") => console.log(s);
-
-interface Summary {
-  [af: string]: {
-    peers?: Record<string, { state: string; remoteAs: number; desc?: string; pfxRcd?: number }>;
-  };
-}
+const GATEWAYS: Record<string, string> = { "10.1.1.1": "gw-a1", "10.1.2.1": "gw-a2", "10.2.1.1": "gw-b1" };
+const name = (hop: string) => GATEWAYS[hop] ?? (hop === "10.0.1.0" || hop === "10.0.2.0" ? "the core" : hop);
 
 async function main(): Promise<void> {
   const lab = new Lab(loadTopology(TOPO), "demo", { quiet: true });
@@ -33,79 +32,102 @@ async function main(): Promise<void> {
         void cleanup().then(() => process.exit(128 + (sig === "SIGINT" ? 2 : sig === "SIGTERM" ? 15 : 1))),
     );
   }
-  // A closed stdout (demo piped into `head`) must not skip the teardown.
-  process.stdout.on("error", () => undefined);
+  process.stdout.on("error", () => undefined); // a closed stdout must not skip the teardown
 
   try {
-    say(bold("Bringing up the two-dc lab (10 nodes, 10 links, 4 FRR routers) with network namespaces"));
-    await lab.up();
-    const routers = ["core", "tor-a", "tor-b", "fw"];
-    const started = Date.now();
-    await waitFor(
-      async () => {
-        for (const r of routers) {
-          const s = await lab.vtyshJson<Summary>(r, "show bgp summary json");
-          const peers = Object.values(s).flatMap((af) => Object.values(af.peers ?? {}));
-          if (!peers.length || peers.some((p) => p.state !== "Established")) return false;
-        }
-        return true;
-      },
-      60_000,
-      "BGP sessions",
-    );
-    await waitFor(
-      async () => (await lab.tryExec("pod-a", ["ping", "-c1", "-W1", "10.244.2.10"])).code === 0,
-      20_000,
-      "routes",
+    say(bold("1. Bringing up the two-dc lab with network namespaces"));
+    say(
+      "   DC A: tor-a, gateways gw-a1 and gw-a2, pods on pod-a.  DC B: tor-b, gateway gw-b1, pods on pod-b.",
     );
     say(
-      `All BGP sessions between the routers are Established, routes converged after ${((Date.now() - started) / 1000).toFixed(1)} s:\n`,
+      "   A core router joins them; a firewall (fw) in front of the server admits only egress IPs 192.0.2.0/24.",
     );
-    for (const r of routers) {
-      const s = await lab.vtyshJson<Summary>(r, "show bgp summary json");
-      for (const [af, v] of Object.entries(s)) {
-        for (const [peer, p] of Object.entries(v.peers ?? {})) {
-          say(
-            `  ${r.padEnd(6)} ${af.padEnd(12)} -> ${(p.desc ?? "").padEnd(6)} ${peer.padEnd(14)} AS${p.remoteAs}  ${p.state}, ${p.pfxRcd ?? 0} prefixes received`,
-          );
-        }
-      }
+    const started = Date.now();
+    await lab.up();
+    await startWhoami(lab, "server");
+    const gwSessions = async (tor: string, n: number) => {
+      const s = [...(await bgpSessions(lab, tor)).values()].filter((p) => p.desc?.startsWith("gw-"));
+      return s.length === n * 2 && s.every((p) => p.state === "Established");
+    };
+    await waitFor(
+      async () => (await gwSessions("tor-a", 2)) && (await gwSessions("tor-b", 1)),
+      60_000,
+      "gateway sessions",
+    );
+    await waitFor(
+      async () => (await kernelNextHops(lab, "tor-a", "203.0.113.0/24")).length === 2,
+      30_000,
+      "ECMP",
+    );
+    say(
+      `   egressd runs on the three gateways; their BGP sessions to the ToRs are up after ${((Date.now() - started) / 1000).toFixed(1)} s.\n`,
+    );
+
+    say(bold("2. What the top-of-rack routers learned from egressd over BGP"));
+    const a = await bgpTable(lab, "tor-a");
+    for (const prefix of ["203.0.113.0/24", "198.51.100.0/24"]) {
+      const via = (a.get(prefix) ?? []).filter((p) => p.multipath).map((p) => name(p.nextHop));
+      say(`   tor-a: ${prefix.padEnd(16)} -> ${via.join(" + ")} (ECMP: the kernel spreads flows over both)`);
     }
-    say(bold("\nReachability (one ping each):"));
-    const checks: [string, string, string, boolean][] = [
-      ["pod-a", "10.255.0.1", "a pod in DC A reaches the core router", true],
-      ["pod-a", "10.244.2.10", "a pod in DC A reaches a pod in DC B", true],
-      ["pod-a", "fd00:244:2::10", "... over IPv6 too", true],
-      [
-        "gw-a1",
-        "203.0.113.10",
-        "gateway gw-a1 reaches the external server (via the firewall, no loop)",
-        true,
-      ],
-      ["gw-b1", "2001:db8:198::10", "gateway gw-b1 reaches the server's second network over IPv6", true],
-      ["pod-a", "203.0.113.10", "a pod does NOT reach the server on its own: only gateways may", false],
-    ];
-    let ok = true;
-    for (const [from, to, what, expect] of checks) {
-      const r = await lab.tryExec(from, ["ping", "-c1", "-W1", "-q", to]);
-      const reached = r.code === 0;
-      const rtt = /= [\d.]+\/([\d.]+)\//.exec(r.stdout)?.[1];
-      const good = reached === expect;
-      ok &&= good;
+    for (const ip of ["192.0.2.11/32", "192.0.2.12/32", "192.0.2.131/32", "192.0.2.132/32"]) {
+      const p = a.get(ip)?.find((x) => x.best);
       say(
-        `  ${good ? "ok  " : "FAIL"} ${from} -> ${to.padEnd(17)} ${reached ? `reached (${rtt} ms)` : "unreachable"}: ${what}`,
+        `   tor-a: ${ip.padEnd(16)} -> ${p ? name(p.nextHop) : "?"} (an egress IP: replies come back to its gateway)`,
       );
     }
+    const b = (await bgpTable(lab, "tor-b")).get("203.0.113.0/24") ?? [];
+    const own = b.find((p) => p.nextHop === "10.2.1.1");
+    const best = b.find((p) => p.best);
     say(
-      "\nGateway nodes are plain hosts for now; egressd will run on gw-a1, gw-a2 and gw-b1,\n" +
-        "advertise the server's prefixes to the ToRs over BGP and SNAT pod traffic to fixed egress IPs.",
+      `   tor-b: 203.0.113.0/24   -> gw-b1 offers it with AS path "${own?.asPath}" (prepended: DC B is the backup site),`,
     );
+    say(
+      `          so tor-b prefers DC A's gateways via ${best ? name(best.nextHop) : "?"} (AS path "${best?.asPath}").\n`,
+    );
+
+    say(
+      bold("3. Which source address the server sees (an HTTP 'who am I' on 203.0.113.10 and 198.51.100.10)"),
+    );
+    const cases: [string, string, string, string][] = [
+      [
+        "pod-a",
+        "10.244.1.10",
+        "http://203.0.113.10:8080/",
+        "policy web: every pod, web egress IP of a DC A gateway",
+      ],
+      [
+        "pod-a",
+        "10.244.1.11",
+        "http://198.51.100.10:8080/",
+        "policy partner: this pod gets the partner egress IP",
+      ],
+      ["pod-a", "10.244.1.11", "http://203.0.113.10:8080/", "same pod, other destination: the web egress IP"],
+      [
+        "pod-a",
+        "10.244.1.12",
+        "http://198.51.100.10:8080/",
+        "not in the partner policy: not NATed, the firewall drops it",
+      ],
+      [
+        "pod-b",
+        "10.244.2.10",
+        "http://203.0.113.10:8080/",
+        "a DC B pod: through DC A's gateways (B is backup)",
+      ],
+      ["pod-a", "fd00:244:1::10", "http://[2001:db8:203::10]:8080/", "IPv6: policy web6"],
+    ];
+    for (const [node, src, url, what] of cases) {
+      const seen = await seenAs(lab, node, url, src, 1);
+      const dst = new URL(url).hostname.replace(/[[\]]/g, "");
+      say(`   ${src.padEnd(15)} -> ${dst.padEnd(17)} seen as ${(seen ?? "(no answer)").padEnd(15)} ${what}`);
+    }
+
     if (keep) {
       say(bold("\nThe lab stays up (--keep). Look around, then take it down:"));
-      say(`  node dist/containerlab/cli.js exec -t ${TOPO} -p demo tor-a -- vtysh -c 'show ip route'`);
+      say(`  node dist/containerlab/cli.js exec -t ${TOPO} -p demo tor-a -- vtysh -c 'show ip bgp'`);
+      say(`  node dist/containerlab/cli.js exec -t ${TOPO} -p demo gw-a1 -- nft list table inet egressd`);
       say(`  node dist/containerlab/cli.js down -t ${TOPO} -p demo`);
     }
-    if (!ok) process.exitCode = 1;
   } finally {
     await cleanup();
   }
