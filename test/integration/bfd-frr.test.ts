@@ -1,0 +1,374 @@
+// egressd's BFD against FRR's bfdd, in two network namespaces joined by a veth:
+//
+//   tor (FRR zebra + bfdd)  10.0.0.1 / fd00::1  <--veth-->  10.0.0.2 / fd00::2  gw (test/fixtures/bfd-peer.js)
+//
+// The gateway side runs two sessions (IPv4 and IPv6) at 100 ms x 3, like the
+// ToR's profile. The tests run in order and share the lab; each one starts by
+// waiting for both sessions to be Up on both sides. Times are measured and
+// logged (t.log); the assertions only use generous bounds, as CI machines are noisy.
+import test, { type ExecutionContext } from "ava";
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { run, tryRun } from "../../daemon/exec.js";
+import { RUN_ID, Sandbox } from "../helpers/netns.js";
+import { REPO } from "../helpers/paths.js";
+
+const FRR_BIN = "/usr/lib/frr";
+const FIXTURE = join(REPO, "dist/test/fixtures/bfd-peer.js");
+const PEERS = [
+  { ours: "10.0.0.2", tor: "10.0.0.1" },
+  { ours: "fd00::2", tor: "fd00::1" },
+] as const;
+/** A bound far above the 300 ms detection time, for a loaded CI machine. */
+const GENEROUS_MS = 2000;
+
+const canRun = process.getuid?.() === 0 && existsSync(join(FRR_BIN, "bfdd"));
+const serial = canRun ? test.serial : test.serial.skip;
+
+interface FrrPeer {
+  peer: string;
+  status: string;
+  diagnostic: string;
+  "remote-diagnostic": string;
+  "remote-transmit-interval": number;
+  "remote-receive-interval": number;
+  "remote-detect-multiplier": number;
+}
+
+interface SpeakerEvent {
+  event: string;
+  wall: number;
+  peer?: string;
+  reason?: string;
+  to?: string;
+  [k: string]: unknown;
+}
+
+/** The FRR "ToR": zebra and bfdd in namespace ns, with their own conf and log files. */
+class Frr {
+  readonly runDir: string;
+  readonly dir: string;
+  readonly log: string;
+
+  constructor(readonly ns: string) {
+    this.runDir = `/var/run/frr/${ns}`;
+    this.dir = join(tmpdir(), `egressd-${ns}`);
+    this.log = join(this.dir, "bfdd.log");
+  }
+
+  async start(): Promise<void> {
+    mkdirSync(this.runDir, { recursive: true });
+    mkdirSync(this.dir, { recursive: true });
+    const peers = PEERS.map(
+      (p) =>
+        ` peer ${p.ours} local-address ${p.tor}\n  receive-interval 100\n  transmit-interval 100\n  detect-multiplier 3\n !\n`,
+    ).join("");
+    writeFileSync(join(this.dir, "zebra.conf"), "frr defaults traditional\n!\n");
+    writeFileSync(
+      join(this.dir, "bfdd.conf"),
+      `frr defaults traditional\nlog file ${this.log}\nlog timestamp precision 3\ndebug bfd peer\n!\nbfd\n${peers}!\n`,
+    );
+    await run(["chown", "-R", "frr:frr", this.runDir, this.dir]);
+    await this.daemon("zebra");
+    await waitUntil(() => existsSync(join(this.runDir, "zserv.api")), 5000, "zebra socket");
+    await this.startBfdd();
+  }
+
+  async startBfdd(): Promise<void> {
+    await this.daemon("bfdd");
+    await waitUntil(() => existsSync(join(this.runDir, "bfdd.vty")), 5000, "bfdd vty");
+  }
+
+  private async daemon(name: string): Promise<void> {
+    const conf = join(this.dir, `${name}.conf`);
+    const pid = join(this.runDir, `${name}.pid`);
+    const extra = name === "zebra" ? ["--log", `file:${join(this.dir, "zebra.log")}`] : [];
+    await run([join(FRR_BIN, name), "-d", "-N", this.ns, "-f", conf, "-i", pid, ...extra], {
+      netns: this.ns,
+    });
+  }
+
+  killBfdd(): void {
+    const pid = Number(readFileSync(join(this.runDir, "bfdd.pid"), "utf8").trim());
+    process.kill(pid, "SIGKILL");
+    rmSync(join(this.runDir, "bfdd.vty"), { force: true });
+  }
+
+  async peers(): Promise<FrrPeer[]> {
+    const r = await tryRun(["vtysh", "-N", this.ns, "-c", "show bfd peers json"]);
+    if (r.code !== 0) return [];
+    try {
+      return JSON.parse(r.stdout) as FrrPeer[];
+    } catch {
+      return [];
+    }
+  }
+
+  /** bfdd's logged state changes, with their times (ms since the epoch). */
+  changes(): Array<{ at: number; peer: string; from: string; to: string; reason: string }> {
+    if (!existsSync(this.log)) return [];
+    const re =
+      /^(\d{4})\/(\d\d)\/(\d\d) (\d\d):(\d\d):(\d\d)\.(\d{3}) BFD: \[[^\]]*\] state-change: \[mhop:no peer:(\S+) local:\S+ vrf:\S+\] (\S+) -> (\S+)(?: reason:(\S+))?/;
+    return readFileSync(this.log, "utf8")
+      .split("\n")
+      .flatMap((line) => {
+        const m = re.exec(line);
+        if (!m) return [];
+        const [y, mo, d, h, mi, s, ms] = m.slice(1, 8).map(Number) as [
+          number,
+          number,
+          number,
+          number,
+          number,
+          number,
+          number,
+        ];
+        const at = new Date(y, mo - 1, d, h, mi, s, ms).getTime();
+        return [{ at, peer: m[8]!, from: m[9]!, to: m[10]!, reason: m[11] ?? "" }];
+      });
+  }
+
+  async cleanup(): Promise<void> {
+    rmSync(this.runDir, { recursive: true, force: true });
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** egressd's side: the fixture process running BfdManager inside the gw namespace. */
+class Speaker {
+  readonly events: SpeakerEvent[] = [];
+  readonly child: ChildProcess;
+  readonly exited: Promise<number | null>;
+  stderr = "";
+
+  constructor(ns: string) {
+    const args = {
+      sessions: PEERS.map((p) => ({
+        peer: p.tor,
+        local: p.ours,
+        desiredMinTxMs: 100,
+        requiredMinRxMs: 100,
+        detectMultiplier: 3,
+      })),
+    };
+    this.child = spawn("ip", ["netns", "exec", ns, process.execPath, FIXTURE, JSON.stringify(args)], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    createInterface({ input: this.child.stdout! }).on("line", (line) => {
+      try {
+        this.events.push(JSON.parse(line) as SpeakerEvent);
+      } catch {
+        this.stderr += `${line}\n`;
+      }
+    });
+    this.child.stderr!.on("data", (d: Buffer) => (this.stderr += d.toString()));
+    this.exited = new Promise((r) => this.child.on("exit", (code) => r(code)));
+  }
+
+  async waitEvent(
+    pred: (e: SpeakerEvent) => boolean,
+    timeoutMs: number,
+    what: string,
+  ): Promise<SpeakerEvent> {
+    let found: SpeakerEvent | undefined;
+    await waitUntil(
+      () => (found = this.events.find(pred)) !== undefined,
+      timeoutMs,
+      `${what}\n${this.stderr}`,
+    );
+    return found!;
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    this.child.kill(sig);
+  }
+}
+
+async function waitUntil(
+  cond: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const lab = {
+  sandbox: new Sandbox(`${RUN_ID}bfd`),
+  frr: undefined as Frr | undefined,
+  speaker: undefined as Speaker | undefined,
+};
+
+test.before(async () => {
+  if (!canRun) return;
+  const sb = lab.sandbox;
+  await sb.addNode("tor");
+  await sb.addNode("gw");
+  await sb.link("tor", "eth0", "gw", "eth0");
+  await sb.exec("tor", ["ip", "addr", "add", "10.0.0.1/24", "dev", "eth0"]);
+  await sb.exec("gw", ["ip", "addr", "add", "10.0.0.2/24", "dev", "eth0"]);
+  await sb.exec("tor", ["ip", "addr", "add", "fd00::1/64", "dev", "eth0", "nodad"]);
+  await sb.exec("gw", ["ip", "addr", "add", "fd00::2/64", "dev", "eth0", "nodad"]);
+  lab.frr = new Frr(sb.ns("tor"));
+  await lab.frr.start();
+});
+
+test.after.always(async () => {
+  await lab.sandbox.cleanup();
+  await lab.frr?.cleanup();
+});
+
+function frr(): Frr {
+  return lab.frr!;
+}
+
+/** Starts a speaker if none runs, and waits until both sessions are Up on both sides. */
+async function upOnBothSides(t: ExecutionContext): Promise<Speaker> {
+  if (!lab.speaker || lab.speaker.child.exitCode !== null || lab.speaker.child.signalCode !== null)
+    lab.speaker = new Speaker(lab.sandbox.ns("gw"));
+  const sp = lab.speaker;
+  let last: FrrPeer[] = [];
+  await waitUntil(
+    async () => {
+      last = await frr().peers();
+      return last.length === 2 && last.every((p) => p.status === "up");
+    },
+    15_000,
+    "FRR: both peers up",
+  ).catch((e: Error) => t.fail(`${e.message}\n${JSON.stringify(last)}\n${sp.stderr}`));
+  // And egressd's side agrees: the last state change of each session is into Up.
+  for (const p of PEERS) {
+    await waitUntil(
+      () => sp.events.filter((e) => e.event === "state" && e.peer === p.tor).at(-1)?.to === "Up",
+      10_000,
+      `speaker: ${p.tor} Up\n${sp.stderr}`,
+    );
+  }
+  return sp;
+}
+
+/** FRR's first logged change of `peer` out of up after `since`. */
+function frrDown(peer: string, since: number) {
+  return frr()
+    .changes()
+    .find((c) => c.peer === peer && c.from === "up" && c.at >= since - 5);
+}
+
+serial("session comes Up on both sides, IPv4 and IPv6, with the negotiated 100 ms timers", async (t) => {
+  const t0 = Date.now();
+  await upOnBothSides(t);
+  t.log(`both sessions Up on both sides ${Date.now() - t0} ms after start (slow start at 1 s)`);
+  const peers = await frr().peers();
+  for (const p of peers) {
+    t.is(p["remote-transmit-interval"], 100, `${p.peer} our desired TX as FRR sees it`);
+    t.is(p["remote-receive-interval"], 100);
+    t.is(p["remote-detect-multiplier"], 3);
+  }
+  t.deepEqual(peers.map((p) => p.peer).sort(), ["10.0.0.2", "fd00::2"]);
+});
+
+serial("SIGSTOP (frozen gateway): FRR declares it down within its detection time", async (t) => {
+  const sp = await upOnBothSides(t);
+  const t0 = Date.now();
+  sp.signal("SIGSTOP");
+  try {
+    await waitUntil(
+      async () => (await frr().peers()).every((p) => p.status === "down"),
+      5000,
+      "FRR: peers down",
+    );
+    for (const p of PEERS) {
+      const c = await waitLogged(p.ours, t0);
+      t.is(c.reason, "control-expired");
+      t.log(`${p.ours}: FRR detected the frozen gateway after ${c.at - t0} ms (detection time 300 ms)`);
+      t.true(c.at - t0 < GENEROUS_MS);
+    }
+  } finally {
+    sp.signal("SIGCONT");
+  }
+  // Thawed, the gateway sees FRR's Down packets and both sides come back Up.
+  const t1 = Date.now();
+  await upOnBothSides(t);
+  t.log(`recovered ${Date.now() - t1} ms after SIGCONT`);
+});
+
+serial("SIGKILL (dead gateway): FRR declares it down within its detection time", async (t) => {
+  const sp = await upOnBothSides(t);
+  const t0 = Date.now();
+  sp.signal("SIGKILL");
+  await sp.exited;
+  await waitUntil(
+    async () => (await frr().peers()).every((p) => p.status === "down"),
+    5000,
+    "FRR: peers down",
+  );
+  for (const p of PEERS) {
+    const c = await waitLogged(p.ours, t0);
+    t.is(c.reason, "control-expired");
+    t.log(`${p.ours}: FRR detected the killed gateway after ${c.at - t0} ms`);
+    t.true(c.at - t0 < GENEROUS_MS);
+  }
+});
+
+serial("bfdd dies: egressd emits down with 'control detection time expired'", async (t) => {
+  const sp = await upOnBothSides(t);
+  const t0 = Date.now();
+  frr().killBfdd();
+  for (const p of PEERS) {
+    const e = await sp.waitEvent(
+      (e) => e.event === "down" && e.peer === p.tor && e.wall >= t0,
+      5000,
+      `down ${p.tor}`,
+    );
+    t.is(e.reason, "control detection time expired");
+    t.is(e.to, "Down");
+    t.log(`${p.tor}: egressd detected the dead bfdd after ${e.wall - t0} ms (detection time 300 ms)`);
+    t.true(e.wall - t0 < GENEROUS_MS);
+  }
+  await frr().startBfdd();
+  const t1 = Date.now();
+  await upOnBothSides(t);
+  t.log(`back Up ${Date.now() - t1} ms after bfdd restarted`);
+});
+
+serial("graceful stop sends AdminDown: FRR goes down at once", async (t) => {
+  const sp = await upOnBothSides(t);
+  const t0 = Date.now();
+  sp.signal("SIGTERM");
+  await waitUntil(
+    async () => (await frr().peers()).every((p) => p.status === "down"),
+    5000,
+    "FRR: peers down",
+  );
+  const peers = await frr().peers();
+  for (const p of peers) {
+    t.is(p.diagnostic, "neighbor signaled session down");
+    t.is(p["remote-diagnostic"], "administratively down");
+  }
+  for (const p of PEERS) {
+    const c = await waitLogged(p.ours, t0);
+    t.is(c.reason, "neighbor-down");
+    t.log(`${p.ours}: FRR down ${c.at - t0} ms after SIGTERM`);
+    t.true(c.at - t0 < 1000, "well inside a detection time plus process wake-up");
+  }
+  t.is(await sp.exited, 0);
+  const stopped = sp.events.find((e) => e.event === "stopped");
+  t.truthy(stopped);
+  t.log(`graceful stop took ${String(stopped?.ms)} ms (AdminDown for about one detection time)`);
+  for (const p of PEERS) {
+    const e = sp.events.find((e) => e.event === "down" && e.peer === p.tor && e.wall >= t0);
+    t.is(e?.reason, "administratively down");
+  }
+});
+
+async function waitLogged(peer: string, since: number) {
+  let c: ReturnType<typeof frrDown>;
+  await waitUntil(() => (c = frrDown(peer, since)) !== undefined, 3000, `bfdd log: ${peer} down`);
+  return c!;
+}
