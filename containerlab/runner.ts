@@ -173,26 +173,30 @@ export class Lab {
     const confCopy = join(dir, "frr.conf");
     copyFileSync(conf, confCopy);
     chownSync(confCopy, frr.uid, frr.gid);
+    // The daemons start empty; vtysh then hands each of them its part of the
+    // integrated config, as FRR's own start-up does (a daemon reading the whole
+    // file itself stops at the first `exit` of a section it does not know).
+    const empty = join(dir, "empty.conf");
+    writeFileSync(empty, "");
+    chownSync(empty, frr.uid, frr.gid);
     for (const d of daemons) {
-      await run(
-        [
-          join(FRR_BIN, d),
-          "-d",
-          "-N",
-          ns,
-          "-f",
-          confCopy,
-          "-i",
-          join(runDir, `${d}.pid`),
-          "--log",
-          `file:${join(dir, `${d}.log`)}`,
-        ],
-        { netns: ns },
-      ).catch((e: Error) => {
+      const argv = [join(FRR_BIN, d), "-d", "-N", ns, "-f", empty, "-i", join(runDir, `${d}.pid`)];
+      await run([...argv, "--log", `file:${join(dir, `${d}.log`)}`], { netns: ns }).catch((e: Error) => {
         throw new LabError(`node ${node.name}: ${d} did not start: ${e.message}`);
       });
-      if (d === "zebra")
+      if (d === "zebra") {
         await waitFor(() => existsSync(join(runDir, "zserv.api")), 5000, `${node.name}: zebra socket`);
+      }
+    }
+    for (const d of daemons) {
+      await waitFor(() => existsSync(join(runDir, `${d}.vty`)), 5000, `${node.name}: ${d} vty socket`);
+    }
+    const applied = await tryRun(["vtysh", "-N", ns, "-f", confCopy], { netns: ns });
+    const problems = `${applied.stdout}\n${applied.stderr}`
+      .split("\n")
+      .filter((l) => l.trim() && !l.includes("vtysh.conf"));
+    if (applied.code !== 0 || problems.length) {
+      throw new LabError(`node ${node.name}: FRR refused part of ${conf}:\n  ${problems.join("\n  ")}`);
     }
   }
 

@@ -7,6 +7,8 @@ import { fileURLToPath } from "node:url";
 import { VERSION } from "./version.js";
 import { planCommand } from "./commands/plan.js";
 import { runCommand } from "./commands/run.js";
+import { statusCommand } from "./commands/status.js";
+import { drainCommand } from "./commands/drain.js";
 import { validateCommand } from "./commands/validate.js";
 
 export function buildCli(): Command {
@@ -21,6 +23,8 @@ export function buildCli(): Command {
   program.addCommand(validateCommand());
   program.addCommand(planCommand());
   program.addCommand(runCommand());
+  program.addCommand(statusCommand());
+  program.addCommand(drainCommand());
   return program;
 }
 

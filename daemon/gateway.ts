@@ -1,25 +1,45 @@
 // One gateway at run time: the imperative shell around plan().
 //
 //   config --plan()--> KernelState --reconcileKernel--> netlink + nftables
-//                  \-> planBgp()   --peers/paths-----> gobgpd (gRPC)
+//                  \-> planBgp(health) --peers/paths--> gobgpd (gRPC)
+//   probes, self-checks, BFD --> health --> planBgp (fast path: withdraw at once)
 //
-// The Controller serialises reconciles; every input change is a trigger.
-import { readlinkSync } from "node:fs";
+// The Controller serialises reconciles; every input change is a trigger. A
+// probe going down does not wait for one: the paths it guards are withdrawn
+// from gobgpd straight from the probe's callback, then the reconcile follows.
+import { EventEmitter } from "node:events";
+import { mkdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { GobgpClient } from "../bgp/gobgp-client.js";
 import { GobgpdProcess } from "../bgp/gobgpd-process.js";
-import type { BgpPath } from "../bgp/model.js";
+import { canonicalPath, type BgpPath, type SessionState } from "../bgp/model.js";
 import { PathReconciler } from "../bgp/path-reconciler.js";
 import { PeerReconciler } from "../bgp/peer-reconciler.js";
+import { BfdManager } from "../health/bfd/manager.js";
+import { Prober, type CheckSpec, type ProbeSpec, type ProbeTransition } from "../health/prober.js";
+import { addressCheck, forwardingCheck, nftTableCheck } from "../health/probes/check.js";
 import { changed, reconcileKernel, teardownKernel, type KernelChanges } from "../routing/reconcile.js";
-import { NftReconciler } from "../routing/nft.js";
-import { Controller, type ReconcileTarget } from "./controller.js";
+import { NftReconciler, readNatCounters, type NatCounter } from "../routing/nft.js";
+import { Controller, type ReconcileResult, type ReconcileTarget } from "./controller.js";
 import type { BgpConfig } from "./config/bgp-schema.js";
+import type { DrainConfig, HttpConfig, ProbeConfig } from "./config/ops-schema.js";
 import type { Config } from "./config/schema.js";
+import type { GatewayEvents } from "./events.js";
 import type { Logger } from "./log.js";
 import { plan } from "./plan.js";
-import { planBgp, HEALTHY, type BgpDesired, type BgpHealth } from "./plan/bgp.js";
+import { planBgp, type BgpDesired } from "./plan/bgp.js";
+import { affectsText, healthFrom, type HealthView } from "./plan/health.js";
 import type { KernelState } from "./state.js";
+import type { StatusSnapshot } from "./status.js";
+import { VERSION } from "./version.js";
+
+/** The config with every optional section the daemon reads. */
+export type GatewayConfig = Config & {
+  bgp?: BgpConfig;
+  probes?: ProbeConfig[];
+  drain?: DrainConfig;
+  http?: HttpConfig;
+};
 
 export interface Desired {
   kernel: KernelState;
@@ -28,7 +48,7 @@ export interface Desired {
 
 export interface GatewayOptions {
   log: Logger;
-  /** Where gobgpd's API socket lives; default: per network namespace under /run/egressd. */
+  /** Where gobgpd's API socket and the pid file live; default: per network namespace under /run/egressd. */
   runDir?: string;
   resyncMs?: number;
 }
@@ -52,52 +72,188 @@ function describeKernel(c: KernelChanges): string[] {
   ];
 }
 
+/** Self-checks: the gateway watches its own data plane and speaker. */
+const SELF = {
+  intervalMs: 500,
+  timeoutMs: 1000,
+  rise: 1,
+  fall: 2,
+  holdDownMs: 1000,
+  damping: false,
+} as const;
+
 export class Gateway {
-  private config: Config;
+  readonly events = new EventEmitter<GatewayEvents>();
+  readonly runDir: string;
+  private config: GatewayConfig;
   private readonly log: Logger;
   private readonly nft = new NftReconciler();
   private readonly controller: Controller<Desired>;
-  private health: BgpHealth = HEALTHY;
+  private readonly prober = new Prober();
+  private readonly bfd: BfdManager;
+  private planned: { config: GatewayConfig; kernel: KernelState } | undefined;
+  private health: HealthView;
+  private readonly bfdDown = new Set<string>();
+  private selfChecks = new Set<string>();
+  private draining = false;
   private gobgpd: GobgpdProcess | undefined;
   private client: GobgpClient | undefined;
   private bgpStarted = false;
-  readonly runDir: string;
+  private advertised: BgpPath[] = [];
+  private readonly peerStates = new Map<string, SessionState>();
+  private kernelOk = false;
+  private readonly startedAt = new Date();
+  private lastReconcile: (ReconcileResult & { at: Date }) | undefined;
+  private tick = Date.now();
+  private readonly heartbeat: NodeJS.Timeout;
 
-  constructor(config: Config, opts: GatewayOptions) {
+  constructor(config: GatewayConfig, opts: GatewayOptions) {
     this.config = config;
     this.log = opts.log;
     this.runDir = opts.runDir ?? defaultRunDir();
+    this.health = healthFrom(config, new Map());
+    this.bfd = new BfdManager({ logger: this.log });
     const targets: ReconcileTarget<Desired>[] = [
       {
         name: "kernel",
-        apply: async (d) => describeKernel(await reconcileKernel(d.kernel, { nft: this.nft })),
+        apply: async (d) => {
+          this.kernelOk = false;
+          const changes = describeKernel(await reconcileKernel(d.kernel, { nft: this.nft }));
+          this.kernelOk = true;
+          return changes;
+        },
       },
       { name: "bgp", apply: (d) => this.applyBgp(d.bgp) },
+      { name: "bfd", apply: () => this.applyBfd() },
     ];
     this.controller = new Controller<Desired>({
       log: this.log,
       desired: () => this.desired(),
       targets,
       resyncMs: opts.resyncMs ?? 30_000,
+      onReconciled: (r) => {
+        this.lastReconcile = { ...r, at: new Date() };
+        this.events.emit("reconciled", r);
+      },
+    });
+    this.heartbeat = setInterval(() => (this.tick = Date.now()), 1000);
+    this.heartbeat.unref();
+    this.prober.on("transition", (t) => this.onProbe(t));
+    this.prober.on("sample", (s) => this.events.emit("probeSample", s));
+    this.bfd.on("state", (e) => {
+      const to =
+        e.to.toLowerCase() === "admindown" ? "admin-down" : (e.to.toLowerCase() as "up" | "down" | "init");
+      this.events.emit("bfd", { name: e.name ?? e.peer, peer: e.peer, state: to, reason: e.reason });
+    });
+    this.bfd.on("down", (e) => {
+      if (e.to === "AdminDown" || this.bfdDown.has(e.peer)) return;
+      this.log.warn(
+        { peer: e.peer, name: e.name, reason: e.reason },
+        "BFD down: closing the BGP session to this peer",
+      );
+      this.bfdDown.add(e.peer);
+      this.events.emit("failover", { trigger: "bfd" });
+      this.updateHealth("bfd");
+    });
+    this.bfd.on("up", (e) => {
+      if (!this.bfdDown.delete(e.peer)) return;
+      this.log.info({ peer: e.peer, name: e.name }, "BFD up: reopening the BGP session");
+      this.updateHealth("bfd");
     });
   }
 
-  get currentConfig(): Config {
+  get currentConfig(): GatewayConfig {
     return this.config;
   }
 
+  private kernelPlan(): KernelState {
+    if (this.planned?.config !== this.config)
+      this.planned = { config: this.config, kernel: plan(this.config) };
+    return this.planned.kernel;
+  }
+
   desired(): Desired {
-    const kernel = plan(this.config);
-    const cfg = this.config as Config & { bgp?: BgpConfig };
-    const bgp = cfg.bgp ? planBgp(cfg as Config & { bgp: BgpConfig }, kernel, this.health) : undefined;
+    const kernel = this.kernelPlan();
+    const cfg = this.config;
+    const bgp = cfg.bgp ? planBgp(cfg as GatewayConfig & { bgp: BgpConfig }, kernel, this.health) : undefined;
     return { kernel, bgp };
   }
 
   async start(): Promise<void> {
-    const bgp = (this.config as Config & { bgp?: BgpConfig }).bgp;
-    if (bgp) await this.startSpeaker(bgp);
+    mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
+    writeFileSync(join(this.runDir, "egressd.pid"), `${process.pid}\n`);
+    if (this.config.bgp) await this.startSpeaker(this.config.bgp);
+    // Program the data plane first, so the self-checks have something to check.
     this.controller.start();
     await this.controller.idle();
+    this.syncProbes();
+    this.prober.start();
+  }
+
+  /** Configured probes and self-checks, from the current config; unchanged ones keep their state. */
+  private syncProbes(): void {
+    const specs: ProbeSpec[] = (this.config.probes ?? []).map(
+      ({ affects: _a, ...spec }) => spec as ProbeSpec,
+    );
+    this.prober.sync(specs);
+    const checks = new Map<string, CheckSpec>();
+    const add = (c: CheckSpec) => checks.set(c.name, c);
+    for (const a of this.kernelPlan().addresses) {
+      add({ name: `self-address-${a.address}`, target: a.address, check: addressCheck(a.address), ...SELF });
+    }
+    for (const family of new Set(this.kernelPlan().nat.policies.map((p) => p.family))) {
+      add({ name: `self-forwarding-ipv${family}`, check: forwardingCheck(family), ...SELF });
+    }
+    add({ name: "self-nft-table", check: nftTableCheck("inet", "egressd"), ...SELF, intervalMs: 1000 });
+    if (this.config.bgp)
+      add({ name: "self-gobgpd", check: async () => this.client?.isReady === true, ...SELF });
+    for (const name of this.selfChecks) if (!checks.has(name)) this.prober.remove(name);
+    for (const [name, spec] of checks) if (!this.selfChecks.has(name)) this.prober.addCheck(spec);
+    this.selfChecks = new Set(checks.keys());
+  }
+
+  private selfDown(): string[] {
+    return this.prober
+      .statuses()
+      .filter((s) => s.kind === "check" && s.state !== "up" && s.state !== "unknown")
+      .map((s) => s.name);
+  }
+
+  private onProbe(t: ProbeTransition): void {
+    this.events.emit("probe", t);
+    const log = t.to === "down" ? this.log.warn.bind(this.log) : this.log.info.bind(this.log);
+    log(
+      { probe: t.name, target: t.target, from: t.from, to: t.to, reason: t.reason, suppressed: t.suppressed },
+      "probe state",
+    );
+    if (t.to === "down")
+      this.events.emit("failover", { trigger: t.kind === "check" ? "self-check" : "probe" });
+    this.updateHealth(t.kind === "check" ? "self-check" : "probe");
+  }
+
+  /**
+   * Recomputes health; whatever it newly withdraws is sent to gobgpd at once,
+   * before the full reconcile (which follows through the controller).
+   */
+  private updateHealth(reason: "probe" | "bfd" | "drain" | "self-check"): void {
+    const states = new Map(this.prober.statuses().map((s) => [s.name, s.state as string]));
+    this.health = healthFrom(this.config, states, {
+      selfDown: this.selfDown(),
+      downPeers: this.bfdDown,
+      draining: this.draining,
+    });
+    const want = new Set((this.desired().bgp?.paths ?? []).map((p) => canonicalPath(p).prefix));
+    const gone = this.advertised.filter((p) => !want.has(canonicalPath(p).prefix));
+    if (gone.length && this.client?.isReady) {
+      const client = this.client;
+      this.advertised = this.advertised.filter((p) => want.has(canonicalPath(p).prefix));
+      void Promise.all(gone.map((p) => client.deletePath(p))).then(
+        () => this.log.warn({ withdrawn: gone.map((p) => p.prefix), reason }, "withdrawn at once"),
+        (e: Error) => this.log.error({ err: e }, "fast withdraw failed; the reconcile retries"),
+      );
+      this.events.emit("withdrawn", { prefixes: gone.map((p) => p.prefix), reason });
+    }
+    this.controller.trigger(`health (${reason})`);
   }
 
   private async startSpeaker(bgp: BgpConfig): Promise<void> {
@@ -122,7 +278,10 @@ export class Gateway {
           "gobgpd exited; restarting it",
         ),
       );
-      this.gobgpd.on("started", (s) => this.log.info({ pid: s.pid, restarts: s.restarts }, "gobgpd started"));
+      this.gobgpd.on("started", (s) => {
+        this.log.info({ pid: s.pid, restarts: s.restarts }, "gobgpd started");
+        if (s.restarts > 0) this.events.emit("gobgpdRestart", s);
+      });
       await this.gobgpd.start();
       target = this.gobgpd.target;
     } else {
@@ -137,10 +296,16 @@ export class Gateway {
     });
     client.on("disconnected", (reason) => {
       this.bgpStarted = false;
+      this.advertised = [];
+      this.peerStates.clear();
       this.log.warn({ reason }, "lost gobgpd");
     });
     client.on("peer", (p) => {
-      this.log.info({ peer: p.address, asn: p.peerAsn, state: p.state }, "BGP peer state");
+      const name = this.config.bgp?.peers.find((x) => x.address === p.address)?.name ?? p.address;
+      if (this.peerStates.get(p.address) === p.state) return;
+      this.peerStates.set(p.address, p.state);
+      this.log.info({ peer: name, address: p.address, asn: p.peerAsn, state: p.state }, "BGP peer state");
+      this.events.emit("peer", { name, address: p.address, state: p.state });
     });
     client.on("warning", (e) => this.log.warn({ err: e }, "gobgpd client"));
     client.watch({ peers: true });
@@ -176,33 +341,73 @@ export class Gateway {
     const pathDiff = await new PathReconciler(client).reconcile(d.paths);
     for (const p of pathDiff.withdraw) out.push(`-path ${p.prefix}`);
     for (const p of pathDiff.add) out.push(`+path ${p.prefix}`);
+    this.advertised = d.paths;
+    this.events.emit("advertised", { paths: d.paths.length });
+    if (pathDiff.withdraw.length) {
+      this.events.emit("withdrawn", { prefixes: pathDiff.withdraw.map((p) => p.prefix), reason: "config" });
+    }
     return out;
   }
 
+  /** BFD sessions towards the peers that ask for one. */
+  private async applyBfd(): Promise<string[]> {
+    const peers = (this.config.bgp?.peers ?? []).filter(
+      (p) => p.bfd && p.bfd.enabled !== false && p.localAddress,
+    );
+    const before = new Set(this.bfd.list().map((s) => s.peer));
+    await this.bfd.reconcile(
+      peers.map((p) => ({
+        peer: p.address,
+        local: p.localAddress as string,
+        name: p.name,
+        desiredMinTxMs: p.bfd?.minTxMs ?? 100,
+        requiredMinRxMs: p.bfd?.minRxMs ?? 100,
+        detectMultiplier: p.bfd?.multiplier ?? 3,
+      })),
+    );
+    const after = new Set(this.bfd.list().map((s) => s.peer));
+    return [
+      ...[...after].filter((p) => !before.has(p)).map((p) => `+bfd ${p}`),
+      ...[...before].filter((p) => !after.has(p)).map((p) => `-bfd ${p}`),
+    ];
+  }
+
   /** Replaces the config (already validated) and reconciles to it. */
-  async reload(config: Config): Promise<void> {
-    this.config = config;
-    this.controller.trigger("config reload");
-    await this.controller.idle();
-  }
-
-  /** Sets health inputs; a newly withdrawn policy is withdrawn at once, before the full reconcile. */
-  async setHealth(h: BgpHealth): Promise<void> {
-    const before = this.desired().bgp?.paths ?? [];
-    this.health = h;
-    const after = new Set((this.desired().bgp?.paths ?? []).map((p) => p.prefix));
-    const gone: BgpPath[] = before.filter((p) => !after.has(p.prefix));
-    if (gone.length && this.client?.isReady) {
-      await Promise.all(gone.map((p) => this.client?.deletePath(p)));
-      this.log.warn({ withdrawn: gone.map((p) => p.prefix) }, "fast withdraw");
+  async reload(config: GatewayConfig): Promise<"applied" | "unchanged"> {
+    if (JSON.stringify(config) === JSON.stringify(this.config)) {
+      this.events.emit("reload", { result: "unchanged" });
+      return "unchanged";
     }
-    this.controller.trigger("health");
+    this.config = config;
+    this.syncProbes();
+    this.updateHealth("probe");
+    await this.controller.idle();
+    this.events.emit("reload", { result: "applied" });
+    return "applied";
   }
 
-  /** Withdraws every path, stops gobgpd and removes everything egressd owns in the kernel. */
+  /**
+   * Graceful drain: withdraw the served destinations at once (the fabric moves
+   * new flows to other gateways), keep forwarding and keep the egress IPs
+   * advertised for the drain period (replies still come back), then stop.
+   */
+  async drain(): Promise<void> {
+    const periodMs = this.config.drain?.periodMs ?? 5000;
+    this.log.info({ periodMs }, "draining: destinations withdrawn, forwarding continues");
+    this.draining = true;
+    this.events.emit("draining", { periodMs });
+    this.events.emit("failover", { trigger: "drain" });
+    this.updateHealth("drain");
+    await this.controller.idle();
+    await new Promise((r) => setTimeout(r, periodMs));
+    await this.stop();
+  }
+
+  /** Withdraws every path, stops gobgpd and BFD, and removes everything egressd owns in the kernel. */
   async stop(): Promise<void> {
     this.controller.stop();
     await this.controller.idle();
+    await this.prober.stop();
     if (this.client?.isReady) {
       try {
         await new PathReconciler(this.client).reconcile([]);
@@ -210,10 +415,91 @@ export class Gateway {
         this.log.warn({ err: e }, "could not withdraw paths before stopping");
       }
     }
+    await this.bfd.stop(); // AdminDown: the ToR drops the session at once
     await this.client?.close();
     await this.gobgpd?.stop();
     const summary = await teardownKernel({ nft: this.nft });
     this.nft.close();
+    clearInterval(this.heartbeat);
+    rmSync(join(this.runDir, "egressd.pid"), { force: true });
     this.log.info({ removed: summary }, "removed everything egressd owned");
+  }
+
+  // --- observation (metrics, /status) ---
+
+  /** The event loop runs and reconciles are not stuck. */
+  loopAlive(): boolean {
+    return Date.now() - this.tick < 5000;
+  }
+
+  natCounters(): Promise<NatCounter[]> {
+    return readNatCounters(this.kernelPlan().nat);
+  }
+
+  status(): StatusSnapshot {
+    const cfg = this.config;
+    const kernel = this.kernelPlan();
+    const established = [...this.peerStates.values()].some((s) => s === "established");
+    const notReady: string[] = [];
+    if (!this.kernelOk) notReady.push("data plane not programmed");
+    if (cfg.bgp && !established) notReady.push("no BGP session established");
+    if (this.draining) notReady.push("draining");
+    const probeAffects = new Map((cfg.probes ?? []).map((p) => [p.name, affectsText(p)]));
+    const bfd = new Map(this.bfd.list().map((s) => [s.peer, s]));
+    return {
+      gateway: {
+        name: cfg.gateway.name,
+        site: cfg.gateway.site,
+        version: VERSION,
+        startedAt: this.startedAt.toISOString(),
+        pid: process.pid,
+      },
+      ready: notReady.length === 0,
+      notReadyReasons: notReady,
+      draining: this.draining,
+      egressIPs: kernel.addresses.map((a) => ({ address: a.address, interface: a.interface })),
+      policies: cfg.policies.map((p) => {
+        const why = this.health.gatewayDown
+          ? this.health.gatewayDownBy
+          : this.draining
+            ? ["draining"]
+            : (this.health.why.get(p.name) ?? []);
+        const family = (p.destinations[0] ?? "").includes(":") ? 6 : 4;
+        return {
+          name: p.name,
+          family,
+          ...(p.egressIP ? { egressIP: p.egressIP } : {}),
+          ...(p.uplink ? { uplink: p.uplink } : {}),
+          gateway: p.gateway !== false,
+          advertised: p.gateway !== false && why.length === 0 && !!cfg.bgp,
+          ...(why.length ? { withdrawnBecause: why.join(", ") } : {}),
+        };
+      }),
+      probes: this.prober
+        .statuses()
+        .map((s) => ({ ...s, affects: probeAffects.get(s.name) ?? (s.kind === "check" ? "gateway" : "?") })),
+      peers: (cfg.bgp?.peers ?? []).map((p) => {
+        const b = bfd.get(p.address);
+        return {
+          name: p.name,
+          address: p.address,
+          asn: p.asn,
+          state: this.peerStates.get(p.address) ?? "unknown",
+          ...(b ? { bfd: { state: b.stateName, diagnostic: b.localDiagText } } : {}),
+        };
+      }),
+      advertised: this.advertised,
+      ...(this.lastReconcile
+        ? {
+            lastReconcile: {
+              at: this.lastReconcile.at.toISOString(),
+              durationMs: this.lastReconcile.durationMs,
+              reasons: this.lastReconcile.reasons,
+              changes: this.lastReconcile.changes,
+              errors: this.lastReconcile.errors,
+            },
+          }
+        : {}),
+    };
   }
 }

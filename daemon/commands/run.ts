@@ -23,7 +23,8 @@ export function runCommand(): Command {
       )
       .addHelpText(
         "after",
-        "\nSignals: SIGTERM/SIGINT stop cleanly (withdraw, remove addresses/rules/table, exit 0); SIGHUP reloads the config.\n" +
+        "\nSignals: SIGTERM/SIGINT drain (withdraw the served destinations, keep forwarding for drain.periodMs, then\n" +
+          "remove addresses, rules and the nft table, exit 0; a second signal skips the wait); SIGHUP reloads the config.\n" +
           "Exit status: 0 clean stop, 1 invalid config or failed start, 2 unreadable file or bad usage.",
       )
       .action(async (opts: { config: string; runDir?: string; logLevel?: string }) => {
@@ -51,34 +52,45 @@ export function runCommand(): Command {
 
         const gw = new Gateway(first.config, { log, runDir: opts.runDir });
         let stopping = false;
-        const stop = async (signal: string) => {
-          if (stopping) return;
+        const finish = (p: Promise<void>) =>
+          p.then(
+            () => {
+              log.info("stopped");
+              process.exit(0);
+            },
+            (e: unknown) => {
+              log.error({ err: e }, "stop failed");
+              process.exit(1);
+            },
+          );
+        // SIGTERM/SIGINT drain (withdraw, forward on for drain.periodMs, clean up);
+        // a second one stops at once.
+        const onSignal = (signal: string) => {
+          if (stopping) {
+            log.warn({ signal }, "second signal: stopping without waiting for the drain");
+            void finish(gw.stop());
+            return;
+          }
           stopping = true;
           log.info({ signal }, "stopping");
-          try {
-            await gw.stop();
-            log.info("stopped");
-            process.exit(0);
-          } catch (e) {
-            log.error({ err: e }, "stop failed");
-            process.exit(1);
-          }
+          void finish(gw.drain());
         };
-        process.on("SIGTERM", () => void stop("SIGTERM"));
-        process.on("SIGINT", () => void stop("SIGINT"));
+        process.on("SIGTERM", () => onSignal("SIGTERM"));
+        process.on("SIGINT", () => onSignal("SIGINT"));
         process.on("SIGHUP", () => {
           void (async () => {
             const next = await load();
-            if (!next) return;
+            if (!next) return void gw.events.emit("reload", { result: "invalid" });
             if (!next.ok) {
               for (const e of next.errors)
                 log.error({ file: opts.config, path: e.path, line: e.line }, formatIssue(e));
               log.error({ errors: next.errors.length }, "reload rejected: the running config stays in force");
+              gw.events.emit("reload", { result: "invalid" });
               return;
             }
-            log.info({ file: opts.config }, "reloading config");
-            await gw.reload(next.config);
-          })();
+            const result = await gw.reload(next.config);
+            log.info({ file: opts.config, result }, "config reloaded");
+          })().catch((e: unknown) => log.error({ err: e }, "reload failed; the daemon carries on"));
         });
 
         try {

@@ -7,6 +7,7 @@ import { Type, type Static } from "@sinclair/typebox";
 
 import { IFNAME_PATTERN, NAME_PATTERN } from "./patterns.js";
 import { BgpSchema } from "./bgp-schema.js";
+import { DrainSchema, HttpSchema, LogSchema, ProbeSchema } from "./ops-schema.js";
 
 export { IFNAME_PATTERN, NAME_PATTERN };
 
@@ -149,6 +150,12 @@ export const ConfigSchema = Type.Object(
     policies: Type.Array(PolicySchema, { description: "Egress policies." }),
     dataplane: Type.Optional(DataplaneSchema),
     bgp: Type.Optional(BgpSchema),
+    probes: Type.Optional(
+      Type.Array(ProbeSchema, { description: "Health probes and what depends on them." }),
+    ),
+    drain: Type.Optional(DrainSchema),
+    http: Type.Optional(HttpSchema),
+    log: Type.Optional(LogSchema),
   },
   {
     ...Strict,

@@ -10,6 +10,7 @@ import { flattenNat } from "../plan/nat.js";
 import { markCapacity, policyModels, uplinkTables } from "../plan/model.js";
 import { contains, parseAddress, parsePrefix, type Prefix } from "./ip.js";
 import { formatPath, type PathSegment } from "./issues.js";
+import { validateProbeSpec, type ProbeSpec } from "../../health/prober.js";
 import { DEFAULTS, type Config } from "./schema.js";
 
 export interface RawIssue {
@@ -259,6 +260,7 @@ export function checkSemantics(raw: unknown, structurallyValid: boolean): Semant
   }
 
   checkBgp(root.bgp, owned, err);
+  checkProbes(root, err);
 
   // Overlaps: only on an otherwise valid file, where the planner's model is well defined.
   if (structurallyValid && errors.length === 0) {
@@ -348,6 +350,9 @@ function checkBgp(
         );
       }
     }
+    if (isObj(p.bfd) && p.bfd.enabled !== false && localText === undefined) {
+      err(["bgp", "peers", i, "localAddress"], "required with bfd: the BFD session runs from this address");
+    }
     const hold = typeof p.holdTime === "number" ? p.holdTime : 9;
     if (typeof p.keepalive === "number" && p.keepalive * 3 > hold) {
       err(
@@ -372,5 +377,53 @@ function checkBgp(
       ["bgp", "speaker", "address"],
       "required in sidecar mode: gobgpd's gRPC address (host:port or unix:///path)",
     );
+  }
+}
+
+/** probes: unique names, what they affect exists, timing that the state machine accepts; http.listen. */
+function checkProbes(root: Obj, err: (segments: PathSegment[], message: string) => void): void {
+  const uplinkNames = new Set(list(root.uplinks).map((u) => (isObj(u) ? str(u.name) : undefined)));
+  const policyNames = new Set(list(root.policies).map((p) => (isObj(p) ? str(p.name) : undefined)));
+  const seen = new Map<string, number>();
+  list(root.probes).forEach((p, i) => {
+    if (!isObj(p)) return;
+    const name = str(p.name);
+    if (name !== undefined) {
+      const prev = seen.get(name);
+      if (prev !== undefined)
+        err(["probes", i, "name"], `${quoted(name)} is already used by probes[${prev}]`);
+      else seen.set(name, i);
+    }
+    const affects = p.affects;
+    if (isObj(affects)) {
+      const uplink = str(affects.uplink);
+      const policy = str(affects.policy);
+      if (uplink !== undefined && !uplinkNames.has(uplink)) {
+        err(["probes", i, "affects", "uplink"], `no uplink named ${quoted(uplink)}`);
+      }
+      if (policy !== undefined && !policyNames.has(policy)) {
+        err(["probes", i, "affects", "policy"], `no policy named ${quoted(policy)}`);
+      }
+    }
+    const kind = str(p.kind);
+    const target = str(p.target);
+    if ((kind === "icmp" || kind === "tcp") && target !== undefined && parseAddress(target) === undefined) {
+      err(["probes", i, "target"], `${quoted(target)} is not an IP address`);
+    }
+    if (kind === "tcp" && p.port === undefined) err(["probes", i, "port"], "required for a tcp probe");
+    if (kind !== undefined && target !== undefined) {
+      for (const problem of validateProbeSpec(p as unknown as ProbeSpec)) {
+        err(["probes", i], problem.replace(/^probe [^:]*: /, ""));
+      }
+    }
+  });
+  const http = isObj(root.http) ? root.http : {};
+  const listen = str(http.listen);
+  if (listen !== undefined) {
+    const m = /^(.*):(\d{1,5})$/.exec(listen);
+    const host = m?.[1]?.replace(/^\[(.*)\]$/, "$1");
+    if (!m || !host || parseAddress(host) === undefined || Number(m[2]) > 65535) {
+      err(["http", "listen"], `${quoted(listen)} is not ADDRESS:PORT (e.g. 127.0.0.1:9469 or [::1]:9469)`);
+    }
   }
 }

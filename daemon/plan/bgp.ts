@@ -16,8 +16,12 @@ import type { Family, KernelState } from "../state.js";
 export interface BgpHealth {
   /** Policies whose probes (or uplink's probes) are down: their destinations are withdrawn. */
   downPolicies: ReadonlySet<string>;
-  /** The gateway itself is unhealthy (or draining): advertise nothing. */
+  /** The gateway itself is unhealthy: advertise nothing. */
   gatewayDown: boolean;
+  /** Draining: destinations are withdrawn, egress IPs stay until the drain ends (replies still come back). */
+  draining?: boolean;
+  /** Peers whose BFD session is down: the BGP session is closed until BFD is up again. */
+  downPeers?: ReadonlySet<string>;
 }
 
 export const HEALTHY: BgpHealth = { downPolicies: new Set(), gatewayDown: false };
@@ -94,24 +98,26 @@ export function planBgp(
   const bgp = config.bgp;
   const adv = bgp.advertise ?? {};
   const global: BgpGlobal = { asn: bgp.asn, routerId: bgp.routerId, listenPort: bgp.listenPort ?? -1 };
-  const peers = bgp.peers.map((p) => {
-    const family = parseAddress(p.address)?.family === 6 ? "ipv6-unicast" : "ipv4-unicast";
-    const peer: BgpPeer & { name: string } = {
-      name: p.name,
-      description: p.name,
-      address: p.address,
-      peerAsn: p.asn,
-      holdTime: p.holdTime ?? 9,
-      keepaliveInterval: p.keepalive ?? Math.max(1, Math.floor((p.holdTime ?? 9) / 3)),
-      connectRetry: p.connectRetry ?? 5,
-      gracefulRestart: p.gracefulRestart ?? false,
-      families: p.families ?? [family],
-    };
-    if (p.password !== undefined) peer.password = p.password;
-    if (p.localAddress !== undefined) peer.localAddress = p.localAddress;
-    if (p.ebgpMultihopTtl !== undefined) peer.ebgpMultihopTtl = p.ebgpMultihopTtl;
-    return peer;
-  });
+  const peers = bgp.peers
+    .filter((p) => !health.downPeers?.has(p.address))
+    .map((p) => {
+      const family = parseAddress(p.address)?.family === 6 ? "ipv6-unicast" : "ipv4-unicast";
+      const peer: BgpPeer & { name: string } = {
+        name: p.name,
+        description: p.name,
+        address: p.address,
+        peerAsn: p.asn,
+        holdTime: p.holdTime ?? 9,
+        keepaliveInterval: p.keepalive ?? Math.max(1, Math.floor((p.holdTime ?? 9) / 3)),
+        connectRetry: p.connectRetry ?? 5,
+        gracefulRestart: p.gracefulRestart ?? false,
+        families: p.families ?? [family],
+      };
+      if (p.password !== undefined) peer.password = p.password;
+      if (p.localAddress !== undefined) peer.localAddress = p.localAddress;
+      if (p.ebgpMultihopTtl !== undefined) peer.ebgpMultihopTtl = p.ebgpMultihopTtl;
+      return peer;
+    });
   if (health.gatewayDown) return { global, peers, paths: [] };
 
   const paths: BgpPath[] = [];
@@ -123,7 +129,7 @@ export function planBgp(
       paths.push({ prefix: cidr, nextHop: self(cidr) });
     }
   }
-  if (adv.destinations ?? true) {
+  if ((adv.destinations ?? true) && !health.draining) {
     for (const cidr of servedPrefixes(kernel, health.downPolicies)) {
       if (isDefault(cidr) && !adv.allowDefaultRoute) continue;
       const path: BgpPath = { prefix: cidr, nextHop: self(cidr) };

@@ -56,9 +56,27 @@ async function pidOf(node: string, comm: string): Promise<number | undefined> {
   return undefined;
 }
 
+/** Every route the lab's gateways advertise is at the ToRs (probes up, hold-downs over). */
+async function converged(): Promise<boolean> {
+  const a = await bgpTable(lab, "tor-a");
+  const b = await bgpTable(lab, "tor-b");
+  const a6 = await bgpTable(lab, "tor-a", 6);
+  const from = (t: Map<string, { peer: string }[]>, prefix: string) =>
+    (t.get(prefix) ?? []).map((p) => p.peer);
+  return (
+    ["10.1.1.1", "10.1.2.1"].every(
+      (g) => from(a, "203.0.113.0/24").includes(g) && from(a, "198.51.100.0/24").includes(g),
+    ) &&
+    ["fd00:1:1::2", "fd00:1:2::2"].every((g) => from(a6, "2001:db8:203::/48").includes(g)) &&
+    from(b, "203.0.113.0/24").includes("10.2.1.1") &&
+    from(b, "198.51.100.0/24").includes("10.2.1.1")
+  );
+}
+
 test.before(async () => {
   await lab.up();
   await startWhoami(lab, "server");
+  await waitFor(converged, 60_000, "every gateway route at the ToRs");
   await waitFor(() => established("tor-a", ["gw-a1", "gw-a2"]), 60_000, "tor-a <-> gateways");
   await waitFor(() => established("tor-b", ["gw-b1"]), 60_000, "tor-b <-> gw-b1");
   await waitFor(
@@ -158,7 +176,13 @@ test.serial(
     const original = readFileSync(gwA1Config, "utf8");
     const pid = lab.cmdPid("gw-a1");
     t.truthy(pid);
-    writeFileSync(gwA1Config, original.replace(/ {2}- name: partner\n( {4}.*\n)+?(?= {2}- name)/, ""));
+    t.teardown(() => writeFileSync(gwA1Config, original));
+    // Without the partner policy (and the probe that guards it).
+    const withoutPartner = original
+      .replace(/ {2}- name: partner\n( {4}.*\n)+?(?= {2}- name)/, "")
+      .replace(/ {2}- \{ name: partner, .*\n/, "");
+    t.not(withoutPartner, original);
+    writeFileSync(gwA1Config, withoutPartner);
     process.kill(pid!, "SIGHUP");
     await waitFor(
       async () => !(await paths("tor-a", "198.51.100.0/24")).some((p) => p.peer === "10.1.1.1"),
@@ -236,7 +260,13 @@ test.serial(
     t.is(addrs.filter((a) => a === "192.0.2.11").length, 1);
     const tables = (await lab.exec("gw-a1", ["/usr/sbin/nft", "list", "tables"])).stdout;
     t.is(tables.match(/inet egressd/g)?.length, 1);
-    t.deepEqual(await kernelNextHops(lab, "tor-a", "203.0.113.0/24"), ["10.1.1.1", "10.1.2.1"]);
+    // Destinations come back once the restarted gateway's probes vouch for them again.
+    await waitFor(
+      async () => (await kernelNextHops(lab, "tor-a", "203.0.113.0/24")).length === 2,
+      30_000,
+      "ECMP over both gateways again",
+    );
+    t.log(`gw-a1 serves again ${Date.now() - killedAt} ms after the kill (restart included)`);
   },
 );
 

@@ -206,7 +206,7 @@ test("unknown keys (with a suggestion) and missing required fields", (t) => {
     t,
     text,
     "colour",
-    /unknown key \(known keys: gateway, egressIPs, uplinks, policies, dataplane, bgp\)/,
+    /unknown key \(known keys: gateway, egressIPs, uplinks, policies, dataplane, bgp, probes, drain, http, log\)/,
   );
   expectError(t, text, "policies[0].egressIp", /unknown key \(did you mean "egressIP"\?\)/);
   expectError(t, text, "policies[0]", /missing required field "egressIP" \(or set gateway: false\)/);

@@ -1,0 +1,32 @@
+// What a running gateway tells observers (metrics, logs, /status): typed
+// events emitted by daemon/gateway.ts. Observers never change the gateway.
+import type { SessionState } from "../bgp/model.js";
+import type { ProbeSample, ProbeTransition } from "../health/prober.js";
+import type { ReconcileResult } from "./controller.js";
+
+export type WithdrawReason = "probe" | "bfd" | "drain" | "config" | "self-check";
+
+export interface GatewayEvents {
+  /** A reconcile finished (also when nothing changed). */
+  reconciled: [ReconcileResult];
+  /** A probe (configured or self-check) changed state. */
+  probe: [ProbeTransition];
+  /** One probe result; rttMs when it succeeded and the kind measures it. */
+  probeSample: [ProbeSample];
+  /** A BGP neighbour changed state (as gobgpd reports it). */
+  peer: [{ name: string; address: string; state: SessionState }];
+  /** A BFD session changed state. */
+  bfd: [{ name: string; peer: string; state: "up" | "down" | "init" | "admin-down"; reason?: string }];
+  /** After each BGP reconcile: how many paths gobgpd advertises now. */
+  advertised: [{ paths: number }];
+  /** Paths taken back, with why. */
+  withdrawn: [{ prefixes: string[]; reason: WithdrawReason }];
+  /** Traffic was moved away from (part of) this gateway, by what. */
+  failover: [{ trigger: "probe" | "bfd" | "drain" | "self-check" }];
+  /** A config reload was attempted. */
+  reload: [{ result: "applied" | "unchanged" | "invalid" }];
+  /** gobgpd (managed) was restarted after it exited. */
+  gobgpdRestart: [{ pid: number; restarts: number }];
+  /** The gateway starts draining (SIGTERM / egressd drain). */
+  draining: [{ periodMs: number }];
+}

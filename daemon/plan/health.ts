@@ -1,0 +1,48 @@
+// From probe states to what must be withdrawn. Pure.
+//
+// A probe guards the gateway, an uplink (every policy using it) or one policy.
+// Only a probe that is "up" vouches for what it guards: "unknown" (not yet
+// proven), "down" and "held" (recovered but in hold-down or damped) do not.
+import type { Config } from "../config/schema.js";
+import type { ProbeConfig } from "../config/ops-schema.js";
+import type { BgpHealth } from "./bgp.js";
+
+export type ProbeStates = ReadonlyMap<string, string>;
+
+export interface HealthView extends BgpHealth {
+  /** Why each withdrawn policy is withdrawn (probe names), for /status. */
+  why: Map<string, string[]>;
+  /** Probes that take the whole gateway down right now. */
+  gatewayDownBy: string[];
+}
+
+export function affectsText(p: ProbeConfig): string {
+  if (p.affects === "gateway") return "gateway";
+  return "uplink" in p.affects ? `uplink ${p.affects.uplink}` : `policy ${p.affects.policy}`;
+}
+
+export function healthFrom(
+  config: Config & { probes?: ProbeConfig[] },
+  states: ProbeStates,
+  extra: { selfDown?: string[]; downPeers?: ReadonlySet<string>; draining?: boolean } = {},
+): HealthView {
+  const why = new Map<string, string[]>();
+  const gatewayDownBy = [...(extra.selfDown ?? [])];
+  const mark = (policy: string, probe: string) => why.set(policy, [...(why.get(policy) ?? []), probe]);
+  for (const probe of config.probes ?? []) {
+    if (states.get(probe.name) === "up") continue;
+    const a = probe.affects;
+    if (a === "gateway") gatewayDownBy.push(probe.name);
+    else if ("uplink" in a) {
+      for (const pol of config.policies) if (pol.uplink === a.uplink) mark(pol.name, probe.name);
+    } else mark(a.policy, probe.name);
+  }
+  return {
+    downPolicies: new Set(why.keys()),
+    gatewayDown: gatewayDownBy.length > 0,
+    draining: extra.draining ?? false,
+    downPeers: extra.downPeers ?? new Set(),
+    why,
+    gatewayDownBy,
+  };
+}

@@ -1,0 +1,38 @@
+// The gateway's state as /status shows it (JSON) and `egressd status` prints it.
+import type { BgpPath, SessionState } from "../bgp/model.js";
+import type { ProbeStatus } from "../health/prober.js";
+
+export interface StatusSnapshot {
+  gateway: { name: string; site: string; version: string; startedAt: string; pid: number };
+  /** What readiness means for a gateway: data plane programmed and a BGP session Established. */
+  ready: boolean;
+  notReadyReasons: string[];
+  draining: boolean;
+  egressIPs: { address: string; interface: string }[];
+  policies: {
+    name: string;
+    family: 4 | 6;
+    egressIP?: string;
+    uplink?: string;
+    gateway: boolean;
+    /** Whether its destinations are advertised now; when not, why. */
+    advertised: boolean;
+    withdrawnBecause?: string;
+  }[];
+  probes: (ProbeStatus & { affects: string })[];
+  peers: {
+    name: string;
+    address: string;
+    asn: number;
+    state: SessionState;
+    bfd?: { state: string; diagnostic?: string };
+  }[];
+  advertised: BgpPath[];
+  lastReconcile?: {
+    at: string;
+    durationMs: number;
+    reasons: string[];
+    changes: Record<string, string[]>;
+    errors: Record<string, string>;
+  };
+}
