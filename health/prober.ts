@@ -83,7 +83,7 @@ export interface CheckSpec {
 /** Defaults; see docs/health.md for the reasoning. */
 export const PROBE_DEFAULTS = {
   intervalMs: 100,
-  timeoutMs: 300,
+  timeoutMs: 100,
   rise: 3,
   fall: 3,
   holdDownMs: 5000,

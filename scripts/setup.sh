@@ -21,6 +21,7 @@ PACKAGES=(
   iproute2 nftables conntrack iptables iputils-ping iperf3 procps util-linux tcpdump
   frr gobgpd
   protobuf-compiler golang-github-osrg-gobgp-dev
+  prometheus
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -34,7 +35,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # Installing frr/gobgpd may start their host-wide services; egressd runs its
   # own instances inside network namespaces and needs none on the host.
   if [ -d /run/systemd/system ]; then
-    systemctl disable --now gobgpd.service frr.service >/dev/null 2>&1 || true
+    systemctl disable --now gobgpd.service frr.service prometheus.service >/dev/null 2>&1 || true
   fi
 else
   say "Debian packages present"

@@ -5,6 +5,8 @@ import { Command } from "commander";
 import { loadConfigFile } from "../config/load.js";
 import { formatIssue } from "../config/issues.js";
 import { Gateway } from "../gateway.js";
+import { startObservability } from "../observability.js";
+import { VERSION } from "../version.js";
 import { createLogger } from "../log.js";
 import { EXIT, usageExit } from "./validate.js";
 
@@ -51,6 +53,18 @@ export function runCommand(): Command {
         }
 
         const gw = new Gateway(first.config, { log, runDir: opts.runDir });
+        // The HTTP listener first: /healthz and /readyz answer while the gateway starts.
+        try {
+          await startObservability({
+            gateway: gw,
+            listen: first.config.http?.listen ?? "127.0.0.1:9469",
+            log,
+            version: VERSION,
+          });
+        } catch (e) {
+          log.fatal({ err: (e as Error).message }, "cannot start the HTTP listener; nothing was programmed");
+          return void (process.exitCode = EXIT.invalid);
+        }
         let stopping = false;
         const finish = (p: Promise<void>) =>
           p.then(

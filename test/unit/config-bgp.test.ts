@@ -19,7 +19,7 @@ test("a valid bgp section loads", (t) => {
   asn: 65011
   routerId: 10.1.1.1
   peers:
-    - { name: tor, address: 10.1.1.0, asn: 65010, password: s3cret, bfd: { minRxMs: 100 } }
+    - { name: tor, address: 10.1.1.0, asn: 65010, password: s3cret, localAddress: 10.1.1.1, bfd: { minRxMs: 100 } }
     - { name: tor6, address: "fd00::1", asn: 65010, localAddress: "fd00::2" }
   advertise: { asPathPrepend: 3, communities: ["65011:200"], med: 10 }
 `),
@@ -51,6 +51,12 @@ test("bad ASNs, router id, addresses and families are named by path", (t) => {
   has(/^bgp\.peers\[2\]\.address: 10\.1\.1\.0 is already bgp\.peers\[1\]/);
   has(/^bgp\.peers\[2\]\.asn: /);
   has(/^bgp\.peers\[2\]\.keepalive: 5 s is more than a third of the hold time \(9 s\)/);
+  t.deepEqual(
+    errors(
+      `bgp: { asn: 65011, routerId: 10.1.1.1, peers: [{ name: tor, address: 10.1.1.0, asn: 65010, bfd: {} }] }\n`,
+    ),
+    ["bgp.peers[0].localAddress: required with bfd: the BFD session runs from this address"],
+  );
 });
 
 test("sidecar mode needs an address; unknown keys are refused", (t) => {

@@ -11,9 +11,27 @@ const config = {
     { name: "blue", interface: "eth2", nextHop: "10.0.1.1" },
   ],
   policies: [
-    { name: "p1", sources: ["10.244.0.0/16"], destinations: ["203.0.113.0/24"], egressIP: "192.0.2.1", uplink: "red" },
-    { name: "p2", sources: ["10.244.0.0/16"], destinations: ["198.51.100.0/24"], egressIP: "192.0.2.1", uplink: "red" },
-    { name: "p3", sources: ["10.244.0.0/16"], destinations: ["192.0.2.128/25"], egressIP: "192.0.2.1", uplink: "blue" },
+    {
+      name: "p1",
+      sources: ["10.244.0.0/16"],
+      destinations: ["203.0.113.0/24"],
+      egressIP: "192.0.2.1",
+      uplink: "red",
+    },
+    {
+      name: "p2",
+      sources: ["10.244.0.0/16"],
+      destinations: ["198.51.100.0/24"],
+      egressIP: "192.0.2.1",
+      uplink: "red",
+    },
+    {
+      name: "p3",
+      sources: ["10.244.0.0/16"],
+      destinations: ["192.0.2.128/25"],
+      egressIP: "192.0.2.1",
+      uplink: "blue",
+    },
   ],
   probes: [
     { name: "red-hop", kind: "icmp", target: "10.0.0.1", affects: { uplink: "red" } },
@@ -41,7 +59,18 @@ test("an uplink probe withdraws every policy on that uplink and nothing else", (
 test("a policy probe withdraws only its policy; held and unknown count as not up", (t) => {
   t.deepEqual([...healthFrom(config, up(["svc3", "held"])).downPolicies], ["p3"]);
   t.deepEqual([...healthFrom(config, up(["svc3", "unknown"])).downPolicies], ["p3"]);
-  t.deepEqual([...healthFrom(config, new Map([["red-hop", "up"], ["core", "up"]])).downPolicies], ["p3"]);
+  t.deepEqual(
+    [
+      ...healthFrom(
+        config,
+        new Map([
+          ["red-hop", "up"],
+          ["core", "up"],
+        ]),
+      ).downPolicies,
+    ],
+    ["p3"],
+  );
 });
 
 test("a gateway probe or a failing self-check takes the whole gateway down", (t) => {

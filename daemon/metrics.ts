@@ -1,0 +1,433 @@
+// egressd's Prometheus metrics, on a registry of their own (never the global
+// one). Two sources:
+//
+//  - the gateway's events (probe samples and transitions, withdrawals,
+//    failovers, reloads, reconciles, gobgpd restarts) feed counters and
+//    histograms as they happen;
+//  - everything that is a current state (probe, peer and BFD states, policies,
+//    advertised routes, readiness, SNAT counters, conntrack) is read at scrape
+//    time in collect() callbacks, from status() and the kernel, so it is never
+//    stale and never needs bookkeeping.
+//
+// Labels are probe, peer, policy, egress IP, target and small fixed enums:
+// bounded by the size of the config, never by the number of pods or sources.
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { NatCounter } from "../routing/nft.js";
+import type { GatewayEvents, WithdrawReason } from "./events.js";
+import type { Logger } from "./log.js";
+import type { ObservableGateway } from "./observability.js";
+import type { StatusSnapshot } from "./status.js";
+
+export const PROBE_STATES = ["unknown", "up", "down", "held"] as const;
+export const PEER_STATES = [
+  "unknown",
+  "idle",
+  "connect",
+  "active",
+  "opensent",
+  "openconfirm",
+  "established",
+] as const;
+export const BFD_STATES = ["admin-down", "down", "init", "up"] as const;
+export const WITHDRAW_REASONS: readonly WithdrawReason[] = ["probe", "bfd", "drain", "config", "self-check"];
+export const FAILOVER_TRIGGERS: readonly GatewayEvents["failover"][0]["trigger"][] = [
+  "probe",
+  "bfd",
+  "drain",
+  "self-check",
+];
+export const RELOAD_RESULTS: readonly GatewayEvents["reload"][0]["result"][] = [
+  "applied",
+  "unchanged",
+  "invalid",
+];
+export const RECONCILE_TARGETS = ["plan", "kernel", "bgp"] as const;
+
+/** Round-trip times of probes: sub-millisecond on a LAN up to the usual 300 ms timeout and beyond. */
+export const PROBE_RTT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+/** Reconciles: a no-op diff takes milliseconds, a 100k-element nft map about half a second. */
+export const RECONCILE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+export interface MetricsOptions {
+  gateway: ObservableGateway;
+  version: string;
+  log?: Logger;
+  /** How long one read of the nft counters serves scrapes (default 1000 ms). */
+  natCacheMs?: number;
+  /** Where nf_conntrack_count/nf_conntrack_max live (default /proc/sys/net/netfilter). */
+  conntrackDir?: string;
+  /** Node.js process metrics (default true). */
+  processMetrics?: boolean;
+}
+
+/** Number of a nft counter, which is a 64-bit integer (exact up to 2^53). */
+function num(v: bigint): number {
+  return Number(v);
+}
+
+async function readProcNumber(path: string): Promise<number | undefined> {
+  try {
+    const n = Number((await readFile(path, "utf8")).trim());
+    return Number.isFinite(n) ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function family(prefix: string): "ipv4" | "ipv6" {
+  return prefix.includes(":") ? "ipv6" : "ipv4";
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly gateway: ObservableGateway;
+  private readonly log: Logger | undefined;
+  private readonly natCacheMs: number;
+  private readonly conntrackDir: string;
+  private nat: { at: number; value: Promise<NatCounter[]> } | undefined;
+  private readonly unsubscribe: (() => void)[] = [];
+  private readonly lastPeerState = new Map<string, string>();
+  private natErrorLogged = false;
+  private lastNat: NatCounter[] = [];
+  private readonly readErrors: Counter;
+
+  constructor(opts: MetricsOptions) {
+    this.gateway = opts.gateway;
+    this.log = opts.log;
+    this.natCacheMs = opts.natCacheMs ?? 1000;
+    this.conntrackDir = opts.conntrackDir ?? "/proc/sys/net/netfilter";
+    if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+    const registers = [this.registry];
+    // `self` for collect() callbacks, whose `this` is the metric.
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const self = this;
+
+    // --- identity and readiness -------------------------------------------------
+    new Gauge({
+      name: "egressd_build_info",
+      help: "Always 1; labels: egressd version, Node.js version, this gateway's name and site (join on instance for gateway/site).",
+      labelNames: ["version", "nodejs", "gateway", "site"],
+      registers,
+      collect() {
+        const g = self.snapshot().gateway;
+        this.reset();
+        this.set({ version: opts.version, nodejs: process.version, gateway: g.name, site: g.site }, 1);
+      },
+    });
+    new Gauge({
+      name: "egressd_ready",
+      help: "1 when the data plane is programmed and at least one BGP session is Established (as /readyz).",
+      registers,
+      collect() {
+        this.set(self.snapshot().ready ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: "egressd_draining",
+      help: "1 while the gateway drains before stopping (routes withdrawn, still forwarding).",
+      registers,
+      collect() {
+        this.set(self.snapshot().draining ? 1 : 0);
+      },
+    });
+
+    // --- probes -------------------------------------------------------------------
+    new Gauge({
+      name: "egressd_probe_state",
+      help: "Health state of each probe: 1 for the state it is in, 0 for the others (unknown, up, down, held).",
+      labelNames: ["probe", "kind", "state"],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of self.snapshot().probes)
+          for (const s of PROBE_STATES)
+            this.set({ probe: p.name, kind: p.kind, state: s }, p.state === s ? 1 : 0);
+      },
+    });
+    const probeRtt = new Histogram({
+      name: "egressd_probe_rtt_seconds",
+      help: "Round-trip time of successful probe results, per probe.",
+      labelNames: ["probe"],
+      buckets: PROBE_RTT_BUCKETS,
+      registers,
+    });
+    const probeResults = new Counter({
+      name: "egressd_probe_results_total",
+      help: "Probe results, per probe and result (ok, failed).",
+      labelNames: ["probe", "result"],
+      registers,
+    });
+    const probeTransitions = new Counter({
+      name: "egressd_probe_transitions_total",
+      help: "Probe state changes, per probe and the state entered.",
+      labelNames: ["probe", "to"],
+      registers,
+    });
+
+    // --- BGP ----------------------------------------------------------------------
+    new Gauge({
+      name: "egressd_bgp_peer_state",
+      help: "BGP session state of each peer as gobgpd reports it: 1 for the current state, 0 for the others.",
+      labelNames: ["peer", "address", "state"],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of self.snapshot().peers)
+          for (const s of PEER_STATES)
+            this.set({ peer: p.name, address: p.address, state: s }, p.state === s ? 1 : 0);
+      },
+    });
+    const peerTransitions = new Counter({
+      name: "egressd_bgp_peer_transitions_total",
+      help: "BGP session state changes, per peer and the state entered.",
+      labelNames: ["peer", "to"],
+      registers,
+    });
+    new Gauge({
+      name: "egressd_bfd_session_state",
+      help: "BFD session state of each peer that runs BFD: 1 for the current state, 0 for the others.",
+      labelNames: ["peer", "state"],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of self.snapshot().peers) {
+          if (!p.bfd) continue;
+          for (const s of BFD_STATES) this.set({ peer: p.name, state: s }, p.bfd.state === s ? 1 : 0);
+        }
+      },
+    });
+    const bfdTransitions = new Counter({
+      name: "egressd_bfd_transitions_total",
+      help: "BFD session state changes, per peer and the state entered.",
+      labelNames: ["peer", "to"],
+      registers,
+    });
+    new Gauge({
+      name: "egressd_bgp_advertised_routes",
+      help: "Routes (egress IPs and served destinations) this gateway advertises now, per address family.",
+      labelNames: ["family"],
+      registers,
+      collect() {
+        const n = { ipv4: 0, ipv6: 0 };
+        for (const p of self.snapshot().advertised) n[family(p.prefix)]++;
+        this.set({ family: "ipv4" }, n.ipv4);
+        this.set({ family: "ipv6" }, n.ipv6);
+      },
+    });
+    const withdrawn = new Counter({
+      name: "egressd_bgp_withdrawn_routes_total",
+      help: "Routes withdrawn, by reason (probe, bfd, drain, config, self-check).",
+      labelNames: ["reason"],
+      registers,
+    });
+    for (const reason of WITHDRAW_REASONS) withdrawn.inc({ reason }, 0);
+    new Gauge({
+      name: "egressd_policy_advertised",
+      help: "1 when a policy's destinations are advertised, 0 when withdrawn (or the policy serves no gateway).",
+      labelNames: ["policy", "family"],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of self.snapshot().policies)
+          this.set({ policy: p.name, family: `ipv${p.family}` }, p.advertised ? 1 : 0);
+      },
+    });
+    const failovers = new Counter({
+      name: "egressd_failovers_total",
+      help: "Times traffic was moved away from (part of) this gateway, by trigger (probe, bfd, drain, self-check).",
+      labelNames: ["trigger"],
+      registers,
+    });
+    for (const trigger of FAILOVER_TRIGGERS) failovers.inc({ trigger }, 0);
+    const gobgpdRestarts = new Counter({
+      name: "egressd_gobgpd_restarts_total",
+      help: "Times the managed gobgpd exited and was started again.",
+      registers,
+    });
+
+    // --- data plane ---------------------------------------------------------------
+    const natLabels = ["policy", "egress_ip"];
+    new Counter({
+      name: "egressd_snat_packets_total",
+      help: "Packets source-NATed, per policy and egress IP (nftables counters).",
+      labelNames: natLabels,
+      registers,
+      async collect() {
+        const counters = await self.natCounters();
+        this.reset(); // synchronous from here: concurrent scrapes cannot interleave
+        for (const c of counters) this.inc({ policy: c.policy, egress_ip: c.egressIP }, num(c.packets));
+      },
+    });
+    new Counter({
+      name: "egressd_snat_bytes_total",
+      help: "Bytes source-NATed, per policy and egress IP (nftables counters).",
+      labelNames: natLabels,
+      registers,
+      async collect() {
+        const counters = await self.natCounters();
+        this.reset(); // synchronous from here: concurrent scrapes cannot interleave
+        for (const c of counters) this.inc({ policy: c.policy, egress_ip: c.egressIP }, num(c.bytes));
+      },
+    });
+    new Counter({
+      name: "egressd_snat_connections_total",
+      help: "Connections source-NATed (first packets), per policy and egress IP (nftables counters).",
+      labelNames: natLabels,
+      registers,
+      async collect() {
+        const counters = await self.natCounters();
+        this.reset(); // synchronous from here: concurrent scrapes cannot interleave
+        for (const c of counters) this.inc({ policy: c.policy, egress_ip: c.egressIP }, num(c.connections));
+      },
+    });
+    // Only where conntrack exists in this namespace (it always does once nf_nat is in use).
+    const ctCount = join(this.conntrackDir, "nf_conntrack_count");
+    const ctMax = join(this.conntrackDir, "nf_conntrack_max");
+    if (existsSync(ctCount) && existsSync(ctMax)) {
+      new Gauge({
+        name: "egressd_conntrack_entries",
+        help: "Connection tracking entries in use in the gateway's network namespace.",
+        registers,
+        async collect() {
+          const n = await readProcNumber(ctCount);
+          if (n !== undefined) this.set(n);
+        },
+      });
+      new Gauge({
+        name: "egressd_conntrack_entries_limit",
+        help: "Maximum number of connection tracking entries (nf_conntrack_max).",
+        registers,
+        async collect() {
+          const n = await readProcNumber(ctMax);
+          if (n !== undefined) this.set(n);
+        },
+      });
+    }
+    new Gauge({
+      name: "egressd_egress_ips",
+      help: "Egress IPs this gateway owns.",
+      registers,
+      collect() {
+        this.set(self.snapshot().egressIPs.length);
+      },
+    });
+
+    // --- the control loop ---------------------------------------------------------
+    const reconcileDuration = new Histogram({
+      name: "egressd_reconcile_duration_seconds",
+      help: "Time one reconcile took (plan, kernel and BGP), whether it changed anything or not.",
+      buckets: RECONCILE_BUCKETS,
+      registers,
+    });
+    const reconcileErrors = new Counter({
+      name: "egressd_reconcile_errors_total",
+      help: "Reconciles that failed, per target (plan, kernel, bgp); a failed reconcile is retried.",
+      labelNames: ["target"],
+      registers,
+    });
+    for (const target of RECONCILE_TARGETS) reconcileErrors.inc({ target }, 0);
+    const lastReconcile = new Gauge({
+      name: "egressd_last_reconcile_timestamp_seconds",
+      help: "When the last reconcile finished (Unix time).",
+      registers,
+    });
+    const lastGoodReconcile = new Gauge({
+      name: "egressd_last_successful_reconcile_timestamp_seconds",
+      help: "When the last reconcile without errors finished (Unix time).",
+      registers,
+    });
+    const reloads = new Counter({
+      name: "egressd_config_reloads_total",
+      help: "Config reloads (SIGHUP), by result (applied, unchanged, invalid).",
+      labelNames: ["result"],
+      registers,
+    });
+    for (const result of RELOAD_RESULTS) reloads.inc({ result }, 0);
+    this.readErrors = new Counter({
+      name: "egressd_metrics_read_errors_total",
+      help: "Scrape-time reads of the nft counters that failed (the last values read are shown meanwhile).",
+      registers,
+      // Waits for this scrape's (cached) read, so its failure counts in the same scrape.
+      async collect() {
+        await self.natCounters();
+      },
+    });
+
+    // Initial values for what only events update.
+    const last = this.snapshot().lastReconcile;
+    if (last) {
+      const at = Date.parse(last.at) / 1000;
+      if (Number.isFinite(at)) {
+        lastReconcile.set(at);
+        if (!Object.keys(last.errors).length) lastGoodReconcile.set(at);
+      }
+    }
+    for (const p of this.snapshot().peers) this.lastPeerState.set(p.name, p.state);
+
+    this.on("reconciled", (r) => {
+      const now = Date.now() / 1000;
+      reconcileDuration.observe(r.durationMs / 1000);
+      lastReconcile.set(now);
+      const failed = Object.keys(r.errors);
+      for (const target of failed) reconcileErrors.inc({ target });
+      if (!failed.length) lastGoodReconcile.set(now);
+    });
+    this.on("probe", (t) => probeTransitions.inc({ probe: t.name, to: t.to }));
+    this.on("probeSample", (s) => {
+      probeResults.inc({ probe: s.name, result: s.ok ? "ok" : "failed" });
+      if (s.ok && s.rttMs !== undefined) probeRtt.observe({ probe: s.name }, s.rttMs / 1000);
+    });
+    this.on("peer", (p) => {
+      if (this.lastPeerState.get(p.name) === p.state) return;
+      this.lastPeerState.set(p.name, p.state);
+      peerTransitions.inc({ peer: p.name, to: p.state });
+    });
+    this.on("bfd", (b) => bfdTransitions.inc({ peer: b.name, to: b.state }));
+    this.on("withdrawn", (w) => withdrawn.inc({ reason: w.reason }, w.prefixes.length));
+    this.on("failover", (f) => failovers.inc({ trigger: f.trigger }));
+    this.on("reload", (r) => reloads.inc({ result: r.result }));
+    this.on("gobgpdRestart", () => gobgpdRestarts.inc());
+  }
+
+  /** Unsubscribes from the gateway's events. */
+  close(): void {
+    for (const u of this.unsubscribe.splice(0)) u();
+  }
+
+  private on<K extends keyof GatewayEvents>(event: K, fn: (...args: GatewayEvents[K]) => void): void {
+    // The typed EventEmitter's listener type for a generic K is not expressible; the cast is safe.
+    const listener = fn as unknown as (...args: unknown[]) => void;
+    const events = this.gateway.events as unknown as NodeJS.EventEmitter;
+    events.on(event, listener);
+    this.unsubscribe.push(() => events.off(event, listener));
+  }
+
+  private snapshot(): StatusSnapshot {
+    return this.gateway.status();
+  }
+
+  /** The nft counters, read at most once per natCacheMs however many scrapes and metrics ask. */
+  private natCounters(): Promise<NatCounter[]> {
+    const now = performance.now();
+    if (this.nat && now - this.nat.at < this.natCacheMs) return this.nat.value;
+    const value = this.gateway.natCounters().then(
+      (v) => {
+        this.natErrorLogged = false;
+        this.lastNat = v;
+        return v;
+      },
+      (e: unknown) => {
+        this.readErrors.inc();
+        if (!this.natErrorLogged) this.log?.warn({ err: e }, "cannot read the nft counters for /metrics");
+        this.natErrorLogged = true;
+        this.nat = undefined;
+        return this.lastNat;
+      },
+    );
+    this.nat = { at: now, value };
+    return value;
+  }
+}

@@ -1,0 +1,64 @@
+// What egressd shows operators: Prometheus metrics and the HTTP endpoints
+// (/metrics, /healthz, /readyz, /status), started beside the gateway by
+// `egressd run`. Observers only read: they subscribe to the gateway's events
+// and call its cheap status(); they never change it.
+import type { EventEmitter } from "node:events";
+import type { Registry } from "prom-client";
+import type { NatCounter } from "../routing/nft.js";
+import type { GatewayEvents } from "./events.js";
+import { startHttpServer } from "./http.js";
+import type { Logger } from "./log.js";
+import { Metrics } from "./metrics.js";
+import type { StatusSnapshot } from "./status.js";
+
+/** What a gateway offers to observers (daemon/gateway.ts implements it). */
+export interface ObservableGateway {
+  readonly events: EventEmitter<GatewayEvents>;
+  /** Cheap and synchronous. */
+  status(): StatusSnapshot;
+  /** Per-policy nftables counters (one `nft` call). */
+  natCounters(): Promise<NatCounter[]>;
+  /** The event loop and the controller are not stuck. */
+  loopAlive(): boolean;
+}
+
+export interface ObservabilityOptions {
+  gateway: ObservableGateway;
+  /** host:port ("127.0.0.1:9469", "[::1]:9469", ":9469" for every address); port 0 picks one. */
+  listen: string;
+  log: Logger;
+  version: string;
+}
+
+export interface Observability {
+  /** Stops listening and unsubscribes from the gateway. */
+  close(): Promise<void>;
+  registry: Registry;
+  /** The address actually listened on, host:port. */
+  address: string;
+}
+
+export async function startObservability(opts: ObservabilityOptions): Promise<Observability> {
+  const metrics = new Metrics({ gateway: opts.gateway, version: opts.version, log: opts.log });
+  let server;
+  try {
+    server = await startHttpServer({
+      gateway: opts.gateway,
+      registry: metrics.registry,
+      listen: opts.listen,
+      log: opts.log,
+    });
+  } catch (e) {
+    metrics.close();
+    throw e;
+  }
+  opts.log.info({ address: server.address }, "HTTP listening: /metrics /healthz /readyz /status");
+  return {
+    registry: metrics.registry,
+    address: server.address,
+    close: async () => {
+      await server.close();
+      metrics.close();
+    },
+  };
+}

@@ -1,0 +1,184 @@
+// The HTTP endpoints and `egressd status` against a fake gateway on a
+// loopback port: codes, content types, bodies, and the CLI's exit codes.
+import test from "ava";
+import { spawn } from "node:child_process";
+import { pino } from "pino";
+import { formatAddress, parseListen } from "../../daemon/http.js";
+import { startObservability } from "../../daemon/observability.js";
+import { renderStatus, STATUS_EXIT } from "../../daemon/commands/status.js";
+import { parseExposition, value } from "../helpers/exposition.js";
+import { FakeGateway, fakeStatus } from "../helpers/fake-gateway.js";
+import { REPO } from "../helpers/paths.js";
+
+const log = pino({ level: "silent" });
+
+async function withServer(t: { teardown(fn: () => Promise<void>): void }, gw = new FakeGateway()) {
+  const obs = await startObservability({ gateway: gw, listen: "127.0.0.1:0", log, version: "0.1.0" });
+  t.teardown(() => obs.close());
+  const get = (path: string, init?: RequestInit) => fetch(`http://${obs.address}${path}`, init);
+  return { gw, obs, get };
+}
+
+function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [`${REPO}/dist/daemon/cli.js`, ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    p.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    p.on("close", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+test("listen addresses: host:port, [v6]:port, :port; anything else is refused", (t) => {
+  t.deepEqual(parseListen("127.0.0.1:9469"), { host: "127.0.0.1", port: 9469 });
+  t.deepEqual(parseListen("[::1]:9469"), { host: "::1", port: 9469 });
+  t.deepEqual(parseListen(":9469"), { host: undefined, port: 9469 });
+  t.deepEqual(parseListen("localhost:0"), { host: "localhost", port: 0 });
+  for (const bad of ["9469", "::1:9469", "127.0.0.1:", "127.0.0.1:70000", "a:b"])
+    t.throws(() => parseListen(bad), undefined, bad);
+  t.is(formatAddress("::1", 80), "[::1]:80");
+});
+
+test("/metrics: the exposition with Prometheus' content type", async (t) => {
+  const { gw, get } = await withServer(t);
+  gw.traffic("web", 3, 300);
+  const r = await get("/metrics");
+  t.is(r.status, 200);
+  t.regex(r.headers.get("content-type") ?? "", /^text\/plain; version=0\.0\.4; charset=utf-8$/);
+  const f = parseExposition(await r.text());
+  t.is(value(f, "egressd_snat_packets_total", { policy: "web" }), 3);
+  t.is(value(f, "egressd_build_info", { gateway: "gw-a1", site: "dc-a", version: "0.1.0" }), 1);
+  t.truthy(f.get("process_cpu_seconds_total"));
+});
+
+test("/healthz follows loopAlive()", async (t) => {
+  const { gw, get } = await withServer(t);
+  let r = await get("/healthz");
+  t.is(r.status, 200);
+  t.is(await r.text(), "ok\n");
+  gw.alive = false;
+  r = await get("/healthz");
+  t.is(r.status, 503);
+  t.regex(await r.text(), /stuck/);
+});
+
+test("/readyz: 200 when ready, 503 with every reason a line when not", async (t) => {
+  const { gw, get } = await withServer(t);
+  let r = await get("/readyz");
+  t.is(r.status, 200);
+  t.is(await r.text(), "ready\n");
+  gw.snapshot = {
+    ...gw.snapshot,
+    ready: false,
+    notReadyReasons: ["data plane not programmed yet", "no BGP session is Established"],
+  };
+  r = await get("/readyz");
+  t.is(r.status, 503);
+  t.is(await r.text(), "data plane not programmed yet\nno BGP session is Established\n");
+});
+
+test("/status: the snapshot as JSON; query strings are ignored", async (t) => {
+  const { gw, get } = await withServer(t);
+  const r = await get("/status?pretty=1");
+  t.is(r.status, 200);
+  t.regex(r.headers.get("content-type") ?? "", /^application\/json/);
+  t.deepEqual(await r.json(), JSON.parse(JSON.stringify(gw.snapshot)));
+});
+
+test("unknown paths are 404, other methods 405, a throwing handler 500", async (t) => {
+  const { gw, get } = await withServer(t);
+  t.is((await get("/")).status, 404);
+  t.is((await get("/metrics/x")).status, 404);
+  const post = await get("/metrics", { method: "POST", body: "x" });
+  t.is(post.status, 405);
+  t.is(post.headers.get("allow"), "GET");
+  t.is((await get("/status", { method: "HEAD" })).status, 405);
+  gw.status = () => {
+    throw new Error("boom");
+  };
+  const r = await get("/status");
+  t.is(r.status, 500);
+  t.regex(await r.text(), /boom/);
+  t.is((await get("/healthz")).status, 200, "the server survives");
+});
+
+test("a busy address is an error naming it; close() frees the port", async (t) => {
+  const gw = new FakeGateway();
+  const a = await startObservability({ gateway: gw, listen: "127.0.0.1:0", log, version: "x" });
+  const err = await t.throwsAsync(startObservability({ gateway: gw, listen: a.address, log, version: "x" }));
+  t.regex(
+    err?.message ?? "",
+    new RegExp(`cannot listen on ${a.address.replace(/\./g, "\\.")}: .*EADDRINUSE`),
+  );
+  t.is(gw.events.listenerCount("reconciled"), 1, "the failed start left no subscription behind");
+  await a.close();
+  t.is(gw.events.listenerCount("reconciled"), 0);
+  const b = await startObservability({ gateway: gw, listen: a.address, log, version: "x" });
+  await b.close();
+});
+
+test("egressd status: table and exit 0 when ready, 1 when not, 2 when unreachable", async (t) => {
+  const { gw, obs } = await withServer(t);
+  let r = await cli(["status", "--address", obs.address]);
+  t.is(r.code, STATUS_EXIT.ready, r.stderr);
+  t.regex(r.stdout, /^gateway {3}gw-a1 \(site dc-a\), egressd 0\.1\.0, pid 4242, up 1h00m$/m);
+  t.regex(r.stdout, /^ready {5}yes$/m);
+  t.regex(r.stdout, /^ {2}partner +ipv4 +10\.100\.0\.1 +tor +WITHDRAWN: probe partner-fw is down$/m);
+  t.regex(r.stdout, /^ {2}tor +icmp +10\.1\.1\.0 +up +1m0[45]s ago +0\.42 ms +1200\/0 +gateway$/m);
+  t.regex(r.stdout, /^ {2}tor +10\.1\.1\.0 +65010 +established +up$/m);
+  t.regex(r.stdout, /^ {2}203\.0\.113\.0\/24 +10\.1\.1\.1 +10 +- +65011:100$/m);
+  t.regex(r.stdout, /^last reconcile {2}\d+s ago .*12\.5 ms, ok, because: resync$/m);
+
+  r = await cli(["status", "-a", obs.address, "--json"]);
+  t.is(r.code, 0);
+  t.is(JSON.parse(r.stdout).gateway.name, "gw-a1");
+
+  gw.snapshot = { ...gw.snapshot, ready: false, notReadyReasons: ["no BGP session is Established"] };
+  r = await cli(["status", "-a", obs.address]);
+  t.is(r.code, STATUS_EXIT.notReady);
+  t.regex(r.stdout, /^ready {5}NO: no BGP session is Established$/m);
+
+  await obs.close();
+  r = await cli(["status", "-a", obs.address]);
+  t.is(r.code, STATUS_EXIT.unreachable);
+  t.regex(r.stderr, /cannot reach egressd at http:\/\/127\.0\.0\.1:\d+\/status: ECONNREFUSED/);
+
+  r = await cli(["status", "-a", "nonsense"]);
+  t.is(r.code, 2);
+  r = await cli(["status", "--bogus"]);
+  t.is(r.code, 2);
+  r = await cli(["status", "--help"]);
+  t.is(r.code, 0);
+  t.regex(r.stdout, /Exit status: 0 ready, 1 running but not ready/);
+});
+
+test("renderStatus: empty sections, draining and a failed reconcile read well", (t) => {
+  const s = fakeStatus(1);
+  const out = renderStatus(
+    {
+      ...s,
+      ready: false,
+      notReadyReasons: [],
+      draining: true,
+      probes: [],
+      peers: [],
+      advertised: [],
+      lastReconcile: {
+        at: new Date().toISOString(),
+        durationMs: 3,
+        reasons: [],
+        changes: {},
+        errors: { bgp: "down" },
+      },
+    },
+    Date.now(),
+  ).join("\n");
+  t.regex(out, /^ready {5}NO: not ready$/m);
+  t.regex(out, /^draining {2}yes/m);
+  t.regex(out, /^probes \(0\)\n\nBGP peers \(0\)\n\nadvertised routes \(0\)\n/m);
+  t.regex(out, /FAILED, because: -\n {2}bgp error: down$/);
+  t.true(out.split("\n").every((l) => l === l.trimEnd()));
+});
