@@ -115,3 +115,9 @@ export async function seenAs(
   const r = await lab.tryExec(node, argv, (timeoutS + 2) * 1000);
   return r.code === 0 ? r.stdout.trim() : undefined;
 }
+
+/** BFD session status ("up", "down", "init", ...) of an FRR node, by peer address. */
+export async function bfdPeers(lab: Lab, node: string): Promise<Map<string, string>> {
+  const j = await lab.vtyshJson<{ peer: string; status: string }[]>(node, "show bfd peers json");
+  return new Map(j.map((p) => [p.peer, p.status]));
+}

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Lab, sleep, waitFor } from "../../containerlab/runner.js";
 import { loadTopology } from "../../containerlab/topology.js";
-import { bgpTable, kernelNextHops, seenAs, startWhoami } from "../../containerlab/observe.js";
+import { bfdPeers, bgpTable, kernelNextHops, seenAs, startWhoami } from "../../containerlab/observe.js";
 import {
   blockSources,
   freezeNode,
@@ -17,7 +17,7 @@ import {
   TWO_DC_GATEWAYS as GW,
   type TwoDcGateway,
 } from "../../containerlab/failover.js";
-import { run, tryRun } from "../../daemon/exec.js";
+import { tryRun } from "../../daemon/exec.js";
 import { RUN_ID } from "../helpers/netns.js";
 import { REPO, TWO_DC } from "../helpers/paths.js";
 
@@ -160,6 +160,12 @@ test.serial("kill -9 of egressd: its routes go with gobgpd, traffic moves", asyn
 
 test.serial("a frozen gateway (processes stopped, nothing forwarded) is taken out by BFD", async (t) => {
   const g = await flowGateway(t);
+  // BFD protects a session once it is up (a restarted gateway's comes up after ~1 s).
+  await waitFor(
+    async () => (await bfdPeers(lab, "tor-a")).get(GW[g].link) === "up",
+    10_000,
+    `BFD up to ${g}`,
+  );
   const stream = startStream(lab, "pod-a", "203.0.113.10", SRC);
   await stream.flowing;
   await sleep(300);
@@ -232,5 +238,3 @@ test.serial("a flapping upstream: damping bounds the BGP updates", async (t) => 
   await restart(g); // a fresh start forgets the flap history
   await bothServing();
 });
-
-void run;
