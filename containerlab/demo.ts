@@ -3,11 +3,14 @@
 // source address the external server sees for each pod and destination, then
 // take it all down again (unless --keep).
 import { fileURLToPath } from "node:url";
-import { bgpSessions, bgpTable, kernelNextHops, seenAs, startWhoami } from "./observe.js";
-import { Lab, waitFor } from "./runner.js";
+import { bfdPeers, bgpSessions, bgpTable, kernelNextHops, seenAs, startWhoami } from "./observe.js";
+import { blockSources, freezeNode, gatewayByEgress, startStream, TWO_DC_GATEWAYS as GW } from "./failover.js";
+import { tryRun } from "../daemon/exec.js";
+import { Lab, sleep, waitFor } from "./runner.js";
 import { loadTopology } from "./topology.js";
 
 const TOPO = fileURLToPath(new URL("../../containerlab/two-dc/two-dc.clab.yml", import.meta.url));
+const REPO_BIN = fileURLToPath(new URL("../../bin", import.meta.url));
 const keep = process.argv.includes("--keep");
 const bold = (s: string) => (process.stdout.isTTY ? `\x1b[1m${s}\x1b[0m` : s);
 const say = (s = "") => console.log(s);
@@ -120,6 +123,93 @@ async function main(): Promise<void> {
       const seen = await seenAs(lab, node, url, src, 1);
       const dst = new URL(url).hostname.replace(/[[\]]/g, "");
       say(`   ${src.padEnd(15)} -> ${dst.padEnd(17)} seen as ${(seen ?? "(no answer)").padEnd(15)} ${what}`);
+    }
+
+    say(
+      bold(
+        "\n4. Failover, measured on the traffic: a ping every 10 ms from pod-a (10.244.1.10) to the server",
+      ),
+    );
+    const WEB = "http://203.0.113.10:8080/";
+    const SRC = "10.244.1.10";
+    const bothServing = () =>
+      waitFor(
+        async () => (await kernelNextHops(lab, "tor-a", "203.0.113.0/24")).length === 2,
+        60_000,
+        "ECMP",
+      );
+    const flow = async () => gatewayByEgress(await seenAs(lab, "pod-a", WEB, SRC, 1));
+    const measure = async (
+      what: string,
+      act: () => Promise<() => Promise<void>>,
+      settle: () => Promise<void>,
+    ) => {
+      const stream = startStream(lab, "pod-a", "203.0.113.10", SRC);
+      await stream.flowing;
+      await sleep(300);
+      const undo = await act();
+      await settle();
+      await sleep(400);
+      const r = await stream.stop();
+      say(
+        `   ${what}: traffic gap ${r.gapMs} ms, ${r.lost} of ${r.sent} pings lost; now seen as ${await seenAs(lab, "pod-a", WEB, SRC, 1)}`,
+      );
+      return undo;
+    };
+    const webPeers = async () =>
+      ((await bgpTable(lab, "tor-a")).get("203.0.113.0/24") ?? []).map((p) => p.peer);
+
+    let g = await flow();
+    if (g) {
+      await waitFor(async () => (await bfdPeers(lab, "tor-a")).get(GW[g!].link) === "up", 10_000, "BFD");
+      say(
+        `   The flow goes through ${g} (seen as ${GW[g].web}). Freezing ${g} as a power loss would: every process stopped, nothing forwarded, links up.`,
+      );
+      const thaw = await measure(
+        `${g} frozen, the ToR's BFD (100 ms x 3) takes it out`,
+        () => freezeNode(lab, g!),
+        () => waitFor(async () => !(await webPeers()).includes(GW[g!].link), 10_000, "BFD"),
+      );
+      await thaw();
+      say(`   ${g} thawed: it peers again and comes back into the ECMP group.`);
+      await bothServing();
+    }
+
+    say(
+      "   Now the firewall stops admitting both DC A gateways: their probes of 203.0.113.10 fail, they withdraw it,",
+    );
+    say("   and DC B's backup path (gw-b1, via the core) takes over.");
+    const dcA = [GW["gw-a1"].link, GW["gw-a1"].web, GW["gw-a2"].link, GW["gw-a2"].web];
+    const restore = await measure(
+      "DC A's upstream lost",
+      () => blockSources(lab, "fw", dcA, { destinations: ["203.0.113.0/24"] }),
+      () =>
+        waitFor(async () => (await seenAs(lab, "pod-a", WEB, SRC, 1)) === GW["gw-b1"].web, 15_000, "DC B"),
+    );
+    const repaired = Date.now();
+    await restore();
+    await waitFor(async () => (await flow())?.startsWith("gw-a") === true, 30_000, "back in DC A");
+    say(
+      `   Upstream repaired: traffic is back in DC A after ${((Date.now() - repaired) / 1000).toFixed(1)} s (3 s hold-down, so a flapping link does not flap the fabric).`,
+    );
+    await bothServing();
+
+    g = await flow();
+    if (g) {
+      say(
+        `   Draining ${g} (what a pod's preStop hook runs: egressd drain): it withdraws, forwards on for 2 s, then cleans up.`,
+      );
+      const done = tryRun(["egressd", "drain"], {
+        netns: lab.ns(g),
+        env: { PATH: `${REPO_BIN}:${process.env.PATH}` },
+      });
+      const back = await measure(
+        `${g} drained`,
+        async () => async () => undefined,
+        async () => void (await done),
+      );
+      await back();
+      await lab.startCmd(g);
     }
 
     if (keep) {
