@@ -5,7 +5,7 @@
 // gateway frozen (BFD), drain; and a baseline: the frozen gateway with BFD
 // off on the ToR (only the BGP hold timer, 9 s here, can notice).
 //   node dist/bench/failover.js [TRIALS] [BASELINE_TRIALS]
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -21,7 +21,7 @@ import {
 } from "../containerlab/failover.js";
 import { bfdPeers, bgpTable, kernelNextHops, seenAs, startWhoami } from "../containerlab/observe.js";
 import { Lab, sleep, waitFor } from "../containerlab/runner.js";
-import { loadTopology } from "../containerlab/topology.js";
+import { loadTopology, rebindCopies } from "../containerlab/topology.js";
 import { tryRun } from "../daemon/exec.js";
 
 const TRIALS = Number(process.argv[2] ?? 10);
@@ -35,17 +35,9 @@ const WEB = "http://203.0.113.10:8080/";
 // hold-down and no damping, so trials can follow each other quickly.
 const topo = loadTopology(TOPO);
 const tmp = mkdtempSync(join(tmpdir(), "egressd-bench-failover-"));
-for (const node of topo.nodes) {
-  for (const b of node.binds) {
-    if (b.target !== "/etc/egressd/egressd.yaml") continue;
-    const copy = join(tmp, `${node.name}.yaml`);
-    writeFileSync(
-      copy,
-      readFileSync(b.source, "utf8").replaceAll("holdDownMs: 3000", "holdDownMs: 1000, damping: false"),
-    );
-    b.source = copy;
-  }
-}
+rebindCopies(topo, "/etc/egressd/egressd.yaml", tmp, (text) =>
+  text.replaceAll("holdDownMs: 3000", "holdDownMs: 1000, damping: false"),
+);
 const lab = new Lab(topo, `bfo${process.pid % 10000}`, { quiet: true });
 
 async function ready(): Promise<TwoDcGateway> {

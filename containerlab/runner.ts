@@ -20,6 +20,7 @@ import {
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import { run, spawnDetached, tryRun, type RunResult } from "../daemon/exec.js";
+import { destroyNamespaces } from "./namespaces.js";
 import { bindFor, isFrrNode, type LabNode, type Topology } from "./topology.js";
 
 export const STATE_ROOT = process.env.EGRESSD_LAB_STATE ?? "/run/egressd-lab";
@@ -282,23 +283,10 @@ export class Lab {
   async down(): Promise<void> {
     const state = this.readState();
     const namespaces = new Set([...(state?.namespaces ?? []), ...(await this.existingNamespaces())]);
-    for (const signal of ["TERM", "KILL"]) {
-      let any = false;
-      for (const ns of namespaces) {
-        const { stdout } = await tryRun(["ip", "netns", "pids", ns]);
-        const pids = stdout.split(/\s+/).filter(Boolean);
-        if (pids.length) {
-          any = true;
-          await tryRun(["kill", `-${signal}`, ...pids]);
-        }
-      }
-      if (!any) break;
-      await sleep(signal === "TERM" ? 500 : 200);
-    }
-    for (const ns of namespaces) {
-      const r = await tryRun(["ip", "netns", "delete", ns]);
-      if (r.code !== 0 && !/No such file/.test(r.stderr))
-        throw new LabError(`could not delete namespace ${ns}: ${r.stderr}`);
+    try {
+      await destroyNamespaces(namespaces);
+    } catch (e) {
+      throw new LabError((e as Error).message);
     }
     for (const node of this.topo.nodes)
       rmSync(join(FRR_RUN, `${this.prefix}-${node.name}`), { recursive: true, force: true });

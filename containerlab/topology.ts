@@ -3,8 +3,8 @@
 //
 // The same file deploys with `containerlab deploy` on a machine with Docker;
 // here it is realised with network namespaces (see runner.ts).
-import { readFileSync } from "node:fs";
-import { dirname, isAbsolute, resolve } from "node:path";
+import { readFileSync, writeFileSync } from "node:fs";
+import { basename, dirname, isAbsolute, join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 
 export interface Bind {
@@ -282,4 +282,25 @@ export function isFrrNode(node: LabNode): boolean {
 /** The host file bound to `target` in the node, if any. */
 export function bindFor(node: LabNode, target: string): string | undefined {
   return node.binds.find((b) => b.target === target)?.source;
+}
+
+/**
+ * Points every node's bind of `target` at a transformed copy in `dir` (the
+ * original files stay as they are): how tests and benchmarks run a lab with
+ * other settings than the committed ones.
+ */
+export function rebindCopies(
+  topo: Topology,
+  target: string,
+  dir: string,
+  transform: (text: string) => string,
+): void {
+  for (const node of topo.nodes) {
+    for (const b of node.binds) {
+      if (b.target !== target) continue;
+      const copy = join(dir, `${node.name}-${basename(b.source)}`);
+      writeFileSync(copy, transform(readFileSync(b.source, "utf8")));
+      b.source = copy;
+    }
+  }
 }

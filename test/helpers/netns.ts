@@ -6,6 +6,7 @@
 // t.teardown() so it runs when the test fails too.
 import { randomBytes } from "node:crypto";
 import type { ExecutionContext } from "ava";
+import { destroyNamespaces } from "../../containerlab/namespaces.js";
 import { run, tryRun, type RunResult } from "../../daemon/exec.js";
 
 /** One id per test run: scripts/test.sh exports it so it can sweep leftovers afterwards. */
@@ -85,24 +86,6 @@ export class Sandbox {
     await destroyNamespaces(this.namespaces);
     this.namespaces.length = 0;
   }
-}
-
-/** Kills the processes inside the given namespaces, then deletes the namespaces. */
-export async function destroyNamespaces(namespaces: readonly string[]): Promise<void> {
-  for (const signal of ["TERM", "KILL"]) {
-    let any = false;
-    for (const ns of namespaces) {
-      const { stdout } = await tryRun(["ip", "netns", "pids", ns]);
-      const pids = stdout.split(/\s+/).filter(Boolean);
-      if (pids.length) {
-        any = true;
-        await tryRun(["kill", `-${signal}`, ...pids]);
-      }
-    }
-    if (!any) break;
-    await new Promise((r) => setTimeout(r, signal === "TERM" ? 300 : 100));
-  }
-  for (const ns of namespaces) await tryRun(["ip", "netns", "delete", ns]);
 }
 
 /** A new sandbox whose cleanup runs when the test ends, pass or fail. */

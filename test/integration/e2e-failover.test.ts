@@ -3,11 +3,11 @@
 // things. Each test states the gap it saw (t.log); the timing targets are
 // checked by bench/failover.ts, not asserted here (the machines are noisy).
 import test, { type ExecutionContext } from "ava";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Lab, sleep, waitFor } from "../../containerlab/runner.js";
-import { loadTopology } from "../../containerlab/topology.js";
+import { loadTopology, rebindCopies } from "../../containerlab/topology.js";
 import { bfdPeers, bgpTable, kernelNextHops, seenAs, startWhoami } from "../../containerlab/observe.js";
 import {
   blockSources,
@@ -24,14 +24,9 @@ import { REPO, TWO_DC } from "../helpers/paths.js";
 // The lab's gateway configs with a 1 s hold-down instead of 3 s (faster tests).
 const topo = loadTopology(TWO_DC);
 const tmp = mkdtempSync(join(tmpdir(), "egressd-failover-"));
-for (const node of topo.nodes) {
-  for (const b of node.binds) {
-    if (b.target !== "/etc/egressd/egressd.yaml") continue;
-    const copy = join(tmp, `${node.name}.yaml`);
-    writeFileSync(copy, readFileSync(b.source, "utf8").replaceAll("holdDownMs: 3000", "holdDownMs: 1000"));
-    b.source = copy;
-  }
-}
+rebindCopies(topo, "/etc/egressd/egressd.yaml", tmp, (text) =>
+  text.replaceAll("holdDownMs: 3000", "holdDownMs: 1000"),
+);
 const lab = new Lab(topo, `${RUN_ID}fo`, { quiet: true });
 const WEB = "http://203.0.113.10:8080/";
 const SRC = "10.244.1.10";
