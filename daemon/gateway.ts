@@ -95,6 +95,7 @@ export class Gateway {
   private health: HealthView;
   private readonly bfdDown = new Set<string>();
   private selfChecks = new Set<string>();
+  private readonly bfdReopen = new Map<string, NodeJS.Timeout>();
   private draining = false;
   private gobgpd: GobgpdProcess | undefined;
   private client: GobgpClient | undefined;
@@ -146,7 +147,9 @@ export class Gateway {
       this.events.emit("bfd", { name: e.name ?? e.peer, peer: e.peer, state: to, reason: e.reason });
     });
     this.bfd.on("down", (e) => {
-      if (e.to === "AdminDown" || this.bfdDown.has(e.peer)) return;
+      // Our own AdminDown (stopping) and the peer's (BFD deconfigured or the
+      // peer shutting it down on purpose, RFC 5882 3.2) are not failures.
+      if (e.to === "AdminDown" || e.peerAdminDown || this.bfdDown.has(e.peer)) return;
       this.log.warn(
         { peer: e.peer, name: e.name, reason: e.reason },
         "BFD down: closing the BGP session to this peer",
@@ -154,12 +157,26 @@ export class Gateway {
       this.bfdDown.add(e.peer);
       this.events.emit("failover", { trigger: "bfd" });
       this.updateHealth("bfd");
+      // A BFD that stays down must not keep BGP closed for good: after the
+      // hold time, BGP's own liveness decides again.
+      const hold = this.config.bgp?.peers.find((p) => p.address === e.peer)?.holdTime ?? 9;
+      clearTimeout(this.bfdReopen.get(e.peer));
+      const timer = setTimeout(
+        () => this.reopenAfterBfd(e.peer, "BFD still down after the hold time"),
+        hold * 1000,
+      );
+      timer.unref();
+      this.bfdReopen.set(e.peer, timer);
     });
-    this.bfd.on("up", (e) => {
-      if (!this.bfdDown.delete(e.peer)) return;
-      this.log.info({ peer: e.peer, name: e.name }, "BFD up: reopening the BGP session");
-      this.updateHealth("bfd");
-    });
+    this.bfd.on("up", (e) => this.reopenAfterBfd(e.peer, "BFD up"));
+  }
+
+  private reopenAfterBfd(peer: string, why: string): void {
+    clearTimeout(this.bfdReopen.get(peer));
+    this.bfdReopen.delete(peer);
+    if (!this.bfdDown.delete(peer)) return;
+    this.log.info({ peer, why }, "reopening the BGP session");
+    this.updateHealth("bfd");
   }
 
   get currentConfig(): GatewayConfig {
@@ -421,6 +438,7 @@ export class Gateway {
     const summary = await teardownKernel({ nft: this.nft });
     this.nft.close();
     clearInterval(this.heartbeat);
+    for (const t of this.bfdReopen.values()) clearTimeout(t);
     rmSync(join(this.runDir, "egressd.pid"), { force: true });
     this.log.info({ removed: summary }, "removed everything egressd owned");
   }
