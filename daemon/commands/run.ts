@@ -2,6 +2,8 @@
 // (and programs nothing); SIGHUP reloads (an invalid file keeps the running
 // config); SIGTERM/SIGINT withdraw routes, remove what egressd owns, exit 0.
 import { Command } from "commander";
+import { readFileSync, watch } from "node:fs";
+import { basename, dirname, resolve } from "node:path";
 import { loadConfigFile } from "../config/load.js";
 import { formatIssue } from "../config/issues.js";
 import { Gateway } from "../gateway.js";
@@ -26,7 +28,8 @@ export function runCommand(): Command {
       .addHelpText(
         "after",
         "\nSignals: SIGTERM/SIGINT drain (withdraw the served destinations, keep forwarding for drain.periodMs, then\n" +
-          "remove addresses, rules and the nft table, exit 0; a second signal skips the wait); SIGHUP reloads the config.\n" +
+          "remove addresses, rules and the nft table, exit 0; a second signal skips the wait). SIGHUP, or a change to the\n" +
+          "config file, reloads it: validated first; an invalid file keeps the running config.\n" +
           "Exit status: 0 clean stop, 1 invalid config or failed start, 2 unreadable file or bad usage.",
       )
       .action(async (opts: { config: string; runDir?: string; logLevel?: string }) => {
@@ -52,6 +55,11 @@ export function runCommand(): Command {
           return void (process.exitCode = EXIT.invalid);
         }
 
+        // The config's log level applies unless --log-level or EGRESSD_LOG_LEVEL says otherwise.
+        const applyLogLevel = (c: typeof first.config) => {
+          if (!opts.logLevel && !process.env.EGRESSD_LOG_LEVEL && c.log?.level) log.level = c.log.level;
+        };
+        applyLogLevel(first.config);
         const gw = new Gateway(first.config, { log, runDir: opts.runDir });
         // The HTTP listener first: /healthz and /readyz answer while the gateway starts.
         try {
@@ -91,21 +99,45 @@ export function runCommand(): Command {
         };
         process.on("SIGTERM", () => onSignal("SIGTERM"));
         process.on("SIGINT", () => onSignal("SIGINT"));
-        process.on("SIGHUP", () => {
-          void (async () => {
-            const next = await load();
-            if (!next) return void gw.events.emit("reload", { result: "invalid" });
-            if (!next.ok) {
-              for (const e of next.errors)
-                log.error({ file: opts.config, path: e.path, line: e.line }, formatIssue(e));
-              log.error({ errors: next.errors.length }, "reload rejected: the running config stays in force");
-              gw.events.emit("reload", { result: "invalid" });
-              return;
-            }
-            const result = await gw.reload(next.config);
-            log.info({ file: opts.config, result }, "config reloaded");
-          })().catch((e: unknown) => log.error({ err: e }, "reload failed; the daemon carries on"));
-        });
+        // Reloads: SIGHUP, or the file changing. One at a time; a file that
+        // did not change since the last attempt is not reloaded again.
+        let reloading = Promise.resolve();
+        let lastText = readText(opts.config);
+        const reload = (trigger: string) => {
+          reloading = reloading
+            .then(async () => {
+              const text = readText(opts.config);
+              if (trigger === "file" && text === lastText) return;
+              lastText = text;
+              const next = await load();
+              if (!next) return void gw.events.emit("reload", { result: "invalid" });
+              if (!next.ok) {
+                for (const e of next.errors) {
+                  log.error({ file: opts.config, path: e.path, line: e.line }, formatIssue(e));
+                }
+                log.error(
+                  { errors: next.errors.length, trigger },
+                  "reload rejected: the running config stays in force",
+                );
+                gw.events.emit("reload", { result: "invalid" });
+                return;
+              }
+              applyLogLevel(next.config);
+              const result = await gw.reload(next.config);
+              log.info({ file: opts.config, result, trigger }, "config reloaded");
+            })
+            .catch((e: unknown) => log.error({ err: e }, "reload failed; the daemon carries on"));
+        };
+        process.on("SIGHUP", () => reload("SIGHUP"));
+        // Watch the folder, not the file: editors replace files and Kubernetes
+        // swaps a ConfigMap's symlink, both of which a file watch would miss.
+        let debounce: NodeJS.Timeout | undefined;
+        const base = basename(opts.config);
+        watch(dirname(resolve(opts.config)), (_event, name) => {
+          if (name !== base && name !== "..data") return;
+          clearTimeout(debounce);
+          debounce = setTimeout(() => reload("file"), 200);
+        }).unref();
 
         try {
           await gw.start();
@@ -120,4 +152,12 @@ export function runCommand(): Command {
         );
       }),
   );
+}
+
+function readText(file: string): string | undefined {
+  try {
+    return readFileSync(file, "utf8");
+  } catch {
+    return undefined;
+  }
 }
