@@ -63,7 +63,9 @@ async function main(): Promise<void> {
       "ECMP",
     );
     say(
-      `   egressd runs on the three gateways; their BGP sessions to the ToRs are up after ${((Date.now() - started) / 1000).toFixed(1)} s.\n`,
+      `   egressd runs on the three gateways: peered with the ToRs, probes passed, serving after ${((Date.now() - started) / 1000).toFixed(1)} s.\n` +
+        "   (A gateway attracts traffic only once its probes vouch for the upstream; the first probes fail until the\n" +
+        "   fabric has converged, so the 3 s hold-down applies once.)\n",
     );
 
     say(bold("2. What the top-of-rack routers learned from egressd over BGP"));
