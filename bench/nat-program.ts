@@ -72,7 +72,7 @@ async function inner(): Promise<void> {
   console.log(
     `  program 100k entries, no table yet           ${fmt(coldMs / 1000, 3)} s   (target <= 0.5 s)`,
   );
-  console.log(`  replace a 100k table atomically              ${fmt(replaceMs / 1000, 3)} s`);
+  console.log(`  change one policy on a 100k table (patch)   ${fmt(replaceMs / 1000, 3)} s`);
   console.log(
     `  adopt live 100k table after restart          ${fmt(adoptMs / 1000, 3)} s   (${adopted.action})`,
   );

@@ -1,14 +1,25 @@
 // Pure rendering of egressd's nftables table from a NatPlan, and the diff
 // between two plans (or between the live table and a plan) as the smallest nft
-// script: element updates when the table's structure is unchanged, otherwise
-// one atomic replacement of the whole table. No I/O here; see docs/dataplane.md.
+// script, always one transaction: element updates when the table's structure
+// is unchanged; an incremental structural patch (chains, counters, sets and
+// map entries of the policies and classes that were added, removed or
+// changed) when the mark mask is unchanged; otherwise one atomic replacement
+// of the whole table. No I/O here; see docs/dataplane.md.
 import { createHash } from "node:crypto";
 import { OWNER, type Family, type NatPlan, type NatPolicy } from "../daemon/state.js";
 import { canonicalAddress, familyOf, formatInterval, intervalKey, parseInterval } from "./ip.js";
 
 export const TABLE = `inet ${OWNER.nftTable}`;
-/** Prefix of the table comment that carries the structure hash. */
+/** Prefix of the comment that carries the structure hash. */
 export const COMMENT_PREFIX = "egressd structure ";
+/**
+ * The empty set whose comment carries the structure hash. A set's comment
+ * cannot be changed in place (the kernel ignores it when the set exists), so a
+ * structural patch deletes and re-adds this set; nothing refers to it.
+ */
+export const STRUCTURE_SET = "structure";
+/** Sets and maps that are not per class (their elements follow from the policies). */
+export const FIXED_SETS = ["restore_marks", "snat_marks", STRUCTURE_SET] as const;
 
 /** A set or map of the table: its declaration and its elements (key -> map value, or "" for sets). */
 export interface NftSetSpec {
@@ -52,6 +63,27 @@ export function policyKey(name: string): string {
 export function policyCounterNames(p: NatPolicy): PolicyCounterNames {
   const key = policyKey(p.name);
   return { policy: p.name, egressIP: p.egressIP, packets: `pkts_${key}`, connections: `conns_${key}` };
+}
+
+/**
+ * Hash of everything but set elements: mask, policies (key, family, egress IP,
+ * mark) and classes (id, family). Independent of input order, so that a plan
+ * and a table read back from the kernel (where only keys are known) agree.
+ */
+export function structureHash(
+  mask: number,
+  policies: readonly { key: string; family: Family; egressIP: string; mark: number }[],
+  classes: readonly { id: number; family: Family }[],
+): string {
+  const structure = {
+    v: 2,
+    mask: mask >>> 0,
+    policies: policies
+      .map((p) => [p.key, p.family, p.egressIP, p.mark >>> 0] as const)
+      .sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)),
+    classes: classes.map((c) => [c.id, c.family] as const).sort((a, b) => a[0] - b[0]),
+  };
+  return createHash("sha256").update(JSON.stringify(structure)).digest("hex").slice(0, 32);
 }
 
 const hex = (n: number) => "0x" + (n >>> 0).toString(16).padStart(8, "0");
@@ -144,15 +176,8 @@ export function normalizeNat(plan: NatPlan): NormalizedNat {
     const target = sets.get(iv.single ? hostSet(s.classId) : netSet(s.classId))!;
     target.elements.set(iv.key, "");
   }
-  const structure = {
-    v: 1,
-    mask,
-    policies: policies.map((p) => [p.key, p.family, p.egressIP, p.mark]),
-    classes: classes.map((c) => [c.id, c.family]),
-  };
-  const structureHash = createHash("sha256").update(JSON.stringify(structure)).digest("hex").slice(0, 32);
   return {
-    structureHash,
+    structureHash: structureHash(mask, policies, classes),
     markMask: mask,
     policies,
     classes: classes.map((c) => ({ id: c.id, family: c.family })),
@@ -160,67 +185,88 @@ export function normalizeNat(plan: NatPlan): NormalizedNat {
   };
 }
 
+type NormalPolicy = NormalizedNat["policies"][number];
+type NormalClass = NormalizedNat["classes"][number];
+
 function elementText(s: NftSetSpec, keys: Iterable<string>, withValues: boolean): string {
   const out: string[] = [];
   for (const k of keys) out.push(withValues && s.map ? `${k} : ${s.elements.get(k)}` : k);
   return out.join(", ");
 }
 
+/** The body of a set or map declaration, one item per entry ("type ...", "flags ...", "elements = ..."). */
+function setBody(s: NftSetSpec): string[] {
+  const type = s.map ? `${setType(s.family)} : verdict` : setType(s.family);
+  const body = [`type ${type}`];
+  if (s.interval) body.push("flags interval");
+  if (s.elements.size > 0) body.push(`elements = { ${elementText(s, s.elements.keys(), true)} }`);
+  return body;
+}
+
 function setDeclaration(s: NftSetSpec): string {
   const kind = s.map ? "map" : "set";
-  const type = s.map ? `${setType(s.family)} : verdict` : setType(s.family);
-  const lines = [`  ${kind} ${s.name} {`, `    type ${type}`];
-  if (s.interval) lines.push("    flags interval");
-  if (s.elements.size > 0) lines.push(`    elements = { ${elementText(s, s.elements.keys(), true)} }`);
-  lines.push("  }");
-  return lines.join("\n");
+  return [`  ${kind} ${s.name} {`, ...setBody(s).map((l) => `    ${l}`), "  }"].join("\n");
 }
+
+// The pieces of the table, shared by the full rendering and the structural patch.
+
+function counterComments(p: NormalPolicy): [name: string, comment: string][] {
+  const c = policyCounterNames(p);
+  return [
+    [c.packets, `packets of policy ${p.key} (${p.egressIP})`],
+    [c.connections, `connections SNATed by policy ${p.key} to ${p.egressIP}`],
+  ];
+}
+
+function markRules(p: NormalPolicy, mask: number): string[] {
+  const keep = hex(~mask >>> 0);
+  return [
+    `ct mark set ct mark and ${keep} or ${hex(p.mark)}`,
+    `meta mark set meta mark and ${keep} or ${hex(p.mark)}`,
+    `counter name "${policyCounterNames(p).packets}"`,
+    "accept",
+  ];
+}
+
+function snatRules(p: NormalPolicy): string[] {
+  return [`counter name "${policyCounterNames(p).connections}"`, `snat ${ipKw(p.family)} to ${p.egressIP}`];
+}
+
+const classRule = (c: NormalClass) => `${ipKw(c.family)} daddr vmap @${dstMap(c.id)}`;
+
+function classifyRules(classes: readonly NormalClass[]): string[] {
+  return classes.flatMap((c) => [
+    `${ipKw(c.family)} saddr @${hostSet(c.id)} goto ${classChain(c.id)}`,
+    `${ipKw(c.family)} saddr @${netSet(c.id)} goto ${classChain(c.id)}`,
+  ]);
+}
+
+const restoreElement = (p: NormalPolicy) => `${hex(p.mark)} : goto ${markChain(p.key)}`;
+const snatElement = (p: NormalPolicy) => `${hex(p.mark)} : goto ${snatChain(p.key)}`;
+const structureComment = (n: NormalizedNat) => `comment "${COMMENT_PREFIX}${n.structureHash}"`;
 
 /** The table definition (without the replace preamble). */
 function renderTable(n: NormalizedNat): string {
   const mask = n.markMask;
-  const keep = hex(~mask >>> 0);
   const L: string[] = [];
+  const chain = (name: string, rules: string[]) =>
+    L.push(`  chain ${name} {`, ...rules.map((r) => `    ${r}`), "  }");
   L.push(`table ${TABLE} {`);
-  L.push(`  comment "${COMMENT_PREFIX}${n.structureHash}"`);
+  for (const p of n.policies)
+    for (const [name, comment] of counterComments(p))
+      L.push(`  counter ${name} {`, `    comment "${comment}"`, "  }");
   for (const p of n.policies) {
-    const c = policyCounterNames(p);
-    L.push(`  counter ${c.packets} {`, `    comment "packets of policy ${p.key} (${p.egressIP})"`, "  }");
-    L.push(
-      `  counter ${c.connections} {`,
-      `    comment "connections SNATed by policy ${p.key} to ${p.egressIP}"`,
-      "  }",
-    );
-  }
-  for (const p of n.policies) {
-    const c = policyCounterNames(p);
-    L.push(`  chain ${markChain(p.key)} {`);
-    L.push(`    ct mark set ct mark and ${keep} or ${hex(p.mark)}`);
-    L.push(`    meta mark set meta mark and ${keep} or ${hex(p.mark)}`);
-    L.push(`    counter name "${c.packets}"`);
-    L.push("    accept", "  }");
-    L.push(`  chain ${snatChain(p.key)} {`);
-    L.push(`    counter name "${c.connections}"`);
-    L.push(`    snat ${ipKw(p.family)} to ${p.egressIP}`, "  }");
+    chain(markChain(p.key), markRules(p, mask));
+    chain(snatChain(p.key), snatRules(p));
   }
   for (const s of n.sets.values()) L.push(setDeclaration(s));
-  for (const c of n.classes) {
-    L.push(`  chain ${classChain(c.id)} {`, `    ${ipKw(c.family)} daddr vmap @${dstMap(c.id)}`, "  }");
-  }
-  L.push("  chain classify {");
-  for (const c of n.classes) {
-    L.push(`    ${ipKw(c.family)} saddr @${hostSet(c.id)} goto ${classChain(c.id)}`);
-    L.push(`    ${ipKw(c.family)} saddr @${netSet(c.id)} goto ${classChain(c.id)}`);
-  }
-  L.push("  }");
-  const markEls = n.policies.map((p) => `${hex(p.mark)} : goto ${markChain(p.key)}`).join(", ");
-  const snatEls = n.policies.map((p) => `${hex(p.mark)} : goto ${snatChain(p.key)}`).join(", ");
-  // nft 1.0.6 leaves table comments out of its JSON; set comments are in it.
-  L.push(
-    "  map restore_marks {",
-    "    type mark : verdict",
-    `    comment "${COMMENT_PREFIX}${n.structureHash}"`,
-  );
+  for (const c of n.classes) chain(classChain(c.id), [classRule(c)]);
+  chain("classify", classifyRules(n.classes));
+  // The structure hash lives in a set comment: nft 1.0.6 leaves table comments out of its JSON.
+  L.push(`  set ${STRUCTURE_SET} {`, "    type mark", `    ${structureComment(n)}`, "  }");
+  const markEls = n.policies.map(restoreElement).join(", ");
+  const snatEls = n.policies.map(snatElement).join(", ");
+  L.push("  map restore_marks {", "    type mark : verdict");
   if (markEls) L.push(`    elements = { ${markEls} }`);
   L.push("  }");
   L.push("  map snat_marks {", "    type mark : verdict");
@@ -267,10 +313,48 @@ export interface SetPatch {
   add: [string, string][];
 }
 
+/** What a structural patch changes, by policy key and class id. */
+export interface StructureChange {
+  policies: {
+    added: string[];
+    removed: string[];
+    /** Same key, other egress IP, family or mark: the policy's chains are rewritten. */
+    changed: string[];
+  };
+  classes: { added: number[]; removed: number[] };
+}
+
 export type NatDiff =
   | { kind: "none" }
   | { kind: "patch"; patches: SetPatch[]; added: number; removed: number; script: string }
-  | { kind: "replace"; script: string };
+  | {
+      kind: "patch-structure";
+      /** Element changes of the sets both tables have (sets of added classes are created with their elements). */
+      patches: SetPatch[];
+      /** Elements added and removed, including those of created and deleted class sets. */
+      added: number;
+      removed: number;
+      structure: StructureChange;
+      script: string;
+    }
+  | { kind: "replace"; reason: string; script: string };
+
+/** Element differences of one set (undefined when the two declarations differ). */
+function diffSetElements(have: NftSetSpec, want: NftSetSpec): SetPatch | undefined {
+  if (have.map !== want.map || have.interval !== want.interval || have.family !== want.family)
+    return undefined;
+  const remove: [string, string][] = [];
+  const add: [string, string][] = [];
+  for (const [k, v] of have.elements) {
+    const w = want.elements.get(k);
+    if (w === undefined || w !== v) remove.push([k, v]);
+  }
+  for (const [k, v] of want.elements) {
+    const h = have.elements.get(k);
+    if (h === undefined || h !== v) add.push([k, v]);
+  }
+  return { set: want.name, family: want.family, map: want.map, interval: want.interval, remove, add };
+}
 
 /** Element differences between two element maps with the same set names. */
 export function diffSets(
@@ -281,32 +365,28 @@ export function diffSets(
   const patches: SetPatch[] = [];
   for (const [name, want] of desired) {
     const have = current.get(name);
-    if (!have || have.map !== want.map || have.interval !== want.interval || have.family !== want.family)
-      return undefined;
-    const remove: [string, string][] = [];
-    const add: [string, string][] = [];
-    for (const [k, v] of have.elements) {
-      const w = want.elements.get(k);
-      if (w === undefined || w !== v) remove.push([k, v]);
-    }
-    for (const [k, v] of want.elements) {
-      const h = have.elements.get(k);
-      if (h === undefined || h !== v) add.push([k, v]);
-    }
-    if (remove.length || add.length)
-      patches.push({ set: name, family: want.family, map: want.map, interval: want.interval, remove, add });
+    if (!have) return undefined;
+    const p = diffSetElements(have, want);
+    if (!p) return undefined;
+    if (p.remove.length || p.add.length) patches.push(p);
   }
   return patches;
 }
 
+const fmtElements = (p: SetPatch, els: [string, string][]) =>
+  els.map(([k, v]) => (p.map ? `${k} : ${v}` : k)).join(", ");
+const deleteLines = (patches: SetPatch[]) =>
+  patches
+    .filter((p) => p.remove.length)
+    .map((p) => `delete element ${TABLE} ${p.set} { ${fmtElements(p, p.remove)} }`);
+const addLines = (patches: SetPatch[]) =>
+  patches
+    .filter((p) => p.add.length)
+    .map((p) => `add element ${TABLE} ${p.set} { ${fmtElements(p, p.add)} }`);
+
 /** The nft script for a list of set patches: all deletions, then all additions, one transaction. */
 export function renderPatch(patches: SetPatch[]): string {
-  const L: string[] = [];
-  const fmt = (p: SetPatch, els: [string, string][]) =>
-    els.map(([k, v]) => (p.map ? `${k} : ${v}` : k)).join(", ");
-  for (const p of patches)
-    if (p.remove.length) L.push(`delete element ${TABLE} ${p.set} { ${fmt(p, p.remove)} }`);
-  for (const p of patches) if (p.add.length) L.push(`add element ${TABLE} ${p.set} { ${fmt(p, p.add)} }`);
+  const L = [...deleteLines(patches), ...addLines(patches)];
   return L.length ? L.join("\n") + "\n" : "";
 }
 
@@ -321,16 +401,173 @@ function patchResult(patches: SetPatch[]): NatDiff {
   return { kind: "patch", patches, added, removed, script: renderPatch(patches) };
 }
 
+const classSetNames = (id: number) => [hostSet(id), netSet(id), dstMap(id)];
+
 /**
- * The smallest change from `current` to `desired`: nothing, an element patch
- * (same structure hash: same policies, marks, egress IPs and classes), or a
- * full atomic replacement.
+ * The structural patch from `cur` to `des` (same mark mask) as one nft script.
+ * Only the objects of added, removed and changed policies and classes are
+ * created, deleted or rewritten; every other chain, counter, set and element
+ * stays as it is (so do the counters' values). The order inside the script
+ * respects nftables' references: rules and map elements that point at a
+ * chain, set or counter go before it, and new objects exist before anything
+ * points at them.
+ */
+function structuralPatch(cur: NormalizedNat, des: NormalizedNat): NatDiff {
+  const mask = des.markMask;
+  const curP = new Map(cur.policies.map((p) => [p.key, p]));
+  const desP = new Map(des.policies.map((p) => [p.key, p]));
+  const removedP = cur.policies.filter((p) => !desP.has(p.key));
+  const addedP = des.policies.filter((p) => !curP.has(p.key));
+  const changedP = des.policies.filter((p) => {
+    const o = curP.get(p.key);
+    return o !== undefined && (o.egressIP !== p.egressIP || o.family !== p.family || o.mark !== p.mark);
+  });
+  const curC = new Map(cur.classes.map((c) => [c.id, c]));
+  const desC = new Map(des.classes.map((c) => [c.id, c]));
+  // a class whose family changed is deleted and created again (its sets have another type)
+  const removedC = cur.classes.filter((c) => desC.get(c.id)?.family !== c.family);
+  const addedC = des.classes.filter((c) => curC.get(c.id)?.family !== c.family);
+  const classesChanged = removedC.length > 0 || addedC.length > 0;
+
+  // element patches of the sets that stay
+  const gone = new Set(removedC.flatMap((c) => classSetNames(c.id)));
+  const patches: SetPatch[] = [];
+  let added = 0;
+  let removed = 0;
+  for (const [name, want] of des.sets) {
+    const have = cur.sets.get(name);
+    if (!have || gone.has(name)) {
+      added += want.elements.size;
+      continue;
+    }
+    const p = diffSetElements(have, want);
+    if (!p) return replace(des, `set ${name} changed its declaration`);
+    if (p.remove.length || p.add.length) patches.push(p);
+    added += p.add.length;
+    removed += p.remove.length;
+  }
+  for (const [name, have] of cur.sets)
+    if (!des.sets.has(name) || gone.has(name)) removed += have.elements.size;
+
+  // the mark maps: one element per policy
+  const markPatch = (element: (p: NormalPolicy) => string) => {
+    const have = new Set(cur.policies.map(element));
+    const want = new Set(des.policies.map(element));
+    return { remove: [...have].filter((e) => !want.has(e)), add: [...want].filter((e) => !have.has(e)) };
+  };
+  const restore = markPatch(restoreElement);
+  const snat = markPatch(snatElement);
+
+  const T = TABLE;
+  const L: string[] = [];
+  const addRules = (chain: string, rules: string[]) => {
+    for (const r of rules) L.push(`add rule ${T} ${chain} ${r}`);
+  };
+  const addCounters = (p: NormalPolicy) => {
+    for (const [name, comment] of counterComments(p))
+      L.push(`add counter ${T} ${name} { comment "${comment}" }`);
+  };
+  const deleteCounters = (p: NormalPolicy) => {
+    for (const [name] of counterComments(p)) L.push(`delete counter ${T} ${name}`);
+  };
+
+  // 1. rules that point at class sets and chains: classify is rewritten whole (2 rules per class)
+  if (classesChanged) L.push(`flush chain ${T} classify`);
+  // 2. element deletions, so no element points at a chain deleted below
+  L.push(...deleteLines(patches));
+  if (restore.remove.length) L.push(`delete element ${T} restore_marks { ${restore.remove.join(", ")} }`);
+  if (snat.remove.length) L.push(`delete element ${T} snat_marks { ${snat.remove.join(", ")} }`);
+  // 3. removed classes: their chain (which points at their map), then their sets
+  for (const c of removedC) {
+    L.push(`flush chain ${T} ${classChain(c.id)}`, `delete chain ${T} ${classChain(c.id)}`);
+    L.push(
+      `delete set ${T} ${hostSet(c.id)}`,
+      `delete set ${T} ${netSet(c.id)}`,
+      `delete map ${T} ${dstMap(c.id)}`,
+    );
+  }
+  // 4. removed policies: chains (after every element and rule that points at them), then counters
+  for (const p of removedP) {
+    for (const chain of [markChain(p.key), snatChain(p.key)])
+      L.push(`flush chain ${T} ${chain}`, `delete chain ${T} ${chain}`);
+    deleteCounters(p);
+  }
+  // 5. changed policies: empty the chains whose rules change; counters name the egress IP,
+  //    so a new egress IP gets new counters (per policy and egress IP, like the metrics)
+  const rewrite = changedP.map((p) => {
+    const o = curP.get(p.key)!;
+    const newIP = o.egressIP !== p.egressIP || o.family !== p.family;
+    const mark = newIP || o.mark !== p.mark;
+    if (mark) L.push(`flush chain ${T} ${markChain(p.key)}`);
+    if (newIP) {
+      L.push(`flush chain ${T} ${snatChain(p.key)}`);
+      deleteCounters(o);
+      addCounters(p);
+    }
+    return { p, mark, snat: newIP };
+  });
+  // 6. added policies: counters, chains, rules
+  for (const p of addedP) {
+    addCounters(p);
+    L.push(`add chain ${T} ${markChain(p.key)}`, `add chain ${T} ${snatChain(p.key)}`);
+    addRules(markChain(p.key), markRules(p, mask));
+    addRules(snatChain(p.key), snatRules(p));
+  }
+  for (const r of rewrite) {
+    if (r.mark) addRules(markChain(r.p.key), markRules(r.p, mask));
+    if (r.snat) addRules(snatChain(r.p.key), snatRules(r.p));
+  }
+  // 7. added classes: sets with their elements (the map's verdicts point at policy chains that exist now), chain
+  for (const c of addedC) {
+    for (const name of classSetNames(c.id)) {
+      const s = des.sets.get(name)!;
+      L.push(`add ${s.map ? "map" : "set"} ${T} ${name} { ${setBody(s).join("; ")}; }`);
+    }
+    L.push(`add chain ${T} ${classChain(c.id)}`);
+    addRules(classChain(c.id), [classRule(c)]);
+  }
+  // 8. element additions
+  L.push(...addLines(patches));
+  if (restore.add.length) L.push(`add element ${T} restore_marks { ${restore.add.join(", ")} }`);
+  if (snat.add.length) L.push(`add element ${T} snat_marks { ${snat.add.join(", ")} }`);
+  // 9. classify again, in class order, as a full rendering has it
+  if (classesChanged) addRules("classify", classifyRules(des.classes));
+  // 10. the new structure hash
+  L.push(
+    `delete set ${T} ${STRUCTURE_SET}`,
+    `add set ${T} ${STRUCTURE_SET} { type mark; ${structureComment(des)}; }`,
+  );
+
+  const structure: StructureChange = {
+    policies: {
+      added: addedP.map((p) => p.key),
+      removed: removedP.map((p) => p.key),
+      changed: changedP.map((p) => p.key),
+    },
+    classes: { added: addedC.map((c) => c.id), removed: removedC.map((c) => c.id) },
+  };
+  return { kind: "patch-structure", patches, added, removed, structure, script: L.join("\n") + "\n" };
+}
+
+function replace(desired: NormalizedNat, reason: string): NatDiff {
+  return { kind: "replace", reason, script: renderNftRuleset(desired) };
+}
+
+/**
+ * The smallest change from `current` to `desired`, one transaction in every case:
+ * - nothing;
+ * - an element patch (same structure hash: same mask, policies' keys, families,
+ *   egress IPs and marks, same classes);
+ * - a structural patch (same mark mask): only the added, removed and changed
+ *   policies' and classes' objects are touched;
+ * - a full atomic replacement when there is no current table or the mark mask changed.
  */
 export function diffNormalized(current: NormalizedNat | undefined, desired: NormalizedNat): NatDiff {
-  if (!current || current.structureHash !== desired.structureHash)
-    return { kind: "replace", script: renderNftRuleset(desired) };
+  if (!current) return replace(desired, "no current table");
+  if (current.markMask !== desired.markMask) return replace(desired, "mark mask changed");
+  if (current.structureHash !== desired.structureHash) return structuralPatch(current, desired);
   const patches = diffSets(current.sets, desired.sets);
-  if (!patches) return { kind: "replace", script: renderNftRuleset(desired) };
+  if (!patches) return replace(desired, "sets differ from the structure");
   return patchResult(patches);
 }
 

@@ -9,19 +9,23 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { run, tryRun } from "../daemon/exec.js";
 import type { Family, NatPlan } from "../daemon/state.js";
-import { formatInterval, parseInterval } from "./ip.js";
+import { canonicalAddress, familyOf, formatInterval, parseInterval } from "./ip.js";
 import {
   COMMENT_PREFIX,
+  FIXED_SETS,
+  STRUCTURE_SET,
   TABLE,
   diffNormalized,
-  diffSets,
   normalizeNat,
   policyCounterNames,
   renderNftRuleset,
   renderNftTeardown,
   renderPatch,
+  structureHash,
+  type NatDiff,
   type NftSetSpec,
   type NormalizedNat,
+  type StructureChange,
 } from "./nft-render.js";
 import { OWNER } from "../daemon/state.js";
 import { NfElementWriter } from "./nfnetlink.js";
@@ -45,10 +49,14 @@ export async function nftCleanupTemp(): Promise<void> {}
 
 /** What `nft -j list table inet egressd` shows, reduced to what the reconciler compares. */
 export interface LiveTable {
-  /** The structure comment (carried by the restore_marks map). */
+  /** The structure comment (carried by the `structure` set). */
   comment: string | undefined;
   /** Chain name -> number of rules. */
   chains: Map<string, number>;
+  /** Chain name -> the SNAT targets of its rules. */
+  snat: Map<string, { family: string; addr: string }[]>;
+  /** Chain name -> every integer constant in its rules (marks and masks, to check the mark chains). */
+  numbers: Map<string, Set<number>>;
   counters: Set<string>;
   sets: Map<string, NftSetSpec>;
 }
@@ -84,16 +92,41 @@ function verdictText(v: unknown): string {
   return String(v);
 }
 
+/** Collects the integer constants and SNAT statements of one rule's expressions. */
+function scanRule(v: unknown, numbers: Set<number>, snat: { family: string; addr: string }[]): void {
+  if (typeof v === "number") numbers.add(v >>> 0);
+  else if (Array.isArray(v)) for (const x of v) scanRule(x, numbers, snat);
+  else if (v && typeof v === "object") {
+    const o = v as Json;
+    const n = o.snat as Json | undefined;
+    if (n && typeof n.addr === "string") snat.push({ family: String(n.family ?? ""), addr: n.addr });
+    for (const x of Object.values(o)) scanRule(x, numbers, snat);
+  }
+}
+
 /** Parses `nft -j list table` output. */
 export function parseLiveTable(text: string): LiveTable {
   const doc = JSON.parse(text) as { nftables: Json[] };
-  const live: LiveTable = { comment: undefined, chains: new Map(), counters: new Set(), sets: new Map() };
+  const live: LiveTable = {
+    comment: undefined,
+    chains: new Map(),
+    snat: new Map(),
+    numbers: new Map(),
+    counters: new Set(),
+    sets: new Map(),
+  };
   for (const item of doc.nftables) {
     if (item.table) continue;
-    else if (item.chain) live.chains.set((item.chain as Json).name as string, 0);
-    else if (item.rule) {
-      const chain = (item.rule as Json).chain as string;
+    else if (item.chain) {
+      const name = (item.chain as Json).name as string;
+      if (!live.chains.has(name)) live.chains.set(name, 0);
+    } else if (item.rule) {
+      const rule = item.rule as Json;
+      const chain = rule.chain as string;
       live.chains.set(chain, (live.chains.get(chain) ?? 0) + 1);
+      if (!live.numbers.has(chain)) live.numbers.set(chain, new Set());
+      if (!live.snat.has(chain)) live.snat.set(chain, []);
+      scanRule(rule.expr, live.numbers.get(chain)!, live.snat.get(chain)!);
     } else if (item.counter) live.counters.add((item.counter as Json).name as string);
     else if (item.set || item.map) {
       const isMap = Boolean(item.map);
@@ -101,7 +134,7 @@ export function parseLiveTable(text: string): LiveTable {
       const type = s.type as string;
       const family: Family = type === "ipv6_addr" ? 6 : 4;
       const flags = (s.flags as string[] | undefined) ?? [];
-      if (s.name === "restore_marks") live.comment = s.comment as string | undefined;
+      if (s.name === STRUCTURE_SET) live.comment = s.comment as string | undefined;
       const spec: NftSetSpec = {
         name: s.name as string,
         family,
@@ -166,21 +199,76 @@ export function liveMatchesStructure(live: LiveTable, n: NormalizedNat): boolean
   return true;
 }
 
-function elementSets(live: LiveTable): Map<string, NftSetSpec> {
-  const m = new Map(live.sets);
-  m.delete("restore_marks");
-  m.delete("snat_marks");
-  return m;
+/**
+ * What the live table holds, in the form the differ works on, or undefined
+ * when it is not a table this code wrote (or someone edited it): the policies
+ * come from the mark maps and SNAT chains, the classes from the set names and
+ * types, and the result must reproduce the stored structure hash (which also
+ * covers the mark mask: a table with another mask is not adopted) and the
+ * chains, rule counts, counters and sets a rendering of it has.
+ */
+export function normalizedFromLive(live: LiveTable, markMask: number): NormalizedNat | undefined {
+  const mask = markMask >>> 0;
+  // the hooks select by this mask
+  if (!live.numbers.get("prerouting")?.has(mask) || !live.numbers.get("postrouting")?.has(mask))
+    return undefined;
+  const restore = live.sets.get("restore_marks");
+  const snatMarks = live.sets.get("snat_marks");
+  if (!restore?.map || !snatMarks?.map || !live.sets.has(STRUCTURE_SET)) return undefined;
+  const policies: NormalizedNat["policies"] = [];
+  for (const [markText, verdict] of restore.elements) {
+    const key = /^goto mark_(\w+)$/.exec(verdict)?.[1];
+    const mark = Number(markText) >>> 0;
+    if (!key || snatMarks.elements.get(markText) !== `goto snat_${key}`) return undefined;
+    const targets = live.snat.get(`snat_${key}`) ?? [];
+    if (targets.length !== 1) return undefined;
+    const egressIP = canonicalAddress(targets[0]!.addr);
+    const family = familyOf(egressIP);
+    if (targets[0]!.family !== (family === 4 ? "ip" : "ip6")) return undefined;
+    // the mark chain sets this mark
+    if (!live.numbers.get(`mark_${key}`)?.has(mark)) return undefined;
+    policies.push({ name: key, key, family, egressIP, mark, uplinkInterface: "" });
+  }
+  if (snatMarks.elements.size !== policies.length) return undefined;
+  policies.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  const classes = new Map<number, Family>();
+  const sets = new Map<string, NftSetSpec>();
+  const kinds = { hosts: [false, false], nets: [true, false], dst: [true, true] } as const;
+  for (const [name, spec] of live.sets) {
+    if ((FIXED_SETS as readonly string[]).includes(name)) continue;
+    const m = /^c(\d+)_(hosts|nets|dst)$/.exec(name);
+    if (!m) return undefined;
+    const id = Number(m[1]);
+    const [interval, map] = kinds[m[2] as keyof typeof kinds];
+    if (spec.interval !== interval || spec.map !== map) return undefined;
+    if ((classes.get(id) ?? spec.family) !== spec.family) return undefined;
+    classes.set(id, spec.family);
+    sets.set(name, spec);
+  }
+  if (sets.size !== classes.size * 3) return undefined;
+  const classList = [...classes].sort((a, b) => a[0] - b[0]).map(([id, family]) => ({ id, family }));
+  const hash = structureHash(mask, policies, classList);
+  const n: NormalizedNat = { structureHash: hash, markMask: mask, policies, classes: classList, sets };
+  return liveMatchesStructure(live, n) ? n : undefined;
 }
 
 export interface NatChange {
-  action: "none" | "patch" | "replace";
+  /**
+   * none; patch: set elements only; patch-structure: the chains, counters and
+   * sets of added, removed or changed policies and classes, nothing else
+   * touched; replace: the whole table recreated (counters reset).
+   */
+  action: "none" | "patch" | "patch-structure" | "replace";
   added: number;
   removed: number;
   /** How the change reached the kernel. */
   via: "nft" | "netlink" | "none";
   /** Milliseconds spent applying the change in the kernel (excludes computing the diff). */
   applyMs?: number;
+  /** For patch-structure: the policies (by key) and classes added, removed and changed. */
+  structure?: StructureChange;
+  /** For replace: why the table could not be patched. */
+  reason?: string;
 }
 
 export interface NftReconcileOptions {
@@ -190,9 +278,12 @@ export interface NftReconcileOptions {
 
 /**
  * Reconciles egressd's nftables table. Remembers what it applied last, so a
- * one-pod change is an element patch computed without reading the kernel;
- * on startup (or with readLive) it reads the live table and adopts it if its
- * structure matches, else replaces it atomically.
+ * one-pod change is an element patch and a policy added or removed a
+ * structural patch, both computed without reading the kernel; on startup (or
+ * with readLive) it reads the live table and, if it is one this code wrote
+ * with the same mark mask, diffs against it the same way, else replaces it
+ * atomically. A patch the kernel refuses falls back to reading the table, then
+ * to a replacement.
  */
 export class NftReconciler {
   private current: NormalizedNat | undefined;
@@ -204,51 +295,53 @@ export class NftReconciler {
     const desired = normalizeNat(plan);
     if (this.current && !o.readLive) {
       const diff = diffNormalized(this.current, desired);
-      if (diff.kind === "none") return { action: "none", added: 0, removed: 0, via: "none" };
-      if (diff.kind === "patch") {
-        try {
-          const t0 = performance.now();
-          const via = await this.applyPatch(diff.patches, diff.script);
-          const applyMs = performance.now() - t0;
-          this.current = desired;
-          return { action: "patch", added: diff.added, removed: diff.removed, via, applyMs };
-        } catch {
-          // the kernel disagrees with our memory (someone edited the table): read it and start over
-        }
-      } else {
-        await nftApply(diff.script);
-        this.current = desired;
-        return { action: "replace", added: 0, removed: 0, via: "nft" };
+      if (diff.kind === "replace") return this.replace(desired, diff.reason);
+      try {
+        return await this.apply(diff, desired);
+      } catch {
+        // the kernel disagrees with our memory (someone edited the table): read it and start over
       }
     }
     this.current = undefined;
     const live = await readLiveTable();
-    if (live && liveMatchesStructure(live, desired)) {
-      const patches = diffSets(elementSets(live), desired.sets);
-      if (patches) {
-        if (patches.length === 0) {
-          this.current = desired;
-          return { action: "none", added: 0, removed: 0, via: "none" };
-        }
-        const script = renderPatch(patches);
-        try {
-          const via = await this.applyPatch(patches, script);
-          this.current = desired;
-          let added = 0;
-          let removed = 0;
-          for (const p of patches) {
-            added += p.add.length;
-            removed += p.remove.length;
-          }
-          return { action: "patch", added, removed, via };
-        } catch {
-          // fall through to a replacement
-        }
-      }
+    if (!live) return this.replace(desired, "no table");
+    const old = normalizedFromLive(live, desired.markMask);
+    if (!old) return this.replace(desired, "live table is not one this version wrote with this mark mask");
+    const diff = diffNormalized(old, desired);
+    if (diff.kind === "replace") return this.replace(desired, diff.reason);
+    try {
+      return await this.apply(diff, desired);
+    } catch {
+      return this.replace(desired, "patch of the live table failed");
     }
+  }
+
+  private async apply(
+    diff: Exclude<NatDiff, { kind: "replace" }>,
+    desired: NormalizedNat,
+  ): Promise<NatChange> {
+    if (diff.kind === "none") {
+      this.current = desired;
+      return { action: "none", added: 0, removed: 0, via: "none" };
+    }
+    const t0 = performance.now();
+    const via =
+      diff.kind === "patch"
+        ? await this.applyPatch(diff.patches, diff.script)
+        : await nftApplyVia(diff.script);
+    const applyMs = performance.now() - t0;
+    this.current = desired;
+    const change: NatChange = { action: diff.kind, added: diff.added, removed: diff.removed, via, applyMs };
+    if (diff.kind === "patch-structure") change.structure = diff.structure;
+    return change;
+  }
+
+  private async replace(desired: NormalizedNat, reason: string): Promise<NatChange> {
+    this.current = undefined;
+    const t0 = performance.now();
     await nftApply(renderNftRuleset(desired));
     this.current = desired;
-    return { action: "replace", added: 0, removed: 0, via: "nft" };
+    return { action: "replace", added: 0, removed: 0, via: "nft", applyMs: performance.now() - t0, reason };
   }
 
   private async applyPatch(
@@ -276,6 +369,11 @@ export class NftReconciler {
     this.writer?.close();
     this.writer = undefined;
   }
+}
+
+async function nftApplyVia(script: string): Promise<"nft"> {
+  await nftApply(script);
+  return "nft";
 }
 
 export interface NatCounter {

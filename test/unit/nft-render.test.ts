@@ -8,6 +8,8 @@ import {
   policyCounterNames,
   policyKey,
   renderNftRuleset,
+  structureHash,
+  type NatDiff,
 } from "../../routing/nft-render.js";
 import { parseLiveTable } from "../../routing/nft.js";
 
@@ -101,28 +103,258 @@ test("moving a destination to another policy is delete + add in one script; the 
   t.deepEqual(diffNat(plan(), spelled), { kind: "none" });
 });
 
-test("structural changes replace the whole table", (t) => {
-  const cases: ((p: NatPlan) => void)[] = [
-    (p) => (p.policies[0]!.egressIP = "192.0.2.99"),
-    (p) => (p.policies[0]!.mark = 0x400),
-    (p) => (p.markMask = 0xffff),
-    (p) => p.classes.push({ id: 3, family: 4, destinations: [] }),
-    (p) =>
-      p.policies.push({ name: "c", family: 4, egressIP: "192.0.2.13", mark: 0x500, uplinkInterface: "u1" }),
-  ];
-  for (const change of cases) {
-    const next = plan();
-    change(next);
-    const d = diffNat(plan(), next);
-    t.is(d.kind, "replace");
-    if (d.kind === "replace")
-      t.true(d.script.startsWith("table inet egressd {}\ndelete table inet egressd\n"));
-  }
+/** The lines of a diff's script (the diff must be a structural patch). */
+function structural(
+  old: NatPlan,
+  next: NatPlan,
+): { lines: string[]; d: NatDiff & { kind: "patch-structure" } } {
+  const d = diffNat(old, next);
+  if (d.kind !== "patch-structure") throw new Error(`expected patch-structure, got ${d.kind}`);
+  return { lines: d.script.trimEnd().split("\n"), d };
+}
+const T = "inet egressd";
+const hashLines = (next: NatPlan) => [
+  `delete set ${T} structure`,
+  `add set ${T} structure { type mark; comment "egressd structure ${normalizeNat(next).structureHash}"; }`,
+];
+const withC = (p: NatPlan) => {
+  p.policies.push({ name: "c", family: 4, egressIP: "192.0.2.13", mark: 0x500, uplinkInterface: "u1" });
+  p.classes[0]!.destinations.push({ interval: "192.0.2.128/25", policy: "c" });
+  return p;
+};
+
+test("adding a policy creates its counters, chains and map entries and touches nothing else", (t) => {
+  const next = withC(plan());
+  const { lines, d } = structural(plan(), next);
+  t.deepEqual(d.structure, {
+    policies: { added: ["c"], removed: [], changed: [] },
+    classes: { added: [], removed: [] },
+  });
+  t.is(d.added, 1);
+  t.is(d.removed, 0);
+  t.deepEqual(lines, [
+    `add counter ${T} pkts_c { comment "packets of policy c (192.0.2.13)" }`,
+    `add counter ${T} conns_c { comment "connections SNATed by policy c to 192.0.2.13" }`,
+    `add chain ${T} mark_c`,
+    `add chain ${T} snat_c`,
+    `add rule ${T} mark_c ct mark set ct mark and 0xffff00ff or 0x00000500`,
+    `add rule ${T} mark_c meta mark set meta mark and 0xffff00ff or 0x00000500`,
+    `add rule ${T} mark_c counter name "pkts_c"`,
+    `add rule ${T} mark_c accept`,
+    `add rule ${T} snat_c counter name "conns_c"`,
+    `add rule ${T} snat_c snat ip to 192.0.2.13`,
+    `add element ${T} c1_dst { 192.0.2.128/25 : goto mark_c }`,
+    `add element ${T} restore_marks { 0x00000500 : goto mark_c }`,
+    `add element ${T} snat_marks { 0x00000500 : goto snat_c }`,
+    ...hashLines(next),
+  ]);
+  // nothing of the other policies and classes is flushed, deleted or re-listed
+  t.false(
+    lines.some((l) => /\b(flush|delete (chain|counter|map|element))\b|_a\b|_b\b|c1_hosts|c1_nets/.test(l)),
+  );
+});
+
+test("removing a policy deletes exactly its objects, references before what they point at", (t) => {
+  const old = withC(plan());
+  const { lines, d } = structural(old, plan());
+  t.deepEqual(d.structure.policies, { added: [], removed: ["c"], changed: [] });
+  t.deepEqual(lines, [
+    `delete element ${T} c1_dst { 192.0.2.128/25 : goto mark_c }`,
+    `delete element ${T} restore_marks { 0x00000500 : goto mark_c }`,
+    `delete element ${T} snat_marks { 0x00000500 : goto snat_c }`,
+    `flush chain ${T} mark_c`,
+    `delete chain ${T} mark_c`,
+    `flush chain ${T} snat_c`,
+    `delete chain ${T} snat_c`,
+    `delete counter ${T} pkts_c`,
+    `delete counter ${T} conns_c`,
+    ...hashLines(plan()),
+  ]);
+});
+
+test("a new egress IP rewrites that policy's chains and counters; a new mark its mark chain and map entries", (t) => {
+  const ip = plan();
+  ip.policies[0]!.egressIP = "192.0.2.99";
+  const a = structural(plan(), ip);
+  t.deepEqual(a.d.structure.policies, { added: [], removed: [], changed: ["a"] });
+  t.deepEqual(a.lines, [
+    `flush chain ${T} mark_a`,
+    `flush chain ${T} snat_a`,
+    `delete counter ${T} pkts_a`,
+    `delete counter ${T} conns_a`,
+    `add counter ${T} pkts_a { comment "packets of policy a (192.0.2.99)" }`,
+    `add counter ${T} conns_a { comment "connections SNATed by policy a to 192.0.2.99" }`,
+    `add rule ${T} mark_a ct mark set ct mark and 0xffff00ff or 0x00000100`,
+    `add rule ${T} mark_a meta mark set meta mark and 0xffff00ff or 0x00000100`,
+    `add rule ${T} mark_a counter name "pkts_a"`,
+    `add rule ${T} mark_a accept`,
+    `add rule ${T} snat_a counter name "conns_a"`,
+    `add rule ${T} snat_a snat ip to 192.0.2.99`,
+    ...hashLines(ip),
+  ]);
+
+  const mark = plan();
+  mark.policies[0]!.mark = 0x400;
+  const m = structural(plan(), mark);
+  t.deepEqual(m.lines, [
+    `delete element ${T} restore_marks { 0x00000100 : goto mark_a }`,
+    `delete element ${T} snat_marks { 0x00000100 : goto snat_a }`,
+    `flush chain ${T} mark_a`,
+    `add rule ${T} mark_a ct mark set ct mark and 0xffff00ff or 0x00000400`,
+    `add rule ${T} mark_a meta mark set meta mark and 0xffff00ff or 0x00000400`,
+    `add rule ${T} mark_a counter name "pkts_a"`,
+    `add rule ${T} mark_a accept`,
+    `add element ${T} restore_marks { 0x00000400 : goto mark_a }`,
+    `add element ${T} snat_marks { 0x00000400 : goto snat_a }`,
+    ...hashLines(mark),
+  ]);
+
+  // two policies swapping marks: all deletions come before the additions
+  const swap = plan();
+  swap.policies[0]!.mark = 0x200;
+  swap.policies[1]!.mark = 0x100;
+  const s = structural(plan(), swap).lines;
+  const lastDelete = Math.max(...s.map((l, i) => (l.startsWith("delete element") ? i : -1)));
+  const firstAdd = s.findIndex((l) => l.startsWith("add element"));
+  t.true(lastDelete < firstAdd);
+
   // the uplink is routing, not nft: no nft change
   const up = plan();
   up.policies[0]!.uplinkInterface = "u9";
   t.deepEqual(diffNat(plan(), up), { kind: "none" });
+});
+
+test("a class added or removed gets or loses its own sets and chain; classify is rewritten in class order", (t) => {
+  const next = plan();
+  next.classes.push({ id: 3, family: 4, destinations: [{ interval: "198.51.100.0/25", policy: "a" }] });
+  next.sources.push({ family: 4, interval: "10.246.0.0/16", classId: 3 });
+  const { lines, d } = structural(plan(), next);
+  t.deepEqual(d.structure.classes, { added: [3], removed: [] });
+  t.deepEqual(lines, [
+    `flush chain ${T} classify`,
+    `add set ${T} c3_hosts { type ipv4_addr; }`,
+    `add set ${T} c3_nets { type ipv4_addr; flags interval; elements = { 10.246.0.0/16 }; }`,
+    `add map ${T} c3_dst { type ipv4_addr : verdict; flags interval; elements = { 198.51.100.0/25 : goto mark_a }; }`,
+    `add chain ${T} class_3`,
+    `add rule ${T} class_3 ip daddr vmap @c3_dst`,
+    `add rule ${T} classify ip saddr @c1_hosts goto class_1`,
+    `add rule ${T} classify ip saddr @c1_nets goto class_1`,
+    `add rule ${T} classify ip6 saddr @c2_hosts goto class_2`,
+    `add rule ${T} classify ip6 saddr @c2_nets goto class_2`,
+    `add rule ${T} classify ip saddr @c3_hosts goto class_3`,
+    `add rule ${T} classify ip saddr @c3_nets goto class_3`,
+    ...hashLines(next),
+  ]);
+  t.is(d.added, 2);
+
+  const back = structural(next, plan());
+  t.deepEqual(back.d.structure.classes, { added: [], removed: [3] });
+  t.deepEqual(back.lines, [
+    `flush chain ${T} classify`,
+    `flush chain ${T} class_3`,
+    `delete chain ${T} class_3`,
+    `delete set ${T} c3_hosts`,
+    `delete set ${T} c3_nets`,
+    `delete map ${T} c3_dst`,
+    `add rule ${T} classify ip saddr @c1_hosts goto class_1`,
+    `add rule ${T} classify ip saddr @c1_nets goto class_1`,
+    `add rule ${T} classify ip6 saddr @c2_hosts goto class_2`,
+    `add rule ${T} classify ip6 saddr @c2_nets goto class_2`,
+    ...hashLines(plan()),
+  ]);
+  t.is(back.d.removed, 2);
+});
+
+test("a policy and the class that used it removed together: the class's map goes before the policy's chain", (t) => {
+  const old = plan();
+  const next = plan();
+  next.policies = next.policies.filter((p) => p.name !== "v6");
+  next.classes = next.classes.filter((c) => c.id !== 2);
+  next.sources = next.sources.filter((s) => s.classId !== 2);
+  const { lines, d } = structural(old, next);
+  t.deepEqual(d.structure, {
+    policies: { added: [], removed: ["v6"], changed: [] },
+    classes: { added: [], removed: [2] },
+  });
+  const at = (l: string) => lines.indexOf(l);
+  t.true(at(`flush chain ${T} classify`) < at(`delete set ${T} c2_hosts`));
+  t.true(at(`delete map ${T} c2_dst`) < at(`delete chain ${T} mark_v6`));
+  t.true(
+    at(`delete element ${T} restore_marks { 0x00000300 : goto mark_v6 }`) < at(`delete chain ${T} mark_v6`),
+  );
+  t.true(at(`flush chain ${T} mark_v6`) < at(`delete counter ${T} pkts_v6`));
+  t.is(d.removed, 2); // fd00:244::10 and the v6 destination
+});
+
+test("a class that changes family is deleted and created again in the same script", (t) => {
+  const next = plan();
+  next.classes[1] = { id: 2, family: 4, destinations: [] };
+  next.sources = next.sources.filter((s) => s.classId !== 2);
+  next.policies = next.policies.filter((p) => p.name !== "v6");
+  const { lines } = structural(plan(), next);
+  t.true(
+    lines.indexOf(`delete set ${T} c2_hosts`) < lines.indexOf(`add set ${T} c2_hosts { type ipv4_addr; }`),
+  );
+  t.true(lines.includes(`add rule ${T} classify ip saddr @c2_hosts goto class_2`));
+});
+
+test("only a new mark mask, or no current table, replaces the whole table", (t) => {
+  const mask = plan();
+  mask.markMask = 0xffff;
+  const d = diffNat(plan(), mask);
+  t.is(d.kind, "replace");
+  if (d.kind === "replace") {
+    t.is(d.reason, "mark mask changed");
+    t.true(d.script.startsWith("table inet egressd {}\ndelete table inet egressd\n"));
+  }
   t.is(diffNat(undefined, plan()).kind, "replace");
+  // the full table carries the hash in the structure set, and no table comment (it could not be updated)
+  const full = renderNftRuleset(plan());
+  t.regex(
+    full,
+    new RegExp(
+      `set structure \\{\\n    type mark\\n    comment "egressd structure ${normalizeNat(plan()).structureHash}"`,
+    ),
+  );
+  t.is(full.match(/comment "egressd structure/g)?.length, 1);
+});
+
+test("the structure hash does not depend on the order of policies and classes", (t) => {
+  const a = plan();
+  const b = plan();
+  b.policies.reverse();
+  b.classes.reverse();
+  t.is(normalizeNat(a).structureHash, normalizeNat(b).structureHash);
+  const n = normalizeNat(a);
+  t.is(structureHash(n.markMask, [...n.policies].reverse(), n.classes), n.structureHash);
+  t.not(normalizeNat(withC(plan())).structureHash, n.structureHash);
+});
+
+test("a policy added to a 100k-source plan does not re-list the sources", (t) => {
+  const big = () => {
+    const p = plan();
+    for (let i = 0; i < 100_000; i++)
+      p.sources.push({
+        family: 4,
+        interval: `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`,
+        classId: 1,
+      });
+    return p;
+  };
+  const old = big();
+  const next = withC(big());
+  const d = diffNat(old, next);
+  t.is(d.kind, "patch-structure");
+  if (d.kind !== "patch-structure") return;
+  t.is(d.added, 1);
+  t.is(d.removed, 0);
+  t.false(/10\.10[01]\./.test(d.script));
+  t.true(d.script.length < 3000, `script is ${d.script.length} characters`);
+  t.true(renderNftRuleset(next).length > 1_000_000); // what a replacement would have sent
+  // and removing it again
+  const back = diffNat(next, old);
+  t.is(back.kind, "patch-structure");
+  if (back.kind === "patch-structure") t.true(back.script.length < 3000);
 });
 
 test("inconsistent plans are rejected", (t) => {
@@ -205,12 +437,28 @@ test("the live table's JSON parses into the same elements the renderer produces"
           table: "egressd",
           type: "mark",
           map: "verdict",
-          comment: "egressd structure x",
           elem: [[256, { goto: { target: "mark_a" } }]],
+        },
+      },
+      {
+        set: {
+          family: "inet",
+          name: "structure",
+          table: "egressd",
+          type: "mark",
+          comment: "egressd structure x",
         },
       },
       { chain: { family: "inet", table: "egressd", name: "classify" } },
       { rule: { family: "inet", table: "egressd", chain: "classify", expr: [] } },
+      {
+        rule: {
+          family: "inet",
+          table: "egressd",
+          chain: "snat_a",
+          expr: [{ counter: "conns_a" }, { snat: { family: "ip", addr: "192.0.2.11" } }],
+        },
+      },
       { counter: { family: "inet", name: "pkts_a", table: "egressd", packets: 1, bytes: 2 } },
     ],
   });
@@ -228,4 +476,5 @@ test("the live table's JSON parses into the same elements the renderer produces"
   t.is(live.chains.get("classify"), 1);
   t.true(live.counters.has("pkts_a"));
   t.deepEqual([...live.sets.get("restore_marks")!.elements.keys()], ["256"]);
+  t.deepEqual(live.snat.get("snat_a"), [{ family: "ip", addr: "192.0.2.11" }]);
 });

@@ -1,0 +1,199 @@
+// Config reload on a real kernel: a policy added to or removed from the nft
+// table is an incremental structural patch (one transaction), not a table
+// replacement, so the other policies' counters keep counting and their
+// traffic is untouched; the patched table equals a freshly rendered one.
+import test from "ava";
+import type { KernelState } from "../../daemon/state.js";
+import { sandbox, type Sandbox } from "../helpers/netns.js";
+import {
+  buildTopology,
+  fixture,
+  referenceState,
+  seenBy,
+  startServer,
+  stateFile,
+} from "./dataplane-topology.js";
+
+interface Applied {
+  nat: {
+    action: string;
+    structure?: { policies: { added: string[]; removed: string[]; changed: string[] } };
+  };
+}
+interface Counter {
+  policy: string;
+  egressIP: string;
+  packets: string;
+  connections: string;
+}
+
+/** State A: the reference topology's two IPv4 policies (a, b) and their class. */
+function stateA(): KernelState {
+  const st = referenceState();
+  st.addresses = st.addresses.filter((a) => a.family === 4);
+  st.routes = st.routes.filter((r) => r.family === 4);
+  st.rules = st.rules.filter((r) => r.family === 4);
+  st.nat.policies = st.nat.policies.filter((p) => p.family === 4);
+  st.nat.classes = st.nat.classes.filter((c) => c.family === 4);
+  st.nat.sources = st.nat.sources.filter((s) => s.family === 4);
+  return st;
+}
+
+/** State B: A plus policy c, a new egress IP (192.0.2.13) for a new destination (198.18.0.0/24) over u2. */
+function stateB(): KernelState {
+  const st = stateA();
+  st.addresses.push({ family: 4, address: "192.0.2.13", prefixLength: 32, interface: "lo" });
+  st.routes.push({
+    family: 4,
+    table: 103,
+    destination: "198.18.0.0/24",
+    gateway: "100.64.2.2",
+    interface: "u2",
+  });
+  st.rules.push({ family: 4, priority: 1003, fwmark: 0x400, fwmask: 0xff00, table: 103 });
+  st.nat.policies.push({ name: "c", family: 4, egressIP: "192.0.2.13", mark: 0x400, uplinkInterface: "u2" });
+  st.nat.classes[0]!.destinations.push({ interval: "198.18.0.0/24", policy: "c" });
+  return st;
+}
+
+/**
+ * `nft -j list table inet egressd` without what legitimately differs between
+ * a patched and a freshly created table: handles, counter values, the order
+ * of objects and of set elements. Rules keep their position in their chain.
+ */
+async function canonicalTable(s: Sandbox): Promise<string[]> {
+  const { stdout } = await s.exec("gw", ["/usr/sbin/nft", "-j", "list", "table", "inet", "egressd"]);
+  const strip = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(strip);
+    if (v && typeof v === "object") {
+      const out: Record<string, unknown> = {};
+      for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
+        if (k === "handle" || k === "packets" || k === "bytes") continue;
+        out[k] = k === "elem" && Array.isArray(x) ? x.map((e) => JSON.stringify(strip(e))).sort() : strip(x);
+      }
+      return out;
+    }
+    return v;
+  };
+  const position = new Map<string, number>();
+  const items = (JSON.parse(stdout) as { nftables: Record<string, unknown>[] }).nftables
+    .filter((i) => !i.metainfo)
+    .map((i) => {
+      const item = strip(i) as Record<string, Record<string, unknown>>;
+      if (item.rule) {
+        const chain = item.rule.chain as string;
+        const n = position.get(chain) ?? 0;
+        position.set(chain, n + 1);
+        item.rule.position = n;
+      }
+      return JSON.stringify(item);
+    });
+  return items.sort();
+}
+
+async function counters(s: Sandbox, st: KernelState): Promise<Map<string, Counter>> {
+  const list = (await fixture(s, "gw", ["counters", stateFile(st)])) as Counter[];
+  return new Map(list.map((c) => [c.policy, c]));
+}
+
+test("adding and removing a policy patches the table in place: counters survive, traffic is NATed, result equals a fresh table", async (t) => {
+  const s = sandbox(t, "dpr");
+  await buildTopology(s, { ipv6: false });
+  await s.sh(
+    "srv",
+    `ip addr add 198.18.0.10/32 dev lo
+     ip route add 192.0.2.13/32 via 100.64.2.1 dev s2`,
+  );
+  await startServer(s);
+  const A = stateA();
+  const B = stateB();
+
+  // state A, traffic through policy a
+  const first = (await fixture(s, "gw", ["apply", stateFile(A)])) as Applied;
+  t.is(first.nat.action, "replace");
+  t.is(await seenBy(s, "203.0.113.10", "10.244.1.10"), "192.0.2.11");
+  t.is(await seenBy(s, "203.0.113.10", "10.244.1.10"), "192.0.2.11");
+  const before = (await counters(s, A)).get("a")!;
+  t.is(before.connections, "2");
+  t.true(Number(before.packets) >= 6);
+
+  // B = A + policy c: a structural patch
+  const toB = (await fixture(s, "gw", ["apply", stateFile(B)])) as Applied;
+  t.is(toB.nat.action, "patch-structure");
+  t.deepEqual(toB.nat.structure?.policies, { added: ["c"], removed: [], changed: [] });
+  // a's counters did not reset
+  const after = (await counters(s, B)).get("a")!;
+  t.is(after.connections, before.connections);
+  t.is(after.packets, before.packets);
+  // traffic of all three policies is NATed to their egress IPs (b and c only by policy routing)
+  t.is(await seenBy(s, "203.0.113.10", "10.244.1.10"), "192.0.2.11");
+  t.is(await seenBy(s, "198.51.100.10", "10.244.1.10"), "192.0.2.12");
+  t.is(await seenBy(s, "198.18.0.10", "10.244.1.10"), "192.0.2.13");
+  t.is(await seenBy(s, "203.0.113.200", "10.244.1.10"), "10.244.1.10"); // the exception still is one
+  const counted = await counters(s, B);
+  t.is(counted.get("a")!.connections, "3");
+  t.is(counted.get("b")!.connections, "1");
+  t.is(counted.get("c")!.connections, "1");
+  t.is(counted.get("c")!.egressIP, "192.0.2.13");
+  // the same state again changes nothing
+  t.is(((await fixture(s, "gw", ["apply", stateFile(B)])) as Applied).nat.action, "none");
+  const patchedB = await canonicalTable(s);
+
+  // back to A: c's objects go, a keeps counting
+  const toA = (await fixture(s, "gw", ["apply", stateFile(A)])) as Applied;
+  t.is(toA.nat.action, "patch-structure");
+  t.deepEqual(toA.nat.structure?.policies, { added: [], removed: ["c"], changed: [] });
+  t.is((await counters(s, A)).get("a")!.connections, "3");
+  t.is(await seenBy(s, "203.0.113.10", "10.244.1.10"), "192.0.2.11");
+  t.is(await seenBy(s, "198.51.100.10", "10.244.1.10"), "192.0.2.12");
+  const patchedA = await canonicalTable(s);
+
+  // the patched tables equal fresh ones (counter values aside)
+  await fixture(s, "gw", ["teardown"]);
+  t.is(((await fixture(s, "gw", ["apply", stateFile(A)])) as Applied).nat.action, "replace");
+  t.deepEqual(patchedA, await canonicalTable(s));
+  await fixture(s, "gw", ["teardown"]);
+  t.is(((await fixture(s, "gw", ["apply", stateFile(B)])) as Applied).nat.action, "replace");
+  t.deepEqual(patchedB, await canonicalTable(s));
+});
+
+test("a new egress IP or mark for a policy, and a new class, are structural patches that leave the rest alone", async (t) => {
+  const s = sandbox(t, "dpr");
+  await buildTopology(s, { ipv6: false });
+  await s.sh("srv", "ip route add 192.0.2.13/32 via 100.64.1.1 dev s1");
+  await startServer(s);
+  const A = stateA();
+  await fixture(s, "gw", ["apply", stateFile(A)]);
+  t.is(await seenBy(s, "198.51.100.10", "10.244.1.10"), "192.0.2.12");
+
+  // a: new egress IP and mark; b untouched; a new class for the second pod address
+  const C = stateA();
+  C.addresses.push({ family: 4, address: "192.0.2.13", prefixLength: 32, interface: "lo" });
+  C.rules[0] = { ...C.rules[0]!, fwmark: 0x500 };
+  C.nat.policies[0] = { ...C.nat.policies[0]!, egressIP: "192.0.2.13", mark: 0x500 };
+  C.nat.classes.push({ id: 2, family: 4, destinations: [{ interval: "198.51.100.0/24", policy: "b" }] });
+  C.nat.sources.push({ family: 4, interval: "10.244.1.11", classId: 2 });
+  const applied = (await fixture(s, "gw", ["apply", stateFile(C)])) as Applied;
+  t.is(applied.nat.action, "patch-structure");
+  t.deepEqual(applied.nat.structure?.policies, { added: [], removed: [], changed: ["a"] });
+  const c = await counters(s, C);
+  t.is(c.get("b")!.connections, "1"); // kept
+  t.is(c.get("a")!.connections, "0"); // new egress IP, new counters
+  t.is(await seenBy(s, "203.0.113.10", "10.244.1.10"), "192.0.2.13");
+  t.is(await seenBy(s, "198.51.100.10", "10.244.1.11"), "192.0.2.12");
+  t.is(await seenBy(s, "203.0.113.10", "10.244.1.11"), "10.244.1.11"); // class 2 has no route for it
+  const patched = await canonicalTable(s);
+  await fixture(s, "gw", ["teardown"]);
+  await fixture(s, "gw", ["apply", stateFile(C)]);
+  t.deepEqual(patched, await canonicalTable(s));
+
+  // a new mark mask is the one structural change that still replaces the table
+  const M = stateA();
+  M.nat.markMask = 0xffff00;
+  M.rules = M.rules.map((r) => ({ ...r, fwmask: 0xffff00 }));
+  const replaced = (await fixture(s, "gw", ["apply", stateFile(M)])) as Applied & {
+    nat: { reason?: string };
+  };
+  t.is(replaced.nat.action, "replace");
+  t.is(await seenBy(s, "203.0.113.10", "10.244.1.10"), "192.0.2.11");
+});
