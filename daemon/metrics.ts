@@ -57,6 +57,8 @@ export interface MetricsOptions {
   log?: Logger;
   /** How long one read of the nft counters serves scrapes (default 1000 ms). */
   natCacheMs?: number;
+  /** Monotonic clock in ms for the counter cache (tests drive it by hand). */
+  now?: () => number;
   /** Where nf_conntrack_count/nf_conntrack_max live (default /proc/sys/net/netfilter). */
   conntrackDir?: string;
   /** Node.js process metrics (default true). */
@@ -86,6 +88,7 @@ export class Metrics {
   private readonly gateway: ObservableGateway;
   private readonly log: Logger | undefined;
   private readonly natCacheMs: number;
+  private readonly now: () => number;
   private readonly conntrackDir: string;
   private nat: { at: number; value: Promise<NatCounter[]> } | undefined;
   private readonly unsubscribe: (() => void)[] = [];
@@ -98,6 +101,7 @@ export class Metrics {
     this.gateway = opts.gateway;
     this.log = opts.log;
     this.natCacheMs = opts.natCacheMs ?? 1000;
+    this.now = opts.now ?? (() => performance.now());
     this.conntrackDir = opts.conntrackDir ?? "/proc/sys/net/netfilter";
     if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
     const registers = [this.registry];
@@ -411,7 +415,7 @@ export class Metrics {
 
   /** The nft counters, read at most once per natCacheMs however many scrapes and metrics ask. */
   private natCounters(): Promise<NatCounter[]> {
-    const now = performance.now();
+    const now = this.now();
     if (this.nat && now - this.nat.at < this.natCacheMs) return this.nat.value;
     const value = this.gateway.natCounters().then(
       (v) => {
