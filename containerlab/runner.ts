@@ -19,7 +19,7 @@ import {
 } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
-import { run, spawnDetached, tryRun, type RunResult } from "../daemon/exec.js";
+import { isRunning, run, spawnDetached, tryRun, type RunResult } from "../daemon/exec.js";
 import { destroyNamespaces } from "./namespaces.js";
 import { bindFor, isFrrNode, type LabNode, type Topology } from "./topology.js";
 
@@ -227,13 +227,7 @@ export class Lab {
   /** pid of a node's running main command, if it runs. */
   cmdPid(nodeName: string): number | undefined {
     const pid = this.readState()?.cmds?.[nodeName];
-    if (pid === undefined) return undefined;
-    try {
-      process.kill(pid, 0);
-      return pid;
-    } catch {
-      return undefined;
-    }
+    return pid !== undefined && isRunning(pid) ? pid : undefined;
   }
 
   /** Path of a node's main command log. */

@@ -1,6 +1,7 @@
 // Runs external programs (ip, nft, vtysh, ...) and turns failures into errors
 // that say which command failed and what it printed.
 import { execFile, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 
 export interface RunResult {
   stdout: string;
@@ -90,4 +91,16 @@ export function spawnDetached(
   child.unref();
   if (child.pid === undefined) throw new Error(`could not start ${full.join(" ")}`);
   return child.pid;
+}
+
+/**
+ * Whether a process runs: it exists and is not a zombie. (PID 1 on these
+ * machines reaps orphans late, so a killed process can linger in state Z.)
+ */
+export function isRunning(pid: number): boolean {
+  try {
+    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8"));
+  } catch {
+    return false;
+  }
 }

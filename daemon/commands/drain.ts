@@ -3,18 +3,10 @@
 // exit) and waits until it has gone. For a Kubernetes preStop hook.
 import { Command } from "commander";
 import { readFileSync } from "node:fs";
+import { isRunning } from "../exec.js";
 import { join } from "node:path";
 import { defaultRunDir } from "../gateway.js";
 import { EXIT, usageExit } from "./validate.js";
-
-function alive(pid: number): boolean {
-  try {
-    const state = /State:\s+(\S)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
-    return state !== "Z";
-  } catch {
-    return false;
-  }
-}
 
 export function drainCommand(): Command {
   return usageExit(
@@ -35,14 +27,14 @@ export function drainCommand(): Command {
           console.error(`egressd drain: no egressd here (${pidFile} not found)`);
           return void (process.exitCode = EXIT.usage);
         }
-        if (!Number.isInteger(pid) || !alive(pid)) {
+        if (!Number.isInteger(pid) || !isRunning(pid)) {
           console.error(`egressd drain: egressd (pid ${pid}) is not running`);
           return void (process.exitCode = EXIT.usage);
         }
         process.kill(pid, "SIGTERM");
         console.log(`draining egressd (pid ${pid})...`);
         const deadline = Date.now() + Number(opts.timeout) * 1000;
-        while (alive(pid)) {
+        while (isRunning(pid)) {
           if (Date.now() > deadline) {
             console.error(`egressd drain: pid ${pid} still running after ${opts.timeout} s`);
             return void (process.exitCode = EXIT.invalid);

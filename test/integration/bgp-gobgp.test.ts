@@ -3,9 +3,10 @@
 // Needs root. Each test builds its own lab, so they run concurrently.
 import test, { type ExecutionContext } from "ava";
 import { spawn } from "node:child_process";
-import { readFileSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { isRunning } from "../../daemon/exec.js";
 import { sandbox } from "../helpers/netns.js";
 import {
   buildTopology,
@@ -42,15 +43,6 @@ async function frrPath(frr: Frr, prefix: string): Promise<FrrPath | undefined> {
 async function frrPrefixes(frr: Frr, afi: "ipv4" | "ipv6"): Promise<string[]> {
   const out = await frr.json<{ routes?: Record<string, unknown> }>(`show bgp ${afi} unicast json`);
   return Object.keys(out.routes ?? {}).sort();
-}
-
-function alive(pid: number): boolean {
-  try {
-    // A killed child of a dead parent can linger as a zombie until PID 1 reaps it.
-    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8"));
-  } catch {
-    return false;
-  }
 }
 
 interface Lab {
@@ -234,7 +226,7 @@ test("gobgpd dies with the process that owns it (kill -9) and FRR drops the rout
 
   const killedAt = Date.now();
   owner.kill("SIGKILL");
-  await waitFor("gobgpd to die with its owner", async () => !alive(gobgpdPid), 5000, 10);
+  await waitFor("gobgpd to die with its owner", async () => !isRunning(gobgpdPid), 5000, 10);
   const diedMs = Date.now() - killedAt;
   await waitFor(
     "FRR to drop the routes",
@@ -260,7 +252,7 @@ test("a wrong TCP-MD5 password never establishes and reports a clear state; the 
   t.true(["idle", "connect", "active"].includes(peer?.state ?? ""), `state ${peer?.state}`);
   t.is(peer?.config.password, "wrong-secret");
   t.log(`with a wrong TCP-MD5 password the session stays in "${peer?.state}"`);
-  t.truthy(gobgpd.pid && alive(gobgpd.pid), "gobgpd still running");
+  t.truthy(gobgpd.pid && isRunning(gobgpd.pid), "gobgpd still running");
 
   // Fixing the password replaces the neighbor and the session comes up.
   const fix = await peers.reconcile([torPeer({ password: "right-secret" })]);
@@ -342,7 +334,7 @@ test("invalid ASNs and calls out of order give clear errors, not a crash", async
   );
   t.deepEqual(await peers.reconcile(slower), { add: [], update: [], replace: [], delete: [] });
   t.deepEqual((await peers.reconcile([want[0] as BgpPeer])).delete, ["192.0.2.3", "2001:db8::3"]);
-  t.truthy(gobgpd.pid && alive(gobgpd.pid), "gobgpd still running");
+  t.truthy(gobgpd.pid && isRunning(gobgpd.pid), "gobgpd still running");
   t.deepEqual(
     (await client.listPeers()).map((p) => p.address),
     ["192.0.2.2"],

@@ -15,7 +15,7 @@ import {
   TOR_V4,
   waitFor,
 } from "../../bench/bgp-lab.js";
-import { spawnDetached } from "../../daemon/exec.js";
+import { isRunning, spawnDetached } from "../../daemon/exec.js";
 import { sandbox } from "../helpers/netns.js";
 import { REPO } from "../helpers/paths.js";
 
@@ -63,19 +63,7 @@ bgp:
 
   process.kill(pid, "SIGTERM"); // drain (default 5 s), then stop
   await waitFor("paths withdrawn", async () => !(await routes()).includes("203.0.113.0/24"), 10_000);
-  await waitFor(
-    "egressd exited",
-    async () => {
-      try {
-        process.kill(pid, 0);
-        return /State:\s+Z/.test((await import("node:fs")).readFileSync(`/proc/${pid}/status`, "utf8"));
-      } catch {
-        return true;
-      }
-    },
-    20_000,
-  );
+  await waitFor("egressd exited", async () => !isRunning(pid), 20_000);
   await waitFor("egress IP withdrawn too", async () => !(await routes()).includes("192.0.2.50/32"), 5000);
-  t.truthy(sidecar.pid, "the sidecar gobgpd is still running");
-  process.kill(sidecar.pid!, 0);
+  t.true(sidecar.pid !== undefined && isRunning(sidecar.pid), "the sidecar gobgpd is still running");
 });
