@@ -366,10 +366,11 @@ export async function waitFor(
   cond: () => boolean | Promise<boolean>,
   timeoutMs: number,
   what: string,
+  intervalMs = 100,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await cond())) {
     if (Date.now() > deadline) throw new LabError(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(100);
+    await sleep(intervalMs);
   }
 }

@@ -12,6 +12,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { waitFor } from "../../containerlab/runner.js";
 import { run, tryRun } from "../../daemon/exec.js";
 import { RUN_ID, Sandbox } from "../helpers/netns.js";
 import { REPO } from "../helpers/paths.js";
@@ -73,13 +74,13 @@ class Frr {
     );
     await run(["chown", "-R", "frr:frr", this.runDir, this.dir]);
     await this.daemon("zebra");
-    await waitUntil(() => existsSync(join(this.runDir, "zserv.api")), 5000, "zebra socket");
+    await waitFor(() => existsSync(join(this.runDir, "zserv.api")), 5000, "zebra socket", 20);
     await this.startBfdd();
   }
 
   async startBfdd(): Promise<void> {
     await this.daemon("bfdd");
-    await waitUntil(() => existsSync(join(this.runDir, "bfdd.vty")), 5000, "bfdd vty");
+    await waitFor(() => existsSync(join(this.runDir, "bfdd.vty")), 5000, "bfdd vty", 20);
   }
 
   private async daemon(name: string): Promise<void> {
@@ -174,28 +175,17 @@ class Speaker {
     what: string,
   ): Promise<SpeakerEvent> {
     let found: SpeakerEvent | undefined;
-    await waitUntil(
+    await waitFor(
       () => (found = this.events.find(pred)) !== undefined,
       timeoutMs,
       `${what}\n${this.stderr}`,
+      20,
     );
     return found!;
   }
 
   signal(sig: NodeJS.Signals): void {
     this.child.kill(sig);
-  }
-}
-
-async function waitUntil(
-  cond: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-  what: string,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
   }
 }
 
@@ -234,20 +224,22 @@ async function upOnBothSides(t: ExecutionContext): Promise<Speaker> {
     lab.speaker = new Speaker(lab.sandbox.ns("gw"));
   const sp = lab.speaker;
   let last: FrrPeer[] = [];
-  await waitUntil(
+  await waitFor(
     async () => {
       last = await frr().peers();
       return last.length === 2 && last.every((p) => p.status === "up");
     },
     15_000,
     "FRR: both peers up",
+    20,
   ).catch((e: Error) => t.fail(`${e.message}\n${JSON.stringify(last)}\n${sp.stderr}`));
   // And egressd's side agrees: the last state change of each session is into Up.
   for (const p of PEERS) {
-    await waitUntil(
+    await waitFor(
       () => sp.events.filter((e) => e.event === "state" && e.peer === p.tor).at(-1)?.to === "Up",
       10_000,
       `speaker: ${p.tor} Up\n${sp.stderr}`,
+      20,
     );
   }
   return sp;
@@ -278,10 +270,11 @@ serial("SIGSTOP (frozen gateway): FRR declares it down within its detection time
   const t0 = Date.now();
   sp.signal("SIGSTOP");
   try {
-    await waitUntil(
+    await waitFor(
       async () => (await frr().peers()).every((p) => p.status === "down"),
       5000,
       "FRR: peers down",
+      20,
     );
     for (const p of PEERS) {
       const c = await waitLogged(p.ours, t0);
@@ -303,10 +296,11 @@ serial("SIGKILL (dead gateway): FRR declares it down within its detection time",
   const t0 = Date.now();
   sp.signal("SIGKILL");
   await sp.exited;
-  await waitUntil(
+  await waitFor(
     async () => (await frr().peers()).every((p) => p.status === "down"),
     5000,
     "FRR: peers down",
+    20,
   );
   for (const p of PEERS) {
     const c = await waitLogged(p.ours, t0);
@@ -341,10 +335,11 @@ serial("graceful stop sends AdminDown: FRR goes down at once", async (t) => {
   const sp = await upOnBothSides(t);
   const t0 = Date.now();
   sp.signal("SIGTERM");
-  await waitUntil(
+  await waitFor(
     async () => (await frr().peers()).every((p) => p.status === "down"),
     5000,
     "FRR: peers down",
+    20,
   );
   const peers = await frr().peers();
   for (const p of peers) {
@@ -369,6 +364,6 @@ serial("graceful stop sends AdminDown: FRR goes down at once", async (t) => {
 
 async function waitLogged(peer: string, since: number) {
   let c: ReturnType<typeof frrDown>;
-  await waitUntil(() => (c = frrDown(peer, since)) !== undefined, 3000, `bfdd log: ${peer} down`);
+  await waitFor(() => (c = frrDown(peer, since)) !== undefined, 3000, `bfdd log: ${peer} down`, 20);
   return c!;
 }
