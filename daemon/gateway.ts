@@ -28,6 +28,7 @@ import type { GatewayEvents } from "./events.js";
 import type { Logger } from "./log.js";
 import { plan } from "./plan.js";
 import { planBgp, type BgpDesired } from "./plan/bgp.js";
+import { policyFamily } from "./plan/model.js";
 import { affectsText, healthFrom, type HealthView } from "./plan/health.js";
 import type { KernelState } from "./state.js";
 import type { StatusSnapshot } from "./status.js";
@@ -482,7 +483,7 @@ export class Gateway {
           : this.draining
             ? ["draining"]
             : (this.health.why.get(p.name) ?? []);
-        const family = (p.destinations[0] ?? "").includes(":") ? 6 : 4;
+        const family = policyFamily(p);
         return {
           name: p.name,
           family,
