@@ -2,11 +2,11 @@
 // BGP, where pod traffic goes and which source the server sees, and what
 // happens on reload, on kill -9 of egressd or gobgpd, and on a clean stop.
 import test from "ava";
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Lab, waitFor } from "../../containerlab/runner.js";
-import { loadTopology } from "../../containerlab/topology.js";
+import { loadTopology, rebindCopies } from "../../containerlab/topology.js";
 import {
   bgpSessions,
   bgpTable,
@@ -21,11 +21,11 @@ import { TWO_DC } from "../helpers/paths.js";
 
 const topo = loadTopology(TWO_DC);
 const tmp = mkdtempSync(join(tmpdir(), "egressd-e2e-"));
-// gw-a1 runs from a copy of its config, so the reload test can change it.
-const gwA1Config = join(tmp, "gw-a1.yaml");
-copyFileSync(join(topo.dir, "gw-a1/egressd.yaml"), gwA1Config);
-for (const b of topo.nodes.find((n) => n.name === "gw-a1")!.binds)
-  if (b.target === "/etc/egressd/egressd.yaml") b.source = gwA1Config;
+// The gateways run from copies of their configs, so the reload test can change gw-a1's.
+rebindCopies(topo, "/etc/egressd/egressd.yaml", tmp, (text) => text);
+const gwA1Config = topo.nodes
+  .find((n) => n.name === "gw-a1")!
+  .binds.find((b) => b.target === "/etc/egressd/egressd.yaml")!.source;
 const lab = new Lab(topo, `${RUN_ID}e2e`, { quiet: true });
 
 const WEB = "http://203.0.113.10:8080/";
