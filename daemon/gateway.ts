@@ -466,6 +466,7 @@ export class Gateway {
     const probeAffects = new Map((cfg.probes ?? []).map((p) => [p.name, affectsText(p)]));
     const bfd = new Map(this.bfd.list().map((s) => [s.peer, s]));
     return {
+      at: new Date().toISOString(),
       gateway: {
         name: cfg.gateway.name,
         site: cfg.gateway.site,

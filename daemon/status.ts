@@ -3,6 +3,8 @@ import type { BgpPath, SessionState } from "../bgp/model.js";
 import type { ProbeStatus } from "../health/prober.js";
 
 export interface StatusSnapshot {
+  /** When the daemon took this snapshot (ISO 8601): the "now" that ages in it are read against. */
+  at: string;
   gateway: { name: string; site: string; version: string; startedAt: string; pid: number };
   /** What readiness means for a gateway: data plane programmed and a BGP session Established. */
   ready: boolean;

@@ -38,8 +38,12 @@ function ago(wallMs: number | undefined | null, now: number): string {
   return wallMs ? `${formatAge(now - wallMs)} ago` : "-";
 }
 
-/** The readable form of a status snapshot, as lines. */
-export function renderStatus(s: StatusSnapshot, now = Date.now()): string[] {
+/**
+ * The readable form of a status snapshot, as lines. Ages ("1m05s ago") are read against the
+ * time the daemon took the snapshot, so they do not depend on this host's clock or on how long
+ * the answer took to arrive.
+ */
+export function renderStatus(s: StatusSnapshot, now = Date.parse(s.at)): string[] {
   const out: string[] = [];
   const g = s.gateway;
   const started = Date.parse(g.startedAt);

@@ -8,8 +8,15 @@ import type { NatCounter } from "../../routing/nft.js";
 
 type Probe = StatusSnapshot["probes"][number];
 
-export function fakeProbe(name: string, state: Probe["state"], extra: Partial<Probe> = {}): Probe {
-  const now = Date.now();
+/** The wall-clock instant the canned snapshots are taken at: fixed, so rendered ages never drift. */
+export const FAKE_NOW = Date.parse("2026-06-01T12:00:00.000Z");
+
+export function fakeProbe(
+  name: string,
+  state: Probe["state"],
+  extra: Partial<Probe> = {},
+  now = FAKE_NOW,
+): Probe {
   return {
     name,
     kind: "icmp",
@@ -40,14 +47,15 @@ export function fakeProbe(name: string, state: Probe["state"], extra: Partial<Pr
 }
 
 /** A status with `policies` policies (web, partner, p2, p3, ...), each with its own egress IP. */
-export function fakeStatus(policies = 2): StatusSnapshot {
+export function fakeStatus(policies = 2, now = FAKE_NOW): StatusSnapshot {
   const names = Array.from({ length: policies }, (_, i) => (i === 0 ? "web" : i === 1 ? "partner" : `p${i}`));
   return {
+    at: new Date(now).toISOString(),
     gateway: {
       name: "gw-a1",
       site: "dc-a",
       version: "0.1.0",
-      startedAt: new Date(Date.now() - 3_600_000).toISOString(),
+      startedAt: new Date(now - 3_600_000).toISOString(),
       pid: 4242,
     },
     ready: true,
@@ -64,8 +72,8 @@ export function fakeStatus(policies = 2): StatusSnapshot {
       ...(i === 1 ? { withdrawnBecause: "probe partner-fw is down" } : {}),
     })),
     probes: [
-      fakeProbe("tor", "up"),
-      fakeProbe("partner-fw", "down", { kind: "tcp", affects: "policy partner" }),
+      fakeProbe("tor", "up", {}, now),
+      fakeProbe("partner-fw", "down", { kind: "tcp", affects: "policy partner" }, now),
     ],
     peers: [
       { name: "tor", address: "10.1.1.0", asn: 65010, state: "established", bfd: { state: "up" } },
@@ -77,7 +85,7 @@ export function fakeStatus(policies = 2): StatusSnapshot {
       { prefix: "2001:db8:e::11/128", nextHop: "fd00:1:1::2" },
     ],
     lastReconcile: {
-      at: new Date(Date.now() - 2000).toISOString(),
+      at: new Date(now - 2000).toISOString(),
       durationMs: 12.5,
       reasons: ["resync"],
       changes: { kernel: ["+address 192.0.2.11/32"] },
