@@ -3,7 +3,8 @@
 #
 # Inputs are GoBGP's own .proto files as Debian ships them
 # (golang-github-osrg-gobgp-dev, same release as the gobgpd package) and the
-# google.protobuf well-known types that come with protoc (protobuf-compiler).
+# google.protobuf well-known types (libprotobuf-dev; protoc itself is in
+# protobuf-compiler, which only recommends them).
 # They are copied next to the output (bgp/generated/proto/) so the generated
 # code always records which sources it came from. Nothing here is committed:
 # the build runs this script. Idempotent: every run starts from an empty
@@ -35,7 +36,7 @@ for f in gobgp.proto attribute.proto capability.proto; do
 done
 for f in any.proto empty.proto timestamp.proto; do
   [ -r "$pb_include/google/protobuf/$f" ] ||
-    die "$pb_include/google/protobuf/$f not found (Debian: apt-get install protobuf-compiler, or set PROTOBUF_INCLUDE)"
+    die "$pb_include/google/protobuf/$f not found (Debian: apt-get install libprotobuf-dev, or set PROTOBUF_INCLUDE)"
 done
 
 # Build in a scratch directory and swap it in at the end, so a failed run

@@ -17,29 +17,66 @@ if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split("."
   exit 1
 fi
 
-PACKAGES=(
-  iproute2 nftables conntrack iptables iputils-ping iperf3 procps util-linux tcpdump
-  frr gobgpd
-  protobuf-compiler golang-github-osrg-gobgp-dev
-  prometheus
+# Every program and file that the build, the demo, the tests and the benchmarks
+# use, with the Debian package that ships it: "package item...". An item that
+# starts with / is a file; any other is a command looked up in PATH. This table
+# is the install list (its first words) and, after the install, the check that
+# each item is really there. test/unit/setup-needs.test.ts fails when the code
+# calls a program that is not listed here.
+NEEDS=(
+  "iproute2 ip ss"
+  "nftables /usr/sbin/nft"
+  "conntrack conntrack"
+  "iptables iptables-nft iptables-nft-restore"
+  "iputils-ping ping"
+  "iperf3 iperf3"
+  "procps kill pgrep pkill sysctl"
+  "util-linux setpriv"
+  "curl curl"
+  "ca-certificates /etc/ssl/certs/ca-certificates.crt"
+  "frr vtysh /usr/lib/frr/zebra /usr/lib/frr/staticd /usr/lib/frr/bgpd /usr/lib/frr/bfdd"
+  "gobgpd /usr/bin/gobgpd"
+  "protobuf-compiler protoc"
+  "libprotobuf-dev /usr/include/google/protobuf/any.proto /usr/include/google/protobuf/empty.proto /usr/include/google/protobuf/timestamp.proto"
+  "golang-github-osrg-gobgp-dev /usr/share/gocode/src/github.com/osrg/gobgp/api/gobgp.proto"
+  "prometheus /usr/bin/prometheus /usr/bin/promtool"
 )
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+present() { case $1 in /*) [ -e "$1" ] ;; *) command -v "$1" >/dev/null 2>&1 ;; esac; }
+
 missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+for row in "${NEEDS[@]}"; do
+  read -r pkg _ <<<"$row"
+  installed "$pkg" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
-  # Installing frr/gobgpd may start their host-wide services; egressd runs its
-  # own instances inside network namespaces and needs none on the host.
+  # Installing frr/gobgpd/prometheus may start their host-wide services;
+  # egressd runs its own instances inside network namespaces and needs none.
   if [ -d /run/systemd/system ]; then
     systemctl disable --now gobgpd.service frr.service prometheus.service >/dev/null 2>&1 || true
   fi
 else
   say "Debian packages present"
 fi
+
+# Installed is not the same as there: a package can be half-removed, or a file
+# can live in a package that nobody installed (a "recommends").
+absent=0
+for row in "${NEEDS[@]}"; do
+  read -r pkg items <<<"$row"
+  for item in $items; do
+    if ! present "$item"; then
+      echo "setup: $item is missing; it comes from the Debian package $pkg (apt-get install --reinstall $pkg)" >&2
+      absent=1
+    fi
+  done
+done
+[ "$absent" = 0 ] || exit 1
 
 stamp=node_modules/.egressd-lock.sha256
 want=$(sha256sum package-lock.json | cut -d' ' -f1)
