@@ -55,7 +55,7 @@ if [ ! -s "$tarball" ] || [ -n "$(find "$tarball" -mtime +7 2>/dev/null)" ]; the
   url=$(mirror)
   [ -n "$url" ] || { echo "fresh-debian: no Debian mirror in this machine's apt sources" >&2; exit 2; }
   build=$(mktemp -d /tmp/egressd-debootstrap.XXXXXX)
-  say "debootstrap --variant=minbase bookworm from $url (log: $cache/debootstrap.log)"
+  say "debootstrap --variant=minbase bookworm from this machine's apt mirror (log: $cache/debootstrap.log)"
   if ! debootstrap --variant=minbase bookworm "$build" "$url" >"$cache/debootstrap.log" 2>&1; then
     tail -20 "$cache/debootstrap.log" >&2
     rm -rf --one-file-system "$build"
@@ -98,8 +98,13 @@ chmod 755 "$root"
 cp -L /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
 # What every machine of the project starts with besides Debian: the trust
 # store (the registries are reached through it), npm's settings, Node.js.
-mkdir -p "$root/etc/ssl/certs"
+# The local CAs go where update-ca-certificates looks, so that a package that
+# installs ca-certificates later rebuilds the bundle with them, not without.
+mkdir -p "$root/etc/ssl/certs" "$root/usr/local/share/ca-certificates"
 cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+if [ -d /usr/local/share/ca-certificates ]; then
+  cp -rL /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+fi
 for f in /etc/npmrc /usr/etc/npmrc; do
   if [ -f "$f" ]; then mkdir -p "$root$(dirname "$f")" && cp "$f" "$root$f"; fi
 done

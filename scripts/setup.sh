@@ -33,7 +33,6 @@ NEEDS=(
   "procps kill pgrep pkill sysctl"
   "util-linux setpriv"
   "curl curl"
-  "ca-certificates /etc/ssl/certs/ca-certificates.crt"
   "frr vtysh /usr/lib/frr/zebra /usr/lib/frr/staticd /usr/lib/frr/bgpd /usr/lib/frr/bfdd"
   "gobgpd /usr/bin/gobgpd"
   "protobuf-compiler protoc"
