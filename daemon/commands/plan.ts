@@ -1,37 +1,27 @@
 // `egressd plan FILE`: prints the kernel state egressd would program for a
-// configuration (addresses, routes, rules, nftables ruleset), touching nothing.
+// configuration (addresses, routes, rules, nftables ruleset) and the BGP paths
+// it would advertise to each peer, touching nothing.
 import { Command } from "commander";
 import { plan } from "../plan.js";
-import { renderKernelState } from "../plan/render-text.js";
-import type { NatPlan } from "../state.js";
+import { renderDesired } from "../plan/render-text.js";
+import { planBgp } from "../plan/bgp.js";
+import type { BgpConfig } from "../config/bgp-schema.js";
+import { renderNftRuleset } from "../../routing/nft-render.js";
 import { checkFile, EXIT, usageExit } from "./validate.js";
-
-type NftRenderer = (plan: NatPlan) => string;
-
-// TODO(lead): once routing/nft-render.ts is in the tree, replace this with
-//   import { renderNftRuleset } from "../../routing/nft-render.js";
-// It is loaded dynamically so that this command builds and runs before the
-// renderer exists; until then `plan` prints the NatPlan as JSON instead.
-async function loadNftRenderer(): Promise<NftRenderer | undefined> {
-  const specifier = "../../routing/nft-render.js";
-  try {
-    const mod = (await import(specifier)) as { renderNftRuleset?: NftRenderer };
-    return mod.renderNftRuleset;
-  } catch (e) {
-    if ((e as { code?: string }).code === "ERR_MODULE_NOT_FOUND") return undefined;
-    throw e;
-  }
-}
 
 export function planCommand(): Command {
   return usageExit(
     new Command("plan")
       .description("print the desired kernel state for a configuration, without touching anything")
       .argument("<file>", "YAML configuration file")
-      .option("--json", "print the desired state (KernelState) as JSON")
+      .option(
+        "--json",
+        "print the desired state as JSON: the kernel state, and under bgp the speaker, peers and paths",
+      )
       .addHelpText(
         "after",
-        "\nThe text output lists egress addresses, routes and rules in ip(8) syntax, then the nftables ruleset.\n" +
+        "\nThe text output lists egress addresses, routes and rules in ip(8) syntax, then the nftables ruleset,\n" +
+          "then the BGP paths each peer is sent while every probe is up (next hop, MED, AS-path prepend, communities).\n" +
           "An invalid file prints its errors as `egressd validate` does. Exit status: 0 ok, 1 invalid, 2 unreadable.",
       )
       .action(async (file: string, opts: { json?: boolean }) => {
@@ -44,11 +34,18 @@ export function planCommand(): Command {
           process.exitCode = r.code;
           return;
         }
-        const state = plan(r.result.config);
+        const config = r.result.config;
+        const state = plan(config);
+        const bgp = config.bgp ? planBgp(config as typeof config & { bgp: BgpConfig }, state) : undefined;
         if (opts.json === true) {
-          process.stdout.write(`${JSON.stringify(state, null, 2)}\n`);
+          // A TCP-MD5 password is a secret: say that one is set, never what it is.
+          const shown = bgp && {
+            ...bgp,
+            peers: bgp.peers.map((p) => (p.password === undefined ? p : { ...p, password: "(set)" })),
+          };
+          process.stdout.write(`${JSON.stringify(shown ? { ...state, bgp: shown } : state, null, 2)}\n`);
         } else {
-          process.stdout.write(renderKernelState(state, await loadNftRenderer()));
+          process.stdout.write(renderDesired(state, renderNftRuleset, bgp));
         }
         process.exitCode = EXIT.ok;
       }),

@@ -255,3 +255,26 @@ export function formatAddress4(n: number): string {
     OCTETS[n & 255]!
   );
 }
+
+/**
+ * Address space that is never forwarded between networks (RFC 6890 and the
+ * RFCs it names): it can never be an egress IP, a BGP peer or router id, and
+ * it is never advertised, whatever a destination covers.
+ */
+export const NEVER_ROUTED: readonly { prefix: Prefix; what: string }[] = [
+  ["0.0.0.0/8", "in 0.0.0.0/8 ('this network', RFC 791)"],
+  ["127.0.0.0/8", "a loopback address"],
+  ["169.254.0.0/16", "an IPv4 link-local address"],
+  ["224.0.0.0/4", "a multicast address"],
+  ["240.0.0.0/4", "in 240.0.0.0/4 (reserved, and the limited broadcast address)"],
+  ["::/128", "the unspecified address"],
+  ["::1/128", "the IPv6 loopback address"],
+  ["::ffff:0:0/96", "an IPv4-mapped IPv6 address (write the IPv4 address itself)"],
+  ["fe80::/10", "an IPv6 link-local address"],
+  ["ff00::/8", "a multicast address"],
+].map(([prefix, what]) => ({ prefix: mustParsePrefix(prefix!), what: what! }));
+
+/** What special-use block an address is in ("a loopback address"), or undefined for an ordinary one. */
+export function neverRouted(a: Address): string | undefined {
+  return NEVER_ROUTED.find(({ prefix: p }) => p.family === a.family && p.lo <= a.value && a.value <= p.hi)?.what;
+}

@@ -8,10 +8,20 @@
 import type { Family } from "../state.js";
 import { flattenNat } from "../plan/nat.js";
 import { markCapacity, policyModels, uplinkTables } from "../plan/model.js";
-import { contains, parseAddress, parsePrefix, type Prefix } from "./ip.js";
+import {
+  contains,
+  formatAddress,
+  neverRouted,
+  parseAddress,
+  parsePrefix,
+  type Address,
+  type Prefix,
+} from "./ip.js";
 import { formatPath, type PathSegment } from "./issues.js";
 import { validateProbeSpec, type ProbeSpec } from "../../health/prober.js";
 import { DEFAULTS, type Config } from "./schema.js";
+
+const formatAddressOf = (p: Prefix) => formatAddress(p.family, p.lo);
 
 export interface RawIssue {
   segments: PathSegment[];
@@ -40,12 +50,13 @@ export interface SemanticResult {
   warnings: RawIssue[];
 }
 
-function isUnusable(family: Family, value: bigint): string | undefined {
-  if (value === 0n) return "the unspecified address";
-  if (family === 4 && value >> 28n === 0xen) return "a multicast address";
-  if (family === 6 && value >> 120n === 0xffn) return "a multicast address";
-  return undefined;
+/** Why an address cannot be a next hop: special-use space, except IPv6 link-local (next hops often are). */
+function unusableNextHop(a: Address): string | undefined {
+  const what = neverRouted(a);
+  return what === undefined || (a.family === 6 && a.value >> 118n === 0x3fan) ? undefined : what;
 }
+
+const ZERO_LENGTH: Record<Family, string> = { 4: "0.0.0.0/0", 6: "::/0" };
 
 export function checkSemantics(raw: unknown, structurallyValid: boolean): SemanticResult {
   const errors: RawIssue[] = [];
@@ -79,9 +90,9 @@ export function checkSemantics(raw: unknown, structurallyValid: boolean): Semant
       err(at, `${quoted(text)} is not an IP address`);
       return;
     }
-    const bad = isUnusable(a.family, a.value);
+    const bad = neverRouted(a);
     if (bad !== undefined) {
-      err(at, `${text} is ${bad}; it cannot be an egress IP`);
+      err(at, `${text} is ${bad}; it cannot be an egress IP (it is never routed to this gateway)`);
       return;
     }
     const k = `${a.family}/${a.value}`;
@@ -111,8 +122,8 @@ export function checkSemantics(raw: unknown, structurallyValid: boolean): Semant
           ["uplinks", i, key],
           `${text} is IPv${a.family}; ${key} takes an IPv${family} address (use ${other})`,
         );
-      } else if (isUnusable(a.family, a.value) !== undefined) {
-        err(["uplinks", i, key], `${text} is ${isUnusable(a.family, a.value)}; it cannot be a next hop`);
+      } else if (unusableNextHop(a) !== undefined) {
+        err(["uplinks", i, key], `${text} is ${unusableNextHop(a)}; it cannot be a next hop`);
       } else has[family] = true;
     }
     if (u.nextHop === undefined && u.nextHop6 === undefined) {
@@ -241,6 +252,44 @@ export function checkSemantics(raw: unknown, structurallyValid: boolean): Semant
       }
     }
 
+    const bgpRaw = isObj(root.bgp) ? root.bgp : undefined;
+    const advRaw = bgpRaw && isObj(bgpRaw.advertise) ? bgpRaw.advertise : {};
+    const advertisesDestinations = bgpRaw !== undefined && advRaw.destinations !== false;
+    list(p.destinations).forEach((x, j) => {
+      if (typeof x !== "string") return;
+      const r = parsePrefix(x);
+      if (!r.ok || r.prefix.family !== family) return;
+      const d = r.prefix;
+      const special = neverRouted({ family: d.family, value: d.lo });
+      if (d.len > 0 && special !== undefined && neverRouted({ family: d.family, value: d.hi }) === special) {
+        err(
+          at("destinations", j),
+          `${x} is ${special.replace(/address/, "range")}: traffic to it never reaches a gateway`,
+        );
+        return;
+      }
+      if (d.len === 0) {
+        if (advertisesDestinations && advRaw.allowDefaultRoute !== true) {
+          warnings.push({
+            segments: at("destinations", j),
+            message:
+              `${x} is SNATed but not advertised: a /0 destination is advertised as the default route only with ` +
+              `bgp.advertise.allowDefaultRoute: true; until then, route this traffic to the gateway by other means`,
+          });
+        }
+        return;
+      }
+      const own = lists.sources.filter((s) => s.lo <= d.hi && d.lo <= s.hi);
+      if (own.length > 0) {
+        warnings.push({
+          segments: at("destinations", j),
+          message:
+            `${x} covers this policy's own sources (${own.map((s) => `${formatAddressOf(s)}/${s.len}`).join(", ")}): ` +
+            `traffic between them would be SNATed if it reached the gateway; that part is never advertised`,
+        });
+      }
+    });
+
     list(p.exceptions).forEach((x, j) => {
       if (typeof x !== "string") return;
       const r = parsePrefix(x);
@@ -305,11 +354,14 @@ function checkBgp(
 ): void {
   if (!isObj(raw)) return;
   const routerId = str(raw.routerId);
-  if (routerId !== undefined && parseAddress(routerId)?.family !== 4) {
+  const rid = routerId === undefined ? undefined : parseAddress(routerId);
+  if (routerId !== undefined && rid?.family !== 4) {
     err(
       ["bgp", "routerId"],
       `${quoted(routerId)} is not an IPv4 address (a BGP router id is written as one)`,
     );
+  } else if (rid?.value === 0n) {
+    err(["bgp", "routerId"], "0.0.0.0 is not a BGP identifier (RFC 6286: it must be non-zero)");
   }
   if (raw.asn === 23456) err(["bgp", "asn"], "23456 is AS_TRANS (RFC 6793), not a usable AS number");
   const names = new Map<string, number>();
@@ -329,6 +381,8 @@ function checkBgp(
     const addr = addrText === undefined ? undefined : parseAddress(addrText);
     if (addrText !== undefined && addr === undefined) {
       err(["bgp", "peers", i, "address"], `${quoted(addrText)} is not an IP address`);
+    } else if (addr !== undefined && neverRouted(addr) !== undefined) {
+      err(["bgp", "peers", i, "address"], `${addrText} is ${neverRouted(addr)}; it cannot be a BGP peer`);
     } else if (addr !== undefined) {
       const k = `${addr.family}/${addr.value}`;
       const prev = addresses.get(k);
@@ -343,6 +397,11 @@ function checkBgp(
       const local = parseAddress(localText);
       if (local === undefined)
         err(["bgp", "peers", i, "localAddress"], `${quoted(localText)} is not an IP address`);
+      else if (neverRouted(local) !== undefined)
+        err(
+          ["bgp", "peers", i, "localAddress"],
+          `${localText} is ${neverRouted(local)}; it cannot be a session address`,
+        );
       else if (addr !== undefined && local.family !== addr.family) {
         err(
           ["bgp", "peers", i, "localAddress"],

@@ -3,14 +3,25 @@
 //
 // Advertised destinations are derived from the NAT plan itself: the union, over
 // all source classes, of the destination intervals that some source sends
-// through a gateway policy, cut into CIDRs. So an exception or a no-gateway
-// hole is never advertised, and nothing the data plane would not handle is.
+// through a gateway policy, cut into CIDRs at the configured destinations'
+// boundaries. So an exception or a no-gateway hole is never advertised, and
+// nothing the data plane would not handle is. Special-use space (loopback,
+// multicast, ...) and pod networks are never advertised; a /0 destination is
+// advertised as a default route only when bgp.advertise.allowDefaultRoute.
 // Health enters as the set of policies whose dependencies are down: their
 // intervals are left out, and the whole gateway being down advertises nothing.
 import type { BgpGlobal, BgpPath, BgpPeer } from "../../bgp/model.js";
 import type { Config } from "../config/schema.js";
 import type { BgpConfig } from "../config/bgp-schema.js";
-import { BITS, formatAddress, parseAddress, parsePrefix } from "../config/ip.js";
+import {
+  BITS,
+  formatAddress,
+  mustParsePrefix,
+  NEVER_ROUTED,
+  parseAddress,
+  parsePrefix,
+  type Prefix,
+} from "../config/ip.js";
 import type { Family, KernelState } from "../state.js";
 
 export interface BgpHealth {
@@ -32,7 +43,7 @@ export interface BgpDesired {
   paths: BgpPath[];
 }
 
-type Range = { family: Family; lo: bigint; hi: bigint };
+export type Range = { family: Family; lo: bigint; hi: bigint };
 
 /** Parses an nft interval ("a", "a/len", "a-b") back into a range. */
 export function parseInterval(text: string): Range {
@@ -77,23 +88,167 @@ export function rangeToCidrs({ family, lo, hi }: Range): string[] {
   return out;
 }
 
-/** Destination CIDRs served by a gateway policy for at least one source, less the unhealthy policies. */
-export function servedPrefixes(kernel: KernelState, downPolicies: ReadonlySet<string>): string[] {
+/** The served ranges of the NAT plan: what some source sends through a healthy gateway policy, merged. */
+export function servedRanges(kernel: KernelState, downPolicies: ReadonlySet<string>): Range[] {
   const ranges: Range[] = [];
   for (const cls of kernel.nat.classes) {
     for (const d of cls.destinations) {
       if (d.policy !== null && !downPolicies.has(d.policy)) ranges.push(parseInterval(d.interval));
     }
   }
-  return mergeRanges(ranges).flatMap(rangeToCidrs);
+  return mergeRanges(ranges);
 }
 
-const isDefault = (cidr: string) => cidr === "0.0.0.0/0" || cidr === "::/0";
+/**
+ * What a config lets out, computed once per config rather than on every
+ * health change: the boundaries advertised destinations are cut at, the space
+ * that is never advertised, and the owned egress prefixes.
+ */
+export interface AdvertiseScope {
+  /**
+   * The outermost destinations (other than /0) of gateway policies, sorted
+   * and pairwise disjoint (CIDRs nest or are disjoint). Adjacent ones are kept
+   * apart: an advertised prefix never spans two configured destinations.
+   */
+  outer: Range[];
+  /** Per family, the gateway policies with a /0 destination (a default route when allowed). */
+  defaults: Map<Family, Set<string>>;
+  allowDefault: boolean;
+  /** Never advertised: special-use space (loopback, multicast, ...) and every policy's sources (pod networks). */
+  excluded: Range[];
+  /** The egress IPs as host prefixes ("192.0.2.11/32"). */
+  owned: Set<string>;
+}
+
+const rangeOf = (p: Prefix): Range => ({ family: p.family, lo: p.lo, hi: p.hi });
+const compare = (a: Range, b: Range) => a.family - b.family || (a.lo < b.lo ? -1 : a.lo > b.lo ? 1 : 0);
+
+export function advertiseScope(config: Config & { bgp?: BgpConfig }): AdvertiseScope {
+  const dests: Prefix[] = [];
+  const defaults = new Map<Family, Set<string>>();
+  for (const p of config.policies) {
+    if (p.gateway === false) continue;
+    for (const d of p.destinations) {
+      const prefix = mustParsePrefix(d);
+      if (prefix.len === 0)
+        defaults.set(prefix.family, (defaults.get(prefix.family) ?? new Set()).add(p.name));
+      else dests.push(prefix);
+    }
+  }
+  // By start, then shortest prefix first: a prefix inside the last kept one is not outermost.
+  dests.sort((a, b) => compare(a, b) || a.len - b.len);
+  const outer: Range[] = [];
+  for (const d of dests) {
+    const last = outer[outer.length - 1];
+    if (last && last.family === d.family && d.hi <= last.hi) continue;
+    outer.push(rangeOf(d));
+  }
+  const sources = config.policies.flatMap((p) => p.sources.map((s) => rangeOf(mustParsePrefix(s))));
+  return {
+    outer,
+    defaults,
+    allowDefault: config.bgp?.advertise?.allowDefaultRoute ?? false,
+    excluded: mergeRanges([...NEVER_ROUTED.map((n) => rangeOf(n.prefix)), ...sources]),
+    owned: new Set(
+      config.egressIPs.map((e) => {
+        const a = parseAddress(e.address)!;
+        return `${formatAddress(a.family, a.value)}/${BITS[a.family]}`;
+      }),
+    ),
+  };
+}
+
+/** The parts of the merged ranges `a` that lie inside the disjoint, sorted ranges `b`, cut at b's bounds. */
+export function intersectRanges(a: Range[], b: Range[]): Range[] {
+  const out: Range[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length && j < b.length) {
+    const x = a[i]!;
+    const y = b[j]!;
+    if (x.family !== y.family) {
+      if (x.family < y.family) i++;
+      else j++;
+      continue;
+    }
+    const lo = x.lo > y.lo ? x.lo : y.lo;
+    const hi = x.hi < y.hi ? x.hi : y.hi;
+    if (lo <= hi) out.push({ family: x.family, lo, hi });
+    if (x.hi < y.hi) i++;
+    else j++;
+  }
+  return out;
+}
+
+/** `a` less the merged, sorted ranges `cut`. Pieces of `a` stay apart. */
+export function subtractRanges(a: Range[], cut: Range[]): Range[] {
+  const out: Range[] = [];
+  for (const r of a) {
+    let lo = r.lo;
+    for (let j = firstReaching(cut, r); j < cut.length; j++) {
+      const c = cut[j]!;
+      if (c.family !== r.family || c.lo > r.hi) break;
+      if (c.lo > lo) out.push({ family: r.family, lo, hi: c.lo - 1n });
+      lo = c.hi + 1n;
+      if (lo > r.hi) break;
+    }
+    if (lo <= r.hi) out.push({ family: r.family, lo, hi: r.hi });
+  }
+  return out;
+}
+
+/** Index of the first range of `sorted` (by family, then start; disjoint) that ends at or after r's start. */
+function firstReaching(sorted: Range[], r: Range): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    const m = sorted[mid]!;
+    if (m.family < r.family || (m.family === r.family && m.hi < r.lo)) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+const DEFAULT_ROUTE: Record<Family, string> = { 4: "0.0.0.0/0", 6: "::/0" };
+
+/**
+ * The destination prefixes to advertise: exactly what the NAT plan serves
+ * through healthy policies, cut at the configured destinations' boundaries,
+ * less special-use space and pod networks. A /0 destination is advertised as
+ * the default route, and only when allowed; the space it serves outside every
+ * other destination is never spelled out in more specific prefixes.
+ */
+export function advertisedDestinations(
+  scope: AdvertiseScope,
+  kernel: KernelState,
+  downPolicies: ReadonlySet<string>,
+): string[] {
+  const out: string[] = [];
+  if (scope.allowDefault) {
+    for (const family of [4, 6] as const) {
+      const policies = scope.defaults.get(family);
+      if (policies && servesThrough(kernel, policies, downPolicies)) out.push(DEFAULT_ROUTE[family]);
+    }
+  }
+  const served = servedRanges(kernel, downPolicies);
+  for (const r of subtractRanges(intersectRanges(served, scope.outer), scope.excluded))
+    out.push(...rangeToCidrs(r));
+  return out;
+}
+
+/** Whether the NAT plan sends anything through one of `policies` while it is healthy. */
+function servesThrough(kernel: KernelState, policies: Set<string>, down: ReadonlySet<string>): boolean {
+  return kernel.nat.classes.some((c) =>
+    c.destinations.some((d) => d.policy !== null && policies.has(d.policy) && !down.has(d.policy)),
+  );
+}
 
 export function planBgp(
   config: Config & { bgp: BgpConfig },
   kernel: KernelState,
   health: BgpHealth = HEALTHY,
+  scope: AdvertiseScope = advertiseScope(config),
 ): BgpDesired {
   const bgp = config.bgp;
   const adv = bgp.advertise ?? {};
@@ -130,8 +285,7 @@ export function planBgp(
     }
   }
   if ((adv.destinations ?? true) && !health.draining) {
-    for (const cidr of servedPrefixes(kernel, health.downPolicies)) {
-      if (isDefault(cidr) && !adv.allowDefaultRoute) continue;
+    for (const cidr of advertisedDestinations(scope, kernel, health.downPolicies)) {
       const path: BgpPath = { prefix: cidr, nextHop: self(cidr) };
       if (adv.med !== undefined) path.med = adv.med;
       if (adv.asPathPrepend) path.asPathPrepend = adv.asPathPrepend;
@@ -139,43 +293,25 @@ export function planBgp(
       paths.push(path);
     }
   }
-  return { global, peers, paths: exportFilter(config, paths) };
+  return { global, peers, paths: exportFilter(scope, paths) };
 }
 
 /**
- * The last line of defence: whatever plan() computed, never advertise a
- * prefix that is not an owned egress IP or inside a served destination, never
- * a pod (source) prefix, and no default route unless allowed.
+ * The last line of defence: whatever plan() computed, advertise only owned
+ * egress IPs, the default route where a /0 destination allows it, and
+ * prefixes inside one configured destination that touch no special-use space
+ * and no pod network. Binary searches over the scope: no pairwise checks.
  */
-export function exportFilter(config: Config & { bgp: BgpConfig }, paths: BgpPath[]): BgpPath[] {
-  const allowDefault = config.bgp.advertise?.allowDefaultRoute ?? false;
-  const owned = new Set(
-    config.egressIPs.map((e) => {
-      const a = parseAddress(e.address);
-      return a ? `${formatAddress(a.family, a.value)}/${BITS[a.family]}` : "";
-    }),
-  );
-  const served = config.policies
-    .filter((p) => p.gateway !== false)
-    .flatMap((p) => p.destinations.map(toRange));
-  const sources = config.policies.flatMap((p) => p.sources.map(toRange));
+export function exportFilter(scope: AdvertiseScope, paths: BgpPath[]): BgpPath[] {
   return paths.filter((path) => {
-    const r = toRange(path.prefix);
-    if (!r) return false;
-    if (isDefault(path.prefix) && !allowDefault) return false;
-    if (
-      sources.some((s) => s && s.family === r.family && s.lo <= r.hi && r.lo <= s.hi) &&
-      !owned.has(path.prefix)
-    ) {
-      return false; // overlaps a pod network
-    }
-    return (
-      owned.has(path.prefix) || served.some((s) => s && s.family === r.family && s.lo <= r.lo && r.hi <= s.hi)
-    );
+    if (scope.owned.has(path.prefix)) return true;
+    const p = parsePrefix(path.prefix);
+    if (!p.ok) return false;
+    const r = rangeOf(p.prefix);
+    if (p.prefix.len === 0) return scope.allowDefault && scope.defaults.has(r.family);
+    const ex = scope.excluded[firstReaching(scope.excluded, r)];
+    if (ex && ex.family === r.family && ex.lo <= r.hi) return false;
+    const o = scope.outer[firstReaching(scope.outer, r)];
+    return o !== undefined && o.family === r.family && o.lo <= r.lo && r.hi <= o.hi;
   });
-}
-
-function toRange(cidr: string): Range | undefined {
-  const p = parsePrefix(cidr);
-  return p.ok ? { family: p.prefix.family, lo: p.prefix.lo, hi: p.prefix.hi } : undefined;
 }
