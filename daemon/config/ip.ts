@@ -276,5 +276,6 @@ export const NEVER_ROUTED: readonly { prefix: Prefix; what: string }[] = [
 
 /** What special-use block an address is in ("a loopback address"), or undefined for an ordinary one. */
 export function neverRouted(a: Address): string | undefined {
-  return NEVER_ROUTED.find(({ prefix: p }) => p.family === a.family && p.lo <= a.value && a.value <= p.hi)?.what;
+  return NEVER_ROUTED.find(({ prefix: p }) => p.family === a.family && p.lo <= a.value && a.value <= p.hi)
+    ?.what;
 }

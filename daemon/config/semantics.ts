@@ -56,8 +56,6 @@ function unusableNextHop(a: Address): string | undefined {
   return what === undefined || (a.family === 6 && a.value >> 118n === 0x3fan) ? undefined : what;
 }
 
-const ZERO_LENGTH: Record<Family, string> = { 4: "0.0.0.0/0", 6: "::/0" };
-
 export function checkSemantics(raw: unknown, structurallyValid: boolean): SemanticResult {
   const errors: RawIssue[] = [];
   const warnings: RawIssue[] = [];
