@@ -51,30 +51,58 @@ export interface PathReconcilerOptions {
   bulkThreshold?: number;
 }
 
+export interface ReconcileGuards {
+  /** Apply withdrawals only: add nothing, change no attributes (what is added must be backed by the kernel). */
+  withdrawOnly?: boolean;
+  /**
+   * Asked right before each path is added: false drops the add. Health can
+   * change while a reconcile awaits gobgpd; a path withdrawn since the
+   * reconcile began must not be re-advertised by it.
+   */
+  stillWanted?: (path: BgpPath) => boolean;
+}
+
 export class PathReconciler {
   constructor(
     private readonly client: GobgpClient,
     private readonly opts: PathReconcilerOptions = {},
   ) {}
 
-  /** Reads gobgpd's local paths, diffs, applies (withdraws first). Returns what it changed. */
-  async reconcile(desired: readonly BgpPath[]): Promise<PathDiff> {
+  /**
+   * Reads gobgpd's local paths, diffs, applies (withdraws first). Returns what
+   * it changed: `add` holds only the paths really added, `held` those the
+   * guards kept back.
+   */
+  async reconcile(
+    desired: readonly BgpPath[],
+    guards: ReconcileGuards = {},
+  ): Promise<PathDiff & { held: BgpPath[] }> {
     // Validate before touching anything.
     diffPaths(desired, []);
     const actual = await this.client.listLocalPaths();
     const diff = diffPaths(desired, actual);
-    await this.apply(diff);
-    return diff;
+    const held = guards.withdrawOnly ? diff.add : [];
+    if (guards.withdrawOnly) diff.add = [];
+    const applied = await this.apply(diff, guards.stillWanted);
+    return { ...applied, held: [...held, ...diff.add.filter((p) => !applied.add.includes(p))] };
   }
 
-  async apply(diff: PathDiff): Promise<void> {
+  /** Applies a diff; `stillWanted` is asked before every add. Returns the diff as applied. */
+  async apply(diff: PathDiff, stillWanted: (p: BgpPath) => boolean = () => true): Promise<PathDiff> {
     const total = diff.add.length + diff.withdraw.length;
-    if (total === 0) return;
+    if (total === 0) return diff;
     if (total >= (this.opts.bulkThreshold ?? 32)) {
-      await this.client.applyPaths({ add: diff.add, withdraw: diff.withdraw });
-      return;
+      const add = diff.add.filter(stillWanted);
+      await this.client.applyPaths({ add, withdraw: diff.withdraw });
+      return { ...diff, add };
     }
     for (const p of diff.withdraw) await this.client.deletePath(p);
-    for (const p of diff.add) await this.client.addPath(p);
+    const added: BgpPath[] = [];
+    for (const p of diff.add) {
+      if (!stillWanted(p)) continue;
+      await this.client.addPath(p);
+      added.push(p);
+    }
+    return { ...diff, add: added };
   }
 }

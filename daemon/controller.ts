@@ -5,14 +5,20 @@
 // triggers that arrive while one runs are coalesced into a single follow-up.
 // Each reconcile recomputes the full desired state from scratch (plan() is
 // pure) and hands it to the reconcilers, which diff against what is really
-// there. A failing probe does not wait for that: withdraw() goes straight to
-// the BGP speaker first, and the full reconcile follows.
+// there. Targets run in order, and each one is told which earlier targets
+// failed in this reconcile: the BGP target uses that to advertise nothing new
+// while the kernel is not programmed. (A failing probe does not wait for a
+// reconcile: the gateway withdraws its paths first, then triggers one.)
 import type { Logger } from "./log.js";
 
 export interface ReconcileTarget<D> {
   readonly name: string;
-  /** Makes the world match `desired`; returns a short description of what changed (empty: nothing). */
-  apply(desired: D): Promise<string[]>;
+  /**
+   * Makes the world match `desired`; returns a short description of what
+   * changed (empty: nothing). `failed` names the targets before this one that
+   * failed in the same reconcile.
+   */
+  apply(desired: D, failed: ReadonlySet<string>): Promise<string[]>;
 }
 
 export interface ControllerOptions<D> {
@@ -99,11 +105,13 @@ export class Controller<D> {
       this.finish(result, started);
       return;
     }
+    const failed = new Set<string>();
     for (const target of this.opts.targets) {
       try {
-        const changes = await target.apply(desired);
+        const changes = await target.apply(desired, failed);
         if (changes.length) result.changes[target.name] = changes;
       } catch (e) {
+        failed.add(target.name);
         result.errors[target.name] = (e as Error).message;
         log.error({ err: e, target: target.name, reasons }, "reconcile failed");
       }

@@ -4,7 +4,7 @@ import type { SessionState } from "../bgp/model.js";
 import type { ProbeSample, ProbeTransition } from "../health/prober.js";
 import type { ReconcileResult } from "./controller.js";
 
-export type WithdrawReason = "probe" | "bfd" | "drain" | "config" | "self-check";
+export type WithdrawReason = "probe" | "bfd" | "drain" | "config" | "self-check" | "fail-safe";
 
 export interface GatewayEvents {
   /** A reconcile finished (also when nothing changed). */
@@ -22,9 +22,13 @@ export interface GatewayEvents {
   /** Paths taken back, with why. */
   withdrawn: [{ prefixes: string[]; reason: WithdrawReason }];
   /** Traffic was moved away from (part of) this gateway, by what. */
-  failover: [{ trigger: "probe" | "bfd" | "drain" | "self-check" }];
-  /** A config reload was attempted. */
-  reload: [{ result: "applied" | "unchanged" | "invalid" }];
+  failover: [{ trigger: "probe" | "bfd" | "drain" | "self-check" | "fail-safe" }];
+  /**
+   * A config reload was attempted: applied; unchanged; invalid (validation);
+   * refused (valid, but could not be built, or needs a restart: the running
+   * config stays); failed (switched, but applying it failed; retried).
+   */
+  reload: [{ result: "applied" | "unchanged" | "invalid" | "refused" | "failed" }];
   /** gobgpd (managed) was restarted after it exited. */
   gobgpdRestart: [{ pid: number; restarts: number }];
   /** The gateway starts draining (SIGTERM / egressd drain). */

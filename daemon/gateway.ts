@@ -12,11 +12,17 @@ import { mkdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { GobgpClient } from "../bgp/gobgp-client.js";
 import { GobgpdProcess } from "../bgp/gobgpd-process.js";
-import { canonicalPath, type BgpPath, type SessionState } from "../bgp/model.js";
-import { PathReconciler } from "../bgp/path-reconciler.js";
+import { canonicalPath, canonicalPeer, type BgpPath, type SessionState } from "../bgp/model.js";
+import { diffPaths, PathReconciler } from "../bgp/path-reconciler.js";
 import { PeerReconciler } from "../bgp/peer-reconciler.js";
 import { BfdManager } from "../health/bfd/manager.js";
-import { Prober, type CheckSpec, type ProbeSpec, type ProbeTransition } from "../health/prober.js";
+import {
+  Prober,
+  validateProbeSpec,
+  type CheckSpec,
+  type ProbeSpec,
+  type ProbeTransition,
+} from "../health/prober.js";
 import { addressCheck, forwardingCheck, nftTableCheck } from "../health/probes/check.js";
 import { changed, reconcileKernel, teardownKernel, type KernelChanges } from "../routing/reconcile.js";
 import { NftReconciler, readNatCounters, type NatCounter } from "../routing/nft.js";
@@ -29,7 +35,7 @@ import type { Logger } from "./log.js";
 import { plan } from "./plan.js";
 import { planBgp, type BgpDesired } from "./plan/bgp.js";
 import { policyFamily } from "./plan/model.js";
-import { affectsText, healthFrom, type HealthView } from "./plan/health.js";
+import { affectsText, healthFrom, SELF_ADDRESS, type HealthView } from "./plan/health.js";
 import type { KernelState } from "./state.js";
 import type { StatusSnapshot } from "./status.js";
 import { VERSION } from "./version.js";
@@ -94,6 +100,8 @@ export class Gateway {
   private readonly bfd: BfdManager;
   private planned: { config: GatewayConfig; kernel: KernelState } | undefined;
   private health: HealthView;
+  /** Canonical prefixes health allows now (undefined: not evaluated yet); guards adds of a running reconcile. */
+  private allowed: Set<string> | undefined;
   private readonly bfdDown = new Set<string>();
   private selfChecks = new Set<string>();
   private readonly bfdReopen = new Map<string, NodeJS.Timeout>();
@@ -120,12 +128,22 @@ export class Gateway {
         name: "kernel",
         apply: async (d) => {
           this.kernelOk = false;
-          const changes = describeKernel(await reconcileKernel(d.kernel, { nft: this.nft }));
+          const result = await reconcileKernel(d.kernel, { nft: this.nft });
+          const missing = result.addresses.missingInterface;
+          // Partly programmed is not programmed: BGP must not advertise on it.
+          if (missing.length) {
+            throw new Error(
+              `${missing.join(", ")}: no such interface, so not programmed (retrying); ` +
+                `applied: ${describeKernel(result).join(", ") || "nothing else to change"}`,
+            );
+          }
           this.kernelOk = true;
-          return changes;
+          return describeKernel(result);
         },
       },
-      { name: "bgp", apply: (d) => this.applyBgp(d.bgp) },
+      // Nothing is advertised that the kernel has not programmed: while the
+      // kernel target fails, BGP applies withdrawals only.
+      { name: "bgp", apply: (d, failed) => this.applyBgp(d.bgp, failed.has("kernel")) },
       { name: "bfd", apply: () => this.applyBfd() },
     ];
     this.controller = new Controller<Desired>({
@@ -141,6 +159,9 @@ export class Gateway {
     this.heartbeat = setInterval(() => (this.tick = Date.now()), 1000);
     this.heartbeat.unref();
     this.prober.on("transition", (t) => this.onProbe(t));
+    // The prober survives a throwing listener; a health evaluation that threw
+    // must not leave withdrawals disabled: fail safe.
+    this.prober.on("error", (e) => this.failSafe(e));
     this.prober.on("sample", (s) => this.events.emit("probeSample", s));
     this.bfd.on("state", (e) => {
       const to =
@@ -210,14 +231,16 @@ export class Gateway {
 
   /** Configured probes and self-checks, from the current config; unchanged ones keep their state. */
   private syncProbes(): void {
-    const specs: ProbeSpec[] = (this.config.probes ?? []).map(
-      ({ affects: _a, ...spec }) => spec as ProbeSpec,
-    );
-    this.prober.sync(specs);
+    this.prober.sync(probeSpecs(this.config));
     const checks = new Map<string, CheckSpec>();
     const add = (c: CheckSpec) => checks.set(c.name, c);
     for (const a of this.kernelPlan().addresses) {
-      add({ name: `self-address-${a.address}`, target: a.address, check: addressCheck(a.address), ...SELF });
+      add({
+        name: `${SELF_ADDRESS}${a.address}`,
+        target: a.address,
+        check: addressCheck(a.address),
+        ...SELF,
+      });
     }
     for (const family of new Set(this.kernelPlan().nat.policies.map((p) => p.family))) {
       add({ name: `self-forwarding-ipv${family}`, check: forwardingCheck(family), ...SELF });
@@ -253,14 +276,18 @@ export class Gateway {
    * Recomputes health; whatever it newly withdraws is sent to gobgpd at once,
    * before the full reconcile (which follows through the controller).
    */
-  private updateHealth(reason: "probe" | "bfd" | "drain" | "self-check"): void {
-    const states = new Map(this.prober.statuses().map((s) => [s.name, s.state as string]));
-    this.health = healthFrom(this.config, states, {
-      selfDown: this.selfDown(),
-      downPeers: this.bfdDown,
-      draining: this.draining,
-    });
+  private updateHealth(reason: "probe" | "bfd" | "drain" | "self-check" | "reload"): void {
+    try {
+      this.evaluateHealth(reason);
+    } catch (e) {
+      this.failSafe(e as Error);
+    }
+  }
+
+  private evaluateHealth(reason: "probe" | "bfd" | "drain" | "self-check" | "reload"): void {
+    this.health = this.healthFor(this.config);
     const want = new Set((this.desired().bgp?.paths ?? []).map((p) => canonicalPath(p).prefix));
+    this.allowed = want;
     const gone = this.advertised.filter((p) => !want.has(canonicalPath(p).prefix));
     if (gone.length && this.client?.isReady) {
       const client = this.client;
@@ -269,9 +296,44 @@ export class Gateway {
         () => this.log.warn({ withdrawn: gone.map((p) => p.prefix), reason }, "withdrawn at once"),
         (e: Error) => this.log.error({ err: e }, "fast withdraw failed; the reconcile retries"),
       );
-      this.events.emit("withdrawn", { prefixes: gone.map((p) => p.prefix), reason });
+      this.events.emit("withdrawn", {
+        prefixes: gone.map((p) => p.prefix),
+        reason: reason === "reload" ? "config" : reason,
+      });
     }
     this.controller.trigger(`health (${reason})`);
+  }
+
+  private healthFor(config: GatewayConfig): HealthView {
+    const states = new Map(this.prober.statuses().map((s) => [s.name, s.state as string]));
+    return healthFrom(config, states, {
+      selfDown: this.selfDown(),
+      downPeers: this.bfdDown,
+      draining: this.draining,
+    });
+  }
+
+  /**
+   * Health could not be evaluated (a bug, or a listener that threw): withdraw
+   * every destination at once, keep the egress IPs (replies to flows already
+   * forwarded still arrive), and say so loudly. The next reconcile that plans
+   * successfully restores what health allows.
+   */
+  private failSafe(e: Error): void {
+    this.log.error({ err: e }, "health evaluation failed: withdrawing every destination (fail safe)");
+    const owned = new Set(this.kernelPlan().addresses.map((a) => `${a.address}/${a.prefixLength}`));
+    this.allowed = owned;
+    const gone = this.advertised.filter((p) => !owned.has(canonicalPath(p).prefix));
+    this.advertised = this.advertised.filter((p) => owned.has(canonicalPath(p).prefix));
+    const client = this.client;
+    if (gone.length && client?.isReady) {
+      void Promise.all(gone.map((p) => client.deletePath(p))).catch((err: Error) =>
+        this.log.error({ err }, "fail-safe withdraw failed; the reconcile retries"),
+      );
+    }
+    this.events.emit("withdrawn", { prefixes: gone.map((p) => p.prefix), reason: "fail-safe" });
+    this.events.emit("failover", { trigger: "fail-safe" });
+    this.controller.trigger("health (fail-safe)");
   }
 
   private async startSpeaker(bgp: BgpConfig): Promise<void> {
@@ -330,7 +392,7 @@ export class Gateway {
     await client.waitReady(15_000);
   }
 
-  private async applyBgp(d: BgpDesired | undefined): Promise<string[]> {
+  private async applyBgp(d: BgpDesired | undefined, kernelFailed = false): Promise<string[]> {
     const client = this.client;
     if (!d || !client) return [];
     if (!client.isReady) throw new Error("gobgpd is not reachable yet");
@@ -356,10 +418,19 @@ export class Gateway {
     for (const p of peerDiff.add) out.push(`+peer ${p.address} AS${p.peerAsn}`);
     for (const p of [...peerDiff.update, ...peerDiff.replace]) out.push(`~peer ${p.address}`);
     for (const a of peerDiff.delete) out.push(`-peer ${a}`);
-    const pathDiff = await new PathReconciler(client).reconcile(d.paths);
+    const pathDiff = await new PathReconciler(client).reconcile(d.paths, {
+      withdrawOnly: kernelFailed,
+      stillWanted: (p) => this.allowed === undefined || this.allowed.has(p.prefix),
+    });
     for (const p of pathDiff.withdraw) out.push(`-path ${p.prefix}`);
     for (const p of pathDiff.add) out.push(`+path ${p.prefix}`);
-    this.advertised = d.paths;
+    if (pathDiff.held.length) {
+      out.push(
+        `held ${pathDiff.held.length} path(s) back: ${kernelFailed ? "the kernel is not programmed" : "withdrawn meanwhile"}`,
+      );
+    }
+    const held = new Set(pathDiff.held.map((p) => p.prefix));
+    this.advertised = d.paths.filter((p) => !held.has(canonicalPath(p).prefix));
     this.events.emit("advertised", { paths: d.paths.length });
     if (pathDiff.withdraw.length) {
       this.events.emit("withdrawn", { prefixes: pathDiff.withdraw.map((p) => p.prefix), reason: "config" });
@@ -390,16 +461,47 @@ export class Gateway {
     ];
   }
 
-  /** Replaces the config (already validated) and reconciles to it. */
-  async reload(config: GatewayConfig): Promise<"applied" | "unchanged"> {
+  /**
+   * Replaces the config (already validated) and reconciles to it. Everything
+   * the new config needs is built first (kernel plan, BGP plan with its
+   * attributes, probes): if any of it fails, or a field changed that only a
+   * restart can apply, the reload is refused and the running config stays in
+   * force, untouched. "failed" means the switch happened but applying it
+   * failed; the controller retries, and /status shows the errors.
+   */
+  async reload(config: GatewayConfig): Promise<"applied" | "unchanged" | "failed"> {
     if (JSON.stringify(config) === JSON.stringify(this.config)) {
       this.events.emit("reload", { result: "unchanged" });
       return "unchanged";
     }
+    let kernel: KernelState;
+    try {
+      const restart = restartOnly(this.config, config);
+      if (restart.length) throw new Error(`${restart.join("; ")}: restart egressd to apply`);
+      kernel = plan(config);
+      if (config.bgp) {
+        const bgp = planBgp(config as GatewayConfig & { bgp: BgpConfig }, kernel, this.healthFor(config));
+        diffPaths(bgp.paths, []);
+        for (const p of bgp.peers) canonicalPeer(p);
+      }
+      for (const spec of probeSpecs(config)) {
+        const errs = validateProbeSpec(spec);
+        if (errs.length) throw new Error(`probe ${spec.name}: ${errs.join("; ")}`);
+      }
+    } catch (e) {
+      this.events.emit("reload", { result: "refused" });
+      throw new ReloadRefused((e as Error).message);
+    }
     this.config = config;
+    this.planned = { config, kernel };
     this.syncProbes();
-    this.updateHealth("probe");
+    this.updateHealth("reload");
     await this.controller.idle();
+    const errors = this.controller.last?.errors ?? {};
+    if (Object.keys(errors).length) {
+      this.events.emit("reload", { result: "failed" });
+      return "failed";
+    }
     this.events.emit("reload", { result: "applied" });
     return "applied";
   }
@@ -522,4 +624,34 @@ export class Gateway {
         : {}),
     };
   }
+}
+
+/** A reload that was not applied: the running config stays in force. */
+export class ReloadRefused extends Error {
+  override name = "ReloadRefused";
+}
+
+function probeSpecs(config: GatewayConfig): ProbeSpec[] {
+  return (config.probes ?? []).map(({ affects: _a, ...spec }) => spec as ProbeSpec);
+}
+
+/**
+ * Fields that are read once, at start: the BGP speaker's identity and how it
+ * runs, and the HTTP listener. A reload that changes one is refused, naming it.
+ */
+export function restartOnly(from: GatewayConfig, to: GatewayConfig): string[] {
+  const out: string[] = [];
+  const show = (v: unknown) => (v === undefined ? "unset" : JSON.stringify(v));
+  const field = (name: string, a: unknown, b: unknown) => {
+    if (JSON.stringify(a) !== JSON.stringify(b)) out.push(`${name} changed (${show(a)} -> ${show(b)})`);
+  };
+  if (!from.bgp !== !to.bgp) out.push(`the bgp section was ${to.bgp ? "added" : "removed"}`);
+  else if (from.bgp && to.bgp) {
+    field("bgp.asn", from.bgp.asn, to.bgp.asn);
+    field("bgp.routerId", from.bgp.routerId, to.bgp.routerId);
+    field("bgp.listenPort", from.bgp.listenPort, to.bgp.listenPort);
+    field("bgp.speaker", from.bgp.speaker, to.bgp.speaker);
+  }
+  field("http.listen", from.http?.listen, to.http?.listen);
+  return out;
 }

@@ -32,17 +32,27 @@ export const PEER_STATES = [
   "established",
 ] as const;
 export const BFD_STATES = ["admin-down", "down", "init", "up"] as const;
-export const WITHDRAW_REASONS: readonly WithdrawReason[] = ["probe", "bfd", "drain", "config", "self-check"];
+export const WITHDRAW_REASONS: readonly WithdrawReason[] = [
+  "probe",
+  "bfd",
+  "drain",
+  "config",
+  "self-check",
+  "fail-safe",
+];
 export const FAILOVER_TRIGGERS: readonly GatewayEvents["failover"][0]["trigger"][] = [
   "probe",
   "bfd",
   "drain",
   "self-check",
+  "fail-safe",
 ];
 export const RELOAD_RESULTS: readonly GatewayEvents["reload"][0]["result"][] = [
   "applied",
   "unchanged",
   "invalid",
+  "refused",
+  "failed",
 ];
 export const RECONCILE_TARGETS = ["plan", "kernel", "bgp"] as const;
 
@@ -345,7 +355,7 @@ export class Metrics {
     });
     const reloads = new Counter({
       name: "egressd_config_reloads_total",
-      help: "Config reloads (SIGHUP), by result (applied, unchanged, invalid).",
+      help: "Config reloads (SIGHUP or file change), by result (applied, unchanged, invalid, refused: valid but not applicable without a restart or not buildable, failed: applying it failed).",
       labelNames: ["result"],
       registers,
     });

@@ -26,6 +26,7 @@ import { IcmpProbe } from "./probes/icmp.js";
 import { tcpProbe } from "./probes/tcp.js";
 import { httpProbe } from "./probes/http.js";
 import { checkProbe, type CheckFn } from "./probes/check.js";
+import { redactUrl } from "./redact.js";
 
 /** A probe the prober calls every interval. run() must resolve (never reject) within timeoutMs. */
 export interface PollProbe {
@@ -170,6 +171,17 @@ export function validateProbeSpec(s: ProbeSpec): string[] {
   if (s.kind === "tcp" && !(Number.isInteger(s.port) && s.port! >= 1 && s.port! <= 65535)) {
     errs.push("tcp probe needs a port 1-65535");
   }
+  if (s.url !== undefined) {
+    let url: URL | undefined;
+    try {
+      url = new URL(s.url);
+    } catch {
+      errs.push(`url ${redactUrl(s.url)} is not a URL`);
+    }
+    if (s.kind !== "http") errs.push("url is for http probes only");
+    else if (url && url.protocol !== "http:" && url.protocol !== "https:")
+      errs.push(`url ${redactUrl(s.url)}: only http: and https: can be probed (not ${url.protocol})`);
+  }
   if (s.kind === "icmp" && t.intervalMs < 10) errs.push("icmp intervalMs must be >= 10");
   if (!(t.intervalMs > 0)) errs.push("intervalMs must be > 0");
   if (!(t.timeoutMs > 0)) errs.push("timeoutMs must be > 0");
@@ -266,7 +278,15 @@ export class Prober extends EventEmitter<ProberEvents> {
         });
         break;
     }
-    this.insert(spec.name, spec.kind, spec.url ?? spec.target, timing, poll, stream, specKey(spec));
+    this.insert(
+      spec.name,
+      spec.kind,
+      spec.url === undefined ? spec.target : redactUrl(spec.url),
+      timing,
+      poll,
+      stream,
+      specKey(spec),
+    );
   }
 
   /** Adds a check probe (a function: forwarding on, nft table present, gobgpd up, ...). */

@@ -6,7 +6,7 @@ import { readFileSync, watch } from "node:fs";
 import { basename, dirname, resolve } from "node:path";
 import { loadConfigFile } from "../config/load.js";
 import { formatIssue } from "../config/issues.js";
-import { Gateway } from "../gateway.js";
+import { Gateway, ReloadRefused } from "../gateway.js";
 import { startObservability } from "../observability.js";
 import { VERSION } from "../version.js";
 import { createLogger } from "../log.js";
@@ -122,9 +122,24 @@ export function runCommand(): Command {
                 gw.events.emit("reload", { result: "invalid" });
                 return;
               }
+              let result: Awaited<ReturnType<Gateway["reload"]>>;
+              try {
+                result = await gw.reload(next.config);
+              } catch (e) {
+                if (!(e instanceof ReloadRefused)) throw e;
+                log.error(
+                  { file: opts.config, trigger, reason: e.message },
+                  "reload refused: the running config stays in force",
+                );
+                return;
+              }
               applyLogLevel(next.config);
-              const result = await gw.reload(next.config);
-              log.info({ file: opts.config, result, trigger }, "config reloaded");
+              if (result === "failed") {
+                log.error(
+                  { file: opts.config, trigger, errors: gw.status().lastReconcile?.errors },
+                  "config switched but applying it failed; retrying (see /status)",
+                );
+              } else log.info({ file: opts.config, result, trigger }, "config reloaded");
             })
             .catch((e: unknown) => log.error({ err: e }, "reload failed; the daemon carries on"));
         };

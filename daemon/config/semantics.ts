@@ -19,6 +19,7 @@ import {
 } from "./ip.js";
 import { formatPath, type PathSegment } from "./issues.js";
 import { validateProbeSpec, type ProbeSpec } from "../../health/prober.js";
+import { parseCommunity } from "../../bgp/model.js";
 import { DEFAULTS, type Config } from "./schema.js";
 
 const formatAddressOf = (p: Prefix) => formatAddress(p.family, p.lo);
@@ -426,6 +427,21 @@ function checkBgp(
           `the session runs over IPv${addr.family} but does not carry ${own}; egressd needs next hops of the session's family`,
         );
       }
+    }
+  });
+  if (raw.listenPort === 0) {
+    err(
+      ["bgp", "listenPort"],
+      "0 is not a port: -1 to only connect out, or the port to accept sessions on (179)",
+    );
+  }
+  const adv = isObj(raw.advertise) ? raw.advertise : {};
+  list(adv.communities).forEach((c, i) => {
+    if (typeof c !== "string") return;
+    try {
+      parseCommunity(c); // the parser the speaker uses: what validates, works
+    } catch (e) {
+      err(["bgp", "advertise", "communities", i], (e as Error).message);
     }
   });
   const speaker = isObj(raw.speaker) ? raw.speaker : {};

@@ -33,6 +33,8 @@ export interface BgpHealth {
   draining?: boolean;
   /** Peers whose BFD session is down: the BGP session is closed until BFD is up again. */
   downPeers?: ReadonlySet<string>;
+  /** Egress IPs (canonical text) that are not configured on the host: not advertised. */
+  downAddresses?: ReadonlySet<string>;
 }
 
 export const HEALTHY: BgpHealth = { downPolicies: new Set(), gatewayDown: false };
@@ -280,6 +282,7 @@ export function planBgp(
   const self = (cidr: string) => (cidr.includes(":") ? "::" : "0.0.0.0");
   if (adv.egressIPs ?? true) {
     for (const a of kernel.addresses) {
+      if (health.downAddresses?.has(a.address)) continue;
       const cidr = `${a.address}/${a.prefixLength}`;
       paths.push({ prefix: cidr, nextHop: self(cidr) });
     }

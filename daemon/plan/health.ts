@@ -6,8 +6,17 @@
 import type { Config } from "../config/schema.js";
 import type { ProbeConfig } from "../config/ops-schema.js";
 import type { BgpHealth } from "./bgp.js";
+import { formatAddress, parseAddress } from "../config/ip.js";
 
 export type ProbeStates = ReadonlyMap<string, string>;
+
+/** Name prefix of the self-check that an egress IP is configured: `self-address-192.0.2.11`. */
+export const SELF_ADDRESS = "self-address-";
+
+function canonicalText(address: string): string {
+  const a = parseAddress(address);
+  return a === undefined ? address : formatAddress(a.family, a.value);
+}
 
 export interface HealthView extends BgpHealth {
   /** Why each withdrawn policy is withdrawn (probe names), for /status. */
@@ -27,8 +36,23 @@ export function healthFrom(
   extra: { selfDown?: string[]; downPeers?: ReadonlySet<string>; draining?: boolean } = {},
 ): HealthView {
   const why = new Map<string, string[]>();
-  const gatewayDownBy = [...(extra.selfDown ?? [])];
+  const gatewayDownBy: string[] = [];
+  const downAddresses = new Set<string>();
   const mark = (policy: string, probe: string) => why.set(policy, [...(why.get(policy) ?? []), probe]);
+  // A missing egress IP takes down the policies that use it and its own
+  // advertisement; every other self-check (forwarding, nft table, gobgpd)
+  // concerns the whole gateway.
+  for (const check of extra.selfDown ?? []) {
+    if (!check.startsWith(SELF_ADDRESS)) {
+      gatewayDownBy.push(check);
+      continue;
+    }
+    const address = canonicalText(check.slice(SELF_ADDRESS.length));
+    downAddresses.add(address);
+    for (const pol of config.policies) {
+      if (pol.egressIP !== undefined && canonicalText(pol.egressIP) === address) mark(pol.name, check);
+    }
+  }
   for (const probe of config.probes ?? []) {
     if (states.get(probe.name) === "up") continue;
     const a = probe.affects;
@@ -42,6 +66,7 @@ export function healthFrom(
     gatewayDown: gatewayDownBy.length > 0,
     draining: extra.draining ?? false,
     downPeers: extra.downPeers ?? new Set(),
+    downAddresses,
     why,
     gatewayDownBy,
   };

@@ -8,6 +8,7 @@ import { isIPv6 } from "node:net";
 import { performance } from "node:perf_hooks";
 import type { ProbeResult } from "../probe-state.js";
 import type { PollProbe } from "../prober.js";
+import { redactUrl } from "../redact.js";
 
 export interface HttpProbeOptions {
   /** Full URL; if absent it is built from target and port. */
@@ -37,7 +38,8 @@ export function httpProbe(opts: HttpProbeOptions): PollProbe {
   }
   const expect = opts.expectStatus ?? 200;
   const request = url.protocol === "https:" ? httpsRequest : httpRequest;
-  const shown = url.toString();
+  // Failure reasons go to logs and /status: never the credentials a URL may hold.
+  const shown = redactUrl(url.toString());
   return {
     run(timeoutMs: number): Promise<ProbeResult> {
       return new Promise((resolve) => {

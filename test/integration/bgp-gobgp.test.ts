@@ -126,7 +126,7 @@ test("advertises IPv4 and IPv6 paths with next hop, MED, communities and prepend
 
   t.true(best.includes(p4.prefix) && best.includes(p6.prefix), "table events for the new best paths");
   // Read-back equals desired: nothing to do.
-  t.deepEqual(await paths.reconcile([p4, p6]), { add: [], withdraw: [], unchanged: 2 });
+  t.deepEqual(await paths.reconcile([p4, p6]), { add: [], withdraw: [], unchanged: 2, held: [] });
 
   // A changed attribute is one AddPath that replaces the old one.
   const changed = await paths.reconcile([{ ...p4, med: 60, asPathPrepend: 0 }, p6]);

@@ -108,3 +108,26 @@ test("a destination that covers the policy's own sources warns", (t) => {
     w.join("; "),
   );
 });
+
+test("values that validate are the values that run: communities, listen port, probe URLs", (t) => {
+  const bgp = (extra: string) => issues(base(undefined, undefined, BGP(extra))).errors;
+  t.true(
+    bgp("  advertise: { communities: ['70000:100'] }").some((e) =>
+      /^bgp\.advertise\.communities\[0\]: invalid community "70000:100"/.test(e),
+    ),
+  );
+  t.deepEqual(bgp("  advertise: { communities: ['65011:100', no-export] }"), []);
+  t.true(bgp("  listenPort: 0").some((e) => /^bgp\.listenPort: 0 is not a port/.test(e)));
+  const probe = (url: string) =>
+    issues(
+      `${base()}probes:\n  - { name: fw, kind: http, target: 10.1.1.0, url: "${url}", affects: gateway }\n`,
+    ).errors;
+  t.true(
+    probe("file:///etc/shadow").some((e) => /only http: and https: can be probed \(not file:\)/.test(e)),
+    probe("file:///etc/shadow").join("; "),
+  );
+  t.deepEqual(probe("https://10.1.1.0:8443/healthz"), []);
+  const secret = probe("gopher://user:hunter2@10.1.1.0/");
+  t.true(secret.length > 0);
+  t.false(secret.join(" ").includes("hunter2"), "the password in a URL is never repeated");
+});

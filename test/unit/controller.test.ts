@@ -79,3 +79,30 @@ test("a planning error keeps the current state and touches no target", async (t)
   t.deepEqual(r.calls, []);
   t.deepEqual(c.last?.errors, { plan: "bad plan" });
 });
+
+test("a target learns which earlier targets failed in the same reconcile", async (t) => {
+  const seen: string[][] = [];
+  const kernel: ReconcileTarget<number> = {
+    name: "kernel",
+    apply: () => Promise.reject(new Error("nft -f failed")),
+  };
+  const bgp: ReconcileTarget<number> = {
+    name: "bgp",
+    apply: (_d, failed) => {
+      seen.push([...failed]);
+      return Promise.resolve([]);
+    },
+  };
+  const c = new Controller({
+    log,
+    desired: () => 1,
+    targets: [kernel, bgp],
+    resyncMs: 60_000,
+    retryMs: 60_000,
+  });
+  c.start();
+  await c.idle();
+  c.stop();
+  t.deepEqual(seen, [["kernel"]]);
+  t.deepEqual(c.last?.errors, { kernel: "nft -f failed" });
+});

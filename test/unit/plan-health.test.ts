@@ -79,3 +79,11 @@ test("a gateway probe or a failing self-check takes the whole gateway down", (t)
   t.true(h.gatewayDown);
   t.deepEqual(h.gatewayDownBy, ["self-nft"]);
 });
+
+test("a missing egress IP takes down the policies using it and its own advertisement, not the gateway", (t) => {
+  const h = healthFrom(config, up(), { selfDown: ["self-address-192.0.2.1"] });
+  t.false(h.gatewayDown);
+  t.deepEqual([...h.downPolicies].sort(), ["p1", "p2", "p3"], "all three use 192.0.2.1");
+  t.deepEqual([...(h.downAddresses ?? [])], ["192.0.2.1"]);
+  t.deepEqual(h.why.get("p1"), ["self-address-192.0.2.1"]);
+});

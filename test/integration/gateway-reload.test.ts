@@ -1,0 +1,103 @@
+// Reloads that cannot be applied lose nothing: a kernel that fails keeps BGP
+// from advertising anything new (withdrawals still flow), and a reload that
+// changes what only a restart can apply is refused with the running config
+// left in force. egressd runs for real (managed gobgpd) against an FRR ToR.
+import test from "ava";
+import { openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import {
+  buildTopology,
+  Frr,
+  GW_ASN,
+  GW_V4,
+  socketDir,
+  TOR_ASN,
+  TOR_V4,
+  waitFor,
+} from "../../bench/bgp-lab.js";
+import { isRunning, spawnDetached } from "../../daemon/exec.js";
+import { sandbox } from "../helpers/netns.js";
+import { REPO } from "../helpers/paths.js";
+
+const config = (opts: { red?: boolean; asn?: number } = {}) => `gateway: { name: gw, site: a }
+egressIPs:
+  - { address: 192.0.2.50, interface: lo }
+${opts.red ? "  - { address: 192.0.2.51, interface: nosuch0 }\n" : ""}uplinks: [{ name: tor, interface: gw0, nextHop: ${TOR_V4} }]
+policies:
+  - { name: web, sources: [10.244.1.0/24], destinations: [203.0.113.0/24], egressIP: 192.0.2.50, uplink: tor }
+${opts.red ? "  - { name: red, sources: [10.244.2.0/24], destinations: [198.51.100.0/24], egressIP: 192.0.2.51, uplink: tor }\n" : ""}bgp:
+  asn: ${opts.asn ?? GW_ASN}
+  routerId: ${GW_V4}
+  listenPort: 179
+  peers: [{ name: tor, address: ${TOR_V4}, asn: ${TOR_ASN}, holdTime: 3 }]
+`;
+
+test("a failed kernel apply advertises nothing new; a restart-only change is refused and changes nothing", async (t) => {
+  const sb = sandbox(t, "rl");
+  await buildTopology(sb);
+  await sb.exec("gw", ["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+  const frr = await Frr.start(sb.ns("tor"));
+  t.teardown(() => frr.cleanup());
+  const dir = socketDir();
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, "egressd.yaml");
+  const logFile = join(dir, "egressd.log");
+  writeFileSync(file, config());
+  const pid = spawnDetached(
+    ["node", join(REPO, "dist/daemon/cli.js"), "run", "-c", file, "--run-dir", dir, "--log-level", "info"],
+    { netns: sb.ns("gw"), logFile: openSync(logFile, "a") },
+  );
+  t.teardown(() => {
+    if (isRunning(pid)) process.kill(pid, "SIGKILL");
+  });
+  const routes = async () =>
+    Object.keys(
+      (await frr.json<{ routes?: Record<string, unknown> }>("show bgp ipv4 unicast json")).routes ?? {},
+    );
+  const logged = (msg: string) => readFileSync(logFile, "utf8").includes(msg);
+  // Registered after the directory's removal, so it runs first: a failure shows egressd's log.
+  let passed = false;
+  t.teardown(() => {
+    if (!passed)
+      console.error(`egressd log:\n${readFileSync(logFile, "utf8").split("\n").slice(-40).join("\n")}`);
+  });
+  await waitFor("web advertised", async () => (await routes()).includes("203.0.113.0/24"), 30_000);
+
+  // The new egress IP's interface does not exist: the kernel apply fails.
+  writeFileSync(file, config({ red: true }));
+  await waitFor(
+    "the failed apply reported",
+    async () => logged("config switched but applying it failed"),
+    15_000,
+  );
+  // The controller retries every second; give it a few tries to go wrong.
+  for (let i = 0; i < 6; i++) {
+    const r = await routes();
+    t.false(r.includes("198.51.100.0/24"), "a destination the kernel did not program is never advertised");
+    t.false(r.includes("192.0.2.51/32"));
+    t.true(r.includes("203.0.113.0/24"), "what was programmed stays advertised");
+    await new Promise((res) => setTimeout(res, 500));
+  }
+  const status = JSON.parse(
+    (await sb.tryExec("gw", ["node", join(REPO, "dist/daemon/cli.js"), "status", "--json"])).stdout,
+  ) as { lastReconcile?: { errors: Record<string, string>; changes: Record<string, string[]> } };
+  t.truthy(status.lastReconcile?.errors.kernel, "/status names the failing target");
+
+  // Back to a config that works: applied.
+  writeFileSync(file, config());
+  await waitFor("reloaded", async () => logged('"result":"applied"'), 15_000);
+
+  // A new AS number needs a restart: refused, named, and nothing changes.
+  writeFileSync(file, config({ asn: GW_ASN + 1 }));
+  await waitFor("refused", async () => logged("reload refused: the running config stays in force"), 15_000);
+  t.true(logged(`bgp.asn changed (${GW_ASN} -> ${GW_ASN + 1})`));
+  t.true((await routes()).includes("203.0.113.0/24"));
+  const peer = await frr.json<{ peers?: Record<string, { remoteAs?: number; state?: string }> }>(
+    "show bgp ipv4 unicast summary json",
+  );
+  t.is(peer.peers?.[GW_V4]?.remoteAs, GW_ASN, "the session still runs with the old identity");
+
+  process.kill(pid, "SIGTERM");
+  await waitFor("egressd exited", async () => !isRunning(pid), 20_000);
+  passed = true;
+});
