@@ -19,6 +19,9 @@ import {
 import {
   GobgpApiClient,
   ListPathRequest_SortType,
+  Conditions_RouteType,
+  PolicyDirection,
+  RouteAction,
   TableType,
   WatchEventRequest_Table_Filter_Type,
   WatchEventResponse_PeerEvent_Type,
@@ -326,6 +329,87 @@ export class GobgpClient extends EventEmitter<GobgpClientEvents> {
     const g = res.global;
     if (!g || g.asn === 0) return undefined;
     return { asn: g.asn, routerId: g.routerId, listenPort: g.listenPort, listenAddresses: g.listenAddresses };
+  }
+
+  /**
+   * An egress gateway is never a transit router: the global import policy
+   * accepts only locally originated paths (route type LOCAL, the ones egressd
+   * adds) and rejects every route a peer sends, so nothing learned enters
+   * gobgpd's RIB and nothing learned can be passed on to another peer. (No
+   * feature of egressd uses learned routes: uplinks have configured next
+   * hops.) A plain default REJECT would reject egressd's own paths as well:
+   * gobgpd runs AddPath through the global import policy too. Idempotent.
+   */
+  async rejectLearnedRoutes(): Promise<void> {
+    const name = "egressd-own-paths-only";
+    const existing = await this.collect(
+      "ListPolicy",
+      name,
+      this.raw.listPolicy({ name: "" }, new Metadata(), this.opts()),
+      (r, out: string[]) => {
+        if (r.policy) out.push(r.policy.name);
+      },
+    );
+    if (!existing.includes(name)) {
+      await this.unary("AddPolicy", name, (md, o, cb) =>
+        this.raw.addPolicy(
+          {
+            policy: {
+              name,
+              statements: [
+                {
+                  name: `${name}-local`,
+                  conditions: {
+                    routeType: Conditions_RouteType.ROUTE_TYPE_LOCAL,
+                    rpkiResult: -1,
+                    nextHopInList: [],
+                    afiSafiIn: [],
+                  },
+                  actions: { routeAction: RouteAction.ACCEPT },
+                },
+              ],
+            },
+            referExistingStatements: false,
+          },
+          md,
+          o,
+          cb,
+        ),
+      );
+    }
+    await this.unary("SetPolicyAssignment", "global import", (md, o, cb) =>
+      this.raw.setPolicyAssignment(
+        {
+          assignment: {
+            name: "global",
+            direction: PolicyDirection.IMPORT,
+            policies: [{ name, statements: [] }],
+            defaultAction: RouteAction.REJECT,
+          },
+        },
+        md,
+        o,
+        cb,
+      ),
+    );
+  }
+
+  /** The global import policy's default action (REJECT once rejectLearnedRoutes ran). */
+  async importDefault(): Promise<RouteAction | undefined> {
+    const stream = this.raw.listPolicyAssignment(
+      { name: "global", direction: PolicyDirection.IMPORT },
+      new Metadata(),
+      this.opts(),
+    );
+    const all = await this.collect(
+      "ListPolicyAssignment",
+      "global import",
+      stream,
+      (r, out: RouteAction[]) => {
+        if (r.assignment) out.push(r.assignment.defaultAction);
+      },
+    );
+    return all[0];
   }
 
   async stopBgp(): Promise<void> {

@@ -62,6 +62,13 @@ async function main(): Promise<void> {
       30_000,
       "ECMP",
     );
+    // DC B's gateway serves too (its backup path is what section 2 shows).
+    await waitFor(
+      async () =>
+        (await bgpTable(lab, "tor-b")).get("203.0.113.0/24")?.some((p) => p.nextHop === "10.2.1.1") === true,
+      30_000,
+      "DC B's path",
+    );
     say(
       `   egressd runs on the three gateways: peered with the ToRs, probes passed, serving after ${((Date.now() - started) / 1000).toFixed(1)} s.\n` +
         "   (A gateway attracts traffic only once its probes vouch for the upstream; the first probes fail until the\n" +

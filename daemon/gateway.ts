@@ -109,6 +109,8 @@ export class Gateway {
   private gobgpd: GobgpdProcess | undefined;
   private client: GobgpClient | undefined;
   private bgpStarted = false;
+  /** gobgpd's global import policy rejects learned routes (set once per gobgpd connection). */
+  private importGuarded = false;
   private advertised: BgpPath[] = [];
   private readonly peerStates = new Map<string, SessionState>();
   private kernelOk = false;
@@ -376,6 +378,7 @@ export class Gateway {
     });
     client.on("disconnected", (reason) => {
       this.bgpStarted = false;
+      this.importGuarded = false;
       this.advertised = [];
       this.peerStates.clear();
       this.log.warn({ reason }, "lost gobgpd");
@@ -413,6 +416,11 @@ export class Gateway {
         out.push(`started BGP AS${d.global.asn} router-id ${d.global.routerId}`);
       }
       this.bgpStarted = true;
+    }
+    if (!this.importGuarded) {
+      // Before any peer is added: a session must never bring learned routes in.
+      await client.rejectLearnedRoutes();
+      this.importGuarded = true;
     }
     const peerDiff = await new PeerReconciler(client).reconcile(d.peers);
     for (const p of peerDiff.add) out.push(`+peer ${p.address} AS${p.peerAsn}`);

@@ -1,8 +1,7 @@
-// Reloads that cannot be applied lose nothing: a kernel that fails keeps BGP
-// from advertising anything new (withdrawals still flow), and a reload that
-// changes what only a restart can apply is refused with the running config
-// left in force. egressd runs for real (managed gobgpd) against an FRR ToR.
-import test from "ava";
+// egressd run for real (managed gobgpd) against an FRR ToR, for what must
+// never happen: advertising what the kernel has not programmed, half-applying
+// a reload, or carrying routes a peer sends (a gateway is never transit).
+import test, { type ExecutionContext } from "ava";
 import { openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
@@ -15,7 +14,9 @@ import {
   TOR_V4,
   waitFor,
 } from "../../bench/bgp-lab.js";
-import { isRunning, spawnDetached } from "../../daemon/exec.js";
+import { isRunning, run, spawnDetached } from "../../daemon/exec.js";
+import { GobgpClient } from "../../bgp/gobgp-client.js";
+import { RouteAction } from "../../bgp/generated/gobgp.js";
 import { sandbox } from "../helpers/netns.js";
 import { REPO } from "../helpers/paths.js";
 
@@ -32,8 +33,8 @@ ${opts.red ? "  - { name: red, sources: [10.244.2.0/24], destinations: [198.51.1
   peers: [{ name: tor, address: ${TOR_V4}, asn: ${TOR_ASN}, holdTime: 3 }]
 `;
 
-test("a failed kernel apply advertises nothing new; a restart-only change is refused and changes nothing", async (t) => {
-  const sb = sandbox(t, "rl");
+async function startEgressd(t: ExecutionContext, prefix: string) {
+  const sb = sandbox(t, prefix);
   await buildTopology(sb);
   await sb.exec("gw", ["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
   const frr = await Frr.start(sb.ns("tor"));
@@ -56,12 +57,17 @@ test("a failed kernel apply advertises nothing new; a restart-only change is ref
     );
   const logged = (msg: string) => readFileSync(logFile, "utf8").includes(msg);
   // Registered after the directory's removal, so it runs first: a failure shows egressd's log.
-  let passed = false;
+  const state = { passed: false };
   t.teardown(() => {
-    if (!passed)
+    if (!state.passed)
       console.error(`egressd log:\n${readFileSync(logFile, "utf8").split("\n").slice(-40).join("\n")}`);
   });
   await waitFor("web advertised", async () => (await routes()).includes("203.0.113.0/24"), 30_000);
+  return { sb, frr, dir, file, pid, routes, logged, state };
+}
+
+test("a failed kernel apply advertises nothing new; a restart-only change is refused and changes nothing", async (t) => {
+  const { sb, frr, file, pid, routes, logged, state } = await startEgressd(t, "rl");
 
   // The new egress IP's interface does not exist: the kernel apply fails.
   writeFileSync(file, config({ red: true }));
@@ -99,5 +105,55 @@ test("a failed kernel apply advertises nothing new; a restart-only change is ref
 
   process.kill(pid, "SIGTERM");
   await waitFor("egressd exited", async () => !isRunning(pid), 20_000);
-  passed = true;
+  state.passed = true;
+});
+
+test("routes a peer announces, a default route among them, never enter the gateway's RIB", async (t) => {
+  const { frr, dir, routes, state } = await startEgressd(t, "tr");
+  await run([
+    "vtysh",
+    "-N",
+    frr.ns,
+    "-c",
+    "configure terminal",
+    "-c",
+    `router bgp ${TOR_ASN}`,
+    "-c",
+    "address-family ipv4 unicast",
+    "-c",
+    "network 198.18.0.0/24",
+    "-c",
+    "network 198.18.1.0/24",
+    "-c",
+    `neighbor ${GW_V4} default-originate`,
+  ]);
+  const sent = async () =>
+    Object.keys(
+      (
+        await frr.json<{ advertisedRoutes?: Record<string, unknown> }>(
+          `show bgp ipv4 unicast neighbors ${GW_V4} advertised-routes json`,
+        )
+      ).advertisedRoutes ?? {},
+    );
+  // FRR lists the default-originate route apart from the table it advertises.
+  await waitFor(
+    "FRR sends its routes to the gateway",
+    async () => {
+      const s = await sent();
+      return s.includes("198.18.0.0/24") && s.includes("198.18.1.0/24") ? s : undefined;
+    },
+    15_000,
+  );
+  const neighbor = await frr.vtysh(`show bgp neighbors ${GW_V4}`);
+  t.regex(neighbor, /[Dd]efault information originate/, "and a default route");
+  const client = new GobgpClient({ target: `unix://${join(dir, "gobgpd.sock")}` });
+  t.teardown(() => client.close());
+  await client.waitReady(10_000);
+  t.is(await client.importDefault(), RouteAction.REJECT);
+  // Give gobgpd time to process the updates it was sent, then look at its whole RIB.
+  await new Promise((r) => setTimeout(r, 1500));
+  const rib = (await client.listPaths("ipv4-unicast", { includeLearnt: true })).map((p) => p.prefix).sort();
+  t.deepEqual(rib, ["192.0.2.50/32", "203.0.113.0/24"], "only egressd's own paths");
+  t.true((await routes()).includes("203.0.113.0/24"));
+  state.passed = true;
 });
