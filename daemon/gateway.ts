@@ -8,7 +8,7 @@
 // probe going down does not wait for one: the paths it guards are withdrawn
 // from gobgpd straight from the probe's callback, then the reconcile follows.
 import { EventEmitter } from "node:events";
-import { mkdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readlinkSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { GobgpClient } from "../bgp/gobgp-client.js";
 import { GobgpdProcess } from "../bgp/gobgpd-process.js";
@@ -39,6 +39,7 @@ import { affectsText, healthFrom, SELF_ADDRESS, type HealthView } from "./plan/h
 import type { KernelState } from "./state.js";
 import type { StatusSnapshot } from "./status.js";
 import { VERSION } from "./version.js";
+import { writePidFile } from "./pidfile.js";
 
 /** The config with every optional section the daemon reads. */
 export type GatewayConfig = Config & {
@@ -222,7 +223,7 @@ export class Gateway {
 
   async start(): Promise<void> {
     mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
-    writeFileSync(join(this.runDir, "egressd.pid"), `${process.pid}\n`);
+    writePidFile(join(this.runDir, "egressd.pid"));
     if (this.config.bgp) await this.startSpeaker(this.config.bgp);
     // Program the data plane first, so the self-checks have something to check.
     this.controller.start();

@@ -164,6 +164,7 @@ export async function reconcileAddresses(desired: DesiredAddress[]): Promise<Add
       await rt.socket.request(RTM_NEWADDR, addressPayload(d.family, d.address, d.prefixLength, index, true), {
         flags: NLM_F_CREATE | NLM_F_EXCL,
       });
+      if (!protocolKept) await checkProtocolKept(rt, links, d, index);
       changes.added.push(label);
     }
     for (const a of live) {
@@ -171,7 +172,6 @@ export async function reconcileAddresses(desired: DesiredAddress[]): Promise<Add
       await deleteAddress(rt, a);
       changes.removed.push(`${a.address}/${a.prefixLength} dev ${a.interface}`);
     }
-    if (changes.added.length) await checkProtocolSupport(rt, links, desired);
     return changes;
   });
 }
@@ -188,19 +188,34 @@ async function deleteAddress(rt: RtNetlinkSocket, a: LiveAddress): Promise<void>
   }
 }
 
-/** A kernel older than 5.18 accepts IFA_PROTO silently and drops it: refuse to run without ownership marks. */
-async function checkProtocolSupport(
+/** Whether this kernel was seen keeping IFA_PROTO (checked once per process, on the first add). */
+let protocolKept = false;
+
+/**
+ * A kernel older than 5.18 accepts IFA_PROTO silently and drops it, and an
+ * address without the mark is one egressd would never remove. So the first
+ * address added is read back before any other: without the mark it is taken
+ * away again at once (it was just created with NLM_F_EXCL, so it is ours) and
+ * egressd refuses to run.
+ */
+async function checkProtocolKept(
   rt: RtNetlinkSocket,
   links: LinkIndex,
-  desired: DesiredAddress[],
+  d: DesiredAddress,
+  ifindex: number,
 ): Promise<void> {
-  const live = await listAddresses(rt, links);
-  const mine = live.filter((a) => a.protocol === OWNER.rtProtocol);
-  if (mine.length === 0 && desired.length > 0) {
-    throw new Error(
-      "kernel does not keep the address protocol (IFA_PROTO, Linux >= 5.18): egressd cannot mark its addresses",
-    );
+  const back = (await listAddresses(rt, links)).find(
+    (a) => a.family === d.family && a.address === d.address && a.ifindex === ifindex,
+  );
+  if (back && back.protocol === OWNER.rtProtocol) {
+    protocolKept = true;
+    return;
   }
+  if (back) await deleteAddress(rt, back);
+  throw new Error(
+    `the kernel does not keep the address protocol (IFA_PROTO, Linux >= 5.18), so egressd cannot mark ` +
+      `${d.address} as its own; it removed it again and adds no address on this kernel`,
+  );
 }
 
 /** Removes every address that carries egressd's protocol (clean shutdown). */

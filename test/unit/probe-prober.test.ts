@@ -1,8 +1,9 @@
 // The prober: scheduling, synchronous transitions, ordering, status, and the
 // TCP/HTTP/check probe kinds against loopback listeners (no root needed).
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
+import { spawn } from "node:child_process";
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
-import { createServer, type Server } from "node:net";
+import { connect, createServer, type Server, type Socket } from "node:net";
 import type { AddressInfo } from "node:net";
 import {
   Prober,
@@ -159,12 +160,44 @@ test("tcp probe: connect ok, refused fails fast, blackhole times out", async (t)
   const refused = await tcpProbe({ target: "127.0.0.1", port }).run(300);
   t.false(refused.ok);
   t.regex(refused.reason!, /ECONNREFUSED/);
-  // TEST-NET-1 is not routed anywhere: either a timeout or a network error, never ok.
-  const started = Date.now();
-  const bh = await tcpProbe({ target: "192.0.2.1", port: 9 }).run(150);
+  // A listener that never accepts, with its accept queue full: the kernel
+  // drops further SYNs, so a connect hangs until the probe's timeout, on any
+  // machine, whatever its routes.
+  const stuck = await stuckListener(t);
+  const bh = await tcpProbe({ target: "127.0.0.1", port: stuck }).run(150);
   t.false(bh.ok);
-  t.true(Date.now() - started < 1000);
+  t.regex(bh.reason!, /time/i);
 });
+
+/** A port whose listener is stopped (SIGSTOP) with its accept queue filled: new connects hang. */
+async function stuckListener(t: ExecutionContext): Promise<number> {
+  const child = spawn(
+    process.execPath,
+    [
+      "-e",
+      `const s = require("node:net").createServer();
+       s.listen({ host: "127.0.0.1", port: 0, backlog: 1 }, () => {
+         console.log(s.address().port);
+         process.kill(process.pid, "SIGSTOP");
+       });`,
+    ],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+  t.teardown(() => child.kill("SIGKILL"));
+  const port = await new Promise<number>((resolve) =>
+    child.stdout.once("data", (d: Buffer) => resolve(Number(String(d).trim()))),
+  );
+  // Fill the accept queue (backlog + 1 on Linux) with connections nobody accepts.
+  const fillers: Socket[] = [];
+  t.teardown(() => fillers.forEach((f) => f.destroy()));
+  for (let i = 0; i < 8; i++) {
+    const f = connect({ host: "127.0.0.1", port });
+    f.on("error", () => undefined);
+    fillers.push(f);
+  }
+  await new Promise((r) => setTimeout(r, 200));
+  return port;
+}
 
 test("http probe: expected status is healthy, another status fails, and a timeout fails", async (t) => {
   let status = 200;
