@@ -269,6 +269,24 @@ export interface CanonicalPeer {
   description: string;
 }
 
+/** The kernel's TCP-MD5 key limit (TCP_MD5SIG_MAXKEYLEN), in bytes. */
+export const MD5_KEY_MAX_BYTES = 80;
+
+/**
+ * What is wrong with a TCP-MD5 password, or undefined. The kernel counts
+ * bytes, not characters; gobgpd passes the key through its config and FRR
+ * through a line of its own, where a newline, NUL or other control character
+ * cannot survive. Never repeats the password itself.
+ */
+export function passwordProblem(password: string): string | undefined {
+  const bytes = Buffer.byteLength(password, "utf8");
+  if (bytes > MD5_KEY_MAX_BYTES)
+    return `${bytes} bytes, more than the kernel's ${MD5_KEY_MAX_BYTES}-byte key limit`;
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(password)) return "contains a control character (newline, NUL, tab, ...)";
+  return undefined;
+}
+
 export function canonicalPeer(p: BgpPeer): CanonicalPeer {
   const address = canonicalAddress(p.address, "neighbor address");
   validateAsn(p.peerAsn, "peer ASN", `for neighbor ${p.address}`);
@@ -297,11 +315,8 @@ export function canonicalPeer(p: BgpPeer): CanonicalPeer {
     throw new BgpValidationError(`invalid eBGP multihop TTL ${ttl} for neighbor ${address}: must be 0..255`);
   }
   const password = p.password ?? "";
-  if (password.length > 80) {
-    throw new BgpValidationError(
-      `TCP-MD5 password for neighbor ${address} is longer than 80 bytes (kernel limit)`,
-    );
-  }
+  const problem = passwordProblem(password);
+  if (problem) throw new BgpValidationError(`TCP-MD5 password for neighbor ${address}: ${problem}`);
   const localAddress = p.localAddress
     ? canonicalAddress(p.localAddress, `local address for neighbor ${address}`)
     : "";

@@ -98,15 +98,51 @@ export interface HttpServer {
   close(): Promise<void>;
 }
 
+/**
+ * Bounds on the listener. Every socket it holds is a file descriptor that nft,
+ * ping and netlink need too: running out would make the gateway withdraw
+ * itself. So connections are capped, and slow or idle ones are closed.
+ */
+export interface HttpLimits {
+  /** Connections held at once; more are closed at once (default 64). */
+  maxConnections: number;
+  /** A request's headers must be complete this long after the connection opened (default 5 s). */
+  headersTimeoutMs: number;
+  /** A whole request (default 10 s). */
+  requestTimeoutMs: number;
+  /** A connection with nothing to do (no request yet, or kept alive) is closed after this (default 5 s). */
+  idleTimeoutMs: number;
+  /** How often the header and request deadlines are enforced (Node's default is 30 s; default 1 s). */
+  checkIntervalMs: number;
+}
+
+export const HTTP_LIMITS: HttpLimits = {
+  maxConnections: 64,
+  headersTimeoutMs: 5_000,
+  requestTimeoutMs: 10_000,
+  idleTimeoutMs: 5_000,
+  checkIntervalMs: 1_000,
+};
+
 /** Listens on `listen` (host:port); rejects if the address cannot be bound. */
-export async function startHttpServer(opts: HttpOptions & { listen: string }): Promise<HttpServer> {
+export async function startHttpServer(
+  opts: HttpOptions & { listen: string; limits?: Partial<HttpLimits> },
+): Promise<HttpServer> {
   const { host, port } = parseListen(opts.listen);
+  const limits = { ...HTTP_LIMITS, ...opts.limits };
   const handler = httpHandler(opts);
-  const server = createServer((req, res) => void handler(req, res));
-  // A scraper that hangs must not hold sockets forever.
-  server.requestTimeout = 10_000;
-  server.headersTimeout = 5_000;
-  server.keepAliveTimeout = 5_000;
+  const server = createServer(
+    {
+      connectionsCheckingInterval: limits.checkIntervalMs,
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      keepAliveTimeout: limits.idleTimeoutMs,
+    },
+    (req, res) => void handler(req, res),
+  );
+  server.maxConnections = limits.maxConnections;
+  // Idle sockets (connected, nothing sent) are closed too, not only slow requests.
+  server.setTimeout(limits.idleTimeoutMs, (socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
     const onError = (e: Error) => reject(new Error(`cannot listen on ${opts.listen}: ${e.message}`));
     server.once("error", onError);

@@ -44,7 +44,11 @@ export const PeerSchema = Type.Object(
     asn: Type.Integer({ minimum: 1, maximum: 4294967295, description: "The neighbour's AS number." }),
     localAddress: Type.Optional(Type.String({ description: "Source address of the session." })),
     password: Type.Optional(
-      Type.String({ minLength: 1, maxLength: 80, description: "TCP-MD5 password (RFC 2385)." }),
+      Type.String({
+        minLength: 1,
+        maxLength: 80,
+        description: "TCP-MD5 password (RFC 2385): at most 80 bytes, no control characters.",
+      }),
     ),
     ebgpMultihopTtl: Type.Optional(
       Type.Integer({

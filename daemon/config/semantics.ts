@@ -19,7 +19,7 @@ import {
 } from "./ip.js";
 import { formatPath, type PathSegment } from "./issues.js";
 import { validateProbeSpec, type ProbeSpec } from "../../health/prober.js";
-import { parseCommunity } from "../../bgp/model.js";
+import { parseCommunity, passwordProblem } from "../../bgp/model.js";
 import { DEFAULTS, type Config } from "./schema.js";
 
 const formatAddressOf = (p: Prefix) => formatAddress(p.family, p.lo);
@@ -391,6 +391,9 @@ function checkBgp(
       if (owned.has(k))
         err(["bgp", "peers", i, "address"], `${addrText} is one of this gateway's egress IPs`);
     }
+    const password = str(p.password);
+    const badPassword = password === undefined ? undefined : passwordProblem(password);
+    if (badPassword) err(["bgp", "peers", i, "password"], badPassword);
     const localText = str(p.localAddress);
     if (localText !== undefined) {
       const local = parseAddress(localText);

@@ -75,3 +75,27 @@ test("sidecar mode needs an address; unknown keys are refused", (t) => {
     e.join("\n"),
   );
 });
+
+test("TCP-MD5 passwords: the 80-byte limit counts bytes, control characters are refused, the value is never echoed", (t) => {
+  const withPassword = (pw: string) =>
+    errors(`bgp:
+  asn: 65011
+  routerId: 10.1.1.1
+  peers: [{ name: tor, address: 10.1.1.0, asn: 65010, password: ${JSON.stringify(pw)} }]
+`);
+  t.deepEqual(withPassword("x".repeat(80)), []);
+  const multibyte = "é".repeat(41); // 41 characters, 82 bytes
+  t.true(
+    withPassword(multibyte).some((e) =>
+      /^bgp\.peers\[0\]\.password: 82 bytes, more than the kernel's 80-byte key limit$/.test(e),
+    ),
+  );
+  for (const pw of ["sec\nret", "sec\u0000ret", "tab\there"]) {
+    const e = withPassword(pw);
+    t.true(
+      e.some((x) => /^bgp\.peers\[0\]\.password: contains a control character/.test(x)),
+      JSON.stringify(e),
+    );
+    t.false(e.join(" ").includes("sec"), "the password is never repeated in an error");
+  }
+});

@@ -3,7 +3,9 @@
 import test from "ava";
 import { spawn } from "node:child_process";
 import { pino } from "pino";
-import { formatAddress, parseListen } from "../../daemon/http.js";
+import { connect } from "node:net";
+import { Registry } from "prom-client";
+import { formatAddress, parseListen, startHttpServer } from "../../daemon/http.js";
 import { startObservability } from "../../daemon/observability.js";
 import { renderStatus, STATUS_EXIT } from "../../daemon/commands/status.js";
 import { parseExposition, value } from "../helpers/exposition.js";
@@ -178,4 +180,62 @@ test("renderStatus: empty sections, draining and a failed reconcile read well", 
   t.regex(out, /^probes \(0\)\n\nBGP peers \(0\)\n\nadvertised routes \(0\)\n/m);
   t.regex(out, /FAILED, because: -\n {2}bgp error: down$/);
   t.true(out.split("\n").every((l) => l === l.trimEnd()));
+});
+
+/** Opens a TCP connection, writes `data`, resolves with how it ended. */
+function rawConnection(address: string, data: string) {
+  const { host, port } = parseListen(address);
+  const sock = connect({ host, port });
+  sock.on("error", () => undefined);
+  const closed = new Promise<void>((r) => sock.on("close", () => r()));
+  const opened = new Promise<void>((r) => sock.on("connect", () => r()));
+  if (data) sock.write(data);
+  return { sock, closed, opened };
+}
+
+/** Resolves true when `p` settles within `ms`, false otherwise (a ceiling, not a speed check). */
+const within = (p: Promise<void>, ms: number) =>
+  Promise.race([p.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms).unref())]);
+
+test("slow headers and idle connections are closed; connections are capped", async (t) => {
+  const gw = new FakeGateway();
+  const registry = new Registry();
+  const short = await startHttpServer({
+    gateway: gw,
+    registry,
+    listen: "127.0.0.1:0",
+    limits: { headersTimeoutMs: 300, requestTimeoutMs: 600, idleTimeoutMs: 300, checkIntervalMs: 50 },
+  });
+  t.teardown(() => short.close());
+  const slow = rawConnection(short.address, "GET /metrics HTTP/1.1\r\nHost: x\r\n");
+  const idle = rawConnection(short.address, "");
+  // Node's own defaults would hold the slow one about 31 s; 10 s is a ceiling, not a speed test.
+  t.true(await within(slow.closed, 10_000), "a request whose headers never end is closed");
+  t.true(await within(idle.closed, 10_000), "a connection that sends nothing is closed");
+
+  const capped = await startHttpServer({
+    gateway: gw,
+    registry,
+    listen: "127.0.0.1:0",
+    limits: { maxConnections: 2 },
+  });
+  t.teardown(() => capped.close());
+  const a = rawConnection(capped.address, "");
+  const b = rawConnection(capped.address, "");
+  await Promise.all([a.opened, b.opened]);
+  await new Promise((r) => setTimeout(r, 100)); // let the server count them
+  const c = rawConnection(capped.address, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  t.true(await within(c.closed, 10_000), "a third connection is closed at once");
+  t.false(a.sock.destroyed || b.sock.destroyed, "the first two stay");
+  a.sock.destroy();
+  b.sock.destroy();
+  // The server counts a closed connection when it sees the close: ask until it has.
+  let status = 0;
+  for (let i = 0; i < 100 && status !== 200; i++) {
+    status = await fetch(`http://${capped.address}/healthz`).then(
+      (r) => r.status,
+      () => new Promise<number>((r) => setTimeout(() => r(0), 50)),
+    );
+  }
+  t.is(status, 200, "once there is room again, it serves");
 });
