@@ -520,39 +520,66 @@ export class Gateway {
    * new flows to other gateways), keep forwarding and keep the egress IPs
    * advertised for the drain period (replies still come back), then stop.
    */
-  async drain(): Promise<void> {
+  async drain(): Promise<boolean> {
     const periodMs = this.config.drain?.periodMs ?? 5000;
     this.log.info({ periodMs }, "draining: destinations withdrawn, forwarding continues");
     this.draining = true;
     this.events.emit("draining", { periodMs });
     this.events.emit("failover", { trigger: "drain" });
     this.updateHealth("drain");
-    await this.controller.idle();
+    await within(this.controller.idle(), periodMs, "the drain's reconcile").catch((e: Error) =>
+      this.log.warn({ err: e }, "draining on without waiting for the reconcile"),
+    );
     await new Promise((r) => setTimeout(r, periodMs));
-    await this.stop();
+    return this.stop();
   }
 
-  /** Withdraws every path, stops gobgpd and BFD, and removes everything egressd owns in the kernel. */
-  async stop(): Promise<void> {
+  /**
+   * Withdraws every path, stops gobgpd and BFD, and removes everything
+   * egressd owns in the kernel, in that order: nothing is removed from the
+   * kernel while it may still be advertised. A sidecar gobgpd that cannot be
+   * told to withdraw goes on advertising, so then the kernel state stays and
+   * stop() reports false (the next start adopts it).
+   */
+  async stop(): Promise<boolean> {
     this.controller.stop();
-    await this.controller.idle();
+    // A reconcile stuck on a hung speaker must not hold the stop for long.
+    await within(this.controller.idle(), STOP_STEP_MS, "the running reconcile").catch((e: Error) =>
+      this.log.warn({ err: e }, "stopping without waiting for the running reconcile"),
+    );
     await this.prober.stop();
+    let withdrawn = !this.config.bgp;
+    if (this.client && !this.client.isReady) await this.client.waitReady(3000).catch(() => undefined);
     if (this.client?.isReady) {
       try {
-        await new PathReconciler(this.client).reconcile([]);
+        await within(new PathReconciler(this.client).reconcile([]), STOP_STEP_MS, "withdrawing every path");
+        withdrawn = true;
       } catch (e) {
         this.log.warn({ err: e }, "could not withdraw paths before stopping");
       }
     }
     await this.bfd.stop(); // AdminDown: the ToR drops the session at once
     await this.client?.close();
-    await this.gobgpd?.stop();
-    const summary = await teardownKernel({ nft: this.nft });
-    this.nft.close();
+    if (this.gobgpd) {
+      await this.gobgpd.stop(); // its sessions close, so whatever it advertised is gone
+      withdrawn = true;
+    }
     clearInterval(this.heartbeat);
     for (const t of this.bfdReopen.values()) clearTimeout(t);
     rmSync(join(this.runDir, "egressd.pid"), { force: true });
+    if (!withdrawn) {
+      this.nft.close();
+      this.log.error(
+        { speaker: this.config.bgp?.speaker?.address },
+        "the sidecar gobgpd could not be told to withdraw: leaving the data plane in place so that what it " +
+          "still advertises keeps working; the next egressd start adopts it",
+      );
+      return false;
+    }
+    const summary = await teardownKernel({ nft: this.nft });
+    this.nft.close();
     this.log.info({ removed: summary }, "removed everything egressd owned");
+    return true;
   }
 
   // --- observation (metrics, /status) ---
@@ -633,6 +660,18 @@ export class Gateway {
         : {}),
     };
   }
+}
+
+/** How long each step of a stop may wait on the speaker or a reconcile. */
+const STOP_STEP_MS = 5000;
+
+/** `p`, or a rejection naming `what` after `ms`. */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** A reload that was not applied: the running config stays in force. */

@@ -80,11 +80,11 @@ export function runCommand(): Command {
           return void (process.exitCode = EXIT.invalid);
         }
         let stopping = false;
-        const finish = (p: Promise<void>) =>
+        const finish = (p: Promise<boolean>) =>
           p.then(
-            () => {
-              log.info("stopped");
-              process.exit(0);
+            (clean) => {
+              log.info({ clean }, "stopped");
+              process.exit(clean ? 0 : 1);
             },
             (e: unknown) => {
               log.error({ err: e }, "stop failed");

@@ -448,6 +448,11 @@ function checkBgp(
     }
   });
   const speaker = isObj(raw.speaker) ? raw.speaker : {};
+  const speakerAddress = str(speaker.address);
+  if (speakerAddress !== undefined) {
+    const problem = speakerAddressProblem(speakerAddress);
+    if (problem) err(["bgp", "speaker", "address"], problem);
+  }
   if (speaker.mode === "sidecar" && str(speaker.address) === undefined) {
     err(
       ["bgp", "speaker", "address"],
@@ -511,4 +516,23 @@ function checkProbes(root: Obj, err: (segments: PathSegment[], message: string) 
       );
     }
   }
+}
+
+/**
+ * gobgpd's API is plaintext gRPC without authentication: whoever reaches it
+ * controls what the gateway advertises. So egressd talks to it only over a
+ * unix socket or a loopback address.
+ */
+export function speakerAddressProblem(address: string): string | undefined {
+  if (/^unix:(\/\/)?\/[^\0\s]+$/.test(address)) return undefined;
+  const m = /^(?:\[([^\]]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(address);
+  const port = Number(m?.[3]);
+  if (!m || port < 1 || port > 65535)
+    return `${JSON.stringify(address)} is not unix:///path or host:port (e.g. unix:///run/gobgpd/api.sock, 127.0.0.1:50051)`;
+  const host = (m[1] ?? m[2])!;
+  const a = parseAddress(host);
+  const loopback = host === "localhost" || (a !== undefined && neverRouted(a)?.includes("loopback") === true);
+  if (!loopback)
+    return `${host} is not a loopback address: gobgpd's API is plaintext and unauthenticated, so egressd reaches it only over a unix socket or loopback`;
+  return undefined;
 }

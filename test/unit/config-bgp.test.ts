@@ -99,3 +99,26 @@ test("TCP-MD5 passwords: the 80-byte limit counts bytes, control characters are 
     t.false(e.join(" ").includes("sec"), "the password is never repeated in an error");
   }
 });
+
+test("the sidecar speaker is reached only over a unix socket or loopback", (t) => {
+  const withSpeaker = (address: string) =>
+    errors(`bgp:
+  asn: 65011
+  routerId: 10.1.1.1
+  speaker: { mode: sidecar, address: ${JSON.stringify(address)} }
+  peers: [{ name: tor, address: 10.1.1.0, asn: 65010 }]
+`);
+  for (const ok of ["unix:///run/gobgpd/api.sock", "127.0.0.1:50051", "[::1]:50051", "localhost:50051"])
+    t.deepEqual(withSpeaker(ok), [], ok);
+  t.true(
+    withSpeaker("10.1.1.5:50051").some((e) =>
+      /^bgp\.speaker\.address: 10\.1\.1\.5 is not a loopback address/.test(e),
+    ),
+  );
+  t.true(
+    withSpeaker("http://evil example:abc").some((e) =>
+      /^bgp\.speaker\.address: "http:\/\/evil example:abc" is not unix:\/\/\/path or host:port/.test(e),
+    ),
+  );
+  t.true(withSpeaker("0.0.0.0:50051").some((e) => /is not a loopback address/.test(e)));
+});
