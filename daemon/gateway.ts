@@ -26,6 +26,7 @@ import {
 import { addressCheck, forwardingCheck, nftTableCheck } from "../health/probes/check.js";
 import { changed, reconcileKernel, teardownKernel, type KernelChanges } from "../routing/reconcile.js";
 import { NftReconciler, readNatCounters, type NatCounter } from "../routing/nft.js";
+import { GuardReconciler } from "../routing/nft-guard.js";
 import { Controller, type ReconcileResult, type ReconcileTarget } from "./controller.js";
 import type { BgpConfig } from "./config/bgp-schema.js";
 import type { DrainConfig, HttpConfig, ProbeConfig } from "./config/ops-schema.js";
@@ -73,6 +74,7 @@ function describeKernel(c: KernelChanges): string[] {
     ...c.addresses.added.map((a) => `+address ${a}`),
     ...c.addresses.removed.map((a) => `-address ${a}`),
     ...(c.nat.action !== "none" ? [`nft ${c.nat.action}`] : []),
+    ...(c.guard !== "none" ? [`guard table ${c.guard}`] : []),
     ...c.routes.added.map((r) => `+route ${r}`),
     ...c.routes.removed.map((r) => `-route ${r}`),
     ...c.rules.added.map((r) => `+rule ${r}`),
@@ -96,6 +98,7 @@ export class Gateway {
   private config: GatewayConfig;
   private readonly log: Logger;
   private readonly nft = new NftReconciler();
+  private readonly guard = new GuardReconciler();
   private readonly controller: Controller<Desired>;
   private readonly prober = new Prober();
   private readonly bfd: BfdManager;
@@ -131,7 +134,7 @@ export class Gateway {
         name: "kernel",
         apply: async (d) => {
           this.kernelOk = false;
-          const result = await reconcileKernel(d.kernel, { nft: this.nft });
+          const result = await reconcileKernel(d.kernel, { nft: this.nft, guard: this.guard });
           const missing = result.addresses.missingInterface;
           // Partly programmed is not programmed: BGP must not advertise on it.
           if (missing.length) {
@@ -576,7 +579,7 @@ export class Gateway {
       );
       return false;
     }
-    const summary = await teardownKernel({ nft: this.nft });
+    const summary = await teardownKernel({ nft: this.nft, guard: this.guard });
     this.nft.close();
     this.log.info({ removed: summary }, "removed everything egressd owned");
     return true;

@@ -4,7 +4,15 @@
 // (deep-equal, identically ordered) outputs.
 import type { Config } from "./config/schema.js";
 import { formatAddress, parseAddress } from "./config/ip.js";
-import type { DesiredAddress, DesiredRoute, DesiredRule, Family, KernelState, NatPolicy } from "./state.js";
+import type {
+  DesiredAddress,
+  DesiredRoute,
+  DesiredRule,
+  Family,
+  GuardPlan,
+  KernelState,
+  NatPolicy,
+} from "./state.js";
 import { flattenNat } from "./plan/nat.js";
 import { dataplaneOf, markValue, policyFamily, policyModels, uplinkTables } from "./plan/model.js";
 
@@ -91,10 +99,36 @@ export function plan(config: Config): KernelState {
     );
   }
 
-  return {
+  const state: KernelState = {
     addresses,
     routes,
     rules,
     nat: { markMask: dp.markMask, policies: natPolicies, classes: nat.classes, sources: nat.sources },
   };
+  const guard = guardPlan(config);
+  if (guard) state.guard = guard;
+  return state;
+}
+
+/** The control-protocol guard: GTSM for BFD, and the BGP listen port open to configured peers only. */
+export function guardPlan(config: Config): GuardPlan | undefined {
+  const bgp = config.bgp;
+  if (!bgp) return undefined;
+  const guard: GuardPlan = { bfdTtl: bgp.peers.some((p) => p.bfd !== undefined && p.bfd.enabled !== false) };
+  const port = bgp.listenPort ?? -1;
+  if (port > 0) {
+    const peers = bgp.peers.map((p) => canonical(p.address));
+    guard.bgp = {
+      port,
+      peers4: peers
+        .filter((p) => p.family === 4)
+        .sort(byFamilyThenValue)
+        .map((p) => p.address),
+      peers6: peers
+        .filter((p) => p.family === 6)
+        .sort(byFamilyThenValue)
+        .map((p) => p.address),
+    };
+  }
+  return guard;
 }

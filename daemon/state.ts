@@ -88,4 +88,14 @@ export interface KernelState {
   routes: DesiredRoute[];
   rules: DesiredRule[];
   nat: NatPlan;
+  /** The guard of the control protocols (only with BGP configured). */
+  guard?: GuardPlan;
+}
+
+/** What the `inet egressd_guard` table enforces. */
+export interface GuardPlan {
+  /** Drop BFD control packets whose TTL / hop limit is not 255 (any peer runs BFD). */
+  bfdTtl: boolean;
+  /** Accept connections to the BGP listen port only from these peers (when gobgpd listens). */
+  bgp?: { port: number; peers4: string[]; peers6: string[] };
 }

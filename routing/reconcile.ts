@@ -12,17 +12,21 @@ import {
   type RuleChanges,
 } from "./netlink-routes.js";
 import { NftReconciler, nftCleanupTemp, type NatChange } from "./nft.js";
+import { GuardReconciler, type GuardChange } from "./nft-guard.js";
 
 export interface KernelChanges {
   addresses: AddressChanges;
   nat: NatChange;
   routes: RouteChanges;
   rules: RuleChanges;
+  guard: GuardChange;
 }
 
 export interface ReconcileOptions {
   /** Keeps what the nft reconciler applied last, so one-pod changes need no read of the table. */
   nft?: NftReconciler;
+  /** Keeps the guard table's last script (a new one is made per call without it). */
+  guard?: GuardReconciler;
   /** Read the live nft table even when the in-memory copy is trusted (periodic resync). */
   fullResync?: boolean;
 }
@@ -36,7 +40,9 @@ export function changed(c: KernelChanges): boolean {
       c.routes.removed.length +
       c.rules.added.length +
       c.rules.removed.length >
-      0 || c.nat.action !== "none"
+      0 ||
+    c.nat.action !== "none" ||
+    c.guard !== "none"
   );
 }
 
@@ -54,7 +60,10 @@ export async function reconcileKernel(
     const addresses = await reconcileAddresses(desired.addresses);
     const nat = await nft.reconcile(desired.nat, { readLive: opts.fullResync ?? false });
     const { routes, rules } = await reconcileRouting(desired.routes, desired.rules);
-    return { addresses, nat, routes, rules };
+    const guard = await (opts.guard ?? new GuardReconciler()).reconcile(desired.guard, {
+      readLive: opts.fullResync ?? false,
+    });
+    return { addresses, nat, routes, rules, guard };
   } finally {
     if (!opts.nft) nft.close();
   }
@@ -62,6 +71,7 @@ export async function reconcileKernel(
 
 export interface TeardownSummary {
   nftTable: boolean;
+  guardTable: boolean;
   addresses: string[];
   routes: string[];
   rules: string[];
@@ -71,7 +81,9 @@ export interface TeardownSummary {
  * Removes everything egressd owns: rules and routes first (traffic falls back
  * to the main table), then the nft table, then the egress IPs.
  */
-export async function teardownKernel(opts: { nft?: NftReconciler } = {}): Promise<TeardownSummary> {
+export async function teardownKernel(
+  opts: { nft?: NftReconciler; guard?: GuardReconciler } = {},
+): Promise<TeardownSummary> {
   const routing = await removeOwnedRouting();
   const nft = opts.nft ?? new NftReconciler();
   let nftTable: boolean;
@@ -81,8 +93,10 @@ export async function teardownKernel(opts: { nft?: NftReconciler } = {}): Promis
     nft.close();
   }
   const addresses = await removeOwnedAddresses();
+  // Last: the guard protects BFD and BGP until nothing else is left.
+  const guardTable = await (opts.guard ?? new GuardReconciler()).teardown();
   await nftCleanupTemp();
-  return { nftTable, addresses, routes: routing.routes.removed, rules: routing.rules.removed };
+  return { nftTable, guardTable, addresses, routes: routing.routes.removed, rules: routing.rules.removed };
 }
 
 export interface ForwardingStatus {

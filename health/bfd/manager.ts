@@ -99,6 +99,8 @@ export interface BfdManagerStats {
   rxNoSession: number;
   /** Packets with authentication (egressd never configures it). */
   rxAuth: number;
+  /** Your Discriminator 0 but a My Discriminator other than the peer's learned one: forged or stale. */
+  rxDiscrMismatch: number;
   /** Scheduler wake-ups. */
   wakeups: number;
   txErrors: number;
@@ -186,7 +188,7 @@ export class BfdManager extends EventEmitter<BfdManagerEvents> {
   private readonly addrCache = new Map<string, string>();
   private reconciling: Promise<void> = Promise.resolve();
   private readonly queued: Array<{ entry: Entry; change: StateChange }> = [];
-  private readonly counters = { rxInvalid: 0, rxNoSession: 0, rxAuth: 0 };
+  private readonly counters = { rxInvalid: 0, rxNoSession: 0, rxAuth: 0, rxDiscrMismatch: 0 };
   private stopped = false;
 
   constructor(opts: BfdManagerOptions = {}) {
@@ -444,6 +446,20 @@ export class BfdManager extends EventEmitter<BfdManagerEvents> {
       // Single hop has one session per peer address: look it up and check the local address.
       entry = this.entries.get(peer);
       if (entry && entry.localKey !== localKey) entry = undefined;
+      // Your Discriminator 0 is matched by address alone, which anyone on the
+      // link can forge. Once the peer's discriminator is known, a packet that
+      // names another one is not from this session's peer (a peer that really
+      // restarted is heard again once our detection time has expired).
+      const learned = entry?.session.remoteDiscriminator ?? 0;
+      if (entry && learned !== 0 && p.myDiscriminator !== learned) {
+        this.counters.rxDiscrMismatch++;
+        entry.rxDiscarded++;
+        this.log?.debug(
+          { from, learned, got: p.myDiscriminator },
+          "BFD packet with a foreign discriminator discarded",
+        );
+        return;
+      }
     }
     if (!entry) {
       this.counters.rxNoSession++;

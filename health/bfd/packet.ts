@@ -166,6 +166,8 @@ export function decodeControl(buf: Uint8Array): DecodeResult {
   const state = (b1 >> 6) as BfdState;
   if (yourDiscriminator === 0 && state !== BfdState.Down && state !== BfdState.AdminDown)
     return { ok: false, reason: `your discriminator is zero in state ${stateText(state)}` };
+  // RFC 5880 4.1: zero is reserved for Desired Min TX Interval.
+  if (view.getUint32(12) === 0) return { ok: false, reason: "desired min tx interval is zero (reserved)" };
   let auth: BfdAuth | undefined;
   if (authPresent) {
     const authLen = buf[25]!;

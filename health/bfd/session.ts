@@ -97,6 +97,11 @@ export class BfdSession {
   private remoteState = BfdState.Down;
   readonly localDiscriminator: number;
   private remoteDiscr = 0;
+
+  /** The peer's discriminator as last heard (bfd.RemoteDiscr); 0 when none is known. */
+  get remoteDiscriminator(): number {
+    return this.remoteDiscr;
+  }
   private localDiag = BfdDiag.None;
   private remoteDiag = BfdDiag.None;
   private desiredMinTxUs: number;

@@ -16,6 +16,7 @@ import { waitFor } from "../../containerlab/runner.js";
 import { run, tryRun } from "../../daemon/exec.js";
 import { RUN_ID, Sandbox } from "../helpers/netns.js";
 import { REPO } from "../helpers/paths.js";
+import { renderGuard } from "../../routing/nft-guard.js";
 
 const FRR_BIN = "/usr/lib/frr";
 const FIXTURE = join(REPO, "dist/test/fixtures/bfd-peer.js");
@@ -330,6 +331,69 @@ serial("bfdd dies: egressd emits down with 'control detection time expired'", as
   await upOnBothSides(t);
   t.log(`back Up ${Date.now() - t1} ms after bfdd restarted`);
 });
+
+serial(
+  "forged packets from the link: GTSM drops a low TTL, a foreign discriminator is ignored",
+  async (t) => {
+    const sp = await upOnBothSides(t);
+    const tor = PEERS[0].tor;
+    const peer = (await frr().peers()).find((p) => p.peer === PEERS[0].ours) as unknown as Record<
+      string,
+      number
+    >;
+    const torDiscr = peer["id"]!;
+    const ourDiscr = peer["remote-id"]!;
+    t.true(torDiscr > 0 && ourDiscr > 0, JSON.stringify(peer));
+    // egressd's guard table, as egressd run installs it in the gateway's namespace.
+    const dir = join(tmpdir(), `egressd-guard-${RUN_ID}`);
+    mkdirSync(dir, { recursive: true });
+    const file = join(dir, "guard.nft");
+    writeFileSync(file, renderGuard({ bfdTtl: true }));
+    await lab.sandbox.exec("gw", ["/usr/sbin/nft", "-f", file]);
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    // A Down from the ToR's own address, sent from the ToR's namespace by an
+    // attacker's program (not bfdd) with the TTL given.
+    const forge = (ttl: number, myDiscr: number, yourDiscr: number) =>
+      run([
+        "ip",
+        "netns",
+        "exec",
+        lab.sandbox.ns("tor"),
+        process.execPath,
+        "--input-type=module",
+        "-e",
+        `import dgram from "node:dgram";
+       import { encodeControl } from ${JSON.stringify(join(REPO, "dist/health/bfd/packet.js"))};
+       const s = dgram.createSocket("udp4");
+       s.bind({ address: ${JSON.stringify(tor)}, port: 0 }, () => {
+         s.setTTL(${ttl});
+         const pkt = encodeControl({ version: 1, diag: 1, state: 1, poll: false, final: false, cpi: false,
+           authPresent: false, demand: false, multipoint: false, detectMult: 3, myDiscriminator: ${myDiscr},
+           yourDiscriminator: ${yourDiscr}, desiredMinTxUs: 1000000, requiredMinRxUs: 1000000, requiredMinEchoRxUs: 0 });
+         s.send(pkt, 3784, ${JSON.stringify(PEERS[0].ours)}, () => s.close());
+       });`,
+      ]);
+    const t0 = Date.now();
+    const downs = () => sp.events.filter((e) => e.event === "down" && e.peer === tor && e.wall >= t0);
+    await forge(64, torDiscr, ourDiscr); // would be accepted but for its TTL
+    await forge(255, torDiscr + 1, 0); // right TTL, Your Discriminator 0, not the ToR's discriminator
+    await new Promise((r) => setTimeout(r, 500));
+    t.deepEqual(downs(), [], "neither forged packet took the session down");
+    const counters = await lab.sandbox.exec("gw", [
+      "/usr/sbin/nft",
+      "list",
+      "chain",
+      "inet",
+      "egressd_guard",
+      "input",
+    ]);
+    t.regex(counters.stdout, /ip ttl != 255 counter packets [1-9]/, "the kernel dropped the low-TTL one");
+    // The control: the same Down with TTL 255 and the right discriminators is believed.
+    await forge(255, torDiscr, ourDiscr);
+    await waitFor(() => downs().length > 0, 3000, "the well-formed Down is heard", 20);
+    await lab.sandbox.exec("gw", ["/usr/sbin/nft", "delete", "table", "inet", "egressd_guard"]);
+  },
+);
 
 serial("graceful stop sends AdminDown: FRR goes down at once", async (t) => {
   const sp = await upOnBothSides(t);

@@ -157,3 +157,33 @@ test("routes a peer announces, a default route among them, never enter the gatew
   t.true((await routes()).includes("203.0.113.0/24"));
   state.passed = true;
 });
+
+test("the BGP port answers configured peers only: a connection from another address is dropped", async (t) => {
+  const { sb, frr, state } = await startEgressd(t, "gd");
+  // Another address on the ToR's side of the link, reachable from the gateway.
+  await sb.exec("tor", ["ip", "addr", "add", "10.0.0.5/32", "dev", "tor0"]);
+  await sb.exec("gw", ["ip", "route", "add", "10.0.0.5/32", "via", TOR_V4]);
+  const connectFrom = (source: string) =>
+    sb.tryExec(
+      "tor",
+      [
+        process.execPath,
+        "-e",
+        `const s = require("node:net").connect({ host: ${JSON.stringify(GW_V4)}, port: 179, localAddress: ${JSON.stringify(source)} });
+         s.setTimeout(1500, () => { console.log("timeout"); process.exit(0); });
+         s.on("connect", () => { console.log("connected"); process.exit(0); });
+         s.on("error", (e) => { console.log(e.code); process.exit(0); });`,
+      ],
+      10_000,
+    );
+  t.is((await connectFrom("10.0.0.5")).stdout.trim(), "timeout", "dropped, not even refused");
+  const chain = await sb.exec("gw", ["/usr/sbin/nft", "list", "chain", "inet", "egressd_guard", "input"]);
+  t.regex(chain.stdout, /ip saddr != @bgp_peers4 counter packets [1-9]/);
+  // The peer's own address still reaches it (FRR's session is proof, and so is a new connection).
+  t.is((await connectFrom(TOR_V4)).stdout.trim(), "connected");
+  const summary = await frr.json<{ peers?: Record<string, { state?: string }> }>(
+    "show bgp ipv4 unicast summary json",
+  );
+  t.is(summary.peers?.[GW_V4]?.state, "Established");
+  state.passed = true;
+});

@@ -280,3 +280,38 @@ test("IPv6 addresses are normalised for matching", async (t) => {
   t.is(gw.get("fd00::1")!.stateName, "Up");
   await stopAll(clock, gw, tor);
 });
+
+test("a forged Down with Your Discriminator 0 and a foreign My Discriminator does not take the session down", async (t) => {
+  const { clock, net, gw, tor, gwEv } = await setup(1);
+  await run(clock, 3000);
+  t.is(gw.get("10.0.1.1")!.stateName, "Up");
+  const real = tor.get("10.0.1.2")!.localDiscriminator;
+  const deliver = net.listeners.get("10.0.1.2")!;
+  const forged = {
+    version: 1,
+    diag: BfdDiag.None,
+    state: BfdState.Down,
+    poll: false,
+    final: false,
+    cpi: false,
+    authPresent: false,
+    demand: false,
+    multipoint: false,
+    detectMult: 3,
+    myDiscriminator: real + 1,
+    yourDiscriminator: 0,
+    desiredMinTxUs: 1_000_000,
+    requiredMinRxUs: 1_000_000,
+    requiredMinEchoRxUs: 0,
+  };
+  // From the ToR's own address, as an attacker on the link would send it.
+  deliver(encodeControl(forged), "10.0.1.1", 3784);
+  await run(clock, 500);
+  t.is(gw.get("10.0.1.1")!.stateName, "Up", "still up");
+  t.is(gwEv.down.length, 0);
+  t.is(gw.stats.rxDiscrMismatch, 1);
+  // The peer's own discriminator with Your Discriminator 0 is still heard (its session went down).
+  deliver(encodeControl({ ...forged, myDiscriminator: real }), "10.0.1.1", 3784);
+  t.is(gw.get("10.0.1.1")!.stateName, "Down");
+  await stopAll(clock, gw, tor);
+});

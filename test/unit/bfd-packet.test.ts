@@ -176,3 +176,26 @@ test("diagnostic and state names", (t) => {
   t.is(diagText(20), "reserved diagnostic 20");
   t.is(stateText(BfdState.Init), "Init");
 });
+
+test("a Desired Min TX Interval of zero (reserved) is refused", (t) => {
+  const buf = encodeControl({
+    version: 1,
+    diag: 0,
+    state: BfdState.Up,
+    poll: false,
+    final: false,
+    cpi: false,
+    authPresent: false,
+    demand: false,
+    multipoint: false,
+    detectMult: 3,
+    myDiscriminator: 7,
+    yourDiscriminator: 9,
+    desiredMinTxUs: 0,
+    requiredMinRxUs: 100_000,
+    requiredMinEchoRxUs: 0,
+  });
+  const r = decodeControl(buf);
+  t.false(r.ok);
+  t.regex(r.ok ? "" : r.reason, /desired min tx interval is zero/);
+});

@@ -1,0 +1,80 @@
+// egressd's second nftables table, `inet egressd_guard`: what protects the
+// gateway's own control protocols, apart from the SNAT table so that neither
+// one's changes touch the other.
+//
+//   - BFD (single hop, UDP 3784) is accepted only with TTL / hop limit 255
+//     (GTSM, RFC 5881 section 5): a packet from further away than the link is
+//     forged. Node cannot read a datagram's TTL, so the kernel checks it here.
+//   - The BGP port accepts connections only from configured peers: gobgpd
+//     listens on every address, and one malformed message from anyone who can
+//     reach it crashes it (docs/bgp.md).
+//
+// The table is tiny and replaced whole, in one transaction, when it changes.
+import type { GuardPlan } from "../daemon/state.js";
+import { NFT, nftApply } from "./nft.js";
+import { run } from "../daemon/exec.js";
+
+export const GUARD_TABLE = "inet egressd_guard";
+
+/** The whole table as an nft script that replaces any previous one atomically. */
+export function renderGuard(g: GuardPlan): string {
+  const L = [`table ${GUARD_TABLE} {}`, `delete table ${GUARD_TABLE}`, `table ${GUARD_TABLE} {`];
+  if (g.bgp) {
+    for (const [name, type, list] of [
+      ["bgp_peers4", "ipv4_addr", g.bgp.peers4],
+      ["bgp_peers6", "ipv6_addr", g.bgp.peers6],
+    ] as const) {
+      L.push(`  set ${name} {`, `    type ${type}`);
+      if (list.length) L.push(`    elements = { ${list.join(", ")} }`);
+      L.push("  }");
+    }
+  }
+  L.push("  chain input {", "    type filter hook input priority filter - 10; policy accept;");
+  if (g.bfdTtl) {
+    L.push(
+      `    udp dport 3784 ip ttl != 255 counter drop comment "BFD from beyond the link (GTSM)"`,
+      `    udp dport 3784 ip6 hoplimit != 255 counter drop comment "BFD from beyond the link (GTSM)"`,
+    );
+  }
+  if (g.bgp) {
+    const p = g.bgp.port;
+    L.push(
+      `    meta nfproto ipv4 tcp dport ${p} ip saddr != @bgp_peers4 counter drop comment "BGP from a non-peer"`,
+      `    meta nfproto ipv6 tcp dport ${p} ip6 saddr != @bgp_peers6 counter drop comment "BGP from a non-peer"`,
+    );
+  }
+  L.push("  }", "}");
+  return `${L.join("\n")}\n`;
+}
+
+export type GuardChange = "none" | "replaced" | "removed";
+
+/** Keeps the guard table equal to the plan; remembers what it applied so an unchanged plan costs nothing. */
+export class GuardReconciler {
+  private applied: string | undefined;
+
+  async reconcile(g: GuardPlan | undefined, opts: { readLive?: boolean } = {}): Promise<GuardChange> {
+    if (!g) return (await this.teardown()) ? "removed" : "none";
+    const script = renderGuard(g);
+    if (script === this.applied && !(opts.readLive && !(await this.present()))) return "none";
+    await nftApply(script);
+    this.applied = script;
+    return "replaced";
+  }
+
+  /** Removes the table; true when it was there. */
+  async teardown(): Promise<boolean> {
+    this.applied = undefined;
+    if (!(await this.present())) return false;
+    await nftApply(`table ${GUARD_TABLE} {}\ndelete table ${GUARD_TABLE}\n`);
+    return true;
+  }
+
+  private async present(): Promise<boolean> {
+    const r = await run([NFT, "list", "table", ...GUARD_TABLE.split(" ")], { timeoutMs: 10_000 }).then(
+      () => true,
+      () => false,
+    );
+    return r;
+  }
+}
