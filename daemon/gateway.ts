@@ -117,6 +117,9 @@ export class Gateway {
   private importGuarded = false;
   private advertised: BgpPath[] = [];
   private readonly peerStates = new Map<string, SessionState>();
+  /** Peers to delete and add again in the next BGP apply (see afterSessionDrop). */
+  private readonly recreate = new Set<string>();
+  private readonly recreatedAt = new Map<string, number>();
   private kernelOk = false;
   private readonly startedAt = new Date();
   private lastReconcile: (ReconcileResult & { at: Date }) | undefined;
@@ -389,14 +392,39 @@ export class Gateway {
     });
     client.on("peer", (p) => {
       const name = this.config.bgp?.peers.find((x) => x.address === p.address)?.name ?? p.address;
-      if (this.peerStates.get(p.address) === p.state) return;
+      const before = this.peerStates.get(p.address);
+      if (before === p.state) return;
       this.peerStates.set(p.address, p.state);
       this.log.info({ peer: name, address: p.address, asn: p.peerAsn, state: p.state }, "BGP peer state");
       this.events.emit("peer", { name, address: p.address, state: p.state });
+      if (before === "established" && p.state === "idle") this.afterSessionDrop(p.address, name);
     });
     client.on("warning", (e) => this.log.warn({ err: e }, "gobgpd client"));
     client.watch({ peers: true });
     await client.waitReady(15_000);
+  }
+
+  /**
+   * gobgpd keeps a session that dropped (the ToR's `clear bgp`, a hold-timer
+   * expiry, a notification) Idle for a fixed 5 s and closes the ToR's
+   * reconnects meanwhile; the idle hold cannot be configured over its API. A
+   * peer that is deleted and added again starts with no idle hold, so the
+   * next reconcile re-creates it: the session is back in about a second. At
+   * most once per RECREATE_EVERY_MS per peer, so a peer that keeps dropping
+   * still gets gobgpd's hold between attempts. Not for a session egressd
+   * closed itself (BFD down removes the peer from the desired state).
+   */
+  private afterSessionDrop(address: string, name: string): void {
+    if (this.draining || this.bfdDown.has(address)) return;
+    const last = this.recreatedAt.get(address) ?? -Infinity;
+    if (Date.now() - last < RECREATE_EVERY_MS) return;
+    this.recreatedAt.set(address, Date.now());
+    this.recreate.add(address);
+    this.log.info(
+      { peer: name, address },
+      "BGP session dropped: re-creating the peer to skip gobgpd's 5 s idle hold",
+    );
+    this.controller.trigger("session dropped");
   }
 
   private async applyBgp(d: BgpDesired | undefined, kernelFailed = false): Promise<string[]> {
@@ -425,6 +453,12 @@ export class Gateway {
       // Before any peer is added: a session must never bring learned routes in.
       await client.rejectLearnedRoutes();
       this.importGuarded = true;
+    }
+    for (const address of this.recreate) {
+      this.recreate.delete(address);
+      if (!d.peers.some((p) => p.address === address)) continue;
+      await client.deletePeer(address).catch(() => undefined); // gone already: added below all the same
+      out.push(`-peer ${address} (re-created after a session drop)`);
     }
     const peerDiff = await new PeerReconciler(client).reconcile(d.peers);
     for (const p of peerDiff.add) out.push(`+peer ${p.address} AS${p.peerAsn}`);
@@ -664,6 +698,9 @@ export class Gateway {
     };
   }
 }
+
+/** A peer whose session dropped is re-created at most this often (gobgpd's idle hold applies in between). */
+const RECREATE_EVERY_MS = 3000;
 
 /** How long each step of a stop may wait on the speaker or a reconcile. */
 const STOP_STEP_MS = 5000;

@@ -71,8 +71,8 @@ export const PeerSchema = Type.Object(
       Type.Integer({
         minimum: 1,
         maximum: 65535,
-        default: 5,
-        description: "Seconds between connection attempts.",
+        default: 1,
+        description: "Seconds between connection attempts (and the idle hold after a reset).",
       }),
     ),
     gracefulRestart: Type.Optional(

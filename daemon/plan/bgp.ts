@@ -266,7 +266,7 @@ export function planBgp(
         peerAsn: p.asn,
         holdTime: p.holdTime ?? 9,
         keepaliveInterval: p.keepalive ?? Math.max(1, Math.floor((p.holdTime ?? 9) / 3)),
-        connectRetry: p.connectRetry ?? 5,
+        connectRetry: p.connectRetry ?? 1,
         gracefulRestart: p.gracefulRestart ?? false,
         families: p.families ?? [family],
       };

@@ -264,7 +264,8 @@ test.serial(
     );
     t.is(addrs.filter((a) => a === "192.0.2.11").length, 1);
     const tables = (await lab.exec("gw-a1", ["/usr/sbin/nft", "list", "tables"])).stdout;
-    t.is(tables.match(/inet egressd/g)?.length, 1);
+    t.is(tables.match(/^table inet egressd$/gm)?.length, 1, "one SNAT table, adopted");
+    t.is(tables.match(/^table inet egressd_guard$/gm)?.length, 1, "one guard table");
     // Destinations come back once the restarted gateway's probes vouch for them again.
     await waitFor(
       async () => (await kernelNextHops(lab, "tor-a", "203.0.113.0/24")).length === 2,

@@ -187,3 +187,30 @@ test("the BGP port answers configured peers only: a connection from another addr
   t.is(summary.peers?.[GW_V4]?.state, "Established");
   state.passed = true;
 });
+
+test("after a ToR's clear bgp the gateway re-creates the peer instead of idling 5 s; connect retry is 1 s", async (t) => {
+  const { frr, dir, routes, logged, state } = await startEgressd(t, "cb");
+  const client = new GobgpClient({ target: `unix://${join(dir, "gobgpd.sock")}` });
+  t.teardown(() => client.close());
+  await client.waitReady(10_000);
+  const [peer] = await client.listPeers(TOR_V4);
+  t.is(peer?.config.connectRetry, 1);
+  const samples: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    await new Promise((r) => setTimeout(r, 3500)); // past the re-create spacing (3 s)
+    const t0 = Date.now();
+    await frr.vtysh("clear bgp *");
+    await waitFor(
+      "withdrawn by the reset",
+      async () => !(await routes()).includes("203.0.113.0/24"),
+      5000,
+    ).catch(
+      () => undefined, // the reset may be over before the first look
+    );
+    await waitFor("routes back", async () => (await routes()).includes("203.0.113.0/24"), 30_000);
+    samples.push(Date.now() - t0);
+  }
+  t.log(`clear bgp * -> routes back at the ToR: ${samples.join(", ")} ms (gobgpd alone: about 5100 ms)`);
+  t.is(logged("re-creating the peer to skip gobgpd's 5 s idle hold").valueOf(), true);
+  state.passed = true;
+});
