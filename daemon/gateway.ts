@@ -15,6 +15,7 @@ import { GobgpdProcess } from "../bgp/gobgpd-process.js";
 import { canonicalPath, canonicalPeer, type BgpPath, type SessionState } from "../bgp/model.js";
 import { diffPaths, PathReconciler } from "../bgp/path-reconciler.js";
 import { PeerReconciler } from "../bgp/peer-reconciler.js";
+import { diagnoseConnect, ReportBackoff } from "../bgp/peer-diagnosis.js";
 import { BfdManager } from "../health/bfd/manager.js";
 import {
   Prober,
@@ -120,6 +121,9 @@ export class Gateway {
   /** Peers to delete and add again in the next BGP apply (see afterSessionDrop). */
   private readonly recreate = new Set<string>();
   private readonly recreatedAt = new Map<string, number>();
+  /** Since when each configured peer has not been Established (absent: it is). */
+  private readonly downSince = new Map<string, number>();
+  private readonly peerReports = new ReportBackoff();
   private kernelOk = false;
   private readonly startedAt = new Date();
   private lastReconcile: (ReconcileResult & { at: Date }) | undefined;
@@ -165,7 +169,10 @@ export class Gateway {
         this.events.emit("reconciled", r);
       },
     });
-    this.heartbeat = setInterval(() => (this.tick = Date.now()), 1000);
+    this.heartbeat = setInterval(() => {
+      this.tick = Date.now();
+      void this.reportDownPeers(this.tick);
+    }, 1000);
     this.heartbeat.unref();
     this.prober.on("transition", (t) => this.onProbe(t));
     // The prober survives a throwing listener; a health evaluation that threw
@@ -402,6 +409,37 @@ export class Gateway {
     client.on("warning", (e) => this.log.warn({ err: e }, "gobgpd client"));
     client.watch({ peers: true });
     await client.waitReady(15_000);
+  }
+
+  /**
+   * A peer that is not Established is reported with the reason a TCP connect
+   * to it gives (refused, no route, timed out, ...): first after 10 s, then at
+   * doubling intervals up to 5 minutes. Without this, a peer that never comes
+   * up leaves no trace in the log.
+   */
+  private async reportDownPeers(now: number): Promise<void> {
+    for (const p of this.config.bgp?.peers ?? []) {
+      if (this.peerStates.get(p.address) === "established") {
+        if (this.downSince.delete(p.address)) this.peerReports.reset(p.address);
+        continue;
+      }
+      if (!this.downSince.has(p.address)) this.downSince.set(p.address, now);
+      if (!this.peerReports.due(p.address, this.downSince.get(p.address)!, now)) continue;
+      const state = this.peerStates.get(p.address) ?? "not configured in gobgpd yet";
+      const connect = this.bfdDown.has(p.address)
+        ? "closed by egressd: BFD is down"
+        : await diagnoseConnect(p.address, p.localAddress ? { localAddress: p.localAddress } : {});
+      this.log.warn(
+        {
+          peer: p.name,
+          address: p.address,
+          state,
+          downForS: Math.round((now - this.downSince.get(p.address)!) / 1000),
+          connect,
+        },
+        `BGP peer not established: ${connect === "reachable" ? "the port answers, so look at the peer's config (AS, address, password)" : connect}`,
+      );
+    }
   }
 
   /**

@@ -20,7 +20,9 @@ import { RouteAction } from "../../bgp/generated/gobgp.js";
 import { sandbox } from "../helpers/netns.js";
 import { REPO } from "../helpers/paths.js";
 
-const config = (opts: { red?: boolean; asn?: number } = {}) => `gateway: { name: gw, site: a }
+const config = (
+  opts: { red?: boolean; asn?: number; extraPeers?: string } = {},
+) => `gateway: { name: gw, site: a }
 egressIPs:
   - { address: 192.0.2.50, interface: lo }
 ${opts.red ? "  - { address: 192.0.2.51, interface: nosuch0 }\n" : ""}uplinks: [{ name: tor, interface: gw0, nextHop: ${TOR_V4} }]
@@ -30,10 +32,10 @@ ${opts.red ? "  - { name: red, sources: [10.244.2.0/24], destinations: [198.51.1
   asn: ${opts.asn ?? GW_ASN}
   routerId: ${GW_V4}
   listenPort: 179
-  peers: [{ name: tor, address: ${TOR_V4}, asn: ${TOR_ASN}, holdTime: 3 }]
+  peers: [{ name: tor, address: ${TOR_V4}, asn: ${TOR_ASN}, holdTime: 3 }${opts.extraPeers ?? ""}]
 `;
 
-async function startEgressd(t: ExecutionContext, prefix: string) {
+async function startEgressd(t: ExecutionContext, prefix: string, text = config()) {
   const sb = sandbox(t, prefix);
   await buildTopology(sb);
   await sb.exec("gw", ["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
@@ -43,7 +45,7 @@ async function startEgressd(t: ExecutionContext, prefix: string) {
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, "egressd.yaml");
   const logFile = join(dir, "egressd.log");
-  writeFileSync(file, config());
+  writeFileSync(file, text);
   const pid = spawnDetached(
     ["node", join(REPO, "dist/daemon/cli.js"), "run", "-c", file, "--run-dir", dir, "--log-level", "info"],
     { netns: sb.ns("gw"), logFile: openSync(logFile, "a") },
@@ -55,7 +57,8 @@ async function startEgressd(t: ExecutionContext, prefix: string) {
     Object.keys(
       (await frr.json<{ routes?: Record<string, unknown> }>("show bgp ipv4 unicast json")).routes ?? {},
     );
-  const logged = (msg: string) => readFileSync(logFile, "utf8").includes(msg);
+  const logText = () => readFileSync(logFile, "utf8");
+  const logged = (msg: string) => logText().includes(msg);
   // Registered after the directory's removal, so it runs first: a failure shows egressd's log.
   const state = { passed: false };
   t.teardown(() => {
@@ -63,7 +66,7 @@ async function startEgressd(t: ExecutionContext, prefix: string) {
       console.error(`egressd log:\n${readFileSync(logFile, "utf8").split("\n").slice(-40).join("\n")}`);
   });
   await waitFor("web advertised", async () => (await routes()).includes("203.0.113.0/24"), 30_000);
-  return { sb, frr, dir, file, pid, routes, logged, state };
+  return { sb, frr, dir, file, pid, routes, logged, logText, state };
 }
 
 test("a failed kernel apply advertises nothing new; a restart-only change is refused and changes nothing", async (t) => {
@@ -212,5 +215,34 @@ test("after a ToR's clear bgp the gateway re-creates the peer instead of idling 
   }
   t.log(`clear bgp * -> routes back at the ToR: ${samples.join(", ")} ms (gobgpd alone: about 5100 ms)`);
   t.is(logged("re-creating the peer to skip gobgpd's 5 s idle hold").valueOf(), true);
+  state.passed = true;
+});
+
+test("a peer that never comes up is reported with the reason, at a bounded rate", async (t) => {
+  const extraPeers =
+    ", { name: refusing, address: 10.0.0.6, asn: 65099 }, { name: unroutable, address: 198.51.100.77, asn: 65099 }";
+  const { sb, logged, logText, state } = await startEgressd(t, "sp", config({ extraPeers }));
+  // 10.0.0.6 is on the ToR's link, and its BGP port answers with a reset.
+  await sb.exec("tor", ["ip", "addr", "add", "10.0.0.6/32", "dev", "tor0"]);
+  await sb.exec("gw", ["ip", "route", "add", "10.0.0.6/32", "via", TOR_V4]);
+  await sb.sh(
+    "tor",
+    "/usr/sbin/nft add table ip t; /usr/sbin/nft 'add chain ip t in { type filter hook input priority 0; }'; " +
+      "/usr/sbin/nft add rule ip t in ip daddr 10.0.0.6 tcp dport 179 reject with tcp reset",
+  );
+  const reports = (peer: string) =>
+    logText()
+      .split("\n")
+      .filter((l) => l.includes(`"peer":"${peer}"`) && l.includes("BGP peer not established")).length;
+  await waitFor(
+    "both reported",
+    async () => logged("BGP peer not established: refused") && logged("BGP peer not established: no route"),
+    30_000,
+  );
+  t.is(reports("tor"), 0, "the established peer is not reported");
+  // Bounded: a few seconds later, still one report each (the next is due 20 s after the first).
+  await new Promise((r) => setTimeout(r, 4000));
+  t.is(reports("refusing"), 1);
+  t.is(reports("unroutable"), 1);
   state.passed = true;
 });
