@@ -121,6 +121,8 @@ export class Gateway {
   /** Peers to delete and add again in the next BGP apply (see afterSessionDrop). */
   private readonly recreate = new Set<string>();
   private readonly recreatedAt = new Map<string, number>();
+  /** Peers whose BGP session has been Established once: their BFD session runs (see applyBfd). */
+  private readonly bfdBootstrapped = new Set<string>();
   /** Since when each configured peer has not been Established (absent: it is). */
   private readonly downSince = new Map<string, number>();
   private readonly peerReports = new ReportBackoff();
@@ -405,6 +407,8 @@ export class Gateway {
       this.log.info({ peer: name, address: p.address, asn: p.peerAsn, state: p.state }, "BGP peer state");
       this.events.emit("peer", { name, address: p.address, state: p.state });
       if (before === "established" && p.state === "idle") this.afterSessionDrop(p.address, name);
+      if (p.state === "established" && !this.bfdBootstrapped.has(p.address))
+        this.controller.trigger("peer established");
     });
     client.on("warning", (e) => this.log.warn({ err: e }, "gobgpd client"));
     client.watch({ peers: true });
@@ -523,10 +527,22 @@ export class Gateway {
   }
 
   /** BFD sessions towards the peers that ask for one. */
+  /**
+   * A peer's BFD session starts once its BGP session has been Established,
+   * and then stays (BGP dropping is what BFD is there to see). Starting it
+   * earlier costs a BGP session with FRR: bgpd registers its BFD session
+   * again when the BGP session comes up (it learns the source address then),
+   * and a BFD session that was already Up reports Down to bgpd through that
+   * re-registration, which tears the brand-new BGP session down (Cease/BFD
+   * Down) and adds about 2 s to every start. Bootstrapping BFD from the
+   * client protocol is also what RFC 5882 describes.
+   */
   private async applyBfd(): Promise<string[]> {
-    const peers = (this.config.bgp?.peers ?? []).filter(
-      (p) => p.bfd && p.bfd.enabled !== false && p.localAddress,
-    );
+    const peers = (this.config.bgp?.peers ?? []).filter((p) => {
+      if (!p.bfd || p.bfd.enabled === false || !p.localAddress) return false;
+      if (this.peerStates.get(p.address) === "established") this.bfdBootstrapped.add(p.address);
+      return this.bfdBootstrapped.has(p.address);
+    });
     const before = new Set(this.bfd.list().map((s) => s.peer));
     await this.bfd.reconcile(
       peers.map((p) => ({

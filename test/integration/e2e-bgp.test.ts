@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { Lab, waitFor } from "../../containerlab/runner.js";
 import { loadTopology, rebindCopies } from "../../containerlab/topology.js";
 import {
+  bfdPeers,
   bgpSessions,
   bgpTable,
   kernelNextHops,
@@ -116,6 +117,33 @@ test.serial(
     t.deepEqual(await kernelNextHops(lab, "tor-a", "2001:db8:203::/48"), ["fd00:1:1::2", "fd00:1:2::2"]);
   },
 );
+
+test.serial("a fresh start reaches Established once per gateway session, with no BFD teardown", async (t) => {
+  // Both sides run BFD (the ToR with `neighbor X bfd`); egressd starts its BFD session
+  // only after BGP is up, so FRR's re-registration at Established finds no Up session to lose.
+  for (const [tor, gw] of [
+    ["tor-a", "10.1.1.1"],
+    ["tor-a", "10.1.2.1"],
+    ["tor-a", "fd00:1:1::2"],
+    ["tor-b", "10.2.1.1"],
+  ] as const) {
+    const j = await lab.vtyshJson<
+      Record<
+        string,
+        { connectionsEstablished?: number; connectionsDropped?: number; lastResetDueTo?: string }
+      >
+    >(tor, `show bgp neighbors ${gw} json`);
+    const n = j[gw];
+    t.is(n?.connectionsEstablished, 1, `${tor} <- ${gw}: ${JSON.stringify(n?.lastResetDueTo)}`);
+    t.is(n?.connectionsDropped, 0, `${tor} <- ${gw}`);
+  }
+  await waitFor(
+    async () => (await bfdPeers(lab, "tor-a")).get("10.1.1.1") === "up",
+    10_000,
+    "BFD up behind it",
+  );
+  t.pass();
+});
 
 test.serial("data centre B advertises as backup: prepended, with its community, not preferred", async (t) => {
   const atB = await paths("tor-b", "203.0.113.0/24");
