@@ -552,6 +552,7 @@ export class Gateway {
         desiredMinTxMs: p.bfd?.minTxMs ?? 100,
         requiredMinRxMs: p.bfd?.minRxMs ?? 100,
         detectMultiplier: p.bfd?.multiplier ?? 3,
+        ...(p.bfd?.auth ? { auth: p.bfd.auth } : {}),
       })),
     );
     const after = new Set(this.bfd.list().map((s) => s.peer));

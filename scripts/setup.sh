@@ -34,6 +34,7 @@ NEEDS=(
   "util-linux setpriv"
   "curl curl"
   "frr vtysh /usr/lib/frr/zebra /usr/lib/frr/staticd /usr/lib/frr/bgpd /usr/lib/frr/bfdd"
+  "bird2 /usr/sbin/bird /usr/sbin/birdc"
   "gobgpd /usr/bin/gobgpd"
   "protobuf-compiler protoc"
   "libprotobuf-dev /usr/include/google/protobuf/any.proto /usr/include/google/protobuf/empty.proto /usr/include/google/protobuf/timestamp.proto"
@@ -57,7 +58,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # Installing frr/gobgpd/prometheus may start their host-wide services;
   # egressd runs its own instances inside network namespaces and needs none.
   if [ -d /run/systemd/system ]; then
-    systemctl disable --now gobgpd.service frr.service prometheus.service >/dev/null 2>&1 || true
+    systemctl disable --now gobgpd.service frr.service prometheus.service bird.service >/dev/null 2>&1 || true
   fi
 else
   say "Debian packages present"

@@ -30,6 +30,26 @@ export const BfdSchema = Type.Object(
     multiplier: Type.Optional(
       Type.Integer({ minimum: 2, maximum: 255, default: 3, description: "Detection time multiplier." }),
     ),
+    auth: Type.Optional(
+      Type.Object(
+        {
+          type: Type.Union([Type.Literal("keyed-sha1"), Type.Literal("meticulous-keyed-sha1")], {
+            description:
+              "RFC 5880 6.7: meticulous (a new sequence number in every packet) resists replay best.",
+          }),
+          keyId: Type.Integer({
+            minimum: 0,
+            maximum: 255,
+            description: "Auth Key ID; the peer must use the same.",
+          }),
+          secret: Type.String({ minLength: 1, maxLength: 20, description: "The shared key, 1 to 20 bytes." }),
+        },
+        {
+          ...Strict,
+          description: "Authenticate every BFD packet with SHA1 (the peer must be configured alike).",
+        },
+      ),
+    ),
   },
   {
     ...Strict,

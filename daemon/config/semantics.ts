@@ -20,6 +20,7 @@ import {
 import { formatPath, type PathSegment } from "./issues.js";
 import { validateProbeSpec, type ProbeSpec } from "../../health/prober.js";
 import { parseCommunity, passwordProblem } from "../../bgp/model.js";
+import { keyProblem } from "../../health/bfd/auth.js";
 import { DEFAULTS, type Config } from "./schema.js";
 
 const formatAddressOf = (p: Prefix) => formatAddress(p.family, p.lo);
@@ -411,6 +412,9 @@ function checkBgp(
         );
       }
     }
+    const bfdAuth = isObj(p.bfd) && isObj(p.bfd.auth) ? p.bfd.auth : undefined;
+    const keyBad = bfdAuth && typeof bfdAuth.secret === "string" ? keyProblem(bfdAuth.secret) : undefined;
+    if (keyBad) err(["bgp", "peers", i, "bfd", "auth", "secret"], keyBad);
     if (isObj(p.bfd) && p.bfd.enabled !== false && localText === undefined) {
       err(["bgp", "peers", i, "localAddress"], "required with bfd: the BFD session runs from this address");
     }

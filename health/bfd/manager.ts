@@ -12,6 +12,7 @@ import { EventEmitter } from "node:events";
 import ipaddr from "ipaddr.js";
 import { systemClock, type Clock } from "./clock.js";
 import { BfdDiag, BfdState, decodeControl, diagText, encodeControl, stateText } from "./packet.js";
+import { BfdAuthenticator, type BfdAuthConfig } from "./auth.js";
 import { Scheduler, type ScheduledTask } from "./scheduler.js";
 import { BfdSession, type SessionSnapshot, type StateChange } from "./session.js";
 import { UdpTransport, type BfdTransport, type Listener, type TxChannel } from "./transport.js";
@@ -31,6 +32,8 @@ export interface BfdPeerConfig {
   passive?: boolean;
   /** Free-form label carried in events and snapshots (e.g. the ToR's name). */
   name?: string;
+  /** RFC 5880 6.7 SHA1 authentication; both sides must use the same type, key id and key. */
+  auth?: BfdAuthConfig;
 }
 
 export interface BfdEventBase {
@@ -152,6 +155,8 @@ interface LocalGroup {
 class Entry implements ScheduledTask {
   rxDiscarded = 0;
   quiet?: () => void;
+  /** Signs and checks packets when the session uses authentication. */
+  auth?: BfdAuthenticator;
   session!: BfdSession;
 
   constructor(
@@ -229,6 +234,7 @@ export class BfdManager extends EventEmitter<BfdManagerEvents> {
         throw e;
       }
       const entry = new Entry(key, localKey, { ...cfg }, tx, () => this.flush());
+      if (cfg.auth) entry.auth = new BfdAuthenticator(cfg.auth);
       const now = this.clock.now();
       entry.session = new BfdSession(
         {
@@ -239,7 +245,7 @@ export class BfdManager extends EventEmitter<BfdManagerEvents> {
           random: this.random,
         },
         {
-          send: (p) => tx.send(encodeControl(p)),
+          send: (p) => tx.send(entry.auth ? entry.auth.seal(p) : encodeControl(p)),
           stateChange: (change) => this.queued.push({ entry, change }),
         },
         now,
@@ -319,6 +325,9 @@ export class BfdManager extends EventEmitter<BfdManagerEvents> {
         const e = this.entries.get(k);
         if (!e) return attempt(() => this.add(cfg));
         if (sameConfig(e.cfg, cfg)) return Promise.resolve();
+        // A new key or type cannot be switched in place: the session starts again with it.
+        if (!sameAuth(e.cfg.auth, cfg.auth))
+          return attempt(async () => (await this.remove(k), await this.add(cfg)));
         return attempt(() => this.update(cfg));
       }),
     );
@@ -465,7 +474,15 @@ export class BfdManager extends EventEmitter<BfdManagerEvents> {
       this.counters.rxNoSession++;
       return;
     }
-    if (p.authPresent) {
+    if (entry.auth) {
+      const why = entry.auth.verify(msg, p, this.clock.now(), entry.session.detectionTimeUs() / 1000);
+      if (why) {
+        this.counters.rxAuth++;
+        entry.rxDiscarded++;
+        this.log?.debug({ from, reason: why }, "BFD packet failed authentication");
+        return;
+      }
+    } else if (p.authPresent) {
       // RFC 5880 6.8.6: A bit set and no authentication in use -> discard.
       this.counters.rxAuth++;
       entry.rxDiscarded++;
@@ -558,6 +575,11 @@ function sameConfig(a: BfdPeerConfig, b: BfdPeerConfig): boolean {
     a.requiredMinRxMs === b.requiredMinRxMs &&
     a.detectMultiplier === b.detectMultiplier &&
     (a.passive ?? false) === (b.passive ?? false) &&
-    a.name === b.name
+    a.name === b.name &&
+    sameAuth(a.auth, b.auth)
   );
+}
+
+function sameAuth(a: BfdAuthConfig | undefined, b: BfdAuthConfig | undefined): boolean {
+  return a?.type === b?.type && a?.keyId === b?.keyId && a?.secret === b?.secret;
 }

@@ -315,3 +315,26 @@ test("a forged Down with Your Discriminator 0 and a foreign My Discriminator doe
   t.is(gw.get("10.0.1.1")!.stateName, "Down");
   await stopAll(clock, gw, tor);
 });
+
+test("authenticated sessions come up with the same key, never with another one or with none", async (t) => {
+  const auth = { type: "meticulous-keyed-sha1" as const, keyId: 3, secret: "k3y" };
+  const pair = async (gwAuth?: typeof auth, torAuth?: typeof auth) => {
+    const clock = new ManualClock(1000);
+    const net = new MemoryNet(clock);
+    const gw = new BfdManager({ transport: net.transport(), clock, random: () => 0.5 });
+    const tor = new BfdManager({ transport: net.transport(), clock, random: () => 0.5 });
+    await gw.add({ peer: "10.0.1.1", local: "10.0.1.2", ...timers, ...(gwAuth ? { auth: gwAuth } : {}) });
+    await tor.add({ peer: "10.0.1.2", local: "10.0.1.1", ...timers, ...(torAuth ? { auth: torAuth } : {}) });
+    await run(clock, 4000);
+    const state = gw.get("10.0.1.1")!.stateName;
+    const rxAuth = gw.stats.rxAuth;
+    await stopAll(clock, gw, tor);
+    return { state, rxAuth };
+  };
+  t.deepEqual(await pair(auth, auth), { state: "Up", rxAuth: 0 });
+  const wrongKey = await pair(auth, { ...auth, secret: "other" });
+  t.is(wrongKey.state, "Down");
+  t.true(wrongKey.rxAuth > 0);
+  t.is((await pair(auth, undefined)).state, "Down", "a peer without authentication is not believed");
+  t.is((await pair(undefined, auth)).state, "Down", "nor one that authenticates when we do not");
+});

@@ -1,0 +1,205 @@
+// egressd's BFD with RFC 5880 SHA1 authentication against a real BFD daemon.
+// Debian 12's FRR 8.4 bfdd has no authentication at all, so the peer here is
+// BIRD 2's BFD (Debian's bird2), which implements Keyed and Meticulous Keyed
+// SHA1 as the RFC describes:
+//
+//   tor (BIRD, bfd protocol)  10.0.0.1  <--veth-->  10.0.0.2  gw (test/fixtures/bfd-peer.js)
+//
+// The tests run in order on one lab: authenticated sessions come up; a forged
+// Down from the link, with the right discriminators, TTL 255 and no valid
+// digest, changes nothing; a wrong key never comes up.
+import test from "ava";
+import { spawn, type ChildProcess } from "node:child_process";
+import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { waitFor } from "../../containerlab/runner.js";
+import { run, spawnDetached } from "../../daemon/exec.js";
+import { RUN_ID, Sandbox } from "../helpers/netns.js";
+import { REPO } from "../helpers/paths.js";
+
+const BIRD = "/usr/sbin/bird";
+const BIRDC = "/usr/sbin/birdc";
+const FIXTURE = join(REPO, "dist/test/fixtures/bfd-peer.js");
+const KEY = { type: "meticulous-keyed-sha1" as const, keyId: 7, secret: "s3cret-bfd" };
+const canRun = process.getuid?.() === 0 && existsSync(BIRD);
+const serial = canRun ? test.serial : test.serial.skip;
+
+const lab = {
+  sandbox: new Sandbox(`${RUN_ID}bird`),
+  dir: "",
+  birdPid: 0,
+  speaker: undefined as ChildProcess | undefined,
+  events: [] as { event: string; peer?: string; to?: string; wall: number }[],
+};
+
+function birdConf(secret: string): string {
+  return `router id 10.0.0.1;
+protocol device {}
+protocol bfd tor {
+  interface "eth0" {
+    min rx interval 100 ms;
+    min tx interval 100 ms;
+    idle tx interval 1000 ms;
+    multiplier 3;
+    authentication meticulous keyed sha1;
+    password "${secret}" { id ${KEY.keyId}; };
+  };
+  neighbor 10.0.0.2 local 10.0.0.1;
+}
+`;
+}
+
+async function birdState(): Promise<string> {
+  const r = await run([
+    "ip",
+    "netns",
+    "exec",
+    lab.sandbox.ns("tor"),
+    BIRDC,
+    "-s",
+    join(lab.dir, "bird.ctl"),
+    "show bfd sessions",
+  ]);
+  return /^10\.0\.0\.2\s+\S+\s+(\w+)/m.exec(r.stdout)?.[1] ?? `? ${r.stdout}`;
+}
+
+function startSpeaker(secret: string): void {
+  lab.events = [];
+  const args = {
+    sessions: [
+      {
+        peer: "10.0.0.1",
+        local: "10.0.0.2",
+        desiredMinTxMs: 100,
+        requiredMinRxMs: 100,
+        detectMultiplier: 3,
+        auth: { ...KEY, secret },
+      },
+    ],
+  };
+  const child = spawn(
+    "ip",
+    ["netns", "exec", lab.sandbox.ns("gw"), process.execPath, FIXTURE, JSON.stringify(args)],
+    {
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
+  createInterface({ input: child.stdout! }).on("line", (l) => {
+    try {
+      lab.events.push(JSON.parse(l) as (typeof lab.events)[number]);
+    } catch {
+      /* not an event */
+    }
+  });
+  lab.speaker = child;
+}
+
+async function stopSpeaker(): Promise<void> {
+  const child = lab.speaker;
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const gone = new Promise((r) => child.on("exit", r));
+  child.kill("SIGKILL");
+  await gone;
+}
+
+test.before(async () => {
+  if (!canRun) return;
+  const sb = lab.sandbox;
+  await sb.addNode("tor");
+  await sb.addNode("gw");
+  await sb.link("tor", "eth0", "gw", "eth0");
+  await sb.exec("tor", ["ip", "addr", "add", "10.0.0.1/24", "dev", "eth0"]);
+  await sb.exec("gw", ["ip", "addr", "add", "10.0.0.2/24", "dev", "eth0"]);
+  lab.dir = mkdtempSync(join(tmpdir(), "egressd-bird-"));
+  chmodSync(lab.dir, 0o755);
+  writeFileSync(join(lab.dir, "bird.conf"), birdConf(KEY.secret));
+  lab.birdPid = spawnDetached(
+    [BIRD, "-f", "-c", join(lab.dir, "bird.conf"), "-s", join(lab.dir, "bird.ctl")],
+    {
+      netns: sb.ns("tor"),
+    },
+  );
+  await waitFor(() => existsSync(join(lab.dir, "bird.ctl")), 10_000, "BIRD control socket");
+});
+
+test.after.always(async () => {
+  await stopSpeaker();
+  if (lab.birdPid) {
+    try {
+      process.kill(lab.birdPid, "SIGKILL");
+    } catch {
+      /* gone */
+    }
+  }
+  await lab.sandbox.cleanup();
+  if (lab.dir) rmSync(lab.dir, { recursive: true, force: true });
+});
+
+serial("an authenticated session (meticulous keyed SHA1) comes Up on both sides", async (t) => {
+  startSpeaker(KEY.secret);
+  await waitFor(async () => (await birdState()) === "Up", 15_000, "BIRD: Up");
+  await waitFor(() => lab.events.some((e) => e.event === "up"), 5000, "egressd: Up");
+  t.is(await birdState(), "Up");
+});
+
+serial(
+  "a forged Down from the link (right discriminators, TTL 255, no valid digest) changes nothing",
+  async (t) => {
+    const sp = lab.events.find((e) => e.event === "ready") as unknown as
+      | { sessions: { peer: string }[] }
+      | undefined;
+    t.truthy(sp);
+    // The discriminators BIRD and egressd use, from egressd's own snapshot.
+    lab.speaker!.kill("SIGUSR1");
+    await waitFor(() => lab.events.some((e) => e.event === "sessions"), 5000, "snapshot");
+    const snap = lab.events.find((e) => e.event === "sessions") as unknown as {
+      sessions: { localDiscriminator: number; remoteDiscriminator: number }[];
+    };
+    const { localDiscriminator: ours, remoteDiscriminator: theirs } = snap.sessions[0]!;
+    t.true(ours > 0 && theirs > 0);
+    const t0 = Date.now();
+    for (const signed of [false, true]) {
+      // Unsigned, then signed with a wrong key: both from the ToR's address, as an attacker on the link would.
+      await run([
+        "ip",
+        "netns",
+        "exec",
+        lab.sandbox.ns("tor"),
+        process.execPath,
+        "--input-type=module",
+        "-e",
+        `import dgram from "node:dgram";
+       import { encodeControl } from ${JSON.stringify(join(REPO, "dist/health/bfd/packet.js"))};
+       import { BfdAuthenticator } from ${JSON.stringify(join(REPO, "dist/health/bfd/auth.js"))};
+       const p = { version: 1, diag: 1, state: 1, poll: false, final: false, cpi: false, authPresent: false,
+         demand: false, multipoint: false, detectMult: 3, myDiscriminator: ${theirs}, yourDiscriminator: ${ours},
+         desiredMinTxUs: 1000000, requiredMinRxUs: 1000000, requiredMinEchoRxUs: 0 };
+       const buf = ${signed} ? new BfdAuthenticator({ type: "meticulous-keyed-sha1", keyId: ${KEY.keyId}, secret: "guess" }).seal(p) : encodeControl(p);
+       const s = dgram.createSocket("udp4");
+       s.bind({ address: "10.0.0.1", port: 0 }, () => { s.setTTL(255); s.send(buf, 3784, "10.0.0.2", () => s.close()); });`,
+      ]);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    t.deepEqual(
+      lab.events.filter((e) => e.event === "down" && e.wall >= t0),
+      [],
+      "the session stayed Up",
+    );
+    t.is(await birdState(), "Up");
+  },
+);
+
+serial("a wrong key never comes up", async (t) => {
+  await stopSpeaker();
+  await waitFor(async () => (await birdState()) !== "Up", 5000, "BIRD notices the speaker is gone");
+  startSpeaker("not-the-key");
+  await new Promise((r) => setTimeout(r, 3000));
+  t.false(
+    lab.events.some((e) => e.event === "up"),
+    "egressd never believes BIRD",
+  );
+  t.not(await birdState(), "Up", "and BIRD never believes egressd");
+  await stopSpeaker();
+});
