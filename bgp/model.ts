@@ -123,10 +123,19 @@ export function isIP(s: string): boolean {
   return isIPv4(s) || isIPv6(s);
 }
 
-/** Canonical text of an address: IPv4 dotted quad, IPv6 RFC 5952 (as gobgpd prints them). */
+/**
+ * Canonical text of an address: IPv4 dotted quad, IPv6 RFC 5952 (as gobgpd
+ * prints them); an IPv6 link-local address keeps its interface ("fe80::1%eth1").
+ */
 export function canonicalAddress(s: string, what = "address"): string {
   if (isIPv4(s)) return s;
-  if (isIPv6(s) && !s.includes("%")) return ipaddr.IPv6.parse(s).toRFC5952String();
+  const pct = s.indexOf("%");
+  if (pct > 0) {
+    const zone = s.slice(pct + 1);
+    const a = s.slice(0, pct);
+    if (isIPv6(a) && /^[A-Za-z0-9_.@-]{1,15}$/.test(zone) && ipaddr.IPv6.parse(a).range() === "linkLocal")
+      return `${ipaddr.IPv6.parse(a).toRFC5952String()}%${zone}`;
+  } else if (isIPv6(s)) return ipaddr.IPv6.parse(s).toRFC5952String();
   throw new BgpValidationError(`invalid ${what} "${s}": not an IPv4 or IPv6 address`);
 }
 

@@ -12,7 +12,13 @@ import { mkdirSync, readlinkSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { GobgpClient } from "../bgp/gobgp-client.js";
 import { GobgpdProcess } from "../bgp/gobgpd-process.js";
-import { canonicalPath, canonicalPeer, type BgpPath, type SessionState } from "../bgp/model.js";
+import {
+  canonicalAddress,
+  canonicalPath,
+  canonicalPeer,
+  type BgpPath,
+  type SessionState,
+} from "../bgp/model.js";
 import { diffPaths, PathReconciler } from "../bgp/path-reconciler.js";
 import { PeerReconciler } from "../bgp/peer-reconciler.js";
 import { diagnoseConnect, ReportBackoff } from "../bgp/peer-diagnosis.js";
@@ -399,15 +405,18 @@ export class Gateway {
       this.peerStates.clear();
       this.log.warn({ reason }, "lost gobgpd");
     });
-    client.on("peer", (p) => {
-      const name = this.config.bgp?.peers.find((x) => x.address === p.address)?.name ?? p.address;
-      const before = this.peerStates.get(p.address);
-      if (before === p.state) return;
-      this.peerStates.set(p.address, p.state);
-      this.log.info({ peer: name, address: p.address, asn: p.peerAsn, state: p.state }, "BGP peer state");
-      this.events.emit("peer", { name, address: p.address, state: p.state });
-      if (before === "established" && p.state === "idle") this.afterSessionDrop(p.address, name);
-      if (p.state === "established" && !this.bfdBootstrapped.has(p.address))
+    client.on("peer", (ev) => {
+      // gobgpd's events name a link-local peer without its interface: match on the address alone.
+      const configured = this.config.bgp?.peers.find((x) => sameHost(x.address, ev.address));
+      const address = configured?.address ?? ev.address;
+      const name = configured?.name ?? ev.address;
+      const before = this.peerStates.get(address);
+      if (before === ev.state) return;
+      this.peerStates.set(address, ev.state);
+      this.log.info({ peer: name, address, asn: ev.peerAsn, state: ev.state }, "BGP peer state");
+      this.events.emit("peer", { name, address, state: ev.state });
+      if (before === "established" && ev.state === "idle") this.afterSessionDrop(address, name);
+      if (ev.state === "established" && !this.bfdBootstrapped.has(address))
         this.controller.trigger("peer established");
     });
     client.on("warning", (e) => this.log.warn({ err: e }, "gobgpd client"));
@@ -752,6 +761,19 @@ export class Gateway {
         : {}),
     };
   }
+}
+
+/** Whether two peer addresses name the same host, whatever the interface suffix ("fe80::1%eth1" vs "fe80::1"). */
+function sameHost(a: string, b: string): boolean {
+  const host = (x: string) => {
+    const bare = x.split("%")[0]!;
+    try {
+      return canonicalAddress(bare);
+    } catch {
+      return bare;
+    }
+  };
+  return host(a) === host(b);
 }
 
 /** A peer whose session dropped is re-created at most this often (gobgpd's idle hold applies in between). */

@@ -117,7 +117,8 @@ export function guardPlan(config: Config): GuardPlan | undefined {
   const guard: GuardPlan = { bfdTtl: bgp.peers.some((p) => p.bfd !== undefined && p.bfd.enabled !== false) };
   const port = bgp.listenPort ?? -1;
   if (port > 0) {
-    const peers = bgp.peers.map((p) => canonical(p.address));
+    // The guard matches source addresses: a link-local peer's interface does not enter into it.
+    const peers = bgp.peers.map((p) => canonical(p.address.split("%")[0]!));
     guard.bgp = {
       port,
       peers4: peers

@@ -279,3 +279,41 @@ export function neverRouted(a: Address): string | undefined {
   return NEVER_ROUTED.find(({ prefix: p }) => p.family === a.family && p.lo <= a.value && a.value <= p.hi)
     ?.what;
 }
+
+/** An IPv6 link-local address (fe80::/10): usable only together with its interface. */
+export function isLinkLocal6(a: Address): boolean {
+  return a.family === 6 && a.value >> 118n === 0x3fan;
+}
+
+export type PeerAddressResult =
+  | { ok: true; address: Address; zone?: string; canonical: string }
+  | { ok: false; message: string };
+
+/** A Linux interface name (IFNAMSIZ 16, with the terminating NUL). */
+const IFNAME = /^[A-Za-z0-9_.@-]{1,15}$/;
+
+/**
+ * A BGP peer or session address: an IP address, or an IPv6 link-local one
+ * with the interface it lives on, "fe80::1%eth1" (data-centre fabrics peer
+ * over link-local addresses). A link-local address without its interface is
+ * ambiguous and refused; an interface on any other address is meaningless
+ * and refused too. `canonical` is the RFC 5952 form, with "%zone" kept.
+ */
+export function parsePeerAddress(s: string): PeerAddressResult {
+  const pct = s.indexOf("%");
+  const text = pct < 0 ? s : s.slice(0, pct);
+  const zone = pct < 0 ? undefined : s.slice(pct + 1);
+  const address = parseAddress(text);
+  if (address === undefined) return { ok: false, message: `${JSON.stringify(s)} is not an IP address` };
+  const canonical = formatAddress(address.family, address.value);
+  if (isLinkLocal6(address)) {
+    if (zone === undefined)
+      return { ok: false, message: `${s} is link-local: name its interface too, e.g. ${canonical}%eth1` };
+    if (!IFNAME.test(zone))
+      return { ok: false, message: `${JSON.stringify(zone)} in ${s} is not an interface name` };
+    return { ok: true, address, zone, canonical: `${canonical}%${zone}` };
+  }
+  if (zone !== undefined)
+    return { ok: false, message: `${s}: only an IPv6 link-local address takes an interface (%${zone})` };
+  return { ok: true, address, canonical };
+}

@@ -13,6 +13,7 @@ import {
   formatAddress,
   neverRouted,
   parseAddress,
+  parsePeerAddress,
   parsePrefix,
   type Address,
   type Prefix,
@@ -378,18 +379,22 @@ function checkBgp(
     if (p.asn === 23456)
       err(["bgp", "peers", i, "asn"], "23456 is AS_TRANS (RFC 6793), not a usable AS number");
     const addrText = str(p.address);
-    const addr = addrText === undefined ? undefined : parseAddress(addrText);
-    if (addrText !== undefined && addr === undefined) {
-      err(["bgp", "peers", i, "address"], `${quoted(addrText)} is not an IP address`);
-    } else if (addr !== undefined && neverRouted(addr) !== undefined) {
-      err(["bgp", "peers", i, "address"], `${addrText} is ${neverRouted(addr)}; it cannot be a BGP peer`);
-    } else if (addr !== undefined) {
-      const k = `${addr.family}/${addr.value}`;
+    const parsed = addrText === undefined ? undefined : parsePeerAddress(addrText);
+    const addr = parsed?.ok ? parsed.address : undefined;
+    const zone = parsed?.ok ? parsed.zone : undefined;
+    // A link-local address is special-use, and fine for a peer once its interface is named.
+    const special = addr && !zone ? neverRouted(addr) : undefined;
+    if (parsed && !parsed.ok) {
+      err(["bgp", "peers", i, "address"], parsed.message);
+    } else if (addr !== undefined && special !== undefined) {
+      err(["bgp", "peers", i, "address"], `${addrText} is ${special}; it cannot be a BGP peer`);
+    } else if (addr !== undefined && parsed?.ok) {
+      const k = parsed.canonical;
       const prev = addresses.get(k);
       if (prev !== undefined)
         err(["bgp", "peers", i, "address"], `${addrText} is already bgp.peers[${prev}]`);
       else addresses.set(k, i);
-      if (owned.has(k))
+      if (owned.has(`${addr.family}/${addr.value}`))
         err(["bgp", "peers", i, "address"], `${addrText} is one of this gateway's egress IPs`);
     }
     const password = str(p.password);
@@ -397,18 +402,23 @@ function checkBgp(
     if (badPassword) err(["bgp", "peers", i, "password"], badPassword);
     const localText = str(p.localAddress);
     if (localText !== undefined) {
-      const local = parseAddress(localText);
-      if (local === undefined)
-        err(["bgp", "peers", i, "localAddress"], `${quoted(localText)} is not an IP address`);
-      else if (neverRouted(local) !== undefined)
+      const lp = parsePeerAddress(localText);
+      const local = lp.ok ? lp.address : undefined;
+      if (!lp.ok) err(["bgp", "peers", i, "localAddress"], lp.message);
+      else if (local && !lp.zone && neverRouted(local) !== undefined)
         err(
           ["bgp", "peers", i, "localAddress"],
           `${localText} is ${neverRouted(local)}; it cannot be a session address`,
         );
-      else if (addr !== undefined && local.family !== addr.family) {
+      else if (local && addr !== undefined && local.family !== addr.family) {
         err(
           ["bgp", "peers", i, "localAddress"],
           `${localText} is IPv${local.family} but the peer address ${addrText} is IPv${addr.family}`,
+        );
+      } else if (lp.ok && zone !== undefined && lp.zone !== zone) {
+        err(
+          ["bgp", "peers", i, "localAddress"],
+          `${localText}: a session with the link-local peer ${addrText} runs from a link-local address on ${zone} (e.g. fe80::2%${zone})`,
         );
       }
     }

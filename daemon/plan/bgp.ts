@@ -19,6 +19,7 @@ import {
   mustParsePrefix,
   NEVER_ROUTED,
   parseAddress,
+  parsePeerAddress,
   parsePrefix,
   type Prefix,
 } from "../config/ip.js";
@@ -258,7 +259,8 @@ export function planBgp(
   const peers = bgp.peers
     .filter((p) => !health.downPeers?.has(p.address))
     .map((p) => {
-      const family = parseAddress(p.address)?.family === 6 ? "ipv6-unicast" : "ipv4-unicast";
+      const pa = parsePeerAddress(p.address);
+      const family = pa.ok && pa.address.family === 6 ? "ipv6-unicast" : "ipv4-unicast";
       const peer: BgpPeer & { name: string } = {
         name: p.name,
         description: p.name,

@@ -146,16 +146,18 @@ class Speaker {
   readonly exited: Promise<number | null>;
   stderr = "";
 
-  constructor(ns: string) {
-    const args = {
-      sessions: PEERS.map((p) => ({
-        peer: p.tor,
-        local: p.ours,
-        desiredMinTxMs: 100,
-        requiredMinRxMs: 100,
-        detectMultiplier: 3,
-      })),
-    };
+  constructor(ns: string, sessions?: object[]) {
+    const args = sessions
+      ? { sessions }
+      : {
+          sessions: PEERS.map((p) => ({
+            peer: p.tor,
+            local: p.ours,
+            desiredMinTxMs: 100,
+            requiredMinRxMs: 100,
+            detectMultiplier: 3,
+          })),
+        };
     this.child = spawn("ip", ["netns", "exec", ns, process.execPath, FIXTURE, JSON.stringify(args)], {
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -206,6 +208,14 @@ test.before(async () => {
   await sb.exec("gw", ["ip", "addr", "add", "10.0.0.2/24", "dev", "eth0"]);
   await sb.exec("tor", ["ip", "addr", "add", "fd00::1/64", "dev", "eth0", "nodad"]);
   await sb.exec("gw", ["ip", "addr", "add", "fd00::2/64", "dev", "eth0", "nodad"]);
+  // Known link-local addresses too, for the link-local session at the end.
+  for (const [node, ll] of [
+    ["tor", "fe80::1"],
+    ["gw", "fe80::2"],
+  ] as const) {
+    await sb.exec(node, ["ip", "-6", "addr", "flush", "dev", "eth0", "scope", "link"]);
+    await sb.exec(node, ["ip", "-6", "addr", "add", `${ll}/64`, "dev", "eth0", "nodad"]);
+  }
   lab.frr = new Frr(sb.ns("tor"));
   await lab.frr.start();
 });
@@ -431,3 +441,40 @@ async function waitLogged(peer: string, since: number) {
   await waitFor(() => (c = frrDown(peer, since)) !== undefined, 3000, `bfdd log: ${peer} down`, 20);
   return c!;
 }
+
+serial("a link-local peer with its interface: the session comes Up with FRR's bfdd", async (t) => {
+  // FRR learns the session at run time; egressd's side runs it from fe80::2%eth0 to fe80::1%eth0.
+  await run([
+    "vtysh",
+    "-N",
+    frr().ns,
+    "-c",
+    "configure terminal",
+    "-c",
+    "bfd",
+    "-c",
+    "peer fe80::2 local-address fe80::1 interface eth0",
+    "-c",
+    "receive-interval 100",
+    "-c",
+    "transmit-interval 100",
+  ]);
+  const sp = new Speaker(lab.sandbox.ns("gw"), [
+    {
+      peer: "fe80::1%eth0",
+      local: "fe80::2%eth0",
+      desiredMinTxMs: 100,
+      requiredMinRxMs: 100,
+      detectMultiplier: 3,
+    },
+  ]);
+  t.teardown(() => sp.signal("SIGKILL"));
+  await waitFor(
+    async () => (await frr().peers()).find((p) => p.peer === "fe80::2")?.status === "up",
+    15_000,
+    `FRR: fe80::2 up\n${sp.stderr}`,
+    20,
+  );
+  const up = await sp.waitEvent((e) => e.event === "up", 5000, "speaker: link-local Up");
+  t.is(up.peer, "fe80::1%eth0");
+});

@@ -12,12 +12,13 @@ import {
   socketDir,
   TOR_ASN,
   TOR_V4,
+  TOR_V6,
   waitFor,
 } from "../../bench/bgp-lab.js";
 import { isRunning, run, spawnDetached } from "../../daemon/exec.js";
 import { GobgpClient } from "../../bgp/gobgp-client.js";
 import { RouteAction } from "../../bgp/generated/gobgp.js";
-import { sandbox } from "../helpers/netns.js";
+import { sandbox, type Sandbox } from "../helpers/netns.js";
 import { REPO } from "../helpers/paths.js";
 
 const config = (
@@ -35,12 +36,18 @@ ${opts.red ? "  - { name: red, sources: [10.244.2.0/24], destinations: [198.51.1
   peers: [{ name: tor, address: ${TOR_V4}, asn: ${TOR_ASN}, holdTime: 3 }${opts.extraPeers ?? ""}]
 `;
 
-async function startEgressd(t: ExecutionContext, prefix: string, text = config()) {
+async function startEgressd(
+  t: ExecutionContext,
+  prefix: string,
+  text = config(),
+  opts: { before?: (sb: Sandbox, frr: Frr) => Promise<void>; family?: 4 | 6; ready?: string } = {},
+) {
   const sb = sandbox(t, prefix);
   await buildTopology(sb);
   await sb.exec("gw", ["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
   const frr = await Frr.start(sb.ns("tor"));
   t.teardown(() => frr.cleanup());
+  await opts.before?.(sb, frr);
   const dir = socketDir();
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, "egressd.yaml");
@@ -55,7 +62,8 @@ async function startEgressd(t: ExecutionContext, prefix: string, text = config()
   });
   const routes = async () =>
     Object.keys(
-      (await frr.json<{ routes?: Record<string, unknown> }>("show bgp ipv4 unicast json")).routes ?? {},
+      (await frr.json<{ routes?: Record<string, unknown> }>(`show bgp ipv${opts.family ?? 4} unicast json`))
+        .routes ?? {},
     );
   const logText = () => readFileSync(logFile, "utf8");
   const logged = (msg: string) => logText().includes(msg);
@@ -65,7 +73,8 @@ async function startEgressd(t: ExecutionContext, prefix: string, text = config()
     if (!state.passed)
       console.error(`egressd log:\n${readFileSync(logFile, "utf8").split("\n").slice(-40).join("\n")}`);
   });
-  await waitFor("web advertised", async () => (await routes()).includes("203.0.113.0/24"), 30_000);
+  const ready = opts.ready ?? "203.0.113.0/24";
+  await waitFor(`${ready} advertised`, async () => (await routes()).includes(ready), 30_000);
   return { sb, frr, dir, file, pid, routes, logged, logText, state };
 }
 
@@ -244,5 +253,73 @@ test("a peer that never comes up is reported with the reason, at a bounded rate"
   await new Promise((r) => setTimeout(r, 4000));
   t.is(reports("refusing"), 1);
   t.is(reports("unroutable"), 1);
+  state.passed = true;
+});
+
+test("a link-local peer with its interface: BGP over fe80:: addresses, IPv6 paths reach FRR", async (t) => {
+  const text = `gateway: { name: gw, site: a }
+egressIPs: [{ address: "2001:db8:e::50", interface: lo }]
+uplinks: [{ name: tor, interface: gw0, nextHop6: "${TOR_V6}" }]
+policies:
+  - { name: web6, sources: ["fd00:244::/64"], destinations: ["2001:db8:203::/48"], egressIP: "2001:db8:e::50", uplink: tor }
+bgp:
+  asn: ${GW_ASN}
+  routerId: ${GW_V4}
+  listenPort: 179
+  peers: [{ name: tor-ll, address: "fe80::1%gw0", localAddress: "fe80::2%gw0", asn: ${TOR_ASN}, holdTime: 3 }]
+`;
+  const { sb, frr, dir, logged, logText, state } = await startEgressd(t, "ll", text, {
+    family: 6,
+    ready: "2001:db8:203::/48",
+    before: async (sb, frr) => {
+      await sb.exec("gw", ["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+      // Known link-local addresses on both ends, as a fabric's configuration would have them.
+      for (const [node, dev, ll] of [
+        ["tor", "tor0", "fe80::1"],
+        ["gw", "gw0", "fe80::2"],
+      ] as const) {
+        await sb.exec(node, ["ip", "-6", "addr", "flush", "dev", dev, "scope", "link"]);
+        await sb.exec(node, ["ip", "-6", "addr", "add", `${ll}/64`, "dev", dev, "nodad"]);
+      }
+      await run([
+        "vtysh",
+        "-N",
+        frr.ns,
+        "-c",
+        "configure terminal",
+        "-c",
+        `router bgp ${TOR_ASN}`,
+        "-c",
+        `neighbor fe80::2 remote-as ${GW_ASN}`,
+        "-c",
+        "neighbor fe80::2 interface tor0",
+        "-c",
+        "neighbor fe80::2 timers connect 1",
+        "-c",
+        "address-family ipv6 unicast",
+        "-c",
+        "neighbor fe80::2 activate",
+      ]);
+    },
+  });
+  const summary = await frr.json<{ peers?: Record<string, { state?: string }> }>(
+    "show bgp ipv6 unicast summary json",
+  );
+  t.is(summary.peers?.["fe80::2"]?.state, "Established", JSON.stringify(summary.peers));
+  const table = await frr.json<{
+    routes?: Record<string, { nexthops?: { ip: string; scope?: string }[] }[]>;
+  }>("show bgp ipv6 unicast json");
+  t.truthy(table.routes?.["2001:db8:e::50/128"], "the egress IP too");
+  const hops = table.routes?.["2001:db8:203::/48"]?.[0]?.nexthops?.map((h) => h.ip) ?? [];
+  t.true(hops.includes("fe80::2"), `next hop: ${hops.join(", ")}`);
+  const client = new GobgpClient({ target: `unix://${join(dir, "gobgpd.sock")}` });
+  t.teardown(() => client.close());
+  await client.waitReady(10_000);
+  const peers = await client.listPeers();
+  t.log(JSON.stringify(peers.map((p) => [p.address, p.state, p.config.address, p.config.localAddress])));
+  t.regex(logText(), /"peer":"tor-ll","address":"fe80::1%gw0","asn":65000,"state":"established"/);
+  t.false(logged("BGP peer not established"), "the established link-local peer is known by its name");
+  const guard = await sb.exec("gw", ["/usr/sbin/nft", "list", "set", "inet", "egressd_guard", "bgp_peers6"]);
+  t.regex(guard.stdout, /fe80::1/, "the guard admits the link-local peer");
   state.passed = true;
 });

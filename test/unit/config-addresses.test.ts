@@ -131,3 +131,34 @@ test("values that validate are the values that run: communities, listen port, pr
   t.true(secret.length > 0);
   t.false(secret.join(" ").includes("hunter2"), "the password in a URL is never repeated");
 });
+
+test("link-local peers name their interface; the session runs from a link-local address on it", (t) => {
+  const peer = (address: string, local?: string) =>
+    issues(
+      base(
+        undefined,
+        undefined,
+        `bgp:
+  asn: 65011
+  routerId: 10.1.1.1
+  peers: [{ name: tor, address: "${address}", asn: 65010${local ? `, localAddress: "${local}"` : ""} }]
+`,
+      ),
+    ).errors;
+  t.deepEqual(peer("fe80::1%eth1"), []);
+  t.deepEqual(peer("FE80::0001%eth1", "fe80::2%eth1"), []);
+  t.true(
+    peer("fe80::1").some((e) =>
+      /^bgp\.peers\[0\]\.address: fe80::1 is link-local: name its interface too, e\.g\. fe80::1%eth1$/.test(
+        e,
+      ),
+    ),
+  );
+  t.true(peer("2001:db8::1%eth1").some((e) => /only an IPv6 link-local address takes an interface/.test(e)));
+  t.true(peer("fe80::1%bad name").some((e) => /is not an interface name/.test(e)));
+  t.true(
+    peer("fe80::1%eth1", "fe80::2%eth2").some((e) =>
+      /^bgp\.peers\[0\]\.localAddress: .* runs from a link-local address on eth1/.test(e),
+    ),
+  );
+});
