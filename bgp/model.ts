@@ -32,6 +32,12 @@ export interface BgpPeer {
   keepaliveInterval?: number;
   /** Seconds between outgoing connection attempts (gobgpd waits at least 5). */
   connectRetry?: number;
+  /**
+   * GTSM (RFC 5082, "ttl-security"): send with TTL 255 and accept only TTL 255,
+   * so the session can only come from the directly connected peer. The peer
+   * must do the same (FRR: `neighbor X ttl-security hops 1`).
+   */
+  ttlSecurity?: boolean;
   /** Source address for the session. */
   localAddress?: string;
   /** Advertise the graceful-restart capability (peers then keep our routes for restartTime after we go away). */
@@ -268,6 +274,7 @@ export interface CanonicalPeer {
   holdTime: number;
   keepaliveInterval: number;
   connectRetry: number;
+  ttlSecurity: boolean;
   /** "" means let the kernel choose. */
   localAddress: string;
   gracefulRestart: boolean;
@@ -323,6 +330,10 @@ export function canonicalPeer(p: BgpPeer): CanonicalPeer {
   if (!Number.isInteger(ttl) || ttl < 0 || ttl > 255) {
     throw new BgpValidationError(`invalid eBGP multihop TTL ${ttl} for neighbor ${address}: must be 0..255`);
   }
+  const ttlSecurity = p.ttlSecurity ?? false;
+  if (ttlSecurity && ttl > 0) {
+    throw new BgpValidationError(`neighbor ${address}: ttl security and eBGP multihop exclude each other`);
+  }
   const password = p.password ?? "";
   const problem = passwordProblem(password);
   if (problem) throw new BgpValidationError(`TCP-MD5 password for neighbor ${address}: ${problem}`);
@@ -351,6 +362,7 @@ export function canonicalPeer(p: BgpPeer): CanonicalPeer {
     holdTime,
     keepaliveInterval,
     connectRetry,
+    ttlSecurity,
     localAddress,
     gracefulRestart,
     restartTime,

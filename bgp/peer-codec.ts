@@ -25,6 +25,7 @@ export function encodePeer(p: BgpPeer): ApiPeer {
       description: c.description,
     },
     ebgpMultihop: { enabled: c.ebgpMultihopTtl > 0, multihopTtl: c.ebgpMultihopTtl },
+    ttlSecurity: { enabled: c.ttlSecurity, ttlMin: c.ttlSecurity ? 255 : 0 },
     timers: {
       config: {
         holdTime: BigInt(c.holdTime),
@@ -82,6 +83,7 @@ export function decodePeer(p: ApiPeer): PeerStatus {
     holdTime: Number(timers?.holdTime ?? 0n),
     keepaliveInterval: Number(timers?.keepaliveInterval ?? 0n),
     connectRetry: Number(timers?.connectRetry ?? 0n),
+    ttlSecurity: p.ttlSecurity?.enabled ?? false,
     gracefulRestart: p.gracefulRestart?.enabled ?? false,
     restartTime: p.gracefulRestart?.enabled ? p.gracefulRestart.restartTime : 0,
     families: configFamilies,

@@ -87,6 +87,13 @@ export const PeerSchema = Type.Object(
         description: "Keepalive interval, seconds (default hold time / 3).",
       }),
     ),
+    ttlSecurity: Type.Optional(
+      Type.Boolean({
+        default: false,
+        description:
+          "GTSM (RFC 5082): TTL 255 both ways, so only the directly connected peer can reach the session; the peer must use it too (FRR: neighbor X ttl-security hops 1).",
+      }),
+    ),
     connectRetry: Type.Optional(
       Type.Integer({
         minimum: 1,

@@ -397,6 +397,11 @@ function checkBgp(
       if (owned.has(`${addr.family}/${addr.value}`))
         err(["bgp", "peers", i, "address"], `${addrText} is one of this gateway's egress IPs`);
     }
+    if (p.ttlSecurity === true && typeof p.ebgpMultihopTtl === "number" && p.ebgpMultihopTtl > 0)
+      err(
+        ["bgp", "peers", i, "ttlSecurity"],
+        "excludes ebgpMultihopTtl: GTSM is for directly connected peers",
+      );
     const password = str(p.password);
     const badPassword = password === undefined ? undefined : passwordProblem(password);
     if (badPassword) err(["bgp", "peers", i, "password"], badPassword);

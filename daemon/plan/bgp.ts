@@ -275,6 +275,7 @@ export function planBgp(
       if (p.password !== undefined) peer.password = p.password;
       if (p.localAddress !== undefined) peer.localAddress = p.localAddress;
       if (p.ebgpMultihopTtl !== undefined) peer.ebgpMultihopTtl = p.ebgpMultihopTtl;
+      if (p.ttlSecurity) peer.ttlSecurity = true;
       return peer;
     });
   if (health.gatewayDown) return { global, peers, paths: [] };

@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { isRunning } from "../../daemon/exec.js";
+import { isRunning, run } from "../../daemon/exec.js";
 import { sandbox } from "../helpers/netns.js";
 import {
   buildTopology,
@@ -16,6 +16,7 @@ import {
   GW_V6,
   socketDir,
   startGateway,
+  TOR_ASN,
   torPeer,
   waitFor,
   type FrrOptions,
@@ -257,6 +258,32 @@ test("a wrong TCP-MD5 password never establishes and reports a clear state; the 
   // Fixing the password replaces the neighbor and the session comes up.
   const fix = await peers.reconcile([torPeer({ password: "right-secret" })]);
   t.is(fix.replace.length, 1);
+  await established(client);
+});
+
+test("ttl security (GTSM): with FRR's ttl-security hops 1, only a TTL-255 session comes up", async (t) => {
+  const l = await lab(t, "gtsm");
+  await run([
+    "vtysh",
+    "-N",
+    l.frr.ns,
+    "-c",
+    "configure terminal",
+    "-c",
+    `router bgp ${TOR_ASN}`,
+    "-c",
+    `neighbor ${GW_V4} ttl-security hops 1`,
+  ]);
+  const { client } = await managedGateway(t, l);
+  await client.startBgp({ asn: GW_ASN, routerId: GW_V4, listenPort: 179 });
+  const peers = new PeerReconciler(client);
+  await peers.reconcile([torPeer()]);
+  // eBGP's TTL of 1 is below what FRR now accepts (255): FRR drops the session's packets.
+  await new Promise((r) => setTimeout(r, 4000));
+  t.not((await client.listPeers())[0]?.state, "established");
+  const fix = await peers.reconcile([torPeer({ ttlSecurity: true })]);
+  t.is(fix.replace.length + fix.update.length, 1);
+  t.true((await client.listPeers())[0]?.config.ttlSecurity);
   await established(client);
 });
 
