@@ -139,41 +139,75 @@ export interface AddressChanges {
   missingInterface: string[];
 }
 
-/** Brings egressd's addresses to `desired`: adds what is missing, removes egressd's extras. */
-export async function reconcileAddresses(desired: DesiredAddress[]): Promise<AddressChanges> {
-  return withRtNetlink(async (rt) => {
-    const links = await readLinks(rt);
-    const live = await listAddresses(rt, links);
-    const changes: AddressChanges = { added: [], removed: [], foreign: [], missingInterface: [] };
-    const liveByKey = new Map(live.map((a) => [key(a.family, a.address, a.interface), a]));
-    const want = new Set<string>();
-    for (const d of desired) {
-      const k = key(d.family, d.address, d.interface);
-      want.add(k);
-      const have = liveByKey.get(k);
-      const label = `${d.address}/${d.prefixLength} dev ${d.interface}`;
-      if (have) {
-        if (have.protocol !== OWNER.rtProtocol) changes.foreign.push(label);
-        continue;
-      }
-      const index = links.byName.get(d.interface);
-      if (index === undefined) {
-        changes.missingInterface.push(label);
-        continue;
-      }
+/**
+ * What reconciling addresses needs from the kernel. The real one speaks
+ * rtnetlink; tests give a fake (an old kernel that drops IFA_PROTO, say).
+ */
+export interface AddressKernel {
+  /** Interface index by name. */
+  readonly links: ReadonlyMap<string, number>;
+  list(): Promise<LiveAddress[]>;
+  /** Adds an address marked with egressd's protocol (fails if it exists). */
+  add(d: DesiredAddress, ifindex: number): Promise<void>;
+  remove(a: LiveAddress): Promise<void>;
+}
+
+function rtAddressKernel(rt: RtNetlinkSocket, links: LinkIndex): AddressKernel {
+  return {
+    links: links.byName,
+    list: () => listAddresses(rt, links),
+    add: async (d, index) => {
       await rt.socket.request(RTM_NEWADDR, addressPayload(d.family, d.address, d.prefixLength, index, true), {
         flags: NLM_F_CREATE | NLM_F_EXCL,
       });
-      if (!protocolKept) await checkProtocolKept(rt, links, d, index);
-      changes.added.push(label);
+    },
+    remove: (a) => deleteAddress(rt, a),
+  };
+}
+
+/** Brings egressd's addresses to `desired`: adds what is missing, removes egressd's extras. */
+export async function reconcileAddresses(desired: DesiredAddress[]): Promise<AddressChanges> {
+  return withRtNetlink(async (rt) =>
+    reconcileAddressesWith(rtAddressKernel(rt, await readLinks(rt)), desired),
+  );
+}
+
+export async function reconcileAddressesWith(
+  k: AddressKernel,
+  desired: DesiredAddress[],
+): Promise<AddressChanges> {
+  const live = await k.list();
+  const changes: AddressChanges = { added: [], removed: [], foreign: [], missingInterface: [] };
+  const liveByKey = new Map(live.map((a) => [key(a.family, a.address, a.interface), a]));
+  const want = new Set<string>();
+  let checked = false;
+  for (const d of desired) {
+    const dk = key(d.family, d.address, d.interface);
+    want.add(dk);
+    const have = liveByKey.get(dk);
+    const label = `${d.address}/${d.prefixLength} dev ${d.interface}`;
+    if (have) {
+      if (have.protocol !== OWNER.rtProtocol) changes.foreign.push(label);
+      continue;
     }
-    for (const a of live) {
-      if (a.protocol !== OWNER.rtProtocol || want.has(key(a.family, a.address, a.interface))) continue;
-      await deleteAddress(rt, a);
-      changes.removed.push(`${a.address}/${a.prefixLength} dev ${a.interface}`);
+    const index = k.links.get(d.interface);
+    if (index === undefined) {
+      changes.missingInterface.push(label);
+      continue;
     }
-    return changes;
-  });
+    await k.add(d, index);
+    if (!checked) {
+      await checkProtocolKept(k, d, index);
+      checked = true;
+    }
+    changes.added.push(label);
+  }
+  for (const a of live) {
+    if (a.protocol !== OWNER.rtProtocol || want.has(key(a.family, a.address, a.interface))) continue;
+    await k.remove(a);
+    changes.removed.push(`${a.address}/${a.prefixLength} dev ${a.interface}`);
+  }
+  return changes;
 }
 
 async function deleteAddress(rt: RtNetlinkSocket, a: LiveAddress): Promise<void> {
@@ -188,9 +222,6 @@ async function deleteAddress(rt: RtNetlinkSocket, a: LiveAddress): Promise<void>
   }
 }
 
-/** Whether this kernel was seen keeping IFA_PROTO (checked once per process, on the first add). */
-let protocolKept = false;
-
 /**
  * A kernel older than 5.18 accepts IFA_PROTO silently and drops it, and an
  * address without the mark is one egressd would never remove. So the first
@@ -198,20 +229,12 @@ let protocolKept = false;
  * away again at once (it was just created with NLM_F_EXCL, so it is ours) and
  * egressd refuses to run.
  */
-async function checkProtocolKept(
-  rt: RtNetlinkSocket,
-  links: LinkIndex,
-  d: DesiredAddress,
-  ifindex: number,
-): Promise<void> {
-  const back = (await listAddresses(rt, links)).find(
+async function checkProtocolKept(k: AddressKernel, d: DesiredAddress, ifindex: number): Promise<void> {
+  const back = (await k.list()).find(
     (a) => a.family === d.family && a.address === d.address && a.ifindex === ifindex,
   );
-  if (back && back.protocol === OWNER.rtProtocol) {
-    protocolKept = true;
-    return;
-  }
-  if (back) await deleteAddress(rt, back);
+  if (back && back.protocol === OWNER.rtProtocol) return;
+  if (back) await k.remove(back);
   throw new Error(
     `the kernel does not keep the address protocol (IFA_PROTO, Linux >= 5.18), so egressd cannot mark ` +
       `${d.address} as its own; it removed it again and adds no address on this kernel`,
