@@ -528,16 +528,15 @@ export class Gateway {
     }
     const held = new Set(pathDiff.held.map((p) => p.prefix));
     this.advertised = d.paths.filter((p) => !held.has(canonicalPath(p).prefix));
-    this.events.emit("advertised", { paths: d.paths.length });
+    this.events.emit("advertised", { paths: this.advertised.length });
     if (pathDiff.withdraw.length) {
       this.events.emit("withdrawn", { prefixes: pathDiff.withdraw.map((p) => p.prefix), reason: "config" });
     }
     return out;
   }
 
-  /** BFD sessions towards the peers that ask for one. */
   /**
-   * A peer's BFD session starts once its BGP session has been Established,
+   * BFD sessions towards the peers that ask for one. A peer's BFD session starts once its BGP session has been Established,
    * and then stays (BGP dropping is what BFD is there to see). Starting it
    * earlier costs a BGP session with FRR: bgpd registers its BFD session
    * again when the BGP session comes up (it learns the source address then),
