@@ -2,7 +2,7 @@
 // smallest change: withdraw what is extra, add what is missing or changed
 // (an AddPath with the same prefix replaces the old attributes).
 import { BgpValidationError, canonicalPath, sameCanonicalPath, type BgpPath } from "./model.js";
-import type { GobgpClient } from "./gobgp-client.js";
+import type { Speaker } from "./speaker.js";
 
 export interface PathDiff {
   /** Paths to add: missing, or present with other attributes. Sorted by prefix. */
@@ -64,7 +64,7 @@ export interface ReconcileGuards {
 
 export class PathReconciler {
   constructor(
-    private readonly client: GobgpClient,
+    private readonly client: Speaker,
     private readonly opts: PathReconcilerOptions = {},
   ) {}
 

@@ -1,6 +1,6 @@
 // Makes gobgpd's neighbors equal the desired set.
 import { BgpValidationError, canonicalPeer, type BgpPeer, type CanonicalPeer } from "./model.js";
-import type { GobgpClient } from "./gobgp-client.js";
+import type { Speaker } from "./speaker.js";
 
 export interface PeerDiff {
   /** Neighbors to add. */
@@ -72,7 +72,7 @@ export function diffPeers(desired: readonly BgpPeer[], actual: readonly BgpPeer[
 }
 
 export class PeerReconciler {
-  constructor(private readonly client: GobgpClient) {}
+  constructor(private readonly client: Speaker) {}
 
   async reconcile(desired: readonly BgpPeer[]): Promise<PeerDiff> {
     diffPeers(desired, []); // validate first

@@ -30,10 +30,10 @@ import {
   type ProbeSpec,
   type ProbeTransition,
 } from "../health/prober.js";
-import { addressCheck, forwardingCheck, nftTableCheck } from "../health/probes/check.js";
-import { changed, reconcileKernel, teardownKernel, type KernelChanges } from "../routing/reconcile.js";
-import { NftReconciler, readNatCounters, type NatCounter } from "../routing/nft.js";
-import { GuardReconciler } from "../routing/nft-guard.js";
+import { changed, type KernelChanges } from "../routing/reconcile.js";
+import type { NatCounter } from "../routing/nft.js";
+import { realKernel, type KernelActuator } from "../routing/kernel-actuator.js";
+import type { Speaker } from "../bgp/speaker.js";
 import { Controller, type ReconcileResult, type ReconcileTarget } from "./controller.js";
 import type { BgpConfig } from "./config/bgp-schema.js";
 import type { DrainConfig, HttpConfig, ProbeConfig } from "./config/ops-schema.js";
@@ -62,8 +62,17 @@ export interface Desired {
   bgp: BgpDesired | undefined;
 }
 
+/** Stand-ins for the real actuators (tests); each one left out is the real thing. */
+export interface Actuators {
+  kernel: KernelActuator;
+  /** Connects to a BGP speaker instead of starting or reaching gobgpd. */
+  speaker: (bgp: BgpConfig) => Speaker;
+  bfd: BfdManager;
+}
+
 export interface GatewayOptions {
   log: Logger;
+  actuators?: Partial<Actuators>;
   /** Where gobgpd's API socket and the pid file live; default: per network namespace under /run/egressd. */
   runDir?: string;
   resyncMs?: number;
@@ -104,11 +113,11 @@ export class Gateway {
   readonly runDir: string;
   private config: GatewayConfig;
   private readonly log: Logger;
-  private readonly nft = new NftReconciler();
-  private readonly guard = new GuardReconciler();
+  private readonly kernel: KernelActuator;
   private readonly controller: Controller<Desired>;
   private readonly prober = new Prober();
   private readonly bfd: BfdManager;
+  private readonly connectSpeaker: ((bgp: BgpConfig) => Speaker) | undefined;
   private planned: { config: GatewayConfig; kernel: KernelState } | undefined;
   private health: HealthView;
   /** Canonical prefixes health allows now (undefined: not evaluated yet); guards adds of a running reconcile. */
@@ -118,7 +127,7 @@ export class Gateway {
   private readonly bfdReopen = new Map<string, NodeJS.Timeout>();
   private draining = false;
   private gobgpd: GobgpdProcess | undefined;
-  private client: GobgpClient | undefined;
+  private client: Speaker | undefined;
   private bgpStarted = false;
   /** gobgpd's global import policy rejects learned routes (set once per gobgpd connection). */
   private importGuarded = false;
@@ -143,13 +152,15 @@ export class Gateway {
     this.log = opts.log;
     this.runDir = opts.runDir ?? defaultRunDir();
     this.health = healthFrom(config, new Map());
-    this.bfd = new BfdManager({ logger: this.log });
+    this.kernel = opts.actuators?.kernel ?? realKernel();
+    this.connectSpeaker = opts.actuators?.speaker;
+    this.bfd = opts.actuators?.bfd ?? new BfdManager({ logger: this.log });
     const targets: ReconcileTarget<Desired>[] = [
       {
         name: "kernel",
         apply: async (d) => {
           this.kernelOk = false;
-          const result = await reconcileKernel(d.kernel, { nft: this.nft, guard: this.guard });
+          const result = await this.kernel.apply(d.kernel);
           const missing = result.addresses.missingInterface;
           // Partly programmed is not programmed: BGP must not advertise on it.
           if (missing.length) {
@@ -262,14 +273,14 @@ export class Gateway {
       add({
         name: `${SELF_ADDRESS}${a.address}`,
         target: a.address,
-        check: addressCheck(a.address),
+        check: this.kernel.checks.address(a.address),
         ...SELF,
       });
     }
     for (const family of new Set(this.kernelPlan().nat.policies.map((p) => p.family))) {
-      add({ name: `self-forwarding-ipv${family}`, check: forwardingCheck(family), ...SELF });
+      add({ name: `self-forwarding-ipv${family}`, check: this.kernel.checks.forwarding(family), ...SELF });
     }
-    add({ name: "self-nft-table", check: nftTableCheck("inet", "egressd"), ...SELF, intervalMs: 1000 });
+    add({ name: "self-nft-table", check: this.kernel.checks.nftTable(), ...SELF, intervalMs: 1000 });
     if (this.config.bgp)
       add({ name: "self-gobgpd", check: async () => this.client?.isReady === true, ...SELF });
     for (const name of this.selfChecks) if (!checks.has(name)) this.prober.remove(name);
@@ -360,7 +371,8 @@ export class Gateway {
     this.controller.trigger("health (fail-safe)");
   }
 
-  private async startSpeaker(bgp: BgpConfig): Promise<void> {
+  /** Starts (managed) or reaches (sidecar) gobgpd; returns its API address. */
+  private async startGobgpd(bgp: BgpConfig): Promise<string> {
     const speaker = bgp.speaker ?? {};
     let target: string;
     if ((speaker.mode ?? "managed") === "managed") {
@@ -391,7 +403,12 @@ export class Gateway {
     } else {
       target = speaker.address as string;
     }
-    const client = new GobgpClient({ target });
+    return target;
+  }
+
+  private async startSpeaker(bgp: BgpConfig): Promise<void> {
+    const target = this.connectSpeaker ? "(injected)" : await this.startGobgpd(bgp);
+    const client: Speaker = this.connectSpeaker ? this.connectSpeaker(bgp) : new GobgpClient({ target });
     this.client = client;
     client.on("ready", (info) => {
       this.bgpStarted = info.started && info.asn === bgp.asn;
@@ -668,7 +685,7 @@ export class Gateway {
     for (const t of this.bfdReopen.values()) clearTimeout(t);
     rmSync(join(this.runDir, "egressd.pid"), { force: true });
     if (!withdrawn) {
-      this.nft.close();
+      this.kernel.close();
       this.log.error(
         { speaker: this.config.bgp?.speaker?.address },
         "the sidecar gobgpd could not be told to withdraw: leaving the data plane in place so that what it " +
@@ -676,8 +693,8 @@ export class Gateway {
       );
       return false;
     }
-    const summary = await teardownKernel({ nft: this.nft, guard: this.guard });
-    this.nft.close();
+    const summary = await this.kernel.teardown();
+    this.kernel.close();
     this.log.info({ removed: summary }, "removed everything egressd owned");
     return true;
   }
@@ -690,7 +707,7 @@ export class Gateway {
   }
 
   natCounters(): Promise<NatCounter[]> {
-    return readNatCounters(this.kernelPlan().nat);
+    return this.kernel.natCounters(this.kernelPlan().nat);
   }
 
   status(): StatusSnapshot {

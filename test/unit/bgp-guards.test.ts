@@ -24,7 +24,7 @@ for (const bulkThreshold of [1000, 1]) {
       [path("192.0.2.11/32"), path("198.51.100.0/24", 20), path("198.51.101.0/24")],
       { withdrawOnly: true },
     );
-    t.deepEqual(s.calls, ["-203.0.113.0/24"]);
+    t.deepEqual(s.calls, ["list", "-203.0.113.0/24"]);
     t.deepEqual(r.add, []);
     t.deepEqual(
       r.held.map((p) => p.prefix),

@@ -1,0 +1,40 @@
+// The kernel side of a gateway as one small interface: apply a desired
+// KernelState, tear everything down, read the SNAT counters, and the checks
+// that watch the result. The real one drives netlink and nftables; tests give
+// a fake that records what it was asked to do.
+import type { KernelState, NatPlan } from "../daemon/state.js";
+import { addressCheck, forwardingCheck, nftTableCheck, type CheckFn } from "../health/probes/check.js";
+import { NftReconciler, readNatCounters, type NatCounter } from "./nft.js";
+import { GuardReconciler } from "./nft-guard.js";
+import { reconcileKernel, teardownKernel, type KernelChanges, type TeardownSummary } from "./reconcile.js";
+
+export interface KernelActuator {
+  apply(desired: KernelState, opts?: { fullResync?: boolean }): Promise<KernelChanges>;
+  teardown(): Promise<TeardownSummary>;
+  natCounters(nat: NatPlan): Promise<NatCounter[]>;
+  /** Self-checks: the address is configured, forwarding is on, egressd's nft table exists. */
+  checks: {
+    address(address: string): CheckFn;
+    forwarding(family: 4 | 6): CheckFn;
+    nftTable(): CheckFn;
+  };
+  /** Releases sockets (after teardown, or when leaving the state in place). */
+  close(): void;
+}
+
+/** The real kernel: rtnetlink, nftables, /proc. */
+export function realKernel(): KernelActuator {
+  const nft = new NftReconciler();
+  const guard = new GuardReconciler();
+  return {
+    apply: (desired, opts = {}) => reconcileKernel(desired, { nft, guard, ...opts }),
+    teardown: () => teardownKernel({ nft, guard }),
+    natCounters: (nat) => readNatCounters(nat),
+    checks: {
+      address: addressCheck,
+      forwarding: forwardingCheck,
+      nftTable: () => nftTableCheck("inet", "egressd"),
+    },
+    close: () => nft.close(),
+  };
+}

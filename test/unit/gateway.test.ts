@@ -1,0 +1,211 @@
+// The Gateway's logic with fake actuators (a FakeKernel and a FakeSpeaker that
+// share one call log): the fast withdraw of a failing probe, the fail-safe
+// when health cannot be evaluated, a failed BGP apply retried, BFD down closing
+// the peer and reopening it after the hold time, and the drain's ordering.
+// Nothing here touches the host's kernel; the only probe is a TCP connect to a
+// listener on loopback that the test opens and closes.
+import test, { type ExecutionContext } from "ava";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pino } from "pino";
+import { stringify } from "yaml";
+import { loadConfig } from "../../daemon/config/load.js";
+import { Gateway, type GatewayConfig } from "../../daemon/gateway.js";
+import { BfdManager } from "../../health/bfd/manager.js";
+import { FakeKernel } from "../helpers/fake-kernel.js";
+import { FakeSpeaker } from "../helpers/fake-speaker.js";
+
+const log = pino({ level: "silent" });
+
+async function listener(): Promise<{ server: Server; port: number }> {
+  const server = createServer((s) => s.destroy());
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return { server, port: (server.address() as AddressInfo).port };
+}
+
+function config(extra: Record<string, unknown> = {}, peer: Record<string, unknown> = {}): GatewayConfig {
+  const c = {
+    gateway: { name: "gw", site: "a" },
+    egressIPs: [
+      { address: "192.0.2.11", interface: "lo" },
+      { address: "192.0.2.12", interface: "lo" },
+    ],
+    uplinks: [{ name: "tor", interface: "eth1", nextHop: "10.1.1.0" }],
+    policies: [
+      {
+        name: "red",
+        sources: ["10.244.1.0/24"],
+        destinations: ["198.51.100.0/24"],
+        egressIP: "192.0.2.11",
+        uplink: "tor",
+      },
+      {
+        name: "blue",
+        sources: ["10.244.2.0/24"],
+        destinations: ["203.0.113.0/24"],
+        egressIP: "192.0.2.12",
+        uplink: "tor",
+      },
+    ],
+    bgp: {
+      asn: 65011,
+      routerId: "10.1.1.1",
+      peers: [{ name: "tor", address: "10.1.1.0", asn: 65010, holdTime: 3, ...peer }],
+    },
+    drain: { periodMs: 300 },
+    ...extra,
+  };
+  const r = loadConfig(stringify(c));
+  if (!r.ok) throw new Error(r.errors.map((e) => `${e.path}: ${e.message}`).join("\n"));
+  return r.config as GatewayConfig;
+}
+
+async function until(what: string, f: () => boolean, ms = 10_000): Promise<void> {
+  for (const deadline = Date.now() + ms; !f(); ) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+async function started(t: ExecutionContext, cfg: GatewayConfig, bfd?: BfdManager) {
+  const calls: string[] = [];
+  const kernel = new FakeKernel(calls);
+  const speaker = new FakeSpeaker(calls);
+  const runDir = mkdtempSync(join(tmpdir(), "egressd-gw-"));
+  const gw = new Gateway(cfg, {
+    log,
+    runDir,
+    resyncMs: 60_000,
+    actuators: { kernel, speaker: () => speaker, ...(bfd ? { bfd } : {}) },
+  });
+  let stopped = false;
+  t.teardown(async () => {
+    if (!stopped) await gw.stop();
+    rmSync(runDir, { recursive: true, force: true });
+  });
+  await gw.start();
+  const prefixes = () => [...speaker.paths.keys()].sort();
+  return { gw, kernel, speaker, calls, prefixes, markStopped: () => (stopped = true) };
+}
+
+const ALL = ["192.0.2.11/32", "192.0.2.12/32", "198.51.100.0/24", "203.0.113.0/24"];
+
+test("a failing probe withdraws exactly its policy's routes, first, and nothing re-adds them", async (t) => {
+  const { server, port } = await listener();
+  t.teardown(() => server.close());
+  const cfg = config({
+    probes: [
+      {
+        name: "red-svc",
+        kind: "tcp",
+        target: "127.0.0.1",
+        port,
+        intervalMs: 50,
+        timeoutMs: 50,
+        rise: 1,
+        fall: 1,
+        holdDownMs: 60_000,
+        damping: false,
+        affects: { policy: "red" },
+      },
+    ],
+  });
+  const { gw, speaker, calls, prefixes } = await started(t, cfg);
+  await until("everything advertised", () => prefixes().length === 4);
+  t.deepEqual(prefixes(), ALL);
+  t.true(speaker.importRejected, "the import policy is set");
+  const mark = calls.length;
+  // Where the log stands at the very moment the probe is declared down.
+  let atDown = -1;
+  gw.events.on("probe", (p) => {
+    if (p.name === "red-svc" && p.to === "down") atDown = calls.length;
+  });
+  await new Promise<void>((r) => server.close(() => r()));
+  await until("red withdrawn", () => !speaker.paths.has("198.51.100.0/24"));
+  t.is(calls[atDown], "-198.51.100.0/24", `the fast path goes first: ${calls.slice(atDown).join(", ")}`);
+  await new Promise((r) => setTimeout(r, 300)); // the reconcile that follows, and then some
+  t.false(calls.slice(mark).includes("+198.51.100.0/24"), "never re-advertised while the probe is down");
+  t.deepEqual(prefixes(), ["192.0.2.11/32", "192.0.2.12/32", "203.0.113.0/24"]);
+});
+
+test("health that cannot be evaluated fails safe: every destination withdrawn, egress IPs kept", async (t) => {
+  const { gw, prefixes } = await started(t, config());
+  await until("everything advertised", () => prefixes().length === 4);
+  const withdrawn: string[] = [];
+  gw.events.on("withdrawn", (e) => e.reason === "fail-safe" && withdrawn.push(...e.prefixes));
+  // What the prober does when a transition listener throws.
+  (gw as unknown as { prober: { emit(e: "error", err: Error): void } }).prober.emit(
+    "error",
+    new Error("listener threw"),
+  );
+  await until("destinations gone", () => prefixes().length === 2);
+  t.deepEqual(prefixes(), ["192.0.2.11/32", "192.0.2.12/32"]);
+  t.deepEqual(withdrawn.sort(), ["198.51.100.0/24", "203.0.113.0/24"]);
+});
+
+test("a failed BGP apply is reported and retried until it succeeds", async (t) => {
+  const calls: string[] = [];
+  const speaker = new FakeSpeaker(calls);
+  speaker.failNext("addPath", new Error("gobgpd said no"));
+  const runDir = mkdtempSync(join(tmpdir(), "egressd-gw-"));
+  t.teardown(() => rmSync(runDir, { recursive: true, force: true }));
+  const gw = new Gateway(config(), {
+    log,
+    runDir,
+    resyncMs: 60_000,
+    actuators: { kernel: new FakeKernel(calls), speaker: () => speaker },
+  });
+  t.teardown(() => gw.stop());
+  const errors: string[] = [];
+  gw.events.on("reconciled", (r) => r.errors.bgp && errors.push(r.errors.bgp));
+  await gw.start();
+  await until("retried and complete", () => speaker.paths.size === 4);
+  t.true(errors.some((e) => /gobgpd said no/.test(e)));
+});
+
+test("BFD down closes that peer's session; after the hold time BGP gets it back", async (t) => {
+  const bfd = new BfdManager({ logger: log });
+  const { speaker, prefixes } = await started(
+    t,
+    config({}, { localAddress: "10.1.1.1", bfd: { minRxMs: 100, minTxMs: 100 } }),
+    bfd,
+  );
+  await until("peer added", () => speaker.peers.has("10.1.1.0") && prefixes().length === 4);
+  bfd.emit("down", {
+    key: "10.1.1.0",
+    peer: "10.1.1.0",
+    local: "10.1.1.1",
+    at: 0,
+    from: "Up",
+    to: "Down",
+    diag: 1,
+    reason: "control detection time expired",
+    remoteDiag: 0,
+    remoteState: "Up",
+    peerAdminDown: false,
+  } as never);
+  await until("peer removed", () => !speaker.peers.has("10.1.1.0"));
+  const t0 = Date.now();
+  await until("peer back after the hold time", () => speaker.peers.has("10.1.1.0"), 10_000);
+  t.log(`reopened ${Date.now() - t0} ms after the close (hold time 3 s)`);
+  t.true(Date.now() - t0 >= 2500, "not before the hold time");
+});
+
+test("drain: destinations first, egress IPs kept for the period, then everything, then the kernel", async (t) => {
+  const { gw, calls, prefixes, kernel, markStopped } = await started(t, config());
+  await until("everything advertised", () => prefixes().length === 4);
+  const mark = calls.length;
+  const drained = gw.drain();
+  await until("destinations withdrawn", () => prefixes().length === 2);
+  t.deepEqual(prefixes(), ["192.0.2.11/32", "192.0.2.12/32"], "egress IPs stay: replies still come back");
+  t.false(kernel.tornDown, "the data plane forwards on during the period");
+  t.true(await drained);
+  markStopped();
+  t.deepEqual(prefixes(), []);
+  const log = calls.slice(mark);
+  const lastWithdraw = Math.max(log.lastIndexOf("-192.0.2.11/32"), log.lastIndexOf("-192.0.2.12/32"));
+  t.true(lastWithdraw >= 0 && lastWithdraw < log.indexOf("kernel teardown"), log.join(", "));
+});
