@@ -6,6 +6,8 @@ export default tseslint.config(
   { ignores: ["dist/**", "node_modules/**", "bgp/generated/**"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
+  // dependency-cruiser reads its config as CommonJS.
+  { files: ["**/*.cjs"], languageOptions: { sourceType: "commonjs", globals: { module: "writable" } } },
   {
     rules: {
       "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],

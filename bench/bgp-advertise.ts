@@ -7,7 +7,16 @@
 // in flight), and a bulk withdraw. Needs root; cleans up its namespaces.
 import { rmSync } from "node:fs";
 import { RUN_ID, Sandbox } from "../test/helpers/netns.js";
-import { buildTopology, Frr, GW_ASN, GW_V4, socketDir, startGateway, torPeer, waitFor } from "./bgp-lab.js";
+import {
+  buildTopology,
+  Frr,
+  GW_ASN,
+  GW_V4,
+  socketDir,
+  startGateway,
+  torPeer,
+  waitFor,
+} from "../test/helpers/bgp-lab.js";
 import type { GobgpClient } from "../bgp/gobgp-client.js";
 import type { BgpPath } from "../bgp/model.js";
 import { PathReconciler } from "../bgp/path-reconciler.js";

@@ -22,7 +22,7 @@ import {
 import { bfdPeers, bgpTable, kernelNextHops, seenAs, startWhoami } from "../containerlab/observe.js";
 import { Lab, sleep, waitFor } from "../containerlab/runner.js";
 import { loadTopology, rebindCopies } from "../containerlab/topology.js";
-import { tryRun } from "../daemon/exec.js";
+import { tryRun } from "../lib/exec.js";
 
 const TRIALS = Number(process.argv[2] ?? 10);
 const BASELINE = Number(process.argv[3] ?? 2);

@@ -3,8 +3,8 @@
 // a namespace (the reconcilers act on the namespace they run in).
 import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
-import { run } from "../daemon/exec.js";
-import type { KernelState, NatPlan } from "../daemon/state.js";
+import { run } from "../lib/exec.js";
+import type { KernelState, NatPlan } from "../core/state.js";
 import { Sandbox } from "../test/helpers/netns.js";
 import { referenceState } from "../test/integration/dataplane-topology.js";
 

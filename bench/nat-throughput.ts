@@ -1,7 +1,7 @@
 // Benchmark: TCP throughput (iperf3) through the gateway with egressd's SNAT
 // and policy routing, as a ratio to plain forwarding without NAT, same run.
 //   node dist/bench/nat-throughput.js
-import { run, spawnDetached } from "../daemon/exec.js";
+import { run, spawnDetached } from "../lib/exec.js";
 import {
   buildTopology,
   fixture,

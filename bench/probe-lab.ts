@@ -3,7 +3,7 @@
 // pair; CPU accounting from /proc.
 import { randomBytes } from "node:crypto";
 import { readFileSync, readdirSync } from "node:fs";
-import { run, tryRun } from "../daemon/exec.js";
+import { run, tryRun } from "../lib/exec.js";
 import { Sandbox } from "../test/helpers/netns.js";
 
 export interface ProbeLab {

@@ -5,7 +5,7 @@
 import { fileURLToPath } from "node:url";
 import { bfdPeers, bgpSessions, bgpTable, kernelNextHops, seenAs, startWhoami } from "./observe.js";
 import { blockSources, freezeNode, gatewayByEgress, startStream, TWO_DC_GATEWAYS as GW } from "./failover.js";
-import { tryRun } from "../daemon/exec.js";
+import { tryRun } from "../lib/exec.js";
 import { Lab, sleep, waitFor } from "./runner.js";
 import { loadTopology } from "./topology.js";
 

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { run, tryRun } from "../daemon/exec.js";
+import { run, tryRun } from "../lib/exec.js";
 import type { Lab } from "./runner.js";
 
 export interface StreamResult {

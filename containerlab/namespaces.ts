@@ -1,6 +1,6 @@
 // Removing network namespaces and everything running in them: shared by the
 // lab runner and the tests' sandboxes.
-import { tryRun } from "../daemon/exec.js";
+import { tryRun } from "../lib/exec.js";
 
 /**
  * Kills the processes inside the given namespaces (TERM, then KILL), then

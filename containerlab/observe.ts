@@ -90,7 +90,7 @@ const WHOAMI = fileURLToPath(new URL("../test/fixtures/whoami.js", import.meta.u
 
 /** Starts the whoami HTTP server (answers with the client address it sees) on a node. */
 export async function startWhoami(lab: Lab, node: string, port = 8080): Promise<void> {
-  const { spawnDetached } = await import("../daemon/exec.js");
+  const { spawnDetached } = await import("../lib/exec.js");
   spawnDetached(["node", WHOAMI, String(port)], { netns: lab.ns(node) });
   for (let i = 0; i < 50; i++) {
     const r = await lab.tryExec(node, ["curl", "-s", "-m", "1", `http://127.0.0.1:${port}/`]);

@@ -19,7 +19,7 @@ import {
 } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
-import { isRunning, run, spawnDetached, tryRun, type RunResult } from "../daemon/exec.js";
+import { isRunning, run, spawnDetached, tryRun, type RunResult } from "../lib/exec.js";
 import { destroyNamespaces } from "./namespaces.js";
 import { bindFor, isFrrNode, type LabNode, type Topology } from "./topology.js";
 

@@ -44,7 +44,7 @@ import { plan } from "./plan.js";
 import { planBgp, type BgpDesired } from "./plan/bgp.js";
 import { policyFamily } from "./plan/model.js";
 import { affectsText, healthFrom, SELF_ADDRESS, type HealthView } from "./plan/health.js";
-import type { KernelState } from "./state.js";
+import type { KernelState } from "../core/state.js";
 import type { StatusSnapshot } from "./status.js";
 import { VERSION } from "./version.js";
 import { writePidFile } from "./pidfile.js";

@@ -11,7 +11,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
 import type { Logger } from "./log.js";
-import type { ObservableGateway } from "./observability.js";
+import type { ObservableGateway } from "./observable.js";
 
 export interface HttpOptions {
   gateway: Pick<ObservableGateway, "status" | "loopAlive">;

@@ -18,7 +18,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
 import type { NatCounter } from "../routing/nft.js";
 import type { GatewayEvents, WithdrawReason } from "./events.js";
 import type { Logger } from "./log.js";
-import type { ObservableGateway } from "./observability.js";
+import type { ObservableGateway } from "./observable.js";
 import type { StatusSnapshot } from "./status.js";
 
 export const PROBE_STATES = ["unknown", "up", "down", "held"] as const;

@@ -2,25 +2,13 @@
 // (/metrics, /healthz, /readyz, /status), started beside the gateway by
 // `egressd run`. Observers only read: they subscribe to the gateway's events
 // and call its cheap status(); they never change it.
-import type { EventEmitter } from "node:events";
 import type { Registry } from "prom-client";
-import type { NatCounter } from "../routing/nft.js";
-import type { GatewayEvents } from "./events.js";
 import { startHttpServer } from "./http.js";
 import type { Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
-import type { StatusSnapshot } from "./status.js";
 
-/** What a gateway offers to observers (daemon/gateway.ts implements it). */
-export interface ObservableGateway {
-  readonly events: EventEmitter<GatewayEvents>;
-  /** Cheap and synchronous. */
-  status(): StatusSnapshot;
-  /** Per-policy nftables counters (one `nft` call). */
-  natCounters(): Promise<NatCounter[]>;
-  /** The event loop and the controller are not stuck. */
-  loopAlive(): boolean;
-}
+export type { ObservableGateway } from "./observable.js";
+import type { ObservableGateway } from "./observable.js";
 
 export interface ObservabilityOptions {
   gateway: ObservableGateway;

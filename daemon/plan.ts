@@ -12,7 +12,7 @@ import type {
   GuardPlan,
   KernelState,
   NatPolicy,
-} from "./state.js";
+} from "../core/state.js";
 import { flattenNat } from "./plan/nat.js";
 import { dataplaneOf, markValue, policyFamily, policyModels, uplinkTables } from "./plan/model.js";
 

@@ -28,17 +28,8 @@ import { httpProbe } from "./probes/http.js";
 import { checkProbe, type CheckFn } from "./probes/check.js";
 import { redactUrl } from "./redact.js";
 
-/** A probe the prober calls every interval. run() must resolve (never reject) within timeoutMs. */
-export interface PollProbe {
-  run(timeoutMs: number): Promise<ProbeResult>;
-  close(): void;
-}
-
-/** A probe that keeps its own cadence and pushes results (ICMP: a ping child). */
-export interface StreamProbe {
-  start(onResult: (r: ProbeResult) => void): void;
-  close(): void;
-}
+export type { PollProbe, StreamProbe } from "./probe-types.js";
+import type { PollProbe, StreamProbe } from "./probe-types.js";
 
 export type ProbeKind = "icmp" | "tcp" | "http";
 

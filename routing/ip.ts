@@ -1,7 +1,7 @@
 // Address arithmetic for the data plane: parse addresses and nft intervals into
 // numbers, and print them back in one canonical form.
 import ipaddr from "ipaddr.js";
-import type { Family } from "../daemon/state.js";
+import type { Family } from "../core/state.js";
 
 /** The address as raw bytes (4 or 16). */
 export function addressBytes(address: string): Buffer {

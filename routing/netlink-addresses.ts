@@ -7,7 +7,7 @@
 // has no field for IFA_PROTO and drops unknown attributes when parsing, so
 // address messages are encoded and parsed here (struct ifaddrmsg + TLVs).
 import type { RtNetlinkSocket } from "netlink";
-import { OWNER, type DesiredAddress, type Family } from "../daemon/state.js";
+import { OWNER, type DesiredAddress, type Family } from "../core/state.js";
 import { addressBytes, bytesToAddress, canonicalAddress } from "./ip.js";
 import {
   AF_INET,

@@ -4,7 +4,7 @@
 // routes, FRA_PROTOCOL on rules); only entries with that protocol are ever
 // deleted. Foreign routes, even in a table egressd uses, are left alone.
 import type { RtNetlinkSocket } from "netlink";
-import { OWNER, type DesiredRoute, type DesiredRule, type Family } from "../daemon/state.js";
+import { OWNER, type DesiredRoute, type DesiredRule, type Family } from "../core/state.js";
 import { addressBytes, bytesToAddress, canonicalAddress, canonicalInterval, parseInterval } from "./ip.js";
 import {
   AF_INET,

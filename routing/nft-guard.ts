@@ -10,9 +10,9 @@
 //     reach it crashes it (docs/bgp.md).
 //
 // The table is tiny and replaced whole, in one transaction, when it changes.
-import type { GuardPlan } from "../daemon/state.js";
+import type { GuardPlan } from "../core/state.js";
 import { NFT, nftApply } from "./nft.js";
-import { run } from "../daemon/exec.js";
+import { run } from "../lib/exec.js";
 
 export const GUARD_TABLE = "inet egressd_guard";
 

@@ -6,7 +6,7 @@
 // changed) when the mark mask is unchanged; otherwise one atomic replacement
 // of the whole table. No I/O here; see docs/dataplane.md.
 import { createHash } from "node:crypto";
-import { OWNER, type Family, type NatPlan, type NatPolicy } from "../daemon/state.js";
+import { OWNER, type Family, type NatPlan, type NatPolicy } from "../core/state.js";
 import { canonicalAddress, familyOf, formatInterval, intervalKey, parseInterval } from "./ip.js";
 
 export const TABLE = `inet ${OWNER.nftTable}`;

@@ -7,8 +7,8 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { run, tryRun } from "../daemon/exec.js";
-import type { Family, NatPlan } from "../daemon/state.js";
+import { run, tryRun } from "../lib/exec.js";
+import type { Family, NatPlan } from "../core/state.js";
 import { canonicalAddress, familyOf, formatInterval, parseInterval } from "./ip.js";
 import {
   COMMENT_PREFIX,
@@ -27,7 +27,7 @@ import {
   type NormalizedNat,
   type StructureChange,
 } from "./nft-render.js";
-import { OWNER } from "../daemon/state.js";
+import { OWNER } from "../core/state.js";
 import { NfElementWriter } from "./nfnetlink.js";
 
 export const NFT = "/usr/sbin/nft";

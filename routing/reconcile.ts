@@ -3,7 +3,7 @@
 // desired state and applies the smallest change; running it twice in a row
 // changes nothing the second time.
 import { readFile } from "node:fs/promises";
-import type { KernelState } from "../daemon/state.js";
+import type { KernelState } from "../core/state.js";
 import { reconcileAddresses, removeOwnedAddresses, type AddressChanges } from "./netlink-addresses.js";
 import {
   reconcileRouting,

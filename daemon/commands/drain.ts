@@ -3,7 +3,7 @@
 // exit) and waits until it has gone. For a Kubernetes preStop hook.
 import { Command } from "commander";
 import { readFileSync } from "node:fs";
-import { isRunning } from "../exec.js";
+import { isRunning } from "../../lib/exec.js";
 import { join } from "node:path";
 import { defaultRunDir } from "../gateway.js";
 import { EXIT, usageExit } from "./validate.js";

@@ -1,7 +1,7 @@
 // IPv4/IPv6 addresses and prefixes as numbers: strict parsing, canonical
 // formatting and interval helpers. Addresses are bigints so that both families
 // share one code path; IPv4 parsing stays on plain numbers until the end.
-import type { Family } from "../state.js";
+import type { Family } from "../../core/state.js";
 
 export const BITS: Record<Family, number> = { 4: 32, 6: 128 };
 

@@ -5,7 +5,7 @@
 // The input may be structurally invalid (the schema errors are reported
 // separately), so every check looks at the types it needs and skips what it
 // cannot interpret: one run reports as many independent errors as possible.
-import type { Family } from "../state.js";
+import type { Family } from "../../core/state.js";
 import { flattenNat } from "../plan/nat.js";
 import { markCapacity, policyModels, uplinkTables } from "../plan/model.js";
 import {

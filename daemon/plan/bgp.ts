@@ -23,7 +23,7 @@ import {
   parsePrefix,
   type Prefix,
 } from "../config/ip.js";
-import type { Family, KernelState } from "../state.js";
+import type { Family, KernelState } from "../../core/state.js";
 
 export interface BgpHealth {
   /** Policies whose probes (or uplink's probes) are down: their destinations are withdrawn. */

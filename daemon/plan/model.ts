@@ -3,7 +3,7 @@
 import type { Config } from "../config/schema.js";
 import { DEFAULTS } from "../config/schema.js";
 import { mustParseSpan, parseAddress } from "../config/ip.js";
-import type { Family } from "../state.js";
+import type { Family } from "../../core/state.js";
 import type { PolicyModel } from "./nat.js";
 
 export interface Dataplane {

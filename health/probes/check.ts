@@ -8,7 +8,7 @@ import { networkInterfaces } from "node:os";
 import { performance } from "node:perf_hooks";
 import { execFile } from "node:child_process";
 import type { ProbeResult } from "../probe-state.js";
-import type { PollProbe } from "../prober.js";
+import type { PollProbe } from "../probe-types.js";
 
 export interface CheckOutcome {
   ok: boolean;

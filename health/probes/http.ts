@@ -7,7 +7,7 @@ import { request as httpsRequest } from "node:https";
 import { isIPv6 } from "node:net";
 import { performance } from "node:perf_hooks";
 import type { ProbeResult } from "../probe-state.js";
-import type { PollProbe } from "../prober.js";
+import type { PollProbe } from "../probe-types.js";
 import { redactUrl } from "../redact.js";
 
 export interface HttpProbeOptions {

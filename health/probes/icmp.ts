@@ -15,7 +15,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { isIPv4, isIPv6 } from "node:net";
 import { createInterface } from "node:readline";
 import type { ProbeResult } from "../probe-state.js";
-import type { StreamProbe } from "../prober.js";
+import type { StreamProbe } from "../probe-types.js";
 
 export interface IcmpProbeOptions {
   target: string;

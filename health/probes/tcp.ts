@@ -3,7 +3,7 @@
 import { connect, isIPv6 } from "node:net";
 import { performance } from "node:perf_hooks";
 import type { ProbeResult } from "../probe-state.js";
-import type { PollProbe } from "../prober.js";
+import type { PollProbe } from "../probe-types.js";
 
 export interface TcpProbeOptions {
   target: string;

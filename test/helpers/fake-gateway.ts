@@ -2,7 +2,7 @@
 // benchmark: an event emitter, a canned StatusSnapshot and canned nft counters.
 import { EventEmitter } from "node:events";
 import type { GatewayEvents } from "../../daemon/events.js";
-import type { ObservableGateway } from "../../daemon/observability.js";
+import type { ObservableGateway } from "../../daemon/observable.js";
 import type { StatusSnapshot } from "../../daemon/status.js";
 import type { NatCounter } from "../../routing/nft.js";
 

@@ -1,7 +1,7 @@
 // A stand-in for the kernel actuator: remembers the last desired state it was
 // given and records applies and the teardown, in a log it can share with a
 // FakeSpeaker; its self-checks pass unless told otherwise.
-import type { KernelState } from "../../daemon/state.js";
+import type { KernelState } from "../../core/state.js";
 import type { KernelActuator } from "../../routing/kernel-actuator.js";
 import type { KernelChanges, TeardownSummary } from "../../routing/reconcile.js";
 

@@ -7,7 +7,7 @@
 import { randomBytes } from "node:crypto";
 import type { ExecutionContext } from "ava";
 import { destroyNamespaces } from "../../containerlab/namespaces.js";
-import { run, tryRun, type RunResult } from "../../daemon/exec.js";
+import { run, tryRun, type RunResult } from "../../lib/exec.js";
 
 /** One id per test run: scripts/test.sh exports it so it can sweep leftovers afterwards. */
 export const RUN_ID = process.env.EGRESSD_TEST_RUN ?? `et${randomBytes(2).toString("hex")}`;

@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { waitFor } from "../../containerlab/runner.js";
-import { run, spawnDetached } from "../../daemon/exec.js";
+import { run, spawnDetached } from "../../lib/exec.js";
 import { RUN_ID, Sandbox } from "../helpers/netns.js";
 import { REPO } from "../helpers/paths.js";
 

@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { waitFor } from "../../containerlab/runner.js";
-import { run, tryRun } from "../../daemon/exec.js";
+import { run, tryRun } from "../../lib/exec.js";
 import { RUN_ID, Sandbox } from "../helpers/netns.js";
 import { REPO } from "../helpers/paths.js";
 import { renderGuard } from "../../routing/nft-guard.js";

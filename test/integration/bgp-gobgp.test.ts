@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { isRunning, run } from "../../daemon/exec.js";
+import { isRunning, run } from "../../lib/exec.js";
 import { sandbox } from "../helpers/netns.js";
 import {
   buildTopology,
@@ -20,7 +20,7 @@ import {
   torPeer,
   waitFor,
   type FrrOptions,
-} from "../../bench/bgp-lab.js";
+} from "../helpers/bgp-lab.js";
 import { GobgpClient, GobgpError, type ReadyInfo } from "../../bgp/gobgp-client.js";
 import { GobgpdProcess } from "../../bgp/gobgpd-process.js";
 import { BgpValidationError, type BgpPath, type BgpPeer, type PeerStatus } from "../../bgp/model.js";

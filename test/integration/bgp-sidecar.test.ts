@@ -14,8 +14,8 @@ import {
   TOR_ASN,
   TOR_V4,
   waitFor,
-} from "../../bench/bgp-lab.js";
-import { isRunning, spawnDetached } from "../../daemon/exec.js";
+} from "../helpers/bgp-lab.js";
+import { isRunning, spawnDetached } from "../../lib/exec.js";
 import { sandbox } from "../helpers/netns.js";
 import { REPO } from "../helpers/paths.js";
 

@@ -3,7 +3,7 @@
 // egressd does not own survives both reconcile and teardown.
 import test from "ava";
 import { spawn } from "node:child_process";
-import type { KernelState } from "../../daemon/state.js";
+import type { KernelState } from "../../core/state.js";
 import { sandbox, type Sandbox } from "../helpers/netns.js";
 import {
   FIXTURE,

@@ -3,7 +3,7 @@
 // replacement, so the other policies' counters keep counting and their
 // traffic is untouched; the patched table equals a freshly rendered one.
 import test from "ava";
-import type { KernelState } from "../../daemon/state.js";
+import type { KernelState } from "../../core/state.js";
 import { sandbox, type Sandbox } from "../helpers/netns.js";
 import {
   buildTopology,

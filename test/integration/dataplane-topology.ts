@@ -10,8 +10,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { run, spawnDetached } from "../../daemon/exec.js";
-import type { KernelState, NatPlan } from "../../daemon/state.js";
+import { run, spawnDetached } from "../../lib/exec.js";
+import type { KernelState, NatPlan } from "../../core/state.js";
 import type { Sandbox } from "../helpers/netns.js";
 
 export const FIXTURE = fileURLToPath(new URL("../fixtures/dataplane-apply.js", import.meta.url));

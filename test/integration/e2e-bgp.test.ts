@@ -16,7 +16,7 @@ import {
   seenAs,
   startWhoami,
 } from "../../containerlab/observe.js";
-import { isRunning, tryRun } from "../../daemon/exec.js";
+import { isRunning, tryRun } from "../../lib/exec.js";
 import { RUN_ID } from "../helpers/netns.js";
 import { TWO_DC } from "../helpers/paths.js";
 

@@ -17,7 +17,7 @@ import {
   TWO_DC_GATEWAYS as GW,
   type TwoDcGateway,
 } from "../../containerlab/failover.js";
-import { tryRun } from "../../daemon/exec.js";
+import { tryRun } from "../../lib/exec.js";
 import { RUN_ID } from "../helpers/netns.js";
 import { REPO, TWO_DC } from "../helpers/paths.js";
 

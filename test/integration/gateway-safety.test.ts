@@ -14,8 +14,8 @@ import {
   TOR_V4,
   TOR_V6,
   waitFor,
-} from "../../bench/bgp-lab.js";
-import { isRunning, run, spawnDetached } from "../../daemon/exec.js";
+} from "../helpers/bgp-lab.js";
+import { isRunning, run, spawnDetached } from "../../lib/exec.js";
 import { GobgpClient } from "../../bgp/gobgp-client.js";
 import { RouteAction } from "../../bgp/generated/gobgp.js";
 import { sandbox, type Sandbox } from "../helpers/netns.js";

@@ -4,7 +4,7 @@ import test from "ava";
 import { readdirSync, existsSync } from "node:fs";
 import { Lab, waitFor } from "../../containerlab/runner.js";
 import { loadTopology } from "../../containerlab/topology.js";
-import { tryRun, run } from "../../daemon/exec.js";
+import { tryRun, run } from "../../lib/exec.js";
 import { RUN_ID } from "../helpers/netns.js";
 import { TWO_DC } from "../helpers/paths.js";
 

@@ -7,7 +7,7 @@ import test, { type ExecutionContext } from "ava";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
-import { run, tryRun } from "../../daemon/exec.js";
+import { run, tryRun } from "../../lib/exec.js";
 import { sandbox, type Sandbox } from "../helpers/netns.js";
 import { Prober, type ProbeSpec, type ProbeTransition } from "../../health/prober.js";
 import type { ProbeState } from "../../health/probe-state.js";

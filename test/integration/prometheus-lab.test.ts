@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { Lab, sleep, waitFor } from "../../containerlab/runner.js";
 import { loadTopology } from "../../containerlab/topology.js";
 import { bgpSessions, kernelNextHops, seenAs, startWhoami } from "../../containerlab/observe.js";
-import { spawnDetached } from "../../daemon/exec.js";
+import { spawnDetached } from "../../lib/exec.js";
 import { RUN_ID } from "../helpers/netns.js";
 import { REPO, TWO_DC } from "../helpers/paths.js";
 

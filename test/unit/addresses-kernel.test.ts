@@ -8,8 +8,8 @@ import {
   type AddressKernel,
   type LiveAddress,
 } from "../../routing/netlink-addresses.js";
-import type { DesiredAddress } from "../../daemon/state.js";
-import { OWNER } from "../../daemon/state.js";
+import type { DesiredAddress } from "../../core/state.js";
+import { OWNER } from "../../core/state.js";
 
 class FakeKernel implements AddressKernel {
   readonly links = new Map([

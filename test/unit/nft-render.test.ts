@@ -1,6 +1,6 @@
 // Pure tests of the nft renderer and differ (no root needed).
 import test from "ava";
-import type { NatPlan } from "../../daemon/state.js";
+import type { NatPlan } from "../../core/state.js";
 import { canonicalInterval } from "../../routing/ip.js";
 import {
   diffNat,

@@ -24,7 +24,7 @@ import {
   servedRanges,
   type Range,
 } from "../../daemon/plan/bgp.js";
-import type { KernelState } from "../../daemon/state.js";
+import type { KernelState } from "../../core/state.js";
 
 const cidrs = (lo: string, hi: string) => {
   const a = parseInterval(lo);

@@ -6,7 +6,7 @@ import { plan } from "../../daemon/plan.js";
 import type { Config, PolicyConfig } from "../../daemon/config/schema.js";
 import { loadConfig } from "../../daemon/config/load.js";
 import { stringify } from "yaml";
-import type { KernelState, NatPlan } from "../../daemon/state.js";
+import type { KernelState, NatPlan } from "../../core/state.js";
 
 function config(policies: PolicyConfig[], extra: Partial<Config> = {}): Config {
   return {

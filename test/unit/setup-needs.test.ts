@@ -10,7 +10,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 
 const ROOT = join(import.meta.dirname, "..", "..", "..");
-const SOURCE_DIRS = ["bgp", "bench", "containerlab", "daemon", "health", "routing", "test"];
+const SOURCE_DIRS = ["bgp", "bench", "containerlab", "core", "daemon", "health", "lib", "routing", "test"];
 /** The runtime itself: on the project's machines Node.js is not a Debian package. */
 const RUNTIME = new Set(["node", "npm", "npx"]);
 /** Words of shell syntax that start a segment of a snippet but are not programs. */

@@ -10,11 +10,11 @@
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { run } from "../daemon/exec.js";
-import type { Sandbox } from "../test/helpers/netns.js";
-import { GobgpClient } from "../bgp/gobgp-client.js";
-import { GobgpdProcess } from "../bgp/gobgpd-process.js";
-import type { BgpPeer } from "../bgp/model.js";
+import { run } from "../../lib/exec.js";
+import type { Sandbox } from "./netns.js";
+import { GobgpClient } from "../../bgp/gobgp-client.js";
+import { GobgpdProcess } from "../../bgp/gobgpd-process.js";
+import type { BgpPeer } from "../../bgp/model.js";
 
 export const TOR_ASN = 65000;
 export const GW_ASN = 65001;
