@@ -1,6 +1,7 @@
 // egressd's own view of BGP: global settings, peers and paths, with the
 // validation and canonical forms the reconcilers compare. Pure: no I/O, no
 // generated types (those stay in the codecs).
+import { DEFAULTS } from "../core/defaults.js";
 import { isIPv4, isIPv6 } from "node:net";
 import ipaddr from "ipaddr.js";
 
@@ -103,9 +104,10 @@ export class BgpValidationError extends Error {
   }
 }
 
+/** What a neighbor gets when a field is left out: egressd's defaults (core/defaults.ts). */
 export const PEER_DEFAULTS = {
-  holdTime: 90,
-  connectRetry: 120,
+  holdTime: DEFAULTS.bgp.holdTime,
+  connectRetry: DEFAULTS.bgp.connectRetry,
   families: ["ipv4-unicast", "ipv6-unicast"] as AddressFamily[],
 } as const;
 
@@ -184,7 +186,7 @@ export function parsePrefix(cidr: string): {
   };
 }
 
-const WELL_KNOWN_COMMUNITIES: Record<string, number> = {
+export const WELL_KNOWN_COMMUNITIES: Record<string, number> = {
   "no-export": 0xffffff01,
   "no-advertise": 0xffffff02,
   "no-export-subconfed": 0xffffff03,

@@ -47,6 +47,7 @@ import { affectsText, healthFrom, SELF_ADDRESS, type HealthView } from "./plan/h
 import type { KernelState } from "../core/state.js";
 import type { StatusSnapshot } from "./status.js";
 import { VERSION } from "./version.js";
+import { DEFAULTS } from "../core/defaults.js";
 import { writePidFile } from "./pidfile.js";
 
 /** The config with every optional section the daemon reads. */
@@ -216,7 +217,8 @@ export class Gateway {
       this.updateHealth("bfd");
       // A BFD that stays down must not keep BGP closed for good: after the
       // hold time, BGP's own liveness decides again.
-      const hold = this.config.bgp?.peers.find((p) => p.address === e.peer)?.holdTime ?? 9;
+      const hold =
+        this.config.bgp?.peers.find((p) => p.address === e.peer)?.holdTime ?? DEFAULTS.bgp.holdTime;
       clearTimeout(this.bfdReopen.get(e.peer));
       const timer = setTimeout(
         () => this.reopenAfterBfd(e.peer, "BFD still down after the hold time"),
@@ -574,9 +576,9 @@ export class Gateway {
         peer: p.address,
         local: p.localAddress as string,
         name: p.name,
-        desiredMinTxMs: p.bfd?.minTxMs ?? 100,
-        requiredMinRxMs: p.bfd?.minRxMs ?? 100,
-        detectMultiplier: p.bfd?.multiplier ?? 3,
+        desiredMinTxMs: p.bfd?.minTxMs ?? DEFAULTS.bfd.minTxMs,
+        requiredMinRxMs: p.bfd?.minRxMs ?? DEFAULTS.bfd.minRxMs,
+        detectMultiplier: p.bfd?.multiplier ?? DEFAULTS.bfd.multiplier,
         ...(p.bfd?.auth ? { auth: p.bfd.auth } : {}),
       })),
     );
@@ -638,7 +640,7 @@ export class Gateway {
    * advertised for the drain period (replies still come back), then stop.
    */
   async drain(): Promise<boolean> {
-    const periodMs = this.config.drain?.periodMs ?? 5000;
+    const periodMs = this.config.drain?.periodMs ?? DEFAULTS.drain.periodMs;
     this.log.info({ periodMs }, "draining: destinations withdrawn, forwarding continues");
     this.draining = true;
     this.events.emit("draining", { periodMs });

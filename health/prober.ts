@@ -31,7 +31,8 @@ import { redactUrl } from "./redact.js";
 export type { PollProbe, StreamProbe } from "./probe-types.js";
 import type { PollProbe, StreamProbe } from "./probe-types.js";
 
-export type ProbeKind = "icmp" | "tcp" | "http";
+export type { ProbeKind } from "../core/defaults.js";
+import { DEFAULTS, PROBE_KINDS, type ProbeKind } from "../core/defaults.js";
 
 /** A probe as configured. Only name, kind and target (or url) are required. */
 export interface ProbeSpec {
@@ -73,21 +74,7 @@ export interface CheckSpec {
 }
 
 /** Defaults; see docs/health.md for the reasoning. */
-export const PROBE_DEFAULTS = {
-  intervalMs: 100,
-  timeoutMs: 100,
-  rise: 3,
-  fall: 3,
-  holdDownMs: 5000,
-  expectStatus: 200,
-  damping: {
-    halfLifeMs: 30_000,
-    penalty: 1000,
-    suppressAbove: 2000,
-    reuseBelow: 750,
-    maxSuppressMs: 120_000,
-  } satisfies DampingConfig,
-} as const;
+export const PROBE_DEFAULTS = DEFAULTS.probe satisfies { damping: DampingConfig };
 
 export interface ProbeTransition extends StateTransition {
   name: string;
@@ -157,7 +144,7 @@ export function validateProbeSpec(s: ProbeSpec): string[] {
   const errs: string[] = [];
   const t = resolveTiming(s);
   if (!s.name) errs.push("name is required");
-  if (!["icmp", "tcp", "http"].includes(s.kind)) errs.push(`unknown kind ${String(s.kind)}`);
+  if (!(PROBE_KINDS as readonly string[]).includes(s.kind)) errs.push(`unknown kind ${String(s.kind)}`);
   if (!s.target && !(s.kind === "http" && s.url)) errs.push("target is required");
   if (s.kind === "tcp" && !(Number.isInteger(s.port) && s.port! >= 1 && s.port! <= 65535)) {
     errs.push("tcp probe needs a port 1-65535");

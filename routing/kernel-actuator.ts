@@ -2,7 +2,7 @@
 // KernelState, tear everything down, read the SNAT counters, and the checks
 // that watch the result. The real one drives netlink and nftables; tests give
 // a fake that records what it was asked to do.
-import type { KernelState, NatPlan } from "../core/state.js";
+import { OWNER, type KernelState, type NatPlan } from "../core/state.js";
 import { addressCheck, forwardingCheck, nftTableCheck, type CheckFn } from "../health/probes/check.js";
 import { NftReconciler, readNatCounters, type NatCounter } from "./nft.js";
 import { GuardReconciler } from "./nft-guard.js";
@@ -33,7 +33,7 @@ export function realKernel(): KernelActuator {
     checks: {
       address: addressCheck,
       forwarding: forwardingCheck,
-      nftTable: () => nftTableCheck("inet", "egressd"),
+      nftTable: () => nftTableCheck("inet", OWNER.nftTable),
     },
     close: () => nft.close(),
   };

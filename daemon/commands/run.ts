@@ -9,6 +9,7 @@ import { formatIssue } from "../config/issues.js";
 import { Gateway, ReloadRefused } from "../gateway.js";
 import { startObservability } from "../observability.js";
 import { VERSION } from "../version.js";
+import { DEFAULTS } from "../../core/defaults.js";
 import { createLogger } from "../log.js";
 import { EXIT, usageExit } from "./validate.js";
 
@@ -71,7 +72,7 @@ export function runCommand(): Command {
         try {
           await startObservability({
             gateway: gw,
-            listen: first.config.http?.listen ?? "127.0.0.1:9469",
+            listen: first.config.http?.listen ?? DEFAULTS.http.listen,
             log,
             version: VERSION,
           });

@@ -5,6 +5,7 @@ import { Command } from "commander";
 import { parseListen } from "../http.js";
 import type { StatusSnapshot } from "../status.js";
 import { EXIT, usageExit } from "./validate.js";
+import { DEFAULTS } from "../../core/defaults.js";
 
 export const STATUS_EXIT = { ready: 0, notReady: 1, unreachable: 2 } as const;
 
@@ -171,7 +172,7 @@ export function statusCommand(): Command {
       .option(
         "-a, --address <host:port>",
         "the daemon's HTTP listener (http.listen in its config)",
-        "127.0.0.1:9469",
+        DEFAULTS.http.listen,
       )
       .option("--json", "print the /status JSON as is")
       .option("--timeout <ms>", "give up after this long", "5000")

@@ -1,5 +1,7 @@
 // The `bgp:` section of the config: the speaker (gobgpd, managed or sidecar),
 // the peers (ToR routers), and what is advertised with which attributes.
+import { DEFAULTS } from "../../core/defaults.js";
+import { WELL_KNOWN_COMMUNITIES } from "../../bgp/model.js";
 import { Type, type Static } from "@sinclair/typebox";
 import { NAME_PATTERN } from "./patterns.js";
 
@@ -15,7 +17,7 @@ export const BfdSchema = Type.Object(
       Type.Integer({
         minimum: 10,
         maximum: 60_000,
-        default: 100,
+        default: DEFAULTS.bfd.minRxMs,
         description: "Required min RX interval, ms.",
       }),
     ),
@@ -23,12 +25,17 @@ export const BfdSchema = Type.Object(
       Type.Integer({
         minimum: 10,
         maximum: 60_000,
-        default: 100,
+        default: DEFAULTS.bfd.minTxMs,
         description: "Desired min TX interval, ms.",
       }),
     ),
     multiplier: Type.Optional(
-      Type.Integer({ minimum: 2, maximum: 255, default: 3, description: "Detection time multiplier." }),
+      Type.Integer({
+        minimum: 2,
+        maximum: 255,
+        default: DEFAULTS.bfd.multiplier,
+        description: "Detection time multiplier.",
+      }),
     ),
     auth: Type.Optional(
       Type.Object(
@@ -78,7 +85,12 @@ export const PeerSchema = Type.Object(
       }),
     ),
     holdTime: Type.Optional(
-      Type.Integer({ minimum: 3, maximum: 65535, default: 9, description: "BGP hold time, seconds." }),
+      Type.Integer({
+        minimum: 3,
+        maximum: 65535,
+        default: DEFAULTS.bgp.holdTime,
+        description: "BGP hold time, seconds.",
+      }),
     ),
     keepalive: Type.Optional(
       Type.Integer({
@@ -98,7 +110,7 @@ export const PeerSchema = Type.Object(
       Type.Integer({
         minimum: 1,
         maximum: 65535,
-        default: 1,
+        default: DEFAULTS.bgp.connectRetry,
         description: "Seconds between connection attempts (and the idle hold after a reset).",
       }),
     ),
@@ -155,10 +167,16 @@ export const AdvertiseSchema = Type.Object(
       }),
     ),
     communities: Type.Optional(
-      Type.Array(Type.String({ pattern: "^([0-9]{1,5}:[0-9]{1,5}|no-export|no-advertise)$" }), {
-        uniqueItems: true,
-        description: 'Standard communities on destination paths, e.g. "65011:100".',
-      }),
+      // The shape only; the values (0-65535 each) are checked by the speaker's own parser.
+      Type.Array(
+        Type.String({
+          pattern: `^([0-9]{1,5}:[0-9]{1,5}|${Object.keys(WELL_KNOWN_COMMUNITIES).join("|")})$`,
+        }),
+        {
+          uniqueItems: true,
+          description: 'Standard communities on destination paths, e.g. "65011:100".',
+        },
+      ),
     ),
   },
   { ...Strict, description: "What this gateway advertises and with which attributes (site preference)." },
@@ -193,7 +211,7 @@ export const BgpSchema = Type.Object(
       Type.Integer({
         minimum: -1,
         maximum: 65535,
-        default: -1,
+        default: DEFAULTS.bgp.listenPort,
         description: "TCP port gobgpd accepts BGP sessions on; -1 (default): it only connects out.",
       }),
     ),

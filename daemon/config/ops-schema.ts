@@ -1,20 +1,28 @@
 // Config sections for operating the gateway: health probes (and what depends
 // on them), graceful drain, the HTTP listener and logging.
+import { DEFAULTS } from "../../core/defaults.js";
 import { Type, type Static } from "@sinclair/typebox";
 import { NAME_PATTERN } from "./patterns.js";
 
 const Strict = { additionalProperties: false } as const;
+const P = DEFAULTS.probe;
 const Ms = (description: string, minimum = 1) => Type.Integer({ minimum, maximum: 3_600_000, description });
 
 export const DampingSchema = Type.Object(
   {
-    halfLifeMs: Type.Optional(Ms("Time for the flap penalty to halve (default 30000).")),
-    penalty: Type.Optional(Type.Integer({ minimum: 1, description: "Penalty per flap (default 1000)." })),
-    suppressAbove: Type.Optional(
-      Type.Integer({ minimum: 1, description: "Suppress above this (default 2000)." }),
+    halfLifeMs: Type.Optional(Ms(`Time for the flap penalty to halve (default ${P.damping.halfLifeMs}).`)),
+    penalty: Type.Optional(
+      Type.Integer({ minimum: 1, description: `Penalty per flap (default ${P.damping.penalty}).` }),
     ),
-    reuseBelow: Type.Optional(Type.Integer({ minimum: 1, description: "Reuse below this (default 750)." })),
-    maxSuppressMs: Type.Optional(Ms("Longest suppression after the last flap (default 120000).")),
+    suppressAbove: Type.Optional(
+      Type.Integer({ minimum: 1, description: `Suppress above this (default ${P.damping.suppressAbove}).` }),
+    ),
+    reuseBelow: Type.Optional(
+      Type.Integer({ minimum: 1, description: `Reuse below this (default ${P.damping.reuseBelow}).` }),
+    ),
+    maxSuppressMs: Type.Optional(
+      Ms(`Longest suppression after the last flap (default ${P.damping.maxSuppressMs}).`),
+    ),
   },
   { ...Strict, description: "Route-flap-damping style suppression of a target that keeps flapping." },
 );
@@ -37,17 +45,19 @@ export const ProbeSchema = Type.Object(
     sourceAddress: Type.Optional(
       Type.String({ description: "Local source address (icmp: or an interface)." }),
     ),
-    intervalMs: Type.Optional(Ms("Time between probes (default 100).", 10)),
-    timeoutMs: Type.Optional(Ms("A probe without an answer within this has failed (default 300).")),
+    intervalMs: Type.Optional(Ms(`Time between probes (default ${P.intervalMs}).`, 10)),
+    timeoutMs: Type.Optional(
+      Ms(`A probe without an answer within this has failed (default ${P.timeoutMs}).`),
+    ),
     rise: Type.Optional(
-      Type.Integer({ minimum: 1, maximum: 100, description: "Successes to come up (default 3)." }),
+      Type.Integer({ minimum: 1, maximum: 100, description: `Successes to come up (default ${P.rise}).` }),
     ),
     fall: Type.Optional(
-      Type.Integer({ minimum: 1, maximum: 100, description: "Failures to go down (default 3)." }),
+      Type.Integer({ minimum: 1, maximum: 100, description: `Failures to go down (default ${P.fall}).` }),
     ),
     holdDownMs: Type.Optional(
       Ms(
-        "After a failure, how long a recovered target must stay healthy before routes return (default 5000).",
+        `After a failure, how long a recovered target must stay healthy before routes return (default ${P.holdDownMs}).`,
         0,
       ),
     ),
@@ -71,7 +81,7 @@ export const DrainSchema = Type.Object(
   {
     periodMs: Type.Optional(
       Ms(
-        "After SIGTERM or `egressd drain`: routes are withdrawn at once, forwarding goes on this long, then addresses and rules are removed (default 5000).",
+        `After SIGTERM or \`egressd drain\`: routes are withdrawn at once, forwarding goes on this long, then addresses and rules are removed (default ${DEFAULTS.drain.periodMs}).`,
         0,
       ),
     ),
@@ -83,7 +93,7 @@ export const HttpSchema = Type.Object(
   {
     listen: Type.Optional(
       Type.String({
-        default: "127.0.0.1:9469",
+        default: DEFAULTS.http.listen,
         description: "host:port for /metrics, /healthz, /readyz and /status. Loopback by default.",
       }),
     ),

@@ -8,14 +8,12 @@ import { Type, type Static } from "@sinclair/typebox";
 import { IFNAME_PATTERN, NAME_PATTERN } from "./patterns.js";
 import { BgpSchema } from "./bgp-schema.js";
 import { DrainSchema, HttpSchema, LogSchema, ProbeSchema } from "./ops-schema.js";
+import { DEFAULTS as ALL } from "../../core/defaults.js";
 
 export { IFNAME_PATTERN, NAME_PATTERN };
 
-export const DEFAULTS = {
-  markMask: 0x0ff00000,
-  tableBase: 20100,
-  rulePriority: 1000,
-} as const;
+/** The data plane's defaults (core/defaults.ts holds them all). */
+export const DEFAULTS = ALL.dataplane;
 
 const Name = (description: string) => Type.String({ pattern: NAME_PATTERN, description });
 const Ifname = (description: string) => Type.String({ pattern: IFNAME_PATTERN, description });

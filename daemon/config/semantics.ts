@@ -23,6 +23,9 @@ import { validateProbeSpec, type ProbeSpec } from "../../health/prober.js";
 import { parseCommunity, passwordProblem } from "../../bgp/model.js";
 import { keyProblem } from "../../health/bfd/auth.js";
 import { DEFAULTS, type Config } from "./schema.js";
+import { DEFAULTS as ALL_DEFAULTS } from "../../core/defaults.js";
+
+const BGP_DEFAULTS = ALL_DEFAULTS.bgp;
 
 const formatAddressOf = (p: Prefix) => formatAddress(p.family, p.lo);
 
@@ -433,7 +436,7 @@ function checkBgp(
     if (isObj(p.bfd) && p.bfd.enabled !== false && localText === undefined) {
       err(["bgp", "peers", i, "localAddress"], "required with bfd: the BFD session runs from this address");
     }
-    const hold = typeof p.holdTime === "number" ? p.holdTime : 9;
+    const hold = typeof p.holdTime === "number" ? p.holdTime : BGP_DEFAULTS.holdTime;
     if (typeof p.keepalive === "number" && p.keepalive * 3 > hold) {
       err(
         ["bgp", "peers", i, "keepalive"],

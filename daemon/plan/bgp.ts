@@ -11,6 +11,7 @@
 // Health enters as the set of policies whose dependencies are down: their
 // intervals are left out, and the whole gateway being down advertises nothing.
 import type { BgpGlobal, BgpPath, BgpPeer } from "../../bgp/model.js";
+import { DEFAULTS, keepaliveFor } from "../../core/defaults.js";
 import type { Config } from "../config/schema.js";
 import type { BgpConfig } from "../config/bgp-schema.js";
 import {
@@ -255,7 +256,11 @@ export function planBgp(
 ): BgpDesired {
   const bgp = config.bgp;
   const adv = bgp.advertise ?? {};
-  const global: BgpGlobal = { asn: bgp.asn, routerId: bgp.routerId, listenPort: bgp.listenPort ?? -1 };
+  const global: BgpGlobal = {
+    asn: bgp.asn,
+    routerId: bgp.routerId,
+    listenPort: bgp.listenPort ?? DEFAULTS.bgp.listenPort,
+  };
   const peers = bgp.peers
     .filter((p) => !health.downPeers?.has(p.address))
     .map((p) => {
@@ -266,9 +271,9 @@ export function planBgp(
         description: p.name,
         address: p.address,
         peerAsn: p.asn,
-        holdTime: p.holdTime ?? 9,
-        keepaliveInterval: p.keepalive ?? Math.max(1, Math.floor((p.holdTime ?? 9) / 3)),
-        connectRetry: p.connectRetry ?? 1,
+        holdTime: p.holdTime ?? DEFAULTS.bgp.holdTime,
+        keepaliveInterval: p.keepalive ?? keepaliveFor(p.holdTime ?? DEFAULTS.bgp.holdTime),
+        connectRetry: p.connectRetry ?? DEFAULTS.bgp.connectRetry,
         gracefulRestart: p.gracefulRestart ?? false,
         families: p.families ?? [family],
       };

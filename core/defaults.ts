@@ -1,0 +1,49 @@
+// Every default egressd applies, in one place. The config schema publishes
+// them (schema/egressd.schema.json), the planner and the daemon apply them,
+// and docs/config.md and docs/health.md describe them: each reads this table.
+export const DEFAULTS = {
+  dataplane: {
+    /** Bits of the packet mark egressd may use. */
+    markMask: 0x0ff00000,
+    /** Routing table of the first uplink; the next ones follow. */
+    tableBase: 20100,
+    /** Priority of the fwmark rules. */
+    rulePriority: 1000,
+  },
+  bgp: {
+    /** Seconds. A dead peer without BFD is noticed after this. */
+    holdTime: 9,
+    /** Seconds between connection attempts. */
+    connectRetry: 1,
+    /** gobgpd only connects out unless a port is given. */
+    listenPort: -1,
+  },
+  bfd: { minRxMs: 100, minTxMs: 100, multiplier: 3 },
+  probe: {
+    intervalMs: 100,
+    /** Equal to the interval: see docs/health.md for why not 300 ms. */
+    timeoutMs: 100,
+    rise: 3,
+    fall: 3,
+    holdDownMs: 5000,
+    expectStatus: 200,
+    damping: {
+      halfLifeMs: 30_000,
+      penalty: 1000,
+      suppressAbove: 2000,
+      reuseBelow: 750,
+      maxSuppressMs: 120_000,
+    },
+  },
+  drain: { periodMs: 5000 },
+  http: { listen: "127.0.0.1:9469" },
+} as const;
+
+/** The keepalive for a hold time: a third of it, at least a second. */
+export function keepaliveFor(holdTime: number): number {
+  return Math.max(1, Math.floor(holdTime / 3));
+}
+
+/** The probe kinds egressd runs. */
+export const PROBE_KINDS = ["icmp", "tcp", "http"] as const;
+export type ProbeKind = (typeof PROBE_KINDS)[number];
