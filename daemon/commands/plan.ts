@@ -7,6 +7,7 @@ import { renderDesired } from "../plan/render-text.js";
 import { planBgp } from "../plan/bgp.js";
 import type { BgpConfig } from "../config/bgp-schema.js";
 import { renderNftRuleset } from "../../routing/nft-render.js";
+import { renderGuard } from "../../routing/nft-guard.js";
 import { checkFile, EXIT, usageExit } from "./validate.js";
 
 export function planCommand(): Command {
@@ -45,7 +46,7 @@ export function planCommand(): Command {
           };
           process.stdout.write(`${JSON.stringify(shown ? { ...state, bgp: shown } : state, null, 2)}\n`);
         } else {
-          process.stdout.write(renderDesired(state, renderNftRuleset, bgp));
+          process.stdout.write(renderDesired(state, renderNftRuleset, bgp, renderGuard));
         }
         process.exitCode = EXIT.ok;
       }),

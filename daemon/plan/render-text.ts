@@ -1,7 +1,7 @@
 // Renders a KernelState for people, in iproute2's own syntax where there is
 // one, so that `egressd plan` output compares directly with `ip` output.
 import type { BgpPath } from "../../bgp/model.js";
-import type { KernelState, NatPlan } from "../../core/state.js";
+import type { GuardPlan, KernelState, NatPlan } from "../../core/state.js";
 import type { BgpDesired } from "./bgp.js";
 
 const hex = (n: number) => `0x${(n >>> 0).toString(16)}`;
@@ -55,7 +55,12 @@ export function renderBgp(bgp: BgpDesired): string[] {
 }
 
 /** The whole desired state as text: kernel objects, the nftables ruleset, and the BGP paths per peer. */
-export function renderDesired(state: KernelState, nft: (plan: NatPlan) => string, bgp?: BgpDesired): string {
+export function renderDesired(
+  state: KernelState,
+  nft: (plan: NatPlan) => string,
+  bgp?: BgpDesired,
+  guard?: (g: GuardPlan) => string,
+): string {
   const section = (title: string, lines: string[]) =>
     [`# ${title}`, ...(lines.length === 0 ? ["# (none)"] : lines), ""].join("\n");
   const out = [
@@ -64,6 +69,7 @@ export function renderDesired(state: KernelState, nft: (plan: NatPlan) => string
     section("rules (ip rule add ... proto 201)", renderRules(state)),
     `# nftables (nft -f)\n${nft(state.nat).trimEnd()}\n`,
   ];
+  if (state.guard && guard) out.push(`# nftables guard table (nft -f)\n${guard(state.guard).trimEnd()}\n`);
   if (bgp !== undefined) {
     out.push(
       section(
