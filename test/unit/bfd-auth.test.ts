@@ -5,24 +5,9 @@ import test from "ava";
 import { createHash } from "node:crypto";
 import { BfdAuthenticator, authConfigProblem, type BfdAuthConfig } from "../../health/bfd/auth.js";
 import { BfdState, decodeControl, type ControlPacket } from "../../health/bfd/packet.js";
+import { controlPacket } from "../helpers/bfd-packets.js";
 
-const pkt: ControlPacket = {
-  version: 1,
-  diag: 0,
-  state: BfdState.Up,
-  poll: false,
-  final: false,
-  cpi: false,
-  authPresent: false,
-  demand: false,
-  multipoint: false,
-  detectMult: 3,
-  myDiscriminator: 11,
-  yourDiscriminator: 22,
-  desiredMinTxUs: 100_000,
-  requiredMinRxUs: 100_000,
-  requiredMinEchoRxUs: 0,
-};
+const pkt: ControlPacket = controlPacket({ myDiscriminator: 11, yourDiscriminator: 22 });
 const cfg: BfdAuthConfig = { type: "meticulous-keyed-sha1", keyId: 7, secret: "s3cret-bfd" };
 
 test("seal: A bit, type 5, length 28, key id, and SHA1 over the packet with the key in the hash field", (t) => {

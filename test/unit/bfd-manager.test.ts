@@ -10,6 +10,7 @@ import {
 } from "../../health/bfd/manager.js";
 import { BfdState, encodeControl, BfdDiag } from "../../health/bfd/packet.js";
 import type { BfdTransport, PacketHandler, TxChannel } from "../../health/bfd/transport.js";
+import { controlPacket } from "../helpers/bfd-packets.js";
 
 /** Delivers datagrams between "addresses" after a fixed latency, on the manual clock. */
 class MemoryNet {
@@ -287,23 +288,14 @@ test("a forged Down with Your Discriminator 0 and a foreign My Discriminator doe
   t.is(gw.get("10.0.1.1")!.stateName, "Up");
   const real = tor.get("10.0.1.2")!.localDiscriminator;
   const deliver = net.listeners.get("10.0.1.2")!;
-  const forged = {
-    version: 1,
-    diag: BfdDiag.None,
+  const forged = controlPacket({
     state: BfdState.Down,
-    poll: false,
-    final: false,
-    cpi: false,
-    authPresent: false,
-    demand: false,
-    multipoint: false,
-    detectMult: 3,
+    diag: BfdDiag.None,
     myDiscriminator: real + 1,
     yourDiscriminator: 0,
     desiredMinTxUs: 1_000_000,
     requiredMinRxUs: 1_000_000,
-    requiredMinEchoRxUs: 0,
-  };
+  });
   // From the ToR's own address, as an attacker on the link would send it.
   deliver(encodeControl(forged), "10.0.1.1", 3784);
   await run(clock, 500);

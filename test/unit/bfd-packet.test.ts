@@ -10,27 +10,9 @@ import {
   stateText,
   type ControlPacket,
 } from "../../health/bfd/packet.js";
+import { controlPacket } from "../helpers/bfd-packets.js";
 
-function pkt(over: Partial<ControlPacket> = {}): ControlPacket {
-  return {
-    version: 1,
-    diag: BfdDiag.None,
-    state: BfdState.Up,
-    poll: false,
-    final: false,
-    cpi: false,
-    authPresent: false,
-    demand: false,
-    multipoint: false,
-    detectMult: 3,
-    myDiscriminator: 0x01020304,
-    yourDiscriminator: 0xa0b0c0d0,
-    desiredMinTxUs: 100_000,
-    requiredMinRxUs: 300_000,
-    requiredMinEchoRxUs: 0,
-    ...over,
-  };
-}
+const pkt = controlPacket;
 
 function decodeOk(b: Uint8Array): ControlPacket {
   const r = decodeControl(b);
@@ -178,24 +160,7 @@ test("diagnostic and state names", (t) => {
 });
 
 test("a Desired Min TX Interval of zero (reserved) is refused", (t) => {
-  const buf = encodeControl({
-    version: 1,
-    diag: 0,
-    state: BfdState.Up,
-    poll: false,
-    final: false,
-    cpi: false,
-    authPresent: false,
-    demand: false,
-    multipoint: false,
-    detectMult: 3,
-    myDiscriminator: 7,
-    yourDiscriminator: 9,
-    desiredMinTxUs: 0,
-    requiredMinRxUs: 100_000,
-    requiredMinEchoRxUs: 0,
-  });
-  const r = decodeControl(buf);
+  const r = decodeControl(encodeControl(pkt({ desiredMinTxUs: 0 })));
   t.false(r.ok);
   t.regex(r.ok ? "" : r.reason, /desired min tx interval is zero/);
 });
