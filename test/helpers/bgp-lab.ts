@@ -117,6 +117,13 @@ export class Frr {
     }
   }
 
+  /** Applies configuration lines (as typed after `configure terminal`) through vtysh. */
+  async configure(...lines: string[]): Promise<void> {
+    await run(["vtysh", "-N", this.ns, "-c", "configure terminal", ...lines.flatMap((l) => ["-c", l])], {
+      timeoutMs: 10_000,
+    });
+  }
+
   async vtysh(command: string): Promise<string> {
     return (await run(["vtysh", "-N", this.ns, "-c", command], { timeoutMs: 10_000 })).stdout;
   }

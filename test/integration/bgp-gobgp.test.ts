@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { isRunning, run } from "../../lib/exec.js";
+import { isRunning } from "../../lib/exec.js";
 import { sandbox } from "../helpers/netns.js";
 import {
   buildTopology,
@@ -263,17 +263,7 @@ test("a wrong TCP-MD5 password never establishes and reports a clear state; the 
 
 test("ttl security (GTSM): with FRR's ttl-security hops 1, only a TTL-255 session comes up", async (t) => {
   const l = await lab(t, "gtsm");
-  await run([
-    "vtysh",
-    "-N",
-    l.frr.ns,
-    "-c",
-    "configure terminal",
-    "-c",
-    `router bgp ${TOR_ASN}`,
-    "-c",
-    `neighbor ${GW_V4} ttl-security hops 1`,
-  ]);
+  await l.frr.configure(`router bgp ${TOR_ASN}`, `neighbor ${GW_V4} ttl-security hops 1`);
   const { client } = await managedGateway(t, l);
   await client.startBgp({ asn: GW_ASN, routerId: GW_V4, listenPort: 179 });
   const peers = new PeerReconciler(client);

@@ -15,7 +15,7 @@ import {
   TOR_V6,
   waitFor,
 } from "../helpers/bgp-lab.js";
-import { isRunning, run, spawnDetached } from "../../lib/exec.js";
+import { isRunning, spawnDetached } from "../../lib/exec.js";
 import { GobgpClient } from "../../bgp/gobgp-client.js";
 import { RouteAction } from "../../bgp/generated/gobgp.js";
 import { sandbox, type Sandbox } from "../helpers/netns.js";
@@ -122,23 +122,13 @@ test("a failed kernel apply advertises nothing new; a restart-only change is ref
 
 test("routes a peer announces, a default route among them, never enter the gateway's RIB", async (t) => {
   const { frr, dir, routes, state } = await startEgressd(t, "tr");
-  await run([
-    "vtysh",
-    "-N",
-    frr.ns,
-    "-c",
-    "configure terminal",
-    "-c",
+  await frr.configure(
     `router bgp ${TOR_ASN}`,
-    "-c",
     "address-family ipv4 unicast",
-    "-c",
     "network 198.18.0.0/24",
-    "-c",
     "network 198.18.1.0/24",
-    "-c",
     `neighbor ${GW_V4} default-originate`,
-  ]);
+  );
   const sent = async () =>
     Object.keys(
       (
@@ -281,25 +271,14 @@ bgp:
         await sb.exec(node, ["ip", "-6", "addr", "flush", "dev", dev, "scope", "link"]);
         await sb.exec(node, ["ip", "-6", "addr", "add", `${ll}/64`, "dev", dev, "nodad"]);
       }
-      await run([
-        "vtysh",
-        "-N",
-        frr.ns,
-        "-c",
-        "configure terminal",
-        "-c",
+      await frr.configure(
         `router bgp ${TOR_ASN}`,
-        "-c",
         `neighbor fe80::2 remote-as ${GW_ASN}`,
-        "-c",
         "neighbor fe80::2 interface tor0",
-        "-c",
         "neighbor fe80::2 timers connect 1",
-        "-c",
         "address-family ipv6 unicast",
-        "-c",
         "neighbor fe80::2 activate",
-      ]);
+      );
     },
   });
   const summary = await frr.json<{ peers?: Record<string, { state?: string }> }>(
