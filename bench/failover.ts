@@ -44,14 +44,14 @@ let bfdOnTor = true;
 
 async function ready(): Promise<TwoDcGateway> {
   await waitFor(
+    "ECMP",
     async () => (await kernelNextHops(lab, "tor-a", "203.0.113.0/24")).length === 2,
     60_000,
-    "ECMP",
   );
   const g = gatewayByEgress(await seenAs(lab, "pod-a", WEB, SRC));
   if (!g) throw new Error("no gateway carries the flow");
   if (bfdOnTor)
-    await waitFor(async () => (await bfdPeers(lab, "tor-a")).get(GW[g].link) === "up", 20_000, "BFD up");
+    await waitFor("BFD up", async () => (await bfdPeers(lab, "tor-a")).get(GW[g].link) === "up", 20_000);
   return g;
 }
 
@@ -67,7 +67,7 @@ async function trial(
   await stream.flowing;
   await sleep(300);
   const repair = await fail(g);
-  await waitFor(async () => !(await webPeers()).includes(GW[g].link), timeoutMs, `${g} out`);
+  await waitFor(`${g} out`, async () => !(await webPeers()).includes(GW[g].link), timeoutMs);
   await sleep(500);
   const r = await stream.stop();
   await repair();
@@ -75,7 +75,7 @@ async function trial(
 }
 
 async function restart(g: TwoDcGateway): Promise<void> {
-  await waitFor(() => lab.cmdPid(g) === undefined, 10_000, `${g} gone`);
+  await waitFor(`${g} gone`, () => lab.cmdPid(g) === undefined, 10_000);
   await lab.startCmd(g);
 }
 

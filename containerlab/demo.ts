@@ -53,21 +53,21 @@ async function main(): Promise<void> {
       return s.length === n * 2 && s.every((p) => p.state === "Established");
     };
     await waitFor(
+      "gateway sessions",
       async () => (await gwSessions("tor-a", 2)) && (await gwSessions("tor-b", 1)),
       60_000,
-      "gateway sessions",
     );
     await waitFor(
+      "ECMP",
       async () => (await kernelNextHops(lab, "tor-a", "203.0.113.0/24")).length === 2,
       30_000,
-      "ECMP",
     );
     // DC B's gateway serves too (its backup path is what section 2 shows).
     await waitFor(
+      "DC B's path",
       async () =>
         (await bgpTable(lab, "tor-b")).get("203.0.113.0/24")?.some((p) => p.nextHop === "10.2.1.1") === true,
       30_000,
-      "DC B's path",
     );
     say(
       `   egressd runs on the three gateways: peered with the ToRs, probes passed, serving after ${((Date.now() - started) / 1000).toFixed(1)} s.\n` +
@@ -143,15 +143,15 @@ async function main(): Promise<void> {
     const SRC = "10.244.1.10";
     const bothServing = () =>
       waitFor(
+        "ECMP",
         async () => (await kernelNextHops(lab, "tor-a", "203.0.113.0/24")).length === 2,
         60_000,
-        "ECMP",
       );
     const flow = async () => gatewayByEgress(await seenAs(lab, "pod-a", WEB, SRC, 1));
     const measure = async (
       what: string,
       act: () => Promise<() => Promise<void>>,
-      settle: () => Promise<void>,
+      settle: () => Promise<unknown>,
     ) => {
       const stream = startStream(lab, "pod-a", "203.0.113.10", SRC);
       await stream.flowing;
@@ -170,14 +170,14 @@ async function main(): Promise<void> {
 
     let g = await flow();
     if (g) {
-      await waitFor(async () => (await bfdPeers(lab, "tor-a")).get(GW[g!].link) === "up", 10_000, "BFD");
+      await waitFor("BFD", async () => (await bfdPeers(lab, "tor-a")).get(GW[g!].link) === "up", 10_000);
       say(
         `   The flow goes through ${g} (seen as ${GW[g].web}). Freezing ${g} as a power loss would: every process stopped, nothing forwarded, links up.`,
       );
       const thaw = await measure(
         `${g} frozen, the ToR's BFD (100 ms x 3) takes it out`,
         () => freezeNode(lab, g!),
-        () => waitFor(async () => !(await webPeers()).includes(GW[g!].link), 10_000, "BFD"),
+        () => waitFor("BFD", async () => !(await webPeers()).includes(GW[g!].link), 10_000),
       );
       await thaw();
       say(`   ${g} thawed: it peers again and comes back into the ECMP group.`);
@@ -193,11 +193,11 @@ async function main(): Promise<void> {
       "DC A's upstream lost",
       () => blockSources(lab, "fw", dcA, { destinations: ["203.0.113.0/24"] }),
       () =>
-        waitFor(async () => (await seenAs(lab, "pod-a", WEB, SRC, 1)) === GW["gw-b1"].web, 15_000, "DC B"),
+        waitFor("DC B", async () => (await seenAs(lab, "pod-a", WEB, SRC, 1)) === GW["gw-b1"].web, 15_000),
     );
     const repaired = Date.now();
     await restore();
-    await waitFor(async () => (await flow())?.startsWith("gw-a") === true, 30_000, "back in DC A");
+    await waitFor("back in DC A", async () => (await flow())?.startsWith("gw-a") === true, 30_000);
     say(
       `   Upstream repaired: traffic is back in DC A after ${((Date.now() - repaired) / 1000).toFixed(1)} s (3 s hold-down, so a flapping link does not flap the fabric).`,
     );

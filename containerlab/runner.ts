@@ -6,6 +6,8 @@
 // Every lab instance has its own prefix; namespaces are named PREFIX-NODE.
 // What `up` creates is written to a state file first, so `down` removes it
 // all even after a crash of the runner; `down` is idempotent.
+export { sleep, waitFor } from "../lib/wait.js";
+import { waitFor } from "../lib/wait.js";
 import {
   chownSync,
   closeSync,
@@ -186,11 +188,11 @@ export class Lab {
         throw new LabError(`node ${node.name}: ${d} did not start: ${e.message}`);
       });
       if (d === "zebra") {
-        await waitFor(() => existsSync(join(runDir, "zserv.api")), 5000, `${node.name}: zebra socket`);
+        await waitFor(`${node.name}: zebra socket`, () => existsSync(join(runDir, "zserv.api")), 5000);
       }
     }
     for (const d of daemons) {
-      await waitFor(() => existsSync(join(runDir, `${d}.vty`)), 5000, `${node.name}: ${d} vty socket`);
+      await waitFor(`${node.name}: ${d} vty socket`, () => existsSync(join(runDir, `${d}.vty`)), 5000);
     }
     const applied = await tryRun(["vtysh", "-N", ns, "-f", confCopy], { netns: ns });
     const problems = `${applied.stdout}\n${applied.stderr}`
@@ -356,21 +358,4 @@ function frrIds(): { uid: number; gid: number } {
   if (!line) throw new LabError("the frr user does not exist: is the frr package installed?");
   const [, , uid, gid] = line.split(":");
   return { uid: Number(uid), gid: Number(gid) };
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-export async function waitFor(
-  cond: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-  what: string,
-  intervalMs = 100,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new LabError(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(intervalMs);
-  }
 }

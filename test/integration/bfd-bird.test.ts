@@ -121,7 +121,7 @@ test.before(async () => {
       netns: sb.ns("tor"),
     },
   );
-  await waitFor(() => existsSync(join(lab.dir, "bird.ctl")), 10_000, "BIRD control socket");
+  await waitFor("BIRD control socket", () => existsSync(join(lab.dir, "bird.ctl")), 10_000);
 });
 
 test.after.always(async () => {
@@ -139,8 +139,8 @@ test.after.always(async () => {
 
 serial("an authenticated session (meticulous keyed SHA1) comes Up on both sides", async (t) => {
   startSpeaker(KEY.secret);
-  await waitFor(async () => (await birdState()) === "Up", 15_000, "BIRD: Up");
-  await waitFor(() => lab.events.some((e) => e.event === "up"), 5000, "egressd: Up");
+  await waitFor("BIRD: Up", async () => (await birdState()) === "Up", 15_000);
+  await waitFor("egressd: Up", () => lab.events.some((e) => e.event === "up"), 5000);
   t.is(await birdState(), "Up");
 });
 
@@ -153,7 +153,7 @@ serial(
     t.truthy(sp);
     // The discriminators BIRD and egressd use, from egressd's own snapshot.
     lab.speaker!.kill("SIGUSR1");
-    await waitFor(() => lab.events.some((e) => e.event === "sessions"), 5000, "snapshot");
+    await waitFor("snapshot", () => lab.events.some((e) => e.event === "sessions"), 5000);
     const snap = lab.events.find((e) => e.event === "sessions") as unknown as {
       sessions: { localDiscriminator: number; remoteDiscriminator: number }[];
     };
@@ -193,7 +193,7 @@ serial(
 
 serial("a wrong key never comes up", async (t) => {
   await stopSpeaker();
-  await waitFor(async () => (await birdState()) !== "Up", 5000, "BIRD notices the speaker is gone");
+  await waitFor("BIRD notices the speaker is gone", async () => (await birdState()) !== "Up", 5000);
   startSpeaker("not-the-key");
   await new Promise((r) => setTimeout(r, 3000));
   t.false(

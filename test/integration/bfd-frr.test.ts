@@ -75,13 +75,13 @@ class Frr {
     );
     await run(["chown", "-R", "frr:frr", this.runDir, this.dir]);
     await this.daemon("zebra");
-    await waitFor(() => existsSync(join(this.runDir, "zserv.api")), 5000, "zebra socket", 20);
+    await waitFor("zebra socket", () => existsSync(join(this.runDir, "zserv.api")), 5000, 20);
     await this.startBfdd();
   }
 
   async startBfdd(): Promise<void> {
     await this.daemon("bfdd");
-    await waitFor(() => existsSync(join(this.runDir, "bfdd.vty")), 5000, "bfdd vty", 20);
+    await waitFor("bfdd vty", () => existsSync(join(this.runDir, "bfdd.vty")), 5000, 20);
   }
 
   private async daemon(name: string): Promise<void> {
@@ -179,9 +179,9 @@ class Speaker {
   ): Promise<SpeakerEvent> {
     let found: SpeakerEvent | undefined;
     await waitFor(
+      `${what}\n${this.stderr}`,
       () => (found = this.events.find(pred)) !== undefined,
       timeoutMs,
-      `${what}\n${this.stderr}`,
       20,
     );
     return found!;
@@ -236,20 +236,20 @@ async function upOnBothSides(t: ExecutionContext): Promise<Speaker> {
   const sp = lab.speaker;
   let last: FrrPeer[] = [];
   await waitFor(
+    "FRR: both peers up",
     async () => {
       last = await frr().peers();
       return last.length === 2 && last.every((p) => p.status === "up");
     },
     15_000,
-    "FRR: both peers up",
     20,
   ).catch((e: Error) => t.fail(`${e.message}\n${JSON.stringify(last)}\n${sp.stderr}`));
   // And egressd's side agrees: the last state change of each session is into Up.
   for (const p of PEERS) {
     await waitFor(
+      `speaker: ${p.tor} Up\n${sp.stderr}`,
       () => sp.events.filter((e) => e.event === "state" && e.peer === p.tor).at(-1)?.to === "Up",
       10_000,
-      `speaker: ${p.tor} Up\n${sp.stderr}`,
       20,
     );
   }
@@ -282,9 +282,9 @@ serial("SIGSTOP (frozen gateway): FRR declares it down within its detection time
   sp.signal("SIGSTOP");
   try {
     await waitFor(
+      "FRR: peers down",
       async () => (await frr().peers()).every((p) => p.status === "down"),
       5000,
-      "FRR: peers down",
       20,
     );
     for (const p of PEERS) {
@@ -308,9 +308,9 @@ serial("SIGKILL (dead gateway): FRR declares it down within its detection time",
   sp.signal("SIGKILL");
   await sp.exited;
   await waitFor(
+    "FRR: peers down",
     async () => (await frr().peers()).every((p) => p.status === "down"),
     5000,
-    "FRR: peers down",
     20,
   );
   for (const p of PEERS) {
@@ -400,7 +400,7 @@ serial(
     t.regex(counters.stdout, /ip ttl != 255 counter packets [1-9]/, "the kernel dropped the low-TTL one");
     // The control: the same Down with TTL 255 and the right discriminators is believed.
     await forge(255, torDiscr, ourDiscr);
-    await waitFor(() => downs().length > 0, 3000, "the well-formed Down is heard", 20);
+    await waitFor("the well-formed Down is heard", () => downs().length > 0, 3000, 20);
     await lab.sandbox.exec("gw", ["/usr/sbin/nft", "delete", "table", "inet", "egressd_guard"]);
   },
 );
@@ -410,9 +410,9 @@ serial("graceful stop sends AdminDown: FRR goes down at once", async (t) => {
   const t0 = Date.now();
   sp.signal("SIGTERM");
   await waitFor(
+    "FRR: peers down",
     async () => (await frr().peers()).every((p) => p.status === "down"),
     5000,
-    "FRR: peers down",
     20,
   );
   const peers = await frr().peers();
@@ -438,7 +438,7 @@ serial("graceful stop sends AdminDown: FRR goes down at once", async (t) => {
 
 async function waitLogged(peer: string, since: number) {
   let c: ReturnType<typeof frrDown>;
-  await waitFor(() => (c = frrDown(peer, since)) !== undefined, 3000, `bfdd log: ${peer} down`, 20);
+  await waitFor(`bfdd log: ${peer} down`, () => (c = frrDown(peer, since)) !== undefined, 3000, 20);
   return c!;
 }
 
@@ -470,9 +470,9 @@ serial("a link-local peer with its interface: the session comes Up with FRR's bf
   ]);
   t.teardown(() => sp.signal("SIGKILL"));
   await waitFor(
+    `FRR: fe80::2 up\n${sp.stderr}`,
     async () => (await frr().peers()).find((p) => p.peer === "fe80::2")?.status === "up",
     15_000,
-    `FRR: fe80::2 up\n${sp.stderr}`,
     20,
   );
   const up = await sp.waitEvent((e) => e.event === "up", 5000, "speaker: link-local Up");

@@ -76,13 +76,13 @@ async function converged(): Promise<boolean> {
 test.before(async () => {
   await lab.up();
   await startWhoami(lab, "server");
-  await waitFor(converged, 60_000, "every gateway route at the ToRs");
-  await waitFor(() => established("tor-a", ["gw-a1", "gw-a2"]), 60_000, "tor-a <-> gateways");
-  await waitFor(() => established("tor-b", ["gw-b1"]), 60_000, "tor-b <-> gw-b1");
+  await waitFor("every gateway route at the ToRs", converged, 60_000);
+  await waitFor("tor-a <-> gateways", () => established("tor-a", ["gw-a1", "gw-a2"]), 60_000);
+  await waitFor("tor-b <-> gw-b1", () => established("tor-b", ["gw-b1"]), 60_000);
   await waitFor(
+    "ECMP at tor-a",
     async () => (await kernelNextHops(lab, "tor-a", "203.0.113.0/24")).length === 2,
     30_000,
-    "ECMP at tor-a",
   );
 });
 
@@ -138,9 +138,9 @@ test.serial("a fresh start reaches Established once per gateway session, with no
     t.is(n?.connectionsDropped, 0, `${tor} <- ${gw}`);
   }
   await waitFor(
+    "BFD up behind it",
     async () => (await bfdPeers(lab, "tor-a")).get("10.1.1.1") === "up",
     10_000,
-    "BFD up behind it",
   );
   t.pass();
 });
@@ -212,9 +212,9 @@ test.serial(
     // A change to the file is enough (no signal).
     writeFileSync(gwA1Config, withoutPartner);
     await waitFor(
+      "partner withdrawn",
       async () => !(await paths("tor-a", "198.51.100.0/24")).some((p) => p.peer === "10.1.1.1"),
       10_000,
-      "partner withdrawn",
     );
     t.deepEqual(
       (await paths("tor-a", "198.51.100.0/24")).map((p) => p.peer),
@@ -227,22 +227,22 @@ test.serial(
       original.replace("destinations: [203.0.113.0/24]", "destinations: [203.0.113.0/33]"),
     );
     await waitFor(
+      "rejected reload logged",
       () => readFileSync(lab.cmdLog("gw-a1"), "utf8").includes("reload rejected"),
       10_000,
-      "rejected reload logged",
     );
     t.true(readFileSync(lab.cmdLog("gw-a1"), "utf8").includes("203.0.113.0/33 is not a CIDR"));
     t.deepEqual((await paths("tor-a", "203.0.113.0/24")).map((p) => p.peer).sort(), ["10.1.1.1", "10.1.2.1"]);
 
     writeFileSync(gwA1Config, original);
-    await waitFor(async () => (await paths("tor-a", "198.51.100.0/24")).length === 2, 10_000, "partner back");
+    await waitFor("partner back", async () => (await paths("tor-a", "198.51.100.0/24")).length === 2, 10_000);
 
     // SIGHUP with nothing changed: nothing is touched.
     process.kill(pid!, "SIGHUP");
     await waitFor(
+      "unchanged reload logged",
       () => readFileSync(lab.cmdLog("gw-a1"), "utf8").includes('"result":"unchanged"'),
       10_000,
-      "unchanged reload logged",
     );
     t.pass();
   },
@@ -252,12 +252,12 @@ test.serial("kill -9 of gobgpd: egressd restarts it and advertises again", async
   const before = await pidOf("gw-a2", "gobgpd");
   t.truthy(before);
   process.kill(before!, "SIGKILL");
-  await waitFor(async () => !(await paths("tor-a", "192.0.2.12/32")).length, 10_000, "gw-a2 routes gone");
+  await waitFor("gw-a2 routes gone", async () => !(await paths("tor-a", "192.0.2.12/32")).length, 10_000);
   const started = Date.now();
   await waitFor(
+    "gw-a2 routes back",
     async () => (await paths("tor-a", "192.0.2.12/32")).length === 1,
     30_000,
-    "gw-a2 routes back",
   );
   t.log(`gw-a2 routes back ${Date.now() - started} ms after they were withdrawn`);
   const after = await pidOf("gw-a2", "gobgpd");
@@ -272,18 +272,18 @@ test.serial(
     t.truthy(pid);
     const killedAt = Date.now();
     process.kill(pid!, "SIGKILL");
-    await waitFor(async () => !(await paths("tor-a", "192.0.2.11/32")).length, 10_000, "gw-a1 routes gone");
+    await waitFor("gw-a1 routes gone", async () => !(await paths("tor-a", "192.0.2.11/32")).length, 10_000);
     t.log(`gw-a1's routes left tor-a ${Date.now() - killedAt} ms after kill -9`);
-    await waitFor(async () => (await pidOf("gw-a1", "gobgpd")) === undefined, 5000, "gobgpd gone");
+    await waitFor("gobgpd gone", async () => (await pidOf("gw-a1", "gobgpd")) === undefined, 5000);
     t.deepEqual(await kernelNextHops(lab, "tor-a", "203.0.113.0/24"), ["10.1.2.1"]);
     // Traffic still flows, through gw-a2.
     t.is(await seenAs(lab, "pod-a", WEB, "10.244.1.10"), "192.0.2.12");
 
     await lab.startCmd("gw-a1");
     await waitFor(
+      "gw-a1 routes back",
       async () => (await paths("tor-a", "192.0.2.11/32")).length === 1,
       30_000,
-      "gw-a1 routes back",
     );
     // What the killed run left was adopted, not duplicated.
     const { stdout } = await lab.exec("gw-a1", ["ip", "-j", "addr", "show", "dev", "lo"]);
@@ -296,9 +296,9 @@ test.serial(
     t.is(tables.match(/^table inet egressd_guard$/gm)?.length, 1, "one guard table");
     // Destinations come back once the restarted gateway's probes vouch for them again.
     await waitFor(
+      "ECMP over both gateways again",
       async () => (await kernelNextHops(lab, "tor-a", "203.0.113.0/24")).length === 2,
       30_000,
-      "ECMP over both gateways again",
     );
     t.log(`gw-a1 serves again ${Date.now() - killedAt} ms after the kill (restart included)`);
   },
@@ -308,9 +308,9 @@ test.serial("SIGTERM: egressd withdraws, removes what it owns and exits 0", asyn
   const pid = lab.cmdPid("gw-b1");
   t.truthy(pid);
   process.kill(pid!, "SIGTERM");
-  await waitFor(() => lab.cmdPid("gw-b1") === undefined, 15_000, "egressd on gw-b1 exits");
+  await waitFor("egressd on gw-b1 exits", () => lab.cmdPid("gw-b1") === undefined, 15_000);
   t.regex(readFileSync(lab.cmdLog("gw-b1"), "utf8"), /"msg":"stopped"/);
-  await waitFor(async () => !(await paths("tor-b", "192.0.2.21/32")).length, 10_000, "gw-b1 routes gone");
+  await waitFor("gw-b1 routes gone", async () => !(await paths("tor-b", "192.0.2.21/32")).length, 10_000);
   const lo = (await lab.exec("gw-b1", ["ip", "addr", "show", "dev", "lo"])).stdout;
   t.false(lo.includes("192.0.2.21"), lo);
   t.false((await lab.exec("gw-b1", ["/usr/sbin/nft", "list", "tables"])).stdout.includes("egressd"));

@@ -38,9 +38,9 @@ async function webPeers(): Promise<string[]> {
 /** Both DC A gateways serve web again (ECMP at tor-a's kernel). */
 async function bothServing(timeoutMs = 30_000): Promise<void> {
   await waitFor(
+    "ECMP over gw-a1 and gw-a2",
     async () => (await kernelNextHops(lab, "tor-a", "203.0.113.0/24")).length === 2,
     timeoutMs,
-    "ECMP over gw-a1 and gw-a2",
   );
 }
 
@@ -54,7 +54,7 @@ async function flowGateway(t: ExecutionContext): Promise<TwoDcGateway> {
 async function restart(g: TwoDcGateway): Promise<void> {
   const pid = lab.cmdPid(g);
   if (pid) process.kill(pid, "SIGKILL");
-  await waitFor(() => lab.cmdPid(g) === undefined, 5000, `${g} egressd gone`);
+  await waitFor(`${g} egressd gone`, () => lab.cmdPid(g) === undefined, 5000);
   await lab.startCmd(g);
 }
 
@@ -63,10 +63,10 @@ test.before(async () => {
   await startWhoami(lab, "server");
   await bothServing(60_000);
   await waitFor(
+    "gw-b1 advertising",
     async () =>
       ((await bgpTable(lab, "tor-b")).get("203.0.113.0/24") ?? []).some((p) => p.peer === "10.2.1.1"),
     60_000,
-    "gw-b1 advertising",
   );
 });
 
@@ -85,7 +85,7 @@ test.serial(
     await sleep(300);
     // The path from g to the web network breaks (its probe and its NATed traffic alike).
     const undo = await blockSources(lab, "fw", [GW[g].link, GW[g].web], { destinations: ["203.0.113.0/24"] });
-    await waitFor(async () => !(await webPeers()).includes(GW[g].link), 5000, `${g} withdrawn`);
+    await waitFor(`${g} withdrawn`, async () => !(await webPeers()).includes(GW[g].link), 5000);
     await sleep(500);
     const r = await stream.stop();
     t.log(`probe failure on ${g}: traffic gap ${r.gapMs} ms, ${r.lost} of ${r.sent} echoes lost`);
@@ -114,9 +114,9 @@ test.serial("both gateways of DC A fail: traffic goes to DC B, and back after th
     },
   );
   await waitFor(
+    "traffic via DC B",
     async () => (await seenAs(lab, "pod-a", WEB, SRC, 1)) === GW["gw-b1"].web,
     10_000,
-    "traffic via DC B",
   );
   const r = await stream.stop();
   t.log(
@@ -126,9 +126,9 @@ test.serial("both gateways of DC A fail: traffic goes to DC B, and back after th
   const recovered = Date.now();
   await undo();
   await waitFor(
+    "back in DC A",
     async () => gatewayByEgress(await seenAs(lab, "pod-a", WEB, SRC, 1))?.startsWith("gw-a") === true,
     20_000,
-    "back in DC A",
   );
   t.log(`back in DC A ${Date.now() - recovered} ms after the upstream recovered (hold-down 1 s)`);
   await bothServing();
@@ -141,7 +141,7 @@ test.serial("kill -9 of egressd: its routes go with gobgpd, traffic moves", asyn
   await sleep(300);
   const killed = Date.now();
   process.kill(lab.cmdPid(g)!, "SIGKILL");
-  await waitFor(async () => !(await webPeers()).includes(GW[g].link), 5000, `${g} routes gone`);
+  await waitFor(`${g} routes gone`, async () => !(await webPeers()).includes(GW[g].link), 5000);
   const gone = Date.now() - killed;
   await sleep(300);
   const r = await stream.stop();
@@ -157,9 +157,9 @@ test.serial("a frozen gateway (processes stopped, nothing forwarded) is taken ou
   const g = await flowGateway(t);
   // BFD protects a session once it is up (a restarted gateway's comes up after ~1 s).
   await waitFor(
+    `BFD up to ${g}`,
     async () => (await bfdPeers(lab, "tor-a")).get(GW[g].link) === "up",
     10_000,
-    `BFD up to ${g}`,
   );
   const stream = startStream(lab, "pod-a", "203.0.113.10", SRC);
   await stream.flowing;
@@ -167,7 +167,7 @@ test.serial("a frozen gateway (processes stopped, nothing forwarded) is taken ou
   const frozen = Date.now();
   const thaw = await freezeNode(lab, g);
   try {
-    await waitFor(async () => !(await webPeers()).includes(GW[g].link), 5000, `${g} taken out by BFD`);
+    await waitFor(`${g} taken out by BFD`, async () => !(await webPeers()).includes(GW[g].link), 5000);
     const out = Date.now() - frozen;
     await sleep(300);
     const r = await stream.stop();

@@ -31,12 +31,12 @@ test("two-dc lab: BGP, reachability, clean teardown", async (t) => {
   const routers = ["core", "tor-a", "tor-b", "fw"];
   let last: string[] = [];
   await waitFor(
+    "all FRR sessions Established",
     async () => {
       last = (await Promise.all(routers.map((r) => sessions(lab, r)))).flat();
       return last.length > 0 && last.every((s) => s.endsWith("Established"));
     },
     60_000,
-    "all FRR sessions Established",
   ).catch((e: Error) => t.fail(`${e.message}\n${last.join("\n")}`));
   // core: 2 ToRs x 2 families; each ToR: core + fw x 2 families; fw: 2 ToRs x 2 families.
   t.is(last.length, 16, last.join("\n"));
@@ -44,9 +44,9 @@ test("two-dc lab: BGP, reachability, clean teardown", async (t) => {
 
   // Routes converge a moment after the sessions: wait for the pod network of B at A.
   await waitFor(
+    "pod-a -> pod-b",
     async () => (await lab.tryExec("pod-a", ["ping", "-c1", "-W1", "10.244.2.10"])).code === 0,
     20_000,
-    "pod-a -> pod-b",
   );
   for (const [from, to] of [
     ["pod-a", "10.255.0.1"],

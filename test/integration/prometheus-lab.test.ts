@@ -69,18 +69,18 @@ async function scalar(q: string): Promise<number | undefined> {
 test.before(async () => {
   await lab.up();
   await startWhoami(lab, "server");
-  await waitFor(() => established("tor-a", ["gw-a1", "gw-a2"]), 60_000, "tor-a <-> gateways");
+  await waitFor("tor-a <-> gateways", () => established("tor-a", ["gw-a1", "gw-a2"]), 60_000);
   await waitFor(
+    "ECMP at tor-a",
     async () => (await kernelNextHops(lab, "tor-a", "203.0.113.0/24")).length === 2,
     30_000,
-    "ECMP at tor-a",
   );
   // egressd's listener must be up before Prometheus is pointed at it.
   try {
     await waitFor(
+      "egressd /healthz",
       async () => (await httpGet(`http://${EGRESSD}/healthz`)).status === 200,
       20_000,
-      "egressd /healthz",
     );
   } catch (e) {
     throw new Error(
@@ -116,14 +116,14 @@ test.before(async () => {
   closeSync(log);
   try {
     await waitFor(
+      "Prometheus ready",
       async () => (await httpGet(`http://${PROM}/-/ready`)).status === 200,
       30_000,
-      "Prometheus ready",
     );
     await waitFor(
+      "Prometheus scraped egressd",
       async () => (await scalar('up{job="egressd"}')) === 1,
       20_000,
-      "Prometheus scraped egressd",
     );
   } catch (e) {
     throw new Error(
@@ -151,13 +151,13 @@ test.after.always(async () => {
 
 test.serial("Prometheus sees the BGP peer Established, the gateway ready, and who it is", async (t) => {
   await waitFor(
+    "peer tor established in Prometheus",
     async () => (await scalar('egressd_bgp_peer_state{peer="tor", state="established"}')) === 1,
     20_000,
-    "peer tor established in Prometheus",
   );
   t.is(await scalar('egressd_bgp_peer_state{peer="tor", state="idle"}'), 0);
   t.is(await scalar('egressd_bgp_peer_state{peer="tor-v6", state="established"}'), 1);
-  await waitFor(async () => (await scalar("egressd_ready")) === 1, 20_000, "egressd_ready 1");
+  await waitFor("egressd_ready 1", async () => (await scalar("egressd_ready")) === 1, 20_000);
   const info = await query("egressd_build_info");
   t.is(info.length, 1);
   t.like(info[0]!.metric, { job: "egressd", gateway: "gw-a1", site: "dc-a" });
@@ -181,7 +181,7 @@ test.serial("Prometheus sees the BGP peer Established, the gateway ready, and wh
 test.serial("the SNAT counters of policy web grow with the traffic gw-a1 carries", async (t) => {
   const packets = 'sum(egressd_snat_packets_total{policy="web"})';
   const conns = 'sum(egressd_snat_connections_total{policy="web"})';
-  await waitFor(async () => (await scalar(packets)) !== undefined, 20_000, "SNAT series in Prometheus");
+  await waitFor("SNAT series in Prometheus", async () => (await scalar(packets)) !== undefined, 20_000);
   const before = { packets: (await scalar(packets))!, conns: (await scalar(conns))! };
 
   // tor-a hashes flows over gw-a1 and gw-a2 by address: many pod addresses
@@ -202,11 +202,11 @@ test.serial("the SNAT counters of policy web grow with the traffic gw-a1 carries
 
   // Each HTTP exchange is at least SYN, ACK and the request from the pod.
   await waitFor(
+    "SNAT counters grown in Prometheus",
     async () =>
       (await scalar(conns))! - before.conns >= viaA1 &&
       (await scalar(packets))! - before.packets >= 3 * viaA1,
     20_000,
-    "SNAT counters grown in Prometheus",
   );
   const after = { packets: (await scalar(packets))!, conns: (await scalar(conns))! };
   t.log(
