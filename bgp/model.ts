@@ -2,8 +2,7 @@
 // validation and canonical forms the reconcilers compare. Pure: no I/O, no
 // generated types (those stay in the codecs).
 import { DEFAULTS } from "../core/defaults.js";
-import { isIPv4, isIPv6 } from "node:net";
-import ipaddr from "ipaddr.js";
+import { formatAddress, isLinkLocal6, parseAddress, parsePrefix as parseCidr } from "../core/ip.js";
 
 export type AddressFamily = "ipv4-unicast" | "ipv6-unicast";
 
@@ -128,27 +127,25 @@ export function validateAsn(asn: unknown, what = "ASN", context = ""): number {
 }
 
 export function isIP(s: string): boolean {
-  return isIPv4(s) || isIPv6(s);
+  return parseAddress(s) !== undefined;
 }
 
 /**
  * Canonical text of an address: IPv4 dotted quad, IPv6 RFC 5952 (as gobgpd
  * prints them); an IPv6 link-local address keeps its interface ("fe80::1%eth1").
+ * The one address module (core/ip.ts) does the parsing.
  */
 export function canonicalAddress(s: string, what = "address"): string {
-  if (isIPv4(s)) return s;
   const pct = s.indexOf("%");
-  if (pct > 0) {
-    const zone = s.slice(pct + 1);
-    const a = s.slice(0, pct);
-    if (isIPv6(a) && /^[A-Za-z0-9_.@-]{1,15}$/.test(zone) && ipaddr.IPv6.parse(a).range() === "linkLocal")
-      return `${ipaddr.IPv6.parse(a).toRFC5952String()}%${zone}`;
-  } else if (isIPv6(s)) return ipaddr.IPv6.parse(s).toRFC5952String();
+  const a = parseAddress(pct < 0 ? s : s.slice(0, pct));
+  const zone = pct < 0 ? undefined : s.slice(pct + 1);
+  if (a && (zone === undefined || (isLinkLocal6(a) && /^[A-Za-z0-9_.@-]{1,15}$/.test(zone))))
+    return `${formatAddress(a.family, a.value)}${zone === undefined ? "" : `%${zone}`}`;
   throw new BgpValidationError(`invalid ${what} "${s}": not an IPv4 or IPv6 address`);
 }
 
 export function familyOfAddress(s: string): AddressFamily {
-  return isIPv4(s) ? "ipv4-unicast" : "ipv6-unicast";
+  return parseAddress(s.split("%")[0]!)?.family === 4 ? "ipv4-unicast" : "ipv6-unicast";
 }
 
 /** Parses and canonicalises a CIDR prefix; host bits must be zero. */
@@ -158,31 +155,15 @@ export function parsePrefix(cidr: string): {
   length: number;
   text: string;
 } {
-  const slash = cidr.indexOf("/");
-  if (slash < 0) throw new BgpValidationError(`invalid prefix "${cidr}": expected ADDRESS/LENGTH`);
-  const addr = cidr.slice(0, slash);
-  const lenText = cidr.slice(slash + 1);
-  if (!/^\d{1,3}$/.test(lenText))
-    throw new BgpValidationError(`invalid prefix "${cidr}": bad length "${lenText}"`);
-  const length = Number(lenText);
-  const v4 = isIPv4(addr);
-  if (!v4 && !(isIPv6(addr) && !addr.includes("%"))) {
-    throw new BgpValidationError(`invalid prefix "${cidr}": "${addr}" is not an IPv4 or IPv6 address`);
-  }
-  const max = v4 ? 32 : 128;
-  if (length > max) throw new BgpValidationError(`invalid prefix "${cidr}": length ${length} > ${max}`);
-  const network = v4
-    ? ipaddr.IPv4.networkAddressFromCIDR(`${addr}/${length}`).toString()
-    : ipaddr.IPv6.networkAddressFromCIDR(`${addr}/${length}`).toRFC5952String();
-  const given = canonicalAddress(addr);
-  if (network !== given) {
-    throw new BgpValidationError(`invalid prefix "${cidr}": host bits set (network is ${network}/${length})`);
-  }
+  if (!cidr.includes("/")) throw new BgpValidationError(`invalid prefix "${cidr}": expected ADDRESS/LENGTH`);
+  const r = parseCidr(cidr);
+  if (!r.ok) throw new BgpValidationError(`invalid prefix "${cidr}": ${r.message}`);
+  const address = formatAddress(r.prefix.family, r.prefix.lo);
   return {
-    family: v4 ? "ipv4-unicast" : "ipv6-unicast",
-    address: network,
-    length,
-    text: `${network}/${length}`,
+    family: r.prefix.family === 4 ? "ipv4-unicast" : "ipv6-unicast",
+    address,
+    length: r.prefix.len,
+    text: `${address}/${r.prefix.len}`,
   };
 }
 

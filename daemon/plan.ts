@@ -3,7 +3,7 @@
 // classifier). Pure: no I/O, no clock, no randomness; equal inputs give equal
 // (deep-equal, identically ordered) outputs.
 import type { Config } from "./config/schema.js";
-import { formatAddress, parseAddress } from "./config/ip.js";
+import { formatAddress, parseAddress } from "../core/ip.js";
 import type {
   DesiredAddress,
   DesiredRoute,

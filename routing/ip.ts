@@ -1,41 +1,33 @@
 // Address arithmetic for the data plane: parse addresses and nft intervals into
 // numbers, and print them back in one canonical form.
-import ipaddr from "ipaddr.js";
 import type { Family } from "../core/state.js";
+import { addressFromBytes, addressToBytes, formatAddress, mustParseAddress, parseRange } from "../core/ip.js";
+
+// Everything here rests on the one address module, core/ip.ts: the data plane
+// and the planner parse and print addresses the same way.
 
 /** The address as raw bytes (4 or 16). */
 export function addressBytes(address: string): Buffer {
-  return Buffer.from(ipaddr.parse(address).toByteArray());
+  return addressToBytes(mustParseAddress(address));
 }
 
 export function familyOf(address: string): Family {
-  return ipaddr.parse(address).kind() === "ipv4" ? 4 : 6;
+  return mustParseAddress(address).family;
 }
 
 /** Canonical text of an address (lower case, compressed IPv6; IPv4-mapped stays IPv6). */
 export function canonicalAddress(address: string): string {
-  return ipaddr.parse(address).toString();
+  const a = mustParseAddress(address);
+  return formatAddress(a.family, a.value);
 }
 
 export function bytesToAddress(bytes: Uint8Array): string {
-  return ipaddr.fromByteArray(Array.from(bytes)).toString();
-}
-
-function toBig(address: string): { family: Family; value: bigint } {
-  const parsed = ipaddr.parse(address);
-  let value = 0n;
-  for (const b of parsed.toByteArray()) value = (value << 8n) | BigInt(b);
-  return { family: parsed.kind() === "ipv4" ? 4 : 6, value };
+  const a = addressFromBytes(bytes);
+  return formatAddress(a.family, a.value);
 }
 
 function fromBig(family: Family, value: bigint): string {
-  const n = family === 4 ? 4 : 16;
-  const bytes: number[] = new Array(n);
-  for (let i = n - 1; i >= 0; i--) {
-    bytes[i] = Number(value & 0xffn);
-    value >>= 8n;
-  }
-  return ipaddr.fromByteArray(bytes).toString();
+  return formatAddress(family, value);
 }
 
 /** An inclusive address interval. */
@@ -47,28 +39,8 @@ export interface Interval {
 
 /** Parses "a.b.c.d", "a.b.c.d/len" or "a-b" (IPv4 or IPv6). Rejects host bits set in a prefix. */
 export function parseInterval(text: string): Interval {
-  const s = text.trim();
-  const dash = s.indexOf("-");
-  if (dash > 0) {
-    const a = toBig(s.slice(0, dash).trim());
-    const b = toBig(s.slice(dash + 1).trim());
-    if (a.family !== b.family) throw new Error(`interval ${text}: mixed families`);
-    if (b.value < a.value) throw new Error(`interval ${text}: end before start`);
-    return { family: a.family, start: a.value, end: b.value };
-  }
-  const slash = s.indexOf("/");
-  if (slash > 0) {
-    const a = toBig(s.slice(0, slash));
-    const bits = a.family === 4 ? 32 : 128;
-    const len = Number(s.slice(slash + 1));
-    if (!Number.isInteger(len) || len < 0 || len > bits)
-      throw new Error(`interval ${text}: bad prefix length`);
-    const hostMask = (1n << BigInt(bits - len)) - 1n;
-    if ((a.value & hostMask) !== 0n) throw new Error(`interval ${text}: host bits set`);
-    return { family: a.family, start: a.value, end: a.value | hostMask };
-  }
-  const a = toBig(s);
-  return { family: a.family, start: a.value, end: a.value };
+  const r = parseRange(text);
+  return { family: r.family, start: r.lo, end: r.hi };
 }
 
 /** True when the interval is one address. */

@@ -17,7 +17,7 @@ import {
   parsePrefix,
   type Address,
   type Prefix,
-} from "./ip.js";
+} from "../../core/ip.js";
 import { formatPath, type PathSegment } from "./issues.js";
 import { validateProbeSpec, type ProbeSpec } from "../../health/prober.js";
 import { parseCommunity, passwordProblem } from "../../bgp/model.js";

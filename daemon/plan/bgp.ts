@@ -22,8 +22,10 @@ import {
   parseAddress,
   parsePeerAddress,
   parsePrefix,
+  parseRange,
   type Prefix,
-} from "../config/ip.js";
+  type Range,
+} from "../../core/ip.js";
 import type { Family, KernelState } from "../../core/state.js";
 
 export interface BgpHealth {
@@ -47,21 +49,10 @@ export interface BgpDesired {
   paths: BgpPath[];
 }
 
-export type Range = { family: Family; lo: bigint; hi: bigint };
+export type { Range } from "../../core/ip.js";
 
-/** Parses an nft interval ("a", "a/len", "a-b") back into a range. */
-export function parseInterval(text: string): Range {
-  const dash = text.indexOf("-");
-  if (dash > 0) {
-    const lo = parseAddress(text.slice(0, dash));
-    const hi = parseAddress(text.slice(dash + 1));
-    if (!lo || !hi || lo.family !== hi.family) throw new Error(`bad interval ${text}`);
-    return { family: lo.family, lo: lo.value, hi: hi.value };
-  }
-  const p = parsePrefix(text);
-  if (!p.ok) throw new Error(p.message);
-  return { family: p.prefix.family, lo: p.prefix.lo, hi: p.prefix.hi };
-}
+/** Parses an nft interval ("a", "a/len", "a-b") into a range (core/ip.ts). */
+export const parseInterval = parseRange;
 
 /** Merges overlapping or adjacent ranges of one family; input order does not matter. */
 export function mergeRanges(ranges: Range[]): Range[] {

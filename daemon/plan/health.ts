@@ -6,7 +6,7 @@
 import type { Config } from "../config/schema.js";
 import type { ProbeConfig } from "../config/ops-schema.js";
 import type { BgpHealth } from "./bgp.js";
-import { formatAddress, parseAddress } from "../config/ip.js";
+import { formatAddress, parseAddress } from "../../core/ip.js";
 
 export type ProbeStates = ReadonlyMap<string, string>;
 

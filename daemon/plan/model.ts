@@ -2,7 +2,7 @@
 // policies with numeric prefixes, uplink tables, mark values.
 import type { Config } from "../config/schema.js";
 import { DEFAULTS } from "../config/schema.js";
-import { mustParseSpan, parseAddress } from "../config/ip.js";
+import { mustParseSpan, parseAddress } from "../../core/ip.js";
 import type { Family } from "../../core/state.js";
 import type { PolicyModel } from "./nat.js";
 

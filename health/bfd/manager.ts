@@ -9,7 +9,7 @@
 //   "state" every state change, for logs and metrics
 import { randomInt } from "node:crypto";
 import { EventEmitter } from "node:events";
-import ipaddr from "ipaddr.js";
+import { formatAddress, parseAddress, unmapV4 } from "../../core/ip.js";
 import { systemClock, type Clock } from "./clock.js";
 import { BfdDiag, BfdState, decodeControl, diagText, encodeControl, stateText } from "./packet.js";
 import { BfdAuthenticator, type BfdAuthConfig } from "./auth.js";
@@ -136,8 +136,13 @@ export const DEFAULT_DETECT_MULT = 3;
 
 /** Normalised text form of an address (lower case, compressed IPv6, IPv4-mapped as IPv4, zone kept). */
 export function normalizeAddress(address: string): string {
-  if (!ipaddr.isValid(address)) throw new Error(`BFD: not an IP address: ${address}`);
-  return ipaddr.process(address).toString();
+  // Received source addresses of IPv4 packets on a dual-stack socket come as
+  // ::ffff:a.b.c.d: those are the IPv4 peer, so they compare as IPv4.
+  const pct = address.indexOf("%");
+  const parsed = parseAddress(pct < 0 ? address : address.slice(0, pct));
+  if (!parsed) throw new Error(`BFD: not an IP address: ${address}`);
+  const a = unmapV4(parsed);
+  return `${formatAddress(a.family, a.value)}${pct < 0 ? "" : address.slice(pct)}`;
 }
 
 function toUs(ms: number | undefined, name: string): number {

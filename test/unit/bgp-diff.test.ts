@@ -75,7 +75,7 @@ test("diffPaths: rejects bad desired paths with a clear message", (t) => {
     t.throws(() => diffPaths([p], []), { instanceOf: BgpValidationError, message: re });
   bad({ prefix: "203.0.113.1/24", nextHop: "10.0.0.2" }, /host bits set/);
   bad({ prefix: "203.0.113.0", nextHop: "10.0.0.2" }, /ADDRESS\/LENGTH/);
-  bad({ prefix: "203.0.113.0/33", nextHop: "10.0.0.2" }, /length 33/);
+  bad({ prefix: "203.0.113.0/33", nextHop: "10.0.0.2" }, /prefix length must be 0-32/);
   bad({ prefix: "203.0.113.0/24", nextHop: "fd00::2" }, /address family/);
   bad({ prefix: "203.0.113.0/24", nextHop: "nope" }, /next hop/);
   bad({ prefix: "203.0.113.0/24", nextHop: "10.0.0.2", communities: ["65536:1"] }, /community/);

@@ -11,7 +11,7 @@ import { stringify } from "yaml";
 import { loadConfig } from "../../daemon/config/load.js";
 import type { Config } from "../../daemon/config/schema.js";
 import type { BgpConfig } from "../../daemon/config/bgp-schema.js";
-import { mustParsePrefix } from "../../daemon/config/ip.js";
+import { mustParsePrefix } from "../../core/ip.js";
 import { plan } from "../../daemon/plan.js";
 import {
   advertiseScope,

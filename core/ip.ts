@@ -1,7 +1,7 @@
 // IPv4/IPv6 addresses and prefixes as numbers: strict parsing, canonical
 // formatting and interval helpers. Addresses are bigints so that both families
 // share one code path; IPv4 parsing stays on plain numbers until the end.
-import type { Family } from "../../core/state.js";
+import type { Family } from "./state.js";
 
 export const BITS: Record<Family, number> = { 4: 32, 6: 128 };
 
@@ -316,4 +316,65 @@ export function parsePeerAddress(s: string): PeerAddressResult {
   if (zone !== undefined)
     return { ok: false, message: `${s}: only an IPv6 link-local address takes an interface (%${zone})` };
   return { ok: true, address, canonical };
+}
+
+/** An inclusive range of addresses of one family. */
+export type Range = { family: Family; lo: bigint; hi: bigint };
+
+/**
+ * Parses an address interval as nft writes them: "a", "a/len" or "a-b".
+ * Throws, naming the text, when it is not one.
+ */
+export function parseRange(text: string): Range {
+  const s = text.trim();
+  const dash = s.indexOf("-");
+  if (dash > 0) {
+    const lo = parseAddress(s.slice(0, dash).trim());
+    const hi = parseAddress(s.slice(dash + 1).trim());
+    if (!lo || !hi) throw new Error(`interval ${text}: not two addresses`);
+    if (lo.family !== hi.family) throw new Error(`interval ${text}: mixed families`);
+    if (hi.value < lo.value) throw new Error(`interval ${text}: end before start`);
+    return { family: lo.family, lo: lo.value, hi: hi.value };
+  }
+  const p = parsePrefix(s);
+  if (!p.ok) throw new Error(`interval ${text}: ${p.message}`);
+  return { family: p.prefix.family, lo: p.prefix.lo, hi: p.prefix.hi };
+}
+
+/** An address as raw network-order bytes (4 or 16). */
+export function addressToBytes(a: Address): Buffer {
+  const n = a.family === 4 ? 4 : 16;
+  const b = Buffer.alloc(n);
+  let v = a.value;
+  for (let i = n - 1; i >= 0; i--) {
+    b[i] = Number(v & 0xffn);
+    v >>= 8n;
+  }
+  return b;
+}
+
+/** The address in 4 or 16 network-order bytes. */
+export function addressFromBytes(bytes: Uint8Array): Address {
+  if (bytes.length !== 4 && bytes.length !== 16) throw new Error(`${bytes.length} bytes is not an address`);
+  let v = 0n;
+  for (const x of bytes) v = (v << 8n) | BigInt(x);
+  return { family: bytes.length === 4 ? 4 : 6, value: v };
+}
+
+/** Parses an address, or throws naming it. */
+export function mustParseAddress(s: string, what = "address"): Address {
+  const a = parseAddress(s);
+  if (!a) throw new Error(`${JSON.stringify(s)} is not an IP ${what === "address" ? "address" : what}`);
+  return a;
+}
+
+/** Canonical text of an address (RFC 5952 for IPv6); throws on what is not one. */
+export function canonicalText(s: string): string {
+  const a = mustParseAddress(s);
+  return formatAddress(a.family, a.value);
+}
+
+/** An IPv4-mapped IPv6 address (::ffff:a.b.c.d) as the IPv4 address it carries; any other unchanged. */
+export function unmapV4(a: Address): Address {
+  return a.family === 6 && a.value >> 32n === 0xffffn ? { family: 4, value: a.value & 0xffffffffn } : a;
 }
