@@ -36,27 +36,19 @@ import { realKernel, type KernelActuator } from "../routing/kernel-actuator.js";
 import type { Speaker } from "../bgp/speaker.js";
 import { Controller, type ReconcileResult, type ReconcileTarget } from "./controller.js";
 import type { BgpConfig } from "./config/bgp-schema.js";
-import type { DrainConfig, HttpConfig, ProbeConfig } from "./config/ops-schema.js";
-import type { Config } from "./config/schema.js";
-import type { GatewayEvents } from "./events.js";
+import type { GatewayEvents, WithdrawReason } from "./events.js";
 import type { Logger } from "./log.js";
 import { plan } from "./plan.js";
 import { planBgp, type BgpDesired } from "./plan/bgp.js";
-import { policyFamily } from "./plan/model.js";
-import { affectsText, healthFrom, SELF_ADDRESS, type HealthView } from "./plan/health.js";
+import { healthFrom, SELF_ADDRESS, type HealthView } from "./plan/health.js";
 import type { KernelState } from "../core/state.js";
 import type { StatusSnapshot } from "./status.js";
-import { VERSION } from "./version.js";
+import { statusView } from "./status-view.js";
 import { DEFAULTS } from "../core/defaults.js";
 import { writePidFile } from "./pidfile.js";
 
-/** The config with every optional section the daemon reads. */
-export type GatewayConfig = Config & {
-  bgp?: BgpConfig;
-  probes?: ProbeConfig[];
-  drain?: DrainConfig;
-  http?: HttpConfig;
-};
+export type { GatewayConfig } from "./gateway-config.js";
+import type { GatewayConfig } from "./gateway-config.js";
 
 export interface Desired {
   kernel: KernelState;
@@ -323,22 +315,27 @@ export class Gateway {
 
   private evaluateHealth(reason: "probe" | "bfd" | "drain" | "self-check" | "reload"): void {
     this.health = this.healthFor(this.config);
-    const want = new Set((this.desired().bgp?.paths ?? []).map((p) => canonicalPath(p).prefix));
-    this.allowed = want;
-    const gone = this.advertised.filter((p) => !want.has(canonicalPath(p).prefix));
-    if (gone.length && this.client?.isReady) {
-      const client = this.client;
-      this.advertised = this.advertised.filter((p) => want.has(canonicalPath(p).prefix));
+    const desired = this.desired().bgp?.paths ?? [];
+    this.allowed = new Set(desired.map((p) => canonicalPath(p).prefix));
+    // The same diff the BGP reconcile makes; only its withdrawals are urgent.
+    const gone = diffPaths(desired, this.advertised).withdraw;
+    this.withdrawAtOnce(gone, reason === "reload" ? "config" : reason);
+    this.controller.trigger(`health (${reason})`);
+  }
+
+  /** Sends withdrawals to the speaker now, ahead of the reconcile that follows. */
+  private withdrawAtOnce(gone: BgpPath[], reason: WithdrawReason): void {
+    if (!gone.length) return;
+    const drop = new Set(gone.map((p) => canonicalPath(p).prefix));
+    this.advertised = this.advertised.filter((p) => !drop.has(canonicalPath(p).prefix));
+    const client = this.client;
+    if (client?.isReady) {
       void Promise.all(gone.map((p) => client.deletePath(p))).then(
-        () => this.log.warn({ withdrawn: gone.map((p) => p.prefix), reason }, "withdrawn at once"),
+        () => this.log.warn({ withdrawn: [...drop], reason }, "withdrawn at once"),
         (e: Error) => this.log.error({ err: e }, "fast withdraw failed; the reconcile retries"),
       );
-      this.events.emit("withdrawn", {
-        prefixes: gone.map((p) => p.prefix),
-        reason: reason === "reload" ? "config" : reason,
-      });
     }
-    this.controller.trigger(`health (${reason})`);
+    this.events.emit("withdrawn", { prefixes: [...drop], reason });
   }
 
   private healthFor(config: GatewayConfig): HealthView {
@@ -360,15 +357,10 @@ export class Gateway {
     this.log.error({ err: e }, "health evaluation failed: withdrawing every destination (fail safe)");
     const owned = new Set(this.kernelPlan().addresses.map((a) => `${a.address}/${a.prefixLength}`));
     this.allowed = owned;
-    const gone = this.advertised.filter((p) => !owned.has(canonicalPath(p).prefix));
-    this.advertised = this.advertised.filter((p) => owned.has(canonicalPath(p).prefix));
-    const client = this.client;
-    if (gone.length && client?.isReady) {
-      void Promise.all(gone.map((p) => client.deletePath(p))).catch((err: Error) =>
-        this.log.error({ err }, "fail-safe withdraw failed; the reconcile retries"),
-      );
-    }
-    this.events.emit("withdrawn", { prefixes: gone.map((p) => p.prefix), reason: "fail-safe" });
+    this.withdrawAtOnce(
+      this.advertised.filter((p) => !owned.has(canonicalPath(p).prefix)),
+      "fail-safe",
+    );
     this.events.emit("failover", { trigger: "fail-safe" });
     this.controller.trigger("health (fail-safe)");
   }
@@ -713,71 +705,19 @@ export class Gateway {
   }
 
   status(): StatusSnapshot {
-    const cfg = this.config;
-    const kernel = this.kernelPlan();
-    const established = [...this.peerStates.values()].some((s) => s === "established");
-    const notReady: string[] = [];
-    if (!this.kernelOk) notReady.push("data plane not programmed");
-    if (cfg.bgp && !established) notReady.push("no BGP session established");
-    if (this.draining) notReady.push("draining");
-    const probeAffects = new Map((cfg.probes ?? []).map((p) => [p.name, affectsText(p)]));
-    const bfd = new Map(this.bfd.list().map((s) => [s.peer, s]));
-    return {
-      at: new Date().toISOString(),
-      gateway: {
-        name: cfg.gateway.name,
-        site: cfg.gateway.site,
-        version: VERSION,
-        startedAt: this.startedAt.toISOString(),
-        pid: process.pid,
-      },
-      ready: notReady.length === 0,
-      notReadyReasons: notReady,
+    return statusView({
+      config: this.config,
+      kernel: this.kernelPlan(),
+      kernelOk: this.kernelOk,
+      health: this.health,
       draining: this.draining,
-      egressIPs: kernel.addresses.map((a) => ({ address: a.address, interface: a.interface })),
-      policies: cfg.policies.map((p) => {
-        const why = this.health.gatewayDown
-          ? this.health.gatewayDownBy
-          : this.draining
-            ? ["draining"]
-            : (this.health.why.get(p.name) ?? []);
-        const family = policyFamily(p);
-        return {
-          name: p.name,
-          family,
-          ...(p.egressIP ? { egressIP: p.egressIP } : {}),
-          ...(p.uplink ? { uplink: p.uplink } : {}),
-          gateway: p.gateway !== false,
-          advertised: p.gateway !== false && why.length === 0 && !!cfg.bgp,
-          ...(why.length ? { withdrawnBecause: why.join(", ") } : {}),
-        };
-      }),
-      probes: this.prober
-        .statuses()
-        .map((s) => ({ ...s, affects: probeAffects.get(s.name) ?? (s.kind === "check" ? "gateway" : "?") })),
-      peers: (cfg.bgp?.peers ?? []).map((p) => {
-        const b = bfd.get(p.address);
-        return {
-          name: p.name,
-          address: p.address,
-          asn: p.asn,
-          state: this.peerStates.get(p.address) ?? "unknown",
-          ...(b ? { bfd: { state: b.stateName, diagnostic: b.localDiagText } } : {}),
-        };
-      }),
+      startedAt: this.startedAt,
+      probes: this.prober.statuses(),
+      peerStates: this.peerStates,
+      bfd: this.bfd.list(),
       advertised: this.advertised,
-      ...(this.lastReconcile
-        ? {
-            lastReconcile: {
-              at: this.lastReconcile.at.toISOString(),
-              durationMs: this.lastReconcile.durationMs,
-              reasons: this.lastReconcile.reasons,
-              changes: this.lastReconcile.changes,
-              errors: this.lastReconcile.errors,
-            },
-          }
-        : {}),
-    };
+      lastReconcile: this.lastReconcile,
+    });
   }
 }
 

@@ -44,9 +44,6 @@ export async function nftApply(script: string): Promise<void> {
   }
 }
 
-/** Kept for callers: nothing to clean since every batch removes its own directory. */
-export async function nftCleanupTemp(): Promise<void> {}
-
 /** What `nft -j list table inet egressd` shows, reduced to what the reconciler compares. */
 export interface LiveTable {
   /** The structure comment (carried by the `structure` set). */

@@ -11,7 +11,7 @@ import {
   type RouteChanges,
   type RuleChanges,
 } from "./netlink-routes.js";
-import { NftReconciler, nftCleanupTemp, type NatChange } from "./nft.js";
+import { NftReconciler, type NatChange } from "./nft.js";
 import { GuardReconciler, type GuardChange } from "./nft-guard.js";
 
 export interface KernelChanges {
@@ -95,7 +95,6 @@ export async function teardownKernel(
   const addresses = await removeOwnedAddresses();
   // Last: the guard protects BFD and BGP until nothing else is left.
   const guardTable = await (opts.guard ?? new GuardReconciler()).teardown();
-  await nftCleanupTemp();
   return { nftTable, guardTable, addresses, routes: routing.routes.removed, rules: routing.rules.removed };
 }
 

@@ -1,0 +1,11 @@
+// The config as the gateway reads it: every optional section typed.
+import type { BgpConfig } from "./config/bgp-schema.js";
+import type { DrainConfig, HttpConfig, ProbeConfig } from "./config/ops-schema.js";
+import type { Config } from "./config/schema.js";
+
+export type GatewayConfig = Config & {
+  bgp?: BgpConfig;
+  probes?: ProbeConfig[];
+  drain?: DrainConfig;
+  http?: HttpConfig;
+};

@@ -1,0 +1,94 @@
+// The /status snapshot of a gateway, from what the gateway knows: a pure
+// function of its parts, so the gateway only gathers them.
+import type { BgpPath, SessionState } from "../bgp/model.js";
+import type { BfdSessionInfo } from "../health/bfd/manager.js";
+import type { ProbeStatus } from "../health/prober.js";
+import type { KernelState } from "../core/state.js";
+import type { ReconcileResult } from "./controller.js";
+import type { GatewayConfig } from "./gateway-config.js";
+import { policyFamily } from "./plan/model.js";
+import { affectsText, type HealthView } from "./plan/health.js";
+import type { StatusSnapshot } from "./status.js";
+import { VERSION } from "./version.js";
+
+export interface StatusParts {
+  config: GatewayConfig;
+  kernel: KernelState;
+  /** The last kernel apply succeeded. */
+  kernelOk: boolean;
+  health: HealthView;
+  draining: boolean;
+  startedAt: Date;
+  probes: ProbeStatus[];
+  peerStates: ReadonlyMap<string, SessionState>;
+  bfd: BfdSessionInfo[];
+  advertised: BgpPath[];
+  lastReconcile: (ReconcileResult & { at: Date }) | undefined;
+}
+
+export function statusView(x: StatusParts, now = new Date()): StatusSnapshot {
+  const cfg = x.config;
+  const established = [...x.peerStates.values()].some((s) => s === "established");
+  const notReady: string[] = [];
+  if (!x.kernelOk) notReady.push("data plane not programmed");
+  if (cfg.bgp && !established) notReady.push("no BGP session established");
+  if (x.draining) notReady.push("draining");
+  const probeAffects = new Map((cfg.probes ?? []).map((p) => [p.name, affectsText(p)]));
+  const bfd = new Map(x.bfd.map((s) => [s.peer, s]));
+  return {
+    at: now.toISOString(),
+    gateway: {
+      name: cfg.gateway.name,
+      site: cfg.gateway.site,
+      version: VERSION,
+      startedAt: x.startedAt.toISOString(),
+      pid: process.pid,
+    },
+    ready: notReady.length === 0,
+    notReadyReasons: notReady,
+    draining: x.draining,
+    egressIPs: x.kernel.addresses.map((a) => ({ address: a.address, interface: a.interface })),
+    policies: cfg.policies.map((p) => {
+      const why = x.health.gatewayDown
+        ? x.health.gatewayDownBy
+        : x.draining
+          ? ["draining"]
+          : (x.health.why.get(p.name) ?? []);
+      return {
+        name: p.name,
+        family: policyFamily(p),
+        ...(p.egressIP ? { egressIP: p.egressIP } : {}),
+        ...(p.uplink ? { uplink: p.uplink } : {}),
+        gateway: p.gateway !== false,
+        advertised: p.gateway !== false && why.length === 0 && !!cfg.bgp,
+        ...(why.length ? { withdrawnBecause: why.join(", ") } : {}),
+      };
+    }),
+    probes: x.probes.map((s) => ({
+      ...s,
+      affects: probeAffects.get(s.name) ?? (s.kind === "check" ? "gateway" : "?"),
+    })),
+    peers: (cfg.bgp?.peers ?? []).map((p) => {
+      const b = bfd.get(p.address);
+      return {
+        name: p.name,
+        address: p.address,
+        asn: p.asn,
+        state: x.peerStates.get(p.address) ?? "unknown",
+        ...(b ? { bfd: { state: b.stateName, diagnostic: b.localDiagText } } : {}),
+      };
+    }),
+    advertised: x.advertised,
+    ...(x.lastReconcile
+      ? {
+          lastReconcile: {
+            at: x.lastReconcile.at.toISOString(),
+            durationMs: x.lastReconcile.durationMs,
+            reasons: x.lastReconcile.reasons,
+            changes: x.lastReconcile.changes,
+            errors: x.lastReconcile.errors,
+          },
+        }
+      : {}),
+  };
+}
