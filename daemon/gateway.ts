@@ -46,6 +46,7 @@ import type { StatusSnapshot } from "./status.js";
 import { statusView } from "./status-view.js";
 import { DEFAULTS } from "../core/defaults.js";
 import { writePidFile } from "./pidfile.js";
+import { BfdPeers } from "./bfd-peers.js";
 
 export type { GatewayConfig } from "./gateway-config.js";
 import type { GatewayConfig } from "./gateway-config.js";
@@ -110,14 +111,13 @@ export class Gateway {
   private readonly controller: Controller<Desired>;
   private readonly prober = new Prober();
   private readonly bfd: BfdManager;
+  private readonly bfdPeers: BfdPeers;
   private readonly connectSpeaker: ((bgp: BgpConfig) => Speaker) | undefined;
   private planned: { config: GatewayConfig; kernel: KernelState } | undefined;
   private health: HealthView;
   /** Canonical prefixes health allows now (undefined: not evaluated yet); guards adds of a running reconcile. */
   private allowed: Set<string> | undefined;
-  private readonly bfdDown = new Set<string>();
   private selfChecks = new Set<string>();
-  private readonly bfdReopen = new Map<string, NodeJS.Timeout>();
   private draining = false;
   private gobgpd: GobgpdProcess | undefined;
   private client: Speaker | undefined;
@@ -129,8 +129,6 @@ export class Gateway {
   /** Peers to delete and add again in the next BGP apply (see afterSessionDrop). */
   private readonly recreate = new Set<string>();
   private readonly recreatedAt = new Map<string, number>();
-  /** Peers whose BGP session has been Established once: their BFD session runs (see applyBfd). */
-  private readonly bfdBootstrapped = new Set<string>();
   /** Since when each configured peer has not been Established (absent: it is). */
   private readonly downSince = new Map<string, number>();
   private readonly peerReports = new ReportBackoff();
@@ -148,6 +146,12 @@ export class Gateway {
     this.kernel = opts.actuators?.kernel ?? realKernel();
     this.connectSpeaker = opts.actuators?.speaker;
     this.bfd = opts.actuators?.bfd ?? new BfdManager({ logger: this.log });
+    this.bfdPeers = new BfdPeers(this.bfd, {
+      log: this.log,
+      config: () => this.config,
+      onChange: () => this.updateHealth("bfd"),
+      onFailover: () => this.events.emit("failover", { trigger: "bfd" }),
+    });
     const targets: ReconcileTarget<Desired>[] = [
       {
         name: "kernel",
@@ -169,7 +173,7 @@ export class Gateway {
       // Nothing is advertised that the kernel has not programmed: while the
       // kernel target fails, BGP applies withdrawals only.
       { name: "bgp", apply: (d, failed) => this.applyBgp(d.bgp, failed.has("kernel")) },
-      { name: "bfd", apply: () => this.applyBfd() },
+      { name: "bfd", apply: () => this.bfdPeers.apply(this.peerStates) },
     ];
     this.controller = new Controller<Desired>({
       log: this.log,
@@ -196,38 +200,6 @@ export class Gateway {
         e.to.toLowerCase() === "admindown" ? "admin-down" : (e.to.toLowerCase() as "up" | "down" | "init");
       this.events.emit("bfd", { name: e.name ?? e.peer, peer: e.peer, state: to, reason: e.reason });
     });
-    this.bfd.on("down", (e) => {
-      // Our own AdminDown (stopping) and the peer's (BFD deconfigured or the
-      // peer shutting it down on purpose, RFC 5882 3.2) are not failures.
-      if (e.to === "AdminDown" || e.peerAdminDown || this.bfdDown.has(e.peer)) return;
-      this.log.warn(
-        { peer: e.peer, name: e.name, reason: e.reason },
-        "BFD down: closing the BGP session to this peer",
-      );
-      this.bfdDown.add(e.peer);
-      this.events.emit("failover", { trigger: "bfd" });
-      this.updateHealth("bfd");
-      // A BFD that stays down must not keep BGP closed for good: after the
-      // hold time, BGP's own liveness decides again.
-      const hold =
-        this.config.bgp?.peers.find((p) => p.address === e.peer)?.holdTime ?? DEFAULTS.bgp.holdTime;
-      clearTimeout(this.bfdReopen.get(e.peer));
-      const timer = setTimeout(
-        () => this.reopenAfterBfd(e.peer, "BFD still down after the hold time"),
-        hold * 1000,
-      );
-      timer.unref();
-      this.bfdReopen.set(e.peer, timer);
-    });
-    this.bfd.on("up", (e) => this.reopenAfterBfd(e.peer, "BFD up"));
-  }
-
-  private reopenAfterBfd(peer: string, why: string): void {
-    clearTimeout(this.bfdReopen.get(peer));
-    this.bfdReopen.delete(peer);
-    if (!this.bfdDown.delete(peer)) return;
-    this.log.info({ peer, why }, "reopening the BGP session");
-    this.updateHealth("bfd");
   }
 
   get currentConfig(): GatewayConfig {
@@ -342,7 +314,7 @@ export class Gateway {
     const states = new Map(this.prober.statuses().map((s) => [s.name, s.state as string]));
     return healthFrom(config, states, {
       selfDown: this.selfDown(),
-      downPeers: this.bfdDown,
+      downPeers: this.bfdPeers.down,
       draining: this.draining,
     });
   }
@@ -427,7 +399,7 @@ export class Gateway {
       this.log.info({ peer: name, address, asn: ev.peerAsn, state: ev.state }, "BGP peer state");
       this.events.emit("peer", { name, address, state: ev.state });
       if (before === "established" && ev.state === "idle") this.afterSessionDrop(address, name);
-      if (ev.state === "established" && !this.bfdBootstrapped.has(address))
+      if (ev.state === "established" && !this.bfdPeers.isBootstrapped(address))
         this.controller.trigger("peer established");
     });
     client.on("warning", (e) => this.log.warn({ err: e }, "gobgpd client"));
@@ -450,7 +422,7 @@ export class Gateway {
       if (!this.downSince.has(p.address)) this.downSince.set(p.address, now);
       if (!this.peerReports.due(p.address, this.downSince.get(p.address)!, now)) continue;
       const state = this.peerStates.get(p.address) ?? "not configured in gobgpd yet";
-      const connect = this.bfdDown.has(p.address)
+      const connect = this.bfdPeers.down.has(p.address)
         ? "closed by egressd: BFD is down"
         : await diagnoseConnect(p.address, p.localAddress ? { localAddress: p.localAddress } : {});
       this.log.warn(
@@ -477,7 +449,7 @@ export class Gateway {
    * closed itself (BFD down removes the peer from the desired state).
    */
   private afterSessionDrop(address: string, name: string): void {
-    if (this.draining || this.bfdDown.has(address)) return;
+    if (this.draining || this.bfdPeers.down.has(address)) return;
     const last = this.recreatedAt.get(address) ?? -Infinity;
     if (Date.now() - last < RECREATE_EVERY_MS) return;
     this.recreatedAt.set(address, Date.now());
@@ -544,41 +516,6 @@ export class Gateway {
       this.events.emit("withdrawn", { prefixes: pathDiff.withdraw.map((p) => p.prefix), reason: "config" });
     }
     return out;
-  }
-
-  /**
-   * BFD sessions towards the peers that ask for one. A peer's BFD session starts once its BGP session has been Established,
-   * and then stays (BGP dropping is what BFD is there to see). Starting it
-   * earlier costs a BGP session with FRR: bgpd registers its BFD session
-   * again when the BGP session comes up (it learns the source address then),
-   * and a BFD session that was already Up reports Down to bgpd through that
-   * re-registration, which tears the brand-new BGP session down (Cease/BFD
-   * Down) and adds about 2 s to every start. Bootstrapping BFD from the
-   * client protocol is also what RFC 5882 describes.
-   */
-  private async applyBfd(): Promise<string[]> {
-    const peers = (this.config.bgp?.peers ?? []).filter((p) => {
-      if (!p.bfd || p.bfd.enabled === false || !p.localAddress) return false;
-      if (this.peerStates.get(p.address) === "established") this.bfdBootstrapped.add(p.address);
-      return this.bfdBootstrapped.has(p.address);
-    });
-    const before = new Set(this.bfd.list().map((s) => s.peer));
-    await this.bfd.reconcile(
-      peers.map((p) => ({
-        peer: p.address,
-        local: p.localAddress as string,
-        name: p.name,
-        desiredMinTxMs: p.bfd?.minTxMs ?? DEFAULTS.bfd.minTxMs,
-        requiredMinRxMs: p.bfd?.minRxMs ?? DEFAULTS.bfd.minRxMs,
-        detectMultiplier: p.bfd?.multiplier ?? DEFAULTS.bfd.multiplier,
-        ...(p.bfd?.auth ? { auth: p.bfd.auth } : {}),
-      })),
-    );
-    const after = new Set(this.bfd.list().map((s) => s.peer));
-    return [
-      ...[...after].filter((p) => !before.has(p)).map((p) => `+bfd ${p}`),
-      ...[...before].filter((p) => !after.has(p)).map((p) => `-bfd ${p}`),
-    ];
   }
 
   /**
@@ -669,14 +606,13 @@ export class Gateway {
         this.log.warn({ err: e }, "could not withdraw paths before stopping");
       }
     }
-    await this.bfd.stop(); // AdminDown: the ToR drops the session at once
+    await this.bfdPeers.stop(); // AdminDown: the ToR drops the session at once
     await this.client?.close();
     if (this.gobgpd) {
       await this.gobgpd.stop(); // its sessions close, so whatever it advertised is gone
       withdrawn = true;
     }
     clearInterval(this.heartbeat);
-    for (const t of this.bfdReopen.values()) clearTimeout(t);
     rmSync(join(this.runDir, "egressd.pid"), { force: true });
     if (!withdrawn) {
       this.kernel.close();
