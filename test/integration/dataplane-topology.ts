@@ -6,6 +6,7 @@
 //    | u1 -- s1 (100.64.1.0/24, 2001:db8:a::/64)    main table + policies a, v6
 //    | u2 -- s2 (100.64.2.0/24)                     policy b only (no main route)
 //   server (203.0.113.10, 203.0.113.200, 198.51.100.10, 2001:db8:100::10 on lo)
+import { referenceNat } from "../helpers/reference-nat.js";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -62,31 +63,7 @@ export async function buildTopology(s: Sandbox, opts: { ipv6?: boolean } = {}): 
 
 /** The reference desired state for the topology. */
 export function referenceState(): KernelState {
-  const nat: NatPlan = {
-    markMask: 0xff00,
-    policies: [
-      { name: "a", family: 4, egressIP: "192.0.2.11", mark: 0x100, uplinkInterface: "u1" },
-      { name: "b", family: 4, egressIP: "192.0.2.12", mark: 0x200, uplinkInterface: "u2" },
-      { name: "v6", family: 6, egressIP: "2001:db8:e::11", mark: 0x300, uplinkInterface: "u1" },
-    ],
-    classes: [
-      {
-        id: 1,
-        family: 4,
-        destinations: [
-          { interval: "198.51.100.0/24", policy: "b" },
-          { interval: "203.0.113.0-203.0.113.127", policy: "a" },
-          { interval: "203.0.113.128/25", policy: null },
-        ],
-      },
-      { id: 2, family: 6, destinations: [{ interval: "2001:db8:100::/48", policy: "v6" }] },
-    ],
-    sources: [
-      { family: 4, interval: "10.244.1.10", classId: 1 },
-      { family: 4, interval: "10.244.2.0/24", classId: 1 },
-      { family: 6, interval: "fd00:244::10", classId: 2 },
-    ],
-  };
+  const nat: NatPlan = referenceNat();
   return {
     addresses: [
       { family: 4, address: "192.0.2.11", prefixLength: 32, interface: "lo" },

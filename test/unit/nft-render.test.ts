@@ -12,33 +12,13 @@ import {
   type NatDiff,
 } from "../../routing/nft-render.js";
 import { parseLiveTable } from "../../routing/nft.js";
+import { referenceNat } from "../helpers/reference-nat.js";
 
+/** The reference plan, with one address spelled in capitals: rendering must canonicalise it. */
 function plan(): NatPlan {
-  return {
-    markMask: 0xff00,
-    policies: [
-      { name: "a", family: 4, egressIP: "192.0.2.11", mark: 0x100, uplinkInterface: "u1" },
-      { name: "b", family: 4, egressIP: "192.0.2.12", mark: 0x200, uplinkInterface: "u2" },
-      { name: "v6", family: 6, egressIP: "2001:DB8:E::11", mark: 0x300, uplinkInterface: "u1" },
-    ],
-    classes: [
-      {
-        id: 1,
-        family: 4,
-        destinations: [
-          { interval: "198.51.100.0/24", policy: "b" },
-          { interval: "203.0.113.0-203.0.113.127", policy: "a" },
-          { interval: "203.0.113.128/25", policy: null },
-        ],
-      },
-      { id: 2, family: 6, destinations: [{ interval: "2001:db8:100::/48", policy: "v6" }] },
-    ],
-    sources: [
-      { family: 4, interval: "10.244.1.10", classId: 1 },
-      { family: 4, interval: "10.244.2.0/24", classId: 1 },
-      { family: 6, interval: "fd00:244::10", classId: 2 },
-    ],
-  };
+  const p = referenceNat();
+  p.policies[2] = { ...p.policies[2]!, egressIP: "2001:DB8:E::11" };
+  return p;
 }
 
 test("the ruleset replaces the table atomically and uses sets, not a rule per source", (t) => {
