@@ -7,6 +7,7 @@ import type { KernelState } from "../../core/state.js";
 import { sandbox, type Sandbox } from "../helpers/netns.js";
 import {
   FIXTURE,
+  addPolicyC,
   buildTopology,
   fixture,
   referenceState,
@@ -59,18 +60,7 @@ async function owned(
 
 /** A second state that differs from the reference everywhere (addresses, routes, rules, policies, sources). */
 function otherState(): KernelState {
-  const st = referenceState();
-  st.addresses.push({ family: 4, address: "192.0.2.13", prefixLength: 32, interface: "lo" });
-  st.routes.push({
-    family: 4,
-    table: 103,
-    destination: "192.0.2.128/25",
-    gateway: "100.64.2.2",
-    interface: "u2",
-  });
-  st.rules.push({ family: 4, priority: 1003, fwmark: 0x400, fwmask: 0xff00, table: 103 });
-  st.nat.policies.push({ name: "c", family: 4, egressIP: "192.0.2.13", mark: 0x400, uplinkInterface: "u2" });
-  st.nat.classes[0]!.destinations.push({ interval: "192.0.2.128/25", policy: "c" });
+  const st = addPolicyC(referenceState(), "192.0.2.128/25");
   for (let i = 0; i < 2000; i++)
     st.nat.sources.push({ family: 4, interval: `10.245.${i >> 8}.${i & 255}`, classId: 1 });
   return st;

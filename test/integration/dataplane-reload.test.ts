@@ -6,6 +6,7 @@ import test from "ava";
 import type { KernelState } from "../../core/state.js";
 import { sandbox, type Sandbox } from "../helpers/netns.js";
 import {
+  addPolicyC,
   buildTopology,
   fixture,
   referenceState,
@@ -41,19 +42,7 @@ function stateA(): KernelState {
 
 /** State B: A plus policy c, a new egress IP (192.0.2.13) for a new destination (198.18.0.0/24) over u2. */
 function stateB(): KernelState {
-  const st = stateA();
-  st.addresses.push({ family: 4, address: "192.0.2.13", prefixLength: 32, interface: "lo" });
-  st.routes.push({
-    family: 4,
-    table: 103,
-    destination: "198.18.0.0/24",
-    gateway: "100.64.2.2",
-    interface: "u2",
-  });
-  st.rules.push({ family: 4, priority: 1003, fwmark: 0x400, fwmask: 0xff00, table: 103 });
-  st.nat.policies.push({ name: "c", family: 4, egressIP: "192.0.2.13", mark: 0x400, uplinkInterface: "u2" });
-  st.nat.classes[0]!.destinations.push({ interval: "198.18.0.0/24", policy: "c" });
-  return st;
+  return addPolicyC(stateA(), "198.18.0.0/24");
 }
 
 /**

@@ -138,3 +138,17 @@ export async function seenBy(s: Sandbox, host: string, local: string, from = "po
   const { stdout } = await s.exec(from, ["node", "-e", CLIENT_JS, host, String(SERVER_PORT), local], 10_000);
   return stdout.trim();
 }
+
+/**
+ * Adds a fourth policy "c" to a state: egress IP 192.0.2.13 for `destination`,
+ * out of uplink u2 (table 103, mark 0x400). The crash and reload tests use it
+ * to make a state that differs in every part.
+ */
+export function addPolicyC(st: KernelState, destination: string): KernelState {
+  st.addresses.push({ family: 4, address: "192.0.2.13", prefixLength: 32, interface: "lo" });
+  st.routes.push({ family: 4, table: 103, destination, gateway: "100.64.2.2", interface: "u2" });
+  st.rules.push({ family: 4, priority: 1003, fwmark: 0x400, fwmask: 0xff00, table: 103 });
+  st.nat.policies.push({ name: "c", family: 4, egressIP: "192.0.2.13", mark: 0x400, uplinkInterface: "u2" });
+  st.nat.classes[0]!.destinations.push({ interval: destination, policy: "c" });
+  return st;
+}
