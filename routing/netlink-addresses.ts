@@ -13,6 +13,9 @@ import {
   AF_INET,
   AF_INET6,
   afOf,
+  NLM_F_CREATE,
+  NLM_F_DUMP,
+  NLM_F_EXCL,
   errnoCode,
   readLinks,
   withRtNetlink,
@@ -22,9 +25,6 @@ import {
 const RTM_NEWADDR = 20;
 const RTM_DELADDR = 21;
 const RTM_GETADDR = 22;
-const NLM_F_DUMP = 0x300;
-const NLM_F_CREATE = 0x400;
-const NLM_F_EXCL = 0x200;
 const IFA_ADDRESS = 1;
 const IFA_LOCAL = 2;
 const IFA_FLAGS = 8;

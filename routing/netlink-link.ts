@@ -1,6 +1,11 @@
 // Shared rtnetlink plumbing: one socket per reconcile, interface names <-> indexes.
 import { createRtNetlink, type RtNetlinkSocket } from "netlink";
 
+/** rtnetlink message flags (linux/netlink.h). */
+export const NLM_F_EXCL = 0x200;
+export const NLM_F_CREATE = 0x400;
+export const NLM_F_DUMP = 0x300;
+
 export const AF_INET = 2;
 export const AF_INET6 = 10;
 export const afOf = (family: 4 | 6) => (family === 4 ? AF_INET : AF_INET6);

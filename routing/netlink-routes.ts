@@ -10,14 +10,14 @@ import {
   AF_INET,
   AF_INET6,
   afOf,
+  NLM_F_CREATE,
+  NLM_F_EXCL,
   errnoCode,
   readLinks,
   withRtNetlink,
   type LinkIndex,
 } from "./netlink-link.js";
 
-const NLM_F_CREATE = 0x400;
-const NLM_F_EXCL = 0x200;
 const RT_TABLE_COMPAT = 252;
 const RTN_UNICAST = 1;
 const RT_SCOPE_UNIVERSE = 0;

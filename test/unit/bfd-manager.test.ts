@@ -203,23 +203,11 @@ test("demultiplexing: bad, unknown and authenticated packets are counted and dro
   const { clock, net, gw, tor } = await setup(1);
   await run(clock, 3000);
   const deliver = net.listeners.get("10.0.1.2")!;
-  const good = {
-    version: 1,
-    diag: 0,
-    state: BfdState.Up,
-    poll: false,
-    final: false,
-    cpi: false,
-    authPresent: false,
-    demand: false,
-    multipoint: false,
-    detectMult: 3,
+  const good = controlPacket({
     myDiscriminator: 99,
     yourDiscriminator: gw.get("10.0.1.1")!.localDiscriminator,
-    desiredMinTxUs: 100_000,
     requiredMinRxUs: 100_000,
-    requiredMinEchoRxUs: 0,
-  };
+  });
   deliver(Buffer.from([0x40, 0, 0, 24]), "10.0.1.1", 50000);
   t.is(gw.stats.rxInvalid, 1);
   deliver(encodeControl({ ...good, yourDiscriminator: 12345 }), "10.0.1.1", 50000);
