@@ -62,6 +62,8 @@ export interface Actuators {
   /** Connects to a BGP speaker instead of starting or reaching gobgpd. */
   speaker: (bgp: BgpConfig) => Speaker;
   bfd: BfdManager;
+  /** Why a peer does not come up (default: a TCP connect to its port 179, see bgp/peer-diagnosis.ts). */
+  diagnose: typeof diagnoseConnect;
 }
 
 export interface GatewayOptions {
@@ -113,6 +115,7 @@ export class Gateway {
   private readonly bfd: BfdManager;
   private readonly bfdPeers: BfdPeers;
   private readonly connectSpeaker: ((bgp: BgpConfig) => Speaker) | undefined;
+  private readonly diagnose: typeof diagnoseConnect;
   private planned: { config: GatewayConfig; kernel: KernelState } | undefined;
   private health: HealthView;
   /** Canonical prefixes health allows now (undefined: not evaluated yet); guards adds of a running reconcile. */
@@ -145,6 +148,7 @@ export class Gateway {
     this.health = healthFrom(config, new Map());
     this.kernel = opts.actuators?.kernel ?? realKernel();
     this.connectSpeaker = opts.actuators?.speaker;
+    this.diagnose = opts.actuators?.diagnose ?? diagnoseConnect;
     this.bfd = opts.actuators?.bfd ?? new BfdManager({ logger: this.log });
     this.bfdPeers = new BfdPeers(this.bfd, {
       log: this.log,
@@ -424,7 +428,7 @@ export class Gateway {
       const state = this.peerStates.get(p.address) ?? "not configured in gobgpd yet";
       const connect = this.bfdPeers.down.has(p.address)
         ? "closed by egressd: BFD is down"
-        : await diagnoseConnect(p.address, p.localAddress ? { localAddress: p.localAddress } : {});
+        : await this.diagnose(p.address, p.localAddress ? { localAddress: p.localAddress } : {});
       this.log.warn(
         {
           peer: p.name,

@@ -19,6 +19,7 @@ import { FakeKernel } from "../helpers/fake-kernel.js";
 import { FakeSpeaker } from "../helpers/fake-speaker.js";
 
 const log = pino({ level: "silent" });
+const stubDiagnose = () => Promise.resolve("not diagnosed (test)");
 
 async function listener(): Promise<{ server: Server; port: number }> {
   const server = createServer((s) => s.destroy());
@@ -79,7 +80,8 @@ async function started(t: ExecutionContext, cfg: GatewayConfig, bfd?: BfdManager
     log,
     runDir,
     resyncMs: 60_000,
-    actuators: { kernel, speaker: () => speaker, ...(bfd ? { bfd } : {}) },
+    // No test sends anything to the config's peer addresses: the diagnosis of a peer that is down is stubbed.
+    actuators: { kernel, speaker: () => speaker, diagnose: stubDiagnose, ...(bfd ? { bfd } : {}) },
   });
   let stopped = false;
   t.teardown(async () => {
@@ -156,7 +158,7 @@ test("a failed BGP apply is reported and retried until it succeeds", async (t) =
     log,
     runDir,
     resyncMs: 60_000,
-    actuators: { kernel: new FakeKernel(calls), speaker: () => speaker },
+    actuators: { kernel: new FakeKernel(calls), speaker: () => speaker, diagnose: stubDiagnose },
   });
   t.teardown(() => gw.stop());
   const errors: string[] = [];
