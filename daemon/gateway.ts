@@ -39,7 +39,7 @@ import type { BgpConfig } from "./config/bgp-schema.js";
 import type { GatewayEvents, WithdrawReason } from "./events.js";
 import type { Logger } from "./log.js";
 import { plan } from "./plan.js";
-import { planBgp, type BgpDesired } from "./plan/bgp.js";
+import { advertiseScope, planBgp, type AdvertiseScope, type BgpDesired } from "./plan/bgp.js";
 import { healthFrom, SELF_ADDRESS, type HealthView } from "./plan/health.js";
 import type { KernelState } from "../core/state.js";
 import type { StatusSnapshot } from "./status.js";
@@ -116,7 +116,8 @@ export class Gateway {
   private readonly bfdPeers: BfdPeers;
   private readonly connectSpeaker: ((bgp: BgpConfig) => Speaker) | undefined;
   private readonly diagnose: typeof diagnoseConnect;
-  private planned: { config: GatewayConfig; kernel: KernelState } | undefined;
+  /** What depends on the config alone, computed once per config rather than on every health change. */
+  private planned: Planned | undefined;
   private health: HealthView;
   /** Canonical prefixes health allows now (undefined: not evaluated yet); guards adds of a running reconcile. */
   private allowed: Set<string> | undefined;
@@ -210,16 +211,21 @@ export class Gateway {
     return this.config;
   }
 
+  private plannedNow(): Planned {
+    if (this.planned?.config !== this.config) this.planned = planConfig(this.config);
+    return this.planned;
+  }
+
   private kernelPlan(): KernelState {
-    if (this.planned?.config !== this.config)
-      this.planned = { config: this.config, kernel: plan(this.config) };
-    return this.planned.kernel;
+    return this.plannedNow().kernel;
   }
 
   desired(): Desired {
-    const kernel = this.kernelPlan();
+    const { kernel, scope } = this.plannedNow();
     const cfg = this.config;
-    const bgp = cfg.bgp ? planBgp(cfg as GatewayConfig & { bgp: BgpConfig }, kernel, this.health) : undefined;
+    const bgp = cfg.bgp
+      ? planBgp(cfg as GatewayConfig & { bgp: BgpConfig }, kernel, this.health, scope)
+      : undefined;
     return { kernel, bgp };
   }
 
@@ -377,8 +383,13 @@ export class Gateway {
   }
 
   private async startSpeaker(bgp: BgpConfig): Promise<void> {
-    const target = this.connectSpeaker ? "(injected)" : await this.startGobgpd(bgp);
-    const client: Speaker = this.connectSpeaker ? this.connectSpeaker(bgp) : new GobgpClient({ target });
+    let target = "(injected)";
+    let client: Speaker;
+    if (this.connectSpeaker) client = this.connectSpeaker(bgp);
+    else {
+      target = await this.startGobgpd(bgp);
+      client = new GobgpClient({ target });
+    }
     this.client = client;
     client.on("ready", (info) => {
       this.bgpStarted = info.started && info.asn === bgp.asn;
@@ -535,13 +546,18 @@ export class Gateway {
       this.events.emit("reload", { result: "unchanged" });
       return "unchanged";
     }
-    let kernel: KernelState;
+    let planned: Planned;
     try {
       const restart = restartOnly(this.config, config);
       if (restart.length) throw new Error(`${restart.join("; ")}: restart egressd to apply`);
-      kernel = plan(config);
+      planned = planConfig(config);
       if (config.bgp) {
-        const bgp = planBgp(config as GatewayConfig & { bgp: BgpConfig }, kernel, this.healthFor(config));
+        const bgp = planBgp(
+          config as GatewayConfig & { bgp: BgpConfig },
+          planned.kernel,
+          this.healthFor(config),
+          planned.scope,
+        );
         diffPaths(bgp.paths, []);
         for (const p of bgp.peers) canonicalPeer(p);
       }
@@ -554,7 +570,7 @@ export class Gateway {
       throw new ReloadRefused((e as Error).message);
     }
     this.config = config;
-    this.planned = { config, kernel };
+    this.planned = planned;
     this.syncProbes();
     this.updateHealth("reload");
     await this.controller.idle();
@@ -659,6 +675,17 @@ export class Gateway {
       lastReconcile: this.lastReconcile,
     });
   }
+}
+
+/** The kernel plan and the BGP advertise scope of one config. */
+interface Planned {
+  config: GatewayConfig;
+  kernel: KernelState;
+  scope: AdvertiseScope;
+}
+
+function planConfig(config: GatewayConfig): Planned {
+  return { config, kernel: plan(config), scope: advertiseScope(config) };
 }
 
 /** Whether two peer addresses name the same host, whatever the interface suffix ("fe80::1%eth1" vs "fe80::1"). */
