@@ -72,38 +72,29 @@ export class Frr {
       { mode: 0o644 },
     );
     for (const f of [zebraConf, bgpdConf]) chownSync(f, uid, gid);
-    await run([
-      "ip",
-      "netns",
-      "exec",
-      ns,
-      "/usr/lib/frr/zebra",
-      "-d",
-      "-N",
-      ns,
-      "-P",
-      "0",
-      "-f",
-      zebraConf,
-      "-i",
-      join(frr.runDir, "zebra.pid"),
-    ]);
-    await run([
-      "ip",
-      "netns",
-      "exec",
-      ns,
-      "/usr/lib/frr/bgpd",
-      "-d",
-      "-N",
-      ns,
-      "-P",
-      "0",
-      "-f",
-      bgpdConf,
-      "-i",
-      join(frr.runDir, "bgpd.pid"),
-    ]);
+    // Each daemon in the namespace, daemonised, with its own pathspace (-N), vty off (-P 0).
+    for (const [daemon, conf] of [
+      ["zebra", zebraConf],
+      ["bgpd", bgpdConf],
+    ] as const) {
+      const pid = join(frr.runDir, `${daemon}.pid`);
+      await run([
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        `/usr/lib/frr/${daemon}`,
+        "-d",
+        "-N",
+        ns,
+        "-P",
+        "0",
+        "-f",
+        conf,
+        "-i",
+        pid,
+      ]);
+    }
     // vtysh answers once both daemons are up.
     const deadline = Date.now() + 10_000;
     for (;;) {

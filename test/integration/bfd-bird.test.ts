@@ -3,7 +3,7 @@
 // BIRD 2's BFD (Debian's bird2), which implements Keyed and Meticulous Keyed
 // SHA1 as the RFC describes:
 //
-//   tor (BIRD, bfd protocol)  10.0.0.1  <--veth-->  10.0.0.2  gw (test/fixtures/bfd-peer.js)
+//   tor (BIRD, bfd protocol)  10.0.0.1 tor0  <--veth-->  gw0 10.0.0.2  gw (test/fixtures/bfd-peer.js)
 //
 // The tests run in order on one lab: authenticated sessions come up; a forged
 // Down from the link, with the right discriminators, TTL 255 and no valid
@@ -18,6 +18,7 @@ import { waitFor } from "../../containerlab/runner.js";
 import { run, spawnDetached } from "../../lib/exec.js";
 import { RUN_ID, Sandbox } from "../helpers/netns.js";
 import { REPO } from "../helpers/paths.js";
+import { buildTopology } from "../helpers/bgp-lab.js";
 
 const BIRD = "/usr/sbin/bird";
 const BIRDC = "/usr/sbin/birdc";
@@ -38,7 +39,7 @@ function birdConf(secret: string): string {
   return `router id 10.0.0.1;
 protocol device {}
 protocol bfd tor {
-  interface "eth0" {
+  interface "tor0" {
     min rx interval 100 ms;
     min tx interval 100 ms;
     idle tx interval 1000 ms;
@@ -107,11 +108,7 @@ async function stopSpeaker(): Promise<void> {
 test.before(async () => {
   if (!canRun) return;
   const sb = lab.sandbox;
-  await sb.addNode("tor");
-  await sb.addNode("gw");
-  await sb.link("tor", "eth0", "gw", "eth0");
-  await sb.exec("tor", ["ip", "addr", "add", "10.0.0.1/24", "dev", "eth0"]);
-  await sb.exec("gw", ["ip", "addr", "add", "10.0.0.2/24", "dev", "eth0"]);
+  await buildTopology(sb); // tor 10.0.0.1 on tor0 <-> gw 10.0.0.2 on gw0
   lab.dir = mkdtempSync(join(tmpdir(), "egressd-bird-"));
   chmodSync(lab.dir, 0o755);
   writeFileSync(join(lab.dir, "bird.conf"), birdConf(KEY.secret));
