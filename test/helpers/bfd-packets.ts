@@ -1,5 +1,9 @@
 // BFD control packets for tests: a valid Up packet, with the fields a test cares about changed.
+import { join } from "node:path";
+import type { BfdAuthConfig } from "../../health/bfd/auth.js";
 import { BfdDiag, BfdState, type ControlPacket } from "../../health/bfd/packet.js";
+import { run } from "../../lib/exec.js";
+import { REPO } from "./paths.js";
 
 export function controlPacket(over: Partial<ControlPacket> = {}): ControlPacket {
   return {
@@ -20,4 +24,20 @@ export function controlPacket(over: Partial<ControlPacket> = {}): ControlPacket 
     requiredMinEchoRxUs: 0,
     ...over,
   };
+}
+
+/** Sends one forged BFD Down from inside network namespace `ns` (test/fixtures/bfd-forge.ts). */
+export async function forgeBfdDown(
+  ns: string,
+  args: {
+    from: string;
+    to: string;
+    ttl: number;
+    myDiscriminator: number;
+    yourDiscriminator: number;
+    auth?: BfdAuthConfig;
+  },
+): Promise<void> {
+  const fixture = join(REPO, "dist", "test", "fixtures", "bfd-forge.js");
+  await run(["ip", "netns", "exec", ns, process.execPath, fixture, JSON.stringify(args)]);
 }

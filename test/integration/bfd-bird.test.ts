@@ -19,6 +19,7 @@ import { run, spawnDetached } from "../../lib/exec.js";
 import { RUN_ID, Sandbox } from "../helpers/netns.js";
 import { REPO } from "../helpers/paths.js";
 import { buildTopology } from "../helpers/bgp-lab.js";
+import { forgeBfdDown } from "../helpers/bfd-packets.js";
 
 const BIRD = "/usr/sbin/bird";
 const BIRDC = "/usr/sbin/birdc";
@@ -159,24 +160,14 @@ serial(
     const t0 = Date.now();
     for (const signed of [false, true]) {
       // Unsigned, then signed with a wrong key: both from the ToR's address, as an attacker on the link would.
-      await run([
-        "ip",
-        "netns",
-        "exec",
-        lab.sandbox.ns("tor"),
-        process.execPath,
-        "--input-type=module",
-        "-e",
-        `import dgram from "node:dgram";
-       import { encodeControl } from ${JSON.stringify(join(REPO, "dist/health/bfd/packet.js"))};
-       import { BfdAuthenticator } from ${JSON.stringify(join(REPO, "dist/health/bfd/auth.js"))};
-       const p = { version: 1, diag: 1, state: 1, poll: false, final: false, cpi: false, authPresent: false,
-         demand: false, multipoint: false, detectMult: 3, myDiscriminator: ${theirs}, yourDiscriminator: ${ours},
-         desiredMinTxUs: 1000000, requiredMinRxUs: 1000000, requiredMinEchoRxUs: 0 };
-       const buf = ${signed} ? new BfdAuthenticator({ type: "meticulous-keyed-sha1", keyId: ${KEY.keyId}, secret: "guess" }).seal(p) : encodeControl(p);
-       const s = dgram.createSocket("udp4");
-       s.bind({ address: "10.0.0.1", port: 0 }, () => { s.setTTL(255); s.send(buf, 3784, "10.0.0.2", () => s.close()); });`,
-      ]);
+      await forgeBfdDown(lab.sandbox.ns("tor"), {
+        from: "10.0.0.1",
+        to: "10.0.0.2",
+        ttl: 255,
+        myDiscriminator: theirs,
+        yourDiscriminator: ours,
+        ...(signed ? { auth: { ...KEY, secret: "guess" } } : {}),
+      });
     }
     await new Promise((r) => setTimeout(r, 500));
     t.deepEqual(

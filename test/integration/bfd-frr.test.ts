@@ -17,6 +17,7 @@ import { run, tryRun } from "../../lib/exec.js";
 import { RUN_ID, Sandbox } from "../helpers/netns.js";
 import { REPO } from "../helpers/paths.js";
 import { renderGuard } from "../../routing/nft-guard.js";
+import { forgeBfdDown } from "../helpers/bfd-packets.js";
 
 const FRR_BIN = "/usr/lib/frr";
 const FIXTURE = join(REPO, "dist/test/fixtures/bfd-peer.js");
@@ -364,25 +365,13 @@ serial(
     // A Down from the ToR's own address, sent from the ToR's namespace by an
     // attacker's program (not bfdd) with the TTL given.
     const forge = (ttl: number, myDiscr: number, yourDiscr: number) =>
-      run([
-        "ip",
-        "netns",
-        "exec",
-        lab.sandbox.ns("tor"),
-        process.execPath,
-        "--input-type=module",
-        "-e",
-        `import dgram from "node:dgram";
-       import { encodeControl } from ${JSON.stringify(join(REPO, "dist/health/bfd/packet.js"))};
-       const s = dgram.createSocket("udp4");
-       s.bind({ address: ${JSON.stringify(tor)}, port: 0 }, () => {
-         s.setTTL(${ttl});
-         const pkt = encodeControl({ version: 1, diag: 1, state: 1, poll: false, final: false, cpi: false,
-           authPresent: false, demand: false, multipoint: false, detectMult: 3, myDiscriminator: ${myDiscr},
-           yourDiscriminator: ${yourDiscr}, desiredMinTxUs: 1000000, requiredMinRxUs: 1000000, requiredMinEchoRxUs: 0 });
-         s.send(pkt, 3784, ${JSON.stringify(PEERS[0].ours)}, () => s.close());
-       });`,
-      ]);
+      forgeBfdDown(lab.sandbox.ns("tor"), {
+        from: tor,
+        to: PEERS[0].ours,
+        ttl,
+        myDiscriminator: myDiscr,
+        yourDiscriminator: yourDiscr,
+      });
     const t0 = Date.now();
     const downs = () => sp.events.filter((e) => e.event === "down" && e.peer === tor && e.wall >= t0);
     await forge(64, torDiscr, ourDiscr); // would be accepted but for its TTL
