@@ -26,18 +26,19 @@ export function controlPacket(over: Partial<ControlPacket> = {}): ControlPacket 
   };
 }
 
+/** A forged BFD Down: from an address of the sender's namespace, to the victim, with this TTL. */
+export interface ForgedDown {
+  from: string;
+  to: string;
+  ttl: number;
+  myDiscriminator: number;
+  yourDiscriminator: number;
+  /** Sign the packet with this (wrong) key. */
+  auth?: BfdAuthConfig;
+}
+
 /** Sends one forged BFD Down from inside network namespace `ns` (test/fixtures/bfd-forge.ts). */
-export async function forgeBfdDown(
-  ns: string,
-  args: {
-    from: string;
-    to: string;
-    ttl: number;
-    myDiscriminator: number;
-    yourDiscriminator: number;
-    auth?: BfdAuthConfig;
-  },
-): Promise<void> {
+export async function forgeBfdDown(ns: string, args: ForgedDown): Promise<void> {
   const fixture = join(REPO, "dist", "test", "fixtures", "bfd-forge.js");
   await run(["ip", "netns", "exec", ns, process.execPath, fixture, JSON.stringify(args)]);
 }
