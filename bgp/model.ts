@@ -2,7 +2,13 @@
 // validation and canonical forms the reconcilers compare. Pure: no I/O, no
 // generated types (those stay in the codecs).
 import { DEFAULTS } from "../core/defaults.js";
-import { formatAddress, isLinkLocal6, parseAddress, parsePrefix as parseCidr } from "../core/ip.js";
+import {
+  formatAddress,
+  isInterfaceName,
+  isLinkLocal6,
+  parseAddress,
+  parsePrefix as parseCidr,
+} from "../core/ip.js";
 
 export type AddressFamily = "ipv4-unicast" | "ipv6-unicast";
 
@@ -139,7 +145,7 @@ export function canonicalAddress(s: string, what = "address"): string {
   const pct = s.indexOf("%");
   const a = parseAddress(pct < 0 ? s : s.slice(0, pct));
   const zone = pct < 0 ? undefined : s.slice(pct + 1);
-  if (a && (zone === undefined || (isLinkLocal6(a) && /^[A-Za-z0-9_.@-]{1,15}$/.test(zone))))
+  if (a && (zone === undefined || (isLinkLocal6(a) && isInterfaceName(zone))))
     return `${formatAddress(a.family, a.value)}${zone === undefined ? "" : `%${zone}`}`;
   throw new BgpValidationError(`invalid ${what} "${s}": not an IPv4 or IPv6 address`);
 }

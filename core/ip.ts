@@ -289,8 +289,16 @@ export type PeerAddressResult =
   | { ok: true; address: Address; zone?: string; canonical: string }
   | { ok: false; message: string };
 
-/** A Linux interface name (IFNAMSIZ 16, with the terminating NUL). */
-const IFNAME = /^[A-Za-z0-9_.@-]{1,15}$/;
+/**
+ * A Linux interface name: at most 15 bytes (IFNAMSIZ 16, with the NUL), no
+ * '/', ':' or white space. The config schema publishes the same pattern.
+ */
+export const IFNAME_PATTERN = "^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,14}$";
+const IFNAME = new RegExp(IFNAME_PATTERN);
+
+export function isInterfaceName(s: string): boolean {
+  return IFNAME.test(s);
+}
 
 /**
  * A BGP peer or session address: an IP address, or an IPv6 link-local one

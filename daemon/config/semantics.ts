@@ -10,7 +10,8 @@ import { flattenNat } from "../plan/nat.js";
 import { markCapacity, policyModels, uplinkTables } from "../plan/model.js";
 import {
   contains,
-  formatAddress,
+  formatPrefix,
+  isLinkLocal6,
   neverRouted,
   parseAddress,
   parsePeerAddress,
@@ -26,8 +27,6 @@ import { DEFAULTS, type Config } from "./schema.js";
 import { DEFAULTS as ALL_DEFAULTS } from "../../core/defaults.js";
 
 const BGP_DEFAULTS = ALL_DEFAULTS.bgp;
-
-const formatAddressOf = (p: Prefix) => formatAddress(p.family, p.lo);
 
 export interface RawIssue {
   segments: PathSegment[];
@@ -59,7 +58,7 @@ export interface SemanticResult {
 /** Why an address cannot be a next hop: special-use space, except IPv6 link-local (next hops often are). */
 function unusableNextHop(a: Address): string | undefined {
   const what = neverRouted(a);
-  return what === undefined || (a.family === 6 && a.value >> 118n === 0x3fan) ? undefined : what;
+  return what === undefined || isLinkLocal6(a) ? undefined : what;
 }
 
 export function checkSemantics(raw: unknown, structurallyValid: boolean): SemanticResult {
@@ -288,7 +287,7 @@ export function checkSemantics(raw: unknown, structurallyValid: boolean): Semant
         warnings.push({
           segments: at("destinations", j),
           message:
-            `${x} covers this policy's own sources (${own.map((s) => `${formatAddressOf(s)}/${s.len}`).join(", ")}): ` +
+            `${x} covers this policy's own sources (${own.map(formatPrefix).join(", ")}): ` +
             `traffic between them would be SNATed if it reached the gateway; that part is never advertised`,
         });
       }

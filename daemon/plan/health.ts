@@ -6,17 +6,12 @@
 import type { Config } from "../config/schema.js";
 import type { ProbeConfig } from "../config/ops-schema.js";
 import type { BgpHealth } from "./bgp.js";
-import { formatAddress, parseAddress } from "../../core/ip.js";
+import { canonicalText } from "../../core/ip.js";
 
 export type ProbeStates = ReadonlyMap<string, string>;
 
 /** Name prefix of the self-check that an egress IP is configured: `self-address-192.0.2.11`. */
 export const SELF_ADDRESS = "self-address-";
-
-function canonicalText(address: string): string {
-  const a = parseAddress(address);
-  return a === undefined ? address : formatAddress(a.family, a.value);
-}
 
 export interface HealthView extends BgpHealth {
   /** Why each withdrawn policy is withdrawn (probe names), for /status. */
