@@ -54,9 +54,12 @@ export type { Range } from "../../core/ip.js";
 /** Parses an nft interval ("a", "a/len", "a-b") into a range (core/ip.ts). */
 export const parseInterval = parseRange;
 
+/** Orders ranges by family, then start. */
+const compare = (a: Range, b: Range) => a.family - b.family || (a.lo < b.lo ? -1 : a.lo > b.lo ? 1 : 0);
+
 /** Merges overlapping or adjacent ranges of one family; input order does not matter. */
 export function mergeRanges(ranges: Range[]): Range[] {
-  const sorted = [...ranges].sort((a, b) => a.family - b.family || (a.lo < b.lo ? -1 : a.lo > b.lo ? 1 : 0));
+  const sorted = [...ranges].sort(compare);
   const out: Range[] = [];
   for (const r of sorted) {
     const last = out[out.length - 1];
@@ -116,7 +119,6 @@ export interface AdvertiseScope {
 }
 
 const rangeOf = (p: Prefix): Range => ({ family: p.family, lo: p.lo, hi: p.hi });
-const compare = (a: Range, b: Range) => a.family - b.family || (a.lo < b.lo ? -1 : a.lo > b.lo ? 1 : 0);
 
 export function advertiseScope(config: Config & { bgp?: BgpConfig }): AdvertiseScope {
   const dests: Prefix[] = [];
