@@ -18,7 +18,7 @@ import {
   waitFor,
 } from "../test/helpers/bgp-lab.js";
 import type { GobgpClient } from "../bgp/gobgp-client.js";
-import type { BgpPath } from "../bgp/model.js";
+import type { BgpPath } from "../core/bgp.js";
 import { PathReconciler } from "../bgp/path-reconciler.js";
 
 const count = Number(process.argv[2] ?? 10_000);

@@ -5,7 +5,7 @@
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
-import { buildTopology, fixture, startServer, stateFile } from "../test/integration/dataplane-topology.js";
+import { buildTopology, fixture, startServer, stateFile } from "../test/helpers/dataplane-topology.js";
 import type { Sandbox } from "../test/helpers/netns.js";
 import { benchSandbox, fmt, median, stateWithSources } from "./nat-lib.js";
 

@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import { run } from "../lib/exec.js";
 import type { KernelState, NatPlan } from "../core/state.js";
 import { Sandbox } from "../test/helpers/netns.js";
-import { referenceState } from "../test/integration/dataplane-topology.js";
+import { referenceState } from "../test/helpers/dataplane-topology.js";
 
 /** A sandbox for one benchmark run, removed on exit and on Ctrl-C. */
 export function benchSandbox(tag: string): Sandbox {
@@ -44,13 +44,5 @@ export async function runInside(ns: string, script: string, args: string[]): Pro
   return stdout;
 }
 
-export const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-export const pct = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-};
+export { median, percentile as pct } from "../lib/stats.js";
 export const fmt = (n: number, digits = 2) => n.toFixed(digits);

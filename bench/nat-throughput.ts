@@ -9,7 +9,7 @@ import {
   seenBy,
   startServer,
   stateFile,
-} from "../test/integration/dataplane-topology.js";
+} from "../test/helpers/dataplane-topology.js";
 import type { Sandbox } from "../test/helpers/netns.js";
 import { benchSandbox, fmt, median } from "./nat-lib.js";
 

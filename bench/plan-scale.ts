@@ -5,9 +5,9 @@
 //   npx tsc -p tsconfig.json && node dist/bench/plan-scale.js [N...]
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
-import { loadConfig } from "../daemon/config/load.js";
-import type { Config } from "../daemon/config/schema.js";
-import { plan } from "../daemon/plan.js";
+import { loadConfig } from "../inputs/config/load.js";
+import type { Config } from "../core/config/schema.js";
+import { plan } from "../core/plan/kernel.js";
 
 /** Deterministic PRNG (mulberry32), so runs are comparable. */
 function rng(seed: number): () => number {

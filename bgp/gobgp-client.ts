@@ -42,7 +42,7 @@ import {
   type BgpPath,
   type BgpPeer,
   type PeerStatus,
-} from "./model.js";
+} from "../core/bgp.js";
 
 export interface GobgpClientOptions {
   /** gRPC target: "unix:///run/egressd/gobgpd.sock" or "127.0.0.1:50051". */

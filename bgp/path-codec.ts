@@ -21,7 +21,7 @@ import {
   parsePrefix,
   type AddressFamily,
   type BgpPath,
-} from "./model.js";
+} from "../core/bgp.js";
 
 const TYPE_PREFIX = "type.googleapis.com/apipb.";
 

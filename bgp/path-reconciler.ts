@@ -1,7 +1,7 @@
 // Makes gobgpd's locally originated paths equal the desired set with the
 // smallest change: withdraw what is extra, add what is missing or changed
 // (an AddPath with the same prefix replaces the old attributes).
-import { BgpValidationError, canonicalPath, sameCanonicalPath, type BgpPath } from "./model.js";
+import { BgpValidationError, canonicalPath, sameCanonicalPath, type BgpPath } from "../core/bgp.js";
 import type { Speaker } from "./speaker.js";
 
 export interface PathDiff {

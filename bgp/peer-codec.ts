@@ -12,7 +12,7 @@ import {
   type BgpPeer,
   type PeerStatus,
   type SessionState,
-} from "./model.js";
+} from "../core/bgp.js";
 
 /** Encodes a neighbor for AddPeer / UpdatePeer. Every field is explicit, so what ListPeer returns compares equal. */
 export function encodePeer(p: BgpPeer): ApiPeer {

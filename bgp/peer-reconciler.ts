@@ -1,5 +1,5 @@
 // Makes gobgpd's neighbors equal the desired set.
-import { BgpValidationError, canonicalPeer, type BgpPeer, type CanonicalPeer } from "./model.js";
+import { BgpValidationError, canonicalPeer, type BgpPeer, type CanonicalPeer } from "../core/bgp.js";
 import type { Speaker } from "./speaker.js";
 
 export interface PeerDiff {

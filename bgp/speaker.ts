@@ -2,7 +2,7 @@
 // over gRPC) is the real one; tests give a fake that records calls. The path
 // and peer reconcilers and the gateway depend on this, never on gRPC.
 import type { EventEmitter } from "node:events";
-import type { BgpGlobal, BgpPath, BgpPeer, PeerStatus } from "./model.js";
+import type { BgpGlobal, BgpPath, BgpPeer, PeerStatus } from "../core/bgp.js";
 import type { DecodedPath } from "./path-codec.js";
 import type { GobgpClientEvents, ReadyInfo } from "./gobgp-client.js";
 

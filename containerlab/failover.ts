@@ -157,11 +157,7 @@ async function nft(lab: Lab, node: string, script: string): Promise<void> {
   }
 }
 
-export function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
+export { median } from "../lib/stats.js";
 
 /** The two-dc lab's gateways: link address, egress IPs, ToR. */
 export const TWO_DC_GATEWAYS = {

@@ -1,6 +1,6 @@
 // The desired state: what plan() produces and the reconcilers realise.
 //
-// This file is the contract between the pure planner (daemon/plan.ts) and the
+// This file is the contract between the pure planner (core/plan) and the
 // imperative shell (routing/*, bgp/*). It holds data only: no I/O, no logic.
 
 export type Family = 4 | 6;

@@ -2,10 +2,10 @@
 // sessions run (bootstrapped by BGP), which peers BFD has closed, and when a
 // closed peer is given back to BGP. The gateway hears about changes through
 // onChange and plans with `down`.
-import type { SessionState } from "../bgp/model.js";
+import type { SessionState } from "../core/bgp.js";
 import { DEFAULTS } from "../core/defaults.js";
 import type { BfdManager, BfdPeerConfig } from "../health/bfd/manager.js";
-import type { GatewayConfig } from "./gateway-config.js";
+import type { GatewayConfig } from "../core/config/gateway-config.js";
 import type { Logger } from "./log.js";
 
 export interface BfdPeersOptions {

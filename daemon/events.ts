@@ -1,6 +1,6 @@
 // What a running gateway tells observers (metrics, logs, /status): typed
 // events emitted by daemon/gateway.ts. Observers never change the gateway.
-import type { SessionState } from "../bgp/model.js";
+import type { SessionState } from "../core/bgp.js";
 import type { ProbeSample, ProbeTransition } from "../health/prober.js";
 import type { ReconcileResult } from "./controller.js";
 

@@ -10,18 +10,9 @@
 import { EventEmitter } from "node:events";
 import { mkdirSync, readlinkSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { GobgpClient } from "../bgp/gobgp-client.js";
-import { GobgpdProcess } from "../bgp/gobgpd-process.js";
-import {
-  canonicalAddress,
-  canonicalPath,
-  canonicalPeer,
-  type BgpPath,
-  type SessionState,
-} from "../bgp/model.js";
-import { diffPaths, PathReconciler } from "../bgp/path-reconciler.js";
-import { PeerReconciler } from "../bgp/peer-reconciler.js";
-import { diagnoseConnect, ReportBackoff } from "../bgp/peer-diagnosis.js";
+import { canonicalPath, canonicalPeer } from "../core/bgp.js";
+import { diffPaths } from "../bgp/path-reconciler.js";
+import type { diagnoseConnect } from "../bgp/peer-diagnosis.js";
 import { BfdManager } from "../health/bfd/manager.js";
 import {
   Prober,
@@ -35,26 +26,31 @@ import type { NatCounter } from "../routing/nft.js";
 import { realKernel, type KernelActuator } from "../routing/kernel-actuator.js";
 import type { Speaker } from "../bgp/speaker.js";
 import { Controller, type ReconcileResult, type ReconcileTarget } from "./controller.js";
-import type { BgpConfig } from "./config/bgp-schema.js";
-import type { GatewayEvents, WithdrawReason } from "./events.js";
+import type { BgpConfig } from "../core/config/bgp-schema.js";
+import type { GatewayEvents } from "./events.js";
 import type { Logger } from "./log.js";
-import { plan } from "./plan.js";
-import { advertiseScope, planBgp, type AdvertiseScope, type BgpDesired } from "./plan/bgp.js";
-import { healthFrom, SELF_ADDRESS, type HealthView } from "./plan/health.js";
+import {
+  NO_HEALTH_INPUTS,
+  planDesired,
+  planStatic,
+  type Desired,
+  type HealthInputs,
+  type Planned,
+} from "../core/plan/index.js";
+import { SELF_ADDRESS, type HealthView } from "../core/plan/health.js";
 import type { KernelState } from "../core/state.js";
 import type { StatusSnapshot } from "./status.js";
 import { statusView } from "./status-view.js";
 import { DEFAULTS } from "../core/defaults.js";
 import { writePidFile } from "./pidfile.js";
 import { BfdPeers } from "./bfd-peers.js";
+import { SpeakerLink } from "./speaker-link.js";
+import { within } from "../lib/wait.js";
 
-export type { GatewayConfig } from "./gateway-config.js";
-import type { GatewayConfig } from "./gateway-config.js";
+export type { GatewayConfig } from "../core/config/gateway-config.js";
+import type { GatewayConfig } from "../core/config/gateway-config.js";
 
-export interface Desired {
-  kernel: KernelState;
-  bgp: BgpDesired | undefined;
-}
+export type { Desired } from "../core/plan/index.js";
 
 /** Stand-ins for the real actuators (tests); each one left out is the real thing. */
 export interface Actuators {
@@ -114,28 +110,18 @@ export class Gateway {
   private readonly prober = new Prober();
   private readonly bfd: BfdManager;
   private readonly bfdPeers: BfdPeers;
-  private readonly connectSpeaker: ((bgp: BgpConfig) => Speaker) | undefined;
-  private readonly diagnose: typeof diagnoseConnect;
+  private readonly speaker: SpeakerLink;
   /** What depends on the config alone, computed once per config rather than on every health change. */
   private planned: Planned | undefined;
   private health: HealthView;
+  /** The run-time inputs health was last evaluated with; reconciles plan with these. */
+  private healthIn: HealthInputs = NO_HEALTH_INPUTS;
   /** Canonical prefixes health allows now (undefined: not evaluated yet); guards adds of a running reconcile. */
   private allowed: Set<string> | undefined;
   private selfChecks = new Set<string>();
+  /** Each probe's and self-check's state, kept from the prober's transitions. */
+  private probeStates = new Map<string, string>();
   private draining = false;
-  private gobgpd: GobgpdProcess | undefined;
-  private client: Speaker | undefined;
-  private bgpStarted = false;
-  /** gobgpd's global import policy rejects learned routes (set once per gobgpd connection). */
-  private importGuarded = false;
-  private advertised: BgpPath[] = [];
-  private readonly peerStates = new Map<string, SessionState>();
-  /** Peers to delete and add again in the next BGP apply (see afterSessionDrop). */
-  private readonly recreate = new Set<string>();
-  private readonly recreatedAt = new Map<string, number>();
-  /** Since when each configured peer has not been Established (absent: it is). */
-  private readonly downSince = new Map<string, number>();
-  private readonly peerReports = new ReportBackoff();
   private kernelOk = false;
   private readonly startedAt = new Date();
   private lastReconcile: (ReconcileResult & { at: Date }) | undefined;
@@ -146,16 +132,28 @@ export class Gateway {
     this.config = config;
     this.log = opts.log;
     this.runDir = opts.runDir ?? defaultRunDir();
-    this.health = healthFrom(config, new Map());
+    this.health = planDesired({ config, health: NO_HEALTH_INPUTS }).health;
     this.kernel = opts.actuators?.kernel ?? realKernel();
-    this.connectSpeaker = opts.actuators?.speaker;
-    this.diagnose = opts.actuators?.diagnose ?? diagnoseConnect;
     this.bfd = opts.actuators?.bfd ?? new BfdManager({ logger: this.log });
     this.bfdPeers = new BfdPeers(this.bfd, {
       log: this.log,
       config: () => this.config,
       onChange: () => this.updateHealth("bfd"),
       onFailover: () => this.events.emit("failover", { trigger: "bfd" }),
+    });
+    this.speaker = new SpeakerLink({
+      log: this.log,
+      events: this.events,
+      runDir: this.runDir,
+      config: () => this.config,
+      trigger: (why) => this.controller.trigger(why),
+      bfdDown: () => this.bfdPeers.down,
+      onEstablished: (address) => {
+        if (!this.bfdPeers.isBootstrapped(address)) this.controller.trigger("peer established");
+      },
+      draining: () => this.draining,
+      ...(opts.actuators?.speaker ? { connect: opts.actuators.speaker } : {}),
+      ...(opts.actuators?.diagnose ? { diagnose: opts.actuators.diagnose } : {}),
     });
     const targets: ReconcileTarget<Desired>[] = [
       {
@@ -177,8 +175,16 @@ export class Gateway {
       },
       // Nothing is advertised that the kernel has not programmed: while the
       // kernel target fails, BGP applies withdrawals only.
-      { name: "bgp", apply: (d, failed) => this.applyBgp(d.bgp, failed.has("kernel")) },
-      { name: "bfd", apply: () => this.bfdPeers.apply(this.peerStates) },
+      {
+        name: "bgp",
+        apply: (d, failed) =>
+          this.speaker.apply(
+            d.bgp,
+            failed.has("kernel"),
+            (p) => this.allowed === undefined || this.allowed.has(p),
+          ),
+      },
+      { name: "bfd", apply: () => this.bfdPeers.apply(this.speaker.peerStates) },
     ];
     this.controller = new Controller<Desired>({
       log: this.log,
@@ -192,7 +198,7 @@ export class Gateway {
     });
     this.heartbeat = setInterval(() => {
       this.tick = Date.now();
-      void this.reportDownPeers(this.tick);
+      void this.speaker.reportDownPeers(this.tick);
     }, 1000);
     this.heartbeat.unref();
     this.prober.on("transition", (t) => this.onProbe(t));
@@ -212,7 +218,7 @@ export class Gateway {
   }
 
   private plannedNow(): Planned {
-    if (this.planned?.config !== this.config) this.planned = planConfig(this.config);
+    if (this.planned?.config !== this.config) this.planned = planStatic(this.config);
     return this.planned;
   }
 
@@ -220,19 +226,29 @@ export class Gateway {
     return this.plannedNow().kernel;
   }
 
+  /** Every run-time input as it is now, as the core plans from it (a snapshot: later events do not change it). */
+  private healthInputs(): HealthInputs {
+    const down = (name: string) => {
+      const state = this.probeStates.get(name);
+      return state !== undefined && state !== "up" && state !== "unknown";
+    };
+    return {
+      probes: new Map(this.probeStates),
+      selfDown: [...this.selfChecks].filter(down),
+      downPeers: new Set(this.bfdPeers.down),
+      draining: this.draining,
+    };
+  }
+
+  /** The desired state for the config in force and the health last evaluated. */
   desired(): Desired {
-    const { kernel, scope } = this.plannedNow();
-    const cfg = this.config;
-    const bgp = cfg.bgp
-      ? planBgp(cfg as GatewayConfig & { bgp: BgpConfig }, kernel, this.health, scope)
-      : undefined;
-    return { kernel, bgp };
+    return planDesired({ config: this.config, health: this.healthIn }, this.plannedNow());
   }
 
   async start(): Promise<void> {
     mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
     writePidFile(join(this.runDir, "egressd.pid"));
-    if (this.config.bgp) await this.startSpeaker(this.config.bgp);
+    if (this.config.bgp) await this.speaker.start(this.config.bgp);
     // Program the data plane first, so the self-checks have something to check.
     this.controller.start();
     await this.controller.idle();
@@ -257,21 +273,15 @@ export class Gateway {
       add({ name: `self-forwarding-ipv${family}`, check: this.kernel.checks.forwarding(family), ...SELF });
     }
     add({ name: "self-nft-table", check: this.kernel.checks.nftTable(), ...SELF, intervalMs: 1000 });
-    if (this.config.bgp)
-      add({ name: "self-gobgpd", check: async () => this.client?.isReady === true, ...SELF });
+    if (this.config.bgp) add({ name: "self-gobgpd", check: async () => this.speaker.ready, ...SELF });
     for (const name of this.selfChecks) if (!checks.has(name)) this.prober.remove(name);
     for (const [name, spec] of checks) if (!this.selfChecks.has(name)) this.prober.addCheck(spec);
     this.selfChecks = new Set(checks.keys());
-  }
-
-  private selfDown(): string[] {
-    return this.prober
-      .statuses()
-      .filter((s) => s.kind === "check" && s.state !== "up" && s.state !== "unknown")
-      .map((s) => s.name);
+    this.probeStates = new Map(this.prober.statuses().map((st) => [st.name, st.state as string]));
   }
 
   private onProbe(t: ProbeTransition): void {
+    this.probeStates.set(t.name, t.to);
     this.events.emit("probe", t);
     const log = t.to === "down" ? this.log.warn.bind(this.log) : this.log.info.bind(this.log);
     log(
@@ -296,37 +306,17 @@ export class Gateway {
   }
 
   private evaluateHealth(reason: "probe" | "bfd" | "drain" | "self-check" | "reload"): void {
-    this.health = this.healthFor(this.config);
-    const desired = this.desired().bgp?.paths ?? [];
+    this.healthIn = this.healthInputs();
+    const want = this.desired();
+    this.health = want.health;
+    const desired = want.bgp?.paths ?? [];
     this.allowed = new Set(desired.map((p) => canonicalPath(p).prefix));
     // The same diff the BGP reconcile makes; only its withdrawals are urgent.
-    const gone = diffPaths(desired, this.advertised).withdraw;
-    this.withdrawAtOnce(gone, reason === "reload" ? "config" : reason);
+    this.speaker.withdrawAtOnce(
+      this.speaker.urgentWithdrawals(desired),
+      reason === "reload" ? "config" : reason,
+    );
     this.controller.trigger(`health (${reason})`);
-  }
-
-  /** Sends withdrawals to the speaker now, ahead of the reconcile that follows. */
-  private withdrawAtOnce(gone: BgpPath[], reason: WithdrawReason): void {
-    if (!gone.length) return;
-    const drop = new Set(gone.map((p) => canonicalPath(p).prefix));
-    this.advertised = this.advertised.filter((p) => !drop.has(canonicalPath(p).prefix));
-    const client = this.client;
-    if (client?.isReady) {
-      void Promise.all(gone.map((p) => client.deletePath(p))).then(
-        () => this.log.warn({ withdrawn: [...drop], reason }, "withdrawn at once"),
-        (e: Error) => this.log.error({ err: e }, "fast withdraw failed; the reconcile retries"),
-      );
-    }
-    this.events.emit("withdrawn", { prefixes: [...drop], reason });
-  }
-
-  private healthFor(config: GatewayConfig): HealthView {
-    const states = new Map(this.prober.statuses().map((s) => [s.name, s.state as string]));
-    return healthFrom(config, states, {
-      selfDown: this.selfDown(),
-      downPeers: this.bfdPeers.down,
-      draining: this.draining,
-    });
   }
 
   /**
@@ -339,198 +329,12 @@ export class Gateway {
     this.log.error({ err: e }, "health evaluation failed: withdrawing every destination (fail safe)");
     const owned = new Set(this.kernelPlan().addresses.map((a) => `${a.address}/${a.prefixLength}`));
     this.allowed = owned;
-    this.withdrawAtOnce(
-      this.advertised.filter((p) => !owned.has(canonicalPath(p).prefix)),
+    this.speaker.withdrawAtOnce(
+      this.speaker.advertised.filter((p) => !owned.has(canonicalPath(p).prefix)),
       "fail-safe",
     );
     this.events.emit("failover", { trigger: "fail-safe" });
     this.controller.trigger("health (fail-safe)");
-  }
-
-  /** Starts (managed) or reaches (sidecar) gobgpd; returns its API address. */
-  private async startGobgpd(bgp: BgpConfig): Promise<string> {
-    const speaker = bgp.speaker ?? {};
-    let target: string;
-    if ((speaker.mode ?? "managed") === "managed") {
-      const socketPath = join(this.runDir, "gobgpd.sock");
-      this.gobgpd = new GobgpdProcess({
-        socketPath,
-        binary: speaker.binary ?? "/usr/bin/gobgpd",
-        logLevel: "warn",
-      });
-      this.gobgpd.on("exited", (e) =>
-        this.log.error(
-          {
-            pid: e.pid,
-            code: e.code,
-            signal: e.signal,
-            restartInMs: e.restartInMs,
-            lastLines: e.lastLines.slice(-5),
-          },
-          "gobgpd exited; restarting it",
-        ),
-      );
-      this.gobgpd.on("started", (s) => {
-        this.log.info({ pid: s.pid, restarts: s.restarts }, "gobgpd started");
-        if (s.restarts > 0) this.events.emit("gobgpdRestart", s);
-      });
-      await this.gobgpd.start();
-      target = this.gobgpd.target;
-    } else {
-      target = speaker.address as string;
-    }
-    return target;
-  }
-
-  private async startSpeaker(bgp: BgpConfig): Promise<void> {
-    let target = "(injected)";
-    let client: Speaker;
-    if (this.connectSpeaker) client = this.connectSpeaker(bgp);
-    else {
-      target = await this.startGobgpd(bgp);
-      client = new GobgpClient({ target });
-    }
-    this.client = client;
-    client.on("ready", (info) => {
-      this.bgpStarted = info.started && info.asn === bgp.asn;
-      this.log.info({ target, bgpStarted: info.started }, "connected to gobgpd");
-      this.controller.trigger("gobgpd ready");
-    });
-    client.on("disconnected", (reason) => {
-      this.bgpStarted = false;
-      this.importGuarded = false;
-      this.advertised = [];
-      this.peerStates.clear();
-      this.log.warn({ reason }, "lost gobgpd");
-    });
-    client.on("peer", (ev) => {
-      // gobgpd's events name a link-local peer without its interface: match on the address alone.
-      const configured = this.config.bgp?.peers.find((x) => sameHost(x.address, ev.address));
-      const address = configured?.address ?? ev.address;
-      const name = configured?.name ?? ev.address;
-      const before = this.peerStates.get(address);
-      if (before === ev.state) return;
-      this.peerStates.set(address, ev.state);
-      this.log.info({ peer: name, address, asn: ev.peerAsn, state: ev.state }, "BGP peer state");
-      this.events.emit("peer", { name, address, state: ev.state });
-      if (before === "established" && ev.state === "idle") this.afterSessionDrop(address, name);
-      if (ev.state === "established" && !this.bfdPeers.isBootstrapped(address))
-        this.controller.trigger("peer established");
-    });
-    client.on("warning", (e) => this.log.warn({ err: e }, "gobgpd client"));
-    client.watch({ peers: true });
-    await client.waitReady(15_000);
-  }
-
-  /**
-   * A peer that is not Established is reported with the reason a TCP connect
-   * to it gives (refused, no route, timed out, ...): first after 10 s, then at
-   * doubling intervals up to 5 minutes. Without this, a peer that never comes
-   * up leaves no trace in the log.
-   */
-  private async reportDownPeers(now: number): Promise<void> {
-    for (const p of this.config.bgp?.peers ?? []) {
-      if (this.peerStates.get(p.address) === "established") {
-        if (this.downSince.delete(p.address)) this.peerReports.reset(p.address);
-        continue;
-      }
-      if (!this.downSince.has(p.address)) this.downSince.set(p.address, now);
-      if (!this.peerReports.due(p.address, this.downSince.get(p.address)!, now)) continue;
-      const state = this.peerStates.get(p.address) ?? "not configured in gobgpd yet";
-      const connect = this.bfdPeers.down.has(p.address)
-        ? "closed by egressd: BFD is down"
-        : await this.diagnose(p.address, p.localAddress ? { localAddress: p.localAddress } : {});
-      this.log.warn(
-        {
-          peer: p.name,
-          address: p.address,
-          state,
-          downForS: Math.round((now - this.downSince.get(p.address)!) / 1000),
-          connect,
-        },
-        `BGP peer not established: ${connect === "reachable" ? "the port answers, so look at the peer's config (AS, address, password)" : connect}`,
-      );
-    }
-  }
-
-  /**
-   * gobgpd keeps a session that dropped (the ToR's `clear bgp`, a hold-timer
-   * expiry, a notification) Idle for a fixed 5 s and closes the ToR's
-   * reconnects meanwhile; the idle hold cannot be configured over its API. A
-   * peer that is deleted and added again starts with no idle hold, so the
-   * next reconcile re-creates it: the session is back in about a second. At
-   * most once per RECREATE_EVERY_MS per peer, so a peer that keeps dropping
-   * still gets gobgpd's hold between attempts. Not for a session egressd
-   * closed itself (BFD down removes the peer from the desired state).
-   */
-  private afterSessionDrop(address: string, name: string): void {
-    if (this.draining || this.bfdPeers.down.has(address)) return;
-    const last = this.recreatedAt.get(address) ?? -Infinity;
-    if (Date.now() - last < RECREATE_EVERY_MS) return;
-    this.recreatedAt.set(address, Date.now());
-    this.recreate.add(address);
-    this.log.info(
-      { peer: name, address },
-      "BGP session dropped: re-creating the peer to skip gobgpd's 5 s idle hold",
-    );
-    this.controller.trigger("session dropped");
-  }
-
-  private async applyBgp(d: BgpDesired | undefined, kernelFailed = false): Promise<string[]> {
-    const client = this.client;
-    if (!d || !client) return [];
-    if (!client.isReady) throw new Error("gobgpd is not reachable yet");
-    const out: string[] = [];
-    if (!this.bgpStarted) {
-      const current = await client.getBgp();
-      if (
-        current &&
-        current.asn !== 0 &&
-        (current.asn !== d.global.asn || current.routerId !== d.global.routerId)
-      ) {
-        // A different identity cannot be changed in place.
-        await client.stopBgp();
-        out.push(`stopped BGP AS${current.asn}`);
-      }
-      if (!current || current.asn !== d.global.asn || current.routerId !== d.global.routerId) {
-        await client.startBgp(d.global);
-        out.push(`started BGP AS${d.global.asn} router-id ${d.global.routerId}`);
-      }
-      this.bgpStarted = true;
-    }
-    if (!this.importGuarded) {
-      // Before any peer is added: a session must never bring learned routes in.
-      await client.rejectLearnedRoutes();
-      this.importGuarded = true;
-    }
-    for (const address of this.recreate) {
-      this.recreate.delete(address);
-      if (!d.peers.some((p) => p.address === address)) continue;
-      await client.deletePeer(address).catch(() => undefined); // gone already: added below all the same
-      out.push(`-peer ${address} (re-created after a session drop)`);
-    }
-    const peerDiff = await new PeerReconciler(client).reconcile(d.peers);
-    for (const p of peerDiff.add) out.push(`+peer ${p.address} AS${p.peerAsn}`);
-    for (const p of [...peerDiff.update, ...peerDiff.replace]) out.push(`~peer ${p.address}`);
-    for (const a of peerDiff.delete) out.push(`-peer ${a}`);
-    const pathDiff = await new PathReconciler(client).reconcile(d.paths, {
-      withdrawOnly: kernelFailed,
-      stillWanted: (p) => this.allowed === undefined || this.allowed.has(p.prefix),
-    });
-    for (const p of pathDiff.withdraw) out.push(`-path ${p.prefix}`);
-    for (const p of pathDiff.add) out.push(`+path ${p.prefix}`);
-    if (pathDiff.held.length) {
-      out.push(
-        `held ${pathDiff.held.length} path(s) back: ${kernelFailed ? "the kernel is not programmed" : "withdrawn meanwhile"}`,
-      );
-    }
-    const held = new Set(pathDiff.held.map((p) => p.prefix));
-    this.advertised = d.paths.filter((p) => !held.has(canonicalPath(p).prefix));
-    this.events.emit("advertised", { paths: this.advertised.length });
-    if (pathDiff.withdraw.length) {
-      this.events.emit("withdrawn", { prefixes: pathDiff.withdraw.map((p) => p.prefix), reason: "config" });
-    }
-    return out;
   }
 
   /**
@@ -550,14 +354,9 @@ export class Gateway {
     try {
       const restart = restartOnly(this.config, config);
       if (restart.length) throw new Error(`${restart.join("; ")}: restart egressd to apply`);
-      planned = planConfig(config);
-      if (config.bgp) {
-        const bgp = planBgp(
-          config as GatewayConfig & { bgp: BgpConfig },
-          planned.kernel,
-          this.healthFor(config),
-          planned.scope,
-        );
+      planned = planStatic(config);
+      const { bgp } = planDesired({ config, health: this.healthInputs() }, planned);
+      if (bgp) {
         diffPaths(bgp.paths, []);
         for (const p of bgp.peers) canonicalPeer(p);
       }
@@ -616,22 +415,9 @@ export class Gateway {
       this.log.warn({ err: e }, "stopping without waiting for the running reconcile"),
     );
     await this.prober.stop();
-    let withdrawn = !this.config.bgp;
-    if (this.client && !this.client.isReady) await this.client.waitReady(3000).catch(() => undefined);
-    if (this.client?.isReady) {
-      try {
-        await within(new PathReconciler(this.client).reconcile([]), STOP_STEP_MS, "withdrawing every path");
-        withdrawn = true;
-      } catch (e) {
-        this.log.warn({ err: e }, "could not withdraw paths before stopping");
-      }
-    }
-    await this.bfdPeers.stop(); // AdminDown: the ToR drops the session at once
-    await this.client?.close();
-    if (this.gobgpd) {
-      await this.gobgpd.stop(); // its sessions close, so whatever it advertised is gone
-      withdrawn = true;
-    }
+    // AdminDown once the paths are gone: the ToR drops the session at once.
+    const closed = await this.speaker.withdrawAllAndClose(STOP_STEP_MS, () => this.bfdPeers.stop());
+    const withdrawn = !this.config.bgp || closed;
     clearInterval(this.heartbeat);
     rmSync(join(this.runDir, "egressd.pid"), { force: true });
     if (!withdrawn) {
@@ -669,52 +455,16 @@ export class Gateway {
       draining: this.draining,
       startedAt: this.startedAt,
       probes: this.prober.statuses(),
-      peerStates: this.peerStates,
+      peerStates: this.speaker.peerStates,
       bfd: this.bfd.list(),
-      advertised: this.advertised,
+      advertised: [...this.speaker.advertised],
       lastReconcile: this.lastReconcile,
     });
   }
 }
 
-/** The kernel plan and the BGP advertise scope of one config. */
-interface Planned {
-  config: GatewayConfig;
-  kernel: KernelState;
-  scope: AdvertiseScope;
-}
-
-function planConfig(config: GatewayConfig): Planned {
-  return { config, kernel: plan(config), scope: advertiseScope(config) };
-}
-
-/** Whether two peer addresses name the same host, whatever the interface suffix ("fe80::1%eth1" vs "fe80::1"). */
-function sameHost(a: string, b: string): boolean {
-  const host = (x: string) => {
-    const bare = x.split("%")[0]!;
-    try {
-      return canonicalAddress(bare);
-    } catch {
-      return bare;
-    }
-  };
-  return host(a) === host(b);
-}
-
-/** A peer whose session dropped is re-created at most this often (gobgpd's idle hold applies in between). */
-const RECREATE_EVERY_MS = 3000;
-
 /** How long each step of a stop may wait on the speaker or a reconcile. */
 const STOP_STEP_MS = 5000;
-
-/** `p`, or a rejection naming `what` after `ms`. */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
-}
 
 /** A reload that was not applied: the running config stays in force. */
 export class ReloadRefused extends Error {

@@ -1,13 +1,13 @@
 // The /status snapshot of a gateway, from what the gateway knows: a pure
 // function of its parts, so the gateway only gathers them.
-import type { BgpPath, SessionState } from "../bgp/model.js";
+import type { BgpPath, SessionState } from "../core/bgp.js";
 import type { BfdSessionInfo } from "../health/bfd/manager.js";
 import type { ProbeStatus } from "../health/prober.js";
 import type { KernelState } from "../core/state.js";
 import type { ReconcileResult } from "./controller.js";
-import type { GatewayConfig } from "./gateway-config.js";
-import { policyFamily } from "./plan/model.js";
-import { affectsText, type HealthView } from "./plan/health.js";
+import type { GatewayConfig } from "../core/config/gateway-config.js";
+import { policyFamily } from "../core/plan/model.js";
+import { affectsText, type HealthView } from "../core/plan/health.js";
 import type { StatusSnapshot } from "./status.js";
 import { VERSION } from "./version.js";
 

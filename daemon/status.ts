@@ -1,5 +1,5 @@
 // The gateway's state as /status shows it (JSON) and `egressd status` prints it.
-import type { BgpPath, SessionState } from "../bgp/model.js";
+import type { BgpPath, SessionState } from "../core/bgp.js";
 import type { ProbeStatus } from "../health/prober.js";
 
 export interface StatusSnapshot {

@@ -1,6 +1,6 @@
 // The two shapes of a probe, apart from the prober that runs them, so that
 // the probes (health/probes/*) and the prober import in one direction only.
-import type { ProbeResult } from "./probe-state.js";
+import type { ProbeResult } from "../core/probe-state.js";
 
 /** A probe the prober calls every interval. run() must resolve (never reject) within timeoutMs. */
 export interface PollProbe {

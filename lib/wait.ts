@@ -1,5 +1,6 @@
 // Polling until something holds, for the lab runner, the demo, tests and
-// benchmarks: one waitFor, with one argument order.
+// benchmarks: one waitFor, with one argument order; and a deadline on a
+// promise (within).
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /**
@@ -30,4 +31,13 @@ export async function waitFor<T>(
     }
     await sleep(intervalMs);
   }
+}
+
+/** `p`, or a rejection naming `what` after `ms`. */
+export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }

@@ -5,7 +5,8 @@
 // deleted. Foreign routes, even in a table egressd uses, are left alone.
 import type { RtNetlinkSocket } from "netlink";
 import { OWNER, type DesiredRoute, type DesiredRule, type Family } from "../core/state.js";
-import { addressBytes, bytesToAddress, canonicalAddress, canonicalInterval, parseInterval } from "./ip.js";
+import { addressBytes, bytesToAddress, canonicalAddress, canonicalInterval } from "./ip.js";
+import { parseRange } from "../core/ip.js";
 import {
   AF_INET,
   AF_INET6,
@@ -44,7 +45,7 @@ const routeKey = (r: {
   `${r.family}|${r.table}|${canonicalInterval(r.destination)}|${r.gateway ? canonicalAddress(r.gateway) : ""}|${r.interface}`;
 
 function prefixLen(destination: string): { addr: string; len: number } {
-  const iv = parseInterval(destination);
+  const iv = parseRange(destination);
   const bits = iv.family === 4 ? 32 : 128;
   const slash = destination.indexOf("/");
   const addr = slash > 0 ? destination.slice(0, slash) : destination;

@@ -7,7 +7,8 @@
 // of the whole table. No I/O here; see docs/dataplane.md.
 import { createHash } from "node:crypto";
 import { OWNER, type Family, type NatPlan, type NatPolicy } from "../core/state.js";
-import { canonicalAddress, familyOf, formatInterval, intervalKey, parseInterval } from "./ip.js";
+import { canonicalAddress, familyOf, intervalKey } from "./ip.js";
+import { formatInterval, parseRange } from "../core/ip.js";
 
 export const TABLE = `inet ${OWNER.nftTable}`;
 /** Prefix of the comment that carries the structure hash. */
@@ -153,7 +154,7 @@ export function normalizeNat(plan: NatPlan): NormalizedNat {
       elements: new Map(),
     };
     for (const d of c.destinations) {
-      const iv = parseInterval(d.interval);
+      const iv = parseRange(d.interval);
       if (iv.family !== c.family)
         throw new Error(`nat plan: class ${c.id}: destination ${d.interval} is not IPv${c.family}`);
       if (d.policy === null) continue; // exceptions: no element, so the packet is left alone
@@ -161,7 +162,7 @@ export function normalizeNat(plan: NatPlan): NormalizedNat {
       if (!p) throw new Error(`nat plan: class ${c.id}: unknown policy ${d.policy}`);
       if (p.family !== c.family)
         throw new Error(`nat plan: class ${c.id}: policy ${p.name} is IPv${p.family}`);
-      const key = formatInterval(iv);
+      const key = formatInterval(iv.family, iv.lo, iv.hi);
       if (dst.elements.has(key)) throw new Error(`nat plan: class ${c.id}: destination ${key} twice`);
       dst.elements.set(key, `goto ${markChain(p.key)}`);
     }

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { run, tryRun } from "../lib/exec.js";
 import type { Family, NatPlan } from "../core/state.js";
-import { canonicalAddress, familyOf, formatInterval, parseInterval } from "./ip.js";
+import { canonicalAddress, canonicalInterval, familyOf } from "./ip.js";
 import {
   COMMENT_PREFIX,
   FIXED_SETS,
@@ -61,16 +61,16 @@ export interface LiveTable {
 type Json = Record<string, unknown>;
 
 function elemKey(e: unknown): string {
-  if (typeof e === "string") return formatInterval(parseInterval(e));
+  if (typeof e === "string") return canonicalInterval(e);
   if (e && typeof e === "object") {
     const o = e as Json;
     if (o.prefix) {
       const p = o.prefix as { addr: string; len: number };
-      return formatInterval(parseInterval(`${p.addr}/${p.len}`));
+      return canonicalInterval(`${p.addr}/${p.len}`);
     }
     if (o.range) {
       const [a, b] = o.range as [unknown, unknown];
-      return formatInterval(parseInterval(`${elemKey(a)}-${elemKey(b)}`.replace(/\/\d+/g, "")));
+      return canonicalInterval(`${elemKey(a)}-${elemKey(b)}`.replace(/\/\d+/g, ""));
     }
     if (o.elem) return elemKey((o.elem as Json).val);
   }

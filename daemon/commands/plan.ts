@@ -2,10 +2,10 @@
 // configuration (addresses, routes, rules, nftables ruleset) and the BGP paths
 // it would advertise to each peer, touching nothing.
 import { Command } from "commander";
-import { plan } from "../plan.js";
-import { renderDesired } from "../plan/render-text.js";
-import { planBgp } from "../plan/bgp.js";
-import type { BgpConfig } from "../config/bgp-schema.js";
+import { plan } from "../../core/plan/kernel.js";
+import { renderDesired } from "../../core/plan/render-text.js";
+import { planBgp } from "../../core/plan/bgp.js";
+import type { BgpConfig } from "../../core/config/bgp-schema.js";
 import { renderNftRuleset } from "../../routing/nft-render.js";
 import { renderGuard } from "../../routing/nft-guard.js";
 import { checkFile, EXIT, usageExit } from "./validate.js";

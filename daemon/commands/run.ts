@@ -4,8 +4,8 @@
 import { Command } from "commander";
 import { readFileSync, watch } from "node:fs";
 import { basename, dirname, resolve } from "node:path";
-import { loadConfigFile } from "../config/load.js";
-import { formatIssue } from "../config/issues.js";
+import { loadConfigFile } from "../../inputs/config/load.js";
+import { formatIssue } from "../../inputs/config/issues.js";
 import { Gateway, ReloadRefused } from "../gateway.js";
 import { startObservability } from "../observability.js";
 import { VERSION } from "../version.js";

@@ -1,8 +1,8 @@
 // `egressd validate FILE...`: checks configuration files without touching
 // anything. Exit 0: all valid; 1: some invalid; 2: unreadable file or usage.
 import { Command } from "commander";
-import { loadConfigFile, type LoadResult } from "../config/load.js";
-import { formatIssue } from "../config/issues.js";
+import { loadConfigFile, type LoadResult } from "../../inputs/config/load.js";
+import { formatIssue } from "../../inputs/config/issues.js";
 
 export const EXIT = { ok: 0, invalid: 1, usage: 2 } as const;
 

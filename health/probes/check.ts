@@ -7,7 +7,7 @@ import { readFile } from "node:fs/promises";
 import { networkInterfaces } from "node:os";
 import { performance } from "node:perf_hooks";
 import { execFile } from "node:child_process";
-import type { ProbeResult } from "../probe-state.js";
+import type { ProbeResult } from "../../core/probe-state.js";
 import type { PollProbe } from "../probe-types.js";
 
 export interface CheckOutcome {

@@ -6,9 +6,10 @@ import { request as httpRequest, type IncomingMessage } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { isIPv6 } from "node:net";
 import { performance } from "node:perf_hooks";
-import type { ProbeResult } from "../probe-state.js";
+import type { ProbeResult } from "../../core/probe-state.js";
 import type { PollProbe } from "../probe-types.js";
-import { redactUrl } from "../redact.js";
+import { redactUrl } from "../../core/redact.js";
+import { probeableScheme } from "../../core/probe-spec.js";
 
 export interface HttpProbeOptions {
   /** Full URL; if absent it is built from target and port. */
@@ -33,7 +34,7 @@ export function httpProbeUrl(opts: HttpProbeOptions): URL {
 
 export function httpProbe(opts: HttpProbeOptions): PollProbe {
   const url = httpProbeUrl(opts);
-  if (url.protocol !== "http:" && url.protocol !== "https:") {
+  if (!probeableScheme(url)) {
     throw new Error(`http probe: unsupported scheme ${url.protocol}`);
   }
   const expect = opts.expectStatus ?? 200;

@@ -14,7 +14,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { isIPv4, isIPv6 } from "node:net";
 import { createInterface } from "node:readline";
-import type { ProbeResult } from "../probe-state.js";
+import type { ProbeResult } from "../../core/probe-state.js";
 import type { StreamProbe } from "../probe-types.js";
 
 export interface IcmpProbeOptions {

@@ -2,7 +2,7 @@
 // within the timeout. The connection is closed at once; nothing is sent.
 import { connect, isIPv6 } from "node:net";
 import { performance } from "node:perf_hooks";
-import type { ProbeResult } from "../probe-state.js";
+import type { ProbeResult } from "../../core/probe-state.js";
 import type { PollProbe } from "../probe-types.js";
 
 export interface TcpProbeOptions {

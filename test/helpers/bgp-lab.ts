@@ -14,7 +14,7 @@ import { run } from "../../lib/exec.js";
 import type { Sandbox } from "./netns.js";
 import { GobgpClient } from "../../bgp/gobgp-client.js";
 import { GobgpdProcess } from "../../bgp/gobgpd-process.js";
-import type { BgpPeer } from "../../bgp/model.js";
+import type { BgpPeer } from "../../core/bgp.js";
 
 export const TOR_ASN = 65000;
 export const GW_ASN = 65001;

@@ -12,7 +12,7 @@ import {
   type BgpPeer,
   type PeerStatus,
   type SessionState,
-} from "../../bgp/model.js";
+} from "../../core/bgp.js";
 import type { GobgpClientEvents, ReadyInfo } from "../../bgp/gobgp-client.js";
 import type { Speaker } from "../../bgp/speaker.js";
 

@@ -23,7 +23,7 @@ import {
 } from "../helpers/bgp-lab.js";
 import { GobgpClient, GobgpError, type ReadyInfo } from "../../bgp/gobgp-client.js";
 import { GobgpdProcess } from "../../bgp/gobgpd-process.js";
-import { BgpValidationError, type BgpPath, type BgpPeer, type PeerStatus } from "../../bgp/model.js";
+import { BgpValidationError, type BgpPath, type BgpPeer, type PeerStatus } from "../../core/bgp.js";
 import { PathReconciler } from "../../bgp/path-reconciler.js";
 import { PeerReconciler } from "../../bgp/peer-reconciler.js";
 

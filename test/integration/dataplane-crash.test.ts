@@ -14,7 +14,7 @@ import {
   seenBy,
   startServer,
   stateFile,
-} from "./dataplane-topology.js";
+} from "../helpers/dataplane-topology.js";
 
 interface Changes {
   addresses: { added: string[]; removed: string[] };

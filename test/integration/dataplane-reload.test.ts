@@ -13,7 +13,7 @@ import {
   seenBy,
   startServer,
   stateFile,
-} from "./dataplane-topology.js";
+} from "../helpers/dataplane-topology.js";
 
 interface Applied {
   nat: {

@@ -9,7 +9,7 @@ import {
   seenBy,
   startServer,
   stateFile,
-} from "./dataplane-topology.js";
+} from "../helpers/dataplane-topology.js";
 
 test("server sees egress IPs per destination, exceptions and unlisted pods are not NATed, IPv6 works", async (t) => {
   const s = sandbox(t, "dps");

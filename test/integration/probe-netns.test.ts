@@ -10,7 +10,7 @@ import { performance } from "node:perf_hooks";
 import { run, tryRun } from "../../lib/exec.js";
 import { sandbox, type Sandbox } from "../helpers/netns.js";
 import { Prober, type ProbeSpec, type ProbeTransition } from "../../health/prober.js";
-import type { ProbeState } from "../../health/probe-state.js";
+import type { ProbeState } from "../../core/probe-state.js";
 
 const NFT = "/usr/sbin/nft";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

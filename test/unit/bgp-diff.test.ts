@@ -12,7 +12,7 @@ import {
   validateAsn,
   type BgpPath,
   type BgpPeer,
-} from "../../bgp/model.js";
+} from "../../core/bgp.js";
 
 const p4: BgpPath = {
   prefix: "203.0.113.0/24",

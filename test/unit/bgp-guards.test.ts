@@ -3,7 +3,7 @@
 // was waiting on gobgpd.
 import test from "ava";
 import { PathReconciler } from "../../bgp/path-reconciler.js";
-import type { BgpPath } from "../../bgp/model.js";
+import type { BgpPath } from "../../core/bgp.js";
 import { FakeSpeaker } from "../helpers/fake-speaker.js";
 
 const path = (prefix: string, med?: number): BgpPath => ({

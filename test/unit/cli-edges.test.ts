@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { writePidFile } from "../../daemon/pidfile.js";
 import { isEgressdRun } from "../../daemon/commands/drain.js";
-import { loadConfig } from "../../daemon/config/load.js";
+import { loadConfig } from "../../inputs/config/load.js";
 
 const CLI = join(import.meta.dirname, "..", "..", "daemon", "cli.js");
 const cli = (...args: string[]) =>

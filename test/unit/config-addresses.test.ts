@@ -3,7 +3,7 @@
 // what works but surprises (a /0 not advertised, a destination covering its own
 // pods) draws a warning that says why.
 import test from "ava";
-import { loadConfig } from "../../daemon/config/load.js";
+import { loadConfig } from "../../inputs/config/load.js";
 
 const base = (
   egress = "192.0.2.11",

@@ -1,5 +1,5 @@
 import test from "ava";
-import { loadConfig } from "../../daemon/config/load.js";
+import { loadConfig } from "../../inputs/config/load.js";
 
 const base = `gateway: { name: gw, site: a }
 egressIPs: [{ address: 192.0.2.11, interface: lo }]

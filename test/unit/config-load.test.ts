@@ -4,9 +4,9 @@ import test from "ava";
 import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
-import { loadConfig, type LoadResult } from "../../daemon/config/load.js";
-import { formatIssue } from "../../daemon/config/issues.js";
-import type { Config } from "../../daemon/config/schema.js";
+import { loadConfig, type LoadResult } from "../../inputs/config/load.js";
+import { formatIssue } from "../../inputs/config/issues.js";
+import type { Config } from "../../core/config/schema.js";
 
 const BASE: Config = {
   gateway: { name: "gw-a1", site: "dc-a" },

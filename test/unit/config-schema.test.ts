@@ -2,12 +2,12 @@
 // edited by hand: the committed file must equal the generator's output.
 import test from "ava";
 import { readFileSync } from "node:fs";
-import { SCHEMA_PATH, schemaFileText } from "../../daemon/config/gen-schema.js";
+import { SCHEMA_PATH, schemaFileText } from "../../scripts/gen-schema.js";
 import { Ajv } from "ajv";
 import { parse } from "yaml";
 import { fileURLToPath } from "node:url";
 
-test("schema/egressd.schema.json is up to date (run: node dist/daemon/config/gen-schema.js)", async (t) => {
+test("schema/egressd.schema.json is up to date (run: node dist/scripts/gen-schema.js)", async (t) => {
   t.is(readFileSync(SCHEMA_PATH, "utf8"), await schemaFileText());
 });
 

@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pino } from "pino";
 import { stringify } from "yaml";
-import { loadConfig } from "../../daemon/config/load.js";
+import { loadConfig } from "../../inputs/config/load.js";
 import { Gateway, type GatewayConfig } from "../../daemon/gateway.js";
 import { BfdManager } from "../../health/bfd/manager.js";
 import { FakeKernel } from "../helpers/fake-kernel.js";

@@ -7,11 +7,11 @@
 import test from "ava";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
-import { loadConfig } from "../../daemon/config/load.js";
-import type { BgpConfig } from "../../daemon/config/bgp-schema.js";
-import { plan } from "../../daemon/plan.js";
-import { planBgp } from "../../daemon/plan/bgp.js";
-import { renderDesired } from "../../daemon/plan/render-text.js";
+import { loadConfig } from "../../inputs/config/load.js";
+import type { BgpConfig } from "../../core/config/bgp-schema.js";
+import { plan } from "../../core/plan/kernel.js";
+import { planBgp } from "../../core/plan/bgp.js";
+import { renderDesired } from "../../core/plan/render-text.js";
 import { renderNftRuleset } from "../../routing/nft-render.js";
 import { renderGuard } from "../../routing/nft-guard.js";
 import { REPO } from "../helpers/paths.js";

@@ -2,8 +2,8 @@
 // BGP listen port open to configured peers only when gobgpd listens.
 import test from "ava";
 import { stringify } from "yaml";
-import { loadConfig } from "../../daemon/config/load.js";
-import { guardPlan, plan } from "../../daemon/plan.js";
+import { loadConfig } from "../../inputs/config/load.js";
+import { guardPlan, plan } from "../../core/plan/kernel.js";
 import { renderGuard } from "../../routing/nft-guard.js";
 
 const base = {

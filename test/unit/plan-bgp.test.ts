@@ -8,11 +8,11 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { stringify } from "yaml";
-import { loadConfig } from "../../daemon/config/load.js";
-import type { Config } from "../../daemon/config/schema.js";
-import type { BgpConfig } from "../../daemon/config/bgp-schema.js";
+import { loadConfig } from "../../inputs/config/load.js";
+import type { Config } from "../../core/config/schema.js";
+import type { BgpConfig } from "../../core/config/bgp-schema.js";
 import { mustParsePrefix } from "../../core/ip.js";
-import { plan } from "../../daemon/plan.js";
+import { plan } from "../../core/plan/kernel.js";
 import {
   advertiseScope,
   advertisedDestinations,
@@ -23,7 +23,7 @@ import {
   rangeToCidrs,
   servedRanges,
   type Range,
-} from "../../daemon/plan/bgp.js";
+} from "../../core/plan/bgp.js";
 import type { KernelState } from "../../core/state.js";
 
 const cidrs = (lo: string, hi: string) => {

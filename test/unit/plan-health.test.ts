@@ -1,7 +1,7 @@
 import test from "ava";
-import type { Config } from "../../daemon/config/schema.js";
-import type { ProbeConfig } from "../../daemon/config/ops-schema.js";
-import { healthFrom } from "../../daemon/plan/health.js";
+import type { Config } from "../../core/config/schema.js";
+import type { ProbeConfig } from "../../core/config/ops-schema.js";
+import { healthFrom } from "../../core/plan/health.js";
 
 const config = {
   gateway: { name: "gw", site: "a" },

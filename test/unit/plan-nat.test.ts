@@ -2,9 +2,9 @@
 // destination, exceptions, no-gateway rules, source specificity, dual stack),
 // the kernel objects around it, determinism and scale.
 import test from "ava";
-import { plan } from "../../daemon/plan.js";
-import type { Config, PolicyConfig } from "../../daemon/config/schema.js";
-import { loadConfig } from "../../daemon/config/load.js";
+import { plan } from "../../core/plan/kernel.js";
+import type { Config, PolicyConfig } from "../../core/config/schema.js";
+import { loadConfig } from "../../inputs/config/load.js";
 import { stringify } from "yaml";
 import type { KernelState, NatPlan } from "../../core/state.js";
 

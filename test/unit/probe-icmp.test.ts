@@ -5,7 +5,7 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { IcmpProbe, pingArgv } from "../../health/probes/icmp.js";
-import type { ProbeResult } from "../../health/probe-state.js";
+import type { ProbeResult } from "../../core/probe-state.js";
 
 const dir = mkdtempSync(join(tmpdir(), "egressd-fakeping-"));
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));

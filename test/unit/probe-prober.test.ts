@@ -16,7 +16,7 @@ import {
 import { tcpProbe } from "../../health/probes/tcp.js";
 import { httpProbe, httpProbeUrl } from "../../health/probes/http.js";
 import { checkProbe, forwardingCheck, addressCheck } from "../../health/probes/check.js";
-import type { ProbeResult } from "../../health/probe-state.js";
+import type { ProbeResult } from "../../core/probe-state.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -7,7 +7,7 @@ import {
   type DampingConfig,
   type StateConfig,
   type StateTransition,
-} from "../../health/probe-state.js";
+} from "../../core/probe-state.js";
 
 const OK = { ok: true };
 const FAIL = { ok: false, reason: "timeout" };

@@ -1,5 +1,5 @@
 import test from "ava";
-import { redactUrl } from "../../health/redact.js";
+import { redactUrl } from "../../core/redact.js";
 import { Prober } from "../../health/prober.js";
 
 test("redactUrl hides user and password, leaves other URLs alone", (t) => {

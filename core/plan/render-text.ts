@@ -1,7 +1,7 @@
 // Renders a KernelState for people, in iproute2's own syntax where there is
 // one, so that `egressd plan` output compares directly with `ip` output.
-import type { BgpPath } from "../../bgp/model.js";
-import type { GuardPlan, KernelState, NatPlan } from "../../core/state.js";
+import type { BgpPath } from "../bgp.js";
+import type { GuardPlan, KernelState, NatPlan } from "../state.js";
 import type { BgpDesired } from "./bgp.js";
 
 const hex = (n: number) => `0x${(n >>> 0).toString(16)}`;

@@ -2,8 +2,8 @@
 // state out (egress addresses, uplink routing tables, fwmark rules, the NAT
 // classifier). Pure: no I/O, no clock, no randomness; equal inputs give equal
 // (deep-equal, identically ordered) outputs.
-import type { Config } from "./config/schema.js";
-import { formatAddress, parseAddress } from "../core/ip.js";
+import type { Config } from "../config/schema.js";
+import { formatAddress, parseAddress } from "../ip.js";
 import type {
   DesiredAddress,
   DesiredRoute,
@@ -12,9 +12,9 @@ import type {
   GuardPlan,
   KernelState,
   NatPolicy,
-} from "../core/state.js";
-import { flattenNat } from "./plan/nat.js";
-import { dataplaneOf, markValue, policyFamily, policyModels, uplinkTables } from "./plan/model.js";
+} from "../state.js";
+import { flattenNat } from "./nat.js";
+import { dataplaneOf, markValue, policyFamily, policyModels, uplinkTables } from "./model.js";
 
 export class PlanError extends Error {
   override name = "PlanError";

@@ -6,8 +6,8 @@
 // separately), so every check looks at the types it needs and skips what it
 // cannot interpret: one run reports as many independent errors as possible.
 import type { Family } from "../../core/state.js";
-import { flattenNat } from "../plan/nat.js";
-import { markCapacity, policyModels, uplinkTables } from "../plan/model.js";
+import { flattenNat } from "../../core/plan/nat.js";
+import { markCapacity, policyModels, uplinkTables } from "../../core/plan/model.js";
 import {
   contains,
   formatPrefix,
@@ -20,10 +20,10 @@ import {
   type Prefix,
 } from "../../core/ip.js";
 import { formatPath, type PathSegment } from "./issues.js";
-import { validateProbeSpec, type ProbeSpec } from "../../health/prober.js";
-import { parseCommunity, passwordProblem } from "../../bgp/model.js";
-import { keyProblem } from "../../health/bfd/auth.js";
-import { DEFAULTS, type Config } from "./schema.js";
+import { validateProbeSpec, type ProbeSpec } from "../../core/probe-spec.js";
+import { parseCommunity, passwordProblem } from "../../core/bgp.js";
+import { keyProblem } from "../../core/bfd-auth.js";
+import { DEFAULTS, type Config } from "../../core/config/schema.js";
 import { DEFAULTS as ALL_DEFAULTS } from "../../core/defaults.js";
 
 const BGP_DEFAULTS = ALL_DEFAULTS.bgp;

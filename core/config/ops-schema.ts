@@ -1,6 +1,6 @@
 // Config sections for operating the gateway: health probes (and what depends
 // on them), graceful drain, the HTTP listener and logging.
-import { DEFAULTS } from "../../core/defaults.js";
+import { DEFAULTS } from "../defaults.js";
 import { Type, type Static } from "@sinclair/typebox";
 import { NAME_PATTERN } from "./patterns.js";
 

@@ -6,7 +6,7 @@
 import type { Config } from "../config/schema.js";
 import type { ProbeConfig } from "../config/ops-schema.js";
 import type { BgpHealth } from "./bgp.js";
-import { canonicalText } from "../../core/ip.js";
+import { canonicalText } from "../ip.js";
 
 export type ProbeStates = ReadonlyMap<string, string>;
 
@@ -28,7 +28,7 @@ export function affectsText(p: ProbeConfig): string {
 export function healthFrom(
   config: Config & { probes?: ProbeConfig[] },
   states: ProbeStates,
-  extra: { selfDown?: string[]; downPeers?: ReadonlySet<string>; draining?: boolean } = {},
+  extra: { selfDown?: readonly string[]; downPeers?: ReadonlySet<string>; draining?: boolean } = {},
 ): HealthView {
   const why = new Map<string, string[]>();
   const gatewayDownBy: string[] = [];

@@ -1,14 +1,14 @@
 // The configuration file's structure, as a TypeBox schema. It is the single
 // source of truth for the TypeScript types (Static<>), for the structural
 // validation (Ajv) and for the published JSON Schema (schema/egressd.schema.json,
-// written by daemon/config/gen-schema.ts). Checks that need more than the
+// written by scripts/gen-schema.ts). Checks that need more than the
 // structure (CIDRs, cross references, overlaps) live in validate.ts.
 import { Type, type Static } from "@sinclair/typebox";
 
 import { IFNAME_PATTERN, NAME_PATTERN } from "./patterns.js";
 import { BgpSchema } from "./bgp-schema.js";
 import { DrainSchema, HttpSchema, LogSchema, ProbeSchema } from "./ops-schema.js";
-import { DEFAULTS as ALL } from "../../core/defaults.js";
+import { DEFAULTS as ALL } from "../defaults.js";
 
 export { IFNAME_PATTERN, NAME_PATTERN };
 

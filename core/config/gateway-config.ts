@@ -1,7 +1,7 @@
 // The config as the gateway reads it: every optional section typed.
-import type { BgpConfig } from "./config/bgp-schema.js";
-import type { DrainConfig, HttpConfig, ProbeConfig } from "./config/ops-schema.js";
-import type { Config } from "./config/schema.js";
+import type { BgpConfig } from "./bgp-schema.js";
+import type { DrainConfig, HttpConfig, ProbeConfig } from "./ops-schema.js";
+import type { Config } from "./schema.js";
 
 export type GatewayConfig = Config & {
   bgp?: BgpConfig;

@@ -7,8 +7,8 @@
 // the number of entries, never a loop over addresses. IPv4 addresses are
 // numbers and IPv6 addresses bigints (see Span); the code below is written
 // once for both through the small Arith helper.
-import type { Family, NatClass } from "../../core/state.js";
-import { formatInterval, formatInterval4, type Span } from "../../core/ip.js";
+import type { Family, NatClass } from "../state.js";
+import { formatInterval, formatInterval4, type Span } from "../ip.js";
 
 /** A policy as the classifier needs it (parsed and validated). */
 export interface PolicyModel {

@@ -2,8 +2,8 @@
 // policies with numeric prefixes, uplink tables, mark values.
 import type { Config } from "../config/schema.js";
 import { DEFAULTS } from "../config/schema.js";
-import { mustParseSpan, parseAddress } from "../../core/ip.js";
-import type { Family } from "../../core/state.js";
+import { mustParseSpan, parseAddress } from "../ip.js";
+import type { Family } from "../state.js";
 import type { PolicyModel } from "./nat.js";
 
 export interface Dataplane {

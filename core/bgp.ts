@@ -1,14 +1,14 @@
 // egressd's own view of BGP: global settings, peers and paths, with the
 // validation and canonical forms the reconcilers compare. Pure: no I/O, no
 // generated types (those stay in the codecs).
-import { DEFAULTS } from "../core/defaults.js";
+import { DEFAULTS } from "./defaults.js";
 import {
   formatAddress,
   isInterfaceName,
   isLinkLocal6,
   parseAddress,
   parsePrefix as parseCidr,
-} from "../core/ip.js";
+} from "./ip.js";
 
 export type AddressFamily = "ipv4-unicast" | "ipv6-unicast";
 

@@ -6,14 +6,14 @@
 //    | u1 -- s1 (100.64.1.0/24, 2001:db8:a::/64)    main table + policies a, v6
 //    | u2 -- s2 (100.64.2.0/24)                     policy b only (no main route)
 //   server (203.0.113.10, 203.0.113.200, 198.51.100.10, 2001:db8:100::10 on lo)
-import { referenceNat } from "../helpers/reference-nat.js";
+import { referenceNat } from "./reference-nat.js";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { run, spawnDetached } from "../../lib/exec.js";
 import type { KernelState, NatPlan } from "../../core/state.js";
-import type { Sandbox } from "../helpers/netns.js";
+import type { Sandbox } from "./netns.js";
 
 export const FIXTURE = fileURLToPath(new URL("../fixtures/dataplane-apply.js", import.meta.url));
 export const SERVER_PORT = 8080;

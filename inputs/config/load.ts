@@ -4,7 +4,7 @@
 import { readFile } from "node:fs/promises";
 import { Ajv, type ErrorObject } from "ajv";
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from "yaml";
-import { ConfigSchema, IFNAME_PATTERN, NAME_PATTERN, type Config } from "./schema.js";
+import { ConfigSchema, IFNAME_PATTERN, NAME_PATTERN, type Config } from "../../core/config/schema.js";
 import { formatPath, type ConfigIssue, type PathSegment } from "./issues.js";
 import { checkSemantics, type RawIssue } from "./semantics.js";
 

@@ -1,7 +1,7 @@
 // The `bgp:` section of the config: the speaker (gobgpd, managed or sidecar),
 // the peers (ToR routers), and what is advertised with which attributes.
-import { DEFAULTS } from "../../core/defaults.js";
-import { WELL_KNOWN_COMMUNITIES } from "../../bgp/model.js";
+import { DEFAULTS } from "../defaults.js";
+import { WELL_KNOWN_COMMUNITIES } from "../bgp.js";
 import { Type, type Static } from "@sinclair/typebox";
 import { NAME_PATTERN } from "./patterns.js";
 

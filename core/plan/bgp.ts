@@ -10,8 +10,8 @@
 // advertised as a default route only when bgp.advertise.allowDefaultRoute.
 // Health enters as the set of policies whose dependencies are down: their
 // intervals are left out, and the whole gateway being down advertises nothing.
-import type { BgpGlobal, BgpPath, BgpPeer } from "../../bgp/model.js";
-import { DEFAULTS, keepaliveFor } from "../../core/defaults.js";
+import type { BgpGlobal, BgpPath, BgpPeer } from "../bgp.js";
+import { DEFAULTS, keepaliveFor } from "../defaults.js";
 import type { Config } from "../config/schema.js";
 import type { BgpConfig } from "../config/bgp-schema.js";
 import {
@@ -25,8 +25,8 @@ import {
   parseRange,
   type Prefix,
   type Range,
-} from "../../core/ip.js";
-import type { Family, KernelState } from "../../core/state.js";
+} from "../ip.js";
+import type { Family, KernelState } from "../state.js";
 
 export interface BgpHealth {
   /** Policies whose probes (or uplink's probes) are down: their destinations are withdrawn. */
@@ -49,7 +49,7 @@ export interface BgpDesired {
   paths: BgpPath[];
 }
 
-export type { Range } from "../../core/ip.js";
+export type { Range } from "../ip.js";
 
 /** Parses an nft interval ("a", "a/len", "a-b") into a range (core/ip.ts). */
 export const parseInterval = parseRange;
