@@ -8,30 +8,10 @@ import { stringify } from "yaml";
 import { loadConfig } from "../inputs/config/load.js";
 import type { Config } from "../core/config/schema.js";
 import { plan } from "../core/plan/kernel.js";
-
-/** Deterministic PRNG (mulberry32), so runs are comparable. */
-function rng(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { podAddresses } from "./scale-config.js";
 
 export function scaleConfig(n: number, policies = 8): Config {
-  const random = rng(n);
-  const seen = new Set<number>();
-  const lists: string[][] = Array.from({ length: policies }, () => []);
-  // 10.244.0.0/14: 262144 addresses.
-  while (seen.size < n) {
-    const offset = Math.floor(random() * 262144);
-    if (seen.has(offset)) continue;
-    seen.add(offset);
-    const v = 0x0af40000 + offset;
-    lists[seen.size % policies]!.push(`10.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`);
-  }
+  const lists = podAddresses(n, policies);
   return {
     gateway: { name: "gw-bench", site: "dc-a" },
     egressIPs: Array.from({ length: policies }, (_, i) => ({ address: `192.0.2.${i + 1}`, interface: "lo" })),

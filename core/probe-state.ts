@@ -12,6 +12,11 @@ export interface ProbeResult {
   rttMs?: number;
   /** Why it failed (or what it saw), for logs and /status. */
   reason?: string;
+  /**
+   * The probe could not be judged (its timeout fell in a stall of the
+   * prober's own event loop): counted neither way, and ok is false.
+   */
+  inconclusive?: boolean;
 }
 
 /**

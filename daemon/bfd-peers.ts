@@ -4,7 +4,8 @@
 // onChange and plans with `down`.
 import type { SessionState } from "../core/bgp.js";
 import { DEFAULTS } from "../core/defaults.js";
-import type { BfdManager, BfdPeerConfig } from "../health/bfd/manager.js";
+import type { BfdPeerConfig } from "../health/bfd/manager.js";
+import type { BfdService } from "../health/bfd/service.js";
 import type { GatewayConfig } from "../core/config/gateway-config.js";
 import type { Logger } from "./log.js";
 
@@ -24,7 +25,7 @@ export class BfdPeers {
   private readonly bootstrapped = new Set<string>();
 
   constructor(
-    readonly manager: BfdManager,
+    readonly manager: BfdService,
     private readonly opts: BfdPeersOptions,
   ) {
     manager.on("down", (e) => {

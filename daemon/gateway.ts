@@ -13,7 +13,8 @@ import { join } from "node:path";
 import { canonicalPath, canonicalPeer } from "../core/bgp.js";
 import { diffPaths } from "../bgp/path-reconciler.js";
 import type { diagnoseConnect } from "../bgp/peer-diagnosis.js";
-import { BfdManager } from "../health/bfd/manager.js";
+import type { BfdService } from "../health/bfd/service.js";
+import { BfdWorker } from "../health/bfd/worker.js";
 import {
   Prober,
   validateProbeSpec,
@@ -57,7 +58,8 @@ export interface Actuators {
   kernel: KernelActuator;
   /** Connects to a BGP speaker instead of starting or reaching gobgpd. */
   speaker: (bgp: BgpConfig) => Speaker;
-  bfd: BfdManager;
+  /** BFD sessions (default: a BfdManager in its own worker thread). */
+  bfd: BfdService;
   /** Why a peer does not come up (default: a TCP connect to its port 179, see bgp/peer-diagnosis.ts). */
   diagnose: typeof diagnoseConnect;
 }
@@ -108,7 +110,7 @@ export class Gateway {
   private readonly kernel: KernelActuator;
   private readonly controller: Controller<Desired>;
   private readonly prober = new Prober();
-  private readonly bfd: BfdManager;
+  private readonly bfd: BfdService;
   private readonly bfdPeers: BfdPeers;
   private readonly speaker: SpeakerLink;
   /** What depends on the config alone, computed once per config rather than on every health change. */
@@ -134,7 +136,7 @@ export class Gateway {
     this.runDir = opts.runDir ?? defaultRunDir();
     this.health = planDesired({ config, health: NO_HEALTH_INPUTS }).health;
     this.kernel = opts.actuators?.kernel ?? realKernel();
-    this.bfd = opts.actuators?.bfd ?? new BfdManager({ logger: this.log });
+    this.bfd = opts.actuators?.bfd ?? new BfdWorker({ logger: this.log });
     this.bfdPeers = new BfdPeers(this.bfd, {
       log: this.log,
       config: () => this.config,

@@ -170,7 +170,7 @@ export class Metrics {
     });
     const probeResults = new Counter({
       name: "egressd_probe_results_total",
-      help: "Probe results, per probe and result (ok, failed).",
+      help: "Probe results, per probe and result (ok, failed, inconclusive: the event loop stalled through the probe's timeout, so it was not judged).",
       labelNames: ["probe", "result"],
       registers,
     });
@@ -210,6 +210,21 @@ export class Metrics {
         for (const p of self.snapshot().peers) {
           if (!p.bfd) continue;
           for (const s of BFD_STATES) this.set({ peer: p.name, state: s }, p.bfd.state === s ? 1 : 0);
+        }
+      },
+    });
+    new Gauge({
+      name: "egressd_bfd_rx_slack_min_seconds",
+      help:
+        "Per BFD peer, since its session last came Up: the least time left before the detection time ran out " +
+        "when a packet arrived (detection time minus the widest gap). Near 0: it nearly went down.",
+      labelNames: ["peer"],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of self.snapshot().peers) {
+          const slack = p.bfd?.rxSlackMinMs;
+          if (slack !== undefined && slack !== null) this.set({ peer: p.name }, slack / 1000);
         }
       },
     });
@@ -391,7 +406,7 @@ export class Metrics {
     });
     this.on("probe", (t) => probeTransitions.inc({ probe: t.name, to: t.to }));
     this.on("probeSample", (s) => {
-      probeResults.inc({ probe: s.name, result: s.ok ? "ok" : "failed" });
+      probeResults.inc({ probe: s.name, result: s.ok ? "ok" : s.inconclusive ? "inconclusive" : "failed" });
       if (s.ok && s.rttMs !== undefined) probeRtt.observe({ probe: s.name }, s.rttMs / 1000);
     });
     this.on("peer", (p) => {

@@ -75,7 +75,15 @@ export function statusView(x: StatusParts, now = new Date()): StatusSnapshot {
         address: p.address,
         asn: p.asn,
         state: x.peerStates.get(p.address) ?? "unknown",
-        ...(b ? { bfd: { state: b.stateName, diagnostic: b.localDiagText } } : {}),
+        ...(b
+          ? {
+              bfd: {
+                state: b.stateName,
+                diagnostic: b.localDiagText,
+                rxSlackMinMs: b.rxSlackMinUs === null ? null : b.rxSlackMinUs / 1000,
+              },
+            }
+          : {}),
       };
     }),
     advertised: x.advertised,

@@ -27,7 +27,8 @@ export interface StatusSnapshot {
     address: string;
     asn: number;
     state: SessionState;
-    bfd?: { state: string; diagnostic?: string };
+    /** rxSlackMinMs: since Up, the least slack a received packet left before detection (null: not measured yet). */
+    bfd?: { state: string; diagnostic?: string; rxSlackMinMs?: number | null };
   }[];
   advertised: BgpPath[];
   lastReconcile?: {

@@ -62,6 +62,8 @@ export interface ProbeSample {
   name: string;
   kind: ProbeKind | "check";
   ok: boolean;
+  /** The result could not be judged (a stall of the event loop): counted neither way. */
+  inconclusive?: boolean;
   /** Set for successful results. */
   rttMs?: number;
 }
@@ -81,7 +83,8 @@ export interface ProbeStatus extends StateSnapshot {
   heldUntilWall: number | null;
   lastResult: { ok: boolean; reason?: string; wallTime: number } | null;
   lastRttMs: number | null;
-  results: { ok: number; failed: number };
+  /** inconclusive: results a stall of the event loop kept from being judged (not counted towards rise or fall). */
+  results: { ok: number; failed: number; inconclusive: number };
   transitions: number;
 }
 
@@ -117,6 +120,7 @@ interface Entry {
   lastRttMs: number | null;
   ok: number;
   failed: number;
+  inconclusive: number;
   transitions: number;
   started: boolean;
   removed: boolean;
@@ -297,6 +301,7 @@ export class Prober extends EventEmitter<ProberEvents> {
       lastRttMs: null,
       ok: 0,
       failed: 0,
+      inconclusive: 0,
       transitions: 0,
       started: false,
       removed: false,
@@ -363,6 +368,13 @@ export class Prober extends EventEmitter<ProberEvents> {
 
   private apply(e: Entry, r: ProbeResult): void {
     if (e.removed) return;
+    if (r.inconclusive) {
+      // The target was not judged fairly: the state machine does not hear of it.
+      e.inconclusive++;
+      if (this.listenerCount("sample"))
+        this.emit("sample", { name: e.name, kind: e.kind, ok: false, inconclusive: true });
+      return;
+    }
     const now = this.clock();
     const t = e.sm.observe(r, now);
     // The transition goes out first: a `down` listener withdraws before we do anything else.
@@ -423,7 +435,7 @@ export class Prober extends EventEmitter<ProberEvents> {
       sinceWall: e.sinceWall,
       lastResult: e.lastResult,
       lastRttMs: e.lastRttMs,
-      results: { ok: e.ok, failed: e.failed },
+      results: { ok: e.ok, failed: e.failed, inconclusive: e.inconclusive },
       transitions: e.transitions,
     };
   }

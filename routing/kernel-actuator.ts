@@ -3,7 +3,8 @@
 // that watch the result. The real one drives netlink and nftables; tests give
 // a fake that records what it was asked to do.
 import { OWNER, type KernelState, type NatPlan } from "../core/state.js";
-import { addressCheck, forwardingCheck, nftTableCheck, type CheckFn } from "../health/probes/check.js";
+import { addressCheck, forwardingCheck, type CheckFn } from "../health/probes/check.js";
+import { NfElementWriter } from "./nfnetlink.js";
 import { NftReconciler, readNatCounters, type NatCounter } from "./nft.js";
 import { GuardReconciler } from "./nft-guard.js";
 import { reconcileKernel, teardownKernel, type KernelChanges, type TeardownSummary } from "./reconcile.js";
@@ -26,6 +27,12 @@ export interface KernelActuator {
 export function realKernel(): KernelActuator {
   const nft = new NftReconciler();
   const guard = new GuardReconciler();
+  let tables: NfElementWriter | undefined;
+  const tableCheck: CheckFn = async () => {
+    tables ??= new NfElementWriter();
+    if (await tables.hasTable(OWNER.nftTable)) return { ok: true };
+    return { ok: false, reason: `nft table inet ${OWNER.nftTable} is missing` };
+  };
   return {
     apply: (desired, opts = {}) => reconcileKernel(desired, { nft, guard, ...opts }),
     teardown: () => teardownKernel({ nft, guard }),
@@ -33,8 +40,12 @@ export function realKernel(): KernelActuator {
     checks: {
       address: addressCheck,
       forwarding: forwardingCheck,
-      nftTable: () => nftTableCheck("inet", OWNER.nftTable),
+      nftTable: () => tableCheck,
     },
-    close: () => nft.close(),
+    close: () => {
+      nft.close();
+      tables?.close();
+      tables = undefined;
+    },
   };
 }

@@ -88,6 +88,13 @@ export interface SessionSnapshot {
   lastRxAt: number;
   lastTxAt: number;
   lastChangeAt: number;
+  /**
+   * Since the session last came Up: the least slack between two received
+   * packets, i.e. the detection time in force minus the gap, in
+   * microseconds. Near 0 means the session nearly went down; null until two
+   * packets arrived while Up.
+   */
+  rxSlackMinUs: number | null;
   counters: SessionCounters;
 }
 
@@ -132,6 +139,8 @@ export class BfdSession {
   /** In AdminDown, keep telling the peer until then. */
   private adminDownUntil = -Infinity;
   private lastDownDiag = BfdDiag.None;
+  /** See SessionSnapshot.rxSlackMinUs. */
+  private rxSlackMinUs = Infinity;
   /** Interval and permission the current nextTxAt was computed for. */
   private scheduledIntervalUs = -1;
 
@@ -203,6 +212,11 @@ export class BfdSession {
    */
   receive(p: ControlPacket, now: number): void {
     this.counters.rxPackets++;
+    if (this.state === BfdState.Up && this.detectAt !== Infinity) {
+      // How close this gap came to the detection time that was armed for it.
+      const slackUs = (this.detectAt - now) * 1000;
+      if (slackUs < this.rxSlackMinUs) this.rxSlackMinUs = slackUs;
+    }
     this.lastRxAt = now;
     this.remoteDiscr = p.myDiscriminator;
     this.remoteState = p.state;
@@ -320,6 +334,7 @@ export class BfdSession {
       lastRxAt: this.lastRxAt,
       lastTxAt: this.lastTxAt,
       lastChangeAt: this.lastChangeAt,
+      rxSlackMinUs: Number.isFinite(this.rxSlackMinUs) ? Math.round(this.rxSlackMinUs) : null,
       counters: { ...this.counters },
     };
   }
@@ -327,6 +342,7 @@ export class BfdSession {
   // --- state machine -------------------------------------------------------
 
   private goUp(now: number): void {
+    this.rxSlackMinUs = Infinity;
     this.changeState(BfdState.Up, now, BfdDiag.None);
     // Leave the slow rate: advertise the configured interval, with a poll sequence.
     this.applyTargets(now);

@@ -1,14 +1,14 @@
 // "check" probes: any async test the daemon wants to run on the same
 // rise/fall/hold-down machinery, such as the gateway watching itself
-// (forwarding on, its nftables table present, its egress address present,
-// gobgpd answering). A check resolves ok/failed with a reason; one that
+// (forwarding on, its egress address present, gobgpd answering; the
+// nftables table check is routing's, on its netlink socket). A check resolves ok/failed with a reason; one that
 // throws counts as failed, and one that does not answer in time as well.
 import { readFile } from "node:fs/promises";
 import { networkInterfaces } from "node:os";
 import { performance } from "node:perf_hooks";
-import { execFile } from "node:child_process";
 import type { ProbeResult } from "../../core/probe-state.js";
 import type { PollProbe } from "../probe-types.js";
+import { deadline, stalledResult } from "../deadline.js";
 
 export interface CheckOutcome {
   ok: boolean;
@@ -24,18 +24,22 @@ export function checkProbe(fn: CheckFn): PollProbe {
       const started = performance.now();
       const ac = new AbortController();
       return new Promise<ProbeResult>((resolve) => {
-        const timer = setTimeout(() => {
+        const timer = deadline(timeoutMs, (stalledMs) => {
           ac.abort();
-          resolve({ ok: false, reason: `check timed out after ${timeoutMs} ms` });
-        }, timeoutMs);
+          resolve(
+            stalledMs
+              ? stalledResult("check", stalledMs)
+              : { ok: false, reason: `check timed out after ${timeoutMs} ms` },
+          );
+        });
         fn(ac.signal).then(
           (out) => {
-            clearTimeout(timer);
+            timer.cancel();
             const o = typeof out === "boolean" ? { ok: out } : out;
             resolve({ ok: o.ok, reason: o.reason, rttMs: performance.now() - started });
           },
           (err: unknown) => {
-            clearTimeout(timer);
+            timer.cancel();
             resolve({ ok: false, reason: err instanceof Error ? err.message : String(err) });
           },
         );
@@ -63,18 +67,4 @@ export function addressCheck(address: string): CheckFn {
     }
     return { ok: false, reason: `address ${address} is not configured` };
   };
-}
-
-/**
- * An nftables table exists (runs `nft list table`, ~5 ms of process start:
- * give it an interval of a second or so, not 100 ms).
- */
-export function nftTableCheck(family: string, table: string, nft = "/usr/sbin/nft"): CheckFn {
-  return (signal) =>
-    new Promise((resolve) => {
-      execFile(nft, ["-t", "list", "table", family, table], { signal }, (err, _out, stderr) => {
-        if (!err) resolve({ ok: true });
-        else resolve({ ok: false, reason: `nft table ${family} ${table}: ${stderr.trim() || err.message}` });
-      });
-    });
 }

@@ -10,6 +10,7 @@ import type { ProbeResult } from "../../core/probe-state.js";
 import type { PollProbe } from "../probe-types.js";
 import { redactUrl } from "../../core/redact.js";
 import { probeableScheme } from "../../core/probe-spec.js";
+import { deadline, stalledResult } from "../deadline.js";
 
 export interface HttpProbeOptions {
   /** Full URL; if absent it is built from target and port. */
@@ -45,14 +46,20 @@ export function httpProbe(opts: HttpProbeOptions): PollProbe {
     run(timeoutMs: number): Promise<ProbeResult> {
       return new Promise((resolve) => {
         const started = performance.now();
-        const signal = AbortSignal.timeout(timeoutMs);
+        const ac = new AbortController();
+        const signal = ac.signal;
         let done = false;
         const finish = (r: ProbeResult): void => {
           if (done) return;
           done = true;
+          timer.cancel();
           req.destroy();
           resolve(r);
         };
+        const timer = deadline(timeoutMs, (stalledMs) => {
+          if (stalledMs) finish(stalledResult(`GET ${shown}`, stalledMs));
+          else ac.abort();
+        });
         const req = request(url, {
           method: "GET",
           agent: false,

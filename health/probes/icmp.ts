@@ -16,6 +16,7 @@ import { isIPv4, isIPv6 } from "node:net";
 import { createInterface } from "node:readline";
 import type { ProbeResult } from "../../core/probe-state.js";
 import type { StreamProbe } from "../probe-types.js";
+import { deadline, type Deadline } from "../deadline.js";
 
 export interface IcmpProbeOptions {
   target: string;
@@ -70,9 +71,9 @@ export class IcmpProbe implements StreamProbe {
   private seq = new SeqUnwrapper();
   /** Highest seq already reported; older results are dropped. */
   private reported = -1;
-  /** Unanswered seqs -> their timeout timer. */
-  private pending = new Map<number, NodeJS.Timeout>();
-  private watchdog: NodeJS.Timeout | null = null;
+  /** Unanswered seqs -> their timeout. */
+  private pending = new Map<number, Deadline>();
+  private watchdog: Deadline | null = null;
   private restartTimer: NodeJS.Timeout | null = null;
   private restartDelayMs = 0;
   private lastError = "";
@@ -168,13 +169,14 @@ export class IcmpProbe implements StreamProbe {
       if (wait <= 0) {
         this.report(seq, { ok: false, reason: this.failReason("no reply") });
       } else {
-        this.pending.set(
-          seq,
-          setTimeout(() => {
-            this.pending.delete(seq);
-            this.report(seq, { ok: false, reason: this.failReason("no reply") });
-          }, wait),
-        );
+        // After one more turn of the loop (see health/deadline.ts): a reply
+        // ping printed while the loop was stalled settles the seq first.
+        const d = deadline(wait, () => {
+          if (this.pending.get(seq) !== d) return;
+          this.pending.delete(seq);
+          this.report(seq, { ok: false, reason: this.failReason("no reply") });
+        });
+        this.pending.set(seq, d);
       }
     } else if ((m = UNREACH.exec(line))) {
       const seq = this.seq.unwrap(Number(m[1]));
@@ -189,20 +191,17 @@ export class IcmpProbe implements StreamProbe {
   }
 
   private settle(seq: number): void {
-    const t = this.pending.get(seq);
-    if (t) {
-      clearTimeout(t);
-      this.pending.delete(seq);
-    }
+    this.pending.get(seq)?.cancel();
+    this.pending.delete(seq);
   }
 
   private report(seq: number, r: ProbeResult, repeat = false): void {
     if (!repeat && seq <= this.reported) return;
     if (seq > this.reported) this.reported = seq;
     // Anything older still pending is moot now.
-    for (const [s, t] of this.pending) {
+    for (const [s, d] of this.pending) {
       if (s < seq) {
-        clearTimeout(t);
+        d.cancel();
         this.pending.delete(s);
       }
     }
@@ -214,15 +213,15 @@ export class IcmpProbe implements StreamProbe {
     this.onResult?.(r);
   }
 
+  /**
+   * (Re)starts the silence watchdog: every line from ping pushes it back.
+   * It too expires only after the lines already received are read.
+   */
   private armWatchdog(ms: number): void {
     if (this.closed) return;
-    if (this.watchdog) this.watchdog.refresh();
-    if (this.watchdog && this.watchdogMs === ms) return;
-    if (this.watchdog) clearTimeout(this.watchdog);
-    this.watchdogMs = ms;
-    this.watchdog = setTimeout(() => this.onSilence(), ms);
+    this.watchdog?.cancel();
+    this.watchdog = deadline(ms, () => this.onSilence());
   }
-  private watchdogMs = 0;
 
   private onSilence(): void {
     this.watchdog = null;
@@ -232,9 +231,9 @@ export class IcmpProbe implements StreamProbe {
   }
 
   private clearTimers(): void {
-    for (const t of this.pending.values()) clearTimeout(t);
+    for (const d of this.pending.values()) d.cancel();
     this.pending.clear();
-    if (this.watchdog) clearTimeout(this.watchdog);
+    this.watchdog?.cancel();
     this.watchdog = null;
   }
 }

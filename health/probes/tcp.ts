@@ -4,6 +4,7 @@ import { connect, isIPv6 } from "node:net";
 import { performance } from "node:perf_hooks";
 import type { ProbeResult } from "../../core/probe-state.js";
 import type { PollProbe } from "../probe-types.js";
+import { deadline, stalledResult } from "../deadline.js";
 
 export interface TcpProbeOptions {
   target: string;
@@ -31,13 +32,16 @@ export function tcpProbe(opts: TcpProbeOptions): PollProbe {
         const finish = (r: ProbeResult): void => {
           if (done) return;
           done = true;
-          clearTimeout(timer);
+          timer.cancel();
           socket.destroy();
           resolve(r);
         };
-        const timer = setTimeout(
-          () => finish({ ok: false, reason: `tcp connect ${label}: timeout after ${timeoutMs} ms` }),
-          timeoutMs,
+        const timer = deadline(timeoutMs, (stalledMs) =>
+          finish(
+            stalledMs
+              ? stalledResult(`tcp connect ${label}`, stalledMs)
+              : { ok: false, reason: `tcp connect ${label}: timeout after ${timeoutMs} ms` },
+          ),
         );
         socket.once("connect", () => finish({ ok: true, rttMs: performance.now() - started }));
         socket.once("error", (err: NodeJS.ErrnoException) =>

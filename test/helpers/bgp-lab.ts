@@ -1,5 +1,5 @@
 // A two-node BGP lab in network namespaces, shared by the BGP integration
-// test and the BGP benchmark:
+// test and the BGP and scale benchmarks:
 //
 //   [tor] FRR (AS 65000)  tor0 10.0.0.1/30 fd00::1/64
 //            |  veth
@@ -28,6 +28,8 @@ const FRR_RUN = "/var/run/frr";
 export interface FrrOptions {
   /** TCP-MD5 password FRR uses for the gateway neighbor. */
   password?: string;
+  /** Runs bfdd too, and BFD on the gateway neighbor with these timers. */
+  bfd?: { intervalMs: number; multiplier: number };
 }
 
 /** Runs zebra + bgpd of FRR inside namespace `ns` (pathspace = ns name). */
@@ -64,6 +66,7 @@ export class Frr {
         ` neighbor ${GW_V4} remote-as ${GW_ASN}`,
         ` neighbor ${GW_V4} timers connect 1`,
         ...(opts.password ? [` neighbor ${GW_V4} password ${opts.password}`] : []),
+        ...(opts.bfd ? [` neighbor ${GW_V4} bfd profile gw`] : []),
         " address-family ipv6 unicast",
         `  neighbor ${GW_V4} activate`,
         " exit-address-family",
@@ -71,12 +74,23 @@ export class Frr {
       ].join("\n"),
       { mode: 0o644 },
     );
-    for (const f of [zebraConf, bgpdConf]) chownSync(f, uid, gid);
+    const bfddConf = join(confDir, "bfdd.conf");
+    const daemons: [string, string][] = [["zebra", zebraConf]];
+    if (opts.bfd) {
+      const { intervalMs, multiplier } = opts.bfd;
+      writeFileSync(
+        bfddConf,
+        `hostname ${ns}\nlog file ${join(confDir, "bfdd.log")}\nbfd\n profile gw\n` +
+          `  receive-interval ${intervalMs}\n  transmit-interval ${intervalMs}\n  detect-multiplier ${multiplier}\n` +
+          ` !\n!\n`,
+        { mode: 0o644 },
+      );
+      daemons.push(["bfdd", bfddConf]);
+    }
+    daemons.push(["bgpd", bgpdConf]);
+    for (const [, f] of daemons) chownSync(f, uid, gid);
     // Each daemon in the namespace, daemonised, with its own pathspace (-N), vty off (-P 0).
-    for (const [daemon, conf] of [
-      ["zebra", zebraConf],
-      ["bgpd", bgpdConf],
-    ] as const) {
+    for (const [daemon, conf] of daemons) {
       const pid = join(frr.runDir, `${daemon}.pid`);
       await run([
         "ip",

@@ -39,7 +39,7 @@ export function fakeProbe(
     heldUntilWall: null,
     lastResult: { ok: state === "up", wallTime: now - 50 },
     lastRttMs: state === "up" ? 0.42 : null,
-    results: { ok: 1200, failed: state === "down" ? 5 : 0 },
+    results: { ok: 1200, failed: state === "down" ? 5 : 0, inconclusive: 0 },
     transitions: 1,
     affects: "gateway",
     ...extra,
@@ -76,7 +76,13 @@ export function fakeStatus(policies = 2, now = FAKE_NOW): StatusSnapshot {
       fakeProbe("partner-fw", "down", { kind: "tcp", affects: "policy partner" }, now),
     ],
     peers: [
-      { name: "tor", address: "10.1.1.0", asn: 65010, state: "established", bfd: { state: "up" } },
+      {
+        name: "tor",
+        address: "10.1.1.0",
+        asn: 65010,
+        state: "established",
+        bfd: { state: "up", rxSlackMinMs: 212.5 },
+      },
       { name: "tor-v6", address: "fd00:1:1::1", asn: 65010, state: "active" },
     ],
     advertised: [

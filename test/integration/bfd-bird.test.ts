@@ -9,21 +9,18 @@
 // Down from the link, with the right discriminators, TTL 255 and no valid
 // digest, changes nothing; a wrong key never comes up.
 import test from "ava";
-import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { waitFor } from "../../containerlab/runner.js";
 import { run, spawnDetached } from "../../lib/exec.js";
 import { RUN_ID, Sandbox } from "../helpers/netns.js";
-import { REPO } from "../helpers/paths.js";
+import { BfdSpeaker, fastSession } from "../helpers/bfd-speaker.js";
 import { buildTopology } from "../helpers/bgp-lab.js";
 import { forgeBfdDown } from "../helpers/bfd-packets.js";
 
 const BIRD = "/usr/sbin/bird";
 const BIRDC = "/usr/sbin/birdc";
-const FIXTURE = join(REPO, "dist/test/fixtures/bfd-peer.js");
 const KEY = { type: "meticulous-keyed-sha1" as const, keyId: 7, secret: "s3cret-bfd" };
 const canRun = process.getuid?.() === 0 && existsSync(BIRD);
 const serial = canRun ? test.serial : test.serial.skip;
@@ -32,8 +29,7 @@ const lab = {
   sandbox: new Sandbox(`${RUN_ID}bird`),
   dir: "",
   birdPid: 0,
-  speaker: undefined as ChildProcess | undefined,
-  events: [] as { event: string; peer?: string; to?: string; wall: number }[],
+  speaker: undefined as BfdSpeaker | undefined,
 };
 
 function birdConf(secret: string): string {
@@ -68,42 +64,14 @@ async function birdState(): Promise<string> {
 }
 
 function startSpeaker(secret: string): void {
-  lab.events = [];
-  const args = {
-    sessions: [
-      {
-        peer: "10.0.0.1",
-        local: "10.0.0.2",
-        desiredMinTxMs: 100,
-        requiredMinRxMs: 100,
-        detectMultiplier: 3,
-        auth: { ...KEY, secret },
-      },
-    ],
-  };
-  const child = spawn(
-    "ip",
-    ["netns", "exec", lab.sandbox.ns("gw"), process.execPath, FIXTURE, JSON.stringify(args)],
-    {
-      stdio: ["ignore", "pipe", "inherit"],
-    },
-  );
-  createInterface({ input: child.stdout! }).on("line", (l) => {
-    try {
-      lab.events.push(JSON.parse(l) as (typeof lab.events)[number]);
-    } catch {
-      /* not an event */
-    }
-  });
-  lab.speaker = child;
+  const session = { ...fastSession({ tor: "10.0.0.1", ours: "10.0.0.2" }), auth: { ...KEY, secret } };
+  lab.speaker = new BfdSpeaker(lab.sandbox.ns("gw"), { sessions: [session] });
 }
 
+const events = () => lab.speaker?.events ?? [];
+
 async function stopSpeaker(): Promise<void> {
-  const child = lab.speaker;
-  if (!child || child.exitCode !== null || child.signalCode !== null) return;
-  const gone = new Promise((r) => child.on("exit", r));
-  child.kill("SIGKILL");
-  await gone;
+  await lab.speaker?.kill();
 }
 
 test.before(async () => {
@@ -138,21 +106,21 @@ test.after.always(async () => {
 serial("an authenticated session (meticulous keyed SHA1) comes Up on both sides", async (t) => {
   startSpeaker(KEY.secret);
   await waitFor("BIRD: Up", async () => (await birdState()) === "Up", 15_000);
-  await waitFor("egressd: Up", () => lab.events.some((e) => e.event === "up"), 5000);
+  await waitFor("egressd: Up", () => events().some((e) => e.event === "up"), 5000);
   t.is(await birdState(), "Up");
 });
 
 serial(
   "a forged Down from the link (right discriminators, TTL 255, no valid digest) changes nothing",
   async (t) => {
-    const sp = lab.events.find((e) => e.event === "ready") as unknown as
+    const sp = events().find((e) => e.event === "ready") as unknown as
       | { sessions: { peer: string }[] }
       | undefined;
     t.truthy(sp);
     // The discriminators BIRD and egressd use, from egressd's own snapshot.
-    lab.speaker!.kill("SIGUSR1");
-    await waitFor("snapshot", () => lab.events.some((e) => e.event === "sessions"), 5000);
-    const snap = lab.events.find((e) => e.event === "sessions") as unknown as {
+    lab.speaker!.signal("SIGUSR1");
+    await waitFor("snapshot", () => events().some((e) => e.event === "sessions"), 5000);
+    const snap = events().find((e) => e.event === "sessions") as unknown as {
       sessions: { localDiscriminator: number; remoteDiscriminator: number }[];
     };
     const { localDiscriminator: ours, remoteDiscriminator: theirs } = snap.sessions[0]!;
@@ -171,7 +139,7 @@ serial(
     }
     await new Promise((r) => setTimeout(r, 500));
     t.deepEqual(
-      lab.events.filter((e) => e.event === "down" && e.wall >= t0),
+      events().filter((e) => e.event === "down" && e.wall >= t0),
       [],
       "the session stayed Up",
     );
@@ -185,7 +153,7 @@ serial("a wrong key never comes up", async (t) => {
   startSpeaker("not-the-key");
   await new Promise((r) => setTimeout(r, 3000));
   t.false(
-    lab.events.some((e) => e.event === "up"),
+    events().some((e) => e.event === "up"),
     "egressd never believes BIRD",
   );
   t.not(await birdState(), "Up", "and BIRD never believes egressd");

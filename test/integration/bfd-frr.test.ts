@@ -7,20 +7,17 @@
 // waiting for both sessions to be Up on both sides. Times are measured and
 // logged (t.log); the assertions only use generous bounds, as CI machines are noisy.
 import test, { type ExecutionContext } from "ava";
-import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { waitFor } from "../../containerlab/runner.js";
 import { run, tryRun } from "../../lib/exec.js";
 import { RUN_ID, Sandbox } from "../helpers/netns.js";
-import { REPO } from "../helpers/paths.js";
+import { BfdSpeaker, fastSession } from "../helpers/bfd-speaker.js";
 import { renderGuard } from "../../routing/nft-guard.js";
 import { forgeBfdDown } from "../helpers/bfd-packets.js";
 
 const FRR_BIN = "/usr/lib/frr";
-const FIXTURE = join(REPO, "dist/test/fixtures/bfd-peer.js");
 const PEERS = [
   { ours: "10.0.0.2", tor: "10.0.0.1" },
   { ours: "fd00::2", tor: "fd00::1" },
@@ -39,15 +36,6 @@ interface FrrPeer {
   "remote-transmit-interval": number;
   "remote-receive-interval": number;
   "remote-detect-multiplier": number;
-}
-
-interface SpeakerEvent {
-  event: string;
-  wall: number;
-  peer?: string;
-  reason?: string;
-  to?: string;
-  [k: string]: unknown;
 }
 
 /** The FRR "ToR": zebra and bfdd in namespace ns, with their own conf and log files. */
@@ -140,63 +128,10 @@ class Frr {
   }
 }
 
-/** egressd's side: the fixture process running BfdManager inside the gw namespace. */
-class Speaker {
-  readonly events: SpeakerEvent[] = [];
-  readonly child: ChildProcess;
-  readonly exited: Promise<number | null>;
-  stderr = "";
-
-  constructor(ns: string, sessions?: object[]) {
-    const args = sessions
-      ? { sessions }
-      : {
-          sessions: PEERS.map((p) => ({
-            peer: p.tor,
-            local: p.ours,
-            desiredMinTxMs: 100,
-            requiredMinRxMs: 100,
-            detectMultiplier: 3,
-          })),
-        };
-    this.child = spawn("ip", ["netns", "exec", ns, process.execPath, FIXTURE, JSON.stringify(args)], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    createInterface({ input: this.child.stdout! }).on("line", (line) => {
-      try {
-        this.events.push(JSON.parse(line) as SpeakerEvent);
-      } catch {
-        this.stderr += `${line}\n`;
-      }
-    });
-    this.child.stderr!.on("data", (d: Buffer) => (this.stderr += d.toString()));
-    this.exited = new Promise((r) => this.child.on("exit", (code) => r(code)));
-  }
-
-  async waitEvent(
-    pred: (e: SpeakerEvent) => boolean,
-    timeoutMs: number,
-    what: string,
-  ): Promise<SpeakerEvent> {
-    let found: SpeakerEvent | undefined;
-    await waitFor(
-      `${what}\n${this.stderr}`,
-      () => (found = this.events.find(pred)) !== undefined,
-      timeoutMs,
-      20,
-    );
-    return found!;
-  }
-
-  signal(sig: NodeJS.Signals): void {
-    this.child.kill(sig);
-  }
-}
-
 const lab = {
   sandbox: new Sandbox(`${RUN_ID}bfd`),
   frr: undefined as Frr | undefined,
-  speaker: undefined as Speaker | undefined,
+  speaker: undefined as BfdSpeaker | undefined,
 };
 
 test.before(async () => {
@@ -231,9 +166,9 @@ function frr(): Frr {
 }
 
 /** Starts a speaker if none runs, and waits until both sessions are Up on both sides. */
-async function upOnBothSides(t: ExecutionContext): Promise<Speaker> {
+async function upOnBothSides(t: ExecutionContext): Promise<BfdSpeaker> {
   if (!lab.speaker || lab.speaker.child.exitCode !== null || lab.speaker.child.signalCode !== null)
-    lab.speaker = new Speaker(lab.sandbox.ns("gw"));
+    lab.speaker = new BfdSpeaker(lab.sandbox.ns("gw"), { sessions: PEERS.map(fastSession) });
   const sp = lab.speaker;
   let last: FrrPeer[] = [];
   await waitFor(
@@ -448,15 +383,17 @@ serial("a link-local peer with its interface: the session comes Up with FRR's bf
     "-c",
     "transmit-interval 100",
   ]);
-  const sp = new Speaker(lab.sandbox.ns("gw"), [
-    {
-      peer: "fe80::1%eth0",
-      local: "fe80::2%eth0",
-      desiredMinTxMs: 100,
-      requiredMinRxMs: 100,
-      detectMultiplier: 3,
-    },
-  ]);
+  const sp = new BfdSpeaker(lab.sandbox.ns("gw"), {
+    sessions: [
+      {
+        peer: "fe80::1%eth0",
+        local: "fe80::2%eth0",
+        desiredMinTxMs: 100,
+        requiredMinRxMs: 100,
+        detectMultiplier: 3,
+      },
+    ],
+  });
   t.teardown(() => sp.signal("SIGKILL"));
   await waitFor(
     `FRR: fe80::2 up\n${sp.stderr}`,

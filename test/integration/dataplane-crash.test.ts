@@ -86,6 +86,9 @@ test("reconcile is idempotent and teardown removes only what egressd owns", asyn
   t.deepEqual(first.addresses.added.sort(), ["192.0.2.11/32 dev lo", "2001:db8:e::11/128 dev lo"]);
   const second = (await fixture(s, "gw", ["apply", file])) as Changes;
   t.true(nothingChanged(second), JSON.stringify(second));
+  type Checks = Record<"nftTable" | "forwarding" | "address", { ok: boolean; reason?: string }>;
+  const programmed = (await fixture(s, "gw", ["self-checks", "192.0.2.11"])) as Checks;
+  t.deepEqual(programmed, { nftTable: { ok: true }, forwarding: { ok: true }, address: { ok: true } });
 
   const down = (await fixture(s, "gw", ["teardown"])) as {
     nftTable: boolean;
@@ -94,6 +97,9 @@ test("reconcile is idempotent and teardown removes only what egressd owns", asyn
     rules: string[];
   };
   t.true(down.nftTable);
+  const removed = (await fixture(s, "gw", ["self-checks", "192.0.2.11"])) as Checks;
+  t.deepEqual(removed.nftTable, { ok: false, reason: "nft table inet egressd is missing" });
+  t.false(removed.address.ok);
   t.is(down.routes.length, 3);
   t.is(down.rules.length, 3);
   t.is(down.addresses.length, 2);

@@ -335,3 +335,33 @@ test("rejects bad timer values", (t) => {
   t.throws(() => new BfdSession({ ...base, detectMult: 0, localDiscriminator: 1 }, hooks, 0));
   t.throws(() => new BfdSession({ ...base, desiredMinTxUs: 0, localDiscriminator: 1 }, hooks, 0));
 });
+
+test("receive slack: how close the gaps between packets came to the detection time, since Up", (t) => {
+  const { clock, a, b } = pair();
+  clock.advance(3000);
+  const steady = a.s.snapshot().rxSlackMinUs!;
+  // b sends every 75-100 ms against a 300 ms detection time.
+  t.true(steady >= 195 * MS && steady <= 230 * MS, `steady slack ${steady} us`);
+  // b falls silent for 120 ms: the gap around it comes closer to the detection time.
+  const from = clock.now();
+  b.mute = true;
+  clock.advance(120);
+  b.mute = false;
+  const to = clock.now();
+  clock.advance(500);
+  t.is(a.s.sessionState, BfdState.Up);
+  const arrivals = b.sent.filter((x) => x.at < from || x.at >= to).map((x) => x.at + 1);
+  const around = arrivals.filter((x) => x > from - 200 && x < to + 200);
+  const widest = Math.max(...around.slice(1).map((x, i) => x - around[i]!));
+  const close = a.s.snapshot().rxSlackMinUs!;
+  t.is(close, (300 - widest) * MS, `widest gap ${widest} ms`);
+  t.true(close < steady && close > 0);
+  // A new Up starts afresh.
+  b.mute = true;
+  clock.advance(1000);
+  t.is(a.s.sessionState, BfdState.Down);
+  b.mute = false;
+  clock.advance(4000);
+  t.is(a.s.sessionState, BfdState.Up);
+  t.true(a.s.snapshot().rxSlackMinUs! >= 195 * MS);
+});

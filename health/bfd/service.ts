@@ -1,0 +1,14 @@
+// What the gateway needs of BFD, whoever runs the sessions: the manager on
+// this thread (tests, tools) or the manager in its own worker thread (the
+// daemon, see worker.ts).
+import type { EventEmitter } from "node:events";
+import type { BfdManagerEvents, BfdPeerConfig, BfdSessionInfo } from "./manager.js";
+
+export interface BfdService extends EventEmitter<BfdManagerEvents> {
+  /** Makes the sessions match `peers`; serialised; rejects naming the sessions that failed. */
+  reconcile(peers: readonly BfdPeerConfig[]): Promise<void>;
+  /** The sessions as last known (from a worker: at most a second old, and fresh after each reconcile). */
+  list(): BfdSessionInfo[];
+  /** Every session AdminDown, the peers told, sockets closed. */
+  stop(): Promise<void>;
+}
