@@ -6,13 +6,13 @@ import type { SessionState } from "../core/bgp.js";
 import { DEFAULTS } from "../core/defaults.js";
 import type { BfdPeerConfig } from "../health/bfd/manager.js";
 import type { BfdService } from "../health/bfd/service.js";
-import type { GatewayConfig } from "../core/config/gateway-config.js";
+import type { ConfigView } from "../core/plan/index.js";
 import type { Logger } from "./log.js";
 
 export interface BfdPeersOptions {
   log: Logger;
   /** The config in force (hold times, BFD settings). */
-  config: () => GatewayConfig;
+  config: () => ConfigView;
   /** A peer was closed by BFD, or given back: health must be evaluated again. */
   onChange: (what: "down" | "reopened", peer: string) => void;
   /** BFD says a peer's session is gone (an event for metrics and logs). */

@@ -1,8 +1,8 @@
-// One gateway at run time: the imperative shell around plan().
+// One gateway at run time: the imperative shell around the core's planner.
 //
-//   config --plan()--> KernelState --reconcileKernel--> netlink + nftables
-//                  \-> planBgp(health) --peers/paths--> gobgpd (gRPC)
-//   probes, self-checks, BFD --> health --> planBgp (fast path: withdraw at once)
+//   config --Dataplane.prepare (a worker thread)--> static plan --apply--> netlink + nftables
+//                                               \-> view --planDesired(health)--> gobgpd (gRPC)
+//   probes, self-checks, BFD --> health --> planDesired (fast path: withdraw at once)
 //
 // The Controller serialises reconciles; every input change is a trigger. A
 // probe going down does not wait for one: the paths it guards are withdrawn
@@ -24,7 +24,7 @@ import {
 } from "../health/prober.js";
 import { changed, type KernelChanges } from "../routing/reconcile.js";
 import type { NatCounter } from "../routing/nft.js";
-import { realKernel, type KernelActuator } from "../routing/kernel-actuator.js";
+import { realChecks, type KernelChecks } from "../routing/kernel-actuator.js";
 import type { Speaker } from "../bgp/speaker.js";
 import { Controller, type ReconcileResult, type ReconcileTarget } from "./controller.js";
 import type { BgpConfig } from "../core/config/bgp-schema.js";
@@ -33,13 +33,13 @@ import type { Logger } from "./log.js";
 import {
   NO_HEALTH_INPUTS,
   planDesired,
-  planStatic,
+  type ConfigView,
   type Desired,
   type HealthInputs,
-  type Planned,
+  type PlanView,
 } from "../core/plan/index.js";
+import type { Dataplane, Prepared } from "./dataplane.js";
 import { SELF_ADDRESS, type HealthView } from "../core/plan/health.js";
-import type { KernelState } from "../core/state.js";
 import type { StatusSnapshot } from "./status.js";
 import { statusView } from "./status-view.js";
 import { DEFAULTS } from "../core/defaults.js";
@@ -49,13 +49,16 @@ import { SpeakerLink } from "./speaker-link.js";
 import { within } from "../lib/wait.js";
 
 export type { GatewayConfig } from "../core/config/gateway-config.js";
-import type { GatewayConfig } from "../core/config/gateway-config.js";
+
+/** A plan the data plane prepared and accepted. */
+export type PreparedPlan = Extract<Prepared, { ok: true }>;
 
 export type { Desired } from "../core/plan/index.js";
 
 /** Stand-ins for the real actuators (tests); each one left out is the real thing. */
 export interface Actuators {
-  kernel: KernelActuator;
+  /** The self-checks of the kernel state (default: the real ones). */
+  checks: KernelChecks;
   /** Connects to a BGP speaker instead of starting or reaching gobgpd. */
   speaker: (bgp: BgpConfig) => Speaker;
   /** BFD sessions (default: a BfdManager in its own worker thread). */
@@ -66,6 +69,8 @@ export interface Actuators {
 
 export interface GatewayOptions {
   log: Logger;
+  /** Plans configs and programs the kernel (the daemon: a DataplaneWorker). */
+  dataplane: Dataplane;
   actuators?: Partial<Actuators>;
   /** Where gobgpd's API socket and the pid file live; default: per network namespace under /run/egressd. */
   runDir?: string;
@@ -105,16 +110,18 @@ const SELF = {
 export class Gateway {
   readonly events = new EventEmitter<GatewayEvents>();
   readonly runDir: string;
-  private config: GatewayConfig;
+  /** The committed plan's view (the config without its sources, the kernel plan's summary). */
+  private view: PlanView;
+  /** Prepared at construction, committed by start(). */
+  private firstId: number | undefined;
   private readonly log: Logger;
-  private readonly kernel: KernelActuator;
+  private readonly dataplane: Dataplane;
+  private readonly checks: KernelChecks;
   private readonly controller: Controller<Desired>;
   private readonly prober = new Prober();
   private readonly bfd: BfdService;
   private readonly bfdPeers: BfdPeers;
   private readonly speaker: SpeakerLink;
-  /** What depends on the config alone, computed once per config rather than on every health change. */
-  private planned: Planned | undefined;
   private health: HealthView;
   /** The run-time inputs health was last evaluated with; reconciles plan with these. */
   private healthIn: HealthInputs = NO_HEALTH_INPUTS;
@@ -130,12 +137,14 @@ export class Gateway {
   private tick = Date.now();
   private readonly heartbeat: NodeJS.Timeout;
 
-  constructor(config: GatewayConfig, opts: GatewayOptions) {
-    this.config = config;
+  constructor(first: PreparedPlan, opts: GatewayOptions) {
+    this.view = first.view;
+    this.firstId = first.id;
     this.log = opts.log;
     this.runDir = opts.runDir ?? defaultRunDir();
-    this.health = planDesired({ config, health: NO_HEALTH_INPUTS }).health;
-    this.kernel = opts.actuators?.kernel ?? realKernel();
+    this.health = planDesired({ view: this.view, health: NO_HEALTH_INPUTS }).health;
+    this.dataplane = opts.dataplane;
+    this.checks = opts.actuators?.checks ?? realChecks();
     this.bfd = opts.actuators?.bfd ?? new BfdWorker({ logger: this.log });
     this.bfdPeers = new BfdPeers(this.bfd, {
       log: this.log,
@@ -160,9 +169,9 @@ export class Gateway {
     const targets: ReconcileTarget<Desired>[] = [
       {
         name: "kernel",
-        apply: async (d) => {
+        apply: async () => {
           this.kernelOk = false;
-          const result = await this.kernel.apply(d.kernel);
+          const result = await this.dataplane.apply();
           const missing = result.addresses.missingInterface;
           // Partly programmed is not programmed: BGP must not advertise on it.
           if (missing.length) {
@@ -215,17 +224,9 @@ export class Gateway {
     });
   }
 
-  get currentConfig(): GatewayConfig {
-    return this.config;
-  }
-
-  private plannedNow(): Planned {
-    if (this.planned?.config !== this.config) this.planned = planStatic(this.config);
-    return this.planned;
-  }
-
-  private kernelPlan(): KernelState {
-    return this.plannedNow().kernel;
+  /** The config in force, without its sources. */
+  get config(): ConfigView {
+    return this.view.config;
   }
 
   /** Every run-time input as it is now, as the core plans from it (a snapshot: later events do not change it). */
@@ -244,10 +245,12 @@ export class Gateway {
 
   /** The desired state for the config in force and the health last evaluated. */
   desired(): Desired {
-    return planDesired({ config: this.config, health: this.healthIn }, this.plannedNow());
+    return planDesired({ view: this.view, health: this.healthIn });
   }
 
   async start(): Promise<void> {
+    if (this.firstId !== undefined) await this.dataplane.commit(this.firstId);
+    this.firstId = undefined;
     mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
     writePidFile(join(this.runDir, "egressd.pid"));
     if (this.config.bgp) await this.speaker.start(this.config.bgp);
@@ -263,18 +266,18 @@ export class Gateway {
     this.prober.sync(probeSpecs(this.config));
     const checks = new Map<string, CheckSpec>();
     const add = (c: CheckSpec) => checks.set(c.name, c);
-    for (const a of this.kernelPlan().addresses) {
+    for (const a of this.view.kernel.addresses) {
       add({
         name: `${SELF_ADDRESS}${a.address}`,
         target: a.address,
-        check: this.kernel.checks.address(a.address),
+        check: this.checks.address(a.address),
         ...SELF,
       });
     }
-    for (const family of new Set(this.kernelPlan().nat.policies.map((p) => p.family))) {
-      add({ name: `self-forwarding-ipv${family}`, check: this.kernel.checks.forwarding(family), ...SELF });
+    for (const family of new Set(this.view.kernel.nat.policies.map((p) => p.family))) {
+      add({ name: `self-forwarding-ipv${family}`, check: this.checks.forwarding(family), ...SELF });
     }
-    add({ name: "self-nft-table", check: this.kernel.checks.nftTable(), ...SELF, intervalMs: 1000 });
+    add({ name: "self-nft-table", check: this.checks.nftTable(), ...SELF, intervalMs: 1000 });
     if (this.config.bgp) add({ name: "self-gobgpd", check: async () => this.speaker.ready, ...SELF });
     for (const name of this.selfChecks) if (!checks.has(name)) this.prober.remove(name);
     for (const [name, spec] of checks) if (!this.selfChecks.has(name)) this.prober.addCheck(spec);
@@ -329,7 +332,7 @@ export class Gateway {
    */
   private failSafe(e: Error): void {
     this.log.error({ err: e }, "health evaluation failed: withdrawing every destination (fail safe)");
-    const owned = new Set(this.kernelPlan().addresses.map((a) => `${a.address}/${a.prefixLength}`));
+    const owned = new Set(this.view.kernel.addresses.map((a) => `${a.address}/${a.prefixLength}`));
     this.allowed = owned;
     this.speaker.withdrawAtOnce(
       this.speaker.advertised.filter((p) => !owned.has(canonicalPath(p).prefix)),
@@ -340,24 +343,24 @@ export class Gateway {
   }
 
   /**
-   * Replaces the config (already validated) and reconciles to it. Everything
-   * the new config needs is built first (kernel plan, BGP plan with its
-   * attributes, probes): if any of it fails, or a field changed that only a
-   * restart can apply, the reload is refused and the running config stays in
-   * force, untouched. "failed" means the switch happened but applying it
-   * failed; the controller retries, and /status shows the errors.
+   * Switches to a prepared plan and reconciles to it. Everything the new
+   * config needs is checked first (the BGP plan with its attributes, the
+   * probes, fields only a restart can change): if any of it fails, the plan is
+   * discarded, the reload refused, and the running config stays in force,
+   * untouched. "failed" means the switch happened but applying it failed; the
+   * controller retries, and /status shows the errors.
    */
-  async reload(config: GatewayConfig): Promise<"applied" | "unchanged" | "failed"> {
-    if (JSON.stringify(config) === JSON.stringify(this.config)) {
+  async reload(next: PreparedPlan): Promise<"applied" | "unchanged" | "failed"> {
+    if (next.unchanged) {
+      await this.dataplane.discard(next.id);
       this.events.emit("reload", { result: "unchanged" });
       return "unchanged";
     }
-    let planned: Planned;
     try {
+      const config = next.view.config;
       const restart = restartOnly(this.config, config);
       if (restart.length) throw new Error(`${restart.join("; ")}: restart egressd to apply`);
-      planned = planStatic(config);
-      const { bgp } = planDesired({ config, health: this.healthInputs() }, planned);
+      const { bgp } = planDesired({ view: next.view, health: this.healthInputs() });
       if (bgp) {
         diffPaths(bgp.paths, []);
         for (const p of bgp.peers) canonicalPeer(p);
@@ -367,11 +370,12 @@ export class Gateway {
         if (errs.length) throw new Error(`probe ${spec.name}: ${errs.join("; ")}`);
       }
     } catch (e) {
+      await this.dataplane.discard(next.id);
       this.events.emit("reload", { result: "refused" });
       throw new ReloadRefused((e as Error).message);
     }
-    this.config = config;
-    this.planned = planned;
+    await this.dataplane.commit(next.id);
+    this.view = next.view;
     this.syncProbes();
     this.updateHealth("reload");
     await this.controller.idle();
@@ -423,7 +427,7 @@ export class Gateway {
     clearInterval(this.heartbeat);
     rmSync(join(this.runDir, "egressd.pid"), { force: true });
     if (!withdrawn) {
-      this.kernel.close();
+      await this.close();
       this.log.error(
         { speaker: this.config.bgp?.speaker?.address },
         "the sidecar gobgpd could not be told to withdraw: leaving the data plane in place so that what it " +
@@ -431,10 +435,15 @@ export class Gateway {
       );
       return false;
     }
-    const summary = await this.kernel.teardown();
-    this.kernel.close();
+    const summary = await this.dataplane.teardown();
+    await this.close();
     this.log.info({ removed: summary }, "removed everything egressd owned");
     return true;
+  }
+
+  private async close(): Promise<void> {
+    this.checks.close();
+    await this.dataplane.close();
   }
 
   // --- observation (metrics, /status) ---
@@ -445,13 +454,13 @@ export class Gateway {
   }
 
   natCounters(): Promise<NatCounter[]> {
-    return this.kernel.natCounters(this.kernelPlan().nat);
+    return this.dataplane.natCounters();
   }
 
   status(): StatusSnapshot {
     return statusView({
       config: this.config,
-      kernel: this.kernelPlan(),
+      kernel: this.view.kernel,
       kernelOk: this.kernelOk,
       health: this.health,
       draining: this.draining,
@@ -473,7 +482,7 @@ export class ReloadRefused extends Error {
   override name = "ReloadRefused";
 }
 
-function probeSpecs(config: GatewayConfig): ProbeSpec[] {
+function probeSpecs(config: ConfigView): ProbeSpec[] {
   return (config.probes ?? []).map(({ affects: _a, ...spec }) => spec as ProbeSpec);
 }
 
@@ -481,7 +490,7 @@ function probeSpecs(config: GatewayConfig): ProbeSpec[] {
  * Fields that are read once, at start: the BGP speaker's identity and how it
  * runs, and the HTTP listener. A reload that changes one is refused, naming it.
  */
-export function restartOnly(from: GatewayConfig, to: GatewayConfig): string[] {
+export function restartOnly(from: ConfigView, to: ConfigView): string[] {
   const out: string[] = [];
   const show = (v: unknown) => (v === undefined ? "unset" : JSON.stringify(v));
   const field = (name: string, a: unknown, b: unknown) => {

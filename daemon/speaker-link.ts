@@ -13,7 +13,7 @@ import { diagnoseConnect, ReportBackoff } from "../bgp/peer-diagnosis.js";
 import type { Speaker } from "../bgp/speaker.js";
 import { canonicalAddress, canonicalPath, type BgpPath, type SessionState } from "../core/bgp.js";
 import type { BgpConfig } from "../core/config/bgp-schema.js";
-import type { GatewayConfig } from "../core/config/gateway-config.js";
+import type { ConfigView } from "../core/plan/index.js";
 import type { BgpDesired } from "../core/plan/bgp.js";
 import type { GatewayEvents, WithdrawReason } from "./events.js";
 import type { Logger } from "./log.js";
@@ -24,7 +24,7 @@ export interface SpeakerLinkOptions {
   events: EventEmitter<GatewayEvents>;
   runDir: string;
   /** The config in force (peers, for names and reports). */
-  config: () => GatewayConfig;
+  config: () => ConfigView;
   /** Asks the controller for a reconcile. */
   trigger: (why: string) => void;
   /** Peers BFD has closed: not re-created after a drop, reported as closed by egressd. */

@@ -3,17 +3,15 @@
 import type { BgpPath, SessionState } from "../core/bgp.js";
 import type { BfdSessionInfo } from "../health/bfd/manager.js";
 import type { ProbeStatus } from "../health/prober.js";
-import type { KernelState } from "../core/state.js";
 import type { ReconcileResult } from "./controller.js";
-import type { GatewayConfig } from "../core/config/gateway-config.js";
-import { policyFamily } from "../core/plan/model.js";
+import type { ConfigView, PlanView } from "../core/plan/index.js";
 import { affectsText, type HealthView } from "../core/plan/health.js";
 import type { StatusSnapshot } from "./status.js";
 import { VERSION } from "./version.js";
 
 export interface StatusParts {
-  config: GatewayConfig;
-  kernel: KernelState;
+  config: ConfigView;
+  kernel: Pick<PlanView["kernel"], "addresses">;
   /** The last kernel apply succeeded. */
   kernelOk: boolean;
   health: HealthView;
@@ -56,7 +54,7 @@ export function statusView(x: StatusParts, now = new Date()): StatusSnapshot {
           : (x.health.why.get(p.name) ?? []);
       return {
         name: p.name,
-        family: policyFamily(p),
+        family: p.family,
         ...(p.egressIP ? { egressIP: p.egressIP } : {}),
         ...(p.uplink ? { uplink: p.uplink } : {}),
         gateway: p.gateway !== false,

@@ -14,19 +14,21 @@ export interface KernelActuator {
   teardown(): Promise<TeardownSummary>;
   natCounters(nat: NatPlan): Promise<NatCounter[]>;
   /** Self-checks: the address is configured, forwarding is on, egressd's nft table exists. */
-  checks: {
-    address(address: string): CheckFn;
-    forwarding(family: 4 | 6): CheckFn;
-    nftTable(): CheckFn;
-  };
+  checks: KernelChecks;
   /** Releases sockets (after teardown, or when leaving the state in place). */
   close(): void;
 }
 
-/** The real kernel: rtnetlink, nftables, /proc. */
-export function realKernel(): KernelActuator {
-  const nft = new NftReconciler();
-  const guard = new GuardReconciler();
+export interface KernelChecks {
+  address(address: string): CheckFn;
+  forwarding(family: 4 | 6): CheckFn;
+  nftTable(): CheckFn;
+  /** Releases the checks' socket. */
+  close(): void;
+}
+
+/** The real self-checks: os.networkInterfaces(), /proc, and one netlink question for the table. */
+export function realChecks(): KernelChecks {
   let tables: NfElementWriter | undefined;
   const tableCheck: CheckFn = async () => {
     tables ??= new NfElementWriter();
@@ -34,18 +36,29 @@ export function realKernel(): KernelActuator {
     return { ok: false, reason: `nft table inet ${OWNER.nftTable} is missing` };
   };
   return {
+    address: addressCheck,
+    forwarding: forwardingCheck,
+    nftTable: () => tableCheck,
+    close: () => {
+      tables?.close();
+      tables = undefined;
+    },
+  };
+}
+
+/** The real kernel: rtnetlink, nftables, /proc. */
+export function realKernel(): KernelActuator {
+  const nft = new NftReconciler();
+  const guard = new GuardReconciler();
+  const checks = realChecks();
+  return {
     apply: (desired, opts = {}) => reconcileKernel(desired, { nft, guard, ...opts }),
     teardown: () => teardownKernel({ nft, guard }),
     natCounters: (nat) => readNatCounters(nat),
-    checks: {
-      address: addressCheck,
-      forwarding: forwardingCheck,
-      nftTable: () => tableCheck,
-    },
+    checks,
     close: () => {
       nft.close();
-      tables?.close();
-      tables = undefined;
+      checks.close();
     },
   };
 }

@@ -87,7 +87,13 @@ export function rangeToCidrs({ family, lo, hi }: Range): string[] {
 }
 
 /** The served ranges of the NAT plan: what some source sends through a healthy gateway policy, merged. */
-export function servedRanges(kernel: KernelState, downPolicies: ReadonlySet<string>): Range[] {
+/** What BGP planning reads of a kernel plan: the egress addresses and the NAT classes' destinations. */
+export interface KernelView {
+  addresses: KernelState["addresses"];
+  nat: { classes: KernelState["nat"]["classes"] };
+}
+
+export function servedRanges(kernel: KernelView, downPolicies: ReadonlySet<string>): Range[] {
   const ranges: Range[] = [];
   for (const cls of kernel.nat.classes) {
     for (const d of cls.destinations) {
@@ -218,7 +224,7 @@ const DEFAULT_ROUTE: Record<Family, string> = { 4: "0.0.0.0/0", 6: "::/0" };
  */
 export function advertisedDestinations(
   scope: AdvertiseScope,
-  kernel: KernelState,
+  kernel: KernelView,
   downPolicies: ReadonlySet<string>,
 ): string[] {
   const out: string[] = [];
@@ -235,17 +241,17 @@ export function advertisedDestinations(
 }
 
 /** Whether the NAT plan sends anything through one of `policies` while it is healthy. */
-function servesThrough(kernel: KernelState, policies: Set<string>, down: ReadonlySet<string>): boolean {
+function servesThrough(kernel: KernelView, policies: Set<string>, down: ReadonlySet<string>): boolean {
   return kernel.nat.classes.some((c) =>
     c.destinations.some((d) => d.policy !== null && policies.has(d.policy) && !down.has(d.policy)),
   );
 }
 
 export function planBgp(
-  config: Config & { bgp: BgpConfig },
-  kernel: KernelState,
-  health: BgpHealth = HEALTHY,
-  scope: AdvertiseScope = advertiseScope(config),
+  config: { bgp: BgpConfig },
+  kernel: KernelView,
+  health: BgpHealth,
+  scope: AdvertiseScope,
 ): BgpDesired {
   const bgp = config.bgp;
   const adv = bgp.advertise ?? {};

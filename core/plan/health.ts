@@ -25,8 +25,14 @@ export function affectsText(p: ProbeConfig): string {
   return "uplink" in p.affects ? `uplink ${p.affects.uplink}` : `policy ${p.affects.policy}`;
 }
 
+/** What health reads of a config: policy names, egress IPs and uplinks, and the probes. */
+export interface HealthConfig {
+  policies: readonly Pick<Config["policies"][number], "name" | "egressIP" | "uplink">[];
+  probes?: ProbeConfig[];
+}
+
 export function healthFrom(
-  config: Config & { probes?: ProbeConfig[] },
+  config: HealthConfig,
   states: ProbeStates,
   extra: { selfDown?: readonly string[]; downPeers?: ReadonlySet<string>; draining?: boolean } = {},
 ): HealthView {

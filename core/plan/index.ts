@@ -1,20 +1,31 @@
-// The core's one entry point: every input the daemon gathers, as one plain
-// value, in; the whole desired state (kernel, BGP, and the health view that
-// /status shows) out. Pure: no clock, no I/O, no state between calls.
+// The core's entry points: every input the daemon gathers, as plain values,
+// in; the whole desired state out. Pure: no clock, no I/O, no state between
+// calls.
 //
-//   const planned = planStatic(config);            // once per config
-//   const want = planDesired({ config, health }, planned);
-//   want.kernel, want.bgp, want.health
+//   const planned = planStatic(config);      // once per config: the kernel plan, the advertise scope
+//   const view = viewOf(planned);            // what health and BGP planning need of it (small)
+//   const want = planDesired({ view, health });
+//   planned.kernel, want.bgp, want.health
 //
-// The part that depends on the config alone (the kernel plan and the BGP
-// advertise scope) is split out so that a health change, which happens far
-// more often than a reload, replans only the BGP paths.
+// The split follows the cost. planStatic reads every source of every policy
+// (100k of them at scale): it runs when the config changes, and the daemon
+// runs it off the main thread. A health change, far more frequent, replans
+// only BGP, from the view, in well under a millisecond per policy.
 import type { BgpConfig } from "../config/bgp-schema.js";
 import type { GatewayConfig } from "../config/gateway-config.js";
-import type { KernelState } from "../state.js";
-import { advertiseScope, planBgp, type AdvertiseScope, type BgpDesired } from "./bgp.js";
+import type { PolicyConfig } from "../config/schema.js";
+import type { Family, KernelState } from "../state.js";
+import {
+  advertiseScope,
+  intersectRanges,
+  planBgp,
+  type AdvertiseScope,
+  type BgpDesired,
+  type KernelView,
+} from "./bgp.js";
 import { healthFrom, type HealthView } from "./health.js";
 import { plan } from "./kernel.js";
+import { policyFamily } from "./model.js";
 
 /** What changes at run time, as the daemon last saw it. */
 export interface HealthInputs {
@@ -28,27 +39,6 @@ export interface HealthInputs {
   draining: boolean;
 }
 
-export interface Inputs {
-  /** The config file, validated. */
-  config: GatewayConfig;
-  health: HealthInputs;
-}
-
-export interface Desired {
-  kernel: KernelState;
-  /** Undefined without a bgp section. */
-  bgp: BgpDesired | undefined;
-  /** Which policies are withdrawn and why (also what /status shows). */
-  health: HealthView;
-}
-
-/** What depends on the config alone. */
-export interface Planned {
-  config: GatewayConfig;
-  kernel: KernelState;
-  scope: AdvertiseScope;
-}
-
 export const NO_HEALTH_INPUTS: HealthInputs = {
   probes: new Map(),
   selfDown: [],
@@ -56,21 +46,80 @@ export const NO_HEALTH_INPUTS: HealthInputs = {
   draining: false,
 };
 
-export function planStatic(config: GatewayConfig): Planned {
+/** What depends on the config alone. */
+export interface StaticPlan {
+  config: GatewayConfig;
+  kernel: KernelState;
+  scope: AdvertiseScope;
+}
+
+/** A policy without its sources (which can be 100k addresses): their count and family instead. */
+export type PolicyView = Omit<PolicyConfig, "sources"> & { family: Family; sourceCount: number };
+
+/** The config as everything but the kernel planner reads it. */
+export type ConfigView = Omit<GatewayConfig, "policies"> & { policies: PolicyView[] };
+
+/**
+ * What health and BGP planning, status and metrics need of a static plan: a
+ * few kilobytes whatever the number of sources, so that it can cross from the
+ * thread that planned to the main thread cheaply.
+ */
+export interface PlanView {
+  config: ConfigView;
+  kernel: KernelView & { nat: KernelView["nat"] & { policies: KernelState["nat"]["policies"] } };
+  scope: AdvertiseScope;
+}
+
+export interface Inputs {
+  view: PlanView;
+  health: HealthInputs;
+}
+
+export interface Desired {
+  /** Undefined without a bgp section. */
+  bgp: BgpDesired | undefined;
+  /** Which policies are withdrawn and why (also what /status shows). */
+  health: HealthView;
+}
+
+export function planStatic(config: GatewayConfig): StaticPlan {
   return { config, kernel: plan(config), scope: advertiseScope(config) };
 }
 
-/** The desired state for `inputs`; `planned` must be planStatic(inputs.config) (computed here when absent). */
-export function planDesired(inputs: Inputs, planned?: Planned): Desired {
-  const p = planned?.config === inputs.config ? planned : planStatic(inputs.config);
-  const { config, health: h } = inputs;
+/**
+ * The view of a static plan. The scope's never-advertised space is cut down to
+ * the configured destinations: nothing outside them is ever advertised, so
+ * the rest (most of 100k pod addresses) cannot change a decision.
+ */
+export function viewOf(p: StaticPlan): PlanView {
+  const config: ConfigView = {
+    ...p.config,
+    policies: p.config.policies.map(({ sources, ...pol }) => ({
+      ...pol,
+      family: policyFamily({ ...pol, sources }),
+      sourceCount: sources.length,
+    })),
+  };
+  return {
+    config,
+    kernel: {
+      addresses: p.kernel.addresses,
+      nat: { classes: p.kernel.nat.classes, policies: p.kernel.nat.policies },
+    },
+    scope: { ...p.scope, excluded: intersectRanges(p.scope.excluded, p.scope.outer) },
+  };
+}
+
+/** The desired BGP state and health view for `inputs`. */
+export function planDesired({ view, health: h }: Inputs): Desired {
+  const { config } = view;
   const health = healthFrom(config, h.probes, {
     selfDown: h.selfDown,
     downPeers: h.downPeers,
     draining: h.draining,
   });
   const bgp = config.bgp
-    ? planBgp(config as GatewayConfig & { bgp: BgpConfig }, p.kernel, health, p.scope)
+    ? planBgp(config as ConfigView & { bgp: BgpConfig }, view.kernel, health, view.scope)
     : undefined;
-  return { kernel: p.kernel, bgp, health };
+  return { bgp, health };
 }

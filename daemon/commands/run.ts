@@ -5,7 +5,8 @@ import { Command } from "commander";
 import { watch } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { basename, dirname, resolve } from "node:path";
-import { loadConfig } from "../../inputs/config/load.js";
+import { DataplaneWorker } from "../dataplane-worker.js";
+import type { ConfigView } from "../../core/plan/index.js";
 import { formatIssue } from "../../inputs/config/issues.js";
 import { Gateway, ReloadRefused } from "../gateway.js";
 import { startObservability } from "../observability.js";
@@ -54,7 +55,10 @@ export function runCommand(): Command {
         };
         const firstText = await read();
         if (firstText === undefined) return void (process.exitCode = EXIT.usage);
-        const first = loadConfig(firstText);
+        // Parsing, validating and planning happen in the data plane's worker
+        // thread, as does programming the kernel (see daemon/dataplane.ts).
+        const dataplane = new DataplaneWorker();
+        const first = await dataplane.prepare({ text: firstText });
         for (const w of first.warnings) log.warn({ file: opts.config }, formatIssue(w));
         if (!first.ok) {
           for (const e of first.errors)
@@ -63,20 +67,22 @@ export function runCommand(): Command {
             { file: opts.config, errors: first.errors.length },
             "invalid config: nothing was programmed",
           );
+          await dataplane.close();
           return void (process.exitCode = EXIT.invalid);
         }
+        const firstConfig = first.view.config;
 
         // The config's log level applies unless --log-level or EGRESSD_LOG_LEVEL says otherwise.
-        const applyLogLevel = (c: typeof first.config) => {
+        const applyLogLevel = (c: ConfigView) => {
           if (!opts.logLevel && !process.env.EGRESSD_LOG_LEVEL && c.log?.level) log.level = c.log.level;
         };
-        applyLogLevel(first.config);
-        const gw = new Gateway(first.config, { log, runDir: opts.runDir });
+        applyLogLevel(firstConfig);
+        const gw = new Gateway(first, { log, runDir: opts.runDir, dataplane });
         // The HTTP listener first: /healthz and /readyz answer while the gateway starts.
         try {
           await startObservability({
             gateway: gw,
-            listen: first.config.http?.listen ?? DEFAULTS.http.listen,
+            listen: firstConfig.http?.listen ?? DEFAULTS.http.listen,
             log,
             version: VERSION,
           });
@@ -129,7 +135,7 @@ export function runCommand(): Command {
                 log.info({ file: opts.config, result: "unchanged", trigger }, "config reloaded");
                 return;
               }
-              const next = loadConfig(text);
+              const next = await dataplane.prepare({ text });
               if (!next.ok) {
                 for (const e of next.errors) {
                   log.error({ file: opts.config, path: e.path, line: e.line }, formatIssue(e));
@@ -143,7 +149,7 @@ export function runCommand(): Command {
               }
               let result: Awaited<ReturnType<Gateway["reload"]>>;
               try {
-                result = await gw.reload(next.config);
+                result = await gw.reload(next);
               } catch (e) {
                 if (!(e instanceof ReloadRefused)) throw e;
                 log.error(
@@ -152,7 +158,7 @@ export function runCommand(): Command {
                 );
                 return;
               }
-              applyLogLevel(next.config);
+              applyLogLevel(next.view.config);
               appliedText = text;
               if (result === "failed") {
                 log.error(
@@ -182,7 +188,7 @@ export function runCommand(): Command {
           process.exit(EXIT.invalid);
         }
         log.info(
-          { gateway: first.config.gateway.name, site: first.config.gateway.site, runDir: gw.runDir },
+          { gateway: firstConfig.gateway.name, site: firstConfig.gateway.site, runDir: gw.runDir },
           "egressd running",
         );
       }),

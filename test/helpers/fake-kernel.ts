@@ -46,6 +46,7 @@ export class FakeKernel implements KernelActuator {
     address: () => () => Promise.resolve(this.healthy.address),
     forwarding: () => () => Promise.resolve(this.healthy.forwarding),
     nftTable: () => () => Promise.resolve(this.healthy.nftTable),
+    close: () => {},
   };
 
   close(): void {}

@@ -17,6 +17,7 @@ import { Gateway, type GatewayConfig } from "../../daemon/gateway.js";
 import { BfdManager } from "../../health/bfd/manager.js";
 import { FakeKernel } from "../helpers/fake-kernel.js";
 import { FakeSpeaker } from "../helpers/fake-speaker.js";
+import { InlineDataplane } from "../../daemon/dataplane.js";
 
 const log = pino({ level: "silent" });
 const stubDiagnose = () => Promise.resolve("not diagnosed (test)");
@@ -71,18 +72,38 @@ async function until(what: string, f: () => boolean, ms = 10_000): Promise<void>
   }
 }
 
+/** A gateway over an InlineDataplane with `kernel`, its config prepared as the daemon prepares it. */
+async function gateway(
+  cfg: GatewayConfig,
+  kernel: FakeKernel,
+  speaker: FakeSpeaker,
+  runDir: string,
+  bfd?: BfdManager,
+): Promise<Gateway> {
+  const dataplane = new InlineDataplane(kernel);
+  const first = await dataplane.prepare({ config: cfg });
+  if (!first.ok) throw new Error(first.errors.map((e) => e.message).join("; "));
+  return new Gateway(first, {
+    log,
+    runDir,
+    resyncMs: 60_000,
+    dataplane,
+    // No test sends anything to the config's peer addresses: the diagnosis of a peer that is down is stubbed.
+    actuators: {
+      checks: kernel.checks,
+      speaker: () => speaker,
+      diagnose: stubDiagnose,
+      ...(bfd ? { bfd } : {}),
+    },
+  });
+}
+
 async function started(t: ExecutionContext, cfg: GatewayConfig, bfd?: BfdManager) {
   const calls: string[] = [];
   const kernel = new FakeKernel(calls);
   const speaker = new FakeSpeaker(calls);
   const runDir = mkdtempSync(join(tmpdir(), "egressd-gw-"));
-  const gw = new Gateway(cfg, {
-    log,
-    runDir,
-    resyncMs: 60_000,
-    // No test sends anything to the config's peer addresses: the diagnosis of a peer that is down is stubbed.
-    actuators: { kernel, speaker: () => speaker, diagnose: stubDiagnose, ...(bfd ? { bfd } : {}) },
-  });
+  const gw = await gateway(cfg, kernel, speaker, runDir, bfd);
   let stopped = false;
   t.teardown(async () => {
     if (!stopped) await gw.stop();
@@ -154,12 +175,7 @@ test("a failed BGP apply is reported and retried until it succeeds", async (t) =
   speaker.failNext("addPath", new Error("gobgpd said no"));
   const runDir = mkdtempSync(join(tmpdir(), "egressd-gw-"));
   t.teardown(() => rmSync(runDir, { recursive: true, force: true }));
-  const gw = new Gateway(config(), {
-    log,
-    runDir,
-    resyncMs: 60_000,
-    actuators: { kernel: new FakeKernel(calls), speaker: () => speaker, diagnose: stubDiagnose },
-  });
+  const gw = await gateway(config(), new FakeKernel(calls), speaker, runDir);
   t.teardown(() => gw.stop());
   const errors: string[] = [];
   gw.events.on("reconciled", (r) => r.errors.bgp && errors.push(r.errors.bgp));

@@ -8,9 +8,8 @@ import test from "ava";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { loadConfig } from "../../inputs/config/load.js";
-import type { BgpConfig } from "../../core/config/bgp-schema.js";
 import { plan } from "../../core/plan/kernel.js";
-import { planBgp } from "../../core/plan/bgp.js";
+import { advertiseScope, HEALTHY, planBgp } from "../../core/plan/bgp.js";
 import { renderDesired } from "../../core/plan/render-text.js";
 import { renderNftRuleset } from "../../routing/nft-render.js";
 import { renderGuard } from "../../routing/nft-guard.js";
@@ -37,7 +36,9 @@ for (const c of configs) {
     const r = loadConfig(readFileSync(c.path, "utf8"));
     if (!r.ok) return t.fail(r.errors.map((e) => `${e.path}: ${e.message}`).join("\n"));
     const kernel = plan(r.config);
-    const bgp = r.config.bgp ? planBgp(r.config as typeof r.config & { bgp: BgpConfig }, kernel) : undefined;
+    const bgp = r.config.bgp
+      ? planBgp({ bgp: r.config.bgp }, kernel, HEALTHY, advertiseScope(r.config))
+      : undefined;
     const text = renderDesired(kernel, renderNftRuleset, bgp, renderGuard);
     const file = join(GOLDEN, `${c.name}.plan`);
     if (update) writeFileSync(file, text);

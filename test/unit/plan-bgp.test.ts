@@ -25,6 +25,7 @@ import {
   type Range,
 } from "../../core/plan/bgp.js";
 import type { KernelState } from "../../core/state.js";
+import { NO_HEALTH_INPUTS, planDesired, viewOf } from "../../core/plan/index.js";
 
 const cidrs = (lo: string, hi: string) => {
   const a = parseInterval(lo);
@@ -83,7 +84,9 @@ function config(policies: Pol[], advertise: BgpConfig["advertise"] = {}): Config
 }
 
 const advertised = (c: Config & { bgp: BgpConfig }, down: string[] = []) =>
-  planBgp(c, plan(c), { downPolicies: new Set(down), gatewayDown: false }).paths.map((p) => p.prefix);
+  planBgp(c, plan(c), { downPolicies: new Set(down), gatewayDown: false }, advertiseScope(c)).paths.map(
+    (p) => p.prefix,
+  );
 
 test("adjacent destinations of two policies are both advertised, each on its own", (t) => {
   const c = config([
@@ -208,7 +211,7 @@ const within = (r: Range, outer: Range[]) =>
 const overlaps = (r: Range, set: Range[]) =>
   set.some((o) => o.family === r.family && o.lo <= r.hi && r.lo <= o.hi);
 
-test("property: advertised equals served, cut at configured destinations, nothing outside them", (t) => {
+test("property: advertised equals served, cut at configured destinations, nothing outside them; the view plans the same", (t) => {
   const policy = fc.record({
     sources: fc.uniqueArray(v4prefix, { minLength: 1, maxLength: 3 }),
     destinations: fc.uniqueArray(v4prefix, { minLength: 1, maxLength: 3 }),
@@ -258,6 +261,14 @@ test("property: advertised equals served, cut at configured destinations, nothin
           paths.length,
           "the export filter drops nothing the plan made",
         );
+        // The main thread plans from the small view: it must plan the same.
+        const view = viewOf({ config: c, kernel, scope });
+        t.deepEqual(
+          advertisedDestinations(view.scope, view.kernel, down),
+          advertisedDestinations(scope, kernel, down),
+        );
+        const fromView = planDesired({ view, health: NO_HEALTH_INPUTS });
+        t.deepEqual(fromView.bgp, planBgp(c, kernel, fromView.health, scope));
       },
     ),
     { numRuns: 300 },

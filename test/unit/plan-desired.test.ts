@@ -1,13 +1,21 @@
-// planDesired(): the core's one entry point, from every input to the whole
-// desired state. Health inputs change only what is advertised, never the
-// kernel plan; the config-only part is reused while the config is the same.
+// planStatic(), viewOf() and planDesired(): from the config to the static
+// plan, from it to the small view the main thread keeps, and from the view
+// and the health inputs to what is advertised.
 import test from "ava";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadConfig } from "../../inputs/config/load.js";
 import { canonicalPath } from "../../core/bgp.js";
 import type { GatewayConfig } from "../../core/config/gateway-config.js";
-import { NO_HEALTH_INPUTS, planDesired, planStatic, type HealthInputs } from "../../core/plan/index.js";
+import {
+  NO_HEALTH_INPUTS,
+  planDesired,
+  planStatic,
+  viewOf,
+  type HealthInputs,
+} from "../../core/plan/index.js";
+import { advertiseScope, HEALTHY, planBgp } from "../../core/plan/bgp.js";
+import { plan } from "../../core/plan/kernel.js";
 import { REPO } from "../helpers/paths.js";
 
 function labConfig(): GatewayConfig {
@@ -17,10 +25,11 @@ function labConfig(): GatewayConfig {
 }
 
 const config = labConfig();
+const view = viewOf(planStatic(config));
 const probeNames = (config.probes ?? []).map((p) => p.name);
 const allUp: HealthInputs = { ...NO_HEALTH_INPUTS, probes: new Map(probeNames.map((n) => [n, "up"])) };
 const prefixes = (h: HealthInputs) =>
-  (planDesired({ config, health: h }).bgp?.paths ?? []).map((p) => canonicalPath(p).prefix).sort();
+  (planDesired({ view, health: h }).bgp?.paths ?? []).map((p) => canonicalPath(p).prefix).sort();
 const egressIPs = config.egressIPs.map((e) =>
   e.address.includes(":") ? `${e.address}/128` : `${e.address}/32`,
 );
@@ -49,7 +58,7 @@ test("one policy's probe down withdraws that policy's destinations only", (t) =>
     [],
   );
   const want = planDesired({
-    config,
+    view,
     health: { ...allUp, probes: new Map([...allUp.probes, ["partner", "down"]]) },
   });
   t.deepEqual(want.health.why.get("partner"), ["partner"]);
@@ -57,19 +66,36 @@ test("one policy's probe down withdraws that policy's destinations only", (t) =>
 
 test("a peer BFD closed is left out of the desired peers", (t) => {
   const peer = config.bgp!.peers[0]!.address;
-  const peers = planDesired({ config, health: { ...allUp, downPeers: new Set([peer]) } }).bgp!.peers;
+  const peers = planDesired({ view, health: { ...allUp, downPeers: new Set([peer]) } }).bgp!.peers;
   t.false(peers.some((p) => p.address === peer));
 });
 
-test("health never changes the kernel plan, and the static part is reused", (t) => {
-  const planned = planStatic(config);
-  const a = planDesired({ config, health: allUp }, planned);
-  const b = planDesired(
-    { config, health: { ...allUp, draining: true, selfDown: ["self-nft-table"] } },
-    planned,
+test("the view plans exactly what the whole static plan plans", (t) => {
+  const full = planBgp(
+    config as typeof config & { bgp: NonNullable<typeof config.bgp> },
+    plan(config),
+    HEALTHY,
+    advertiseScope(config),
   );
-  t.is(a.kernel, planned.kernel);
-  t.is(b.kernel, planned.kernel);
-  t.deepEqual(planDesired({ config, health: allUp }).kernel, planned.kernel);
-  t.true(b.health.gatewayDown);
+  t.deepEqual(planDesired({ view, health: { ...allUp } }).bgp, full);
+});
+
+test("the view leaves the sources out, keeps their count and family, and cuts the scope to the destinations", (t) => {
+  const planned = planStatic(config);
+  for (const [i, p] of view.config.policies.entries()) {
+    t.false("sources" in p);
+    t.is(p.sourceCount, config.policies[i]!.sources.length);
+  }
+  t.deepEqual(
+    view.config.policies.map((p) => p.family),
+    [4, 4, 6],
+  );
+  t.true(view.scope.excluded.length < planned.scope.excluded.length);
+  t.deepEqual(view.kernel.addresses, planned.kernel.addresses);
+});
+
+test("a view crosses a thread boundary whole (structured clone)", (t) => {
+  const copy = structuredClone(view);
+  t.deepEqual(copy, view);
+  t.deepEqual(planDesired({ view: copy, health: allUp }), planDesired({ view, health: allUp }));
 });

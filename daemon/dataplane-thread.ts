@@ -1,0 +1,29 @@
+// The data-plane worker thread: an InlineDataplane over the real kernel, on
+// an event loop of its own. Started by dataplane-worker.ts; each message is
+// one call, answered with its value or its error's message.
+import { parentPort } from "node:worker_threads";
+import { realKernel } from "../routing/kernel-actuator.js";
+import { InlineDataplane, type Dataplane } from "./dataplane.js";
+
+export type DataplaneCall = {
+  [K in keyof Dataplane]: { id: number; op: K; arg: Parameters<Dataplane[K]>[0] };
+}[keyof Dataplane];
+
+export type DataplaneReply = { id: number; value?: unknown; error?: string };
+
+const port = parentPort;
+if (!port) throw new Error("dataplane-thread.js runs as a worker thread only");
+const dataplane = new InlineDataplane(realKernel());
+
+port.on("message", (m: DataplaneCall) => {
+  // Calls run in the order they arrive; each answers when it is done.
+  const call = dataplane[m.op] as (arg: unknown) => Promise<unknown>;
+  call.call(dataplane, m.arg).then(
+    (value) => port.postMessage({ id: m.id, value } satisfies DataplaneReply),
+    (e: unknown) =>
+      port.postMessage({
+        id: m.id,
+        error: e instanceof Error ? e.message : String(e),
+      } satisfies DataplaneReply),
+  );
+});
