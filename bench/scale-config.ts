@@ -31,10 +31,16 @@ export function podAddresses(n: number, lists: number, seed = n): string[][] {
 export interface GatewayAtScale {
   policies: number;
   sources: number;
+  /** BGP peers (each with BFD), and the local address of each session. */
+  peers: { address: string; local: string }[];
+  peerAsn: number;
+  self: { routerId: string; asn: number; interface: string };
+  /** The uplink's next hop. */
+  nextHop: string;
+  /** ICMP probes: the first guards the uplink, the others one policy each; targets are used in turn. */
   probes: number;
-  /** Where the ToR is: the uplink's next hop, the probes' target and the BGP peer. */
-  tor: { address: string; asn: number };
-  self: { address: string; asn: number; interface: string };
+  probeTargets: string[];
+  probeIntervalMs?: number;
   bfd: { intervalMs: number; multiplier: number };
   httpListen: string;
   egressIPs?: number;
@@ -43,19 +49,19 @@ export interface GatewayAtScale {
 /**
  * A gateway with `policies` policies sharing `sources` pod addresses, each
  * policy with its own /24 destination (100.64.0.0/24, 100.64.1.0/24, ...),
- * 50 egress IPs, `probes` ICMP probes to the ToR (the first guards the
- * uplink, the others one policy each) and BFD on the BGP session.
+ * 50 egress IPs, ICMP probes and BFD on every BGP session.
  */
 export function gatewayAtScale(o: GatewayAtScale): GatewayConfig {
   const egress = o.egressIPs ?? 50;
   const lists = podAddresses(o.sources, o.policies);
+  const interval = o.probeIntervalMs ?? 100;
   return {
     gateway: { name: "gw-scale", site: "dc-a" },
     egressIPs: Array.from({ length: egress }, (_, i) => ({
       address: `192.0.2.${i + 1}`,
       interface: "lo",
     })),
-    uplinks: [{ name: "tor", interface: o.self.interface, nextHop: o.tor.address }],
+    uplinks: [{ name: "tor", interface: o.self.interface, nextHop: o.nextHop }],
     policies: lists.map((sources, i) => ({
       name: `p-${i}`,
       sources,
@@ -66,23 +72,23 @@ export function gatewayAtScale(o: GatewayAtScale): GatewayConfig {
     probes: Array.from({ length: o.probes }, (_, i) => ({
       name: `probe-${i}`,
       kind: "icmp" as const,
-      target: o.tor.address,
+      target: o.probeTargets[i % o.probeTargets.length]!,
+      intervalMs: interval,
+      timeoutMs: interval,
       affects: i === 0 ? { uplink: "tor" } : { policy: `p-${i % o.policies}` },
     })),
     http: { listen: o.httpListen },
     drain: { periodMs: 0 },
     bgp: {
       asn: o.self.asn,
-      routerId: o.self.address,
-      peers: [
-        {
-          name: "tor",
-          address: o.tor.address,
-          asn: o.tor.asn,
-          localAddress: o.self.address,
-          bfd: { minRxMs: o.bfd.intervalMs, minTxMs: o.bfd.intervalMs, multiplier: o.bfd.multiplier },
-        },
-      ],
+      routerId: o.self.routerId,
+      peers: o.peers.map((p, i) => ({
+        name: `tor-${i}`,
+        address: p.address,
+        asn: o.peerAsn,
+        localAddress: p.local,
+        bfd: { minRxMs: o.bfd.intervalMs, minTxMs: o.bfd.intervalMs, multiplier: o.bfd.multiplier },
+      })),
     },
   };
 }

@@ -28,8 +28,10 @@ const FRR_RUN = "/var/run/frr";
 export interface FrrOptions {
   /** TCP-MD5 password FRR uses for the gateway neighbor. */
   password?: string;
-  /** Runs bfdd too, and BFD on the gateway neighbor with these timers. */
+  /** Runs bfdd too, and BFD on the gateway neighbors with these timers. */
   bfd?: { intervalMs: number; multiplier: number };
+  /** The gateway's session addresses, with the ToR's own address for each (default: GW_V4 from TOR_V4). */
+  neighbors?: { address: string; updateSource?: string }[];
 }
 
 /** Runs zebra + bgpd of FRR inside namespace `ns` (pathspace = ns name). */
@@ -63,10 +65,13 @@ export class Frr {
         " no bgp ebgp-requires-policy",
         " no bgp network import-check",
         " timers bgp 1 3",
-        ` neighbor ${GW_V4} remote-as ${GW_ASN}`,
-        ` neighbor ${GW_V4} timers connect 1`,
-        ...(opts.password ? [` neighbor ${GW_V4} password ${opts.password}`] : []),
-        ...(opts.bfd ? [` neighbor ${GW_V4} bfd profile gw`] : []),
+        ...(opts.neighbors ?? [{ address: GW_V4 }]).flatMap(({ address, updateSource }) => [
+          ` neighbor ${address} remote-as ${GW_ASN}`,
+          ` neighbor ${address} timers connect 1`,
+          ...(updateSource ? [` neighbor ${address} update-source ${updateSource}`] : []),
+          ...(opts.password ? [` neighbor ${address} password ${opts.password}`] : []),
+          ...(opts.bfd ? [` neighbor ${address} bfd profile gw`] : []),
+        ]),
         " address-family ipv6 unicast",
         `  neighbor ${GW_V4} activate`,
         " exit-address-family",

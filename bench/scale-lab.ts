@@ -1,0 +1,232 @@
+// The lab of the scale and soak benchmarks: egressd as a process in a
+// network namespace, with a config of many policies and sources, peering with
+// an FRR ToR (bgpd + bfdd) over one veth: one BGP session with BFD per peer.
+//
+//   [tor] FRR  10.0.0.1 (+ 10.0.1.1..N)  tor0 <--veth--> gw0  10.0.0.2 (+ 10.0.1.101..100+N)  [gw] egressd
+import { closeSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { stringify } from "yaml";
+import { run, spawnDetached, tryRun } from "../lib/exec.js";
+import { waitFor } from "../lib/wait.js";
+import type { GatewayConfig } from "../core/config/gateway-config.js";
+import type { Sandbox } from "../test/helpers/netns.js";
+import { buildTopology, Frr, GW_ASN, GW_V4, TOR_ASN, TOR_V4 } from "../test/helpers/bgp-lab.js";
+import { benchSandbox } from "./nat-lib.js";
+import { gatewayAtScale } from "./scale-config.js";
+
+export const DEFAULT_EGRESSD = fileURLToPath(new URL("../daemon/cli.js", import.meta.url));
+const HTTP = "127.0.0.1:9901";
+const CLK_TCK = 100;
+
+export interface ScaleLabOptions {
+  tag: string;
+  policies: number;
+  sources: number;
+  probes: number;
+  probeIntervalMs: number;
+  /** BGP sessions, each with BFD. */
+  peers: number;
+  bfdIntervalMs: number;
+  /** dist/daemon/cli.js of the tree to run. */
+  egressd: string;
+}
+
+/** The session addresses of peer i: the ToR's end and the gateway's. */
+function peerAddresses(n: number): { tor: string; gw: string }[] {
+  if (n === 1) return [{ tor: TOR_V4, gw: GW_V4 }];
+  return Array.from({ length: n }, (_, i) => ({ tor: `10.0.1.${i + 1}`, gw: `10.0.1.${i + 101}` }));
+}
+
+export class ScaleLab {
+  readonly dir = mkdtempSync(join(tmpdir(), "egressd-scale-"));
+  readonly file = join(this.dir, "egressd.yaml");
+  readonly logPath = join(this.dir, "egressd.log");
+  frr: Frr | undefined;
+  pid: number | undefined;
+  config!: GatewayConfig;
+  startedAt = 0;
+
+  private constructor(
+    readonly sb: Sandbox,
+    readonly o: ScaleLabOptions,
+  ) {}
+
+  /** Builds the lab, writes the config and starts egressd (not waiting for it). */
+  static async start(o: ScaleLabOptions): Promise<ScaleLab> {
+    const lab = new ScaleLab(benchSandbox(o.tag), o);
+    try {
+      await lab.build();
+    } catch (e) {
+      await lab.stop();
+      throw e;
+    }
+    return lab;
+  }
+
+  private async build(): Promise<void> {
+    const { sb, o } = this;
+    await buildTopology(sb);
+    await sb.exec("gw", ["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    const peers = peerAddresses(o.peers);
+    if (o.peers > 1) {
+      await sb.sh("tor", peers.map((p) => `ip addr add ${p.tor}/24 dev tor0`).join("\n"));
+      await sb.sh("gw", peers.map((p) => `ip addr add ${p.gw}/24 dev gw0`).join("\n"));
+    }
+    this.frr = await Frr.start(sb.ns("tor"), {
+      bfd: { intervalMs: o.bfdIntervalMs, multiplier: 3 },
+      neighbors: peers.map((p) => ({ address: p.gw, ...(o.peers > 1 ? { updateSource: p.tor } : {}) })),
+    });
+    this.config = gatewayAtScale({
+      policies: o.policies,
+      sources: o.sources,
+      peers: peers.map((p) => ({ address: p.tor, local: p.gw })),
+      peerAsn: TOR_ASN,
+      self: { routerId: GW_V4, asn: GW_ASN, interface: "gw0" },
+      nextHop: TOR_V4,
+      probes: o.probes,
+      probeTargets: peers.map((p) => p.tor),
+      probeIntervalMs: o.probeIntervalMs,
+      bfd: { intervalMs: o.bfdIntervalMs, multiplier: 3 },
+      httpListen: HTTP,
+    });
+    this.writeConfig(this.config);
+    const log = openSync(this.logPath, "a");
+    this.startedAt = performance.now();
+    this.pid = spawnDetached(
+      ["node", o.egressd, "run", "-c", this.file, "--run-dir", join(this.dir, "run")],
+      {
+        netns: sb.ns("gw"),
+        logFile: log,
+      },
+    );
+    closeSync(log);
+  }
+
+  get configBytes(): number {
+    return readFileSync(this.file).length;
+  }
+
+  /** Writes the config as an editor would: a new file renamed over the old one. */
+  writeConfig(c: GatewayConfig): void {
+    this.config = c;
+    writeFileSync(`${this.file}.new`, stringify(c));
+    renameSync(`${this.file}.new`, this.file);
+  }
+
+  sighup(): void {
+    process.kill(this.pid!, "SIGHUP");
+  }
+
+  async http(path: string): Promise<string | undefined> {
+    const r = await this.sb.tryExec("gw", ["curl", "-sf", "-m", "5", `http://${HTTP}${path}`]);
+    return r.code === 0 ? r.stdout : undefined;
+  }
+
+  async waitReady(timeoutMs = 120_000): Promise<number> {
+    await waitFor("/readyz", async () => (await this.http("/readyz")) !== undefined, timeoutMs, 20);
+    return performance.now() - this.startedAt;
+  }
+
+  /** The event-loop delay since the last scrape (prom-client resets its histogram on each). */
+  async loopDelay(): Promise<{ maxMs: number; p99Ms: number }> {
+    const text = (await this.http("/metrics")) ?? "";
+    return {
+      maxMs: sample(text, "nodejs_eventloop_lag_max_seconds") * 1000,
+      p99Ms: sample(text, "nodejs_eventloop_lag_p99_seconds") * 1000,
+    };
+  }
+
+  logLines(): string[] {
+    return readFileSync(this.logPath, "utf8").split("\n").filter(Boolean);
+  }
+
+  reloadsLogged(): number {
+    return this.logLines().filter((l) => l.includes('"config reloaded"')).length;
+  }
+
+  /** Warnings and errors egressd logged, counted by message. */
+  complaints(): Map<string, number> {
+    const byMsg = new Map<string, number>();
+    for (const l of this.logLines()) {
+      if (!/"level":"(warn|error|fatal)"/.test(l)) continue;
+      const msg = /"msg":"([^"]*)"/.exec(l)?.[1] ?? l.slice(0, 80);
+      byMsg.set(msg, (byMsg.get(msg) ?? 0) + 1);
+    }
+    return byMsg;
+  }
+
+  async torHas(prefix: string): Promise<boolean> {
+    const r = await tryRun(["vtysh", "-N", this.sb.ns("tor"), "-c", `show bgp ipv4 unicast ${prefix} json`]);
+    return r.code === 0 && (JSON.parse(r.stdout) as { paths?: unknown[] }).paths?.length !== undefined;
+  }
+
+  async torRoutes(): Promise<number> {
+    const j = await this.frr!.json<{ routes?: Record<string, unknown> }>("show bgp ipv4 unicast json");
+    return Object.keys(j.routes ?? {}).length;
+  }
+
+  /** BGP sessions FRR saw drop, and BFD sessions it saw go down, since they first came up. */
+  async torResets(): Promise<{ bgpDropped: number; bfdDown: number; bfdUp: number }> {
+    const n =
+      await this.frr!.json<Record<string, { connectionsDropped?: number }>>("show bgp neighbors json");
+    const b = await this.frr!.json<{ "session-down"?: number; "session-up"?: number }[]>(
+      "show bfd peers counters json",
+    );
+    return {
+      bgpDropped: Object.values(n).reduce((s, x) => s + (x.connectionsDropped ?? 0), 0),
+      bfdDown: b.reduce((s, x) => s + (x["session-down"] ?? 0), 0),
+      bfdUp: b.reduce((s, x) => s + (x["session-up"] ?? 0), 0),
+    };
+  }
+
+  rssMb(): number {
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${this.pid}/status`, "utf8"));
+    return Number(m?.[1] ?? 0) / 1024;
+  }
+
+  /** CPU time (user + system, seconds) of egressd and of everything in its namespace. */
+  async cpuSeconds(): Promise<{ egressd: number; namespace: number }> {
+    const r = await run(["ip", "netns", "pids", this.sb.ns("gw")]);
+    const pids = r.stdout.split("\n").filter(Boolean).map(Number);
+    const ticks = (p: number) => {
+      try {
+        const f = readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1]!.split(" ");
+        return Number(f[11]) + Number(f[12]);
+      } catch {
+        return 0;
+      }
+    };
+    return {
+      egressd: ticks(this.pid!) / CLK_TCK,
+      namespace: pids.reduce((s, p) => s + ticks(p), 0) / CLK_TCK,
+    };
+  }
+
+  async stop(): Promise<void> {
+    if (this.pid !== undefined) {
+      try {
+        process.kill(this.pid, "SIGKILL");
+      } catch {
+        // gone already
+      }
+    }
+    await this.sb.cleanup();
+    this.frr?.cleanup();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** One sample's value from a Prometheus exposition (NaN when absent). */
+export function sample(text: string, name: string, labels = ""): number {
+  const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const m = new RegExp(`^${esc(name)}${labels ? esc(labels) : ""}(?:\\{[^}]*\\})? (\\S+)`, "m").exec(text);
+  return Number(m?.[1] ?? NaN);
+}
+
+/** Every sample of `name`, with its labels' text. */
+export function samples(text: string, name: string): { labels: string; value: number }[] {
+  const re = new RegExp(`^${name}(\\{[^}]*\\})? (\\S+)$`, "gm");
+  return [...text.matchAll(re)].map((m) => ({ labels: m[1] ?? "", value: Number(m[2]) }));
+}
