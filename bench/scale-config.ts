@@ -82,6 +82,8 @@ export function gatewayAtScale(o: GatewayAtScale): GatewayConfig {
     bgp: {
       asn: o.self.asn,
       routerId: o.self.routerId,
+      // The ToR connects in (FRR retries every second); out, gobgpd waits at least 5 s between attempts.
+      listenPort: 179,
       peers: o.peers.map((p, i) => ({
         name: `tor-${i}`,
         address: p.address,

@@ -31,6 +31,10 @@ export interface ScaleLabOptions {
   bfdIntervalMs: number;
   /** dist/daemon/cli.js of the tree to run. */
   egressd: string;
+  /** Extra node flags for egressd (e.g. --cpu-prof). */
+  nodeArgs?: string[];
+  /** Egress IPs (default 50). */
+  egressIPs?: number;
 }
 
 /** The session addresses of peer i: the ToR's end and the gateway's. */
@@ -75,6 +79,9 @@ export class ScaleLab {
       await sb.sh("gw", peers.map((p) => `ip addr add ${p.gw}/24 dev gw0`).join("\n"));
     }
     this.frr = await Frr.start(sb.ns("tor"), {
+      // In a network the ToR is another machine. Here it shares the gateway's
+      // cores, so it runs ahead of them, as it would on a CPU of its own.
+      nice: -10,
       bfd: { intervalMs: o.bfdIntervalMs, multiplier: 3 },
       neighbors: peers.map((p) => ({ address: p.gw, ...(o.peers > 1 ? { updateSource: p.tor } : {}) })),
     });
@@ -90,6 +97,7 @@ export class ScaleLab {
       probeIntervalMs: o.probeIntervalMs,
       bfd: { intervalMs: o.bfdIntervalMs, multiplier: 3 },
       httpListen: HTTP,
+      ...(o.egressIPs ? { egressIPs: o.egressIPs } : {}),
     });
     this.writeConfig(this.config);
     const log = openSync(this.logPath, "a");

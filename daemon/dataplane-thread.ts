@@ -1,6 +1,7 @@
 // The data-plane worker thread: an InlineDataplane over the real kernel, on
 // an event loop of its own. Started by dataplane-worker.ts; each message is
 // one call, answered with its value or its error's message.
+import { setPriority } from "node:os";
 import { parentPort } from "node:worker_threads";
 import { realKernel } from "../routing/kernel-actuator.js";
 import { InlineDataplane, type Dataplane } from "./dataplane.js";
@@ -13,6 +14,14 @@ export type DataplaneReply = { id: number; value?: unknown; error?: string };
 
 const port = parentPort;
 if (!port) throw new Error("dataplane-thread.js runs as a worker thread only");
+// Background work: under CPU contention, this thread (parsing, planning,
+// diffing 100k sources) gives way to the main thread and to BFD. On Linux
+// the nice value is per thread, and raising it needs no privilege.
+try {
+  setPriority(10);
+} catch {
+  // not on Linux: the thread runs at the process's priority
+}
 const dataplane = new InlineDataplane(realKernel());
 
 port.on("message", (m: DataplaneCall) => {

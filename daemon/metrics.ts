@@ -228,6 +228,19 @@ export class Metrics {
         }
       },
     });
+    new Gauge({
+      name: "egressd_bfd_tx_late_max_seconds",
+      help: "Per BFD peer, since its session last came Up: the most a periodic packet egressd sent left after its time.",
+      labelNames: ["peer"],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of self.snapshot().peers) {
+          const late = p.bfd?.txLateMaxMs;
+          if (late !== undefined) this.set({ peer: p.name }, late / 1000);
+        }
+      },
+    });
     const bfdTransitions = new Counter({
       name: "egressd_bfd_transitions_total",
       help: "BFD session state changes, per peer and the state entered.",

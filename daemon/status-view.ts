@@ -79,6 +79,7 @@ export function statusView(x: StatusParts, now = new Date()): StatusSnapshot {
                 state: b.stateName,
                 diagnostic: b.localDiagText,
                 rxSlackMinMs: b.rxSlackMinUs === null ? null : b.rxSlackMinUs / 1000,
+                txLateMaxMs: b.txLateMaxUs / 1000,
               },
             }
           : {}),

@@ -27,8 +27,11 @@ export interface StatusSnapshot {
     address: string;
     asn: number;
     state: SessionState;
-    /** rxSlackMinMs: since Up, the least slack a received packet left before detection (null: not measured yet). */
-    bfd?: { state: string; diagnostic?: string; rxSlackMinMs?: number | null };
+    /**
+     * Since Up: rxSlackMinMs, the least slack a received packet left before detection (null: not measured
+     * yet); txLateMaxMs, the most a packet we sent left after its time.
+     */
+    bfd?: { state: string; diagnostic?: string; rxSlackMinMs?: number | null; txLateMaxMs?: number };
   }[];
   advertised: BgpPath[];
   lastReconcile?: {

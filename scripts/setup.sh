@@ -33,6 +33,7 @@ NEEDS=(
   "procps kill pgrep pkill sysctl"
   "util-linux setpriv"
   "curl curl"
+  "stress-ng stress-ng"
   "frr vtysh /usr/lib/frr/zebra /usr/lib/frr/staticd /usr/lib/frr/bgpd /usr/lib/frr/bfdd"
   "bird2 /usr/sbin/bird /usr/sbin/birdc"
   "gobgpd /usr/bin/gobgpd"

@@ -95,6 +95,12 @@ export interface SessionSnapshot {
    * packets arrived while Up.
    */
   rxSlackMinUs: number | null;
+  /**
+   * Since the session last came Up: the most a periodic packet left after its
+   * time, in microseconds (the scheduler or the thread running late). The
+   * peer's detection time allows detectMult - 1 intervals of it.
+   */
+  txLateMaxUs: number;
   counters: SessionCounters;
 }
 
@@ -141,6 +147,8 @@ export class BfdSession {
   private lastDownDiag = BfdDiag.None;
   /** See SessionSnapshot.rxSlackMinUs. */
   private rxSlackMinUs = Infinity;
+  /** See SessionSnapshot.txLateMaxUs. */
+  private txLateMaxUs = 0;
   /** Interval and permission the current nextTxAt was computed for. */
   private scheduledIntervalUs = -1;
 
@@ -259,6 +267,10 @@ export class BfdSession {
       this.refreshTx(now);
     }
     if (this.nextTxAt <= dueBy) {
+      if (this.state === BfdState.Up) {
+        const lateUs = (now - this.nextTxAt) * 1000;
+        if (lateUs > this.txLateMaxUs) this.txLateMaxUs = lateUs;
+      }
       if (this.txAllowed(now)) {
         this.transmit(now, { final: false });
         this.nextTxAt = this.afterTx(now);
@@ -335,6 +347,7 @@ export class BfdSession {
       lastTxAt: this.lastTxAt,
       lastChangeAt: this.lastChangeAt,
       rxSlackMinUs: Number.isFinite(this.rxSlackMinUs) ? Math.round(this.rxSlackMinUs) : null,
+      txLateMaxUs: Math.round(this.txLateMaxUs),
       counters: { ...this.counters },
     };
   }
@@ -343,6 +356,7 @@ export class BfdSession {
 
   private goUp(now: number): void {
     this.rxSlackMinUs = Infinity;
+    this.txLateMaxUs = 0;
     this.changeState(BfdState.Up, now, BfdDiag.None);
     // Leave the slow rate: advertise the configured interval, with a poll sequence.
     this.applyTargets(now);

@@ -2,12 +2,23 @@
 // event loop of its own. Whatever the main thread does (parsing a large
 // config, planning, a long garbage collection) does not delay a packet sent
 // or a packet received here. Started by worker.ts; speaks worker-protocol.ts.
+import { setPriority } from "node:os";
 import { parentPort } from "node:worker_threads";
 import { BfdManager, type BfdLogger } from "./manager.js";
 import type { FromWorker, ToWorker } from "./worker-protocol.js";
 
 const port = parentPort;
 if (!port) throw new Error("bfd worker-thread.js runs as a worker thread only");
+// Deadlines of tens of milliseconds: ask the scheduler to run this thread
+// before the rest of the process when the CPU is contended. On Linux the nice
+// value is per thread; lowering it needs CAP_SYS_NICE, without which the
+// thread keeps the process's priority (and the data-plane thread, which
+// lowers its own, still gives way).
+try {
+  setPriority(-10);
+} catch {
+  // no CAP_SYS_NICE: default priority
+}
 const post = (m: FromWorker) => port.postMessage(m);
 
 const logger: BfdLogger = {

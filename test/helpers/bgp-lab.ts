@@ -32,6 +32,8 @@ export interface FrrOptions {
   bfd?: { intervalMs: number; multiplier: number };
   /** The gateway's session addresses, with the ToR's own address for each (default: GW_V4 from TOR_V4). */
   neighbors?: { address: string; updateSource?: string }[];
+  /** Scheduling priority of FRR's daemons (nice value; default 0). */
+  nice?: number;
 }
 
 /** Runs zebra + bgpd of FRR inside namespace `ns` (pathspace = ns name). */
@@ -102,6 +104,7 @@ export class Frr {
         "netns",
         "exec",
         ns,
+        ...(opts.nice ? ["nice", "-n", String(opts.nice)] : []),
         `/usr/lib/frr/${daemon}`,
         "-d",
         "-N",

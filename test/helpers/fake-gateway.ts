@@ -81,7 +81,7 @@ export function fakeStatus(policies = 2, now = FAKE_NOW): StatusSnapshot {
         address: "10.1.1.0",
         asn: 65010,
         state: "established",
-        bfd: { state: "up", rxSlackMinMs: 212.5 },
+        bfd: { state: "up", rxSlackMinMs: 212.5, txLateMaxMs: 4 },
       },
       { name: "tor-v6", address: "fd00:1:1::1", asn: 65010, state: "active" },
     ],

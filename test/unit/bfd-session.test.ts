@@ -365,3 +365,14 @@ test("receive slack: how close the gaps between packets came to the detection ti
   t.is(a.s.sessionState, BfdState.Up);
   t.true(a.s.snapshot().rxSlackMinUs! >= 195 * MS);
 });
+
+test("transmit lateness: how far after its time a periodic packet left, since Up", (t) => {
+  const { clock, a } = pair();
+  clock.advance(3000);
+  // The scheduler wakes on whole milliseconds: under one late.
+  t.true(a.s.snapshot().txLateMaxUs < 1 * MS, `${a.s.snapshot().txLateMaxUs} us`);
+  // The thread wakes 40 ms after the packet was due.
+  const due = a.s.nextDeadline();
+  a.s.advance(due + 40, due + 40);
+  t.is(a.s.snapshot().txLateMaxUs, 40 * MS);
+});

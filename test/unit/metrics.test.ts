@@ -31,6 +31,7 @@ const EXPECTED: Record<string, string> = {
   egressd_bfd_session_state: "gauge",
   egressd_bfd_transitions_total: "counter",
   egressd_bfd_rx_slack_min_seconds: "gauge",
+  egressd_bfd_tx_late_max_seconds: "gauge",
   egressd_bgp_advertised_routes: "gauge",
   egressd_bgp_withdrawn_routes_total: "counter",
   egressd_policy_advertised: "gauge",
@@ -111,6 +112,7 @@ test("current state comes from status() at scrape time", async (t) => {
   t.is(value(f, "egressd_bfd_session_state", { peer: "tor", state: "up" }), 1);
   t.is(value(f, "egressd_bfd_session_state", { peer: "tor-v6" }), undefined, "no BFD, no series");
   t.is(value(f, "egressd_bfd_rx_slack_min_seconds", { peer: "tor" }), 0.2125);
+  t.is(value(f, "egressd_bfd_tx_late_max_seconds", { peer: "tor" }), 0.004);
   t.is(value(f, "egressd_bfd_rx_slack_min_seconds", { peer: "tor-v6" }), undefined);
   t.is(value(f, "egressd_bgp_advertised_routes", { family: "ipv4" }), 2);
   t.is(value(f, "egressd_bgp_advertised_routes", { family: "ipv6" }), 1);

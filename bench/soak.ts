@@ -1,0 +1,191 @@
+// The soak: does egressd ever raise a false alarm? The scale lab
+// (bench/scale-lab.ts) with 50 BGP sessions to FRR, each with BFD at
+// INTERVAL ms x 3, 100 ICMP probes at INTERVAL ms to the ToR's addresses, the
+// 200-policy/100k-source config reloaded with one source changed every 10 s,
+// /metrics scraped every second, and the other core kept busy by stress-ng.
+// Nothing fails on purpose, so every BFD down, probe failure or BGP drop is
+// a false alarm. It prints them (must be 0), the event-loop delay, the
+// least BFD receive slack, CPU and RSS, and exits 1 on a false alarm.
+//
+//   node dist/bench/soak.js [--seconds 1800] [--interval 50] [--egressd PATH]
+import { spawn } from "node:child_process";
+import { parseArgs } from "node:util";
+import { sleep, waitFor } from "../lib/wait.js";
+import { percentile } from "../lib/stats.js";
+import { fmt } from "./nat-lib.js";
+import { DEFAULT_EGRESSD, ScaleLab, sample, samples } from "./scale-lab.js";
+
+const { values: args } = parseArgs({
+  options: {
+    seconds: { type: "string", default: "1800" },
+    interval: { type: "string", default: "50" },
+    policies: { type: "string", default: "200" },
+    sources: { type: "string", default: "100000" },
+    peers: { type: "string", default: "50" },
+    probes: { type: "string", default: "100" },
+    egressd: { type: "string", default: DEFAULT_EGRESSD },
+  },
+});
+const SECONDS = Number(args.seconds);
+const INTERVAL = Number(args.interval);
+const PEERS = Number(args.peers);
+
+/** The counters that must not move, read from one /metrics scrape. */
+function alarms(text: string) {
+  const sum = (name: string, match: RegExp) =>
+    samples(text, name)
+      .filter((s) => match.test(s.labels))
+      .reduce((n, s) => n + s.value, 0);
+  return {
+    bfdDown: sum("egressd_bfd_transitions_total", /to="down"/),
+    probeFailed: sum("egressd_probe_results_total", /result="failed"/),
+    probeDown: sum("egressd_probe_transitions_total", /to="down"/),
+    inconclusive: sum("egressd_probe_results_total", /result="inconclusive"/),
+    probeOk: sum("egressd_probe_results_total", /result="ok"/),
+  };
+}
+
+async function main(lab: ScaleLab): Promise<number> {
+  console.log(
+    `soak: ${SECONDS} s; ${PEERS} BGP sessions with BFD at ${INTERVAL} ms x 3 and ${args.probes} ICMP probes at ` +
+      `${INTERVAL} ms; ${args.policies} policies, ${args.sources} sources (${(lab.configBytes / 1e6).toFixed(1)} MB), ` +
+      `one source changed every 10 s; /metrics every second; the other core busy (stress-ng)`,
+  );
+  await lab.waitReady(180_000);
+  await waitFor(
+    `${PEERS} BFD sessions up at the ToR`,
+    async () => {
+      const peers = await lab.frr!.json<{ status: string }[]>("show bfd peers json");
+      return peers.filter((p) => p.status === "up").length >= PEERS;
+    },
+    120_000,
+    500,
+  );
+  await waitFor(
+    "every probe up",
+    async () => {
+      const text = (await lab.http("/metrics")) ?? "";
+      const up = samples(text, "egressd_probe_state").filter(
+        (s) => /state="up"/.test(s.labels) && s.value === 1,
+      );
+      return up.length >= Number(args.probes);
+    },
+    60_000,
+    500,
+  );
+  await sleep(2000);
+
+  const stress = spawn("stress-ng", ["--cpu", "1", "--timeout", `${SECONDS + 30}s`, "--quiet"], {
+    stdio: "ignore",
+  });
+  const first = (await lab.http("/metrics")) ?? "";
+  const start = { egressd: alarms(first), tor: await lab.torResets(), cpu: await lab.cpuSeconds() };
+  const t0 = performance.now();
+  const delayMax: number[] = [];
+  const delayP99: number[] = [];
+  const rss: number[] = [];
+  let reloads = 0;
+  let lastReload = t0;
+  let last = first;
+  try {
+    while (performance.now() - t0 < SECONDS * 1000) {
+      const tick = performance.now();
+      const text = await lab.http("/metrics");
+      if (text !== undefined) {
+        last = text;
+        delayMax.push(sample(text, "nodejs_eventloop_lag_max_seconds") * 1000);
+        delayP99.push(sample(text, "nodejs_eventloop_lag_p99_seconds") * 1000);
+      }
+      if (tick - lastReload >= 10_000) {
+        lastReload = tick;
+        const config = structuredClone(lab.config);
+        config.policies[1]!.sources = [
+          `10.251.${reloads >> 8}.${reloads & 255}`,
+          ...config.policies[1]!.sources.slice(1),
+        ];
+        lab.writeConfig(config);
+        lab.sighup();
+        reloads++;
+        rss.push(lab.rssMb());
+      }
+      await sleep(Math.max(0, 1000 - (performance.now() - tick)));
+    }
+  } finally {
+    stress.kill("SIGKILL");
+  }
+  const wall = (performance.now() - t0) / 1000;
+  const end = { egressd: alarms(last), tor: await lab.torResets(), cpu: await lab.cpuSeconds() };
+  const d = (k: keyof ReturnType<typeof alarms>) => end.egressd[k] - start.egressd[k];
+  const slack = samples(last, "egressd_bfd_rx_slack_min_seconds").map((s) => s.value * 1000);
+  const late = samples(last, "egressd_bfd_tx_late_max_seconds").map((s) => s.value * 1000);
+  const falseAlarms = {
+    "BFD down at the ToR": end.tor.bfdDown - start.tor.bfdDown,
+    "BGP sessions dropped at the ToR": end.tor.bgpDropped - start.tor.bgpDropped,
+    "BFD down at egressd": d("bfdDown"),
+    "probe results failed": d("probeFailed"),
+    "probes down": d("probeDown"),
+  };
+  const total = Object.values(falseAlarms).reduce((s, n) => s + n, 0);
+  console.log(`  ran ${fmt(wall, 0)} s, ${reloads} reloads, ${delayMax.length} scrapes`);
+  console.log(`  false alarms: ${total}`);
+  for (const [what, n] of Object.entries(falseAlarms)) console.log(`    ${what.padEnd(34)} ${n}`);
+  console.log(
+    `  probe results: ${d("probeOk")} ok, ${d("inconclusive")} inconclusive (a stall of egressd's loop kept them from being judged)`,
+  );
+  console.log(
+    `  event-loop delay per scrape: max ${fmt(Math.max(...delayMax), 0)} ms; ` +
+      `p99 median ${fmt(percentile(delayP99, 50), 1)} ms, worst ${fmt(Math.max(...delayP99), 1)} ms`,
+  );
+  if (slack.length)
+    console.log(
+      `  BFD receive slack since Up (of ${INTERVAL * 3} ms): least ${fmt(Math.min(...slack), 1)} ms, ` +
+        `median of sessions ${fmt(percentile(slack, 50), 1)} ms (${slack.length} sessions)`,
+    );
+  if (late.length)
+    console.log(
+      `  BFD transmit lateness since Up (of ${INTERVAL * 2} ms the peer allows): most ${fmt(Math.max(...late), 1)} ms, ` +
+        `median of sessions ${fmt(percentile(late, 50), 1)} ms`,
+    );
+  console.log(
+    `  CPU: egressd ${fmt(((end.cpu.egressd - start.cpu.egressd) / wall) * 100, 1)} % of a core; ` +
+      `everything in its namespace ${fmt(((end.cpu.namespace - start.cpu.namespace) / wall) * 100, 1)} %`,
+  );
+  if (rss.length)
+    console.log(`  RSS: min ${fmt(Math.min(...rss), 0)} MB, max ${fmt(Math.max(...rss), 0)} MB`);
+  const complaints = lab.complaints();
+  if (complaints.size) {
+    console.log("  warnings and errors logged by egressd:");
+    for (const [msg, n] of [...complaints].sort((x, y) => y[1] - x[1]).slice(0, 8))
+      console.log(`    ${n} x ${msg}`);
+    // The first ones in full, with when (seconds into the soak) and why.
+    const wallStart = Date.now() - wall * 1000;
+    for (const l of lab
+      .logLines()
+      .filter((x) => /"level":"(warn|error)"/.test(x))
+      .slice(0, 3)) {
+      const j = JSON.parse(l) as { time: string; msg: string; reason?: string; peer?: string };
+      const at = (Date.parse(j.time) - wallStart) / 1000;
+      console.log(`    at ${fmt(at, 1)} s: ${j.msg} (${j.peer ?? ""}: ${j.reason ?? ""})`);
+    }
+  }
+  return total;
+}
+
+const lab = await ScaleLab.start({
+  tag: "sk",
+  policies: Number(args.policies),
+  sources: Number(args.sources),
+  probes: Number(args.probes),
+  probeIntervalMs: INTERVAL,
+  peers: PEERS,
+  bfdIntervalMs: INTERVAL,
+  egressd: args.egressd,
+});
+let falseAlarms = 1;
+try {
+  falseAlarms = await main(lab);
+} finally {
+  await lab.stop();
+}
+// An exit code, not process.exit(): what was printed to a pipe must reach it.
+process.exitCode = falseAlarms === 0 ? 0 : 1;
