@@ -1,7 +1,8 @@
 // plan() at scale: N pod IPs (random, distinct, inside a /14 pod network)
 // spread over several policies, plus CIDR-level policies and exceptions.
-// Prints plan() time and, for context, the time to validate the same config
-// from YAML text (loadConfig, which includes the overlap check).
+// Prints plan() time, the time to validate the same config from YAML text
+// (loadConfig, which includes the overlap check), and the planning a health
+// change costs on the main thread (planDesired on the view).
 //   npx tsc -p tsconfig.json && node dist/bench/plan-scale.js [N...]
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
@@ -9,6 +10,8 @@ import { loadConfig } from "../inputs/config/load.js";
 import type { Config } from "../core/config/schema.js";
 import { plan } from "../core/plan/kernel.js";
 import { podAddresses } from "./scale-config.js";
+import { NO_HEALTH_INPUTS, planDesired, planStatic, viewOf } from "../core/plan/index.js";
+import { median } from "../lib/stats.js";
 
 export function scaleConfig(n: number, policies = 8): Config {
   const lists = podAddresses(n, policies);
@@ -59,10 +62,17 @@ function main(sizes: number[]): void {
     const text = stringify(config);
     const [loaded, loadMs] = time(() => loadConfig(text));
     if (!loaded.ok) throw new Error(`bench config invalid: ${JSON.stringify(loaded.errors.slice(0, 3))}`);
+    // A health change: the main thread replans BGP from the view alone.
+    const bgp = { asn: 65001, routerId: "10.1.1.1", peers: [{ name: "tor", address: "10.1.1.0", asn: 65000 }] };
+    const view = viewOf(planStatic({ ...config, bgp }));
+    const down = { ...NO_HEALTH_INPUTS, probes: new Map([["none", "up"]]) };
+    const health = [];
+    for (let i = 0; i < 50; i++) health.push(time(() => planDesired({ view, health: down }))[1]);
     console.log(
       `sources=${String(n).padStart(6)}  plan()=${best.toFixed(1).padStart(7)} ms (best of ${runs})  ` +
         `nft source elements=${state!.nat.sources.length}  classes=${state!.nat.classes.length}  ` +
-        `loadConfig(yaml)=${loadMs.toFixed(0)} ms`,
+        `loadConfig(yaml)=${loadMs.toFixed(0)} ms  health change (planDesired on the view)=` +
+        `${median(health).toFixed(2)} ms median`,
     );
   }
 }

@@ -24,8 +24,12 @@ const { values: args } = parseArgs({
     peers: { type: "string", default: "50" },
     probes: { type: "string", default: "100" },
     egressd: { type: "string", default: DEFAULT_EGRESSD },
+    // Knobs to find what a false alarm depends on.
+    "reload-every": { type: "string", default: "10" },
+    "no-stress": { type: "boolean", default: false },
   },
 });
+const RELOAD_MS = Number(args["reload-every"]) * 1000;
 const SECONDS = Number(args.seconds);
 const INTERVAL = Number(args.interval);
 const PEERS = Number(args.peers);
@@ -49,7 +53,8 @@ async function main(lab: ScaleLab): Promise<number> {
   console.log(
     `soak: ${SECONDS} s; ${PEERS} BGP sessions with BFD at ${INTERVAL} ms x 3 and ${args.probes} ICMP probes at ` +
       `${INTERVAL} ms; ${args.policies} policies, ${args.sources} sources (${(lab.configBytes / 1e6).toFixed(1)} MB), ` +
-      `one source changed every 10 s; /metrics every second; the other core busy (stress-ng)`,
+      (RELOAD_MS > 0 ? `one source changed every ${RELOAD_MS / 1000} s` : "no reloads") +
+      `; /metrics every second; ${args["no-stress"] ? "no stress-ng" : "the other core busy (stress-ng)"}`,
   );
   await lab.waitReady(180_000);
   await waitFor(
@@ -82,6 +87,7 @@ async function main(lab: ScaleLab): Promise<number> {
   const start = { egressd: alarms(first), tor: await lab.torResets(), cpu: await lab.cpuSeconds() };
   const t0 = performance.now();
   const delayMax: number[] = [];
+  const delayAt: number[] = [];
   const delayP99: number[] = [];
   const rss: number[] = [];
   let reloads = 0;
@@ -94,9 +100,10 @@ async function main(lab: ScaleLab): Promise<number> {
       if (text !== undefined) {
         last = text;
         delayMax.push(sample(text, "nodejs_eventloop_lag_max_seconds") * 1000);
+        delayAt.push((tick - t0) / 1000);
         delayP99.push(sample(text, "nodejs_eventloop_lag_p99_seconds") * 1000);
       }
-      if (tick - lastReload >= 10_000) {
+      if (RELOAD_MS > 0 && tick - lastReload >= RELOAD_MS) {
         lastReload = tick;
         const config = structuredClone(lab.config);
         config.policies[1]!.sources = [
@@ -111,7 +118,7 @@ async function main(lab: ScaleLab): Promise<number> {
       await sleep(Math.max(0, 1000 - (performance.now() - tick)));
     }
   } finally {
-    stress.kill("SIGKILL");
+    stress?.kill("SIGKILL");
   }
   const wall = (performance.now() - t0) / 1000;
   const end = { egressd: alarms(last), tor: await lab.torResets(), cpu: await lab.cpuSeconds() };
@@ -135,6 +142,13 @@ async function main(lab: ScaleLab): Promise<number> {
   console.log(
     `  event-loop delay per scrape: max ${fmt(Math.max(...delayMax), 0)} ms; ` +
       `p99 median ${fmt(percentile(delayP99, 50), 1)} ms, worst ${fmt(Math.max(...delayP99), 1)} ms`,
+  );
+  const worst = delayMax
+    .map((ms, i) => ({ ms, at: delayAt[i]! }))
+    .sort((a, b) => b.ms - a.ms)
+    .slice(0, 3);
+  console.log(
+    `  largest loop delays: ${worst.map((w) => `${fmt(w.ms, 0)} ms by ${fmt(w.at, 0)} s`).join(", ")}`,
   );
   if (slack.length)
     console.log(
