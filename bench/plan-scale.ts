@@ -63,7 +63,11 @@ function main(sizes: number[]): void {
     const [loaded, loadMs] = time(() => loadConfig(text));
     if (!loaded.ok) throw new Error(`bench config invalid: ${JSON.stringify(loaded.errors.slice(0, 3))}`);
     // A health change: the main thread replans BGP from the view alone.
-    const bgp = { asn: 65001, routerId: "10.1.1.1", peers: [{ name: "tor", address: "10.1.1.0", asn: 65000 }] };
+    const bgp = {
+      asn: 65001,
+      routerId: "10.1.1.1",
+      peers: [{ name: "tor", address: "10.1.1.0", asn: 65000 }],
+    };
     const view = viewOf(planStatic({ ...config, bgp }));
     const down = { ...NO_HEALTH_INPUTS, probes: new Map([["none", "up"]]) };
     const health = [];
