@@ -13,6 +13,7 @@ import { waitFor } from "../lib/wait.js";
 import type { GatewayConfig } from "../core/config/gateway-config.js";
 import type { Sandbox } from "../test/helpers/netns.js";
 import { buildTopology, Frr, GW_ASN, GW_V4, TOR_ASN, TOR_V4 } from "../test/helpers/bgp-lab.js";
+import { BfdSpeaker } from "../test/helpers/bfd-speaker.js";
 import { benchSandbox } from "./nat-lib.js";
 import { gatewayAtScale } from "./scale-config.js";
 
@@ -35,6 +36,12 @@ export interface ScaleLabOptions {
   nodeArgs?: string[];
   /** Egress IPs (default 50). */
   egressIPs?: number;
+  /**
+   * Who answers BFD at the ToR: FRR's bfdd (default), or egressd's own BFD
+   * (test/fixtures/bfd-peer.js in a worker thread), to tell a slow ToR from
+   * a slow gateway. FRR keeps the BGP sessions either way.
+   */
+  bfdPeer?: "frr" | "egressd";
 }
 
 /** The session addresses of peer i: the ToR's end and the gateway's. */
@@ -48,6 +55,8 @@ export class ScaleLab {
   readonly file = join(this.dir, "egressd.yaml");
   readonly logPath = join(this.dir, "egressd.log");
   frr: Frr | undefined;
+  /** The ToR's BFD when it is egressd's own. */
+  bfdSpeaker: BfdSpeaker | undefined;
   pid: number | undefined;
   config!: GatewayConfig;
   startedAt = 0;
@@ -78,11 +87,12 @@ export class ScaleLab {
       await sb.sh("tor", peers.map((p) => `ip addr add ${p.tor}/24 dev tor0`).join("\n"));
       await sb.sh("gw", peers.map((p) => `ip addr add ${p.gw}/24 dev gw0`).join("\n"));
     }
+    const frrBfd = (o.bfdPeer ?? "frr") === "frr";
     this.frr = await Frr.start(sb.ns("tor"), {
       // In a network the ToR is another machine. Here it shares the gateway's
       // cores, so it runs ahead of them, as it would on a CPU of its own.
       nice: -10,
-      bfd: { intervalMs: o.bfdIntervalMs, multiplier: 3 },
+      ...(frrBfd ? { bfd: { intervalMs: o.bfdIntervalMs, multiplier: 3 } } : {}),
       neighbors: peers.map((p) => ({ address: p.gw, ...(o.peers > 1 ? { updateSource: p.tor } : {}) })),
     });
     this.config = gatewayAtScale({
@@ -100,6 +110,19 @@ export class ScaleLab {
       ...(o.egressIPs ? { egressIPs: o.egressIPs } : {}),
     });
     this.writeConfig(this.config);
+    if (!frrBfd) {
+      const ms = o.bfdIntervalMs;
+      this.bfdSpeaker = new BfdSpeaker(sb.ns("tor"), {
+        sessions: peers.map((p) => ({
+          peer: p.gw,
+          local: p.tor,
+          desiredMinTxMs: ms,
+          requiredMinRxMs: ms,
+          detectMultiplier: 3,
+        })),
+        thread: "worker",
+      });
+    }
     const log = openSync(this.logPath, "a");
     this.startedAt = performance.now();
     this.pid = spawnDetached(
@@ -179,6 +202,14 @@ export class ScaleLab {
   async torResets(): Promise<{ bgpDropped: number; bfdDown: number; bfdUp: number }> {
     const n =
       await this.frr!.json<Record<string, { connectionsDropped?: number }>>("show bgp neighbors json");
+    if (this.bfdSpeaker) {
+      const count = (what: string) => this.bfdSpeaker!.events.filter((e) => e.event === what).length;
+      return {
+        bgpDropped: Object.values(n).reduce((s, x) => s + (x.connectionsDropped ?? 0), 0),
+        bfdDown: count("down"),
+        bfdUp: count("up"),
+      };
+    }
     const b = await this.frr!.json<{ "session-down"?: number; "session-up"?: number }[]>(
       "show bfd peers counters json",
     );
@@ -213,6 +244,7 @@ export class ScaleLab {
   }
 
   async stop(): Promise<void> {
+    await this.bfdSpeaker?.kill();
     if (this.pid !== undefined) {
       try {
         process.kill(this.pid, "SIGKILL");

@@ -8,6 +8,7 @@
 // least BFD receive slack, CPU and RSS, and exits 1 on a false alarm.
 //
 //   node dist/bench/soak.js [--seconds 1800] [--interval 50] [--egressd PATH]
+//                           [--reload-every S] [--no-stress] [--bfd-peer frr|egressd]
 import { spawn } from "node:child_process";
 import { parseArgs } from "node:util";
 import { sleep, waitFor } from "../lib/wait.js";
@@ -27,6 +28,7 @@ const { values: args } = parseArgs({
     // Knobs to find what a false alarm depends on.
     "reload-every": { type: "string", default: "10" },
     "no-stress": { type: "boolean", default: false },
+    "bfd-peer": { type: "string", default: "frr" },
   },
 });
 const RELOAD_MS = Number(args["reload-every"]) * 1000;
@@ -54,12 +56,14 @@ async function main(lab: ScaleLab): Promise<number> {
     `soak: ${SECONDS} s; ${PEERS} BGP sessions with BFD at ${INTERVAL} ms x 3 and ${args.probes} ICMP probes at ` +
       `${INTERVAL} ms; ${args.policies} policies, ${args.sources} sources (${(lab.configBytes / 1e6).toFixed(1)} MB), ` +
       (RELOAD_MS > 0 ? `one source changed every ${RELOAD_MS / 1000} s` : "no reloads") +
-      `; /metrics every second; ${args["no-stress"] ? "no stress-ng" : "the other core busy (stress-ng)"}`,
+      `; /metrics every second; ${args["no-stress"] ? "no stress-ng" : "the other core busy (stress-ng)"}` +
+      `; the ToR's BFD: ${args["bfd-peer"] === "egressd" ? "egressd's own (bfd-peer fixture)" : "FRR bfdd"}`,
   );
   await lab.waitReady(180_000);
   await waitFor(
     `${PEERS} BFD sessions up at the ToR`,
     async () => {
+      if (lab.bfdSpeaker) return (await lab.torResets()).bfdUp >= PEERS;
       const peers = await lab.frr!.json<{ status: string }[]>("show bfd peers json");
       return peers.filter((p) => p.status === "up").length >= PEERS;
     },
@@ -194,6 +198,7 @@ const lab = await ScaleLab.start({
   peers: PEERS,
   bfdIntervalMs: INTERVAL,
   egressd: args.egressd,
+  bfdPeer: args["bfd-peer"] === "egressd" ? "egressd" : "frr",
 });
 let falseAlarms = 1;
 try {
