@@ -45,6 +45,8 @@ export class SpeakerLink {
   private gobgpd: GobgpdProcess | undefined;
   private client: Speaker | undefined;
   private bgpStarted = false;
+  /** The speaker answered at least once (until then, not reachable means not up yet). */
+  private connectedOnce = false;
   /** gobgpd's global import policy rejects learned routes (set once per gobgpd connection). */
   private importGuarded = false;
   private advertisedPaths: BgpPath[] = [];
@@ -93,6 +95,7 @@ export class SpeakerLink {
     this.client = client;
     const { log } = this.opts;
     client.on("ready", (info) => {
+      this.connectedOnce = true;
       this.bgpStarted = info.started && info.asn === bgp.asn;
       log.info({ target, bgpStarted: info.started }, "connected to gobgpd");
       this.opts.trigger("gobgpd ready");
@@ -102,7 +105,9 @@ export class SpeakerLink {
       this.importGuarded = false;
       this.advertisedPaths = [];
       this.states.clear();
-      log.warn({ reason }, "lost gobgpd");
+      // Before the first connection this is gobgpd still starting, not a loss.
+      if (this.connectedOnce) log.warn({ reason }, "lost gobgpd");
+      else log.info({ reason }, "waiting for gobgpd");
     });
     client.on("peer", (ev) => this.onPeer(ev.address, ev.state, ev.peerAsn));
     client.on("warning", (e) => log.warn({ err: e }, "gobgpd client"));
