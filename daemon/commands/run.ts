@@ -88,6 +88,7 @@ export function runCommand(): Command {
           });
         } catch (e) {
           log.fatal({ err: (e as Error).message }, "cannot start the HTTP listener; nothing was programmed");
+          await dataplane.close();
           return void (process.exitCode = EXIT.invalid);
         }
         let stopping = false;
