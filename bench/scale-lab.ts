@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
-import { run, spawnDetached, tryRun } from "../lib/exec.js";
+import { run, spawnDetached } from "../lib/exec.js";
 import { waitFor } from "../lib/wait.js";
 import type { GatewayConfig } from "../core/config/gateway-config.js";
 import type { Sandbox } from "../test/helpers/netns.js";
@@ -189,13 +189,11 @@ export class ScaleLab {
   }
 
   async torHas(prefix: string): Promise<boolean> {
-    const r = await tryRun(["vtysh", "-N", this.sb.ns("tor"), "-c", `show bgp ipv4 unicast ${prefix} json`]);
-    return r.code === 0 && (JSON.parse(r.stdout) as { paths?: unknown[] }).paths?.length !== undefined;
+    return (await this.frr!.path(prefix)) !== undefined;
   }
 
   async torRoutes(): Promise<number> {
-    const j = await this.frr!.json<{ routes?: Record<string, unknown> }>("show bgp ipv4 unicast json");
-    return Object.keys(j.routes ?? {}).length;
+    return (await this.frr!.prefixes(4)).length;
   }
 
   /** BGP sessions FRR saw drop, and BFD sessions it saw go down, since they first came up. */

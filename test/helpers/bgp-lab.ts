@@ -36,6 +36,15 @@ export interface FrrOptions {
   nice?: number;
 }
 
+/** A path as FRR's `show bgp ... json` gives it (the fields the tests read). */
+export interface FrrPath {
+  aspath?: { string: string };
+  metric?: number;
+  community?: { list: string[] };
+  nexthops?: { ip: string }[];
+  valid?: boolean;
+}
+
 /** Runs zebra + bgpd of FRR inside namespace `ns` (pathspace = ns name). */
 export class Frr {
   readonly runDir: string;
@@ -143,6 +152,20 @@ export class Frr {
 
   async json<T = unknown>(command: string): Promise<T> {
     return JSON.parse(await this.vtysh(command)) as T;
+  }
+
+  /** The prefixes in FRR's BGP table of one family, sorted. */
+  async prefixes(family: 4 | 6 = 4): Promise<string[]> {
+    const out = await this.json<{ routes?: Record<string, unknown> }>(`show bgp ipv${family} unicast json`);
+    return Object.keys(out.routes ?? {}).sort();
+  }
+
+  /** FRR's best path for `prefix`, if it has one. */
+  async path(prefix: string): Promise<FrrPath | undefined> {
+    const out = await this.json<{ paths?: FrrPath[] }>(
+      `show bgp ipv${prefix.includes(":") ? 6 : 4} unicast ${prefix} json`,
+    );
+    return out.paths?.[0];
   }
 
   /** Removes FRR's run and config directories (the processes die with the namespace). */

@@ -27,25 +27,6 @@ import { BgpValidationError, type BgpPath, type BgpPeer, type PeerStatus } from 
 import { PathReconciler } from "../../bgp/path-reconciler.js";
 import { PeerReconciler } from "../../bgp/peer-reconciler.js";
 
-interface FrrPath {
-  aspath?: { string: string };
-  metric?: number;
-  community?: { list: string[] };
-  nexthops?: { ip: string }[];
-  valid?: boolean;
-}
-
-async function frrPath(frr: Frr, prefix: string): Promise<FrrPath | undefined> {
-  const afi = prefix.includes(":") ? "ipv6" : "ipv4";
-  const out = await frr.json<{ paths?: FrrPath[] }>(`show bgp ${afi} unicast ${prefix} json`);
-  return out.paths?.[0];
-}
-
-async function frrPrefixes(frr: Frr, afi: "ipv4" | "ipv6"): Promise<string[]> {
-  const out = await frr.json<{ routes?: Record<string, unknown> }>(`show bgp ${afi} unicast json`);
-  return Object.keys(out.routes ?? {}).sort();
-}
-
 interface Lab {
   frr: Frr;
   gw: string;
@@ -113,13 +94,13 @@ test("advertises IPv4 and IPv6 paths with next hop, MED, communities and prepend
   const paths = new PathReconciler(client);
   const first = await paths.reconcile([p4, p6]);
   t.is(first.add.length, 2);
-  const r4 = await waitFor("IPv4 path in FRR", () => frrPath(l.frr, p4.prefix));
+  const r4 = await waitFor("IPv4 path in FRR", () => l.frr.path(p4.prefix));
   t.is(r4.nexthops?.[0]?.ip, GW_V4);
   t.is(r4.metric, 50);
   t.deepEqual(r4.community?.list, ["65001:100", "65001:200"]);
   // gobgpd adds our ASN once towards an eBGP neighbor, plus 2 prepended.
   t.is(r4.aspath?.string, "65001 65001 65001");
-  const r6 = await waitFor("IPv6 path in FRR", () => frrPath(l.frr, p6.prefix));
+  const r6 = await waitFor("IPv6 path in FRR", () => l.frr.path(p6.prefix));
   t.is(r6.nexthops?.[0]?.ip, GW_V6);
   t.is(r6.metric, 7);
   t.deepEqual(r6.community?.list, ["65001:300"]);
@@ -134,17 +115,17 @@ test("advertises IPv4 and IPv6 paths with next hop, MED, communities and prepend
   t.is(changed.add.length, 1);
   t.is(changed.withdraw.length, 0);
   await waitFor("new MED and AS path in FRR", async () => {
-    const r = await frrPath(l.frr, p4.prefix);
+    const r = await l.frr.path(p4.prefix);
     return r?.metric === 60 && r.aspath?.string === "65001";
   });
 
   // DeletePath withdraws.
   await client.deletePath(p6);
-  await waitFor("IPv6 path withdrawn from FRR", async () => (await frrPrefixes(l.frr, "ipv6")).length === 0);
-  t.deepEqual(await frrPrefixes(l.frr, "ipv4"), [p4.prefix]);
+  await waitFor("IPv6 path withdrawn from FRR", async () => (await l.frr.prefixes(6)).length === 0);
+  t.deepEqual(await l.frr.prefixes(4), [p4.prefix]);
   // And the reconciler withdraws what is no longer desired.
   t.is((await paths.reconcile([])).withdraw.length, 1);
-  await waitFor("IPv4 path withdrawn from FRR", async () => (await frrPrefixes(l.frr, "ipv4")).length === 0);
+  await waitFor("IPv4 path withdrawn from FRR", async () => (await l.frr.prefixes(4)).length === 0);
   t.deepEqual(await client.listLocalPaths(), []);
 });
 
@@ -165,7 +146,7 @@ test("gobgpd killed with SIGKILL in managed mode is restarted and the paths come
   client.on("ready", (info) => void apply(info).catch((e: Error) => applyErrors.push(e)));
   await apply(await client.waitReady());
   await established(client);
-  await waitFor("paths in FRR", async () => (await frrPrefixes(l.frr, "ipv4")).length === 1);
+  await waitFor("paths in FRR", async () => (await l.frr.prefixes(4)).length === 1);
 
   const exits: number[] = [];
   gobgpd.on("exited", (e) => exits.push(e.pid));
@@ -173,17 +154,12 @@ test("gobgpd killed with SIGKILL in managed mode is restarted and the paths come
   t.truthy(oldPid);
   const killedAt = Date.now();
   process.kill(oldPid as number, "SIGKILL");
-  await waitFor(
-    "FRR to drop the routes",
-    async () => (await frrPrefixes(l.frr, "ipv4")).length === 0,
-    10_000,
-    20,
-  );
+  await waitFor("FRR to drop the routes", async () => (await l.frr.prefixes(4)).length === 0, 10_000, 20);
   const droppedMs = Date.now() - killedAt;
   await waitFor("gobgpd restart and re-apply", async () => applied >= 2, 15_000);
   await waitFor("routes back in FRR", async () => {
-    const r = await frrPath(l.frr, p4.prefix);
-    return r?.metric === 50 && (await frrPrefixes(l.frr, "ipv6")).length === 1;
+    const r = await l.frr.path(p4.prefix);
+    return r?.metric === 50 && (await l.frr.prefixes(6)).length === 1;
   });
   const backMs = Date.now() - killedAt;
   t.log(`FRR dropped the routes ${droppedMs} ms after kill -9 of gobgpd; re-advertised after ${backMs} ms`);
@@ -223,18 +199,13 @@ test("gobgpd dies with the process that owns it (kill -9) and FRR drops the rout
   await client.addPeer(torPeer());
   await established(client);
   await client.addPath(p4);
-  await waitFor("path in FRR", () => frrPath(l.frr, p4.prefix));
+  await waitFor("path in FRR", () => l.frr.path(p4.prefix));
 
   const killedAt = Date.now();
   owner.kill("SIGKILL");
   await waitFor("gobgpd to die with its owner", async () => !isRunning(gobgpdPid), 5000, 10);
   const diedMs = Date.now() - killedAt;
-  await waitFor(
-    "FRR to drop the routes",
-    async () => (await frrPrefixes(l.frr, "ipv4")).length === 0,
-    5000,
-    20,
-  );
+  await waitFor("FRR to drop the routes", async () => (await l.frr.prefixes(4)).length === 0, 5000, 20);
   t.log(`gobgpd gone ${diedMs} ms and routes gone ${Date.now() - killedAt} ms after kill -9 of its owner`);
   t.pass();
 });

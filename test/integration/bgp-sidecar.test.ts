@@ -61,10 +61,7 @@ bgp:
   t.teardown(() => {
     if (isRunning(pid)) process.kill(pid, "SIGKILL");
   });
-  const routes = async () =>
-    Object.keys(
-      (await frr.json<{ routes?: Record<string, unknown> }>("show bgp ipv4 unicast json")).routes ?? {},
-    );
+  const routes = () => frr.prefixes(4);
   await waitFor("paths in FRR", async () => (await routes()).includes("203.0.113.0/24"), 30_000);
   return { sb, sidecar, pid, routes, log };
 }

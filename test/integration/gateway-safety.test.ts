@@ -60,11 +60,7 @@ async function startEgressd(
   t.teardown(() => {
     if (isRunning(pid)) process.kill(pid, "SIGKILL");
   });
-  const routes = async () =>
-    Object.keys(
-      (await frr.json<{ routes?: Record<string, unknown> }>(`show bgp ipv${opts.family ?? 4} unicast json`))
-        .routes ?? {},
-    );
+  const routes = () => frr.prefixes(opts.family ?? 4);
   const logText = () => readFileSync(logFile, "utf8");
   const logged = (msg: string) => logText().includes(msg);
   // Registered after the directory's removal, so it runs first: a failure shows egressd's log.
