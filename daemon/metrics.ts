@@ -213,34 +213,36 @@ export class Metrics {
         }
       },
     });
-    new Gauge({
-      name: "egressd_bfd_rx_slack_min_seconds",
-      help:
-        "Per BFD peer, since its session last came Up: the least time left before the detection time ran out " +
+    // A per-peer BFD figure from /status, in ms there and in seconds here; no series without one.
+    const bfdPeerSeconds = (
+      name: string,
+      help: string,
+      ms: (b: NonNullable<StatusSnapshot["peers"][number]["bfd"]>) => number | null | undefined,
+    ) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ["peer"],
+        registers,
+        collect() {
+          this.reset();
+          for (const p of self.snapshot().peers) {
+            const v = p.bfd ? ms(p.bfd) : undefined;
+            if (v !== undefined && v !== null) this.set({ peer: p.name }, v / 1000);
+          }
+        },
+      });
+    bfdPeerSeconds(
+      "egressd_bfd_rx_slack_min_seconds",
+      "Per BFD peer, since its session last came Up: the least time left before the detection time ran out " +
         "when a packet arrived (detection time minus the widest gap). Near 0: it nearly went down.",
-      labelNames: ["peer"],
-      registers,
-      collect() {
-        this.reset();
-        for (const p of self.snapshot().peers) {
-          const slack = p.bfd?.rxSlackMinMs;
-          if (slack !== undefined && slack !== null) this.set({ peer: p.name }, slack / 1000);
-        }
-      },
-    });
-    new Gauge({
-      name: "egressd_bfd_tx_late_max_seconds",
-      help: "Per BFD peer, since its session last came Up: the most a periodic packet egressd sent left after its time.",
-      labelNames: ["peer"],
-      registers,
-      collect() {
-        this.reset();
-        for (const p of self.snapshot().peers) {
-          const late = p.bfd?.txLateMaxMs;
-          if (late !== undefined) this.set({ peer: p.name }, late / 1000);
-        }
-      },
-    });
+      (b) => b.rxSlackMinMs,
+    );
+    bfdPeerSeconds(
+      "egressd_bfd_tx_late_max_seconds",
+      "Per BFD peer, since its session last came Up: the most a periodic packet egressd sent left after its time.",
+      (b) => b.txLateMaxMs,
+    );
     const bfdTransitions = new Counter({
       name: "egressd_bfd_transitions_total",
       help: "BFD session state changes, per peer and the state entered.",
