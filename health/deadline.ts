@@ -18,6 +18,8 @@ export const STALL_FRACTION = 0.5;
 export interface Deadline {
   /** The probe settled: the deadline will not expire. */
   cancel(): void;
+  /** Starts the same deadline again from now (a watchdog pushed back), reusing its timer. */
+  restart(): void;
 }
 
 /**
@@ -30,7 +32,7 @@ export function deadline(
   onExpire: (stalledMs: number) => void,
   now: () => number = () => performance.now(),
 ): Deadline {
-  const due = now() + ms;
+  let due = now() + ms;
   let cancelled = false;
   let immediate: NodeJS.Immediate | undefined;
   const timer = setTimeout(() => {
@@ -46,6 +48,13 @@ export function deadline(
       cancelled = true;
       clearTimeout(timer);
       if (immediate) clearImmediate(immediate);
+    },
+    restart() {
+      if (immediate) clearImmediate(immediate);
+      immediate = undefined;
+      cancelled = false;
+      due = now() + ms;
+      timer.refresh(); // reactivates it too when it has fired already
     },
   };
 }

@@ -219,9 +219,13 @@ export class IcmpProbe implements StreamProbe {
    */
   private armWatchdog(ms: number): void {
     if (this.closed) return;
+    // Every ping line lands here: push the same timer back rather than make a new one.
+    if (this.watchdog && this.watchdogMs === ms) return this.watchdog.restart();
     this.watchdog?.cancel();
+    this.watchdogMs = ms;
     this.watchdog = deadline(ms, () => this.onSilence());
   }
+  private watchdogMs = 0;
 
   private onSilence(): void {
     this.watchdog = null;

@@ -46,6 +46,29 @@ test("a cancelled deadline never expires", async (t) => {
   t.false(expired);
 });
 
+test("a deadline restarted after it expired expires again; one restarted before is not cancelled", async (t) => {
+  let expired = 0;
+  let fired: () => void = () => {};
+  const next = () => new Promise<void>((r) => (fired = r));
+  let wait = next();
+  const d = deadline(5, () => {
+    expired++;
+    fired();
+  });
+  await wait;
+  t.is(expired, 1);
+  wait = next();
+  d.restart(); // the watchdog case: activity after it fired
+  await wait;
+  t.is(expired, 2);
+  wait = next();
+  d.restart();
+  d.restart(); // pushed back twice before expiring: still one expiry
+  await wait;
+  await new Promise((r) => setTimeout(r, 30));
+  t.is(expired, 3);
+});
+
 test("an answer that arrived during a stall settles the check before its timeout is judged", async (t) => {
   const { port1, port2 } = new MessageChannel();
   t.teardown(() => port1.close());
