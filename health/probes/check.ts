@@ -18,20 +18,25 @@ export interface CheckOutcome {
 /** A check: resolves with the outcome, or a boolean. `signal` aborts at the timeout. */
 export type CheckFn = (signal: AbortSignal) => Promise<CheckOutcome | boolean>;
 
-export function checkProbe(fn: CheckFn): PollProbe {
+/** `now`: the clock the timeout's lateness is read on (tests pin it; default performance.now). */
+export function checkProbe(fn: CheckFn, now?: () => number): PollProbe {
   return {
     run(timeoutMs: number): Promise<ProbeResult> {
       const started = performance.now();
       const ac = new AbortController();
       return new Promise<ProbeResult>((resolve) => {
-        const timer = deadline(timeoutMs, (stalledMs) => {
-          ac.abort();
-          resolve(
-            stalledMs
-              ? stalledResult("check", stalledMs)
-              : { ok: false, reason: `check timed out after ${timeoutMs} ms` },
-          );
-        });
+        const timer = deadline(
+          timeoutMs,
+          (stalledMs) => {
+            ac.abort();
+            resolve(
+              stalledMs
+                ? stalledResult("check", stalledMs)
+                : { ok: false, reason: `check timed out after ${timeoutMs} ms` },
+            );
+          },
+          now,
+        );
         fn(ac.signal).then(
           (out) => {
             timer.cancel();
