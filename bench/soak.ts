@@ -94,6 +94,9 @@ async function main(lab: ScaleLab): Promise<number> {
   const delayAt: number[] = [];
   const delayP99: number[] = [];
   const rss: number[] = [];
+  const torStart = lab.torSched();
+  let torPrev = torStart;
+  let torWaitWorst = 0;
   let reloads = 0;
   let lastReload = t0;
   let last = first;
@@ -107,6 +110,9 @@ async function main(lab: ScaleLab): Promise<number> {
         delayAt.push((tick - t0) / 1000);
         delayP99.push(sample(text, "nodejs_eventloop_lag_p99_seconds") * 1000);
       }
+      const tor = lab.torSched();
+      if (tor && torPrev) torWaitWorst = Math.max(torWaitWorst, tor.waitMs - torPrev.waitMs);
+      torPrev = tor;
       if (RELOAD_MS > 0 && tick - lastReload >= RELOAD_MS) {
         lastReload = tick;
         const config = structuredClone(lab.config);
@@ -168,8 +174,22 @@ async function main(lab: ScaleLab): Promise<number> {
     `  CPU: egressd ${fmt(((end.cpu.egressd - start.cpu.egressd) / wall) * 100, 1)} % of a core; ` +
       `everything in its namespace ${fmt(((end.cpu.namespace - start.cpu.namespace) / wall) * 100, 1)} %`,
   );
+  const torEnd = lab.torSched();
+  if (torStart && torEnd)
+    console.log(
+      `  the ToR's bfdd: ${fmt((torEnd.runMs - torStart.runMs) / 10 / wall, 1)} % of a core; ` +
+        `waited for a CPU ${fmt(torEnd.waitMs - torStart.waitMs, 0)} ms in all, at most ${fmt(torWaitWorst, 0)} ms in one second`,
+    );
   if (rss.length)
     console.log(`  RSS: min ${fmt(Math.min(...rss), 0)} MB, max ${fmt(Math.max(...rss), 0)} MB`);
+  // egressd logs the first failed result after a good one, with its reason.
+  const failures = new Map<string, number>();
+  for (const l of lab.logLines()) {
+    if (!l.includes('"probe result failed"')) continue;
+    const why = ((JSON.parse(l) as { reason?: string }).reason ?? "").replace(/\d+(\.\d+)?/g, "N");
+    failures.set(why, (failures.get(why) ?? 0) + 1);
+  }
+  for (const [why, n] of failures) console.log(`  probe failures logged: ${n} x ${why}`);
   const complaints = lab.complaints();
   if (complaints.size) {
     console.log("  warnings and errors logged by egressd:");

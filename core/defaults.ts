@@ -36,6 +36,15 @@ export const DEFAULTS = {
     },
   },
   drain: { periodMs: 5000 },
+  /**
+   * Linux nice values. Failure detection (the BFD thread, the ping children
+   * of ICMP probes) runs ahead of the rest of the node when the CPU is
+   * contended, so that a busy node delays neither a BFD packet nor a probe's
+   * answer; lowering needs CAP_SYS_NICE, and without it they keep the
+   * process's priority. Background work (the data-plane thread: parsing,
+   * planning, diffing) gives way to everything else.
+   */
+  nice: { detection: -10, background: 10 },
   http: { listen: "127.0.0.1:9469" },
 } as const;
 

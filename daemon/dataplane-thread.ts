@@ -4,6 +4,7 @@
 import { setPriority } from "node:os";
 import { parentPort } from "node:worker_threads";
 import { realKernel } from "../routing/kernel-actuator.js";
+import { DEFAULTS } from "../core/defaults.js";
 import { InlineDataplane, type Dataplane } from "./dataplane.js";
 
 export type DataplaneCall = {
@@ -18,7 +19,7 @@ if (!port) throw new Error("dataplane-thread.js runs as a worker thread only");
 // diffing 100k sources) gives way to the main thread and to BFD. On Linux
 // the nice value is per thread, and raising it needs no privilege.
 try {
-  setPriority(10);
+  setPriority(DEFAULTS.nice.background);
 } catch {
   // not on Linux: the thread runs at the process's priority
 }

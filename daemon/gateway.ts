@@ -19,6 +19,7 @@ import {
   Prober,
   validateProbeSpec,
   type CheckSpec,
+  type ProbeSample,
   type ProbeSpec,
   type ProbeTransition,
 } from "../health/prober.js";
@@ -216,7 +217,10 @@ export class Gateway {
     // The prober survives a throwing listener; a health evaluation that threw
     // must not leave withdrawals disabled: fail safe.
     this.prober.on("error", (e) => this.failSafe(e));
-    this.prober.on("sample", (s) => this.events.emit("probeSample", s));
+    this.prober.on("sample", (s) => {
+      this.noteFirstFailure(s);
+      this.events.emit("probeSample", s);
+    });
     this.bfd.on("state", (e) => {
       const to =
         e.to.toLowerCase() === "admindown" ? "admin-down" : (e.to.toLowerCase() as "up" | "down" | "init");
@@ -283,6 +287,25 @@ export class Gateway {
     for (const [name, spec] of checks) if (!this.selfChecks.has(name)) this.prober.addCheck(spec);
     this.selfChecks = new Set(checks.keys());
     this.probeStates = new Map(this.prober.statuses().map((st) => [st.name, st.state as string]));
+  }
+
+  /** Probes whose last judged result failed. */
+  private failing = new Set<string>();
+
+  /**
+   * A failed result after a good one is logged, with its reason, even when it
+   * does not take the probe down: a single false failure must be traceable.
+   * Further failures in a row are counted only (a dead target fails at every
+   * interval, and the transition to down is logged on its own).
+   */
+  private noteFirstFailure(s: ProbeSample): void {
+    if (s.inconclusive) return;
+    if (s.ok) {
+      this.failing.delete(s.name);
+    } else if (!this.failing.has(s.name)) {
+      this.failing.add(s.name);
+      this.log.info({ probe: s.name, reason: s.reason }, "probe result failed");
+    }
   }
 
   private onProbe(t: ProbeTransition): void {

@@ -66,6 +66,8 @@ export interface ProbeSample {
   inconclusive?: boolean;
   /** Set for successful results. */
   rttMs?: number;
+  /** Why, for failed and inconclusive results. */
+  reason?: string;
 }
 
 export interface ProbeStatus extends StateSnapshot {
@@ -372,7 +374,7 @@ export class Prober extends EventEmitter<ProberEvents> {
       // The target was not judged fairly: the state machine does not hear of it.
       e.inconclusive++;
       if (this.listenerCount("sample"))
-        this.emit("sample", { name: e.name, kind: e.kind, ok: false, inconclusive: true });
+        this.emit("sample", { name: e.name, kind: e.kind, ok: false, inconclusive: true, reason: r.reason });
       return;
     }
     const now = this.clock();
@@ -385,7 +387,12 @@ export class Prober extends EventEmitter<ProberEvents> {
     } else e.failed++;
     e.lastResult = { ok: r.ok, reason: r.reason, wallTime: Date.now() };
     if (this.listenerCount("sample")) {
-      this.emit("sample", { name: e.name, kind: e.kind, ok: r.ok, rttMs: r.ok ? r.rttMs : undefined });
+      this.emit(
+        "sample",
+        r.ok
+          ? { name: e.name, kind: e.kind, ok: true, rttMs: r.rttMs }
+          : { name: e.name, kind: e.kind, ok: false, reason: r.reason },
+      );
     }
     if (t) this.armDeadline(e);
   }

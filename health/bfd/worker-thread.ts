@@ -4,6 +4,7 @@
 // or a packet received here. Started by worker.ts; speaks worker-protocol.ts.
 import { setPriority } from "node:os";
 import { parentPort } from "node:worker_threads";
+import { DEFAULTS } from "../../core/defaults.js";
 import { BfdManager, type BfdLogger } from "./manager.js";
 import type { FromWorker, ToWorker } from "./worker-protocol.js";
 
@@ -15,7 +16,7 @@ if (!port) throw new Error("bfd worker-thread.js runs as a worker thread only");
 // thread keeps the process's priority (and the data-plane thread, which
 // lowers its own, still gives way).
 try {
-  setPriority(-10);
+  setPriority(DEFAULTS.nice.detection);
 } catch {
   // no CAP_SYS_NICE: default priority
 }

@@ -13,10 +13,12 @@
 // child is then restarted with a backoff. The child is killed on close().
 import { spawn, type ChildProcess } from "node:child_process";
 import { isIPv4, isIPv6 } from "node:net";
+import { setPriority } from "node:os";
 import { createInterface } from "node:readline";
 import type { ProbeResult } from "../../core/probe-state.js";
 import type { StreamProbe } from "../probe-types.js";
 import { deadline, type Deadline } from "../deadline.js";
+import { DEFAULTS } from "../../core/defaults.js";
 
 export interface IcmpProbeOptions {
   target: string;
@@ -112,6 +114,15 @@ export class IcmpProbe implements StreamProbe {
     const child = spawn(file as string, args, { stdio: ["ignore", "pipe", "pipe"] });
     this.child = child;
     this.spawns++;
+    // ping reads the reply and prints it; on a busy node it must not wait
+    // for a CPU past the timeout (a failure the network did not cause).
+    if (child.pid !== undefined) {
+      try {
+        setPriority(child.pid, DEFAULTS.nice.detection);
+      } catch {
+        // no CAP_SYS_NICE: ping keeps egressd's priority
+      }
+    }
     this.seq = new SeqUnwrapper();
     this.reported = -1;
     this.armWatchdog(this.opts.intervalMs + this.opts.timeoutMs);

@@ -7,7 +7,7 @@
 //
 // gobgpd's API is a unix socket under a temporary directory, reachable from
 // the root namespace (filesystem sockets ignore network namespaces).
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { run } from "../../lib/exec.js";
@@ -32,8 +32,11 @@ export interface FrrOptions {
   bfd?: { intervalMs: number; multiplier: number };
   /** The gateway's session addresses, with the ToR's own address for each (default: GW_V4 from TOR_V4). */
   neighbors?: { address: string; updateSource?: string }[];
-  /** Scheduling priority of FRR's daemons (nice value; default 0). */
-  nice?: number;
+  /**
+   * Runs FRR's daemons in the real-time class (SCHED_RR at this priority),
+   * for a ToR that stands in for a router with CPUs of its own.
+   */
+  realtime?: number;
 }
 
 /** A path as FRR's `show bgp ... json` gives it (the fields the tests read). */
@@ -113,7 +116,7 @@ export class Frr {
         "netns",
         "exec",
         ns,
-        ...(opts.nice ? ["nice", "-n", String(opts.nice)] : []),
+        ...(opts.realtime ? ["chrt", "--rr", String(opts.realtime)] : []),
         `/usr/lib/frr/${daemon}`,
         "-d",
         "-N",
@@ -166,6 +169,11 @@ export class Frr {
       `show bgp ipv${prefix.includes(":") ? 6 : 4} unicast ${prefix} json`,
     );
     return out.paths?.[0];
+  }
+
+  /** The process id of one of FRR's daemons ("bfdd", "bgpd", "zebra"). */
+  pid(daemon: string): number {
+    return Number(readFileSync(join(this.runDir, `${daemon}.pid`), "utf8").trim());
   }
 
   /** Removes FRR's run and config directories (the processes die with the namespace). */

@@ -6,11 +6,13 @@
 import test, { type ExecutionContext } from "ava";
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { getPriority } from "node:os";
 import { performance } from "node:perf_hooks";
 import { run, tryRun } from "../../lib/exec.js";
 import { sandbox, type Sandbox } from "../helpers/netns.js";
 import { Prober, type ProbeSpec, type ProbeTransition } from "../../health/prober.js";
 import type { ProbeState } from "../../core/probe-state.js";
+import { DEFAULTS } from "../../core/defaults.js";
 
 const NFT = "/usr/sbin/nft";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -158,12 +160,14 @@ test("icmp over IPv6 with a source address", async (t) => {
   t.pass();
 });
 
-test("icmp: the ping child is killed when the probe is removed", async (t) => {
+test("icmp: the ping child runs at the detection priority, and is killed when the probe is removed", async (t) => {
   const l = await lab(t);
   const { p, waitFor } = prober(t, [{ name: "icmp", kind: "icmp", target: l.targetIp, ...fast }]);
   await waitFor("icmp", "up", 5000);
   const before = (await tryRun(["pgrep", "-f", `ping -n -O -D -i 0.100 -4 ${l.targetIp}$`])).stdout.trim();
   t.truthy(before);
+  // As root: ahead of the node's other work, so a busy CPU does not delay its answers.
+  t.is(getPriority(Number(before.split("\n")[0])), DEFAULTS.nice.detection);
   p.remove("icmp");
   await sleep(200);
   const after = (await tryRun(["pgrep", "-f", `ping -n -O -D -i 0.100 -4 ${l.targetIp}$`])).stdout.trim();

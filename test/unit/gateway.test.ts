@@ -79,12 +79,13 @@ async function gateway(
   speaker: FakeSpeaker,
   runDir: string,
   bfd?: BfdManager,
+  logger = log,
 ): Promise<Gateway> {
   const dataplane = new InlineDataplane(kernel);
   const first = await dataplane.prepare({ config: cfg });
   if (!first.ok) throw new Error(first.errors.map((e) => e.message).join("; "));
   return new Gateway(first, {
-    log,
+    log: logger,
     runDir,
     resyncMs: 60_000,
     dataplane,
@@ -98,12 +99,12 @@ async function gateway(
   });
 }
 
-async function started(t: ExecutionContext, cfg: GatewayConfig, bfd?: BfdManager) {
+async function started(t: ExecutionContext, cfg: GatewayConfig, bfd?: BfdManager, logger = log) {
   const calls: string[] = [];
   const kernel = new FakeKernel(calls);
   const speaker = new FakeSpeaker(calls);
   const runDir = mkdtempSync(join(tmpdir(), "egressd-gw-"));
-  const gw = await gateway(cfg, kernel, speaker, runDir, bfd);
+  const gw = await gateway(cfg, kernel, speaker, runDir, bfd, logger);
   let stopped = false;
   t.teardown(async () => {
     if (!stopped) await gw.stop();
@@ -114,28 +115,28 @@ async function started(t: ExecutionContext, cfg: GatewayConfig, bfd?: BfdManager
   return { gw, kernel, speaker, calls, prefixes, markStopped: () => (stopped = true) };
 }
 
+/** A TCP probe of the loopback listener on `port`, guarding policy red. */
+function redProbe(port: number, extra: Record<string, unknown>): Record<string, unknown> {
+  return {
+    name: "red-svc",
+    kind: "tcp",
+    target: "127.0.0.1",
+    port,
+    intervalMs: 50,
+    timeoutMs: 50,
+    rise: 1,
+    damping: false,
+    affects: { policy: "red" },
+    ...extra,
+  };
+}
+
 const ALL = ["192.0.2.11/32", "192.0.2.12/32", "198.51.100.0/24", "203.0.113.0/24"];
 
 test("a failing probe withdraws exactly its policy's routes, first, and nothing re-adds them", async (t) => {
   const { server, port } = await listener();
   t.teardown(() => server.close());
-  const cfg = config({
-    probes: [
-      {
-        name: "red-svc",
-        kind: "tcp",
-        target: "127.0.0.1",
-        port,
-        intervalMs: 50,
-        timeoutMs: 50,
-        rise: 1,
-        fall: 1,
-        holdDownMs: 60_000,
-        damping: false,
-        affects: { policy: "red" },
-      },
-    ],
-  });
+  const cfg = config({ probes: [redProbe(port, { fall: 1, holdDownMs: 60_000 })] });
   const { gw, speaker, calls, prefixes } = await started(t, cfg);
   await until("everything advertised", () => prefixes().length === 4);
   t.deepEqual(prefixes(), ALL);
@@ -152,6 +153,33 @@ test("a failing probe withdraws exactly its policy's routes, first, and nothing 
   await new Promise((r) => setTimeout(r, 300)); // the reconcile that follows, and then some
   t.false(calls.slice(mark).includes("+198.51.100.0/24"), "never re-advertised while the probe is down");
   t.deepEqual(prefixes(), ["192.0.2.11/32", "192.0.2.12/32", "203.0.113.0/24"]);
+});
+
+test("a failed result after good ones is logged with its reason, once per run of failures", async (t) => {
+  const first = await listener();
+  let server = first.server;
+  const port = first.port;
+  t.teardown(() => server.close());
+  const lines: { msg: string; probe?: string; reason?: string }[] = [];
+  const logger = pino({ level: "info" }, { write: (s: string) => void lines.push(JSON.parse(s)) });
+  // It does not go down here: only single results fail.
+  const cfg = config({ probes: [redProbe(port, { fall: 100 })] });
+  const { gw } = await started(t, cfg, undefined, logger);
+  const results = (ok: boolean) =>
+    gw.status().probes.find((p) => p.name === "red-svc")?.results[ok ? "ok" : "failed"] ?? 0;
+  const logged = () => lines.filter((l) => l.msg === "probe result failed");
+  for (let round = 1; round <= 2; round++) {
+    const good = results(true);
+    await until("good results", () => results(true) >= good + 3);
+    await new Promise<void>((r) => server.close(() => r()));
+    const bad = results(false);
+    await until("several failed results in a row", () => results(false) >= bad + 4);
+    t.is(logged().length, round, "one line per run of failures, however long");
+    t.is(logged()[round - 1]!.probe, "red-svc");
+    t.regex(logged()[round - 1]!.reason ?? "", /ECONNREFUSED|refused/);
+    server = createServer().listen(port, "127.0.0.1");
+    await new Promise((r) => server.once("listening", r));
+  }
 });
 
 test("health that cannot be evaluated fails safe: every destination withdrawn, egress IPs kept", async (t) => {
