@@ -7,8 +7,17 @@
 // INTERVALS (default 100,50): the detection timers, in ms, of BFD (both
 // sides) and of the probes, x 3; the lab is brought up once per value, and
 // probe failure and frozen gateway are measured at each, side by side.
+//
+// Beside egressd, at each interval and in the same run, the same two
+// triggers on what network engineers build today without egressd: the same
+// lab with gw-a1 and gw-a2 running FRR (bgpd + bfdd, BFD at the same timers)
+// that announces the egress IPs and the web destination, SNAT by a static
+// nftables rule, and ExaBGP's healthcheck (Debian's exabgp) pinging the
+// server at the same interval with the same timeout and fall count,
+// announcing and withdrawing the destination through vtysh. gw-b1 keeps
+// egressd (it is the other site's backup and no trial touches it).
 //   node dist/bench/failover.js [TRIALS] [BASELINE_TRIALS] [INTERVALS]
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -42,9 +51,9 @@ const tmp = mkdtempSync(join(tmpdir(), "egressd-bench-failover-"));
  * the probes), a 1 s hold-down and no damping, so trials can follow each
  * other quickly.
  */
-function labAt(ms: number): Lab {
+function labAt(ms: number, stack: "egressd" | "baseline" = "egressd"): Lab {
   const topo = loadTopology(TOPO);
-  const dir = mkdtempSync(join(tmp, `${ms}ms-`));
+  const dir = mkdtempSync(join(tmp, `${ms}ms-${stack}-`));
   rebindCopies(topo, "/etc/egressd/egressd.yaml", dir, (text) =>
     text
       .replaceAll("holdDownMs: 3000", `holdDownMs: 1000, damping: false, intervalMs: ${ms}, timeoutMs: ${ms}`)
@@ -55,7 +64,74 @@ function labAt(ms: number): Lab {
       .replaceAll("receive-interval 100", `receive-interval ${ms}`)
       .replaceAll("transmit-interval 100", `transmit-interval ${ms}`),
   );
-  return new Lab(topo, `bfo${process.pid % 10000}`, { quiet: true });
+  if (stack === "egressd") return new Lab(topo, `bfo${process.pid % 10000}`, { quiet: true });
+  const lab = new Lab(topo, `bfb${process.pid % 10000}`, { quiet: true });
+  for (const g of ["gw-a1", "gw-a2"] as const) {
+    const node = topo.nodes.find((n) => n.name === g)!;
+    const gw = GW[g];
+    const frr = join(dir, `${g}-frr.conf`);
+    writeFileSync(frr, baselineFrr(g, ms));
+    const snat = join(dir, `${g}-snat.nft`);
+    writeFileSync(
+      snat,
+      "table ip baseline {\n  chain post {\n    type nat hook postrouting priority srcnat; policy accept;\n" +
+        `    oifname "eth1" ip saddr 10.244.0.0/16 ip daddr 203.0.113.0/24 snat to ${gw.web}\n  }\n}\n`,
+    );
+    node.image = FRR_IMAGE;
+    node.binds = [
+      { source: frr, target: "/etc/frr/frr.conf", readOnly: true },
+      { source: snat, target: "/etc/baseline/snat.nft", readOnly: true },
+    ];
+    node.exec = [...node.exec, `ip addr add ${gw.web}/32 dev lo`, "nft -f /etc/baseline/snat.nft"];
+    const vtysh = (change: string) =>
+      `vtysh -N ${lab.ns(g)} -c 'configure terminal' -c 'router bgp ${BASELINE_ASN}' ` +
+      `-c 'address-family ipv4 unicast' -c '${change}'`;
+    node.cmd = [
+      "/usr/bin/python3 -m exabgp healthcheck --no-ack --no-syslog --no-ip-setup",
+      `--ip ${gw.web}/32`,
+      `--cmd "ping -n -c 1 -W ${ms / 1000} ${SERVER}"`,
+      `--interval ${ms / 1000} --fast-interval ${ms / 1000} --rise 3 --fall 3`,
+      `--up-execute "${vtysh(`network ${WEB_NET}`)}"`,
+      `--down-execute "${vtysh(`no network ${WEB_NET}`)}"`,
+    ].join(" ");
+  }
+  return lab;
+}
+
+const FRR_IMAGE = "quay.io/frrouting/frr:8.4.4";
+const BASELINE_ASN = 65011;
+const SERVER = "203.0.113.10";
+const WEB_NET = "203.0.113.0/24";
+
+/** FRR's config for a baseline gateway: BGP to tor-a with BFD at `ms` x 3, the egress IP announced. */
+function baselineFrr(g: "gw-a1" | "gw-a2", ms: number): string {
+  const link = GW[g].link;
+  const tor = link.replace(/\.(\d+)$/, (_, d: string) => `.${Number(d) - 1}`);
+  return [
+    "frr defaults datacenter",
+    `hostname ${g}`,
+    "bfd",
+    " profile tor",
+    `  receive-interval ${ms}`,
+    `  transmit-interval ${ms}`,
+    "  detect-multiplier 3",
+    " exit",
+    "exit",
+    `router bgp ${BASELINE_ASN}`,
+    ` bgp router-id ${link}`,
+    " no bgp ebgp-requires-policy",
+    " no bgp network import-check",
+    " timers bgp 3 9",
+    ` neighbor ${tor} remote-as 65010`,
+    ` neighbor ${tor} timers connect 1`,
+    ` neighbor ${tor} bfd`,
+    ` neighbor ${tor} bfd profile tor`,
+    " address-family ipv4 unicast",
+    `  network ${GW[g].web}/32`,
+    " exit-address-family",
+    "exit",
+    "",
+  ].join("\n");
 }
 
 let lab: Lab;
@@ -130,22 +206,28 @@ function report(name: string, rs: StreamResult[]): void {
   const gaps = rs.map((r) => r.gapMs);
   const lost = rs.map((r) => r.lost);
   console.log(
-    `${name.padEnd(52)} gap median ${String(median(gaps)).padStart(5)} ms  worst ${String(Math.max(...gaps)).padStart(5)} ms` +
+    `${name.padEnd(64)} gap median ${String(median(gaps)).padStart(5)} ms  worst ${String(Math.max(...gaps)).padStart(5)} ms` +
       `   lost median ${median(lost)} worst ${Math.max(...lost)}   (${rs.length} trials)`,
   );
 }
 
-/** Runs `names` (all triggers when undefined) on the lab at `ms`; the baseline too when asked. */
+/**
+ * Runs `names` (all triggers when undefined) on the lab at `ms` with the
+ * gateways of `stack`; the hold-timer baseline too when asked.
+ */
 async function runAt(
   ms: number,
   names: Set<string> | undefined,
   baseline: boolean,
+  stack: "egressd" | "baseline" = "egressd",
 ): Promise<Map<string, StreamResult[]>> {
-  lab = labAt(ms);
+  lab = labAt(ms, stack);
   bfdOnTor = true;
   const results = new Map<string, StreamResult[]>();
   try {
     await lab.up();
+    // FRR nodes' commands are not started by up(): the healthchecks, once FRR runs.
+    if (stack === "baseline") for (const g of ["gw-a1", "gw-a2"]) await lab.startCmd(g);
     await startWhoami(lab, "server");
     await ready();
     for (const [name, fail, timeout] of triggers) {
@@ -154,7 +236,7 @@ async function runAt(
       for (let i = 0; i < TRIALS; i++) {
         const r = await trial(fail, timeout);
         process.stderr.write(
-          `  ${ms} ms, ${name.split(" (")[0]} #${i + 1}: gap ${r.gapMs} ms, ${r.lost} lost\n`,
+          `  ${stack}, ${ms} ms, ${name.split(" (")[0]} #${i + 1}: gap ${r.gapMs} ms, ${r.lost} lost\n`,
         );
         rs.push(r);
       }
@@ -191,6 +273,7 @@ try {
       `detection at ${INTERVALS.join(" and ")} ms x 3 (BFD and probes)`,
   );
   const rows: [string, StreamResult[]][] = [];
+  const versus: string[] = [];
   for (const [i, ms] of INTERVALS.entries()) {
     const first = i === 0;
     const results = await runAt(ms, first ? undefined : TIMED, first && BASELINE > 0);
@@ -199,8 +282,20 @@ try {
       rows.push([TIMED.has(name) ? `${name}, ${ms} ms x 3` : name, rs]);
     }
     if (results.has(BASELINE_ROW)) rows.push([BASELINE_ROW, results.get(BASELINE_ROW)!]);
+    const stack = await runAt(ms, TIMED, false, "baseline");
+    for (const [name, rs] of stack) {
+      rows.push([`FRR + ExaBGP healthcheck: ${name.split(" (")[0]}, ${ms} ms x 3`, rs]);
+      const ours = median(results.get(name)!.map((r) => r.gapMs));
+      const theirs = median(rs.map((r) => r.gapMs));
+      versus.push(
+        `${name.split(" (")[0]} at ${ms} ms: egressd ${ours} ms, FRR + healthcheck ${theirs} ms ` +
+          `(egressd ${theirs - ours >= 0 ? `${theirs - ours} ms ahead, ${(theirs / Math.max(1, ours)).toFixed(1)}x` : `${ours - theirs} ms behind`})`,
+      );
+    }
   }
   for (const [name, rs] of rows) report(name, rs);
+  console.log("egressd against FRR (bgpd + bfdd) with ExaBGP's healthcheck, median gaps:");
+  for (const v of versus) console.log(`  ${v}`);
   const frozen = rows.filter(([n]) => n.startsWith(triggers[2]![0]));
   const base = rows.find(([n]) => n === BASELINE_ROW)?.[1];
   if (base)

@@ -3,6 +3,8 @@
 // an FRR ToR (bgpd + bfdd) over one veth: one BGP session with BFD per peer.
 //
 //   [tor] FRR  10.0.0.1 (+ 10.0.1.1..N)  tor0 <--veth--> gw0  10.0.0.2 (+ 10.0.1.101..100+N)  [gw] egressd
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
 import { closeSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -142,11 +144,67 @@ export class ScaleLab {
     return readFileSync(this.file).length;
   }
 
-  /** Writes the config as an editor would: a new file renamed over the old one. */
-  writeConfig(c: GatewayConfig): void {
+  /**
+   * Writes the config as an editor would: a new file renamed over the old
+   * one. Rendering 100k sources as YAML takes this process a few hundred ms:
+   * a caller that times from the write passes the text rendered beforehand.
+   */
+  writeConfig(c: GatewayConfig, text = stringify(c)): void {
     this.config = c;
-    writeFileSync(`${this.file}.new`, stringify(c));
+    writeFileSync(`${this.file}.new`, text);
     renameSync(`${this.file}.new`, this.file);
+  }
+
+  /**
+   * Resolves with the time (performance.now()) nftables reports an element
+   * `text` added in the gateway's namespace (`nft monitor`, so that no
+   * polling competes for the CPU with the daemon being measured).
+   */
+  async elementAdded(text: string, timeoutMs = 60_000): Promise<() => Promise<number>> {
+    // stdbuf: nft writes to a pipe through a full stdio buffer otherwise.
+    const child = spawn(
+      "ip",
+      ["netns", "exec", this.sb.ns("gw"), "stdbuf", "-oL", "nft", "monitor", "new", "elements"],
+      {
+        stdio: ["ignore", "pipe", "ignore"],
+      },
+    );
+    const has = (l: string, el: string) =>
+      l.includes(`{ ${el} }`) || l.includes(` ${el},`) || l.includes(`, ${el} `);
+    let listening = false;
+    const seen = new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`no element ${text} added in ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      createInterface({ input: child.stdout }).on("line", (l) => {
+        if (has(l, MARKER)) listening = true;
+        if (!has(l, text)) return;
+        clearTimeout(timer);
+        resolve(performance.now());
+      });
+    }).finally(() => child.kill());
+    seen.catch(() => undefined); // awaited by the caller
+    // nft monitor says nothing when it starts listening: add a marker element
+    // to a scratch table of our own until it reports one. Not often: while
+    // it loads the ruleset (100k elements), each change restarts the load.
+    const scratch = "inet egressd_bench_monitor";
+    await waitFor(
+      "nft monitor listening",
+      async () => {
+        await this.sb.sh(
+          "gw",
+          `nft -f - <<'EOF'\nadd table ${scratch}\nadd set ${scratch} m { type ipv4_addr; }\n` +
+            `flush set ${scratch} m\nadd element ${scratch} m { ${MARKER} }\nEOF`,
+        );
+        await waitFor("the marker", () => listening, 1000, 10).catch(() => undefined);
+        return listening;
+      },
+      20_000,
+      0,
+    );
+    await this.sb.exec("gw", ["nft", "delete", "table", ...scratch.split(" ")]);
+    return () => seen;
   }
 
   sighup(): void {
@@ -275,6 +333,9 @@ export class ScaleLab {
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
+
+/** The element elementAdded() adds to a scratch set to know nft monitor is listening. */
+const MARKER = "127.0.0.9";
 
 /** One sample's value from a Prometheus exposition (NaN when absent). */
 export function sample(text: string, name: string, labels = ""): number {

@@ -41,6 +41,7 @@ NEEDS=(
   "libprotobuf-dev /usr/include/google/protobuf/any.proto /usr/include/google/protobuf/empty.proto /usr/include/google/protobuf/timestamp.proto"
   "golang-github-osrg-gobgp-dev /usr/share/gocode/src/github.com/osrg/gobgp/api/gobgp.proto"
   "prometheus /usr/bin/prometheus /usr/bin/promtool"
+  "exabgp /usr/bin/python3 /usr/lib/python3/dist-packages/exabgp/application/healthcheck.py"
 )
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
@@ -59,7 +60,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # Installing frr/gobgpd/prometheus may start their host-wide services;
   # egressd runs its own instances inside network namespaces and needs none.
   if [ -d /run/systemd/system ]; then
-    systemctl disable --now gobgpd.service frr.service prometheus.service bird.service >/dev/null 2>&1 || true
+    systemctl disable --now gobgpd.service frr.service prometheus.service bird.service exabgp.service >/dev/null 2>&1 || true
   fi
 else
   say "Debian packages present"

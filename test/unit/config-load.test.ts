@@ -3,7 +3,9 @@
 import test from "ava";
 import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { stringify } from "yaml";
+import fc from "fast-check";
+import { load as loadFast } from "js-yaml";
+import { parse, stringify } from "yaml";
 import { loadConfig, type LoadResult } from "../../inputs/config/load.js";
 import { formatIssue } from "../../inputs/config/issues.js";
 import type { Config } from "../../core/config/schema.js";
@@ -394,4 +396,61 @@ test("hex mark masks and dataplane settings load", (t) => {
   );
   t.true(r.ok, errorsOf(r).join("\n"));
   if (r.ok) t.is(r.config.dataplane?.markMask, 0x00ff0000);
+});
+
+// The two YAML parsers (inputs/config/load.ts): a valid file is read by
+// js-yaml, anything with an issue again by `yaml`. They must agree on what a
+// file says, or a config would mean one thing when valid and another when
+// reported on.
+test("property: js-yaml and the yaml package read every document `yaml` writes the same", (t) => {
+  fc.assert(
+    fc.property(fc.jsonValue({ maxDepth: 4 }), (value) => {
+      const text = stringify(value);
+      t.deepEqual(loadFast(text), parse(text), text);
+    }),
+    { numRuns: 300 },
+  );
+});
+
+test("js-yaml and the yaml package agree on the scalars a hand-written config has", (t) => {
+  const text = [
+    'a: "2001:db8::1"',
+    "b: 2001:db8::1",
+    "c: 10.0.0.0/8",
+    "d: yes", // YAML 1.2: a string
+    "e: 0o17",
+    "f: 0x1F",
+    "g: 1e3",
+    "h: ~",
+    "i: null",
+    "j: .inf",
+    "k: 2024-01-01", // not a date in the core schema
+    "l: 1_000",
+    "m: [a, 'b', \"c\"]",
+    "n: |",
+    "  two",
+    "  lines",
+    "o: >-",
+    "  folded",
+    "  text",
+    "p: 0xFF00000 # a comment",
+    "q: -12",
+    "r: +12",
+    "s: 012",
+    "t: TRUE",
+    "u: False",
+  ].join("\n");
+  t.deepEqual(loadFast(text), parse(text));
+});
+
+test("a config with aliases, which only the yaml package reads, loads the same as without", (t) => {
+  const plain = stringify(BASE);
+  const aliased = plain
+    .replace("address: 192.0.2.11", "address: &eip 192.0.2.11")
+    .replace("egressIP: 192.0.2.11", "egressIP: *eip");
+  t.true(aliased.includes("*eip") && aliased.includes("&eip"));
+  t.throws(() => loadFast(aliased, { maxAliases: 0 }), undefined, "the fast path leaves it to the other");
+  const r = loadConfig(aliased);
+  t.true(r.ok);
+  t.deepEqual(r.ok && r.config, (loadConfig(plain) as Extract<LoadResult, { ok: true }>).config);
 });

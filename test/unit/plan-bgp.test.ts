@@ -49,6 +49,41 @@ test("adjacent and overlapping ranges merge, families stay apart", (t) => {
   t.deepEqual(merged.flatMap(rangeToCidrs), ["10.0.0.0/23", "10.0.3.0/24", "2001:db8::/64"]);
 });
 
+test("property: many IPv4 ranges (the typed-array path) merge as a plain sort and sweep does", (t) => {
+  // The reference: every range sorted as bigints by family and start, then swept.
+  const reference = (rs: Range[]) => {
+    const out: Range[] = [];
+    for (const r of [...rs].sort((a, b) => a.family - b.family || (a.lo < b.lo ? -1 : a.lo > b.lo ? 1 : 0))) {
+      const last = out[out.length - 1];
+      if (last && last.family === r.family && r.lo <= last.hi + 1n) last.hi = r.hi > last.hi ? r.hi : last.hi;
+      else out.push({ ...r });
+    }
+    return out;
+  };
+  const v4 = fc
+    .tuple(fc.integer({ min: 0, max: 2 ** 32 - 1 }), fc.integer({ min: 0, max: 300 }), fc.boolean())
+    .map(([lo, span, top]): Range => {
+      const start = top ? 2 ** 32 - 1 - span : lo; // some reach 255.255.255.255
+      return { family: 4, lo: BigInt(start), hi: BigInt(Math.min(2 ** 32 - 1, start + span)) };
+    });
+  const dense = fc
+    .tuple(fc.integer({ min: 0, max: 2000 }), fc.integer({ min: 0, max: 3 }))
+    .map(([lo, span]): Range => ({ family: 4, lo: BigInt(lo), hi: BigInt(lo + span) }));
+  const v6 = fc
+    .tuple(fc.bigInt({ min: 0n, max: 2n ** 128n - 1000n }), fc.integer({ min: 0, max: 999 }))
+    .map(([lo, span]): Range => ({ family: 6, lo, hi: lo + BigInt(span) }));
+  fc.assert(
+    fc.property(
+      fc.array(fc.oneof(v4, dense, dense), { minLength: 64, maxLength: 400 }),
+      fc.array(v6, { maxLength: 5 }),
+      (a, b) => {
+        const input = fc.sample(fc.shuffledSubarray([...a, ...b], { minLength: a.length + b.length }), 1)[0]!;
+        t.deepEqual(mergeRanges(input), reference(input));
+      },
+    ),
+  );
+});
+
 type Pol = { name: string; sources: string[]; destinations: string[]; gateway?: boolean; egressIP?: string };
 
 /** A validated config (loadConfig must accept it) with a bgp section. */
