@@ -34,8 +34,8 @@ export interface ScaleLabOptions {
   bfdIntervalMs: number;
   /** dist/daemon/cli.js of the tree to run. */
   egressd: string;
-  /** Extra node flags for egressd (e.g. --cpu-prof). */
-  nodeArgs?: string[];
+  /** Extra arguments of `egressd run` (e.g. --dataplane-heap-mb 128). */
+  runArgs?: string[];
   /** Egress IPs (default 50). */
   egressIPs?: number;
   /**
@@ -131,7 +131,7 @@ export class ScaleLab {
     const log = openSync(this.logPath, "a");
     this.startedAt = performance.now();
     this.pid = spawnDetached(
-      ["node", o.egressd, "run", "-c", this.file, "--run-dir", join(this.dir, "run")],
+      ["node", o.egressd, "run", "-c", this.file, "--run-dir", join(this.dir, "run"), ...(o.runArgs ?? [])],
       {
         netns: sb.ns("gw"),
         logFile: log,

@@ -13,7 +13,7 @@
 //   idle CPU of egressd, and of everything in its namespace
 //
 //   node dist/bench/scale.js [--policies 200] [--sources 100000] [--reloads 100]
-//                            [--egressd PATH/TO/dist/daemon/cli.js]
+//                            [--egressd PATH/TO/dist/daemon/cli.js] [--run-args "ARGS"]
 // --egressd runs another build (an older tree, for before/after figures).
 import { parseArgs } from "node:util";
 import { stringify } from "yaml";
@@ -31,6 +31,8 @@ const { values: args } = parseArgs({
     sources: { type: "string", default: "100000" },
     reloads: { type: "string", default: "100" },
     egressd: { type: "string", default: DEFAULT_EGRESSD },
+    // Arguments for `egressd run`, e.g. --run-args "--dataplane-heap-mb 128".
+    "run-args": { type: "string", default: "" },
   },
 });
 const POLICIES = Number(args.policies);
@@ -160,6 +162,7 @@ const lab = await ScaleLab.start({
   peers: 1,
   bfdIntervalMs: 100,
   egressd: args.egressd,
+  runArgs: args["run-args"].split(" ").filter(Boolean),
 });
 try {
   await main(lab);

@@ -101,7 +101,7 @@ async function main(lab: ScaleLab): Promise<number> {
   let lastReload = t0;
   let last = first;
   try {
-    while (performance.now() - t0 < SECONDS * 1000) {
+    while (performance.now() - t0 < SECONDS * 1000 && !interrupted) {
       const tick = performance.now();
       const text = await lab.http("/metrics");
       if (text !== undefined) {
@@ -206,8 +206,28 @@ async function main(lab: ScaleLab): Promise<number> {
       console.log(`    at ${fmt(at, 1)} s: ${j.msg} (${j.peer ?? ""}: ${j.reason ?? ""})`);
     }
   }
+  // The verdict on these timers as a default: no false alarm, and room on
+  // both sides for one more interval of delay than the worst the soak saw.
+  const rxRoom = slack.length ? Math.min(...slack) : NaN;
+  const txRoom = late.length ? INTERVAL * 2 - Math.max(...late) : NaN;
+  const room = Math.min(rxRoom, txRoom);
+  const safe = total === 0 && room >= INTERVAL;
+  console.log(
+    `  verdict: ${INTERVAL} ms x 3 is ${safe ? "safe" : "not safe"} as a default here: ${total} false alarms; ` +
+      `least room before a detection ${fmt(room, 0)} ms (receive ${fmt(rxRoom, 0)}, transmit ${fmt(txRoom, 0)}), ` +
+      `${room >= INTERVAL ? "at least" : "less than"} one interval (${INTERVAL} ms)`,
+  );
   return total;
 }
+
+// Ctrl-C ends the soak early: figures so far, then the lab is removed. A second one exits at once.
+let interrupted = false;
+for (const signal of ["SIGINT", "SIGTERM"] as const)
+  process.on(signal, () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    console.log(`  (${signal}: ending the soak early)`);
+  });
 
 const lab = await ScaleLab.start({
   tag: "sk",

@@ -2,38 +2,116 @@
 // texts go in, small plan views come back, and the kernel is programmed from
 // the worker. The main thread never holds the 100k-source plan, so no
 // reload, plan or diff can stall it.
+//
+// The thread can end: a heap limit (heapMb) that a config is too large for,
+// or a bug. Its calls in flight are then rejected, and a new thread is
+// started and given the committed config again (prepared and committed, as
+// the first time), so the kernel keeps being programmed to the config in
+// force; a reload that was being prepared is refused. A thread that ends
+// again and again is restarted with a growing delay.
 import { Worker } from "node:worker_threads";
 import type { NatCounter } from "../routing/nft.js";
 import type { KernelChanges, TeardownSummary } from "../routing/reconcile.js";
 import type { Dataplane, PrepareInput, Prepared } from "./dataplane.js";
 import type { DataplaneCall, DataplaneReply } from "./dataplane-thread.js";
 
+export interface DataplaneWorkerOptions {
+  /**
+   * Limit of the thread's old-generation heap, in MB (default: V8's own). A
+   * config that needs more is refused instead of growing the process.
+   */
+  heapMb?: number;
+  /** Called when the thread ended unasked, with why, and when it was restarted. */
+  onRestart?: (e: { reason: string; restarts: number; restored: boolean; error?: string }) => void;
+  /** The thread's module (tests); default dataplane-thread.js. */
+  threadUrl?: URL;
+}
+
+const MAX_DELAY_MS = 30_000;
+
 export class DataplaneWorker implements Dataplane {
-  private readonly worker: Worker;
+  private worker!: Worker;
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  private ended: Error | undefined;
+  private closed: Error | undefined;
+  /** What each prepared plan was made from (until it is committed or dropped), by its id. */
+  private readonly inputs = new Map<number, PrepareInput>();
+  /** The committed config, given to a new thread. */
+  private committed: PrepareInput | undefined;
+  /** Calls wait for this while a new thread is being given the committed config. */
+  private restoring: Promise<void> = Promise.resolve();
+  private restarts = 0;
+  private delayMs = 0;
 
-  constructor() {
-    this.worker = new Worker(new URL("./dataplane-thread.js", import.meta.url));
-    this.worker.unref();
-    this.worker.on("message", (m: DataplaneReply) => {
+  constructor(private readonly opts: DataplaneWorkerOptions = {}) {
+    this.start();
+  }
+
+  private start(): void {
+    const worker = new Worker(this.opts.threadUrl ?? new URL("./dataplane-thread.js", import.meta.url), {
+      ...(this.opts.heapMb ? { resourceLimits: { maxOldGenerationSizeMb: this.opts.heapMb } } : {}),
+    });
+    this.worker = worker;
+    worker.unref();
+    worker.on("message", (m: DataplaneReply) => {
       const p = this.pending.get(m.id);
       this.pending.delete(m.id);
       if (m.error !== undefined) p?.reject(new Error(m.error));
       else p?.resolve(m.value);
     });
-    const end = (e: Error) => {
-      this.ended ??= e;
-      for (const p of this.pending.values()) p.reject(e);
+    let why = "";
+    worker.on("error", (e: Error & { code?: string }) => {
+      why =
+        e.code === "ERR_WORKER_OUT_OF_MEMORY"
+          ? `it ran out of its ${this.opts.heapMb ?? "default"} MB heap (--dataplane-heap-mb)`
+          : e.message;
+    });
+    worker.on("exit", (code) => {
+      if (this.worker !== worker) return;
+      const reason = `the data-plane thread ended: ${why || `exit code ${code}`}`;
+      const err = new Error(reason);
+      for (const p of this.pending.values()) p.reject(err);
       this.pending.clear();
-    };
-    this.worker.on("error", end);
-    this.worker.on("exit", (code) => end(new Error(`the data-plane worker thread exited (code ${code})`)));
+      this.inputs.clear();
+      if (this.closed) return;
+      this.restart(reason);
+    });
   }
 
-  private call<T>(op: DataplaneCall["op"], arg?: unknown): Promise<T> {
-    if (this.ended) return Promise.reject(this.ended);
+  /** A new thread, given the committed config again before any other call reaches it. */
+  private restart(reason: string): void {
+    this.restarts++;
+    const delay = this.delayMs;
+    this.delayMs = Math.min(Math.max(this.delayMs * 2, 1000), MAX_DELAY_MS);
+    this.restoring = new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        if (this.closed) return resolve();
+        this.start();
+        const committed = this.committed;
+        const restore = committed
+          ? this.send<Prepared>("prepare", committed).then(async (p) => {
+              if (!p.ok) throw new Error(`the committed config no longer prepares: ${p.errors[0]?.message}`);
+              await this.send("commit", p.id);
+            })
+          : Promise.resolve();
+        restore.then(
+          () => {
+            this.delayMs = 0;
+            this.opts.onRestart?.({ reason, restarts: this.restarts, restored: committed !== undefined });
+            resolve();
+          },
+          (e: unknown) => {
+            // The exit handler restarts it again, later; until then calls wait.
+            this.opts.onRestart?.({ reason, restarts: this.restarts, restored: false, error: String(e) });
+            resolve();
+          },
+        );
+      }, delay);
+      timer.unref();
+    });
+  }
+
+  private send<T>(op: DataplaneCall["op"], arg?: unknown): Promise<T> {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
@@ -41,16 +119,31 @@ export class DataplaneWorker implements Dataplane {
     });
   }
 
-  prepare(input: PrepareInput): Promise<Prepared> {
-    return this.call("prepare", input);
+  private async call<T>(op: DataplaneCall["op"], arg?: unknown): Promise<T> {
+    // A thread that ends while being restored is restarted again, with a new promise.
+    for (let r = this.restoring; ; r = this.restoring) {
+      await r;
+      if (r === this.restoring) break;
+    }
+    if (this.closed) throw this.closed;
+    return this.send<T>(op, arg);
   }
 
-  commit(id: number): Promise<void> {
-    return this.call("commit", id);
+  async prepare(input: PrepareInput): Promise<Prepared> {
+    const p = await this.call<Prepared>("prepare", input);
+    if (p.ok) this.inputs.set(p.id, input);
+    return p;
   }
 
-  discard(id: number): Promise<void> {
-    return this.call("discard", id);
+  async commit(id: number): Promise<void> {
+    await this.call("commit", id);
+    this.committed = this.inputs.get(id);
+    this.inputs.clear();
+  }
+
+  async discard(id: number): Promise<void> {
+    this.inputs.delete(id);
+    await this.call("discard", id);
   }
 
   apply(): Promise<KernelChanges> {
@@ -65,10 +158,15 @@ export class DataplaneWorker implements Dataplane {
     return this.call("natCounters");
   }
 
+  /** Times the thread was restarted after it ended unasked. */
+  get restartCount(): number {
+    return this.restarts;
+  }
+
   async close(): Promise<void> {
-    if (this.ended) return;
-    await this.call("close");
-    this.ended = new Error("the data-plane worker was closed");
+    if (this.closed) return;
+    await this.call("close").catch(() => undefined);
+    this.closed = new Error("the data-plane worker was closed");
     await this.worker.terminate();
   }
 }

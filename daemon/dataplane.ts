@@ -9,6 +9,7 @@
 // (dataplane-worker.ts): the same InlineDataplane in a worker thread, so
 // that parsing, planning and diffing 100k sources never block the main
 // thread, where probes are judged and withdrawals are sent.
+import { createHash } from "node:crypto";
 import type { ConfigIssue } from "../inputs/config/issues.js";
 import { loadConfig } from "../inputs/config/load.js";
 import type { GatewayConfig } from "../core/config/gateway-config.js";
@@ -48,11 +49,22 @@ export interface Dataplane {
   close(): Promise<void>;
 }
 
+/**
+ * What a prepared plan keeps: the kernel plan, the view, and a digest of the
+ * config (to tell an unchanged one). Not the config, nor the plan's full
+ * advertise scope: at 100k sources each is megabytes that nothing reads
+ * again once the view is made, and every prepared plan holds its own.
+ */
+interface Kept {
+  kernel: StaticPlan["kernel"];
+  view: PlanView;
+  digest: string;
+}
+
 export class InlineDataplane implements Dataplane {
   private nextId = 1;
-  /** Prepared plans, with their config as JSON (to tell an unchanged config). */
-  private readonly prepared = new Map<number, { plan: StaticPlan; json: string }>();
-  private committed: { plan: StaticPlan; json: string } | undefined;
+  private readonly prepared = new Map<number, Kept>();
+  private committed: Kept | undefined;
 
   constructor(private readonly kernel: KernelActuator) {}
 
@@ -65,18 +77,22 @@ export class InlineDataplane implements Dataplane {
       config = r.config as GatewayConfig;
       warnings = r.warnings;
     } else config = input.config;
-    const json = JSON.stringify(config);
-    const unchanged = json === this.committed?.json;
-    let plan: StaticPlan;
+    const digest = createHash("sha256").update(JSON.stringify(config)).digest("hex");
+    const unchanged = digest === this.committed?.digest;
+    let kept: Kept;
     try {
-      plan = unchanged ? this.committed!.plan : planStatic(config);
+      if (unchanged) kept = this.committed!;
+      else {
+        const plan = planStatic(config);
+        kept = { kernel: plan.kernel, view: viewOf(plan), digest };
+      }
     } catch (e) {
       const message = `the config cannot be planned: ${(e as Error).message}`;
       return Promise.resolve({ ok: false, errors: [{ path: "(top level)", message }], warnings });
     }
     const id = this.nextId++;
-    this.prepared.set(id, { plan, json });
-    return Promise.resolve({ ok: true, id, view: viewOf(plan), warnings, unchanged });
+    this.prepared.set(id, kept);
+    return Promise.resolve({ ok: true, id, view: kept.view, warnings, unchanged });
   }
 
   commit(id: number): Promise<void> {
@@ -94,7 +110,7 @@ export class InlineDataplane implements Dataplane {
 
   apply(): Promise<KernelChanges> {
     if (!this.committed) return Promise.reject(new Error("no plan committed"));
-    return this.kernel.apply(this.committed.plan.kernel);
+    return this.kernel.apply(this.committed.kernel);
   }
 
   teardown(): Promise<TeardownSummary> {
@@ -102,7 +118,7 @@ export class InlineDataplane implements Dataplane {
   }
 
   natCounters(): Promise<NatCounter[]> {
-    return this.committed ? this.kernel.natCounters(this.committed.plan.kernel.nat) : Promise.resolve([]);
+    return this.committed ? this.kernel.natCounters(this.committed.kernel.nat) : Promise.resolve([]);
   }
 
   close(): Promise<void> {

@@ -472,6 +472,11 @@ export class Gateway {
   // --- observation (metrics, /status) ---
 
   /** The event loop runs and reconciles are not stuck. */
+  /** Reconciles every target now (after the data plane was restored, say). */
+  resync(reason: string): void {
+    this.controller.trigger(reason);
+  }
+
   loopAlive(): boolean {
     return Date.now() - this.tick < 5000;
   }

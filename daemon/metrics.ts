@@ -291,6 +291,11 @@ export class Metrics {
       help: "Times the managed gobgpd exited and was started again.",
       registers,
     });
+    const dataplaneRestarts = new Counter({
+      name: "egressd_dataplane_restarts_total",
+      help: "Times the data-plane thread ended unasked (a config too large for --dataplane-heap-mb, or a bug) and was started again with the config in force.",
+      registers,
+    });
 
     // --- data plane ---------------------------------------------------------------
     const natLabels = ["policy", "egress_ip"];
@@ -434,6 +439,7 @@ export class Metrics {
     this.on("failover", (f) => failovers.inc({ trigger: f.trigger }));
     this.on("reload", (r) => reloads.inc({ result: r.result }));
     this.on("gobgpdRestart", () => gobgpdRestarts.inc());
+    this.on("dataplaneRestart", () => dataplaneRestarts.inc());
   }
 
   /** Unsubscribes from the gateway's events. */

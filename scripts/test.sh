@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test suite: installs what it needs, lints, then runs unit tests and the
-# integration tests (network namespaces, FRR, gobgpd, nftables) with ava.
+# integration tests (network namespaces, FRR, gobgpd, nftables) with ava,
+# and, on a full run (no arguments), a 60 s soak at the default timers
+# (bench/soak.ts: any false alarm fails the run).
 # Namespaces made by this run carry the prefix $EGRESSD_TEST_RUN; whatever a
 # crashed test leaves behind is swept when the run ends.
 set -euo pipefail
@@ -27,3 +29,7 @@ npx prettier --check . >/dev/null || { npx prettier --check .; exit 1; }
 
 printf '\033[1m==> %s\033[0m\n' "tests (run $EGRESSD_TEST_RUN)" >&2
 npx ava "$@"
+if [ $# -eq 0 ]; then
+  printf '\033[1m==> %s\033[0m\n' "soak: 60 s at the default timers (node dist/bench/soak.js)" >&2
+  node dist/bench/soak.js --seconds 60 --interval 100
+fi

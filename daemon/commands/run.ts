@@ -28,6 +28,11 @@ export function runCommand(): Command {
         "--log-level <level>",
         "fatal, error, warn, info, debug or trace (default: $EGRESSD_LOG_LEVEL or info)",
       )
+      .option(
+        "--dataplane-heap-mb <mb>",
+        "heap limit of the thread that parses, plans and programs the config; a config that needs more is " +
+          "refused and the one in force stays (default: V8's; 100k sources need about 128)",
+      )
       .addHelpText(
         "after",
         "\nSignals: SIGTERM/SIGINT drain (withdraw the served destinations, keep forwarding for drain.periodMs, then\n" +
@@ -35,163 +40,211 @@ export function runCommand(): Command {
           "config file, reloads it: validated first; an invalid file keeps the running config.\n" +
           "Exit status: 0 clean stop, 1 invalid config or failed start, 2 unreadable file or bad usage.",
       )
-      .action(async (opts: { config: string; runDir?: string; logLevel?: string }) => {
-        let log: ReturnType<typeof createLogger>;
-        try {
-          log = createLogger({ level: opts.logLevel });
-        } catch (e) {
-          console.error(`egressd run: ${(e as Error).message}`);
-          return void (process.exitCode = EXIT.usage);
-        }
-        // The text is read once per attempt and parsed from that copy, so the
-        // text remembered for reloads is exactly the text of the config in force.
-        const read = async (): Promise<string | undefined> => {
+      .action(
+        async (opts: { config: string; runDir?: string; logLevel?: string; dataplaneHeapMb?: string }) => {
+          let log: ReturnType<typeof createLogger>;
           try {
-            return await readFile(opts.config, "utf8");
+            log = createLogger({ level: opts.logLevel });
           } catch (e) {
-            log.error({ file: opts.config, err: (e as Error).message }, "cannot read config");
-            return undefined;
+            console.error(`egressd run: ${(e as Error).message}`);
+            return void (process.exitCode = EXIT.usage);
           }
-        };
-        const firstText = await read();
-        if (firstText === undefined) return void (process.exitCode = EXIT.usage);
-        // Parsing, validating and planning happen in the data plane's worker
-        // thread, as does programming the kernel (see daemon/dataplane.ts).
-        const dataplane = new DataplaneWorker();
-        const first = await dataplane.prepare({ text: firstText });
-        for (const w of first.warnings) log.warn({ file: opts.config }, formatIssue(w));
-        if (!first.ok) {
-          for (const e of first.errors)
-            log.error({ file: opts.config, path: e.path, line: e.line }, formatIssue(e));
-          log.fatal(
-            { file: opts.config, errors: first.errors.length },
-            "invalid config: nothing was programmed",
-          );
-          await dataplane.close();
-          return void (process.exitCode = EXIT.invalid);
-        }
-        const firstConfig = first.view.config;
-
-        // The config's log level applies unless --log-level or EGRESSD_LOG_LEVEL says otherwise.
-        const applyLogLevel = (c: ConfigView) => {
-          if (!opts.logLevel && !process.env.EGRESSD_LOG_LEVEL && c.log?.level) log.level = c.log.level;
-        };
-        applyLogLevel(firstConfig);
-        const gw = new Gateway(first, { log, runDir: opts.runDir, dataplane });
-        // The HTTP listener first: /healthz and /readyz answer while the gateway starts.
-        try {
-          await startObservability({
-            gateway: gw,
-            listen: firstConfig.http?.listen ?? DEFAULTS.http.listen,
-            log,
-            version: VERSION,
+          // The text is read once per attempt and parsed from that copy, so the
+          // text remembered for reloads is exactly the text of the config in force.
+          const read = async (): Promise<string | undefined> => {
+            try {
+              return await readFile(opts.config, "utf8");
+            } catch (e) {
+              log.error({ file: opts.config, err: (e as Error).message }, "cannot read config");
+              return undefined;
+            }
+          };
+          const heapMb = opts.dataplaneHeapMb === undefined ? undefined : Number(opts.dataplaneHeapMb);
+          if (heapMb !== undefined && !(Number.isInteger(heapMb) && heapMb >= 16)) {
+            console.error(
+              `egressd run: --dataplane-heap-mb: ${JSON.stringify(opts.dataplaneHeapMb)} is not a whole number of MB, 16 or more`,
+            );
+            return void (process.exitCode = EXIT.usage);
+          }
+          const firstText = await read();
+          if (firstText === undefined) return void (process.exitCode = EXIT.usage);
+          // Parsing, validating and planning happen in the data plane's worker
+          // thread, as does programming the kernel (see daemon/dataplane.ts).
+          // The gateway, once there is one: told when the data-plane thread was restored.
+          const running: { gw?: Gateway } = {};
+          const dataplane = new DataplaneWorker({
+            ...(heapMb ? { heapMb } : {}),
+            onRestart: (e) => {
+              log.error(
+                { reason: e.reason, restarts: e.restarts, restored: e.restored, err: e.error },
+                e.restored
+                  ? "data-plane thread restarted with the config in force"
+                  : "data-plane thread restarted without a config",
+              );
+              running.gw?.events.emit("dataplaneRestart", e);
+              running.gw?.resync("data-plane thread restarted");
+            },
           });
-        } catch (e) {
-          log.fatal({ err: (e as Error).message }, "cannot start the HTTP listener; nothing was programmed");
-          await dataplane.close();
-          return void (process.exitCode = EXIT.invalid);
-        }
-        let stopping = false;
-        const finish = (p: Promise<boolean>) =>
-          p.then(
-            (clean) => {
-              log.info({ clean }, "stopped");
-              process.exit(clean ? 0 : 1);
-            },
-            (e: unknown) => {
-              log.error({ err: e }, "stop failed");
-              process.exit(1);
-            },
-          );
-        // SIGTERM/SIGINT drain (withdraw, forward on for drain.periodMs, clean up);
-        // a second one stops at once.
-        const onSignal = (signal: string) => {
-          if (stopping) {
-            log.warn({ signal }, "second signal: stopping without waiting for the drain");
-            void finish(gw.stop());
-            return;
+          let first: Awaited<ReturnType<DataplaneWorker["prepare"]>>;
+          try {
+            first = await dataplane.prepare({ text: firstText });
+          } catch (e) {
+            log.fatal(
+              { file: opts.config, err: (e as Error).message },
+              "the config could not be prepared: nothing was programmed",
+            );
+            await dataplane.close();
+            return void (process.exitCode = EXIT.invalid);
           }
-          stopping = true;
-          log.info({ signal }, "stopping");
-          void finish(gw.drain());
-        };
-        process.on("SIGTERM", () => onSignal("SIGTERM"));
-        process.on("SIGINT", () => onSignal("SIGINT"));
-        // Reloads: SIGHUP, or the file changing. One at a time; a file that
-        // did not change since the last attempt is not reloaded again, and a
-        // SIGHUP with the very text in force is "unchanged" without parsing
-        // it again (at 100k sources, parsing and validating take a second).
-        let reloading = Promise.resolve();
-        let lastText: string | undefined = firstText;
-        let appliedText = firstText;
-        const reload = (trigger: string) => {
-          reloading = reloading
-            .then(async () => {
-              const text = await read();
-              if (trigger === "file" && text === lastText) return;
-              lastText = text;
-              if (text === undefined) return void gw.events.emit("reload", { result: "invalid" });
-              if (text === appliedText) {
-                gw.events.emit("reload", { result: "unchanged" });
-                log.info({ file: opts.config, result: "unchanged", trigger }, "config reloaded");
-                return;
-              }
-              const next = await dataplane.prepare({ text });
-              if (!next.ok) {
-                for (const e of next.errors) {
-                  log.error({ file: opts.config, path: e.path, line: e.line }, formatIssue(e));
-                }
-                log.error(
-                  { errors: next.errors.length, trigger },
-                  "reload rejected: the running config stays in force",
-                );
-                gw.events.emit("reload", { result: "invalid" });
-                return;
-              }
-              let result: Awaited<ReturnType<Gateway["reload"]>>;
-              try {
-                result = await gw.reload(next);
-              } catch (e) {
-                if (!(e instanceof ReloadRefused)) throw e;
-                log.error(
-                  { file: opts.config, trigger, reason: e.message },
-                  "reload refused: the running config stays in force",
-                );
-                return;
-              }
-              applyLogLevel(next.view.config);
-              appliedText = text;
-              if (result === "failed") {
-                log.error(
-                  { file: opts.config, trigger, errors: gw.status().lastReconcile?.errors },
-                  "config switched but applying it failed; retrying (see /status)",
-                );
-              } else log.info({ file: opts.config, result, trigger }, "config reloaded");
-            })
-            .catch((e: unknown) => log.error({ err: e }, "reload failed; the daemon carries on"));
-        };
-        process.on("SIGHUP", () => reload("SIGHUP"));
-        // Watch the folder, not the file: editors replace files and Kubernetes
-        // swaps a ConfigMap's symlink, both of which a file watch would miss.
-        let debounce: NodeJS.Timeout | undefined;
-        const base = basename(opts.config);
-        watch(dirname(resolve(opts.config)), (_event, name) => {
-          if (name !== base && name !== "..data") return;
-          clearTimeout(debounce);
-          debounce = setTimeout(() => reload("file"), 200);
-        }).unref();
+          for (const w of first.warnings) log.warn({ file: opts.config }, formatIssue(w));
+          if (!first.ok) {
+            for (const e of first.errors)
+              log.error({ file: opts.config, path: e.path, line: e.line }, formatIssue(e));
+            log.fatal(
+              { file: opts.config, errors: first.errors.length },
+              "invalid config: nothing was programmed",
+            );
+            await dataplane.close();
+            return void (process.exitCode = EXIT.invalid);
+          }
+          const firstConfig = first.view.config;
 
-        try {
-          await gw.start();
-        } catch (e) {
-          log.fatal({ err: e }, "start failed; removing what was programmed");
-          await gw.stop().catch(() => undefined);
-          process.exit(EXIT.invalid);
-        }
-        log.info(
-          { gateway: firstConfig.gateway.name, site: firstConfig.gateway.site, runDir: gw.runDir },
-          "egressd running",
-        );
-      }),
+          // The config's log level applies unless --log-level or EGRESSD_LOG_LEVEL says otherwise.
+          const applyLogLevel = (c: ConfigView) => {
+            if (!opts.logLevel && !process.env.EGRESSD_LOG_LEVEL && c.log?.level) log.level = c.log.level;
+          };
+          applyLogLevel(firstConfig);
+          const gw = new Gateway(first, { log, runDir: opts.runDir, dataplane });
+          running.gw = gw;
+          // The HTTP listener first: /healthz and /readyz answer while the gateway starts.
+          try {
+            await startObservability({
+              gateway: gw,
+              listen: firstConfig.http?.listen ?? DEFAULTS.http.listen,
+              log,
+              version: VERSION,
+            });
+          } catch (e) {
+            log.fatal(
+              { err: (e as Error).message },
+              "cannot start the HTTP listener; nothing was programmed",
+            );
+            await dataplane.close();
+            return void (process.exitCode = EXIT.invalid);
+          }
+          let stopping = false;
+          const finish = (p: Promise<boolean>) =>
+            p.then(
+              (clean) => {
+                log.info({ clean }, "stopped");
+                process.exit(clean ? 0 : 1);
+              },
+              (e: unknown) => {
+                log.error({ err: e }, "stop failed");
+                process.exit(1);
+              },
+            );
+          // SIGTERM/SIGINT drain (withdraw, forward on for drain.periodMs, clean up);
+          // a second one stops at once.
+          const onSignal = (signal: string) => {
+            if (stopping) {
+              log.warn({ signal }, "second signal: stopping without waiting for the drain");
+              void finish(gw.stop());
+              return;
+            }
+            stopping = true;
+            log.info({ signal }, "stopping");
+            void finish(gw.drain());
+          };
+          process.on("SIGTERM", () => onSignal("SIGTERM"));
+          process.on("SIGINT", () => onSignal("SIGINT"));
+          // Reloads: SIGHUP, or the file changing. One at a time; a file that
+          // did not change since the last attempt is not reloaded again, and a
+          // SIGHUP with the very text in force is "unchanged" without parsing
+          // it again (at 100k sources, parsing and validating take a second).
+          let reloading = Promise.resolve();
+          let lastText: string | undefined = firstText;
+          let appliedText = firstText;
+          const reload = (trigger: string) => {
+            reloading = reloading
+              .then(async () => {
+                const text = await read();
+                if (trigger === "file" && text === lastText) return;
+                lastText = text;
+                if (text === undefined) return void gw.events.emit("reload", { result: "invalid" });
+                if (text === appliedText) {
+                  gw.events.emit("reload", { result: "unchanged" });
+                  log.info({ file: opts.config, result: "unchanged", trigger }, "config reloaded");
+                  return;
+                }
+                let next: Awaited<ReturnType<DataplaneWorker["prepare"]>>;
+                try {
+                  next = await dataplane.prepare({ text });
+                } catch (e) {
+                  // The data-plane thread ended on it (its heap limit): it is restarted with the config in force.
+                  log.error(
+                    { file: opts.config, trigger, err: (e as Error).message },
+                    "reload refused: the config could not be prepared; the running config stays in force",
+                  );
+                  gw.events.emit("reload", { result: "refused" });
+                  return;
+                }
+                if (!next.ok) {
+                  for (const e of next.errors) {
+                    log.error({ file: opts.config, path: e.path, line: e.line }, formatIssue(e));
+                  }
+                  log.error(
+                    { errors: next.errors.length, trigger },
+                    "reload rejected: the running config stays in force",
+                  );
+                  gw.events.emit("reload", { result: "invalid" });
+                  return;
+                }
+                let result: Awaited<ReturnType<Gateway["reload"]>>;
+                try {
+                  result = await gw.reload(next);
+                } catch (e) {
+                  if (!(e instanceof ReloadRefused)) throw e;
+                  log.error(
+                    { file: opts.config, trigger, reason: e.message },
+                    "reload refused: the running config stays in force",
+                  );
+                  return;
+                }
+                applyLogLevel(next.view.config);
+                appliedText = text;
+                if (result === "failed") {
+                  log.error(
+                    { file: opts.config, trigger, errors: gw.status().lastReconcile?.errors },
+                    "config switched but applying it failed; retrying (see /status)",
+                  );
+                } else log.info({ file: opts.config, result, trigger }, "config reloaded");
+              })
+              .catch((e: unknown) => log.error({ err: e }, "reload failed; the daemon carries on"));
+          };
+          process.on("SIGHUP", () => reload("SIGHUP"));
+          // Watch the folder, not the file: editors replace files and Kubernetes
+          // swaps a ConfigMap's symlink, both of which a file watch would miss.
+          let debounce: NodeJS.Timeout | undefined;
+          const base = basename(opts.config);
+          watch(dirname(resolve(opts.config)), (_event, name) => {
+            if (name !== base && name !== "..data") return;
+            clearTimeout(debounce);
+            debounce = setTimeout(() => reload("file"), 200);
+          }).unref();
+
+          try {
+            await gw.start();
+          } catch (e) {
+            log.fatal({ err: e }, "start failed; removing what was programmed");
+            await gw.stop().catch(() => undefined);
+            process.exit(EXIT.invalid);
+          }
+          log.info(
+            { gateway: firstConfig.gateway.name, site: firstConfig.gateway.site, runDir: gw.runDir },
+            "egressd running",
+          );
+        },
+      ),
   );
 }

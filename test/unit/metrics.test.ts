@@ -1,7 +1,7 @@
 // daemon/metrics.ts against a fake gateway: names, help and types (checked by
 // promtool too), what events and scrapes do to the values, the nft read cache,
 // and that the number of series depends on the config, never on traffic.
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -37,6 +37,7 @@ const EXPECTED: Record<string, string> = {
   egressd_policy_advertised: "gauge",
   egressd_failovers_total: "counter",
   egressd_gobgpd_restarts_total: "counter",
+  egressd_dataplane_restarts_total: "counter",
   egressd_snat_packets_total: "counter",
   egressd_snat_bytes_total: "counter",
   egressd_snat_connections_total: "counter",
@@ -51,8 +52,10 @@ const EXPECTED: Record<string, string> = {
   egressd_metrics_read_errors_total: "counter",
 };
 
-function conntrackDir(count: number, max: number): string {
+/** A stand-in for /proc/sys/net/netfilter, removed when the test ends. */
+function conntrackDir(t: ExecutionContext, count: number, max: number): string {
   const dir = mkdtempSync(join(tmpdir(), "egressd-ct-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, "nf_conntrack_count"), `${count}\n`);
   writeFileSync(join(dir, "nf_conntrack_max"), `${max}\n`);
   return dir;
@@ -63,7 +66,7 @@ test("every egressd metric is there with help text and its type; process metrics
     gateway: new FakeGateway(),
     version: "9.9.9",
     log,
-    conntrackDir: conntrackDir(1, 2),
+    conntrackDir: conntrackDir(t, 1, 2),
   });
   const fams = await scrape(m);
   for (const [name, type] of Object.entries(EXPECTED)) {
@@ -100,7 +103,7 @@ test("promtool check metrics accepts the exposition", async (t) => {
 
 test("current state comes from status() at scrape time", async (t) => {
   const gw = new FakeGateway();
-  const m = new Metrics({ gateway: gw, version: "0.1.0", log, conntrackDir: conntrackDir(950, 1000) });
+  const m = new Metrics({ gateway: gw, version: "0.1.0", log, conntrackDir: conntrackDir(t, 950, 1000) });
   let f = await scrape(m);
   t.is(value(f, "egressd_ready"), 1);
   t.is(value(f, "egressd_probe_state", { probe: "tor", state: "up" }), 1);
@@ -148,6 +151,7 @@ test("events feed counters and histograms", async (t) => {
   for (const result of ["applied", "unchanged", "invalid"])
     t.is(value(f, "egressd_config_reloads_total", { result }), 0);
   t.is(value(f, "egressd_gobgpd_restarts_total"), 0);
+  t.is(value(f, "egressd_dataplane_restarts_total"), 0);
 
   const e = gw.events;
   for (const rtt of [0.3, 0.7, 4]) e.emit("probeSample", { name: "tor", kind: "icmp", ok: true, rttMs: rtt });
@@ -175,6 +179,7 @@ test("events feed counters and histograms", async (t) => {
   e.emit("reload", { result: "invalid" });
   e.emit("reload", { result: "applied" });
   e.emit("gobgpdRestart", { pid: 1, restarts: 1 });
+  e.emit("dataplaneRestart", { reason: "the data-plane thread ended: test", restarts: 1, restored: true });
   e.emit("reconciled", { reasons: ["health"], durationMs: 20, changes: {}, errors: {} });
   e.emit("reconciled", {
     reasons: ["retry"],
@@ -201,6 +206,7 @@ test("events feed counters and histograms", async (t) => {
   t.is(value(f, "egressd_config_reloads_total", { result: "invalid" }), 1);
   t.is(value(f, "egressd_config_reloads_total", { result: "applied" }), 1);
   t.is(value(f, "egressd_gobgpd_restarts_total"), 1);
+  t.is(value(f, "egressd_dataplane_restarts_total"), 1);
   t.is(value(f, "egressd_reconcile_duration_seconds_count"), 2);
   t.is(value(f, "egressd_reconcile_duration_seconds_sum"), 2.02);
   t.is(value(f, "egressd_reconcile_errors_total", { target: "bgp" }), 1);

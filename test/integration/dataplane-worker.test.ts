@@ -1,0 +1,63 @@
+// The data-plane thread's heap limit and restart (daemon/dataplane-worker.ts):
+// a config too large for the limit is refused, the thread is started again
+// with the committed config, and it goes on preparing. Nothing here programs
+// the kernel; the thread is the daemon's own.
+import test from "ava";
+import { DataplaneWorker } from "../../daemon/dataplane-worker.js";
+
+/** A valid config with `sources` pod addresses in one policy (text built directly: stringify is slow at this size). */
+function configText(sources: number, first = "10.64.0.1"): string {
+  const lines = [
+    "gateway: { name: gw-a1, site: dc-a }",
+    "egressIPs:",
+    "  - { address: 192.0.2.11, interface: lo }",
+    "uplinks:",
+    "  - { name: tor, interface: eth1, nextHop: 10.1.1.0 }",
+    "policies:",
+    "  - name: pods",
+    "    destinations: [203.0.113.0/24]",
+    "    egressIP: 192.0.2.11",
+    "    uplink: tor",
+    "    sources:",
+    `      - ${first}`,
+  ];
+  for (let i = 2; i < sources; i++) lines.push(`      - 10.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`);
+  return `${lines.join("\n")}\n`;
+}
+
+test("a config too large for the heap limit is refused; the thread comes back with the config in force", async (t) => {
+  const restarts: { reason: string; restored: boolean }[] = [];
+  const dp = new DataplaneWorker({ heapMb: 32, onRestart: (e) => restarts.push(e) });
+  t.teardown(() => dp.close());
+
+  const small = configText(1000);
+  const first = await dp.prepare({ text: small });
+  if (!first.ok) return t.fail(JSON.stringify(first.errors));
+  await dp.commit(first.id);
+
+  // 400k sources (7 MB of YAML) need several times 32 MB.
+  await t.throwsAsync(dp.prepare({ text: configText(400_000) }), {
+    message: /data-plane thread ended: it ran out of its 32 MB heap \(--dataplane-heap-mb\)/,
+  });
+
+  // The next call waits for the new thread, which already holds the committed plan.
+  const again = await dp.prepare({ text: small });
+  t.true(again.ok);
+  t.true(again.ok && again.unchanged, "the new thread has the committed config");
+  t.deepEqual(
+    restarts.map((r) => r.restored),
+    [true],
+  );
+  t.is(dp.restartCount, 1);
+
+  const changed = await dp.prepare({ text: configText(1000, "10.64.0.0") });
+  t.true(changed.ok && !changed.unchanged, "and prepares what it is given");
+});
+
+test("without a limit, the same large config prepares", async (t) => {
+  const dp = new DataplaneWorker();
+  t.teardown(() => dp.close());
+  const big = await dp.prepare({ text: configText(400_000) });
+  t.true(big.ok);
+  t.is(big.ok && big.view.config.policies[0]!.sourceCount, 399_999);
+});
