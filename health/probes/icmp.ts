@@ -17,7 +17,7 @@ import { setPriority } from "node:os";
 import { createInterface } from "node:readline";
 import type { ProbeResult } from "../../core/probe-state.js";
 import type { StreamProbe } from "../probe-types.js";
-import { deadline, type Deadline } from "../deadline.js";
+import { deadline, stalledResult, type Deadline } from "../deadline.js";
 import { DEFAULTS } from "../../core/defaults.js";
 
 export interface IcmpProbeOptions {
@@ -32,6 +32,8 @@ export interface IcmpProbeOptions {
   ping?: string;
   /** Payload size (ping -s); default 56. */
   size?: number;
+  /** The clock timeouts' lateness is read on (tests pin it; default performance.now). */
+  now?: () => number;
 }
 
 const REPLY = /icmp_seq=(\d+)\b.*\btime=([\d.]+) ms/;
@@ -176,19 +178,29 @@ export class IcmpProbe implements StreamProbe {
         this.report(seq, { ok: false, reason: this.failReason("cannot send") }, true);
         return;
       }
-      const wait = this.opts.timeoutMs - this.opts.intervalMs;
-      if (wait <= 0) {
-        this.report(seq, { ok: false, reason: this.failReason("no reply") });
-      } else {
-        // After one more turn of the loop (see health/deadline.ts): a reply
-        // ping printed while the loop was stalled settles the seq first.
-        const d = deadline(wait, () => {
+      // The rest of the timeout, judged after one more turn of the loop (see
+      // health/deadline.ts): a reply ping printed meanwhile settles the seq
+      // first. With the timeout equal to the interval nothing is left to
+      // wait, but ping, late for a CPU, may print the reply right after
+      // "no answer yet": the turn of the loop still lets it count (its time
+      // is the kernel's, so a reply past the timeout still fails).
+      const wait = Math.max(0, this.opts.timeoutMs - this.opts.intervalMs);
+      const d = deadline(
+        wait,
+        (stalledMs) => {
           if (this.pending.get(seq) !== d) return;
           this.pending.delete(seq);
-          this.report(seq, { ok: false, reason: this.failReason("no reply") });
-        });
-        this.pending.set(seq, d);
-      }
+          // A stall of our loop over the wait says nothing of the target; with nothing to wait, ping's own clock decided.
+          this.report(
+            seq,
+            stalledMs && wait > 0
+              ? stalledResult(`ping ${this.opts.target}`, stalledMs)
+              : { ok: false, reason: this.failReason("no reply") },
+          );
+        },
+        this.opts.now,
+      );
+      this.pending.set(seq, d);
     } else if ((m = UNREACH.exec(line))) {
       const seq = this.seq.unwrap(Number(m[1]));
       this.settle(seq);
@@ -234,14 +246,19 @@ export class IcmpProbe implements StreamProbe {
     if (this.watchdog && this.watchdogMs === ms) return this.watchdog.restart();
     this.watchdog?.cancel();
     this.watchdogMs = ms;
-    this.watchdog = deadline(ms, () => this.onSilence());
+    this.watchdog = deadline(ms, (stalledMs) => this.onSilence(stalledMs), this.opts.now);
   }
   private watchdogMs = 0;
 
-  private onSilence(): void {
+  private onSilence(stalledMs: number): void {
     this.watchdog = null;
     if (this.closed) return;
-    this.emit({ ok: false, reason: this.failReason(this.child ? "ping silent" : "ping not running") });
+    // Silence measured across a stall of our own loop is no verdict on ping.
+    this.emit(
+      stalledMs && this.child
+        ? stalledResult(`ping ${this.opts.target}`, stalledMs)
+        : { ok: false, reason: this.failReason(this.child ? "ping silent" : "ping not running") },
+    );
     this.armWatchdog(this.opts.intervalMs);
   }
 

@@ -26,6 +26,9 @@ const noAnswer = (seq: number) => `[1.0] no answer yet for icmp_seq=${seq}`;
 
 type Timed = ProbeResult & { t: number };
 
+/** A clock that never moves: no timeout is ever late, so a loaded machine cannot make a result inconclusive. */
+const PINNED = () => 0;
+
 /**
  * Runs the probe until it has delivered `count` results (or `maxMs` passed),
  * then `extraMs` more to catch anything unexpected. Times are relative to the
@@ -61,7 +64,7 @@ test("argv: ping -n -O -D -i, family, source, netns", (t) => {
 
 test("replies are successes with their RTT; an unanswered seq fails at send + timeout", async (t) => {
   const ping = fakePing([reply(1, 0.05), reply(2, 0.07), noAnswer(3)]);
-  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping });
+  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping, now: PINNED });
   const out = await collect(probe, 3);
   t.is(out.length, 3, JSON.stringify(out));
   t.like(out[0], { ok: true, rttMs: 0.05 });
@@ -74,7 +77,7 @@ test("replies are successes with their RTT; an unanswered seq fails at send + ti
 
 test("a reply that arrives after 'no answer yet' but within the timeout is a success", async (t) => {
   const ping = fakePing([noAnswer(1), "sleep 0.05", reply(1, 150)]);
-  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping });
+  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping, now: PINNED });
   const out = await collect(probe, 1, 100);
   t.deepEqual(
     out.map((r) => r.ok),
@@ -84,7 +87,7 @@ test("a reply that arrives after 'no answer yet' but within the timeout is a suc
 
 test("a reply slower than the timeout is a failure, reported once", async (t) => {
   const ping = fakePing([noAnswer(1), reply(1, 2040), reply(2, 0.1)]);
-  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping });
+  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping, now: PINNED });
   const out = await collect(probe, 2, 100);
   t.deepEqual(
     out.map((r) => r.ok),
@@ -95,7 +98,7 @@ test("a reply slower than the timeout is a failure, reported once", async (t) =>
 
 test("timeout <= interval: 'no answer yet' fails at once", async (t) => {
   const ping = fakePing([noAnswer(1), noAnswer(2)]);
-  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 100, ping });
+  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 100, ping, now: PINNED });
   const out = await collect(probe, 2);
   t.deepEqual(
     out.map((r) => r.ok),
@@ -103,9 +106,23 @@ test("timeout <= interval: 'no answer yet' fails at once", async (t) => {
   );
 });
 
+test("timeout = interval: a reply ping prints right after 'no answer yet' counts by its own time", async (t) => {
+  // One write each, as ping late for a CPU prints them: the line, then the reply already received.
+  const ping = fakePing([`${noAnswer(1)}\n${reply(1, 0.2)}`, `${noAnswer(2)}\n${reply(2, 150)}`]);
+  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 100, ping, now: PINNED });
+  const out = await collect(probe, 2, 50);
+  t.deepEqual(
+    out.map((r) => [r.ok, r.ok ? undefined : r.reason]),
+    [
+      [true, undefined],
+      [false, "ping 10.0.0.2: reply after 150 ms"],
+    ],
+  );
+});
+
 test("a newer reply makes an older pending seq moot (results stay in order)", async (t) => {
   const ping = fakePing([noAnswer(1), reply(2, 0.1)]);
-  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping });
+  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping, now: PINNED });
   // Seq 1 would have failed 200 ms after its "no answer" line; wait past that.
   const out = await collect(probe, 1, 300);
   t.deepEqual(
@@ -116,14 +133,14 @@ test("a newer reply makes an older pending seq moot (results stay in order)", as
 
 test("repeated 'no answer yet' for the same seq (ping cannot send) fails each time", async (t) => {
   const ping = fakePing([noAnswer(5), noAnswer(5), noAnswer(5), noAnswer(5)]);
-  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping });
+  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping, now: PINNED });
   const out = await collect(probe, 3, 50);
   t.is(out.filter((r) => !r.ok).length, 3);
 });
 
 test("unreachable replies fail", async (t) => {
   const ping = fakePing(["[1.0] From 10.0.0.1 icmp_seq=1 Destination Host Unreachable"]);
-  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping });
+  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping, now: PINNED });
   const out = await collect(probe, 1, 50);
   t.is(out.length, 1);
   t.regex(out[0]!.reason!, /Destination Host Unreachable/);
@@ -131,7 +148,7 @@ test("unreachable replies fail", async (t) => {
 
 test("a silent ping fails at interval + timeout, then every interval", async (t) => {
   const ping = fakePing([reply(1, 0.1)]);
-  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 200, ping });
+  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 200, ping, now: PINNED });
   const out = await collect(probe, 4);
   t.true(out[0]!.ok);
   const fails = out.filter((r) => !r.ok);
@@ -141,9 +158,36 @@ test("a silent ping fails at interval + timeout, then every interval", async (t)
   t.regex(fails[0]!.reason!, /silent/);
 });
 
+test("silence measured across a stall of the loop is inconclusive; the next silence fails", async (t) => {
+  const ping = fakePing([reply(1, 0.1)]);
+  let clock = 0;
+  const probe = new IcmpProbe({
+    target: "10.0.0.2",
+    intervalMs: 100,
+    timeoutMs: 200,
+    ping,
+    now: () => clock,
+  });
+  const out: ProbeResult[] = [];
+  probe.start((r) => {
+    out.push(r);
+    // After the first result, the loop "stalls" for 10 s by this clock.
+    if (out.length === 1) clock += 10_000;
+  });
+  for (const t0 = Date.now(); out.length < 3 && Date.now() - t0 < 5000; )
+    await new Promise((r) => setTimeout(r, 5));
+  probe.close();
+  t.true(out[0]!.ok);
+  t.true(out[1]!.inconclusive, JSON.stringify(out));
+  t.regex(out[1]!.reason!, /no verdict, the event loop stalled/);
+  t.false(out[2]!.ok);
+  t.falsy(out[2]!.inconclusive);
+  t.regex(out[2]!.reason!, /ping silent/);
+});
+
 test("a dying ping is reported and restarted with a backoff", async (t) => {
   const ping = fakePing([reply(1, 0.1)], "exit");
-  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 200, ping });
+  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 200, ping, now: PINNED });
   const out: Timed[] = [];
   probe.start((r) => out.push({ ...r, t: 0 }));
   const end = Date.now() + 5000;
@@ -158,7 +202,7 @@ test("a dying ping is reported and restarted with a backoff", async (t) => {
 
 test("16-bit icmp_seq wrap-around keeps working", async (t) => {
   const ping = fakePing([reply(65534, 0.1), reply(65535, 0.1), reply(0, 0.1), reply(1, 0.1)]);
-  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 200, ping });
+  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 200, ping, now: PINNED });
   const out = await collect(probe, 4);
   t.deepEqual(
     out.map((r) => r.ok),
