@@ -8,9 +8,13 @@ import type { KernelState, NatPlan } from "../core/state.js";
 import { Sandbox } from "../test/helpers/netns.js";
 import { referenceState } from "../test/helpers/dataplane-topology.js";
 
-/** A sandbox for one benchmark run, removed on exit and on Ctrl-C. */
-export function benchSandbox(tag: string): Sandbox {
+/**
+ * A sandbox for one benchmark run, removed on exit and, unless the caller
+ * handles the signals itself (`signals: false`), on Ctrl-C.
+ */
+export function benchSandbox(tag: string, o: { signals?: boolean } = {}): Sandbox {
   const s = new Sandbox(`bn${randomBytes(2).toString("hex")}${tag}`);
+  if (o.signals === false) return s;
   const stop = () => {
     void s.cleanup().finally(() => process.exit(130));
   };

@@ -44,6 +44,8 @@ export interface ScaleLabOptions {
    * a slow gateway. FRR keeps the BGP sessions either way.
    */
   bfdPeer?: "frr" | "egressd";
+  /** The caller handles SIGINT/SIGTERM and calls stop() (default: the lab is removed and the process exits). */
+  ownSignals?: boolean;
 }
 
 /** The session addresses of peer i: the ToR's end and the gateway's. */
@@ -70,7 +72,7 @@ export class ScaleLab {
 
   /** Builds the lab, writes the config and starts egressd (not waiting for it). */
   static async start(o: ScaleLabOptions): Promise<ScaleLab> {
-    const lab = new ScaleLab(benchSandbox(o.tag), o);
+    const lab = new ScaleLab(benchSandbox(o.tag, { signals: !o.ownSignals }), o);
     try {
       await lab.build();
     } catch (e) {

@@ -220,11 +220,13 @@ async function main(lab: ScaleLab): Promise<number> {
   return total;
 }
 
-// Ctrl-C ends the soak early: figures so far, then the lab is removed. A second one exits at once.
+// Ctrl-C ends the soak early: figures so far, then the lab is removed. A
+// second one removes the lab and exits at once.
 let interrupted = false;
+const started: { lab?: ScaleLab } = {};
 for (const signal of ["SIGINT", "SIGTERM"] as const)
   process.on(signal, () => {
-    if (interrupted) process.exit(130);
+    if (interrupted) return void (started.lab?.stop() ?? Promise.resolve()).finally(() => process.exit(130));
     interrupted = true;
     console.log(`  (${signal}: ending the soak early)`);
   });
@@ -239,7 +241,9 @@ const lab = await ScaleLab.start({
   bfdIntervalMs: INTERVAL,
   egressd: args.egressd,
   bfdPeer: args["bfd-peer"] === "egressd" ? "egressd" : "frr",
+  ownSignals: true,
 });
+started.lab = lab;
 let falseAlarms = 1;
 try {
   falseAlarms = await main(lab);
