@@ -31,7 +31,7 @@ export function runCommand(): Command {
       .option(
         "--dataplane-heap-mb <mb>",
         "heap limit of the thread that parses, plans and programs the config; a config that needs more is " +
-          "refused and the one in force stays (default: V8's; 100k sources need about 128)",
+          "refused and the one in force stays (default: V8's; 128 holds 100k sources with room to spare)",
       )
       .addHelpText(
         "after",

@@ -166,7 +166,7 @@ function loadClean(text: string): LoadResult | undefined {
 }
 
 /** Parses and validates with the `yaml` package, which knows the line of every node. */
-export function loadWithPositions(text: string): LoadResult {
+function loadWithPositions(text: string): LoadResult {
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true, prettyErrors: false });
   const lines = text.split("\n");

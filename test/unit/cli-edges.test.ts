@@ -29,6 +29,18 @@ test("run --log-level foo is a usage error naming the level, without a stack tra
   t.false(/\n\s+at /.test(r.stderr), r.stderr);
 });
 
+test("run --dataplane-heap-mb needs a whole number of MB, 16 or more", (t) => {
+  for (const bad of ["abc", "8", "64.5"]) {
+    const r = cli("run", "-c", "/nonexistent.yaml", "--dataplane-heap-mb", bad);
+    t.is(r.status, 2, bad);
+    t.regex(
+      r.stderr,
+      new RegExp(`--dataplane-heap-mb: "${bad.replace(".", "\\.")}" is not a whole number of MB, 16 or more`),
+    );
+    t.false(/\n\s+at /.test(r.stderr), r.stderr);
+  }
+});
+
 test("drain --timeout abc is a usage error at once", (t) => {
   const r = cli("drain", "--timeout", "abc", "--run-dir", scratch(t));
   t.is(r.status, 2);
