@@ -287,6 +287,7 @@ export class Gateway {
     for (const [name, spec] of checks) if (!this.selfChecks.has(name)) this.prober.addCheck(spec);
     this.selfChecks = new Set(checks.keys());
     this.probeStates = new Map(this.prober.statuses().map((st) => [st.name, st.state as string]));
+    for (const name of this.failing) if (!this.probeStates.has(name)) this.failing.delete(name);
   }
 
   /** Probes whose last judged result failed. */
