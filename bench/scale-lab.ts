@@ -16,12 +16,13 @@ import type { GatewayConfig } from "../core/config/gateway-config.js";
 import type { Sandbox } from "../test/helpers/netns.js";
 import { buildTopology, Frr, GW_ASN, GW_V4, TOR_ASN, TOR_V4 } from "../test/helpers/bgp-lab.js";
 import { BfdSpeaker } from "../test/helpers/bfd-speaker.js";
+import { parseExposition, value, type Family } from "../test/helpers/exposition.js";
+import { procCpuMs } from "./probe-lab.js";
 import { benchSandbox } from "./nat-lib.js";
 import { gatewayAtScale } from "./scale-config.js";
 
 export const DEFAULT_EGRESSD = fileURLToPath(new URL("../daemon/cli.js", import.meta.url));
 const HTTP = "127.0.0.1:9901";
-const CLK_TCK = 100;
 
 export interface ScaleLabOptions {
   tag: string;
@@ -225,11 +226,7 @@ export class ScaleLab {
 
   /** The event-loop delay since the last scrape (prom-client resets its histogram on each). */
   async loopDelay(): Promise<{ maxMs: number; p99Ms: number }> {
-    const text = (await this.http("/metrics")) ?? "";
-    return {
-      maxMs: sample(text, "nodejs_eventloop_lag_max_seconds") * 1000,
-      p99Ms: sample(text, "nodejs_eventloop_lag_p99_seconds") * 1000,
-    };
+    return loopLag(parseExposition((await this.http("/metrics")) ?? ""));
   }
 
   logLines(): string[] {
@@ -307,17 +304,9 @@ export class ScaleLab {
   async cpuSeconds(): Promise<{ egressd: number; namespace: number }> {
     const r = await run(["ip", "netns", "pids", this.sb.ns("gw")]);
     const pids = r.stdout.split("\n").filter(Boolean).map(Number);
-    const ticks = (p: number) => {
-      try {
-        const f = readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1]!.split(" ");
-        return Number(f[11]) + Number(f[12]);
-      } catch {
-        return 0;
-      }
-    };
     return {
-      egressd: ticks(this.pid!) / CLK_TCK,
-      namespace: pids.reduce((s, p) => s + ticks(p), 0) / CLK_TCK,
+      egressd: procCpuMs(this.pid!) / 1000,
+      namespace: pids.reduce((s, p) => s + procCpuMs(p), 0) / 1000,
     };
   }
 
@@ -339,15 +328,10 @@ export class ScaleLab {
 /** The element elementAdded() adds to a scratch set to know nft monitor is listening. */
 const MARKER = "127.0.0.9";
 
-/** One sample's value from a Prometheus exposition (NaN when absent). */
-export function sample(text: string, name: string, labels = ""): number {
-  const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-  const m = new RegExp(`^${esc(name)}${labels ? esc(labels) : ""}(?:\\{[^}]*\\})? (\\S+)`, "m").exec(text);
-  return Number(m?.[1] ?? NaN);
-}
-
-/** Every sample of `name`, with its labels' text. */
-export function samples(text: string, name: string): { labels: string; value: number }[] {
-  const re = new RegExp(`^${name}(\\{[^}]*\\})? (\\S+)$`, "gm");
-  return [...text.matchAll(re)].map((m) => ({ labels: m[1] ?? "", value: Number(m[2]) }));
+/** The event-loop delay of one /metrics scrape (NaN when absent). */
+export function loopLag(fams: Map<string, Family>): { maxMs: number; p99Ms: number } {
+  return {
+    maxMs: (value(fams, "nodejs_eventloop_lag_max_seconds") ?? NaN) * 1000,
+    p99Ms: (value(fams, "nodejs_eventloop_lag_p99_seconds") ?? NaN) * 1000,
+  };
 }

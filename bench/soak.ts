@@ -14,7 +14,8 @@ import { parseArgs } from "node:util";
 import { sleep, waitFor } from "../lib/wait.js";
 import { percentile } from "../lib/stats.js";
 import { fmt } from "./nat-lib.js";
-import { DEFAULT_EGRESSD, ScaleLab, sample, samples } from "./scale-lab.js";
+import { DEFAULT_EGRESSD, loopLag, ScaleLab } from "./scale-lab.js";
+import { parseExposition, samplesOf } from "../test/helpers/exposition.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -38,16 +39,15 @@ const PEERS = Number(args.peers);
 
 /** The counters that must not move, read from one /metrics scrape. */
 function alarms(text: string) {
-  const sum = (name: string, match: RegExp) =>
-    samples(text, name)
-      .filter((s) => match.test(s.labels))
-      .reduce((n, s) => n + s.value, 0);
+  const fams = parseExposition(text);
+  const sum = (name: string, labels: Record<string, string>) =>
+    samplesOf(fams, name, labels).reduce((n, s) => n + s.value, 0);
   return {
-    bfdDown: sum("egressd_bfd_transitions_total", /to="down"/),
-    probeFailed: sum("egressd_probe_results_total", /result="failed"/),
-    probeDown: sum("egressd_probe_transitions_total", /to="down"/),
-    inconclusive: sum("egressd_probe_results_total", /result="inconclusive"/),
-    probeOk: sum("egressd_probe_results_total", /result="ok"/),
+    bfdDown: sum("egressd_bfd_transitions_total", { to: "down" }),
+    probeFailed: sum("egressd_probe_results_total", { result: "failed" }),
+    probeDown: sum("egressd_probe_transitions_total", { to: "down" }),
+    inconclusive: sum("egressd_probe_results_total", { result: "inconclusive" }),
+    probeOk: sum("egressd_probe_results_total", { result: "ok" }),
   };
 }
 
@@ -73,10 +73,8 @@ async function main(lab: ScaleLab): Promise<number> {
   await waitFor(
     "every probe up",
     async () => {
-      const text = (await lab.http("/metrics")) ?? "";
-      const up = samples(text, "egressd_probe_state").filter(
-        (s) => /state="up"/.test(s.labels) && s.value === 1,
-      );
+      const fams = parseExposition((await lab.http("/metrics")) ?? "");
+      const up = samplesOf(fams, "egressd_probe_state", { state: "up" }).filter((s) => s.value === 1);
       return up.length >= Number(args.probes);
     },
     60_000,
@@ -106,9 +104,10 @@ async function main(lab: ScaleLab): Promise<number> {
       const text = await lab.http("/metrics");
       if (text !== undefined) {
         last = text;
-        delayMax.push(sample(text, "nodejs_eventloop_lag_max_seconds") * 1000);
+        const lag = loopLag(parseExposition(text));
+        delayMax.push(lag.maxMs);
         delayAt.push((tick - t0) / 1000);
-        delayP99.push(sample(text, "nodejs_eventloop_lag_p99_seconds") * 1000);
+        delayP99.push(lag.p99Ms);
       }
       const tor = lab.torSched();
       if (tor && torPrev) torWaitWorst = Math.max(torWaitWorst, tor.waitMs - torPrev.waitMs);
@@ -133,8 +132,9 @@ async function main(lab: ScaleLab): Promise<number> {
   const wall = (performance.now() - t0) / 1000;
   const end = { egressd: alarms(last), tor: await lab.torResets(), cpu: await lab.cpuSeconds() };
   const d = (k: keyof ReturnType<typeof alarms>) => end.egressd[k] - start.egressd[k];
-  const slack = samples(last, "egressd_bfd_rx_slack_min_seconds").map((s) => s.value * 1000);
-  const late = samples(last, "egressd_bfd_tx_late_max_seconds").map((s) => s.value * 1000);
+  const lastFams = parseExposition(last);
+  const slack = samplesOf(lastFams, "egressd_bfd_rx_slack_min_seconds").map((s) => s.value * 1000);
+  const late = samplesOf(lastFams, "egressd_bfd_tx_late_max_seconds").map((s) => s.value * 1000);
   const falseAlarms = {
     "BFD down at the ToR": end.tor.bfdDown - start.tor.bfdDown,
     "BGP sessions dropped at the ToR": end.tor.bgpDropped - start.tor.bgpDropped,

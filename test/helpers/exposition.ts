@@ -34,8 +34,17 @@ export function value(
   name: string,
   labels: Record<string, string> = {},
 ): number | undefined {
+  return samplesOf(fams, name, labels)[0]?.value;
+}
+
+/** The samples of `name` whose labels include `labels`. */
+export function samplesOf(
+  fams: Map<string, Family>,
+  name: string,
+  labels: Record<string, string> = {},
+): Family["samples"] {
   const f = fams.get(name.replace(/_(bucket|sum|count)$/, "")) ?? fams.get(name);
-  return f?.samples.find(
+  return (f?.samples ?? []).filter(
     (s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v),
-  )?.value;
+  );
 }
