@@ -147,20 +147,30 @@ function sortedSources(policies: PolicyModel[], family: Family): SortedSources {
   return out;
 }
 
+/** The KeyInfos of one family's flattening, shared by every walk over it. */
+interface Memo {
+  root: KeyInfo;
+  keys: Map<string, KeyInfo>;
+}
+
+const newMemo = (): Memo => ({ root: { pairs: [], key: "", next: new Map() }, keys: new Map() });
+
 /**
- * Walks a family's source prefixes in address order and calls `emit` for each
- * maximal run of addresses covered by the same set of (policy, length).
+ * Walks entries [from, to) of a family's sorted source prefixes in address
+ * order and calls `emit` for each maximal run of addresses covered by the
+ * same set of (policy, length). The entries must be whole top-level blocks
+ * (no entry outside the range contains one inside it).
  */
 function sourceSegments(
-  policies: PolicyModel[],
+  src: SortedSources,
+  from: number,
+  to: number,
   family: Family,
+  memo: Memo,
   emit: (lo: Addr, hi: Addr, info: KeyInfo) => void,
 ): void {
   const { succ, pred, zero } = ARITH[family];
-  const src = sortedSources(policies, family);
-
-  const keys = new Map<string, KeyInfo>();
-  const root: KeyInfo = { pairs: [], key: "", next: new Map() };
+  const { keys, root } = memo;
   const child = (parent: KeyInfo, policy: number, len: number): KeyInfo => {
     const memoKey = policy * 256 + len;
     let info = parent.next.get(memoKey);
@@ -186,7 +196,7 @@ function sourceSegments(
     if (cursor <= hi) emit(cursor, hi, info);
     cursor = succ(hi);
   };
-  for (let i = 0; i < src.n; i++) {
+  for (let i = from; i < to; i++) {
     const lo = src.lo[i]!;
     while (stackHi.length > 0 && stackHi[stackHi.length - 1]! < lo) popOne();
     const top = stackInfo[stackInfo.length - 1];
@@ -277,71 +287,472 @@ function destinationsFor(family: Family, info: KeyInfo, byIndex: Map<number, Pol
   return out;
 }
 
+/** Merged runs of one family's classified sources, in address order (parallel arrays). */
+interface Runs {
+  lo: Addr[];
+  hi: Addr[];
+  cls: number[];
+}
+
+/** What a flattening keeps of one family so that a change of sources can be patched in. */
+interface FamilyIndex {
+  src: SortedSources;
+  /** reach[i]: the highest address any of entries 0..i covers (finds a point's outermost prefix). */
+  reach: Addr[];
+  runs: Runs;
+  memo: Memo;
+}
+
+/**
+ * A flattening kept for patching: what flattenNat computed, per family, and
+ * the classes by their destination function. Never changed once made; a
+ * patch makes a new one that shares what did not change.
+ */
+export interface NatIndex {
+  readonly policies: PolicyModel[];
+  readonly families: Record<Family, FamilyIndex>;
+  readonly classes: NatClass[];
+  readonly classBySignature: Map<string, NatClass>;
+  /** Per class id: the gateway policies that win somewhere in it. */
+  readonly winners: Map<number, number[]>;
+  /** Per class id: its runs (a class without runs is in no source set). */
+  readonly runCount: Map<number, number>;
+  readonly result: NatResult;
+}
+
+/** Raised inside a patch when it cannot be done without a full flattening (see patchNat). */
+class NeedsFlatten extends Error {}
+
+interface Classifier {
+  byIndex: Map<number, PolicyModel>;
+  classBySignature: Map<string, NatClass>;
+  classes: NatClass[];
+  winners: Map<number, number[]>;
+  conflicts: Conflict[];
+  seenConflict: Set<string>;
+  /** false in a patch: a new class or a conflict ends the patch (NeedsFlatten). */
+  mayGrow: boolean;
+}
+
+function classOf(c: Classifier, family: Family, lo: Addr, hi: Addr, info: KeyInfo): NatClass | null {
+  const { format } = ARITH[family];
+  const d = destinationsFor(family, info, c.byIndex);
+  for (const x of d.conflicts) {
+    if (!c.mayGrow) throw new NeedsFlatten("the change makes policies ambiguous");
+    const ck = `${x.policies.join(",")}@${x.destination.lo}/${x.destination.len}`;
+    if (c.seenConflict.has(ck)) continue;
+    c.seenConflict.add(ck);
+    c.conflicts.push({
+      family,
+      policies: x.policies,
+      destination: `${format(x.destination.lo, x.destination.lo)}/${x.destination.len}`,
+      source: format(lo, hi),
+      sourceLength: x.sourceLength,
+    });
+  }
+  if (!d.destinations.some((x) => x.policy !== null)) return null;
+  const destinations = d.destinations.map((x) => ({
+    interval: format(x.lo, x.hi),
+    policy: x.policy === null ? null : c.byIndex.get(x.policy)!.name,
+  }));
+  const signature = `${family}|${destinations.map((x) => `${x.interval}=${x.policy ?? ""}`).join(" ")}`;
+  let cls = c.classBySignature.get(signature);
+  if (cls === undefined) {
+    if (!c.mayGrow) throw new NeedsFlatten("the change needs a new source class");
+    cls = { id: c.classBySignature.size + 1, family, destinations };
+    c.classBySignature.set(signature, cls);
+    c.classes.push(cls);
+    const winners = new Set<number>();
+    for (const x of d.destinations) if (x.policy !== null) winners.add(x.policy);
+    c.winners.set(cls.id, [...winners]);
+  }
+  return cls;
+}
+
+/** The merged runs of entries [from, to) of a family (whole top-level blocks). */
+function runsOf(
+  c: Classifier,
+  family: Family,
+  src: SortedSources,
+  from: number,
+  to: number,
+  memo: Memo,
+): Runs {
+  const { succ } = ARITH[family];
+  const runs: Runs = { lo: [], hi: [], cls: [] };
+  sourceSegments(src, from, to, family, memo, (lo, hi, info) => {
+    if (info.cls === undefined) info.cls = classOf(c, family, lo, hi, info);
+    const cls = info.cls;
+    if (cls === null) return;
+    const last = runs.lo.length - 1;
+    // Adjacent segments of the same class merge into one interval.
+    if (last >= 0 && runs.cls[last] === cls.id && succ(runs.hi[last]!) === lo) runs.hi[last] = hi;
+    else {
+      runs.lo.push(lo);
+      runs.hi.push(hi);
+      runs.cls.push(cls.id);
+    }
+  });
+  return runs;
+}
+
+function reachOf(src: SortedSources): Addr[] {
+  const reach: Addr[] = new Array<Addr>(src.n);
+  for (let i = 0; i < src.n; i++) {
+    const hi = src.hi[i]!;
+    reach[i] = i > 0 && reach[i - 1]! > hi ? reach[i - 1]! : hi;
+  }
+  return reach;
+}
+
+function sourcesOf(families: Record<Family, FamilyIndex>): NatResult["sources"] {
+  const out: NatResult["sources"] = [];
+  for (const family of [4, 6] as const) {
+    const { format } = ARITH[family];
+    const r = families[family].runs;
+    for (let i = 0; i < r.lo.length; i++)
+      out.push({ family, interval: format(r.lo[i]!, r.hi[i]!), classId: r.cls[i]! });
+  }
+  return out;
+}
+
+function effectiveOf(winners: Map<number, number[]>, runCount: Map<number, number>): Set<number> {
+  const out = new Set<number>();
+  for (const [id, n] of runCount) if (n > 0) for (const p of winners.get(id) ?? []) out.add(p);
+  return out;
+}
+
 /**
  * Computes the classifier for all policies. Pure and deterministic. Class ids
  * are numbered from 1 in order of each class's lowest source address (IPv4
  * first), so they do not depend on the order of entries in the config.
  */
 export function flattenNat(policies: PolicyModel[]): NatResult {
-  const byIndex = new Map(policies.map((p) => [p.index, p]));
-  const result: NatResult = { classes: [], sources: [], conflicts: [], effective: new Set() };
-  // Destination signature -> class, so that equal functions share one class.
-  const classBySignature = new Map<string, NatClass>();
+  return indexNat(policies).result;
+}
 
-  for (const family of [4, 6] as const) {
-    const { succ, format } = ARITH[family];
-    const seenConflict = new Set<string>();
+/** flattenNat, keeping what patchNat needs. */
+export function indexNat(policies: PolicyModel[]): NatIndex {
+  const c: Classifier = {
+    byIndex: new Map(policies.map((p) => [p.index, p])),
+    classBySignature: new Map(),
+    classes: [],
+    winners: new Map(),
+    conflicts: [],
+    seenConflict: new Set(),
+    mayGrow: true,
+  };
+  const familyIndex = (family: Family): FamilyIndex => {
+    const src = sortedSources(policies, family);
+    const memo = newMemo();
+    c.seenConflict.clear();
+    return { src, reach: reachOf(src), runs: runsOf(c, family, src, 0, src.n, memo), memo };
+  };
+  const families = { 4: familyIndex(4), 6: familyIndex(6) };
+  const runCount = new Map<number, number>();
+  for (const f of [families[4], families[6]])
+    for (const id of f.runs.cls) runCount.set(id, (runCount.get(id) ?? 0) + 1);
+  const result: NatResult = {
+    classes: c.classes,
+    sources: sourcesOf(families),
+    conflicts: c.conflicts,
+    effective: effectiveOf(c.winners, runCount),
+  };
+  return {
+    policies,
+    families,
+    classes: c.classes,
+    classBySignature: c.classBySignature,
+    winners: c.winners,
+    runCount,
+    result,
+  };
+}
 
-    const classOf = (lo: Addr, hi: Addr, info: KeyInfo): NatClass | null => {
-      const d = destinationsFor(family, info, byIndex);
-      for (const c of d.conflicts) {
-        const ck = `${c.policies.join(",")}@${c.destination.lo}/${c.destination.len}`;
-        if (seenConflict.has(ck)) continue;
-        seenConflict.add(ck);
-        result.conflicts.push({
-          family,
-          policies: c.policies,
-          destination: `${format(c.destination.lo, c.destination.lo)}/${c.destination.len}`,
-          source: format(lo, hi),
-          sourceLength: c.sourceLength,
-        });
-      }
-      if (!d.destinations.some((x) => x.policy !== null)) return null;
-      const destinations = d.destinations.map((x) => ({
-        interval: format(x.lo, x.hi),
-        policy: x.policy === null ? null : byIndex.get(x.policy)!.name,
-      }));
-      for (const x of d.destinations) if (x.policy !== null) result.effective.add(x.policy);
-      const signature = `${family}|${destinations.map((x) => `${x.interval}=${x.policy ?? ""}`).join(" ")}`;
-      let cls = classBySignature.get(signature);
-      if (cls === undefined) {
-        cls = { id: classBySignature.size + 1, family, destinations };
-        classBySignature.set(signature, cls);
-        result.classes.push(cls);
-      }
-      return cls;
-    };
+/** A source prefix one policy gained or lost. */
+export interface SourceEdit {
+  /** Index of the policy in the config. */
+  policy: number;
+  span: Span;
+}
 
-    // Adjacent segments of the same class merge into one interval.
-    let run: { lo: Addr; hi: Addr; classId: number } | undefined;
-    const flush = () => {
-      if (run !== undefined)
-        result.sources.push({ family, interval: format(run.lo, run.hi), classId: run.classId });
-      run = undefined;
-    };
-    sourceSegments(policies, family, (lo, hi, info) => {
-      if (info.cls === undefined) info.cls = classOf(lo, hi, info);
-      const cls = info.cls;
-      if (cls === null) {
-        flush();
-      } else if (run !== undefined && run.classId === cls.id && succ(run.hi) === lo) {
-        run.hi = hi;
-      } else {
-        flush();
-        run = { lo, hi, classId: cls.id };
-      }
-    });
-    flush();
+/** What a patch changed in the classifier's source list (entries as in NatResult.sources). */
+export interface NatSourceDelta {
+  remove: NatResult["sources"];
+  add: NatResult["sources"];
+}
+
+export type NatPatch = { ok: true; index: NatIndex; delta: NatSourceDelta } | { ok: false; reason: string };
+
+/** First index in [0, n) whose value is > x (or >= x with `orEqual`); values ascending. */
+function bound(values: { [i: number]: Addr }, n: number, x: Addr, orEqual: boolean): number {
+  let lo = 0;
+  let hi = n;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    const v = values[mid]!;
+    if (v < x || (!orEqual && v === x)) lo = mid + 1;
+    else hi = mid;
   }
-  return result;
+  return lo;
+}
+
+/** The outermost entry of `src` that covers `point`, as [lo, hi], if any. */
+function outermostAt(src: SortedSources, reach: Addr[], point: Addr): [Addr, Addr] | undefined {
+  // reach is ascending: the first entry that reaches the point is the outermost one covering it, if it starts by then.
+  const i = bound(reach, src.n, point, true);
+  if (i < src.n && src.lo[i]! <= point) return [src.lo[i]!, src.hi[i]!];
+  return undefined;
+}
+
+const entryOrder = (
+  a: { lo: Addr; len: number; policy: number },
+  b: { lo: Addr; len: number; policy: number },
+) => bySpan(a, b) || a.policy - b.policy;
+
+/** `src` less `removed`, plus `added` (each sorted by entryOrder; removed entries present, added ones absent). */
+function editedSources(
+  src: SortedSources,
+  family: Family,
+  removed: { lo: Addr; hi: Addr; len: number; policy: number }[],
+  added: { lo: Addr; hi: Addr; len: number; policy: number }[],
+): SortedSources {
+  const n = src.n - removed.length + added.length;
+  const typed = src.lo instanceof Float64Array;
+  const out: SortedSources = typed
+    ? {
+        n,
+        lo: new Float64Array(n),
+        hi: new Float64Array(n),
+        len: new Uint8Array(n),
+        policy: new Float64Array(n),
+      }
+    : {
+        n,
+        lo: new Array<Addr>(n),
+        hi: new Array<Addr>(n),
+        len: new Array<number>(n),
+        policy: new Array<number>(n),
+      };
+  let r = 0;
+  let a = 0;
+  let o = 0;
+  const put = (lo: Addr, hi: Addr, len: number, policy: number) => {
+    out.lo[o] = lo;
+    out.hi[o] = hi;
+    out.len[o] = len;
+    out.policy[o++] = policy;
+  };
+  for (let i = 0; i < src.n; i++) {
+    const e = { lo: src.lo[i]!, len: src.len[i]!, policy: src.policy[i]! };
+    while (a < added.length && entryOrder(added[a]!, e) < 0) {
+      const x = added[a++]!;
+      put(x.lo, x.hi, x.len, x.policy);
+    }
+    if (r < removed.length && entryOrder(removed[r]!, e) === 0) {
+      r++;
+      continue;
+    }
+    put(e.lo, src.hi[i]!, e.len, e.policy);
+  }
+  while (a < added.length) {
+    const x = added[a++]!;
+    put(x.lo, x.hi, x.len, x.policy);
+  }
+  if (r !== removed.length || o !== n)
+    throw new NeedsFlatten(`IPv${family} source edits do not match the index`);
+  return out;
+}
+
+/**
+ * The classifier after some policies gained and lost source prefixes, with
+ * nothing else changed (same policies, destinations and exceptions): only
+ * the address ranges the edits touch are walked again. The result classifies
+ * every source address as flattenNat of the edited policies would (a
+ * property test checks it); class ids stay as they were, and a class that
+ * lost all its sources stays, empty. A patch that would need a new class or
+ * make policies ambiguous is refused ({ ok: false }): flatten again.
+ *
+ * `policies` are the edited policies' models (same indexes, names,
+ * destinations and exceptions as the index's); `removed` must be in the
+ * index and `added` must not (each a set difference per policy).
+ */
+export function patchNat(
+  base: NatIndex,
+  policies: PolicyModel[],
+  removed: SourceEdit[],
+  added: SourceEdit[],
+): NatPatch {
+  try {
+    return patchOrThrow(base, policies, removed, added);
+  } catch (e) {
+    if (e instanceof NeedsFlatten) return { ok: false, reason: e.message };
+    throw e;
+  }
+}
+
+function patchOrThrow(
+  base: NatIndex,
+  policies: PolicyModel[],
+  removed: SourceEdit[],
+  added: SourceEdit[],
+): NatPatch {
+  if (policies.length !== base.policies.length) throw new NeedsFlatten("the policies changed");
+  const c: Classifier = {
+    byIndex: new Map(policies.map((p) => [p.index, p])),
+    classBySignature: base.classBySignature,
+    classes: base.classes,
+    winners: base.winners,
+    conflicts: [],
+    seenConflict: new Set(),
+    mayGrow: false,
+  };
+  const runCount = new Map(base.runCount);
+  const delta: NatSourceDelta = { remove: [], add: [] };
+  const families = { ...base.families };
+  // Where each family's runs start in the flat source list.
+  let offsetOld = 0;
+  const sourceParts: NatResult["sources"][] = [];
+  for (const family of [4, 6] as const) {
+    const old = base.families[family];
+    const oldCount = old.runs.lo.length;
+    const entries = (edits: SourceEdit[]) =>
+      edits
+        .filter((e) => e.span.family === family)
+        .map((e) => {
+          if (policies[e.policy]?.family !== family)
+            throw new NeedsFlatten(`policy ${e.policy} is not IPv${family}`);
+          return { lo: e.span.lo as Addr, hi: e.span.hi as Addr, len: e.span.len, policy: e.policy };
+        })
+        .sort(entryOrder);
+    const rem = entries(removed);
+    const add = entries(added);
+    if (rem.length + add.length === 0) {
+      sourceParts.push(base.result.sources.slice(offsetOld, offsetOld + oldCount));
+      offsetOld += oldCount;
+      continue;
+    }
+    const src = editedSources(old.src, family, rem, add);
+    const reach = reachOf(src);
+    const { pred, succ, format } = ARITH[family];
+
+    // The ranges to walk again: each edited prefix, grown to the outermost prefix around it (before or after).
+    const ranges: [Addr, Addr][] = [...rem, ...add].map((e) => {
+      let lo = e.lo;
+      let hi = e.hi;
+      for (const r of [outermostAt(old.src, old.reach, e.lo), outermostAt(src, reach, e.lo)]) {
+        if (r && r[0] <= lo && r[1] >= hi) [lo, hi] = r;
+      }
+      return [lo, hi];
+    });
+    ranges.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+
+    // The runs each range replaces, with one neighbour on each side (it may now merge with the range's runs).
+    // Ranges whose windows touch are walked as one (their hull is whole blocks too).
+    const window = (lo: Addr, hi: Addr): [number, number] => [
+      Math.max(0, bound(old.runs.hi, oldCount, lo, true) - 1),
+      Math.min(oldCount, bound(old.runs.lo, oldCount, hi, false) + 1),
+    ];
+    const groups: { lo: Addr; hi: Addr; w0: number; w1: number }[] = [];
+    for (const [lo, hi] of ranges) {
+      const last = groups[groups.length - 1];
+      if (last !== undefined && lo <= last.hi) {
+        if (hi > last.hi) last.hi = hi;
+        [last.w0, last.w1] = window(last.lo, last.hi);
+        continue;
+      }
+      const [w0, w1] = window(lo, hi);
+      if (last !== undefined && w0 < last.w1) {
+        last.hi = hi;
+        [last.w0, last.w1] = window(last.lo, last.hi);
+      } else groups.push({ lo, hi, w0, w1 });
+    }
+
+    const runs: Runs = { lo: [], hi: [], cls: [] };
+    const part: NatResult["sources"] = [];
+    const copy = (from: number, to: number) => {
+      for (let k = from; k < to; k++) {
+        runs.lo.push(old.runs.lo[k]!);
+        runs.hi.push(old.runs.hi[k]!);
+        runs.cls.push(old.runs.cls[k]!);
+        part.push(base.result.sources[offsetOld + k]!);
+      }
+    };
+    const key = (lo: Addr, hi: Addr, cls: number) => `${lo}-${hi}-${cls}`;
+    let copied = 0;
+    for (const g of groups) {
+      // Runs outside every window are the old ones, objects and all; a window's first and last runs lie
+      // wholly outside the range, so nothing merges across a window's edge.
+      copy(copied, g.w0);
+      const w: Runs = { lo: [], hi: [], cls: [] };
+      const push = (lo: Addr, hi: Addr, cls: number) => {
+        const last = w.lo.length - 1;
+        if (last >= 0 && w.cls[last] === cls && succ(w.hi[last]!) === lo) w.hi[last] = hi;
+        else {
+          w.lo.push(lo);
+          w.hi.push(hi);
+          w.cls.push(cls);
+        }
+      };
+      // Outside the range, the window's runs keep their parts; inside, the range is walked again.
+      for (let k = g.w0; k < g.w1; k++)
+        if (old.runs.lo[k]! < g.lo) {
+          const hi = old.runs.hi[k]! < g.lo ? old.runs.hi[k]! : pred(g.lo);
+          push(old.runs.lo[k]!, hi, old.runs.cls[k]!);
+        }
+      const from = bound(src.lo, src.n, g.lo, true);
+      const to = bound(src.lo, src.n, g.hi, false);
+      const fresh = runsOf(c, family, src, from, to, old.memo);
+      for (let k = 0; k < fresh.lo.length; k++) push(fresh.lo[k]!, fresh.hi[k]!, fresh.cls[k]!);
+      for (let k = g.w0; k < g.w1; k++)
+        if (old.runs.hi[k]! > g.hi) {
+          const lo = old.runs.lo[k]! > g.hi ? old.runs.lo[k]! : succ(g.hi);
+          push(lo, old.runs.hi[k]!, old.runs.cls[k]!);
+        }
+      // The window's runs before and after: what is in one only is removed or added.
+      const before = new Map<string, NatResult["sources"][number]>();
+      for (let k = g.w0; k < g.w1; k++)
+        before.set(
+          key(old.runs.lo[k]!, old.runs.hi[k]!, old.runs.cls[k]!),
+          base.result.sources[offsetOld + k]!,
+        );
+      const after = new Set<string>();
+      for (let k = 0; k < w.lo.length; k++) {
+        const id = w.cls[k]!;
+        const kk = key(w.lo[k]!, w.hi[k]!, id);
+        after.add(kk);
+        let entry = before.get(kk);
+        if (entry === undefined) {
+          entry = { family, interval: format(w.lo[k]!, w.hi[k]!), classId: id };
+          delta.add.push(entry);
+          runCount.set(id, (runCount.get(id) ?? 0) + 1);
+        }
+        runs.lo.push(w.lo[k]!);
+        runs.hi.push(w.hi[k]!);
+        runs.cls.push(id);
+        part.push(entry);
+      }
+      for (const [kk, entry] of before)
+        if (!after.has(kk)) {
+          delta.remove.push(entry);
+          runCount.set(entry.classId, runCount.get(entry.classId)! - 1);
+        }
+      copied = g.w1;
+    }
+    copy(copied, oldCount);
+    families[family] = { src, reach, runs, memo: old.memo };
+    sourceParts.push(part);
+    offsetOld += oldCount;
+  }
+  const result: NatResult = {
+    classes: base.classes,
+    sources: sourceParts.flat(),
+    conflicts: [],
+    effective: effectiveOf(base.winners, runCount),
+  };
+  return {
+    ok: true,
+    index: { ...base, policies, families, runCount, result },
+    delta,
+  };
 }
