@@ -79,7 +79,25 @@ export interface NatPlan {
   policies: NatPolicy[];
   classes: NatClass[];
   /** Disjoint per family: which class each source address belongs to. */
-  sources: { family: Family; interval: NftInterval; classId: number }[];
+  sources: NatSource[];
+}
+
+/** One source interval of the classifier and its class. */
+export interface NatSource {
+  family: Family;
+  interval: NftInterval;
+  classId: number;
+}
+
+/**
+ * How a NAT plan's sources differ from those of the plan it was patched from
+ * (`base`; same policies, classes and mark mask). The kernel side uses it to
+ * patch the sets it programmed for `base` without re-reading every source.
+ */
+export interface NatSourcesDelta {
+  base: NatPlan;
+  remove: NatSource[];
+  add: NatSource[];
 }
 
 /** Everything egressd wants the kernel to hold. */

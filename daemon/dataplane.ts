@@ -13,6 +13,11 @@ import { createHash } from "node:crypto";
 import type { ConfigIssue } from "../inputs/config/issues.js";
 import { loadConfig } from "../inputs/config/load.js";
 import type { GatewayConfig } from "../core/config/gateway-config.js";
+import type { Config } from "../core/config/schema.js";
+import { classifierFor, type Classified, type KeptClassifier } from "../core/plan/classifier.js";
+import type { NatSourcesDelta } from "../core/state.js";
+import type { NatResult } from "../core/plan/nat.js";
+import { sourceEdit, type LoadedText, type SourceEdit } from "../inputs/config/source-edit.js";
 import { planStatic, viewOf, type PlanView, type StaticPlan } from "../core/plan/index.js";
 import type { KernelActuator } from "../routing/kernel-actuator.js";
 import type { NatCounter } from "../routing/nft.js";
@@ -50,15 +55,31 @@ export interface Dataplane {
 }
 
 /**
- * What a prepared plan keeps: the kernel plan, the view, and a digest of the
- * config (to tell an unchanged one). Not the config, nor the plan's full
- * advertise scope: at 100k sources each is megabytes that nothing reads
- * again once the view is made, and every prepared plan holds its own.
+ * What a prepared plan keeps: the kernel plan, the view, a digest of the
+ * config (to tell an unchanged one), and the NAT classifier with the source
+ * lists it was made from (to patch the next one). Not the config, nor the
+ * plan's full advertise scope: at 100k sources each is megabytes that
+ * nothing reads again once the view is made, and every prepared plan holds
+ * its own.
  */
 interface Kept {
   kernel: StaticPlan["kernel"];
   view: PlanView;
-  digest: string;
+  /** sha256 of the config's JSON; made when first needed when the config is kept (loaded). */
+  digest?: string;
+  classifier: KeptClassifier;
+  /** How kernel.nat's sources differ from the plan it was patched from; dropped once applied. */
+  sourcesDelta?: NatSourcesDelta;
+  /** For a config read from a text with nothing to report: the text and where its sources are. */
+  loaded?: LoadedText;
+}
+
+const digestOf = (config: unknown) => createHash("sha256").update(JSON.stringify(config)).digest("hex");
+
+/** A kept plan's digest, made now if it was left for later (it is, for a config read by sourceEdit). */
+function keptDigest(k: Kept): string | undefined {
+  if (k.digest === undefined && k.loaded) k.digest = digestOf(k.loaded.config);
+  return k.digest;
 }
 
 export class InlineDataplane implements Dataplane {
@@ -69,22 +90,52 @@ export class InlineDataplane implements Dataplane {
   constructor(private readonly kernel: KernelActuator) {}
 
   prepare(input: PrepareInput): Promise<Prepared> {
+    const base = this.committed;
+    // Validation's overlap check needs the classifier and planning reuses it. When only sources
+    // changed since the committed config, it is patched from the committed one, not made again.
+    let classified: { config: unknown; c: Classified } | undefined;
+    const natFor = (config: Config) => {
+      classified = { config, c: classifierFor(config, base?.classifier) };
+      return classified.c.index.result;
+    };
     let config: GatewayConfig;
     let warnings: ConfigIssue[] = [];
+    let loaded: LoadedText | undefined;
+    let unchanged: boolean | undefined;
     if ("text" in input) {
-      const r = loadConfig(input.text);
-      if (!r.ok) return Promise.resolve(r);
-      config = r.config as GatewayConfig;
-      warnings = r.warnings;
+      const edited = base?.loaded ? this.sourcesEdited(base.loaded, input.text, natFor) : undefined;
+      if (edited) {
+        loaded = edited;
+        config = edited.config as GatewayConfig;
+        // Only this list changed in the text: the config is unchanged if the list is (a line reformatted).
+        const before = base!.loaded!.config.policies[edited.policy]!.sources;
+        const after = config.policies[edited.policy]!.sources;
+        unchanged = before.length === after.length && before.every((x, i) => x === after[i]);
+      } else {
+        const r = loadConfig(input.text, { natFor, layout: true });
+        if (!r.ok) return Promise.resolve(r);
+        config = r.config as GatewayConfig;
+        warnings = r.warnings;
+        if (r.layout) loaded = { text: input.text, config: r.config, layout: r.layout };
+      }
     } else config = input.config;
-    const digest = createHash("sha256").update(JSON.stringify(config)).digest("hex");
-    const unchanged = digest === this.committed?.digest;
+    const digest = unchanged === undefined ? digestOf(config) : undefined;
+    unchanged ??= base !== undefined && digest === keptDigest(base);
     let kept: Kept;
     try {
-      if (unchanged) kept = this.committed!;
+      if (unchanged) kept = base!;
       else {
-        const plan = planStatic(config);
-        kept = { kernel: plan.kernel, view: viewOf(plan), digest };
+        if (classified?.config !== config) natFor(config);
+        const c = classified!.c;
+        const plan = planStatic(config, c.index);
+        kept = {
+          kernel: plan.kernel,
+          view: viewOf(plan),
+          classifier: { index: c.index, sources: c.sources },
+        };
+        if (digest !== undefined) kept.digest = digest;
+        if (c.delta && base) kept.sourcesDelta = { base: base.kernel.nat, ...c.delta };
+        if (loaded) kept.loaded = loaded;
       }
     } catch (e) {
       const message = `the config cannot be planned: ${(e as Error).message}`;
@@ -93,6 +144,25 @@ export class InlineDataplane implements Dataplane {
     const id = this.nextId++;
     this.prepared.set(id, kept);
     return Promise.resolve({ ok: true, id, view: kept.view, warnings, unchanged });
+  }
+
+  /**
+   * The config of `text` when it is the committed text with only source
+   * items of one policy edited (see sourceEdit), and the patched classifier
+   * finds nothing to report (no ambiguity, every gateway policy applies
+   * somewhere): then the file is not parsed again. Undefined: load it in full.
+   */
+  private sourcesEdited(
+    loaded: LoadedText,
+    text: string,
+    natFor: (config: Config) => NatResult,
+  ): SourceEdit | undefined {
+    const e = sourceEdit(loaded, text);
+    if (e === undefined) return undefined;
+    const nat = natFor(e.config);
+    if (nat.conflicts.length > 0) return undefined;
+    if (e.config.policies.some((p, i) => p.gateway !== false && !nat.effective.has(i))) return undefined;
+    return e;
   }
 
   commit(id: number): Promise<void> {
@@ -109,8 +179,12 @@ export class InlineDataplane implements Dataplane {
   }
 
   apply(): Promise<KernelChanges> {
-    if (!this.committed) return Promise.reject(new Error("no plan committed"));
-    return this.kernel.apply(this.committed.kernel);
+    const k = this.committed;
+    if (!k) return Promise.reject(new Error("no plan committed"));
+    const sourcesDelta = k.sourcesDelta;
+    // Tried once: after that (applied, or failed and retried later) the plan is diffed whole.
+    k.sourcesDelta = undefined;
+    return this.kernel.apply(k.kernel, sourcesDelta ? { sourcesDelta } : {});
   }
 
   teardown(): Promise<TeardownSummary> {

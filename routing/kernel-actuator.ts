@@ -2,7 +2,7 @@
 // KernelState, tear everything down, read the SNAT counters, and the checks
 // that watch the result. The real one drives netlink and nftables; tests give
 // a fake that records what it was asked to do.
-import { OWNER, type KernelState, type NatPlan } from "../core/state.js";
+import { OWNER, type KernelState, type NatPlan, type NatSourcesDelta } from "../core/state.js";
 import { addressCheck, forwardingCheck, type CheckFn } from "../health/probes/check.js";
 import { NfElementWriter } from "./nfnetlink.js";
 import { NftReconciler, readNatCounters, type NatCounter } from "./nft.js";
@@ -10,7 +10,10 @@ import { GuardReconciler } from "./nft-guard.js";
 import { reconcileKernel, teardownKernel, type KernelChanges, type TeardownSummary } from "./reconcile.js";
 
 export interface KernelActuator {
-  apply(desired: KernelState, opts?: { fullResync?: boolean }): Promise<KernelChanges>;
+  apply(
+    desired: KernelState,
+    opts?: { fullResync?: boolean; sourcesDelta?: NatSourcesDelta },
+  ): Promise<KernelChanges>;
   teardown(): Promise<TeardownSummary>;
   natCounters(nat: NatPlan): Promise<NatCounter[]>;
   /** Self-checks: the address is configured, forwarding is on, egressd's nft table exists. */

@@ -6,7 +6,7 @@
 // changed) when the mark mask is unchanged; otherwise one atomic replacement
 // of the whole table. No I/O here; see docs/dataplane.md.
 import { createHash } from "node:crypto";
-import { OWNER, type Family, type NatPlan, type NatPolicy } from "../core/state.js";
+import { OWNER, type Family, type NatPlan, type NatPolicy, type NatSource } from "../core/state.js";
 import { canonicalAddress, familyOf, intervalKey } from "./ip.js";
 import { formatInterval, parseRange } from "../core/ip.js";
 
@@ -184,6 +184,54 @@ export function normalizeNat(plan: NatPlan): NormalizedNat {
     classes: classes.map((c) => ({ id: c.id, family: c.family })),
     sets,
   };
+}
+
+/**
+ * The element patches that take the sets of `current` (normalised from a
+ * plan) to those of a plan whose sources differ by `remove` and `add` and by
+ * nothing else. Undefined when the delta does not fit `current` (a set it
+ * names is missing, an element to remove is absent or one to add present):
+ * then the plan must be normalised and diffed whole.
+ */
+export function sourcePatches(
+  current: NormalizedNat,
+  remove: readonly NatSource[],
+  add: readonly NatSource[],
+): SetPatch[] | undefined {
+  const patches = new Map<string, SetPatch>();
+  const target = (s: NatSource): { patch: SetPatch; spec: NftSetSpec; key: string } | undefined => {
+    const iv = intervalKey(s.interval);
+    if (iv.family !== s.family) return undefined;
+    const name = iv.single ? hostSet(s.classId) : netSet(s.classId);
+    const spec = current.sets.get(name);
+    if (spec === undefined || spec.family !== s.family) return undefined;
+    let patch = patches.get(name);
+    if (patch === undefined) {
+      patch = { set: name, family: spec.family, map: false, interval: spec.interval, remove: [], add: [] };
+      patches.set(name, patch);
+    }
+    return { patch, spec, key: iv.key };
+  };
+  for (const s of remove) {
+    const t = target(s);
+    if (t === undefined || !t.spec.elements.has(t.key)) return undefined;
+    t.patch.remove.push([t.key, ""]);
+  }
+  for (const s of add) {
+    const t = target(s);
+    if (t === undefined || t.spec.elements.has(t.key)) return undefined;
+    t.patch.add.push([t.key, ""]);
+  }
+  return [...patches.values()];
+}
+
+/** Applies element patches to a normalised table in place (after the kernel took them). */
+export function patchNormalized(n: NormalizedNat, patches: readonly SetPatch[]): void {
+  for (const p of patches) {
+    const spec = n.sets.get(p.set)!;
+    for (const [k] of p.remove) spec.elements.delete(k);
+    for (const [k, v] of p.add) spec.elements.set(k, v);
+  }
 }
 
 type NormalPolicy = NormalizedNat["policies"][number];

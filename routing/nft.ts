@@ -8,7 +8,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { run, tryRun } from "../lib/exec.js";
-import type { Family, NatPlan } from "../core/state.js";
+import type { Family, NatPlan, NatSourcesDelta } from "../core/state.js";
 import { canonicalAddress, canonicalInterval, familyOf } from "./ip.js";
 import {
   COMMENT_PREFIX,
@@ -17,10 +17,12 @@ import {
   TABLE,
   diffNormalized,
   normalizeNat,
+  patchNormalized,
   policyCounterNames,
   renderNftRuleset,
   renderNftTeardown,
   renderPatch,
+  sourcePatches,
   structureHash,
   type NatDiff,
   type NftSetSpec,
@@ -266,11 +268,19 @@ export interface NatChange {
   structure?: StructureChange;
   /** For replace: why the table could not be patched. */
   reason?: string;
+  /** Made from a sources delta alone: no other source was normalised or compared (NftReconcileOptions). */
+  fromDelta?: boolean;
 }
 
 export interface NftReconcileOptions {
   /** Read the live table even if this process applied the last change (periodic resync; startup always reads). */
   readLive?: boolean;
+  /**
+   * How the plan's sources differ from those of the plan it was patched from.
+   * If that plan is the one in place, the sets are patched from the delta
+   * alone: nothing of the other sources is normalised or compared.
+   */
+  sourcesDelta?: NatSourcesDelta;
 }
 
 /**
@@ -297,11 +307,50 @@ export class NftReconciler {
     // cost 100 ms of the data-plane thread for a known "none".
     if (!o.readLive && this.current && plan === this.currentPlan)
       return { action: "none", added: 0, removed: 0, via: "none" };
+    if (!o.readLive && this.current && o.sourcesDelta && o.sourcesDelta.base === this.currentPlan) {
+      const change = await this.patchSources(plan, o.sourcesDelta);
+      if (change) return change;
+    }
     this.currentPlan = undefined;
     const desired = normalizeNat(plan);
     const change = await this.reconcileTo(desired, o);
     if (this.current === desired) this.currentPlan = plan;
     return change;
+  }
+
+  /** The sources-only change from the plan in place to `plan`; undefined when it must be diffed whole. */
+  private async patchSources(plan: NatPlan, d: NatSourcesDelta): Promise<NatChange | undefined> {
+    const base = d.base;
+    const current = this.current!;
+    if (
+      plan.markMask !== base.markMask ||
+      plan.classes !== base.classes ||
+      JSON.stringify(plan.policies) !== JSON.stringify(base.policies)
+    )
+      return undefined;
+    const patches = sourcePatches(current, d.remove, d.add);
+    if (patches === undefined) return undefined;
+    this.currentPlan = undefined;
+    let added = 0;
+    let removed = 0;
+    for (const p of patches) {
+      added += p.add.length;
+      removed += p.remove.length;
+    }
+    if (added + removed === 0) {
+      this.currentPlan = plan;
+      return { action: "none", added: 0, removed: 0, via: "none", fromDelta: true };
+    }
+    const t0 = performance.now();
+    let via: "nft" | "netlink";
+    try {
+      via = await this.applyPatch(patches, renderPatch(patches));
+    } catch {
+      return undefined; // the kernel disagrees with our memory: diff the whole plan against the table
+    }
+    patchNormalized(current, patches);
+    this.currentPlan = plan;
+    return { action: "patch", added, removed, via, applyMs: performance.now() - t0, fromDelta: true };
   }
 
   private async reconcileTo(desired: NormalizedNat, o: NftReconcileOptions): Promise<NatChange> {

@@ -3,7 +3,7 @@
 // desired state and applies the smallest change; running it twice in a row
 // changes nothing the second time.
 import { readFile } from "node:fs/promises";
-import type { KernelState } from "../core/state.js";
+import type { KernelState, NatSourcesDelta } from "../core/state.js";
 import { reconcileAddresses, removeOwnedAddresses, type AddressChanges } from "./netlink-addresses.js";
 import {
   reconcileRouting,
@@ -29,6 +29,8 @@ export interface ReconcileOptions {
   guard?: GuardReconciler;
   /** Read the live nft table even when the in-memory copy is trusted (periodic resync). */
   fullResync?: boolean;
+  /** How desired.nat's sources differ from a plan applied before (see NftReconcileOptions). */
+  sourcesDelta?: NatSourcesDelta;
 }
 
 /** True when a reconcile changed something. */
@@ -58,7 +60,10 @@ export async function reconcileKernel(
   const nft = opts.nft ?? new NftReconciler();
   try {
     const addresses = await reconcileAddresses(desired.addresses);
-    const nat = await nft.reconcile(desired.nat, { readLive: opts.fullResync ?? false });
+    const nat = await nft.reconcile(desired.nat, {
+      readLive: opts.fullResync ?? false,
+      ...(opts.sourcesDelta ? { sourcesDelta: opts.sourcesDelta } : {}),
+    });
     const { routes, rules } = await reconcileRouting(desired.routes, desired.rules);
     const guard = await (opts.guard ?? new GuardReconciler()).reconcile(desired.guard, {
       readLive: opts.fullResync ?? false,

@@ -18,6 +18,7 @@ import {
   BITS,
   formatAddress,
   mustParsePrefix,
+  mustParseSpan,
   NEVER_ROUTED,
   parseAddress,
   parsePeerAddress,
@@ -27,6 +28,7 @@ import {
   type Range,
 } from "../ip.js";
 import type { Family, KernelState } from "../state.js";
+import type { NatIndex } from "./nat.js";
 
 export interface BgpHealth {
   /** Policies whose probes (or uplink's probes) are down: their destinations are withdrawn. */
@@ -157,7 +159,10 @@ export interface AdvertiseScope {
   /** Per family, the gateway policies with a /0 destination (a default route when allowed). */
   defaults: Map<Family, Set<string>>;
   allowDefault: boolean;
-  /** Never advertised: special-use space (loopback, multicast, ...) and every policy's sources (pod networks). */
+  /**
+   * Never advertised: special-use space (loopback, multicast, ...) and the
+   * policies' sources (pod networks) that meet a destination in `outer`.
+   */
   excluded: Range[];
   /** The egress IPs as host prefixes ("192.0.2.11/32"). */
   owned: Set<string>;
@@ -165,7 +170,11 @@ export interface AdvertiseScope {
 
 const rangeOf = (p: Prefix): Range => ({ family: p.family, lo: p.lo, hi: p.hi });
 
-export function advertiseScope(config: Config & { bgp?: BgpConfig }): AdvertiseScope {
+/**
+ * `nat`, when given, is the config's NAT classifier, whose sorted source
+ * entries stand in for the config's sources (they are not parsed again).
+ */
+export function advertiseScope(config: Config & { bgp?: BgpConfig }, nat?: NatIndex): AdvertiseScope {
   const dests: Prefix[] = [];
   const defaults = new Map<Family, Set<string>>();
   for (const p of config.policies) {
@@ -185,12 +194,14 @@ export function advertiseScope(config: Config & { bgp?: BgpConfig }): AdvertiseS
     if (last && last.family === d.family && d.hi <= last.hi) continue;
     outer.push(rangeOf(d));
   }
-  const sources = config.policies.flatMap((p) => p.sources.map((s) => rangeOf(mustParsePrefix(s))));
   return {
     outer,
     defaults,
     allowDefault: config.bgp?.advertise?.allowDefaultRoute ?? false,
-    excluded: mergeRanges([...NEVER_ROUTED.map((n) => rangeOf(n.prefix)), ...sources]),
+    excluded: mergeRanges([
+      ...NEVER_ROUTED.map((n) => rangeOf(n.prefix)),
+      ...(nat ? indexedSourcesWithin(nat, outer) : sourcesWithin(config, outer)),
+    ]),
     owned: new Set(
       config.egressIPs.map((e) => {
         const a = parseAddress(e.address)!;
@@ -198,6 +209,60 @@ export function advertiseScope(config: Config & { bgp?: BgpConfig }): AdvertiseS
       }),
     ),
   };
+}
+
+/**
+ * The sources that meet a configured destination. Only those can cut an
+ * advertisement: nothing outside the destinations is advertised. At 100k pod
+ * addresses, none of which usually meets one, this keeps the scope small and
+ * its making cheap (IPv4 sources are compared as numbers, not bigints).
+ */
+function sourcesWithin(config: Config, outer: Range[]): Range[] {
+  const outer4 = outer.filter((r) => r.family === 4).map((r) => [Number(r.lo), Number(r.hi)] as const);
+  const outer6 = outer.filter((r) => r.family === 6);
+  const meets4 = (lo: number, hi: number): boolean => {
+    // The last destination starting at or before hi is the only one that can reach lo (they are disjoint).
+    let a = 0;
+    let b = outer4.length;
+    while (a < b) {
+      const m = (a + b) >>> 1;
+      if (outer4[m]![0] <= hi) a = m + 1;
+      else b = m;
+    }
+    return a > 0 && outer4[a - 1]![1] >= lo;
+  };
+  const out: Range[] = [];
+  for (const p of config.policies)
+    for (const s of p.sources) {
+      const span = mustParseSpan(s);
+      if (span.family === 4) {
+        if (meets4(span.lo, span.hi)) out.push({ family: 4, lo: BigInt(span.lo), hi: BigInt(span.hi) });
+      } else if (outer6.some((r) => r.lo <= span.hi && span.lo <= r.hi)) {
+        out.push({ family: 6, lo: span.lo, hi: span.hi });
+      }
+    }
+  return out;
+}
+
+/** sourcesWithin, from a NAT classifier's sorted source entries: one merge walk, nothing parsed. */
+function indexedSourcesWithin(nat: NatIndex, outer: Range[]): Range[] {
+  const out: Range[] = [];
+  for (const family of [4, 6] as const) {
+    const { src } = nat.families[family];
+    // IPv4 compared as numbers (the entries are), IPv6 as bigints.
+    const num = (x: bigint) => (family === 4 ? Number(x) : x);
+    const mine = outer.filter((r) => r.family === family).map((r) => ({ lo: num(r.lo), hi: num(r.hi) }));
+    let j = 0;
+    // Entries ascend by start, destinations are disjoint and ascending: a destination that ends before
+    // one entry starts ends before all the later ones.
+    for (let i = 0; i < src.n && j < mine.length; i++) {
+      const lo = src.lo[i]!;
+      const hi = src.hi[i]!;
+      while (j < mine.length && mine[j]!.hi < lo) j++;
+      if (j < mine.length && mine[j]!.lo <= hi) out.push({ family, lo: BigInt(lo), hi: BigInt(hi) });
+    }
+  }
+  return out;
 }
 
 /** The parts of the merged ranges `a` that lie inside the disjoint, sorted ranges `b`, cut at b's bounds. */

@@ -25,6 +25,7 @@ import {
 } from "./bgp.js";
 import { healthFrom, type HealthView } from "./health.js";
 import { plan } from "./kernel.js";
+import type { NatIndex } from "./nat.js";
 import { policyFamily } from "./model.js";
 
 /** What changes at run time, as the daemon last saw it. */
@@ -82,8 +83,9 @@ export interface Desired {
   health: HealthView;
 }
 
-export function planStatic(config: GatewayConfig): StaticPlan {
-  return { config, kernel: plan(config), scope: advertiseScope(config) };
+/** `nat`: the config's NAT classifier when the caller has it already (see plan() and advertiseScope()). */
+export function planStatic(config: GatewayConfig, nat?: NatIndex): StaticPlan {
+  return { config, kernel: plan(config, nat?.result), scope: advertiseScope(config, nat) };
 }
 
 /**

@@ -13,7 +13,7 @@ import type {
   KernelState,
   NatPolicy,
 } from "../state.js";
-import { flattenNat } from "./nat.js";
+import { flattenNat, type NatResult } from "./nat.js";
 import { dataplaneOf, markValue, policyFamily, policyModels, uplinkTables } from "./model.js";
 
 export class PlanError extends Error {
@@ -32,8 +32,10 @@ const byFamilyThenValue = (a: { family: Family; value: bigint }, b: { family: Fa
 /**
  * Computes the desired kernel state. `config` must have passed validation
  * (loadConfig); plan() throws PlanError on what validation would reject.
+ * `nat`, when given, is the config's NAT classifier already made (by
+ * validation, or patched from the previous one): it is not made again.
  */
-export function plan(config: Config): KernelState {
+export function plan(config: Config, nat: NatResult = flattenNat(policyModels(config))): KernelState {
   const dp = dataplaneOf(config);
 
   const addresses: DesiredAddress[] = config.egressIPs
@@ -91,7 +93,6 @@ export function plan(config: Config): KernelState {
   });
   routes.sort((a, b) => a.table - b.table || a.family - b.family);
 
-  const nat = flattenNat(policyModels(config));
   if (nat.conflicts.length > 0) {
     const c = nat.conflicts[0]!;
     throw new PlanError(

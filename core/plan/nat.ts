@@ -7,7 +7,7 @@
 // the number of entries, never a loop over addresses. IPv4 addresses are
 // numbers and IPv6 addresses bigints (see Span); the code below is written
 // once for both through the small Arith helper.
-import type { Family, NatClass } from "../state.js";
+import type { Family, NatClass, NatSource, NatSourcesDelta } from "../state.js";
 import { formatInterval, formatInterval4, type Span } from "../ip.js";
 
 /** A policy as the classifier needs it (parsed and validated). */
@@ -37,7 +37,7 @@ export interface Conflict {
 
 export interface NatResult {
   classes: NatClass[];
-  sources: { family: Family; interval: string; classId: number }[];
+  sources: NatSource[];
   conflicts: Conflict[];
   /** Indexes of gateway policies that win for at least one (source, destination). */
   effective: Set<number>;
@@ -287,18 +287,73 @@ function destinationsFor(family: Family, info: KeyInfo, byIndex: Map<number, Pol
   return out;
 }
 
-/** Merged runs of one family's classified sources, in address order (parallel arrays). */
+/**
+ * Merged runs of one family's classified sources, in address order, as
+ * parallel columns: typed arrays for IPv4 (100k runs stay out of the
+ * garbage collector's way and copy as blocks), arrays of bigints for IPv6.
+ */
 interface Runs {
-  lo: Addr[];
-  hi: Addr[];
-  cls: number[];
+  n: number;
+  lo: { [i: number]: Addr };
+  hi: { [i: number]: Addr };
+  cls: Int32Array;
+}
+
+/** Runs of a family with room for n. */
+function newRuns(family: Family, n: number): Runs {
+  return family === 4
+    ? { n, lo: new Float64Array(n), hi: new Float64Array(n), cls: new Int32Array(n) }
+    : { n, lo: new Array<Addr>(n), hi: new Array<Addr>(n), cls: new Int32Array(n) };
+}
+
+/** Copies runs [from, to) of `src` into `dst` at `at`. */
+function copyRuns(dst: Runs, at: number, src: Runs, from: number, to: number): void {
+  if (dst.lo instanceof Float64Array) {
+    dst.lo.set((src.lo as Float64Array).subarray(from, to), at);
+    (dst.hi as Float64Array).set((src.hi as Float64Array).subarray(from, to), at);
+  } else {
+    for (let k = from; k < to; k++) {
+      dst.lo[at + k - from] = src.lo[k]!;
+      dst.hi[at + k - from] = src.hi[k]!;
+    }
+  }
+  dst.cls.set(src.cls.subarray(from, to), at);
+}
+
+/** A growing list of runs; adjacent ones of the same class merge. */
+class RunList {
+  readonly lo: Addr[] = [];
+  readonly hi: Addr[] = [];
+  readonly cls: number[] = [];
+  constructor(private readonly succ: (x: Addr) => Addr) {}
+  push(lo: Addr, hi: Addr, cls: number): void {
+    const last = this.lo.length - 1;
+    if (last >= 0 && this.cls[last] === cls && this.succ(this.hi[last]!) === lo) this.hi[last] = hi;
+    else {
+      this.lo.push(lo);
+      this.hi.push(hi);
+      this.cls.push(cls);
+    }
+  }
+  get length(): number {
+    return this.lo.length;
+  }
+  toRuns(family: Family): Runs {
+    const r = newRuns(family, this.lo.length);
+    for (let k = 0; k < r.n; k++) {
+      r.lo[k] = this.lo[k]!;
+      r.hi[k] = this.hi[k]!;
+      r.cls[k] = this.cls[k]!;
+    }
+    return r;
+  }
 }
 
 /** What a flattening keeps of one family so that a change of sources can be patched in. */
 interface FamilyIndex {
   src: SortedSources;
   /** reach[i]: the highest address any of entries 0..i covers (finds a point's outermost prefix). */
-  reach: Addr[];
+  reach: { [i: number]: Addr };
   runs: Runs;
   memo: Memo;
 }
@@ -309,6 +364,7 @@ interface FamilyIndex {
  * patch makes a new one that shares what did not change.
  */
 export interface NatIndex {
+  /** The policies' models, without their sources (those are in the families' entries). */
   readonly policies: PolicyModel[];
   readonly families: Record<Family, FamilyIndex>;
   readonly classes: NatClass[];
@@ -377,27 +433,17 @@ function runsOf(
   from: number,
   to: number,
   memo: Memo,
-): Runs {
-  const { succ } = ARITH[family];
-  const runs: Runs = { lo: [], hi: [], cls: [] };
+): RunList {
+  const runs = new RunList(ARITH[family].succ);
   sourceSegments(src, from, to, family, memo, (lo, hi, info) => {
     if (info.cls === undefined) info.cls = classOf(c, family, lo, hi, info);
-    const cls = info.cls;
-    if (cls === null) return;
-    const last = runs.lo.length - 1;
-    // Adjacent segments of the same class merge into one interval.
-    if (last >= 0 && runs.cls[last] === cls.id && succ(runs.hi[last]!) === lo) runs.hi[last] = hi;
-    else {
-      runs.lo.push(lo);
-      runs.hi.push(hi);
-      runs.cls.push(cls.id);
-    }
+    if (info.cls !== null) runs.push(lo, hi, info.cls.id);
   });
   return runs;
 }
 
-function reachOf(src: SortedSources): Addr[] {
-  const reach: Addr[] = new Array<Addr>(src.n);
+function reachOf(src: SortedSources, family: Family): { [i: number]: Addr } {
+  const reach = family === 4 ? new Float64Array(src.n) : new Array<Addr>(src.n);
   for (let i = 0; i < src.n; i++) {
     const hi = src.hi[i]!;
     reach[i] = i > 0 && reach[i - 1]! > hi ? reach[i - 1]! : hi;
@@ -410,7 +456,7 @@ function sourcesOf(families: Record<Family, FamilyIndex>): NatResult["sources"] 
   for (const family of [4, 6] as const) {
     const { format } = ARITH[family];
     const r = families[family].runs;
-    for (let i = 0; i < r.lo.length; i++)
+    for (let i = 0; i < r.n; i++)
       out.push({ family, interval: format(r.lo[i]!, r.hi[i]!), classId: r.cls[i]! });
   }
   return out;
@@ -446,7 +492,8 @@ export function indexNat(policies: PolicyModel[]): NatIndex {
     const src = sortedSources(policies, family);
     const memo = newMemo();
     c.seenConflict.clear();
-    return { src, reach: reachOf(src), runs: runsOf(c, family, src, 0, src.n, memo), memo };
+    const runs = runsOf(c, family, src, 0, src.n, memo).toRuns(family);
+    return { src, reach: reachOf(src, family), runs, memo };
   };
   const families = { 4: familyIndex(4), 6: familyIndex(6) };
   const runCount = new Map<number, number>();
@@ -459,7 +506,8 @@ export function indexNat(policies: PolicyModel[]): NatIndex {
     effective: effectiveOf(c.winners, runCount),
   };
   return {
-    policies,
+    // The sources are in the families' entries; a kept copy of each would only cost memory.
+    policies: policies.map((p) => ({ ...p, sources: [] })),
     families,
     classes: c.classes,
     classBySignature: c.classBySignature,
@@ -477,10 +525,7 @@ export interface SourceEdit {
 }
 
 /** What a patch changed in the classifier's source list (entries as in NatResult.sources). */
-export interface NatSourceDelta {
-  remove: NatResult["sources"];
-  add: NatResult["sources"];
-}
+export type NatSourceDelta = Omit<NatSourcesDelta, "base">;
 
 export type NatPatch = { ok: true; index: NatIndex; delta: NatSourceDelta } | { ok: false; reason: string };
 
@@ -498,7 +543,11 @@ function bound(values: { [i: number]: Addr }, n: number, x: Addr, orEqual: boole
 }
 
 /** The outermost entry of `src` that covers `point`, as [lo, hi], if any. */
-function outermostAt(src: SortedSources, reach: Addr[], point: Addr): [Addr, Addr] | undefined {
+function outermostAt(
+  src: SortedSources,
+  reach: { [i: number]: Addr },
+  point: Addr,
+): [Addr, Addr] | undefined {
   // reach is ascending: the first entry that reaches the point is the outermost one covering it, if it starts by then.
   const i = bound(reach, src.n, point, true);
   if (i < src.n && src.lo[i]! <= point) return [src.lo[i]!, src.hi[i]!];
@@ -591,13 +640,34 @@ export function patchNat(
   }
 }
 
+const sameSpans = (a: Span[], b: Span[]) =>
+  a.length === b.length && a.every((x, i) => x.lo === b[i]!.lo && x.len === b[i]!.len);
+
+/** Same policies, but for their sources: names, families, gateway, destinations and exceptions. */
+function sameButSources(a: PolicyModel[], b: PolicyModel[]): boolean {
+  return (
+    a.length === b.length &&
+    a.every((p, i) => {
+      const q = b[i]!;
+      return (
+        p.index === q.index &&
+        p.name === q.name &&
+        p.family === q.family &&
+        p.gateway === q.gateway &&
+        sameSpans(p.destinations, q.destinations) &&
+        sameSpans(p.exceptions, q.exceptions)
+      );
+    })
+  );
+}
+
 function patchOrThrow(
   base: NatIndex,
   policies: PolicyModel[],
   removed: SourceEdit[],
   added: SourceEdit[],
 ): NatPatch {
-  if (policies.length !== base.policies.length) throw new NeedsFlatten("the policies changed");
+  if (!sameButSources(base.policies, policies)) throw new NeedsFlatten("more than sources changed");
   const c: Classifier = {
     byIndex: new Map(policies.map((p) => [p.index, p])),
     classBySignature: base.classBySignature,
@@ -615,7 +685,7 @@ function patchOrThrow(
   const sourceParts: NatResult["sources"][] = [];
   for (const family of [4, 6] as const) {
     const old = base.families[family];
-    const oldCount = old.runs.lo.length;
+    const oldCount = old.runs.n;
     const entries = (edits: SourceEdit[]) =>
       edits
         .filter((e) => e.span.family === family)
@@ -633,7 +703,7 @@ function patchOrThrow(
       continue;
     }
     const src = editedSources(old.src, family, rem, add);
-    const reach = reachOf(src);
+    const reach = reachOf(src, family);
     const { pred, succ, format } = ARITH[family];
 
     // The ranges to walk again: each edited prefix, grown to the outermost prefix around it (before or after).
@@ -668,56 +738,34 @@ function patchOrThrow(
       } else groups.push({ lo, hi, w0, w1 });
     }
 
-    const runs: Runs = { lo: [], hi: [], cls: [] };
-    const part: NatResult["sources"] = [];
-    const copy = (from: number, to: number) => {
-      for (let k = from; k < to; k++) {
-        runs.lo.push(old.runs.lo[k]!);
-        runs.hi.push(old.runs.hi[k]!);
-        runs.cls.push(old.runs.cls[k]!);
-        part.push(base.result.sources[offsetOld + k]!);
-      }
-    };
+    // Each group's window of runs, made again: old parts outside the range, the range walked again.
     const key = (lo: Addr, hi: Addr, cls: number) => `${lo}-${hi}-${cls}`;
-    let copied = 0;
-    for (const g of groups) {
-      // Runs outside every window are the old ones, objects and all; a window's first and last runs lie
-      // wholly outside the range, so nothing merges across a window's edge.
-      copy(copied, g.w0);
-      const w: Runs = { lo: [], hi: [], cls: [] };
-      const push = (lo: Addr, hi: Addr, cls: number) => {
-        const last = w.lo.length - 1;
-        if (last >= 0 && w.cls[last] === cls && succ(w.hi[last]!) === lo) w.hi[last] = hi;
-        else {
-          w.lo.push(lo);
-          w.hi.push(hi);
-          w.cls.push(cls);
-        }
-      };
-      // Outside the range, the window's runs keep their parts; inside, the range is walked again.
+    const windows = groups.map((g) => {
+      const w = new RunList(succ);
       for (let k = g.w0; k < g.w1; k++)
         if (old.runs.lo[k]! < g.lo) {
           const hi = old.runs.hi[k]! < g.lo ? old.runs.hi[k]! : pred(g.lo);
-          push(old.runs.lo[k]!, hi, old.runs.cls[k]!);
+          w.push(old.runs.lo[k]!, hi, old.runs.cls[k]!);
         }
       const from = bound(src.lo, src.n, g.lo, true);
       const to = bound(src.lo, src.n, g.hi, false);
       const fresh = runsOf(c, family, src, from, to, old.memo);
-      for (let k = 0; k < fresh.lo.length; k++) push(fresh.lo[k]!, fresh.hi[k]!, fresh.cls[k]!);
+      for (let k = 0; k < fresh.length; k++) w.push(fresh.lo[k]!, fresh.hi[k]!, fresh.cls[k]!);
       for (let k = g.w0; k < g.w1; k++)
         if (old.runs.hi[k]! > g.hi) {
           const lo = old.runs.lo[k]! > g.hi ? old.runs.lo[k]! : succ(g.hi);
-          push(lo, old.runs.hi[k]!, old.runs.cls[k]!);
+          w.push(lo, old.runs.hi[k]!, old.runs.cls[k]!);
         }
-      // The window's runs before and after: what is in one only is removed or added.
-      const before = new Map<string, NatResult["sources"][number]>();
+      // What is in the window before or after only is removed or added; the rest keeps its entry.
+      const before = new Map<string, NatSource>();
       for (let k = g.w0; k < g.w1; k++)
         before.set(
           key(old.runs.lo[k]!, old.runs.hi[k]!, old.runs.cls[k]!),
           base.result.sources[offsetOld + k]!,
         );
+      const entries: NatSource[] = [];
       const after = new Set<string>();
-      for (let k = 0; k < w.lo.length; k++) {
+      for (let k = 0; k < w.length; k++) {
         const id = w.cls[k]!;
         const kk = key(w.lo[k]!, w.hi[k]!, id);
         after.add(kk);
@@ -727,32 +775,48 @@ function patchOrThrow(
           delta.add.push(entry);
           runCount.set(id, (runCount.get(id) ?? 0) + 1);
         }
-        runs.lo.push(w.lo[k]!);
-        runs.hi.push(w.hi[k]!);
-        runs.cls.push(id);
-        part.push(entry);
+        entries.push(entry);
       }
       for (const [kk, entry] of before)
         if (!after.has(kk)) {
           delta.remove.push(entry);
           runCount.set(entry.classId, runCount.get(entry.classId)! - 1);
         }
+      return { w: w.toRuns(family), entries };
+    });
+
+    // The family's runs and entries: old blocks between the windows, copied whole. A window's first and
+    // last runs lie wholly outside its range, so nothing merges across a window's edge.
+    const total = groups.reduce((n, g, i) => n + windows[i]!.w.n - (g.w1 - g.w0), oldCount);
+    const runs = newRuns(family, total);
+    const chunks: NatSource[][] = [];
+    let copied = 0;
+    let at = 0;
+    groups.forEach((g, i) => {
+      copyRuns(runs, at, old.runs, copied, g.w0);
+      chunks.push(base.result.sources.slice(offsetOld + copied, offsetOld + g.w0));
+      at += g.w0 - copied;
+      const { w, entries } = windows[i]!;
+      copyRuns(runs, at, w, 0, w.n);
+      chunks.push(entries);
+      at += w.n;
       copied = g.w1;
-    }
-    copy(copied, oldCount);
+    });
+    copyRuns(runs, at, old.runs, copied, oldCount);
+    chunks.push(base.result.sources.slice(offsetOld + copied, offsetOld + oldCount));
+    sourceParts.push(...chunks);
     families[family] = { src, reach, runs, memo: old.memo };
-    sourceParts.push(part);
     offsetOld += oldCount;
   }
   const result: NatResult = {
     classes: base.classes,
-    sources: sourceParts.flat(),
+    sources: ([] as NatSource[]).concat(...sourceParts),
     conflicts: [],
     effective: effectiveOf(base.winners, runCount),
   };
   return {
     ok: true,
-    index: { ...base, policies, families, runCount, result },
+    index: { ...base, families, runCount, result },
     delta,
   };
 }

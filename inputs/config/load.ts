@@ -13,14 +13,21 @@
 // agree.
 import { readFile } from "node:fs/promises";
 import { Ajv, type ErrorObject } from "ajv";
-import { load as loadFast } from "js-yaml";
+import { constructFromEvents, parseEvents, type Event } from "js-yaml";
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from "yaml";
 import { ConfigSchema, IFNAME_PATTERN, NAME_PATTERN, type Config } from "../../core/config/schema.js";
 import { formatPath, type ConfigIssue, type PathSegment } from "./issues.js";
-import { checkSemantics, type RawIssue } from "./semantics.js";
+import { checkSemantics, type NatFor, type RawIssue } from "./semantics.js";
+import { layoutOf, type SourceLayout } from "./source-edit.js";
 
 export type LoadResult =
-  | { ok: true; config: Config; warnings: ConfigIssue[] }
+  | {
+      ok: true;
+      config: Config;
+      warnings: ConfigIssue[];
+      /** With LoadOptions.layout, for a file with nothing to report: where its sources are (see source-edit.ts). */
+      layout?: SourceLayout;
+    }
   | { ok: false; errors: ConfigIssue[]; warnings: ConfigIssue[] };
 
 const ajv = new Ajv({ allErrors: true, strict: true, verbose: true });
@@ -143,30 +150,43 @@ function sortIssues(issues: ConfigIssue[]): ConfigIssue[] {
     .map(({ issue }) => issue);
 }
 
+export interface LoadOptions {
+  /** Where the overlap check gets the NAT classifier (see NatFor); by default it flattens the policies. */
+  natFor?: NatFor;
+  /** Also return where the sources are in the text, so that the next edit of them can be read alone. */
+  layout?: boolean;
+}
+
 /** Parses and validates configuration text. Never throws for bad input. */
-export function loadConfig(text: string): LoadResult {
-  return loadClean(text) ?? loadWithPositions(text);
+export function loadConfig(text: string, o: LoadOptions = {}): LoadResult {
+  return loadClean(text, o) ?? loadWithPositions(text, o);
 }
 
 /**
  * The fast path: the config when the file is valid and has nothing to warn
  * about; undefined when there is anything to report, which needs lines.
  */
-function loadClean(text: string): LoadResult | undefined {
+function loadClean(text: string, o: LoadOptions): LoadResult | undefined {
   let raw: unknown;
+  let events: Event[];
   try {
-    raw = loadFast(text, { maxAliases: 0 });
+    // js-yaml's load() is these two steps; the events also say where each source is.
+    events = parseEvents(text, {});
+    const docs = constructFromEvents(events, { source: text, maxAliases: 0 });
+    if (docs.length !== 1) return undefined;
+    raw = docs[0];
   } catch {
     return undefined;
   }
   if (typeof raw !== "object" || raw === null || !validateStructure(raw)) return undefined;
-  const semantic = checkSemantics(raw, true);
+  const semantic = checkSemantics(raw, true, o.natFor);
   if (semantic.errors.length > 0 || semantic.warnings.length > 0) return undefined;
-  return { ok: true, config: raw, warnings: [] };
+  const layout = o.layout ? layoutOf(text, events) : undefined;
+  return layout ? { ok: true, config: raw, warnings: [], layout } : { ok: true, config: raw, warnings: [] };
 }
 
 /** Parses and validates with the `yaml` package, which knows the line of every node. */
-function loadWithPositions(text: string): LoadResult {
+function loadWithPositions(text: string, o: LoadOptions): LoadResult {
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true, prettyErrors: false });
   const lines = text.split("\n");
@@ -199,7 +219,7 @@ function loadWithPositions(text: string): LoadResult {
 
   const structurallyValid = validateStructure(raw);
   const structural = (validateStructure.errors ?? []).map(structuralIssue);
-  const semantic = checkSemantics(raw, structurallyValid);
+  const semantic = checkSemantics(raw, structurallyValid, o.natFor);
   const errors = sortIssues([...structural, ...semantic.errors].map(toIssue));
   warnings.push(...semantic.warnings.map(toIssue));
   if (errors.length > 0 || !structurallyValid) return { ok: false, errors, warnings: sortIssues(warnings) };

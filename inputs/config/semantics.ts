@@ -6,7 +6,7 @@
 // separately), so every check looks at the types it needs and skips what it
 // cannot interpret: one run reports as many independent errors as possible.
 import type { Family } from "../../core/state.js";
-import { flattenNat } from "../../core/plan/nat.js";
+import { flattenNat, type NatResult } from "../../core/plan/nat.js";
 import { markCapacity, policyModels, uplinkTables } from "../../core/plan/model.js";
 import {
   contains,
@@ -61,7 +61,21 @@ function unusableNextHop(a: Address): string | undefined {
   return what === undefined || isLinkLocal6(a) ? undefined : what;
 }
 
-export function checkSemantics(raw: unknown, structurallyValid: boolean): SemanticResult {
+/**
+ * How the overlap check gets the NAT classifier of a valid config: by
+ * default it flattens the policies itself; a caller that keeps the previous
+ * flattening (the data plane) can patch it instead, and reuse the result to
+ * plan.
+ */
+export type NatFor = (config: Config) => NatResult;
+
+const flattenFresh: NatFor = (config) => flattenNat(policyModels(config));
+
+export function checkSemantics(
+  raw: unknown,
+  structurallyValid: boolean,
+  natFor: NatFor = flattenFresh,
+): SemanticResult {
   const errors: RawIssue[] = [];
   const warnings: RawIssue[] = [];
   const err = (segments: PathSegment[], message: string) => errors.push({ segments, message });
@@ -317,7 +331,7 @@ export function checkSemantics(raw: unknown, structurallyValid: boolean): Semant
   // Overlaps: only on an otherwise valid file, where the planner's model is well defined.
   if (structurallyValid && errors.length === 0) {
     const config = raw as Config;
-    const nat = flattenNat(policyModels(config));
+    const nat = natFor(config);
     const reported = new Set<string>();
     for (const c of nat.conflicts) {
       const k = c.policies.join(",");

@@ -1,9 +1,17 @@
 // Config reload on a real kernel: a policy added to or removed from the nft
 // table is an incremental structural patch (one transaction), not a table
 // replacement, so the other policies' counters keep counting and their
-// traffic is untouched; the patched table equals a freshly rendered one.
+// traffic is untouched; the patched table equals a freshly rendered one. A
+// reload that only moves sources is an element patch of those sources alone.
 import test from "ava";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { stringify } from "yaml";
+import type { GatewayConfig } from "../../core/config/gateway-config.js";
+import { planStatic } from "../../core/plan/index.js";
 import type { KernelState } from "../../core/state.js";
+import { loadConfig } from "../../inputs/config/load.js";
 import { sandbox, type Sandbox } from "../helpers/netns.js";
 import {
   addPolicyC,
@@ -184,5 +192,79 @@ test("a new egress IP or mark for a policy, and a new class, are structural patc
     nat: { reason?: string };
   };
   t.is(replaced.nat.action, "replace");
+  t.is(await seenBy(s, "203.0.113.10", "10.244.1.10"), "192.0.2.11");
+});
+
+/** A gateway config for the topology: policies a (192.0.2.11 over u1) and b (192.0.2.12 over u2), to 203.0.113.0/24. */
+function reloadConfig(a: string[], b: string[]): string {
+  const pads = (n: number, second: number) =>
+    Array.from({ length: n }, (_, i) => `10.${second}.${i >> 8}.${i & 255}`);
+  return stringify({
+    gateway: { name: "gw-a1", site: "dc-a" },
+    egressIPs: [
+      { address: "192.0.2.11", interface: "lo" },
+      { address: "192.0.2.12", interface: "lo" },
+    ],
+    uplinks: [
+      { name: "u1", interface: "u1", nextHop: "100.64.1.2" },
+      { name: "u2", interface: "u2", nextHop: "100.64.2.2" },
+    ],
+    policies: [
+      {
+        name: "a",
+        sources: [...a, ...pads(500, 250)],
+        destinations: ["203.0.113.0/24"],
+        egressIP: "192.0.2.11",
+        uplink: "u1",
+      },
+      {
+        name: "b",
+        sources: [...b, ...pads(500, 251)],
+        destinations: ["203.0.113.0/24"],
+        egressIP: "192.0.2.12",
+        uplink: "u2",
+      },
+    ],
+  });
+}
+
+test("a reload that moves one pod between policies patches only the elements around it; the table equals the full plan's", async (t) => {
+  const s = sandbox(t, "dpr");
+  await buildTopology(s, { ipv6: false });
+  await startServer(s);
+  const dir = mkdtempSync(join(tmpdir(), "egressd-reload-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const A = reloadConfig(["10.244.1.10", "10.244.1.11"], []);
+  const B = reloadConfig(["10.244.1.10"], ["10.244.1.11"]);
+  writeFileSync(join(dir, "a.yaml"), A);
+  writeFileSync(join(dir, "b.yaml"), B);
+
+  // One data plane, as the daemon's thread has it: A, then B, then A again.
+  const files = ["a.yaml", "b.yaml", "a.yaml"].map((f) => join(dir, f));
+  const changes = (await fixture(s, "gw", ["reload", ...files])) as {
+    action: string;
+    added: number;
+    removed: number;
+    fromDelta?: boolean;
+  }[];
+  t.is(changes[0]!.action, "replace");
+  // In A the two pods are one interval of a's class; in B each is its own element, in a's class and b's.
+  t.like(changes[1], { action: "patch", added: 2, removed: 1, fromDelta: true });
+  t.like(changes[2], { action: "patch", added: 1, removed: 2, fromDelta: true });
+
+  // The kernel holds exactly what planning A from scratch gives: nothing to change.
+  const full = (text: string) => {
+    const r = loadConfig(text);
+    if (!r.ok) throw new Error(JSON.stringify(r.errors));
+    return planStatic(r.config as GatewayConfig).kernel;
+  };
+  t.is(((await fixture(s, "gw", ["apply", stateFile(full(A))])) as Applied).nat.action, "none");
+
+  // B again, patched; traffic follows the pod to b's egress IP, and a's other pod stays on a's.
+  t.like(((await fixture(s, "gw", ["reload", join(dir, "a.yaml"), join(dir, "b.yaml")])) as object[])[1], {
+    action: "patch",
+  });
+  t.is(((await fixture(s, "gw", ["apply", stateFile(full(B))])) as Applied).nat.action, "none");
+  t.is(await seenBy(s, "203.0.113.10", "10.244.1.11"), "192.0.2.12");
   t.is(await seenBy(s, "203.0.113.10", "10.244.1.10"), "192.0.2.11");
 });

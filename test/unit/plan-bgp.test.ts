@@ -13,6 +13,8 @@ import type { Config } from "../../core/config/schema.js";
 import type { BgpConfig } from "../../core/config/bgp-schema.js";
 import { mustParsePrefix } from "../../core/ip.js";
 import { plan } from "../../core/plan/kernel.js";
+import { indexNat } from "../../core/plan/nat.js";
+import { policyModels } from "../../core/plan/model.js";
 import {
   advertiseScope,
   advertisedDestinations,
@@ -269,6 +271,8 @@ test("property: advertised equals served, cut at configured destinations, nothin
         const down = new Set(pols.filter((_, i) => downs[i]).map((p) => p.name));
         const kernel: KernelState = plan(c);
         const scope = advertiseScope(c);
+        // Made from the NAT classifier's entries instead of the config's sources: the same.
+        t.deepEqual(advertiseScope(c, indexNat(policyModels(c))), scope);
         const adv = toRanges(advertisedDestinations(scope, kernel, down));
         const dests = toRanges(pols.filter((p) => p.gateway !== false).flatMap((p) => p.destinations));
         const sources = toRanges(pols.flatMap((p) => p.sources));
