@@ -1,7 +1,7 @@
 // `egressd validate FILE...`: checks configuration files without touching
 // anything. Exit 0: all valid; 1: some invalid; 2: unreadable file or usage.
 import { Command } from "commander";
-import { loadConfigFile, type LoadResult } from "../../inputs/config/load.js";
+import type { LoadResult } from "../../inputs/config/load.js";
 import { formatIssue } from "../../inputs/config/issues.js";
 
 export const EXIT = { ok: 0, invalid: 1, usage: 2 } as const;
@@ -14,6 +14,9 @@ export async function checkFile(
 ): Promise<{ code: number; result?: LoadResult }> {
   let result: LoadResult;
   try {
+    // Loaded here, not at the top: `egressd run` imports this module for EXIT, and its main thread
+    // never parses a config (its data-plane thread does), so it need not carry the validator.
+    const { loadConfigFile } = await import("../../inputs/config/load.js");
     result = await loadConfigFile(file);
   } catch (e) {
     err(`${file}: cannot read: ${(e as Error).message}`);
