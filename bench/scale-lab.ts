@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
 import { run, spawnDetached } from "../lib/exec.js";
+import { NODE_FLAGS } from "../daemon/node-flags.js";
 import { waitFor } from "../lib/wait.js";
 import type { GatewayConfig } from "../core/config/gateway-config.js";
 import type { Sandbox } from "../test/helpers/netns.js";
@@ -37,6 +38,8 @@ export interface ScaleLabOptions {
   egressd: string;
   /** Extra arguments of `egressd run` (e.g. --dataplane-heap-mb 128). */
   runArgs?: string[];
+  /** Flags for node itself (default: NODE_FLAGS, as egressd's launchers give). */
+  nodeFlags?: readonly string[];
   /** Egress IPs (default 50). */
   egressIPs?: number;
   /**
@@ -134,7 +137,17 @@ export class ScaleLab {
     const log = openSync(this.logPath, "a");
     this.startedAt = performance.now();
     this.pid = spawnDetached(
-      ["node", o.egressd, "run", "-c", this.file, "--run-dir", join(this.dir, "run"), ...(o.runArgs ?? [])],
+      [
+        "node",
+        ...(o.nodeFlags ?? NODE_FLAGS),
+        o.egressd,
+        "run",
+        "-c",
+        this.file,
+        "--run-dir",
+        join(this.dir, "run"),
+        ...(o.runArgs ?? []),
+      ],
       {
         netns: sb.ns("gw"),
         logFile: log,

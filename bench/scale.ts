@@ -14,10 +14,12 @@
 //
 //   node dist/bench/scale.js [--policies 200] [--sources 100000] [--reloads 100]
 //                            [--egressd PATH/TO/dist/daemon/cli.js] [--run-args "ARGS"]
+//                            [--node-flags "FLAGS"]   (default: daemon/node-flags.ts; "" for none)
 // --egressd runs another build (an older tree, for before/after figures).
 import { parseArgs } from "node:util";
 import { stringify } from "yaml";
 import { median } from "../lib/stats.js";
+import { NODE_FLAGS } from "../daemon/node-flags.js";
 import { sleep, waitFor } from "../lib/wait.js";
 import { classifierFor } from "../core/plan/classifier.js";
 import type { GatewayConfig } from "../core/config/gateway-config.js";
@@ -33,6 +35,8 @@ const { values: args } = parseArgs({
     egressd: { type: "string", default: DEFAULT_EGRESSD },
     // Arguments for `egressd run`, e.g. --run-args "--dataplane-heap-mb 128".
     "run-args": { type: "string", default: "" },
+    // Flags for node itself, e.g. --node-flags "" to measure without NODE_FLAGS.
+    "node-flags": { type: "string", default: NODE_FLAGS.join(" ") },
   },
 });
 const POLICIES = Number(args.policies);
@@ -192,6 +196,7 @@ const lab = await ScaleLab.start({
   bfdIntervalMs: 100,
   egressd: args.egressd,
   runArgs: args["run-args"].split(" ").filter(Boolean),
+  nodeFlags: args["node-flags"].split(" ").filter(Boolean),
 });
 try {
   await main(lab);

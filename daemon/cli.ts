@@ -1,6 +1,7 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=1
 // egressd's command line. Each subcommand lives in daemon/commands/ and is
-// registered here; exit codes are documented in the README.
+// registered here; exit codes are documented in the README. The shebang
+// carries NODE_FLAGS (daemon/node-flags.ts).
 import { Command } from "commander";
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";

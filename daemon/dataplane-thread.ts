@@ -5,6 +5,7 @@ import { setPriority } from "node:os";
 import { parentPort } from "node:worker_threads";
 import { realKernel } from "../routing/kernel-actuator.js";
 import { DEFAULTS } from "../core/defaults.js";
+import { collectGarbage } from "../lib/gc.js";
 import { InlineDataplane, type Dataplane } from "./dataplane.js";
 
 export type DataplaneCall = {
@@ -23,7 +24,7 @@ try {
 } catch {
   // not on Linux: the thread runs at the process's priority
 }
-const dataplane = new InlineDataplane(realKernel());
+const dataplane = new InlineDataplane(realKernel(), { reclaim: collectGarbage });
 
 port.on("message", (m: DataplaneCall) => {
   // Calls run in the order they arrive; each answers when it is done.

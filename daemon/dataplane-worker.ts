@@ -49,7 +49,10 @@ export class DataplaneWorker implements Dataplane {
 
   private start(): void {
     const worker = new Worker(this.opts.threadUrl ?? new URL("./dataplane-thread.js", import.meta.url), {
-      ...(this.opts.heapMb ? { resourceLimits: { maxOldGenerationSizeMb: this.opts.heapMb } } : {}),
+      resourceLimits: {
+        maxYoungGenerationSizeMb: 8,
+        ...(this.opts.heapMb ? { maxOldGenerationSizeMb: this.opts.heapMb } : {}),
+      },
     });
     this.worker = worker;
     worker.unref();

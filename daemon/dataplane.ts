@@ -86,8 +86,19 @@ export class InlineDataplane implements Dataplane {
   private nextId = 1;
   private readonly prepared = new Map<number, Kept>();
   private committed: Kept | undefined;
+  /** The committed plan was made from scratch (the first, or one replacing another): reclaim() once applied. */
+  private replaced = false;
 
-  constructor(private readonly kernel: KernelActuator) {}
+  /**
+   * `reclaim` is called once a plan made from scratch is in the kernel: the
+   * plan it replaced, and everything made to build it, is garbage then (the
+   * data-plane thread collects it; see lib/gc.ts). It runs after apply()
+   * has answered, so it delays no reconcile.
+   */
+  constructor(
+    private readonly kernel: KernelActuator,
+    private readonly opts: { reclaim?: () => void } = {},
+  ) {}
 
   prepare(input: PrepareInput): Promise<Prepared> {
     const base = this.committed;
@@ -168,6 +179,7 @@ export class InlineDataplane implements Dataplane {
   commit(id: number): Promise<void> {
     const p = this.prepared.get(id);
     if (!p) return Promise.reject(new Error(`no prepared plan ${id}`));
+    if (p !== this.committed && p.sourcesDelta === undefined) this.replaced = true;
     this.committed = p;
     this.prepared.clear();
     return Promise.resolve();
@@ -184,7 +196,11 @@ export class InlineDataplane implements Dataplane {
     const sourcesDelta = k.sourcesDelta;
     // Tried once: after that (applied, or failed and retried later) the plan is diffed whole.
     k.sourcesDelta = undefined;
-    return this.kernel.apply(k.kernel, sourcesDelta ? { sourcesDelta } : {});
+    const applied = this.kernel.apply(k.kernel, sourcesDelta ? { sourcesDelta } : {});
+    if (!this.replaced || !this.opts.reclaim) return applied;
+    this.replaced = false;
+    const reclaim = this.opts.reclaim;
+    return applied.finally(() => setTimeout(reclaim, 0));
   }
 
   teardown(): Promise<TeardownSummary> {

@@ -18,7 +18,9 @@ export class BfdWorker extends EventEmitter<BfdManagerEvents> implements BfdServ
 
   constructor(opts: { logger?: BfdLogger } = {}) {
     super();
-    this.worker = new Worker(new URL("./worker-thread.js", import.meta.url));
+    this.worker = new Worker(new URL("./worker-thread.js", import.meta.url), {
+      resourceLimits: { maxYoungGenerationSizeMb: 2 },
+    });
     this.worker.unref();
     this.worker.on("message", (m: FromWorker) => {
       switch (m.kind) {

@@ -1,6 +1,7 @@
 // Sidecar mode: gobgpd runs on its own (as a separate container of the
 // gateway pod would), egressd drives it at a configured address, and a
 // stopping egressd withdraws its paths but leaves the sidecar running.
+import { NODE_FLAGS } from "../../daemon/node-flags.js";
 import test, { type ExecutionContext } from "ava";
 import { openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -51,7 +52,7 @@ bgp:
   );
   const logFile = join(dir, "egressd.log");
   const pid = spawnDetached(
-    ["node", join(REPO, "dist/daemon/cli.js"), "run", "-c", config, "--run-dir", dir],
+    ["node", ...NODE_FLAGS, join(REPO, "dist/daemon/cli.js"), "run", "-c", config, "--run-dir", dir],
     {
       netns: sb.ns("gw"),
       logFile: openSync(logFile, "a"),

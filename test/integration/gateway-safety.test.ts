@@ -1,6 +1,7 @@
 // egressd run for real (managed gobgpd) against an FRR ToR, for what must
 // never happen: advertising what the kernel has not programmed, half-applying
 // a reload, or carrying routes a peer sends (a gateway is never transit).
+import { NODE_FLAGS } from "../../daemon/node-flags.js";
 import test, { type ExecutionContext } from "ava";
 import { openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -54,7 +55,18 @@ async function startEgressd(
   const logFile = join(dir, "egressd.log");
   writeFileSync(file, text);
   const pid = spawnDetached(
-    ["node", join(REPO, "dist/daemon/cli.js"), "run", "-c", file, "--run-dir", dir, "--log-level", "info"],
+    [
+      "node",
+      ...NODE_FLAGS,
+      join(REPO, "dist/daemon/cli.js"),
+      "run",
+      "-c",
+      file,
+      "--run-dir",
+      dir,
+      "--log-level",
+      "info",
+    ],
     { netns: sb.ns("gw"), logFile: openSync(logFile, "a") },
   );
   t.teardown(() => {
