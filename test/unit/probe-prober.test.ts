@@ -149,6 +149,31 @@ test("check probes: timeout, throw and boolean outcomes", async (t) => {
   t.is(typeof fwd.ok, "boolean");
 });
 
+test("check probes run together on the multiples of their interval: one wake-up for all of them", async (t) => {
+  const prober = new Prober();
+  const runs = new Map<string, number[]>();
+  for (let i = 0; i < 10; i++) {
+    const name = `c${i}`;
+    runs.set(name, []);
+    prober.addCheck({
+      name,
+      intervalMs: 40,
+      check: async () => {
+        runs.get(name)!.push(performance.now());
+        return true;
+      },
+    });
+  }
+  prober.start();
+  await until(() => [...runs.values()].every((r) => r.length >= 3), 2000);
+  await prober.stop();
+  // Round k of every check ran in the same timer callback (random phases would spread them over 40 ms).
+  for (let k = 0; k < 3; k++) {
+    const at = [...runs.values()].map((r) => r[k]!);
+    t.true(Math.max(...at) - Math.min(...at) < 10, `round ${k}: ${at.map((x) => x.toFixed(1)).join(" ")}`);
+  }
+});
+
 async function listen(server: Server | HttpServer): Promise<number> {
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   return (server.address() as AddressInfo).port;
