@@ -5,7 +5,16 @@
 //   [tor] FRR  10.0.0.1 (+ 10.0.1.1..N)  tor0 <--veth--> gw0  10.0.0.2 (+ 10.0.1.101..100+N)  [gw] egressd
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
-import { closeSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -307,6 +316,35 @@ export class ScaleLab {
       return undefined;
     }
   }
+
+  /**
+   * How long the kernel's softirq threads (ksoftirqd/N) have waited for a
+   * CPU, in ms, summed. Packets that the kernel cannot handle at once (and
+   * every veth hop of the lab is one) are handled by these ordinary threads:
+   * when real-time or busy tasks keep them from a CPU, every packet of the
+   * machine waits, probes and BFD alike.
+   */
+  softirqWaitMs(): number {
+    this.softirqPids ??= readdirSync("/proc")
+      .filter((d) => /^\d+$/.test(d))
+      .filter((d) => {
+        try {
+          return readFileSync(`/proc/${d}/comm`, "utf8").startsWith("ksoftirqd/");
+        } catch {
+          return false;
+        }
+      });
+    let ms = 0;
+    for (const pid of this.softirqPids) {
+      try {
+        ms += Number(readFileSync(`/proc/${pid}/schedstat`, "utf8").split(" ")[1]) / 1e6;
+      } catch {
+        // gone (CPU unplugged): not counted
+      }
+    }
+    return ms;
+  }
+  private softirqPids: string[] | undefined;
 
   rssMb(): number {
     const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${this.pid}/status`, "utf8"));

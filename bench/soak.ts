@@ -95,6 +95,10 @@ async function main(lab: ScaleLab): Promise<number> {
   const torStart = lab.torSched();
   let torPrev = torStart;
   let torWaitWorst = 0;
+  // The kernel's softirq threads: their wait per second, by wall-clock second (to set beside failures).
+  const softirqStart = lab.softirqWaitMs();
+  let softirqPrev = softirqStart;
+  const softirqBySecond = new Map<number, number>();
   let reloads = 0;
   let lastReload = t0;
   let last = first;
@@ -112,6 +116,9 @@ async function main(lab: ScaleLab): Promise<number> {
       const tor = lab.torSched();
       if (tor && torPrev) torWaitWorst = Math.max(torWaitWorst, tor.waitMs - torPrev.waitMs);
       torPrev = tor;
+      const softirq = lab.softirqWaitMs();
+      softirqBySecond.set(Math.floor(Date.now() / 1000), softirq - softirqPrev);
+      softirqPrev = softirq;
       if (RELOAD_MS > 0 && tick - lastReload >= RELOAD_MS) {
         lastReload = tick;
         const config = structuredClone(lab.config);
@@ -180,6 +187,11 @@ async function main(lab: ScaleLab): Promise<number> {
       `  the ToR's bfdd: ${fmt((torEnd.runMs - torStart.runMs) / 10 / wall, 1)} % of a core; ` +
         `waited for a CPU ${fmt(torEnd.waitMs - torStart.waitMs, 0)} ms in all, at most ${fmt(torWaitWorst, 0)} ms in one second`,
     );
+  const softirqWorst = Math.max(0, ...softirqBySecond.values());
+  console.log(
+    `  the kernel's softirq threads (ksoftirqd, every packet of the lab): waited for a CPU ` +
+      `${fmt(lab.softirqWaitMs() - softirqStart, 0)} ms in all, at most ${fmt(softirqWorst, 0)} ms in one second`,
+  );
   if (rss.length)
     console.log(`  RSS: min ${fmt(Math.min(...rss), 0)} MB, max ${fmt(Math.max(...rss), 0)} MB`);
   // egressd logs the first failed result after a good one, with its reason.
@@ -190,6 +202,22 @@ async function main(lab: ScaleLab): Promise<number> {
     failures.set(why, (failures.get(why) ?? 0) + 1);
   }
   for (const [why, n] of failures) console.log(`  probe failures logged: ${n} x ${why}`);
+  // Each failure beside what the softirq threads waited in its second and the one before.
+  const failedAt = lab
+    .logLines()
+    .filter((l) => l.includes('"probe result failed"'))
+    .map((l) => Date.parse((JSON.parse(l) as { time: string }).time));
+  if (failedAt.length)
+    console.log(
+      `  softirq wait around each failure (ms, the second before / of it): ` +
+        failedAt
+          .slice(0, 20)
+          .map((t) => {
+            const s = Math.floor(t / 1000);
+            return `${fmt(softirqBySecond.get(s - 1) ?? NaN, 0)}/${fmt(softirqBySecond.get(s) ?? NaN, 0)}`;
+          })
+          .join(" "),
+    );
   const complaints = lab.complaints();
   if (complaints.size) {
     console.log("  warnings and errors logged by egressd:");
