@@ -95,10 +95,10 @@ async function main(lab: ScaleLab): Promise<number> {
   const torStart = lab.torSched();
   let torPrev = torStart;
   let torWaitWorst = 0;
-  // The kernel's softirq threads: their wait per second, by wall-clock second (to set beside failures).
+  // The kernel's softirq threads: their wait in each interval between scrapes (wall-clock end, ms).
   const softirqStart = lab.softirqWaitMs();
   let softirqPrev = softirqStart;
-  const softirqBySecond = new Map<number, number>();
+  const softirqWaits: { until: number; ms: number }[] = [];
   let reloads = 0;
   let lastReload = t0;
   let last = first;
@@ -117,7 +117,7 @@ async function main(lab: ScaleLab): Promise<number> {
       if (tor && torPrev) torWaitWorst = Math.max(torWaitWorst, tor.waitMs - torPrev.waitMs);
       torPrev = tor;
       const softirq = lab.softirqWaitMs();
-      softirqBySecond.set(Math.floor(Date.now() / 1000), softirq - softirqPrev);
+      softirqWaits.push({ until: Date.now(), ms: softirq - softirqPrev });
       softirqPrev = softirq;
       if (RELOAD_MS > 0 && tick - lastReload >= RELOAD_MS) {
         lastReload = tick;
@@ -187,7 +187,7 @@ async function main(lab: ScaleLab): Promise<number> {
       `  the ToR's bfdd: ${fmt((torEnd.runMs - torStart.runMs) / 10 / wall, 1)} % of a core; ` +
         `waited for a CPU ${fmt(torEnd.waitMs - torStart.waitMs, 0)} ms in all, at most ${fmt(torWaitWorst, 0)} ms in one second`,
     );
-  const softirqWorst = Math.max(0, ...softirqBySecond.values());
+  const softirqWorst = Math.max(0, ...softirqWaits.map((w) => w.ms));
   console.log(
     `  the kernel's softirq threads (ksoftirqd, every packet of the lab): waited for a CPU ` +
       `${fmt(lab.softirqWaitMs() - softirqStart, 0)} ms in all, at most ${fmt(softirqWorst, 0)} ms in one second`,
@@ -207,17 +207,21 @@ async function main(lab: ScaleLab): Promise<number> {
     .logLines()
     .filter((l) => l.includes('"probe result failed"'))
     .map((l) => Date.parse((JSON.parse(l) as { time: string }).time));
-  if (failedAt.length)
+  if (failedAt.length) {
+    // The scrape interval each failure fell in (about a second), and what the softirq threads waited in it.
+    const waitAt = (t: number) => softirqWaits.find((w) => w.until >= t)?.ms ?? NaN;
+    const median = percentile(
+      softirqWaits.map((w) => w.ms),
+      50,
+    );
     console.log(
-      `  softirq wait around each failure (ms, the second before / of it): ` +
+      `  softirq wait in the second of each failure (ms; median of all seconds ${fmt(median, 0)}): ` +
         failedAt
-          .slice(0, 20)
-          .map((t) => {
-            const s = Math.floor(t / 1000);
-            return `${fmt(softirqBySecond.get(s - 1) ?? NaN, 0)}/${fmt(softirqBySecond.get(s) ?? NaN, 0)}`;
-          })
+          .slice(0, 30)
+          .map((t) => fmt(waitAt(t), 0))
           .join(" "),
     );
+  }
   const complaints = lab.complaints();
   if (complaints.size) {
     console.log("  warnings and errors logged by egressd:");

@@ -222,10 +222,13 @@ export function sourceEdit(prev: LoadedText, text: string): SourceEdit | undefin
   else return undefined;
   const policy = policyOf(first, ref);
   if (editable[policy] !== 1 || k0 < first[policy]! || k1 > first[policy + 1]!) return undefined;
-  // The indentation of this list's items, from the reference item's line.
+  // The indentation of this list's items, from the reference item's line, which must hold that item
+  // and nothing else (a valid source has no space, so it cannot go on over the next line; checked anyway).
   const [refStart, refEnd] = lineAt(starts[ref]!);
   const refMatch = ITEM.exec(old.slice(refStart, refEnd));
-  if (!refMatch || refStart + refMatch[1]!.length + 1 + refMatch[2]!.length !== starts[ref]) return undefined;
+  const refItemStart = refStart + (refMatch?.[1]?.length ?? 0) + 1 + (refMatch?.[2]?.length ?? 0);
+  if (!refMatch || refItemStart !== starts[ref] || refItemStart + refMatch[3]!.length !== ends[ref])
+    return undefined;
   const indent = refMatch[1]!;
   let at = a;
   for (let k = k0; k < k1; k++) {
