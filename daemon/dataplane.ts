@@ -56,11 +56,13 @@ export interface Dataplane {
 
 /**
  * What a prepared plan keeps: the kernel plan, the view, a digest of the
- * config (to tell an unchanged one), and the NAT classifier with the source
- * lists it was made from (to patch the next one). Not the config, nor the
- * plan's full advertise scope: at 100k sources each is megabytes that
- * nothing reads again once the view is made, and every prepared plan holds
- * its own.
+ * config (to tell an unchanged one), the NAT classifier with the source
+ * lists it was made from (to patch the next one), and, for a config read
+ * from a text with nothing to report, that text, the config and where its
+ * sources are (to read the next edit of them without a parse; the config's
+ * source strings are the classifier's anyway). Not the plan's full
+ * advertise scope, nor a config read with warnings: nothing reads them
+ * again once the view is made.
  */
 interface Kept {
   kernel: StaticPlan["kernel"];
