@@ -141,6 +141,21 @@ test("current state comes from status() at scrape time", async (t) => {
   m.close();
 });
 
+test("a scrape makes the gateway's status a few times at most, not once per metric", async (t) => {
+  const gw = new FakeGateway();
+  let made = 0;
+  const status = gw.status.bind(gw);
+  gw.status = () => {
+    made++;
+    return status();
+  };
+  const m = new Metrics({ gateway: gw, version: "0.1.0", log, conntrackDir: conntrackDir(t, 1, 10) });
+  await scrape(m);
+  // A dozen metrics read it; collect() callbacks that wait for I/O (nft counters, /proc) may see a new turn.
+  t.true(made >= 1 && made <= 4, `status() made ${made} times in one scrape`);
+  m.close();
+});
+
 test("events feed counters and histograms", async (t) => {
   const gw = new FakeGateway();
   const m = new Metrics({ gateway: gw, version: "0.1.0", log });
