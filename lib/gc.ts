@@ -5,9 +5,10 @@
 // replaces a 100k-source plan: the old plan and everything made while
 // building the new one (parser events, parsed prefixes, the normalised
 // table) are garbage at once, and left alone the heap keeps them, and the
-// RSS, as long as we watched (20 s and more). Node has no public call for this; `--expose-gc` set at
-// run time gives a `gc` function to contexts made afterwards, which is how
-// this one is obtained. It collects only the thread that calls it.
+// RSS, as long as we watched (20 s and more). Node has no public call for
+// this; `--expose-gc` set at run time gives a `gc` function to contexts made
+// afterwards, which is how this one is obtained. It collects only the thread
+// that calls it.
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 
