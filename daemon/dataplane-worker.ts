@@ -50,6 +50,7 @@ export class DataplaneWorker implements Dataplane {
   private start(): void {
     const worker = new Worker(this.opts.threadUrl ?? new URL("./dataplane-thread.js", import.meta.url), {
       resourceLimits: {
+        // Bounded (V8 grows it to 16 MB per semi-space here); a full reload's cost did not change with it.
         maxYoungGenerationSizeMb: 8,
         ...(this.opts.heapMb ? { maxOldGenerationSizeMb: this.opts.heapMb } : {}),
       },

@@ -19,6 +19,8 @@ export class BfdWorker extends EventEmitter<BfdManagerEvents> implements BfdServ
   constructor(opts: { logger?: BfdLogger } = {}) {
     super();
     this.worker = new Worker(new URL("./worker-thread.js", import.meta.url), {
+      // A small young generation: the thread allocates little, and each scavenge stays far shorter than
+      // a BFD interval (docs/scale.md, Memory).
       resourceLimits: { maxYoungGenerationSizeMb: 2 },
     });
     this.worker.unref();
