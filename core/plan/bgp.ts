@@ -29,6 +29,7 @@ import {
 } from "../ip.js";
 import type { Family, KernelState } from "../state.js";
 import type { NatIndex } from "./nat.js";
+import { partitionPoint } from "../search.js";
 
 export interface BgpHealth {
   /** Policies whose probes (or uplink's probes) are down: their destinations are withdrawn. */
@@ -222,13 +223,7 @@ function sourcesWithin(config: Config, outer: Range[]): Range[] {
   const outer6 = outer.filter((r) => r.family === 6);
   const meets4 = (lo: number, hi: number): boolean => {
     // The last destination starting at or before hi is the only one that can reach lo (they are disjoint).
-    let a = 0;
-    let b = outer4.length;
-    while (a < b) {
-      const m = (a + b) >>> 1;
-      if (outer4[m]![0] <= hi) a = m + 1;
-      else b = m;
-    }
+    const a = partitionPoint(outer4.length, (i) => outer4[i]![0] <= hi);
     return a > 0 && outer4[a - 1]![1] >= lo;
   };
   const out: Range[] = [];
@@ -306,15 +301,10 @@ export function subtractRanges(a: Range[], cut: Range[]): Range[] {
 
 /** Index of the first range of `sorted` (by family, then start; disjoint) that ends at or after r's start. */
 function firstReaching(sorted: Range[], r: Range): number {
-  let lo = 0;
-  let hi = sorted.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    const m = sorted[mid]!;
-    if (m.family < r.family || (m.family === r.family && m.hi < r.lo)) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
+  return partitionPoint(sorted.length, (i) => {
+    const m = sorted[i]!;
+    return m.family < r.family || (m.family === r.family && m.hi < r.lo);
+  });
 }
 
 const DEFAULT_ROUTE: Record<Family, string> = { 4: "0.0.0.0/0", 6: "::/0" };

@@ -9,6 +9,7 @@
 // once for both through the small Arith helper.
 import type { Family, NatClass, NatSource, NatSourcesDelta } from "../state.js";
 import { formatInterval, formatInterval4, type Span } from "../ip.js";
+import { partitionPoint } from "../search.js";
 
 /** A policy as the classifier needs it (parsed and validated). */
 export interface PolicyModel {
@@ -531,15 +532,7 @@ export type NatPatch = { ok: true; index: NatIndex; delta: NatSourceDelta } | { 
 
 /** First index in [0, n) whose value is > x (or >= x with `orEqual`); values ascending. */
 function bound(values: { [i: number]: Addr }, n: number, x: Addr, orEqual: boolean): number {
-  let lo = 0;
-  let hi = n;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    const v = values[mid]!;
-    if (v < x || (!orEqual && v === x)) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
+  return partitionPoint(n, (i) => values[i]! < x || (!orEqual && values[i] === x));
 }
 
 /** The outermost entry of `src` that covers `point`, as [lo, hi], if any. */

@@ -18,6 +18,7 @@
 import { COLLECTION_STYLE, EVENT_ID, getScalarValue, load, SCALAR_STYLE, type Event } from "js-yaml";
 import type { Config } from "../../core/config/schema.js";
 import { parsePrefix, type Prefix } from "../../core/ip.js";
+import { partitionPoint } from "../../core/search.js";
 
 /** Where each policy's source items are in a config's text. */
 export interface SourceLayout {
@@ -158,16 +159,7 @@ function commonSuffix(a: string, b: string, max: number): number {
 }
 
 /** First index in `v` whose value is >= x. */
-function lowerBound(v: Int32Array, x: number): number {
-  let lo = 0;
-  let hi = v.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (v[mid]! < x) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
+const lowerBound = (v: Int32Array, x: number) => partitionPoint(v.length, (i) => v[i]! < x);
 
 /** An item line: indentation, the dash, spaces, the scalar, trailing blanks. */
 const ITEM = /^( *)-( +)(\S+)[ \t]*$/;
@@ -296,14 +288,6 @@ export function sourceEdit(prev: LoadedText, text: string): SourceEdit | undefin
   return { text, config, layout: { starts: s2, ends: e2, first: f2, editable }, policy };
 }
 
-/** The policy whose items include item k. */
-function policyOf(first: Int32Array, k: number): number {
-  let lo = 0;
-  let hi = first.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >>> 1;
-    if (first[mid]! <= k) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
-}
+/** The policy whose items include item k: the last whose first item is at or before k. */
+const policyOf = (first: Int32Array, k: number) =>
+  partitionPoint(first.length - 1, (i) => first[i]! <= k) - 1;
