@@ -97,6 +97,12 @@ const classChain = (id: number) => `class_${id}`;
 const markChain = (key: string) => `mark_${key}`;
 const snatChain = (key: string) => `snat_${key}`;
 
+/** The set that holds a classifier source (its class's hosts or nets), and its element key there. */
+function sourceElement(s: NatSource): { set: string; key: string; family: Family } {
+  const iv = intervalKey(s.interval);
+  return { set: iv.single ? hostSet(s.classId) : netSet(s.classId), key: iv.key, family: iv.family };
+}
+
 /** Validates a plan and brings it into canonical form. Throws on an inconsistent plan. */
 export function normalizeNat(plan: NatPlan): NormalizedNat {
   const mask = plan.markMask >>> 0;
@@ -171,11 +177,10 @@ export function normalizeNat(plan: NatPlan): NormalizedNat {
   for (const s of plan.sources) {
     const fam = classFamily.get(s.classId);
     if (fam === undefined) throw new Error(`nat plan: source ${s.interval}: unknown class ${s.classId}`);
-    const iv = intervalKey(s.interval);
-    if (iv.family !== fam || s.family !== fam)
+    const el = sourceElement(s);
+    if (el.family !== fam || s.family !== fam)
       throw new Error(`nat plan: source ${s.interval}: family does not match class ${s.classId}`);
-    const target = sets.get(iv.single ? hostSet(s.classId) : netSet(s.classId))!;
-    target.elements.set(iv.key, "");
+    sets.get(el.set)!.elements.set(el.key, "");
   }
   return {
     structureHash: structureHash(mask, policies, classes),
@@ -200,9 +205,8 @@ export function sourcePatches(
 ): SetPatch[] | undefined {
   const patches = new Map<string, SetPatch>();
   const target = (s: NatSource): { patch: SetPatch; spec: NftSetSpec; key: string } | undefined => {
-    const iv = intervalKey(s.interval);
-    if (iv.family !== s.family) return undefined;
-    const name = iv.single ? hostSet(s.classId) : netSet(s.classId);
+    const { set: name, key, family } = sourceElement(s);
+    if (family !== s.family) return undefined;
     const spec = current.sets.get(name);
     if (spec === undefined || spec.family !== s.family) return undefined;
     let patch = patches.get(name);
@@ -210,7 +214,7 @@ export function sourcePatches(
       patch = { set: name, family: spec.family, map: false, interval: spec.interval, remove: [], add: [] };
       patches.set(name, patch);
     }
-    return { patch, spec, key: iv.key };
+    return { patch, spec, key };
   };
   for (const s of remove) {
     const t = target(s);
