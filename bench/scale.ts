@@ -21,7 +21,7 @@ import { stringify } from "yaml";
 import { median } from "../lib/stats.js";
 import { NODE_FLAGS } from "../daemon/node-flags.js";
 import { sleep, waitFor } from "../lib/wait.js";
-import { classifierFor } from "../core/plan/classifier.js";
+import { classifierFor, type KeptClassifier } from "../core/plan/classifier.js";
 import type { GatewayConfig } from "../core/config/gateway-config.js";
 import { fmt } from "./nat-lib.js";
 import { destination } from "./scale-config.js";
@@ -45,12 +45,13 @@ const SOURCE_CHANGES = 10;
 
 /**
  * The nft sets that may hold source `address` of config `c`: its class's in
- * the plan made from scratch, and in the plan patched from the config the
- * daemon started with (class ids stay when a plan is patched, as the daemon's are).
+ * the plan made from scratch, and in the plan patched from `first`, the
+ * classifier of the config the daemon started with (class ids stay when a
+ * plan is patched, as the daemon's are).
  */
-function hostSets(first: GatewayConfig, c: GatewayConfig, address: string): string[] {
+function hostSets(first: KeptClassifier, c: GatewayConfig, address: string): string[] {
   const full = classifierFor(c);
-  const patched = classifierFor(c, classifierFor(first));
+  const patched = classifierFor(c, first);
   const sets = [full, patched].map((k) => {
     const entry = k.index.result.sources.find((s) => s.interval === address);
     if (!entry) throw new Error(`${address} is not in the plan`);
@@ -84,6 +85,7 @@ async function main(lab: ScaleLab): Promise<void> {
   const changeMs: number[] = [];
   // The config egressd started with (writeConfig replaces lab.config): its classifier is the one patched.
   const initial = lab.config;
+  const initialClassifier = classifierFor(initial);
   let config = lab.config;
   let text: string;
   let t: number;
@@ -91,7 +93,7 @@ async function main(lab: ScaleLab): Promise<void> {
     const pod = `10.250.0.${i + 1}`;
     config = structuredClone(initial);
     config.policies[0]!.sources = [pod, ...config.policies[0]!.sources.slice(1)];
-    const sets = hostSets(initial, config, pod);
+    const sets = hostSets(initialClassifier, config, pod);
     const added = await lab.elementAdded(pod);
     text = stringify(config);
     t = performance.now();

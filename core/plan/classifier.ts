@@ -4,9 +4,15 @@
 // instead of a flattening of every policy (see patchNat).
 import type { Config } from "../config/schema.js";
 import { mustParseSpan, type Span } from "../ip.js";
-import type { NatSourcesDelta } from "../state.js";
 import { policyFamily, policyModels } from "./model.js";
-import { indexNat, patchNat, type NatIndex, type PolicyModel, type SourceEdit } from "./nat.js";
+import {
+  indexNat,
+  patchNat,
+  type NatIndex,
+  type NatSourceDelta,
+  type PolicyModel,
+  type SourceEdit,
+} from "./nat.js";
 
 /** A classifier and the source lists it was made from (what the next config's are compared with). */
 export interface KeptClassifier {
@@ -16,7 +22,7 @@ export interface KeptClassifier {
 
 export interface Classified extends KeptClassifier {
   /** Set when patched: how the sources differ from the previous classifier's. */
-  delta?: Omit<NatSourcesDelta, "base">;
+  delta?: NatSourceDelta;
   /** Why a previous classifier could not be patched (a full flattening was made instead). */
   refused?: string;
 }
