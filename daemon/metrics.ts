@@ -171,11 +171,22 @@ export class Metrics {
       buckets: PROBE_RTT_BUCKETS,
       registers,
     });
-    const probeResults = new Counter({
+    // Results come at up to tens per second per probe: they are tallied in a
+    // plain map and handed to the counter at scrape time.
+    const resultTally = new Map<string, { ok: number; failed: number; inconclusive: number }>();
+    new Counter({
       name: "egressd_probe_results_total",
       help: "Probe results, per probe and result (ok, failed, inconclusive: the event loop stalled through the probe's timeout, so it was not judged).",
       labelNames: ["probe", "result"],
       registers,
+      collect() {
+        this.reset();
+        for (const [probe, n] of resultTally) {
+          this.inc({ probe, result: "ok" }, n.ok);
+          this.inc({ probe, result: "failed" }, n.failed);
+          this.inc({ probe, result: "inconclusive" }, n.inconclusive);
+        }
+      },
     });
     const probeTransitions = new Counter({
       name: "egressd_probe_transitions_total",
@@ -429,7 +440,11 @@ export class Metrics {
     });
     this.on("probe", (t) => probeTransitions.inc({ probe: t.name, to: t.to }));
     this.on("probeSample", (s) => {
-      probeResults.inc({ probe: s.name, result: s.ok ? "ok" : s.inconclusive ? "inconclusive" : "failed" });
+      let n = resultTally.get(s.name);
+      if (!n) resultTally.set(s.name, (n = { ok: 0, failed: 0, inconclusive: 0 }));
+      if (s.ok) n.ok++;
+      else if (s.inconclusive) n.inconclusive++;
+      else n.failed++;
       if (s.ok && s.rttMs !== undefined) probeRtt.observe({ probe: s.name }, s.rttMs / 1000);
     });
     this.on("peer", (p) => {

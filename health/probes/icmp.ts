@@ -15,6 +15,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { isIPv4, isIPv6 } from "node:net";
 import { setPriority } from "node:os";
 import { createInterface } from "node:readline";
+import type { Readable } from "node:stream";
 import type { ProbeResult } from "../../core/probe-state.js";
 import type { StreamProbe } from "../probe-types.js";
 import { deadline, stalledResult, type Deadline } from "../deadline.js";
@@ -128,7 +129,7 @@ export class IcmpProbe implements StreamProbe {
     this.seq = new SeqUnwrapper();
     this.reported = -1;
     this.armWatchdog(this.opts.intervalMs + this.opts.timeoutMs);
-    createInterface({ input: child.stdout! }).on("line", (l) => {
+    eachLine(child.stdout!, (l) => {
       if (this.child === child) this.onLine(l);
     });
     createInterface({ input: child.stderr! }).on("line", (l) => {
@@ -268,4 +269,26 @@ export class IcmpProbe implements StreamProbe {
     this.watchdog?.cancel();
     this.watchdog = null;
   }
+}
+
+/**
+ * Calls `onLine` for each complete line of `stream` (ASCII, as ping writes).
+ * readline's interface does much more per line than this needs, and a ping
+ * child writes ten lines a second for as long as egressd runs.
+ */
+export function eachLine(stream: Readable, onLine: (line: string) => void): void {
+  let rest = "";
+  stream.setEncoding("latin1");
+  stream.on("data", (chunk: string) => {
+    let start = 0;
+    for (let nl = chunk.indexOf("\n"); nl >= 0; nl = chunk.indexOf("\n", start)) {
+      const line = chunk.slice(start, nl);
+      start = nl + 1;
+      if (rest) {
+        onLine(rest + line);
+        rest = "";
+      } else onLine(line);
+    }
+    if (start < chunk.length) rest += chunk.slice(start);
+  });
 }

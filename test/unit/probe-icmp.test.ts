@@ -4,7 +4,8 @@ import test from "ava";
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { IcmpProbe, pingArgv } from "../../health/probes/icmp.js";
+import { IcmpProbe, eachLine, pingArgv } from "../../health/probes/icmp.js";
+import { PassThrough } from "node:stream";
 import type { ProbeResult } from "../../core/probe-state.js";
 
 const dir = mkdtempSync(join(tmpdir(), "egressd-fakeping-"));
@@ -158,6 +159,27 @@ test("a silent ping fails at interval + timeout, then every interval", async (t)
   t.regex(fails[0]!.reason!, /silent/);
 });
 
+test("replies push the silence back: none is reported while they come, one follows the last", async (t) => {
+  // Replies every 100 ms for two seconds; silence is interval + timeout = 1 s.
+  const lines = [];
+  for (let seq = 1; seq <= 20; seq++) lines.push(reply(seq, 0.1), "sleep 0.1");
+  const probe = new IcmpProbe({
+    target: "10.0.0.2",
+    intervalMs: 100,
+    timeoutMs: 900,
+    ping: fakePing(lines),
+    now: PINNED,
+  });
+  const out = await collect(probe, 21, 0, 8000);
+  t.is(out.length, 21, JSON.stringify(out));
+  t.true(
+    out.slice(0, 20).every((r) => r.ok),
+    JSON.stringify(out),
+  );
+  t.regex(out[20]!.reason!, /ping silent within 900 ms/);
+  t.true(out[20]!.t - out[19]!.t >= 980, JSON.stringify(out));
+});
+
 test("silence measured across a stall of the loop is inconclusive; the next silence fails", async (t) => {
   const ping = fakePing([reply(1, 0.1)]);
   let clock = 0;
@@ -208,4 +230,27 @@ test("16-bit icmp_seq wrap-around keeps working", async (t) => {
     out.map((r) => r.ok),
     [true, true, true, true],
   );
+});
+
+test("lines split across reads are joined; a line without its newline waits for it", async (t) => {
+  const s = new PassThrough();
+  const lines: string[] = [];
+  eachLine(s, (l) => lines.push(l));
+  for (const chunk of [
+    "64 bytes from 10.0.0.2: icmp_",
+    "seq=1 time=0.1 ms\nno answer yet",
+    " for icmp_seq=2\n\nx\ny",
+    "z",
+  ])
+    s.write(chunk);
+  await new Promise((r) => setImmediate(r));
+  t.deepEqual(lines, [
+    "64 bytes from 10.0.0.2: icmp_seq=1 time=0.1 ms",
+    "no answer yet for icmp_seq=2",
+    "",
+    "x",
+  ]);
+  s.write("\n");
+  await new Promise((r) => setImmediate(r));
+  t.is(lines.at(-1), "yz");
 });
