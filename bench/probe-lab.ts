@@ -58,15 +58,28 @@ export function cleanupOnSignal(lab: ProbeLab): void {
 
 const TICK = 100; // USER_HZ on Linux
 
-/** utime + stime (ms) of a process, or 0 if gone. */
-export function procCpuMs(pid: number): number {
+/**
+ * CPU (ms) the scheduler has run the live threads of a process, from
+ * /proc/PID/task/TID/schedstat (nanoseconds), or 0 if gone. Unlike utime +
+ * stime, sampled at each tick, it sees runs shorter than a tick, which is
+ * what a daemon woken a few hundred times a second mostly does.
+ */
+export function runtimeMs(pid: number): number {
+  let ns = 0;
+  let tasks: string[];
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return ((Number(f[11]) + Number(f[12])) * 1000) / TICK;
+    tasks = readdirSync(`/proc/${pid}/task`);
   } catch {
     return 0;
   }
+  for (const t of tasks) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, "utf8").split(" ")[0]);
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return ns / 1e6;
 }
 
 /** CPU (ms) of this process's reaped children (cutime + cstime). */

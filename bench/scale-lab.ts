@@ -27,7 +27,7 @@ import type { Sandbox } from "../test/helpers/netns.js";
 import { buildTopology, Frr, GW_ASN, GW_V4, TOR_ASN, TOR_V4 } from "../test/helpers/bgp-lab.js";
 import { BfdSpeaker } from "../test/helpers/bfd-speaker.js";
 import { parseExposition, value, type Family } from "../test/helpers/exposition.js";
-import { procCpuMs } from "./probe-lab.js";
+import { runtimeMs } from "./probe-lab.js";
 import { benchSandbox } from "./nat-lib.js";
 import { gatewayAtScale } from "./scale-config.js";
 
@@ -351,13 +351,13 @@ export class ScaleLab {
     return Number(m?.[1] ?? 0) / 1024;
   }
 
-  /** CPU time (user + system, seconds) of egressd and of everything in its namespace. */
+  /** CPU time (seconds the scheduler ran their live threads) of egressd and of everything in its namespace. */
   async cpuSeconds(): Promise<{ egressd: number; namespace: number }> {
     const r = await run(["ip", "netns", "pids", this.sb.ns("gw")]);
     const pids = r.stdout.split("\n").filter(Boolean).map(Number);
     return {
-      egressd: procCpuMs(this.pid!) / 1000,
-      namespace: pids.reduce((s, p) => s + procCpuMs(p), 0) / 1000,
+      egressd: runtimeMs(this.pid!) / 1000,
+      namespace: pids.reduce((s, p) => s + runtimeMs(p), 0) / 1000,
     };
   }
 
