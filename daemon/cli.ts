@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=4
+#!/usr/bin/env -S node --max-semi-space-size=4 --no-memory-reducer
 // egressd's command line. Each subcommand lives in daemon/commands/ and is
 // registered here; exit codes are documented in the README. The shebang
 // carries NODE_FLAGS (daemon/node-flags.ts).
