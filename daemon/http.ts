@@ -16,6 +16,8 @@ import type { ObservableGateway } from "./observable.js";
 export interface HttpOptions {
   gateway: Pick<ObservableGateway, "status" | "loopAlive">;
   registry: Registry;
+  /** Renders /metrics (default: the registry's own, in one task). */
+  render?: () => Promise<string>;
   log?: Logger;
 }
 
@@ -62,7 +64,7 @@ export function httpHandler(opts: HttpOptions): (req: IncomingMessage, res: Serv
     try {
       switch (path) {
         case "/metrics": {
-          const body = await registry.metrics();
+          const body = await (opts.render ? opts.render() : registry.metrics());
           return send(res, 200, registry.contentType, body);
         }
         case "/healthz":

@@ -33,6 +33,7 @@ export async function startObservability(opts: ObservabilityOptions): Promise<Ob
     server = await startHttpServer({
       gateway: opts.gateway,
       registry: metrics.registry,
+      render: () => metrics.render(),
       listen: opts.listen,
       log: opts.log,
     });
