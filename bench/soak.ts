@@ -98,7 +98,11 @@ async function main(lab: ScaleLab): Promise<number> {
   // The kernel's softirq threads: their wait in each interval between scrapes (wall-clock end, ms).
   const softirqStart = lab.softirqWaitMs();
   let softirqPrev = softirqStart;
-  const softirqWaits: { until: number; ms: number }[] = [];
+  // And per interval, the hypervisor's steal and egressd's own loop delay, to set beside each failure.
+  const softirqWaits: { until: number; ms: number; stealMs: number; loopMaxMs: number }[] = [];
+  const stealStart = lab.stealMs();
+  let stealPrev = stealStart;
+  let loopMaxMs = NaN;
   let reloads = 0;
   let lastReload = t0;
   let last = first;
@@ -109,6 +113,7 @@ async function main(lab: ScaleLab): Promise<number> {
       if (text !== undefined) {
         last = text;
         const lag = loopLag(parseExposition(text));
+        loopMaxMs = lag.maxMs;
         delayMax.push(lag.maxMs);
         delayAt.push((tick - t0) / 1000);
         delayP99.push(lag.p99Ms);
@@ -117,8 +122,15 @@ async function main(lab: ScaleLab): Promise<number> {
       if (tor && torPrev) torWaitWorst = Math.max(torWaitWorst, tor.waitMs - torPrev.waitMs);
       torPrev = tor;
       const softirq = lab.softirqWaitMs();
-      softirqWaits.push({ until: Date.now(), ms: softirq - softirqPrev });
+      const steal = lab.stealMs();
+      softirqWaits.push({
+        until: Date.now(),
+        ms: softirq - softirqPrev,
+        stealMs: steal - stealPrev,
+        loopMaxMs,
+      });
       softirqPrev = softirq;
+      stealPrev = steal;
       if (RELOAD_MS > 0 && tick - lastReload >= RELOAD_MS) {
         lastReload = tick;
         const config = structuredClone(lab.config);
@@ -192,6 +204,10 @@ async function main(lab: ScaleLab): Promise<number> {
     `  the kernel's softirq threads (ksoftirqd, every packet of the lab): waited for a CPU ` +
       `${fmt(lab.softirqWaitMs() - softirqStart, 0)} ms in all, at most ${fmt(softirqWorst, 0)} ms in one second`,
   );
+  console.log(
+    `  CPU steal (the hypervisor ran other guests): ${fmt(lab.stealMs() - stealStart, 0)} ms in all, ` +
+      `at most ${fmt(Math.max(0, ...softirqWaits.map((w) => w.stealMs)), 0)} ms in one second`,
+  );
   if (rss.length)
     console.log(`  RSS: min ${fmt(Math.min(...rss), 0)} MB, max ${fmt(Math.max(...rss), 0)} MB`);
   // egressd logs the first failed result after a good one, with its reason.
@@ -208,17 +224,26 @@ async function main(lab: ScaleLab): Promise<number> {
     .filter((l) => l.includes('"probe result failed"'))
     .map((l) => Date.parse((JSON.parse(l) as { time: string }).time));
   if (failedAt.length) {
-    // The scrape interval each failure fell in (about a second), and what the softirq threads waited in it.
-    const waitAt = (t: number) => softirqWaits.find((w) => w.until >= t)?.ms ?? NaN;
-    const median = percentile(
-      softirqWaits.map((w) => w.ms),
-      50,
-    );
+    // The scrape interval each failure fell in (about a second): what the softirq threads waited,
+    // what the hypervisor stole, and egressd's loop delay (the max since the scrape before).
+    const at = (t: number) => softirqWaits.find((w) => w.until >= t);
+    const median = (f: (w: (typeof softirqWaits)[number]) => number) =>
+      fmt(
+        percentile(
+          softirqWaits.map(f).filter((x) => Number.isFinite(x)),
+          50,
+        ),
+        0,
+      );
     console.log(
-      `  softirq wait in the second of each failure (ms; median of all seconds ${fmt(median, 0)}): ` +
+      `  in the second of each failure: softirq wait / CPU steal / egressd's loop delay max, ms ` +
+        `(medians of all seconds ${median((w) => w.ms)} / ${median((w) => w.stealMs)} / ${median((w) => w.loopMaxMs)}): ` +
         failedAt
           .slice(0, 30)
-          .map((t) => fmt(waitAt(t), 0))
+          .map((t) => {
+            const w = at(t);
+            return w ? `${fmt(w.ms, 0)}/${fmt(w.stealMs, 0)}/${fmt(w.loopMaxMs, 0)}` : "?";
+          })
           .join(" "),
     );
   }
