@@ -324,16 +324,6 @@ export class ScaleLab {
    * when real-time or busy tasks keep them from a CPU, every packet of the
    * machine waits, probes and BFD alike.
    */
-  /**
-   * CPU time the hypervisor gave to other guests while this VM wanted it
-   * (steal, all CPUs, ms since boot; /proc/stat). Every thread of the lab,
-   * egressd, ping and the ToR alike, stands still meanwhile.
-   */
-  stealMs(): number {
-    const cpu = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!.trim().split(/\s+/);
-    return Number(cpu[8] ?? 0) * 10; // USER_HZ = 100
-  }
-
   softirqWaitMs(): number {
     this.softirqPids ??= readdirSync("/proc")
       .filter((d) => /^\d+$/.test(d))
@@ -355,6 +345,16 @@ export class ScaleLab {
     return ms;
   }
   private softirqPids: string[] | undefined;
+
+  /**
+   * CPU time the hypervisor gave to other guests while this VM wanted it
+   * (steal, all CPUs, ms since boot; /proc/stat). Every thread of the lab,
+   * egressd, ping and the ToR alike, stands still meanwhile.
+   */
+  stealMs(): number {
+    const cpu = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!.trim().split(/\s+/);
+    return Number(cpu[8] ?? 0) * 10; // USER_HZ = 100
+  }
 
   rssMb(): number {
     const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${this.pid}/status`, "utf8"));

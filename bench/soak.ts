@@ -95,11 +95,11 @@ async function main(lab: ScaleLab): Promise<number> {
   const torStart = lab.torSched();
   let torPrev = torStart;
   let torWaitWorst = 0;
-  // The kernel's softirq threads: their wait in each interval between scrapes (wall-clock end, ms).
+  // Each interval between scrapes (wall-clock end): what the kernel's softirq threads waited for a
+  // CPU, what the hypervisor stole, and egressd's own loop delay, in ms, to set beside each failure.
   const softirqStart = lab.softirqWaitMs();
   let softirqPrev = softirqStart;
-  // And per interval, the hypervisor's steal and egressd's own loop delay, to set beside each failure.
-  const softirqWaits: { until: number; ms: number; stealMs: number; loopMaxMs: number }[] = [];
+  const seconds: { until: number; softirqMs: number; stealMs: number; loopMaxMs: number }[] = [];
   const stealStart = lab.stealMs();
   let stealPrev = stealStart;
   let loopMaxMs = NaN;
@@ -123,9 +123,9 @@ async function main(lab: ScaleLab): Promise<number> {
       torPrev = tor;
       const softirq = lab.softirqWaitMs();
       const steal = lab.stealMs();
-      softirqWaits.push({
+      seconds.push({
         until: Date.now(),
-        ms: softirq - softirqPrev,
+        softirqMs: softirq - softirqPrev,
         stealMs: steal - stealPrev,
         loopMaxMs,
       });
@@ -199,14 +199,14 @@ async function main(lab: ScaleLab): Promise<number> {
       `  the ToR's bfdd: ${fmt((torEnd.runMs - torStart.runMs) / 10 / wall, 1)} % of a core; ` +
         `waited for a CPU ${fmt(torEnd.waitMs - torStart.waitMs, 0)} ms in all, at most ${fmt(torWaitWorst, 0)} ms in one second`,
     );
-  const softirqWorst = Math.max(0, ...softirqWaits.map((w) => w.ms));
+  const softirqWorst = Math.max(0, ...seconds.map((w) => w.softirqMs));
   console.log(
     `  the kernel's softirq threads (ksoftirqd, every packet of the lab): waited for a CPU ` +
       `${fmt(lab.softirqWaitMs() - softirqStart, 0)} ms in all, at most ${fmt(softirqWorst, 0)} ms in one second`,
   );
   console.log(
     `  CPU steal (the hypervisor ran other guests): ${fmt(lab.stealMs() - stealStart, 0)} ms in all, ` +
-      `at most ${fmt(Math.max(0, ...softirqWaits.map((w) => w.stealMs)), 0)} ms in one second`,
+      `at most ${fmt(Math.max(0, ...seconds.map((w) => w.stealMs)), 0)} ms in one second`,
   );
   if (rss.length)
     console.log(`  RSS: min ${fmt(Math.min(...rss), 0)} MB, max ${fmt(Math.max(...rss), 0)} MB`);
@@ -218,7 +218,7 @@ async function main(lab: ScaleLab): Promise<number> {
     failures.set(why, (failures.get(why) ?? 0) + 1);
   }
   for (const [why, n] of failures) console.log(`  probe failures logged: ${n} x ${why}`);
-  // Each failure beside what the softirq threads waited in its second and the one before.
+  // Each failure beside the interval it fell in.
   const failedAt = lab
     .logLines()
     .filter((l) => l.includes('"probe result failed"'))
@@ -226,23 +226,23 @@ async function main(lab: ScaleLab): Promise<number> {
   if (failedAt.length) {
     // The scrape interval each failure fell in (about a second): what the softirq threads waited,
     // what the hypervisor stole, and egressd's loop delay (the max since the scrape before).
-    const at = (t: number) => softirqWaits.find((w) => w.until >= t);
-    const median = (f: (w: (typeof softirqWaits)[number]) => number) =>
+    const at = (t: number) => seconds.find((w) => w.until >= t);
+    const median = (f: (w: (typeof seconds)[number]) => number) =>
       fmt(
         percentile(
-          softirqWaits.map(f).filter((x) => Number.isFinite(x)),
+          seconds.map(f).filter((x) => Number.isFinite(x)),
           50,
         ),
         0,
       );
     console.log(
       `  in the second of each failure: softirq wait / CPU steal / egressd's loop delay max, ms ` +
-        `(medians of all seconds ${median((w) => w.ms)} / ${median((w) => w.stealMs)} / ${median((w) => w.loopMaxMs)}): ` +
+        `(medians of all seconds ${median((w) => w.softirqMs)} / ${median((w) => w.stealMs)} / ${median((w) => w.loopMaxMs)}): ` +
         failedAt
           .slice(0, 30)
           .map((t) => {
             const w = at(t);
-            return w ? `${fmt(w.ms, 0)}/${fmt(w.stealMs, 0)}/${fmt(w.loopMaxMs, 0)}` : "?";
+            return w ? `${fmt(w.softirqMs, 0)}/${fmt(w.stealMs, 0)}/${fmt(w.loopMaxMs, 0)}` : "?";
           })
           .join(" "),
     );
