@@ -166,7 +166,7 @@ async function main(lab: ScaleLab): Promise<number> {
   console.log(`  false alarms: ${total}`);
   for (const [what, n] of Object.entries(falseAlarms)) console.log(`    ${what.padEnd(34)} ${n}`);
   console.log(
-    `  probe results: ${d("probeOk")} ok, ${d("inconclusive")} inconclusive (a stall of egressd's loop kept them from being judged)`,
+    `  probe results: ${d("probeOk")} ok, ${d("inconclusive")} inconclusive (a stall of egressd's loop, or CPU steal, kept them from being judged)`,
   );
   console.log(
     `  event-loop delay per scrape: max ${fmt(Math.max(...delayMax), 0)} ms; ` +

@@ -179,7 +179,7 @@ export class Metrics {
     const resultTally = new Map<string, { ok: number; failed: number; inconclusive: number }>();
     new Counter({
       name: "egressd_probe_results_total",
-      help: "Probe results, per probe and result (ok, failed, inconclusive: the event loop stalled through the probe's timeout, so it was not judged).",
+      help: "Probe results, per probe and result (ok, failed, inconclusive: the event loop stalled through the probe's timeout, or the hypervisor stole the machine's CPUs in its window, so it was not judged).",
       labelNames: ["probe", "result"],
       registers,
       collect() {

@@ -59,14 +59,18 @@ export function deadline(
   };
 }
 
+/** The result of a probe that could not be judged fairly, and why (health/steal.ts too). */
+export function inconclusiveResult(
+  what: string,
+  why: string,
+): { ok: false; inconclusive: true; reason: string } {
+  return { ok: false, inconclusive: true, reason: `${what}: no verdict, ${why}` };
+}
+
 /** The result a probe gives when a stall kept it from being judged. */
 export function stalledResult(
   what: string,
   stalledMs: number,
 ): { ok: false; inconclusive: true; reason: string } {
-  return {
-    ok: false,
-    inconclusive: true,
-    reason: `${what}: no verdict, the event loop stalled ${stalledMs} ms past the timeout`,
-  };
+  return inconclusiveResult(what, `the event loop stalled ${stalledMs} ms past the timeout`);
 }

@@ -26,6 +26,7 @@ import { tcpProbe } from "./probes/tcp.js";
 import { httpProbe } from "./probes/http.js";
 import { checkProbe, type CheckFn } from "./probes/check.js";
 import { redactUrl } from "../core/redact.js";
+import type { StealClock } from "./steal.js";
 
 export type { PollProbe, StreamProbe } from "./probe-types.js";
 import type { PollProbe, StreamProbe } from "./probe-types.js";
@@ -85,7 +86,10 @@ export interface ProbeStatus extends StateSnapshot {
   heldUntilWall: number | null;
   lastResult: { ok: boolean; reason?: string; wallTime: number } | null;
   lastRttMs: number | null;
-  /** inconclusive: results a stall of the event loop kept from being judged (not counted towards rise or fall). */
+  /**
+   * inconclusive: results a stall of the event loop, or the hypervisor's CPU steal, kept from being judged
+   * (not counted towards rise or fall).
+   */
   results: { ok: number; failed: number; inconclusive: number };
   transitions: number;
 }
@@ -99,6 +103,8 @@ export interface ProberOptions {
   netns?: string;
   /** ping binary (default "ping"). */
   ping?: string;
+  /** The machine's CPU steal, shared by the probes (default: /proc/stat; health/steal.ts). */
+  steal?: StealClock;
 }
 
 interface Entry {
@@ -170,10 +176,16 @@ export class Prober extends EventEmitter<ProberEvents> {
           sourceAddress: spec.sourceAddress,
           netns: this.opts.netns,
           ping: this.opts.ping,
+          steal: this.opts.steal,
         });
         break;
       case "tcp":
-        poll = tcpProbe({ target: spec.target, port: spec.port!, sourceAddress: spec.sourceAddress });
+        poll = tcpProbe({
+          target: spec.target,
+          port: spec.port!,
+          sourceAddress: spec.sourceAddress,
+          steal: this.opts.steal,
+        });
         break;
       case "http":
         poll = httpProbe({
@@ -183,6 +195,7 @@ export class Prober extends EventEmitter<ProberEvents> {
           expectStatus: spec.expectStatus,
           sourceAddress: spec.sourceAddress,
           tlsSkipVerify: spec.tlsSkipVerify,
+          steal: this.opts.steal,
         });
         break;
     }
@@ -203,7 +216,16 @@ export class Prober extends EventEmitter<ProberEvents> {
     const errs = validateStateConfig(timing);
     if (!spec.name) errs.push("name is required");
     if (errs.length) throw new Error(`check ${spec.name}: ${errs.join("; ")}`);
-    this.insert(spec.name, "check", spec.target ?? "check", timing, checkProbe(spec.check), null, "", true);
+    this.insert(
+      spec.name,
+      "check",
+      spec.target ?? "check",
+      timing,
+      checkProbe(spec.check, undefined, this.opts.steal),
+      null,
+      "",
+      true,
+    );
   }
 
   /**

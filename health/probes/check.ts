@@ -8,7 +8,8 @@ import { networkInterfaces } from "node:os";
 import { performance } from "node:perf_hooks";
 import type { ProbeResult } from "../../core/probe-state.js";
 import type { PollProbe } from "../probe-types.js";
-import { deadline, stalledResult } from "../deadline.js";
+import { deadline, inconclusiveResult, stalledResult } from "../deadline.js";
+import { StealExcuses, type StealClock } from "../steal.js";
 
 export interface CheckOutcome {
   ok: boolean;
@@ -18,20 +19,27 @@ export interface CheckOutcome {
 /** A check: resolves with the outcome, or a boolean. `signal` aborts at the timeout. */
 export type CheckFn = (signal: AbortSignal) => Promise<CheckOutcome | boolean>;
 
-/** `now`: the clock the timeout's lateness is read on (tests pin it; default performance.now). */
-export function checkProbe(fn: CheckFn, now?: () => number): PollProbe {
+/**
+ * `now`: the clock the timeout's lateness is read on (tests pin it; default
+ * performance.now); `steal`: the machine's CPU steal (health/steal.ts).
+ */
+export function checkProbe(fn: CheckFn, now?: () => number, steal?: StealClock): PollProbe {
+  const excuses = new StealExcuses(steal);
   return {
     run(timeoutMs: number): Promise<ProbeResult> {
       const started = performance.now();
       const ac = new AbortController();
+      excuses.note();
       return new Promise<ProbeResult>((resolve) => {
         const timer = deadline(
           timeoutMs,
           (stalledMs) => {
             ac.abort();
+            if (stalledMs) return resolve(stalledResult("check", stalledMs));
+            const stolen = excuses.excuse(timeoutMs);
             resolve(
-              stalledMs
-                ? stalledResult("check", stalledMs)
+              stolen
+                ? inconclusiveResult(`check timed out after ${timeoutMs} ms`, stolen)
                 : { ok: false, reason: `check timed out after ${timeoutMs} ms` },
             );
           },
@@ -41,6 +49,7 @@ export function checkProbe(fn: CheckFn, now?: () => number): PollProbe {
           (out) => {
             timer.cancel();
             const o = typeof out === "boolean" ? { ok: out } : out;
+            if (o.ok) excuses.succeeded();
             resolve({ ok: o.ok, reason: o.reason, rttMs: performance.now() - started });
           },
           (err: unknown) => {

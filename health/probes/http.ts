@@ -10,7 +10,8 @@ import type { ProbeResult } from "../../core/probe-state.js";
 import type { PollProbe } from "../probe-types.js";
 import { redactUrl } from "../../core/redact.js";
 import { probeableScheme } from "../../core/probe-spec.js";
-import { deadline, stalledResult } from "../deadline.js";
+import { deadline, inconclusiveResult, stalledResult } from "../deadline.js";
+import { StealExcuses, type StealClock } from "../steal.js";
 
 export interface HttpProbeOptions {
   /** Full URL; if absent it is built from target and port. */
@@ -23,6 +24,8 @@ export interface HttpProbeOptions {
   sourceAddress?: string;
   /** HTTPS only: accept any certificate. Off unless configured. */
   tlsSkipVerify?: boolean;
+  /** The machine's CPU steal (default: /proc/stat; health/steal.ts). */
+  steal?: StealClock;
 }
 
 /** The URL a probe will GET. */
@@ -42,8 +45,10 @@ export function httpProbe(opts: HttpProbeOptions): PollProbe {
   const request = url.protocol === "https:" ? httpsRequest : httpRequest;
   // Failure reasons go to logs and /status: never the credentials a URL may hold.
   const shown = redactUrl(url.toString());
+  const excuses = new StealExcuses(opts.steal);
   return {
     run(timeoutMs: number): Promise<ProbeResult> {
+      excuses.note();
       return new Promise((resolve) => {
         const started = performance.now();
         const ac = new AbortController();
@@ -54,10 +59,13 @@ export function httpProbe(opts: HttpProbeOptions): PollProbe {
           done = true;
           timer.cancel();
           req.destroy();
+          if (r.ok) excuses.succeeded();
           resolve(r);
         };
         const timer = deadline(timeoutMs, (stalledMs) => {
-          if (stalledMs) finish(stalledResult(`GET ${shown}`, stalledMs));
+          if (stalledMs) return finish(stalledResult(`GET ${shown}`, stalledMs));
+          const stolen = excuses.excuse(timeoutMs);
+          if (stolen) finish(inconclusiveResult(`GET ${shown}: timeout after ${timeoutMs} ms`, stolen));
           else ac.abort();
         });
         const req = request(url, {

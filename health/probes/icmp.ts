@@ -11,6 +11,8 @@
 // the probe when ping prints nothing for interval + timeout (ping backs off on
 // send errors such as ENOBUFS when the link is down, and it may die): the
 // child is then restarted with a backoff. The child is killed on close().
+// A missed or late reply, or a silence, in a window in which the hypervisor
+// took a large share of the machine is inconclusive (health/steal.ts).
 import { spawn, type ChildProcess } from "node:child_process";
 import { isIPv4, isIPv6 } from "node:net";
 import { setPriority } from "node:os";
@@ -18,7 +20,8 @@ import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import type { ProbeResult } from "../../core/probe-state.js";
 import type { StreamProbe } from "../probe-types.js";
-import { deadline, stalledResult, type Deadline } from "../deadline.js";
+import { deadline, inconclusiveResult, stalledResult, type Deadline } from "../deadline.js";
+import { StealExcuses, type StealClock } from "../steal.js";
 import { DEFAULTS } from "../../core/defaults.js";
 
 export interface IcmpProbeOptions {
@@ -35,6 +38,8 @@ export interface IcmpProbeOptions {
   size?: number;
   /** The clock timeouts' lateness is read on (tests pin it; default performance.now). */
   now?: () => number;
+  /** The machine's CPU steal (default: /proc/stat; tests pass one that never steals). */
+  steal?: StealClock;
 }
 
 const REPLY = /icmp_seq=(\d+)\b.*\btime=([\d.]+) ms/;
@@ -82,12 +87,14 @@ export class IcmpProbe implements StreamProbe {
   private restartTimer: NodeJS.Timeout | null = null;
   private restartDelayMs = 0;
   private lastError = "";
+  private readonly steal: StealExcuses;
   /** Number of ping children started (for tests and /status). */
   spawns = 0;
 
   constructor(readonly opts: IcmpProbeOptions) {
     if (!(opts.intervalMs >= 10)) throw new Error("icmp probe: intervalMs must be >= 10");
     if (!(opts.timeoutMs > 0)) throw new Error("icmp probe: timeoutMs must be > 0");
+    this.steal = new StealExcuses(opts.steal);
   }
 
   /** Pid of the running ping child, if any. */
@@ -165,7 +172,13 @@ export class IcmpProbe implements StreamProbe {
       this.settle(seq);
       if (seq <= this.reported) return; // already failed by its timeout
       if (rtt > this.opts.timeoutMs) {
-        this.report(seq, { ok: false, reason: `ping ${this.opts.target}: reply after ${rtt} ms` });
+        const stolen = this.steal.excuse(rtt);
+        this.report(
+          seq,
+          stolen
+            ? inconclusiveResult(`ping ${this.opts.target}: reply after ${rtt} ms`, stolen)
+            : { ok: false, reason: `ping ${this.opts.target}: reply after ${rtt} ms` },
+        );
       } else {
         this.report(seq, { ok: true, rttMs: rtt });
       }
@@ -191,11 +204,15 @@ export class IcmpProbe implements StreamProbe {
         (stalledMs) => {
           if (this.pending.get(seq) !== d) return;
           this.pending.delete(seq);
-          // A stall of our loop over the wait says nothing of the target; with nothing to wait, ping's own clock decided.
+          // A stall of our loop over the wait says nothing of the target; with nothing to wait, ping's own
+          // clock decided. A machine the hypervisor stopped over the timeout may not have read the reply.
+          if (stalledMs && wait > 0)
+            return this.report(seq, stalledResult(`ping ${this.opts.target}`, stalledMs));
+          const stolen = this.steal.excuse(this.opts.timeoutMs);
           this.report(
             seq,
-            stalledMs && wait > 0
-              ? stalledResult(`ping ${this.opts.target}`, stalledMs)
+            stolen
+              ? inconclusiveResult(`ping ${this.opts.target}`, stolen)
               : { ok: false, reason: this.failReason("no reply") },
           );
         },
@@ -234,6 +251,7 @@ export class IcmpProbe implements StreamProbe {
   }
 
   private emit(r: ProbeResult): void {
+    if (r.ok) this.steal.succeeded();
     this.onResult?.(r);
   }
 
@@ -243,6 +261,7 @@ export class IcmpProbe implements StreamProbe {
    */
   private armWatchdog(ms: number): void {
     if (this.closed) return;
+    this.steal.note();
     // Every ping line lands here: push the same timer back rather than make a new one.
     if (this.watchdog && this.watchdogMs === ms) return this.watchdog.restart();
     this.watchdog?.cancel();
@@ -252,13 +271,18 @@ export class IcmpProbe implements StreamProbe {
   private watchdogMs = 0;
 
   private onSilence(stalledMs: number): void {
+    const windowMs = this.watchdogMs;
     this.watchdog = null;
     if (this.closed) return;
-    // Silence measured across a stall of our own loop is no verdict on ping.
+    // Silence measured across a stall of our own loop, or while the hypervisor held the machine, is no
+    // verdict on ping.
+    const stolen = !stalledMs && this.child ? this.steal.excuse(windowMs) : null;
     this.emit(
       stalledMs && this.child
         ? stalledResult(`ping ${this.opts.target}`, stalledMs)
-        : { ok: false, reason: this.failReason(this.child ? "ping silent" : "ping not running") },
+        : stolen
+          ? inconclusiveResult(`ping ${this.opts.target}: silent ${windowMs} ms`, stolen)
+          : { ok: false, reason: this.failReason(this.child ? "ping silent" : "ping not running") },
     );
     this.armWatchdog(this.opts.intervalMs);
   }

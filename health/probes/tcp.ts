@@ -4,13 +4,16 @@ import { connect, isIPv6 } from "node:net";
 import { performance } from "node:perf_hooks";
 import type { ProbeResult } from "../../core/probe-state.js";
 import type { PollProbe } from "../probe-types.js";
-import { deadline, stalledResult } from "../deadline.js";
+import { deadline, inconclusiveResult, stalledResult } from "../deadline.js";
+import { StealExcuses, type StealClock } from "../steal.js";
 
 export interface TcpProbeOptions {
   target: string;
   port: number;
   /** Local address to connect from (selects the egress path). */
   sourceAddress?: string;
+  /** The machine's CPU steal (default: /proc/stat; health/steal.ts). */
+  steal?: StealClock;
 }
 
 export function tcpProbe(opts: TcpProbeOptions): PollProbe {
@@ -18,8 +21,10 @@ export function tcpProbe(opts: TcpProbeOptions): PollProbe {
     throw new Error(`tcp probe: invalid port ${opts.port}`);
   }
   const label = isIPv6(opts.target) ? `[${opts.target}]:${opts.port}` : `${opts.target}:${opts.port}`;
+  const excuses = new StealExcuses(opts.steal);
   return {
     run(timeoutMs: number): Promise<ProbeResult> {
+      excuses.note();
       return new Promise((resolve) => {
         const started = performance.now();
         let done = false;
@@ -34,15 +39,15 @@ export function tcpProbe(opts: TcpProbeOptions): PollProbe {
           done = true;
           timer.cancel();
           socket.destroy();
+          if (r.ok) excuses.succeeded();
           resolve(r);
         };
-        const timer = deadline(timeoutMs, (stalledMs) =>
-          finish(
-            stalledMs
-              ? stalledResult(`tcp connect ${label}`, stalledMs)
-              : { ok: false, reason: `tcp connect ${label}: timeout after ${timeoutMs} ms` },
-          ),
-        );
+        const timer = deadline(timeoutMs, (stalledMs) => {
+          if (stalledMs) return finish(stalledResult(`tcp connect ${label}`, stalledMs));
+          const what = `tcp connect ${label}: timeout after ${timeoutMs} ms`;
+          const stolen = excuses.excuse(timeoutMs);
+          finish(stolen ? inconclusiveResult(what, stolen) : { ok: false, reason: what });
+        });
         socket.once("connect", () => finish({ ok: true, rttMs: performance.now() - started }));
         socket.once("error", (err: NodeJS.ErrnoException) =>
           finish({ ok: false, reason: `tcp connect ${label}: ${err.code ?? err.message}` }),

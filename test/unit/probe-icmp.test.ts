@@ -4,7 +4,8 @@ import test from "ava";
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { IcmpProbe, eachLine, pingArgv } from "../../health/probes/icmp.js";
+import { IcmpProbe, eachLine, pingArgv, type IcmpProbeOptions } from "../../health/probes/icmp.js";
+import { NO_STEAL } from "../../health/steal.js";
 import { PassThrough } from "node:stream";
 import type { ProbeResult } from "../../core/probe-state.js";
 
@@ -26,6 +27,9 @@ const reply = (seq: number, ms: number) =>
 const noAnswer = (seq: number) => `[1.0] no answer yet for icmp_seq=${seq}`;
 
 type Timed = ProbeResult & { t: number };
+
+/** A probe on a machine without CPU steal: its timeouts are judged, however the machine is doing. */
+const icmpProbe = (o: IcmpProbeOptions) => new IcmpProbe({ steal: NO_STEAL, ...o });
 
 /** A clock that never moves: no timeout is ever late, so a loaded machine cannot make a result inconclusive. */
 const PINNED = () => 0;
@@ -65,7 +69,7 @@ test("argv: ping -n -O -D -i, family, source, netns", (t) => {
 
 test("replies are successes with their RTT; an unanswered seq fails at send + timeout", async (t) => {
   const ping = fakePing([reply(1, 0.05), reply(2, 0.07), noAnswer(3)]);
-  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping, now: PINNED });
+  const probe = icmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping, now: PINNED });
   const out = await collect(probe, 3);
   t.is(out.length, 3, JSON.stringify(out));
   t.like(out[0], { ok: true, rttMs: 0.05 });
@@ -78,7 +82,7 @@ test("replies are successes with their RTT; an unanswered seq fails at send + ti
 
 test("a reply that arrives after 'no answer yet' but within the timeout is a success", async (t) => {
   const ping = fakePing([noAnswer(1), "sleep 0.05", reply(1, 150)]);
-  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping, now: PINNED });
+  const probe = icmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping, now: PINNED });
   const out = await collect(probe, 1, 100);
   t.deepEqual(
     out.map((r) => r.ok),
@@ -88,7 +92,7 @@ test("a reply that arrives after 'no answer yet' but within the timeout is a suc
 
 test("a reply slower than the timeout is a failure, reported once", async (t) => {
   const ping = fakePing([noAnswer(1), reply(1, 2040), reply(2, 0.1)]);
-  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping, now: PINNED });
+  const probe = icmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping, now: PINNED });
   const out = await collect(probe, 2, 100);
   t.deepEqual(
     out.map((r) => r.ok),
@@ -99,7 +103,7 @@ test("a reply slower than the timeout is a failure, reported once", async (t) =>
 
 test("timeout <= interval: 'no answer yet' fails at once", async (t) => {
   const ping = fakePing([noAnswer(1), noAnswer(2)]);
-  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 100, ping, now: PINNED });
+  const probe = icmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 100, ping, now: PINNED });
   const out = await collect(probe, 2);
   t.deepEqual(
     out.map((r) => r.ok),
@@ -110,7 +114,7 @@ test("timeout <= interval: 'no answer yet' fails at once", async (t) => {
 test("timeout = interval: a reply ping prints right after 'no answer yet' counts by its own time", async (t) => {
   // One write each, as ping late for a CPU prints them: the line, then the reply already received.
   const ping = fakePing([`${noAnswer(1)}\n${reply(1, 0.2)}`, `${noAnswer(2)}\n${reply(2, 150)}`]);
-  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 100, ping, now: PINNED });
+  const probe = icmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 100, ping, now: PINNED });
   const out = await collect(probe, 2, 50);
   t.deepEqual(
     out.map((r) => [r.ok, r.ok ? undefined : r.reason]),
@@ -123,7 +127,7 @@ test("timeout = interval: a reply ping prints right after 'no answer yet' counts
 
 test("a newer reply makes an older pending seq moot (results stay in order)", async (t) => {
   const ping = fakePing([noAnswer(1), reply(2, 0.1)]);
-  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping, now: PINNED });
+  const probe = icmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping, now: PINNED });
   // Seq 1 would have failed 200 ms after its "no answer" line; wait past that.
   const out = await collect(probe, 1, 300);
   t.deepEqual(
@@ -134,14 +138,14 @@ test("a newer reply makes an older pending seq moot (results stay in order)", as
 
 test("repeated 'no answer yet' for the same seq (ping cannot send) fails each time", async (t) => {
   const ping = fakePing([noAnswer(5), noAnswer(5), noAnswer(5), noAnswer(5)]);
-  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping, now: PINNED });
+  const probe = icmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping, now: PINNED });
   const out = await collect(probe, 3, 50);
   t.is(out.filter((r) => !r.ok).length, 3);
 });
 
 test("unreachable replies fail", async (t) => {
   const ping = fakePing(["[1.0] From 10.0.0.1 icmp_seq=1 Destination Host Unreachable"]);
-  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping, now: PINNED });
+  const probe = icmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 300, ping, now: PINNED });
   const out = await collect(probe, 1, 50);
   t.is(out.length, 1);
   t.regex(out[0]!.reason!, /Destination Host Unreachable/);
@@ -149,7 +153,7 @@ test("unreachable replies fail", async (t) => {
 
 test("a silent ping fails at interval + timeout, then every interval", async (t) => {
   const ping = fakePing([reply(1, 0.1)]);
-  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 200, ping, now: PINNED });
+  const probe = icmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 200, ping, now: PINNED });
   const out = await collect(probe, 4);
   t.true(out[0]!.ok);
   const fails = out.filter((r) => !r.ok);
@@ -163,7 +167,7 @@ test("replies push the silence back: none is reported while they come, one follo
   // Replies every 100 ms for two seconds; silence is interval + timeout = 1 s.
   const lines = [];
   for (let seq = 1; seq <= 20; seq++) lines.push(reply(seq, 0.1), "sleep 0.1");
-  const probe = new IcmpProbe({
+  const probe = icmpProbe({
     target: "10.0.0.2",
     intervalMs: 100,
     timeoutMs: 900,
@@ -183,7 +187,7 @@ test("replies push the silence back: none is reported while they come, one follo
 test("silence measured across a stall of the loop is inconclusive; the next silence fails", async (t) => {
   const ping = fakePing([reply(1, 0.1)]);
   let clock = 0;
-  const probe = new IcmpProbe({
+  const probe = icmpProbe({
     target: "10.0.0.2",
     intervalMs: 100,
     timeoutMs: 200,
@@ -209,7 +213,7 @@ test("silence measured across a stall of the loop is inconclusive; the next sile
 
 test("a dying ping is reported and restarted with a backoff", async (t) => {
   const ping = fakePing([reply(1, 0.1)], "exit");
-  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 200, ping, now: PINNED });
+  const probe = icmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 200, ping, now: PINNED });
   const out: Timed[] = [];
   probe.start((r) => out.push({ ...r, t: 0 }));
   const end = Date.now() + 5000;
@@ -224,7 +228,7 @@ test("a dying ping is reported and restarted with a backoff", async (t) => {
 
 test("16-bit icmp_seq wrap-around keeps working", async (t) => {
   const ping = fakePing([reply(65534, 0.1), reply(65535, 0.1), reply(0, 0.1), reply(1, 0.1)]);
-  const probe = new IcmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 200, ping, now: PINNED });
+  const probe = icmpProbe({ target: "10.0.0.2", intervalMs: 100, timeoutMs: 200, ping, now: PINNED });
   const out = await collect(probe, 4);
   t.deepEqual(
     out.map((r) => r.ok),

@@ -17,6 +17,7 @@ import { tcpProbe } from "../../health/probes/tcp.js";
 import { httpProbe, httpProbeUrl } from "../../health/probes/http.js";
 import { checkProbe, forwardingCheck, addressCheck } from "../../health/probes/check.js";
 import type { ProbeResult } from "../../core/probe-state.js";
+import { NO_STEAL } from "../../health/steal.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -134,6 +135,7 @@ test("check probes: timeout, throw and boolean outcomes", async (t) => {
   const slow = checkProbe(
     () => new Promise(() => {}),
     () => 0,
+    NO_STEAL,
   );
   const r1 = await slow.run(30);
   t.false(r1.ok);
@@ -193,7 +195,7 @@ test("tcp probe: connect ok, refused fails fast, blackhole times out", async (t)
   // drops further SYNs, so a connect hangs until the probe's timeout, on any
   // machine, whatever its routes.
   const stuck = await stuckListener(t);
-  const bh = await tcpProbe({ target: "127.0.0.1", port: stuck }).run(150);
+  const bh = await tcpProbe({ target: "127.0.0.1", port: stuck, steal: NO_STEAL }).run(150);
   t.false(bh.ok);
   t.regex(bh.reason!, /time/i);
 });
@@ -238,7 +240,7 @@ test("http probe: expected status is healthy, another status fails, and a timeou
     }, delay);
   });
   const port = await listen(server);
-  const probe = httpProbe({ target: "127.0.0.1", port });
+  const probe = httpProbe({ target: "127.0.0.1", port, steal: NO_STEAL });
   t.true((await probe.run(300)).ok);
   status = 500;
   const r = await probe.run(300);
