@@ -153,6 +153,8 @@ export class Prober extends EventEmitter<ProberEvents> {
   private readonly clock: () => number;
   private readonly random: () => number;
   private running = false;
+  /** Aligned (check) probes by interval: one timer per interval runs them all. */
+  private readonly rounds = new Map<number, { entries: Set<Entry>; timer: NodeJS.Timeout | null }>();
 
   constructor(private readonly opts: ProberOptions = {}) {
     super();
@@ -355,10 +357,34 @@ export class Prober extends EventEmitter<ProberEvents> {
         e.tickTimer = null;
         if (!e.removed) s.start((r) => this.apply(e, r));
       }, phase);
+    } else if (e.aligned) {
+      this.joinRound(e);
     } else {
       e.nextAt = this.clock() + phase;
       e.tickTimer = setTimeout(() => this.pollTick(e), phase);
     }
+  }
+
+  /** Adds an aligned probe to the round of its interval, which starts on the next multiple. */
+  private joinRound(e: Entry): void {
+    const { intervalMs } = e.timing;
+    let round = this.rounds.get(intervalMs);
+    if (!round) this.rounds.set(intervalMs, (round = { entries: new Set(), timer: null }));
+    round.entries.add(e);
+    if (round.timer) return;
+    const tick = (): void => {
+      for (const x of round.entries) this.runPoll(x);
+      // On the next multiple; one that fell behind (a stalled loop) waits for the next, without a burst.
+      round.timer = setTimeout(tick, intervalMs - (this.clock() % intervalMs));
+    };
+    round.timer = setTimeout(tick, intervalMs - (this.clock() % intervalMs));
+  }
+
+  private leaveRound(e: Entry): void {
+    const round = this.rounds.get(e.timing.intervalMs);
+    if (!round?.entries.delete(e) || round.entries.size) return;
+    if (round.timer) clearTimeout(round.timer);
+    this.rounds.delete(e.timing.intervalMs);
   }
 
   private halt(e: Entry): void {
@@ -367,6 +393,7 @@ export class Prober extends EventEmitter<ProberEvents> {
     if (e.tickTimer) clearTimeout(e.tickTimer);
     if (e.deadlineTimer) clearTimeout(e.deadlineTimer);
     e.tickTimer = e.deadlineTimer = null;
+    if (e.aligned) this.leaveRound(e);
     e.poll?.close();
     e.stream?.close();
   }
@@ -374,21 +401,24 @@ export class Prober extends EventEmitter<ProberEvents> {
   private pollTick(e: Entry): void {
     e.tickTimer = null;
     if (e.removed || !e.poll) return;
-    const { intervalMs, timeoutMs } = e.timing;
-    if (e.inflight < e.maxInflight) {
-      const seq = e.nextSeq++;
-      e.inflight++;
-      e.poll.run(timeoutMs).then(
-        (r) => this.finishRun(e, seq, r),
-        (err: unknown) => this.finishRun(e, seq, { ok: false, reason: String(err) }),
-      );
-    }
-    // Drift-free schedule with a little jitter (+-5%) so phases do not lock (checks: none, see aligned).
-    e.nextAt += e.aligned ? intervalMs : intervalMs * (0.95 + 0.1 * this.random());
+    this.runPoll(e);
+    // Drift-free schedule with a little jitter (+-5%) so phases do not lock.
+    e.nextAt += e.timing.intervalMs * (0.95 + 0.1 * this.random());
     const now = this.clock();
-    // Fell behind (event loop stalled): do not burst; an aligned check waits for the next multiple.
-    if (e.nextAt < now) e.nextAt = e.aligned ? now + intervalMs - (now % intervalMs) : now;
+    // Fell behind (event loop stalled): do not burst.
+    if (e.nextAt < now) e.nextAt = now;
     e.tickTimer = setTimeout(() => this.pollTick(e), e.nextAt - now);
+  }
+
+  /** Starts a run of a poll probe unless too many are in flight. */
+  private runPoll(e: Entry): void {
+    if (e.removed || !e.poll || e.inflight >= e.maxInflight) return;
+    const seq = e.nextSeq++;
+    e.inflight++;
+    e.poll.run(e.timing.timeoutMs).then(
+      (r) => this.finishRun(e, seq, r),
+      (err: unknown) => this.finishRun(e, seq, { ok: false, reason: String(err) }),
+    );
   }
 
   private finishRun(e: Entry, seq: number, r: ProbeResult): void {
