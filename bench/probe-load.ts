@@ -1,6 +1,6 @@
 // Load of the prober: N ICMP + N TCP probes at 100 ms (default 150 + 150 =
 // 300 probes, 3000 results/s) against targets in a network namespace. Prints
-// this process's CPU, event-loop delay, and the ping children's CPU.
+// this process's CPU, event-loop delay, and the ICMP helper's CPU.
 //
 //   node dist/bench/probe-load.js [--per-kind 150] [--seconds 20] [--interval 100]
 import { spawn } from "node:child_process";
@@ -63,7 +63,7 @@ async function main(): Promise<void> {
 
     const h = monitorEventLoopDelay({ resolution: 10 });
     const cpu0 = process.cpuUsage();
-    const pings0 = childrenCpu("ping");
+    const helper0 = childrenCpu("egressd-icmp");
     const t0 = performance.now();
     const r0 = results;
     const f0 = failed;
@@ -73,9 +73,9 @@ async function main(): Promise<void> {
     h.disable();
     const wall = performance.now() - t0;
     const cpu = process.cpuUsage(cpu0);
-    const pings1 = childrenCpu("ping");
-    let pingMs = 0;
-    for (const [pid, ms] of pings1) pingMs += ms - (pings0.get(pid) ?? 0);
+    const helper1 = childrenCpu("egressd-icmp");
+    let helperMs = 0;
+    for (const [pid, ms] of helper1) helperMs += ms - (helper0.get(pid) ?? 0);
 
     const pct = (ms: number) => ((ms / wall) * 100).toFixed(1);
     const ms = (ns: number) => Math.max(0, ns / 1e6 - 10).toFixed(2);
@@ -93,9 +93,7 @@ async function main(): Promise<void> {
     console.log(
       `event-loop delay under load: p50 ${ms(h.percentile(50))} ms, p99 ${ms(h.percentile(99))} ms, max ${ms(h.max)} ms`,
     );
-    console.log(
-      `ping children: ${pings1.size}, CPU ${pct(pingMs)}% of one core in total (${(Number(pct(pingMs)) / Math.max(1, pings1.size)).toFixed(3)}% each)`,
-    );
+    console.log(`ICMP helper (egressd-icmp): ${helper1.size} process, CPU ${pct(helperMs)}% of one core`);
     console.log(`RSS: ${(process.memoryUsage().rss / 1048576).toFixed(0)} MiB`);
   } finally {
     await prober.stop();

@@ -37,8 +37,8 @@ export const DEFAULTS = {
   },
   drain: { periodMs: 5000 },
   /**
-   * Linux nice values. Failure detection (the BFD thread, the ping children
-   * of ICMP probes) runs ahead of the rest of the node when the CPU is
+   * Linux nice values. Failure detection (the BFD thread, the ICMP probes'
+   * helper process) runs ahead of the rest of the node when the CPU is
    * contended, so that a busy node delays neither a BFD packet nor a probe's
    * answer; lowering needs CAP_SYS_NICE, and without it they keep the
    * process's priority. Background work (the data-plane thread: parsing,

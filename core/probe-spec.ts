@@ -4,6 +4,7 @@
 import { DEFAULTS, PROBE_KINDS, type ProbeKind } from "./defaults.js";
 import { validateStateConfig, type DampingConfig } from "./probe-state.js";
 import { redactUrl } from "./redact.js";
+import { isInterfaceName, parseAddress } from "./ip.js";
 
 /** The URL schemes an http probe can GET. */
 export function probeableScheme(url: URL): boolean {
@@ -25,7 +26,7 @@ export interface ProbeTiming {
 export interface ProbeSpec extends ProbeTiming {
   name: string;
   kind: ProbeKind;
-  /** Address or host name probed (for http: used when url is absent). */
+  /** Address probed (icmp: an IP address; http: the host, used when url is absent). */
   target: string;
   /** tcp: required; http: optional port when url is absent. */
   port?: number;
@@ -85,6 +86,18 @@ export function validateProbeSpec(s: ProbeSpec): string[] {
       errs.push(`url ${redactUrl(s.url)}: only http: and https: can be probed (not ${url.protocol})`);
   }
   if (s.kind === "icmp" && t.intervalMs < 10) errs.push("icmp intervalMs must be >= 10");
+  if (s.kind === "icmp" && s.target) {
+    // The ICMP helper takes literal addresses: a probe that guards a path must not depend on DNS.
+    const target = parseAddress(s.target);
+    if (!target) errs.push(`icmp target ${s.target} is not an IP address`);
+    if (s.sourceAddress !== undefined) {
+      const source = parseAddress(s.sourceAddress);
+      if (source ? target && source.family !== target.family : !isInterfaceName(s.sourceAddress))
+        errs.push(
+          `icmp sourceAddress ${s.sourceAddress} must be an address of the target's family or an interface name`,
+        );
+    }
+  }
   if (!(t.intervalMs > 0)) errs.push("intervalMs must be > 0");
   if (!(t.timeoutMs > 0)) errs.push("timeoutMs must be > 0");
   errs.push(...validateStateConfig(t));

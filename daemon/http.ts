@@ -102,7 +102,7 @@ export interface HttpServer {
 
 /**
  * Bounds on the listener. Every socket it holds is a file descriptor that nft,
- * ping and netlink need too: running out would make the gateway withdraw
+ * the ICMP helper's pipes and netlink need too: running out would make the gateway withdraw
  * itself. So connections are capped, and slow or idle ones are closed.
  */
 export interface HttpLimits {

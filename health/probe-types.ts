@@ -8,7 +8,7 @@ export interface PollProbe {
   close(): void;
 }
 
-/** A probe that keeps its own cadence and pushes results (ICMP: a ping child). */
+/** A probe that keeps its own cadence and pushes results (ICMP: the helper's verdicts; BFD). */
 export interface StreamProbe {
   start(onResult: (r: ProbeResult) => void): void;
   close(): void;

@@ -21,7 +21,7 @@ import {
   type StateSnapshot,
   type StateTransition,
 } from "../core/probe-state.js";
-import { IcmpProbe } from "./probes/icmp.js";
+import { IcmpHelper } from "./probes/icmp.js";
 import { tcpProbe } from "./probes/tcp.js";
 import { httpProbe } from "./probes/http.js";
 import { checkProbe, type CheckFn } from "./probes/check.js";
@@ -99,10 +99,10 @@ export interface ProberOptions {
   clock?: () => number;
   /** Random source for jitter (default Math.random). */
   random?: () => number;
-  /** Run ICMP probes' ping in this network namespace (tests, labs). */
+  /** Run the ICMP probes' helper in this network namespace (tests, labs). */
   netns?: string;
-  /** ping binary (default "ping"). */
-  ping?: string;
+  /** The ICMP helper binary (default: the one the build made, native/icmp-prober.c). */
+  icmpHelper?: string;
   /** The machine's CPU steal, shared by the probes (default: /proc/stat; health/steal.ts). */
   steal?: StealClock;
 }
@@ -153,6 +153,8 @@ export class Prober extends EventEmitter<ProberEvents> {
   private readonly clock: () => number;
   private readonly random: () => number;
   private running = false;
+  /** Runs every ICMP probe of this prober; made with the first. */
+  private icmp: IcmpHelper | undefined;
   /** Aligned (check) probes by interval: one timer per interval runs them all. */
   private readonly rounds = new Map<number, { entries: Set<Entry>; timer: NodeJS.Timeout | null }>();
 
@@ -171,14 +173,16 @@ export class Prober extends EventEmitter<ProberEvents> {
     let stream: StreamProbe | null = null;
     switch (spec.kind) {
       case "icmp":
-        stream = new IcmpProbe({
+        this.icmp ??= new IcmpHelper({
+          netns: this.opts.netns,
+          binary: this.opts.icmpHelper,
+          steal: this.opts.steal,
+        });
+        stream = this.icmp.probe({
           target: spec.target,
           intervalMs: timing.intervalMs,
           timeoutMs: timing.timeoutMs,
           sourceAddress: spec.sourceAddress,
-          netns: this.opts.netns,
-          ping: this.opts.ping,
-          steal: this.opts.steal,
         });
         break;
       case "tcp":
@@ -278,10 +282,16 @@ export class Prober extends EventEmitter<ProberEvents> {
     for (const e of this.entries.values()) this.launch(e);
   }
 
-  /** Stops every probe (kills the ping children). A stopped prober cannot be started again. */
+  /** Stops every probe (and the ICMP helper). A stopped prober cannot be started again. */
   async stop(): Promise<void> {
     this.running = false;
     for (const e of this.entries.values()) this.halt(e);
+    this.icmp?.close();
+  }
+
+  /** Pid of the ICMP probes' helper process, while it runs (for tests and benchmarks). */
+  get icmpHelperPid(): number | undefined {
+    return this.icmp?.pid;
   }
 
   state(name: string): ProbeState | undefined {

@@ -1,9 +1,9 @@
 // CPU steal: the time a hypervisor gave this VM's CPUs to other guests.
 //
 // When the hypervisor takes most of the machine for a moment, every process
-// on it stops at once: ping children do not read their replies, nothing is
-// printed, and a probe that was waiting fails although the network did
-// nothing. bench/soak found its false alarms there (six probe results in
+// on it stops at once: replies wait unread, the kernel's own delivery of
+// packets stalls, and a probe that was waiting fails although the network
+// did nothing. bench/soak found its false alarms there (six probe results in
 // the one second in which 2.3 s of the VM's two CPUs were stolen, with
 // egressd's own loop on time). A window in which a large share of the
 // machine did not run is no verdict on the network, as a stalled event loop
@@ -11,7 +11,7 @@
 //
 // Steal is read from /proc/stat (the `cpu` line's eighth value, in USER_HZ
 // ticks, summed over all CPUs). Samples are taken on activity the probes
-// have anyway (a ping line, a timer pushed back), at most one per
+// have anyway (a verdict of the ICMP helper, a check's run), at most one per
 // SAMPLE_GAP_MS, so that a quiet window still has a sample from just before
 // it began, and no timer of its own wakes the thread.
 import { readFileSync } from "node:fs";

@@ -29,6 +29,8 @@ NEEDS=(
   "conntrack conntrack"
   "iptables iptables-nft iptables-nft-restore"
   "iputils-ping ping"
+  "gcc gcc"
+  "libc6-dev /usr/include/netinet/icmp6.h"
   "iperf3 iperf3"
   "procps kill pgrep pkill sysctl"
   "util-linux setpriv"
@@ -90,5 +92,5 @@ else
   say "npm dependencies up to date"
 fi
 
-say "building (generated code + TypeScript)"
+say "building (generated code, TypeScript, the native helper)"
 npm run --silent build

@@ -1,253 +1,246 @@
-// ICMP echo probe without raw sockets in Node: one long-running iputils
-// `ping` child per target, whose output is parsed line by line.
+// ICMP echo probes, run by one helper process per prober: `egressd-icmp`
+// (native/icmp-prober.c, built with the project).
 //
-//   ping -n -O -D -i 0.1 [-4|-6] [-I source] target
+// The helper sends every probe's echoes on the multiples of its interval,
+// reads the replies when their timeout is due (with the time the kernel
+// received each), and writes one line per round with every verdict in it.
+// So the main thread wakes once per round for all its ICMP probes, not once
+// per reply, and a reply that arrived in time counts however late either
+// process ran (docs/health.md, "ICMP probes").
 //
-// -O makes ping print "no answer yet for icmp_seq=N" when it sends N+1 and N
-// is still unanswered; from that we know when N was sent (one interval
-// earlier) and fail N at send time + timeout unless its reply arrives first.
-// A reply slower than the timeout counts as a failure, and a result older than
-// one already reported is dropped, so results stay in order. A watchdog fails
-// the probe when ping prints nothing for interval + timeout (ping backs off on
-// send errors such as ENOBUFS when the link is down, and it may die): the
-// child is then restarted with a backoff. The child is killed on close().
-// A missed or late reply, or a silence, in a window in which the hypervisor
-// took a large share of the machine is inconclusive (health/steal.ts).
+// This side turns the helper's verdicts into probe results: a missed or late
+// reply in a window in which the hypervisor stole the machine, or one judged
+// while the helper's socket dropped replies, is inconclusive; a probe the
+// helper refused (an interface that does not exist yet) fails and is offered
+// again with a backoff; a helper that exits fails every probe and is
+// restarted; a watchdog fails a probe whose verdicts stop coming.
 import { spawn, type ChildProcess } from "node:child_process";
-import { isIPv4, isIPv6 } from "node:net";
 import { setPriority } from "node:os";
-import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
+import { fileURLToPath } from "node:url";
 import type { ProbeResult } from "../../core/probe-state.js";
 import type { StreamProbe } from "../probe-types.js";
 import { deadline, inconclusiveResult, stalledResult, type Deadline } from "../deadline.js";
 import { StealExcuses, type StealClock } from "../steal.js";
 import { DEFAULTS } from "../../core/defaults.js";
+import { isInterfaceName, parseAddress } from "../../core/ip.js";
+
+/** The helper as the build leaves it (scripts/build-native.sh). */
+export const ICMP_HELPER = fileURLToPath(new URL("../../native/egressd-icmp", import.meta.url));
+
+/** Payload bytes of an echo unless a probe says otherwise (as ping's default). */
+const DEFAULT_SIZE = 56;
+/** The helper's limits on the payload (its first 8 bytes carry the helper's cookie). */
+const MIN_SIZE = 8;
+const MAX_SIZE = 1400;
 
 export interface IcmpProbeOptions {
+  /** IP address probed. */
   target: string;
   intervalMs: number;
   timeoutMs: number;
-  /** Source address or interface name (ping -I). */
+  /** Source address (of the target's family) or interface name. */
   sourceAddress?: string;
-  /** Run ping in this network namespace (ip netns exec); for tests and labs. */
-  netns?: string;
-  /** ping binary (default "ping" from PATH; iputils). */
-  ping?: string;
-  /** Payload size (ping -s); default 56. */
+  /** Payload bytes, 8-1400 (default 56). */
   size?: number;
-  /** The clock timeouts' lateness is read on (tests pin it; default performance.now). */
+}
+
+export interface IcmpHelperOptions {
+  /** Run the helper in this network namespace (ip netns exec); for tests and labs. */
+  netns?: string;
+  /** The helper binary (default ICMP_HELPER). */
+  binary?: string;
+  /** The clock the watchdog's lateness is read on (tests pin it; default performance.now). */
   now?: () => number;
   /** The machine's CPU steal (default: /proc/stat; tests pass one that never steals). */
   steal?: StealClock;
 }
 
-const REPLY = /icmp_seq=(\d+)\b.*\btime=([\d.]+) ms/;
-const NO_ANSWER = /^(?:\[[\d.]+\] )?no answer yet for icmp_seq=(\d+)/;
-const UNREACH = /^(?:\[[\d.]+\] )?From \S+ icmp_seq=(\d+) (.*)$/;
-
-/** The argv of the ping child. */
-export function pingArgv(o: IcmpProbeOptions): string[] {
-  const secs = (o.intervalMs / 1000).toFixed(3);
-  const argv = [o.ping ?? "ping", "-n", "-O", "-D", "-i", secs];
-  if (isIPv6(o.target)) argv.push("-6");
-  else if (isIPv4(o.target)) argv.push("-4");
-  if (o.sourceAddress) argv.push("-I", o.sourceAddress);
-  if (o.size !== undefined) argv.push("-s", String(o.size));
-  argv.push(o.target);
-  return o.netns ? ["ip", "netns", "exec", o.netns, ...argv] : argv;
+/** One verdict of the helper. */
+export interface HelperVerdict {
+  id: number;
+  seq: number;
+  kind: "ok" | "late" | "lost" | "unreach" | "senderr";
+  rttUs: number;
+  detail?: string;
 }
 
-/** Unwraps ping's 16-bit icmp_seq into a growing number. */
-class SeqUnwrapper {
-  private last = -1;
-  unwrap(seq16: number): number {
-    if (this.last < 0) {
-      this.last = seq16;
-      return seq16;
+/** One line of the helper's output. */
+export interface HelperLine {
+  /** CLOCK_MONOTONIC in microseconds when the helper wrote it. */
+  monoUs: number;
+  verdicts: HelperVerdict[];
+  /** Replies the kernel dropped (a full socket buffer) since the line before. */
+  drops: number;
+  refused: { id: number; why: string }[];
+}
+
+const KINDS = new Set<string>(["ok", "late", "lost", "unreach", "senderr"]);
+
+/** Parses a line of the helper's output; null for a line that is not one. */
+export function parseHelperLine(line: string): HelperLine | null {
+  const items = line.split(" ");
+  const monoUs = Number(items[0]);
+  if (!items[0] || !Number.isSafeInteger(monoUs)) return null;
+  const out: HelperLine = { monoUs, verdicts: [], drops: 0, refused: [] };
+  for (let i = 1; i < items.length; i++) {
+    const f = items[i]!.split(":");
+    if (f[0] === "!drops") out.drops += Number(f[1]) || 0;
+    else if (f[0] === "!refused") out.refused.push({ id: Number(f[1]), why: f.slice(2).join(":") });
+    else if (f.length >= 4 && KINDS.has(f[2]!)) {
+      const v: HelperVerdict = {
+        id: Number(f[0]),
+        seq: Number(f[1]),
+        kind: f[2] as HelperVerdict["kind"],
+        rttUs: Number(f[3]),
+      };
+      // The detail is TYPE-CODE@ADDR or an errno name; an IPv6 address brings its own colons.
+      if (f.length > 4) v.detail = f.slice(4).join(":");
+      if (Number.isSafeInteger(v.id) && Number.isSafeInteger(v.seq) && Number.isFinite(v.rttUs))
+        out.verdicts.push(v);
     }
-    let delta = (seq16 - (this.last & 0xffff)) & 0xffff;
-    if (delta >= 0x8000) delta -= 0x10000;
-    const full = this.last + delta;
-    if (full > this.last) this.last = full;
-    return full;
   }
+  return out;
 }
 
-export class IcmpProbe implements StreamProbe {
-  private child: ChildProcess | null = null;
-  private onResult: ((r: ProbeResult) => void) | null = null;
-  private closed = false;
-  private seq = new SeqUnwrapper();
-  /** Highest seq already reported; older results are dropped. */
-  private reported = -1;
-  /** Unanswered seqs -> their timeout. */
-  private pending = new Map<number, Deadline>();
-  private watchdog: Deadline | null = null;
-  private restartTimer: NodeJS.Timeout | null = null;
-  private restartDelayMs = 0;
-  private lastError = "";
-  private readonly steal: StealExcuses;
-  /** Number of ping children started (for tests and /status). */
-  spawns = 0;
-
-  constructor(readonly opts: IcmpProbeOptions) {
-    if (!(opts.intervalMs >= 10)) throw new Error("icmp probe: intervalMs must be >= 10");
-    if (!(opts.timeoutMs > 0)) throw new Error("icmp probe: timeoutMs must be > 0");
-    this.steal = new StealExcuses(opts.steal);
+/** Checks a probe's options as the helper will take them; returns the problems. */
+export function icmpOptionProblems(o: IcmpProbeOptions): string[] {
+  const errs: string[] = [];
+  const target = parseAddress(o.target);
+  if (!target) errs.push(`target ${o.target} is not an IP address`);
+  if (o.sourceAddress !== undefined) {
+    const source = parseAddress(o.sourceAddress);
+    if (source ? target && source.family !== target.family : !isInterfaceName(o.sourceAddress))
+      errs.push(
+        `sourceAddress ${o.sourceAddress} is neither an address of the target's family nor an interface`,
+      );
   }
+  if (!(Number.isInteger(o.intervalMs) && o.intervalMs >= 10))
+    errs.push("intervalMs must be an integer >= 10");
+  if (!(Number.isInteger(o.timeoutMs) && o.timeoutMs > 0)) errs.push("timeoutMs must be an integer > 0");
+  else if (o.timeoutMs >= o.intervalMs * 63) errs.push("timeoutMs must be under 63 intervals");
+  const size = o.size ?? DEFAULT_SIZE;
+  if (!(Number.isInteger(size) && size >= MIN_SIZE && size <= MAX_SIZE))
+    errs.push(`size must be an integer ${MIN_SIZE}-${MAX_SIZE}`);
+  return errs;
+}
 
-  /** Pid of the running ping child, if any. */
-  get pid(): number | undefined {
-    return this.child?.pid;
+/** The helper's command that starts (or replaces) probe `id`. */
+export function addCommand(id: number, o: IcmpProbeOptions): string {
+  return `add ${id} ${o.target} ${o.sourceAddress ?? "-"} ${o.intervalMs} ${o.timeoutMs} ${o.size ?? DEFAULT_SIZE}\n`;
+}
+
+const ERRORS4 = new Map([
+  [3, "destination unreachable"],
+  [11, "time exceeded"],
+  [12, "parameter problem"],
+]);
+const ERRORS6 = new Map([
+  [1, "destination unreachable"],
+  [2, "packet too big"],
+  [3, "time exceeded"],
+  [4, "parameter problem"],
+]);
+
+/** Why an ICMP error came back, in words, from the helper's TYPE-CODE@ADDR. */
+function describeError(detail: string | undefined, v6: boolean): string {
+  const m = /^(\d+)-(\d+)@(.+)$/.exec(detail ?? "");
+  if (!m) return `ICMP error ${detail ?? ""}`.trim();
+  const type = Number(m[1]);
+  const name = (v6 ? ERRORS6 : ERRORS4).get(type) ?? `ICMP type ${type}`;
+  return `${name} (type ${type} code ${m[2]}) from ${m[3]}`;
+}
+
+/** A probe's handle on the helper; what the prober runs. */
+class HelperProbe implements StreamProbe {
+  private onResult: ((r: ProbeResult) => void) | null = null;
+  private watchdog: Deadline | null = null;
+  private watchdogMs = 0;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private retryDelayMs = 0;
+  /** Why the helper did not take the probe, until it gives a verdict. */
+  private refusal = "";
+  /** Highest seq already reported since the probe was (re)added; older verdicts are dropped. */
+  reported = -1;
+  private readonly steal: StealExcuses;
+  private readonly label: string;
+
+  constructor(
+    private readonly helper: IcmpHelper,
+    readonly id: number,
+    readonly opts: IcmpProbeOptions,
+    steal: StealClock | undefined,
+  ) {
+    this.steal = new StealExcuses(steal);
+    this.label = `icmp ${opts.target}`;
   }
 
   start(onResult: (r: ProbeResult) => void): void {
     this.onResult = onResult;
-    this.spawnChild();
+    this.helper.attach(this);
+    this.armWatchdog(this.opts.intervalMs + this.opts.timeoutMs);
   }
 
   close(): void {
-    this.closed = true;
     this.onResult = null;
-    this.clearTimers();
-    if (this.restartTimer) clearTimeout(this.restartTimer);
-    this.restartTimer = null;
-    const c = this.child;
-    this.child = null;
-    if (c && c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+    this.watchdog?.cancel();
+    this.watchdog = null;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.helper.detach(this);
   }
 
-  private spawnChild(): void {
-    if (this.closed) return;
-    const [file, ...args] = pingArgv(this.opts);
-    const child = spawn(file as string, args, { stdio: ["ignore", "pipe", "pipe"] });
-    this.child = child;
-    this.spawns++;
-    // ping reads the reply and prints it; on a busy node it must not wait
-    // for a CPU past the timeout (a failure the network did not cause).
-    if (child.pid !== undefined) {
-      try {
-        setPriority(child.pid, DEFAULTS.nice.detection);
-      } catch {
-        // no CAP_SYS_NICE: ping keeps egressd's priority
-      }
-    }
-    this.seq = new SeqUnwrapper();
-    this.reported = -1;
-    this.armWatchdog(this.opts.intervalMs + this.opts.timeoutMs);
-    eachLine(child.stdout!, (l) => {
-      if (this.child === child) this.onLine(l);
-    });
-    createInterface({ input: child.stderr! }).on("line", (l) => {
-      if (this.child === child && l.trim()) this.lastError = l.trim();
-    });
-    child.on("error", (err) => {
-      this.lastError = `ping: ${err.message}`;
-    });
-    child.on("close", (code, signal) => {
-      if (this.child !== child) return;
-      this.child = null;
-      this.clearTimers();
-      if (this.closed) return;
-      const why = this.lastError || `ping exited (${signal ?? code})`;
-      this.emit({ ok: false, reason: why });
-      // Keep failing at the probe interval while ping is gone.
-      this.armWatchdog(this.opts.intervalMs);
-      this.restartDelayMs = Math.min(Math.max(this.restartDelayMs * 2, 200), 5000);
-      this.restartTimer = setTimeout(() => {
-        this.restartTimer = null;
-        this.spawnChild();
-      }, this.restartDelayMs);
-    });
-  }
-
-  private onLine(line: string): void {
-    let m: RegExpExecArray | null;
-    if ((m = REPLY.exec(line))) {
-      const seq = this.seq.unwrap(Number(m[1]));
-      const rtt = Number(m[2]);
-      this.restartDelayMs = 0;
-      this.lastError = "";
-      this.settle(seq);
-      if (seq <= this.reported) return; // already failed by its timeout
-      if (rtt > this.opts.timeoutMs) {
-        const stolen = this.steal.excuse(rtt);
-        this.report(
-          seq,
-          stolen
-            ? inconclusiveResult(`ping ${this.opts.target}: reply after ${rtt} ms`, stolen)
-            : { ok: false, reason: `ping ${this.opts.target}: reply after ${rtt} ms` },
-        );
-      } else {
-        this.report(seq, { ok: true, rttMs: rtt });
-      }
-    } else if ((m = NO_ANSWER.exec(line))) {
-      const seq = this.seq.unwrap(Number(m[1]));
-      this.armWatchdog(this.opts.intervalMs + this.opts.timeoutMs);
-      if (seq <= this.reported || this.pending.has(seq)) {
-        // ping repeats the same seq when it cannot send (link down): each
-        // repetition is a send attempt that failed.
-        this.settle(seq);
-        this.report(seq, { ok: false, reason: this.failReason("cannot send") }, true);
-        return;
-      }
-      // The rest of the timeout, judged after one more turn of the loop (see
-      // health/deadline.ts): a reply ping printed meanwhile settles the seq
-      // first. With the timeout equal to the interval nothing is left to
-      // wait, but ping, late for a CPU, may print the reply right after
-      // "no answer yet": the turn of the loop still lets it count (its time
-      // is the kernel's, so a reply past the timeout still fails).
-      const wait = Math.max(0, this.opts.timeoutMs - this.opts.intervalMs);
-      const d = deadline(
-        wait,
-        (stalledMs) => {
-          if (this.pending.get(seq) !== d) return;
-          this.pending.delete(seq);
-          // A stall of our loop over the wait says nothing of the target; with nothing to wait, ping's own
-          // clock decided. A machine the hypervisor stopped over the timeout may not have read the reply.
-          if (stalledMs && wait > 0)
-            return this.report(seq, stalledResult(`ping ${this.opts.target}`, stalledMs));
-          const stolen = this.steal.excuse(this.opts.timeoutMs);
-          this.report(
-            seq,
-            stolen
-              ? inconclusiveResult(`ping ${this.opts.target}`, stolen)
-              : { ok: false, reason: this.failReason("no reply") },
-          );
-        },
-        this.opts.now,
-      );
-      this.pending.set(seq, d);
-    } else if ((m = UNREACH.exec(line))) {
-      const seq = this.seq.unwrap(Number(m[1]));
-      this.settle(seq);
-      this.report(seq, { ok: false, reason: `ping ${this.opts.target}: ${m[2]}` });
-    }
-  }
-
-  private failReason(what: string): string {
-    const base = `ping ${this.opts.target}: ${what} within ${this.opts.timeoutMs} ms`;
-    return this.lastError ? `${base} (${this.lastError})` : base;
-  }
-
-  private settle(seq: number): void {
-    this.pending.get(seq)?.cancel();
-    this.pending.delete(seq);
-  }
-
-  private report(seq: number, r: ProbeResult, repeat = false): void {
-    if (!repeat && seq <= this.reported) return;
-    if (seq > this.reported) this.reported = seq;
-    // Anything older still pending is moot now.
-    for (const [s, d] of this.pending) {
-      if (s < seq) {
-        d.cancel();
-        this.pending.delete(s);
+  /** A verdict from the helper; `drops`: replies its socket lost meanwhile. */
+  verdict(v: HelperVerdict, drops: number): void {
+    if (v.seq <= this.reported) return;
+    this.reported = v.seq;
+    this.retryDelayMs = 0;
+    this.refusal = "";
+    const ms = Math.round(v.rttUs / 10) / 100;
+    const v6 = this.opts.target.includes(":");
+    let r: ProbeResult;
+    switch (v.kind) {
+      case "ok":
+        r = { ok: true, rttMs: ms };
+        break;
+      case "unreach":
+        r = { ok: false, reason: `${this.label}: ${describeError(v.detail, v6)}` };
+        break;
+      case "senderr":
+        r = { ok: false, reason: `${this.label}: cannot send (${v.detail ?? "error"})` };
+        break;
+      default: {
+        const what = v.kind === "late" ? `reply after ${ms} ms` : `no reply within ${this.opts.timeoutMs} ms`;
+        // The reply may be among those the socket dropped; or the machine did not run meanwhile.
+        const excuse = drops
+          ? `the probe socket dropped ${drops} replies meanwhile`
+          : this.steal.excuse(v.kind === "late" ? ms : this.opts.timeoutMs);
+        r = excuse
+          ? inconclusiveResult(`${this.label}: ${what}`, excuse)
+          : { ok: false, reason: `${this.label}: ${what}` };
       }
     }
     this.armWatchdog(this.opts.intervalMs + this.opts.timeoutMs);
     this.emit(r);
+  }
+
+  /** The helper did not take the probe: fail now and every interval, and offer it again after a backoff. */
+  refused(why: string): void {
+    this.refusal = `the ICMP helper refused the probe (${why})`;
+    this.emit({ ok: false, reason: `${this.label}: ${this.refusal}` });
+    this.armWatchdog(this.opts.intervalMs);
+    this.retryDelayMs = Math.min(Math.max(this.retryDelayMs * 2, 500), 5000);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      if (this.onResult) this.helper.attach(this);
+    }, this.retryDelayMs);
+  }
+
+  /** The helper exited: fail now; the watchdog keeps failing each interval until it is back. */
+  helperGone(why: string): void {
+    this.emit({ ok: false, reason: `${this.label}: ${why}` });
+    this.armWatchdog(this.opts.intervalMs);
   }
 
   private emit(r: ProbeResult): void {
@@ -255,50 +248,176 @@ export class IcmpProbe implements StreamProbe {
     this.onResult?.(r);
   }
 
-  /**
-   * (Re)starts the silence watchdog: every line from ping pushes it back.
-   * It too expires only after the lines already received are read.
-   */
+  /** (Re)starts the silence watchdog: each verdict pushes it back. */
   private armWatchdog(ms: number): void {
-    if (this.closed) return;
+    if (!this.onResult) return;
     this.steal.note();
-    // Every ping line lands here: push the same timer back rather than make a new one.
     if (this.watchdog && this.watchdogMs === ms) return this.watchdog.restart();
     this.watchdog?.cancel();
     this.watchdogMs = ms;
-    this.watchdog = deadline(ms, (stalledMs) => this.onSilence(stalledMs), this.opts.now);
+    this.watchdog = deadline(ms, (stalledMs) => this.onSilence(stalledMs, ms), this.helper.opts.now);
   }
-  private watchdogMs = 0;
 
-  private onSilence(stalledMs: number): void {
-    const windowMs = this.watchdogMs;
+  private onSilence(stalledMs: number, windowMs: number): void {
     this.watchdog = null;
-    if (this.closed) return;
-    // Silence measured across a stall of our own loop, or while the hypervisor held the machine, is no
-    // verdict on ping.
-    const stolen = !stalledMs && this.child ? this.steal.excuse(windowMs) : null;
+    if (!this.onResult) return;
+    if (this.refusal) {
+      this.emit({ ok: false, reason: `${this.label}: ${this.refusal}` });
+      return this.armWatchdog(this.opts.intervalMs);
+    }
+    const running = this.helper.running;
+    // Silence across a stall of our own loop, or while the hypervisor held the machine, is no verdict.
+    const stolen = !stalledMs && running ? this.steal.excuse(windowMs) : null;
     this.emit(
-      stalledMs && this.child
-        ? stalledResult(`ping ${this.opts.target}`, stalledMs)
+      stalledMs && running
+        ? stalledResult(this.label, stalledMs)
         : stolen
-          ? inconclusiveResult(`ping ${this.opts.target}: silent ${windowMs} ms`, stolen)
-          : { ok: false, reason: this.failReason(this.child ? "ping silent" : "ping not running") },
+          ? inconclusiveResult(`${this.label}: no verdict for ${windowMs} ms`, stolen)
+          : {
+              ok: false,
+              reason: `${this.label}: ${running ? `the ICMP helper gave no verdict for ${windowMs} ms` : this.helper.whyNotRunning()}`,
+            },
     );
     this.armWatchdog(this.opts.intervalMs);
-  }
-
-  private clearTimers(): void {
-    for (const d of this.pending.values()) d.cancel();
-    this.pending.clear();
-    this.watchdog?.cancel();
-    this.watchdog = null;
   }
 }
 
 /**
- * Calls `onLine` for each complete line of `stream` (ASCII, as ping writes).
- * readline's interface does much more per line than this needs, and a ping
- * child writes ten lines a second for as long as egressd runs.
+ * One `egressd-icmp` process and the probes it runs. Started with the first
+ * probe; restarted with a backoff when it exits, with every probe it had.
+ */
+export class IcmpHelper {
+  private child: ChildProcess | null = null;
+  private readonly probes = new Map<number, HelperProbe>();
+  private nextId = 1;
+  private closed = false;
+  private restartTimer: NodeJS.Timeout | null = null;
+  private restartDelayMs = 0;
+  private lastError = "";
+  /** Helper processes started (for tests and /status). */
+  spawns = 0;
+  /** How late the last line was read, in ms (the main thread's delay, seen by the helper's clock). */
+  lastReadDelayMs = 0;
+
+  constructor(readonly opts: IcmpHelperOptions = {}) {}
+
+  /** A probe run by this helper; it starts when the prober starts it. */
+  probe(o: IcmpProbeOptions): StreamProbe {
+    const errs = icmpOptionProblems(o);
+    if (errs.length) throw new Error(`icmp probe: ${errs.join("; ")}`);
+    return new HelperProbe(this, this.nextId++, o, this.opts.steal);
+  }
+
+  /** Pid of the running helper, if any. */
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  get running(): boolean {
+    return this.child !== null;
+  }
+
+  whyNotRunning(): string {
+    return `the ICMP helper is not running${this.lastError ? ` (${this.lastError})` : ""}`;
+  }
+
+  /** Stops the helper; its probes are closed by the prober. */
+  close(): void {
+    this.closed = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = null;
+    const c = this.child;
+    this.child = null;
+    if (c && c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+  }
+
+  /** Adds (or adds again) a probe to the helper. */
+  attach(p: HelperProbe): void {
+    if (this.closed) return;
+    this.probes.set(p.id, p);
+    p.reported = -1; // the helper counts a probe's echoes from 0 each time it is added
+    if (this.child) this.write(addCommand(p.id, p.opts));
+    else if (!this.restartTimer) this.spawnChild();
+  }
+
+  detach(p: HelperProbe): void {
+    if (!this.probes.delete(p.id)) return;
+    if (this.child) this.write(`del ${p.id}\n`);
+  }
+
+  private write(text: string): void {
+    this.child?.stdin?.write(text);
+  }
+
+  private spawnChild(): void {
+    if (this.closed) return;
+    const binary = this.opts.binary ?? ICMP_HELPER;
+    const argv = this.opts.netns ? ["ip", "netns", "exec", this.opts.netns, binary] : [binary];
+    // The helper sends and judges on time only if it gets a CPU on time, on a busy node too.
+    const child = spawnDetector(argv, "pipe");
+    this.lastError = "";
+    this.child = child;
+    this.spawns++;
+    child.stdin!.on("error", () => {}); // the helper died: 'close' below says so
+    eachLine(child.stdout!, (line) => {
+      if (this.child === child) this.onLine(line);
+    });
+    eachLine(child.stderr!, (line) => {
+      if (line.trim()) this.lastError = line.trim();
+    });
+    child.on("error", (err) => {
+      this.lastError = `${binary}: ${err.message}`;
+    });
+    child.on("close", (code, signal) => {
+      if (this.child !== child) return;
+      this.child = null;
+      if (this.closed) return;
+      const why = `the ICMP helper exited (${this.lastError || signal || `code ${code}`})`;
+      for (const p of this.probes.values()) p.helperGone(why);
+      this.restartDelayMs = Math.min(Math.max(this.restartDelayMs * 2, 200), 5000);
+      this.restartTimer = setTimeout(() => {
+        this.restartTimer = null;
+        this.spawnChild();
+      }, this.restartDelayMs);
+    });
+    let commands = "";
+    for (const p of this.probes.values()) {
+      p.reported = -1;
+      commands += addCommand(p.id, p.opts);
+    }
+    this.write(commands);
+  }
+
+  private onLine(line: string): void {
+    const parsed = parseHelperLine(line);
+    if (!parsed) return;
+    this.restartDelayMs = 0;
+    this.lastReadDelayMs = Number(process.hrtime.bigint() / 1000n - BigInt(parsed.monoUs)) / 1000;
+    for (const v of parsed.verdicts) this.probes.get(v.id)?.verdict(v, parsed.drops);
+    for (const r of parsed.refused) this.probes.get(r.id)?.refused(r.why);
+  }
+}
+
+/**
+ * Starts a process that detects failures, at the detection priority
+ * (DEFAULTS.nice.detection) when egressd may set it (CAP_SYS_NICE); without
+ * it, the process keeps egressd's priority.
+ */
+export function spawnDetector(argv: readonly string[], stdin: "pipe" | "ignore"): ChildProcess {
+  const child = spawn(argv[0]!, argv.slice(1), { stdio: [stdin, "pipe", "pipe"] });
+  if (child.pid !== undefined) {
+    try {
+      setPriority(child.pid, DEFAULTS.nice.detection);
+    } catch {
+      // no CAP_SYS_NICE
+    }
+  }
+  return child;
+}
+
+/**
+ * Calls `onLine` for each complete line of `stream` (ASCII, as the helper
+ * writes). readline's interface does much more per line than this needs.
  */
 export function eachLine(stream: Readable, onLine: (line: string) => void): void {
   let rest = "";

@@ -4,11 +4,11 @@
 // whose far end is in the sandbox; deleting the namespace deletes the pair.
 // Detection times are logged; bounds are generous (the machine is noisy).
 import test, { type ExecutionContext } from "ava";
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { getPriority } from "node:os";
 import { performance } from "node:perf_hooks";
-import { run, tryRun } from "../../lib/exec.js";
+import { isRunning, run, tryRun } from "../../lib/exec.js";
 import { sandbox, type Sandbox } from "../helpers/netns.js";
 import { Prober, type ProbeSpec, type ProbeTransition } from "../../health/prober.js";
 import type { ProbeState } from "../../core/probe-state.js";
@@ -97,6 +97,15 @@ async function undrop(sb: Sandbox): Promise<void> {
 }
 
 const fast = { intervalMs: 100, timeoutMs: 300, rise: 3, fall: 3, holdDownMs: 1000, damping: false } as const;
+/** Every result moves the state: what one verdict does is seen at once. */
+const everyResult = {
+  intervalMs: 100,
+  timeoutMs: 100,
+  rise: 1,
+  fall: 1,
+  holdDownMs: 0,
+  damping: false,
+} as const;
 
 test("icmp: link down -> down within the timeout budget; link up -> held -> up after hold-down", async (t) => {
   const l = await lab(t);
@@ -160,18 +169,152 @@ test("icmp over IPv6 with a source address", async (t) => {
   t.pass();
 });
 
-test("icmp: the ping child runs at the detection priority, and is killed when the probe is removed", async (t) => {
+test("icmp: one helper for all probes, at the detection priority; a removed probe stops sending; stop ends the helper", async (t) => {
   const l = await lab(t);
-  const { p, waitFor } = prober(t, [{ name: "icmp", kind: "icmp", target: l.targetIp, ...fast }]);
-  await waitFor("icmp", "up", 5000);
-  const before = (await tryRun(["pgrep", "-f", `ping -n -O -D -i 0.100 -4 ${l.targetIp}$`])).stdout.trim();
-  t.truthy(before);
-  // As root: ahead of the node's other work, so a busy CPU does not delay its answers.
-  t.is(getPriority(Number(before.split("\n")[0])), DEFAULTS.nice.detection);
-  p.remove("icmp");
+  const { p, waitFor } = prober(t, [
+    { name: "v4", kind: "icmp", target: l.targetIp, ...fast },
+    { name: "v6", kind: "icmp", target: l.targetIp6, ...fast },
+  ]);
+  await waitFor("v4", "up", 5000);
+  await waitFor("v6", "up", 5000);
+  const pid = p.icmpHelperPid!;
+  t.truthy(pid);
+  // As root: ahead of the node's other work, so a busy CPU does not delay its echoes.
+  t.is(getPriority(pid), DEFAULTS.nice.detection);
+  await l.sb.exec("tgt", [
+    NFT,
+    "add table inet echoes; add chain inet echoes in { type filter hook input priority -20; policy accept; }; " +
+      "add rule inet echoes in icmp type echo-request counter",
+  ]);
+  const echoes = async (): Promise<number> => {
+    const out = await l.sb.exec("tgt", [NFT, "-j", "list", "chain", "inet", "echoes", "in"]);
+    const rule = (
+      JSON.parse(out.stdout) as {
+        nftables: Array<{ rule?: { expr: Array<{ counter?: { packets: number } }> } }>;
+      }
+    ).nftables.find((x) => x.rule);
+    return rule?.rule?.expr.find((e) => e.counter)?.counter?.packets ?? NaN;
+  };
+  await sleep(300);
+  t.true((await echoes()) > 0);
+  p.remove("v4");
+  await sleep(150);
+  const after = await echoes();
+  await sleep(300);
+  t.is(await echoes(), after, "no IPv4 echo after the probe was removed");
+  t.is(p.icmpHelperPid, pid, "the same helper still runs the IPv6 probe");
+  t.is(p.state("v6"), "up");
+  await p.stop();
   await sleep(200);
-  const after = (await tryRun(["pgrep", "-f", `ping -n -O -D -i 0.100 -4 ${l.targetIp}$`])).stdout.trim();
-  t.is(after, "");
+  t.false(isRunning(pid));
+});
+
+test("icmp: an ICMP error says what came back and from where", async (t) => {
+  const l = await lab(t);
+  await l.sb.exec("tgt", [
+    NFT,
+    "add table inet rej; add chain inet rej in { type filter hook input priority -10; policy accept; }; " +
+      "add rule inet rej in icmp type echo-request reject with icmp type host-unreachable; " +
+      "add rule inet rej in icmpv6 type echo-request reject with icmpv6 type addr-unreachable",
+  ]);
+  const { p, waitFor } = prober(t, [
+    { name: "v4", kind: "icmp", target: l.targetIp, ...fast },
+    { name: "v6", kind: "icmp", target: l.targetIp6, ...fast },
+  ]);
+  await waitFor("v4", "down", 5000);
+  await waitFor("v6", "down", 5000);
+  // The first IPv6 echo may be lost to neighbour discovery: the errors follow.
+  const reason = async (name: string, want: string): Promise<string | undefined> => {
+    for (let i = 0; i < 100 && p.status(name)?.lastResult?.reason !== want; i++) await sleep(10);
+    return p.status(name)?.lastResult?.reason;
+  };
+  const v4 = `icmp ${l.targetIp}: destination unreachable (type 3 code 1) from ${l.targetIp}`;
+  const v6 = `icmp ${l.targetIp6}: destination unreachable (type 1 code 3) from ${l.targetIp6}`;
+  t.is(await reason("v4", v4), v4);
+  t.is(await reason("v6", v6), v6);
+});
+
+test("icmp: replies are judged by the kernel's time: a reply within the timeout counts though the helper ran late, a slower one fails", async (t) => {
+  const l = await lab(t);
+  const { p, waitFor } = prober(t, [{ name: "icmp", kind: "icmp", target: l.targetIp, ...everyResult }]);
+  const results: Array<{ ok: boolean; reason?: string; rttMs?: number }> = [];
+  p.on("sample", (s) => results.push(s));
+  await waitFor("icmp", "up", 5000);
+  // Stopped right after a round for 150 ms, past the next round's timeout,
+  // the helper judges the echo it had just sent on its return, from the
+  // reply that waited in its socket with the kernel's time: no failure, and
+  // the round trip is the network's, not the stop's.
+  const pid = p.icmpHelperPid!;
+  await new Promise<void>((resolve) =>
+    p.once("sample", () => {
+      process.kill(pid, "SIGSTOP");
+      resolve();
+    }),
+  );
+  results.length = 0;
+  await sleep(150);
+  process.kill(pid, "SIGCONT");
+  await sleep(300);
+  t.deepEqual(
+    results.filter((r) => !r.ok),
+    [],
+  );
+  t.true(results.length >= 2 && results[0]!.rttMs! < 20, JSON.stringify(results));
+  // A target that answers after 80 ms (the kernel's own echo replies off, a
+  // responder on a raw socket instead): counted, with its RTT; after 120 ms: failed.
+  await l.sb.exec("tgt", ["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=1"]);
+  const slow = slowResponder(l.sb, 0.08);
+  await sleep(300);
+  results.length = 0;
+  await sleep(500);
+  t.true(results.length >= 3 && results.every((r) => r.ok && r.rttMs! >= 80), JSON.stringify(results));
+  slow.kill();
+  slowResponder(l.sb, 0.12);
+  await waitFor("icmp", "down", 5000);
+  t.is(p.status("icmp")?.lastResult?.reason, `icmp ${l.targetIp}: no reply within 100 ms`);
+});
+
+/** Answers IPv4 echo requests in the namespace after `delay` seconds (killed by the sandbox cleanup). */
+function slowResponder(sb: Sandbox, delay: number): ChildProcess {
+  const code = `
+import select, socket, struct, sys, time
+delay = float(sys.argv[1])
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+def checksum(b):
+    if len(b) % 2: b += b"\\0"
+    n = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while n >> 16: n = (n & 0xFFFF) + (n >> 16)
+    return ~n & 0xFFFF
+due = []
+while True:
+    wait = max(0.0, due[0][0] - time.monotonic()) if due else None
+    if select.select([s], [], [], wait)[0]:
+        data, (src, _) = s.recvfrom(65535)
+        icmp = bytearray(data[(data[0] & 15) * 4:])
+        if icmp[0] == 8:
+            due.append((time.monotonic() + delay, src, icmp))
+    while due and due[0][0] <= time.monotonic():
+        _, src, icmp = due.pop(0)
+        icmp[0] = 0
+        icmp[2:4] = b"\\0\\0"
+        icmp[2:4] = struct.pack("!H", checksum(bytes(icmp)))
+        s.sendto(bytes(icmp), (src, 0))
+`;
+  return spawn("ip", ["netns", "exec", sb.ns("tgt"), "python3", "-c", code, String(delay)], {
+    stdio: "ignore",
+  });
+}
+
+test("icmp: a helper killed is restarted, and its probes carry on", async (t) => {
+  const l = await lab(t);
+  const { p, waitFor } = prober(t, [{ name: "icmp", kind: "icmp", target: l.targetIp, ...everyResult }]);
+  await waitFor("icmp", "up", 5000);
+  const pid = p.icmpHelperPid!;
+  process.kill(pid, "SIGKILL");
+  await waitFor("icmp", "down", 5000);
+  t.regex(p.status("icmp")?.lastResult?.reason ?? "", /the ICMP helper (exited|is not running)/);
+  await waitFor("icmp", "up", 5000);
+  t.not(p.icmpHelperPid, pid);
 });
 
 test("tcp: listener killed -> down (refused); nft drop -> down (timeout); both recover", async (t) => {

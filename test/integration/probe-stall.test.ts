@@ -1,10 +1,10 @@
 // An ICMP probe at 50 ms x 3 while the prober's own event loop stalls for a
-// second, three times: ping goes on in its own process, and the replies it
-// printed meanwhile are read before any timeout is judged (health/deadline.ts),
-// so not one result fails. In a file of its own: the stall would stall any
+// second, three times: the ICMP helper goes on in its own process, and the
+// verdicts it wrote meanwhile are read before the watchdog is judged
+// (health/deadline.ts), so not one result fails. In a file of its own: the stall would stall any
 // test running beside it in the same process.
 //
-//   a (ping runs here, from the test process: Prober netns option)  10.0.0.1 <--veth--> 10.0.0.2  b
+//   a (the helper runs here, from the test process: Prober netns option)  10.0.0.1 <--veth--> 10.0.0.2  b
 import test from "ava";
 import { Prober, type ProbeTransition } from "../../health/prober.js";
 import { sleep, waitFor } from "../../lib/wait.js";
@@ -33,7 +33,7 @@ serial("icmp at 50 ms x 3: the prober's event loop stalling for a second is no f
   for (let i = 0; i < 3; i++) {
     const until = Date.now() + 1000;
     while (Date.now() < until) {
-      // the prober's loop is stalled; ping goes on in its own process
+      // the prober's loop is stalled; the helper goes on in its own process
     }
     await sleep(300);
   }
