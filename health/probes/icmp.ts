@@ -296,8 +296,6 @@ export class IcmpHelper {
   private lastError = "";
   /** Helper processes started (for tests and /status). */
   spawns = 0;
-  /** How late the last line was read, in ms (the main thread's delay, seen by the helper's clock). */
-  lastReadDelayMs = 0;
 
   constructor(readonly opts: IcmpHelperOptions = {}) {}
 
@@ -392,7 +390,6 @@ export class IcmpHelper {
     const parsed = parseHelperLine(line);
     if (!parsed) return;
     this.restartDelayMs = 0;
-    this.lastReadDelayMs = Number(process.hrtime.bigint() / 1000n - BigInt(parsed.monoUs)) / 1000;
     for (const v of parsed.verdicts) this.probes.get(v.id)?.verdict(v, parsed.drops);
     for (const r of parsed.refused) this.probes.get(r.id)?.refused(r.why);
   }
