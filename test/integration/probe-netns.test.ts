@@ -264,7 +264,8 @@ test("icmp: replies are judged by the kernel's time: a reply within the timeout 
   // responder on a raw socket instead): counted, with its RTT; after 120 ms: failed.
   await l.sb.exec("tgt", ["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=1"]);
   const slow = slowResponder(l.sb, 0.08);
-  await sleep(300);
+  await waitFor("icmp", "down", 5000); // echoes go unanswered until python has started
+  await waitFor("icmp", "up", 10_000);
   results.length = 0;
   await sleep(500);
   t.true(results.length >= 3 && results.every((r) => r.ok && r.rttMs! >= 80), JSON.stringify(results));
