@@ -361,12 +361,23 @@ export class ScaleLab {
     return Number(m?.[1] ?? 0) / 1024;
   }
 
-  /** CPU time (seconds the scheduler ran their live threads) of egressd and of everything in its namespace. */
-  async cpuSeconds(): Promise<{ egressd: number; namespace: number }> {
+  /**
+   * CPU time (seconds the scheduler ran their live threads) of egressd, of
+   * its ICMP helper (egressd-icmp) and of everything in its namespace.
+   */
+  async cpuSeconds(): Promise<{ egressd: number; icmpHelper: number; namespace: number }> {
     const r = await run(["ip", "netns", "pids", this.sb.ns("gw")]);
     const pids = r.stdout.split("\n").filter(Boolean).map(Number);
+    const comm = (pid: number) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+      } catch {
+        return "";
+      }
+    };
     return {
       egressd: runtimeMs(this.pid!) / 1000,
+      icmpHelper: pids.filter((p) => comm(p) === "egressd-icmp").reduce((s, p) => s + runtimeMs(p), 0) / 1000,
       namespace: pids.reduce((s, p) => s + runtimeMs(p), 0) / 1000,
     };
   }
