@@ -64,6 +64,23 @@ export function resolveTiming(s: ProbeTiming): ResolvedTiming {
   };
 }
 
+/**
+ * An ICMP probe's target must be an IP address (the helper takes literal
+ * addresses: a probe that guards a path must not wait on DNS), and its
+ * source an address of the same family or an interface name.
+ */
+export function icmpAddressProblems(target: string, source: string | undefined): string[] {
+  const errs: string[] = [];
+  const t = parseAddress(target);
+  if (!t) errs.push(`target ${target} is not an IP address`);
+  if (source !== undefined) {
+    const s = parseAddress(source);
+    if (s ? t && s.family !== t.family : !isInterfaceName(source))
+      errs.push(`sourceAddress ${source} is neither an address of the target's family nor an interface name`);
+  }
+  return errs;
+}
+
 /** Checks a probe spec; returns the problems (empty when valid). */
 export function validateProbeSpec(s: ProbeSpec): string[] {
   const errs: string[] = [];
@@ -86,18 +103,8 @@ export function validateProbeSpec(s: ProbeSpec): string[] {
       errs.push(`url ${redactUrl(s.url)}: only http: and https: can be probed (not ${url.protocol})`);
   }
   if (s.kind === "icmp" && t.intervalMs < 10) errs.push("icmp intervalMs must be >= 10");
-  if (s.kind === "icmp" && s.target) {
-    // The ICMP helper takes literal addresses: a probe that guards a path must not depend on DNS.
-    const target = parseAddress(s.target);
-    if (!target) errs.push(`icmp target ${s.target} is not an IP address`);
-    if (s.sourceAddress !== undefined) {
-      const source = parseAddress(s.sourceAddress);
-      if (source ? target && source.family !== target.family : !isInterfaceName(s.sourceAddress))
-        errs.push(
-          `icmp sourceAddress ${s.sourceAddress} must be an address of the target's family or an interface name`,
-        );
-    }
-  }
+  if (s.kind === "icmp" && s.target)
+    errs.push(...icmpAddressProblems(s.target, s.sourceAddress).map((e) => `icmp ${e}`));
   if (!(t.intervalMs > 0)) errs.push("intervalMs must be > 0");
   if (!(t.timeoutMs > 0)) errs.push("timeoutMs must be > 0");
   errs.push(...validateStateConfig(t));

@@ -23,7 +23,7 @@ import type { StreamProbe } from "../probe-types.js";
 import { deadline, inconclusiveResult, stalledResult, type Deadline } from "../deadline.js";
 import { StealExcuses, type StealClock } from "../steal.js";
 import { DEFAULTS } from "../../core/defaults.js";
-import { isInterfaceName, parseAddress } from "../../core/ip.js";
+import { icmpAddressProblems } from "../../core/probe-spec.js";
 
 /** The helper as the build leaves it (scripts/build-native.sh). */
 export const ICMP_HELPER = fileURLToPath(new URL("../../native/egressd-icmp", import.meta.url));
@@ -105,16 +105,7 @@ export function parseHelperLine(line: string): HelperLine | null {
 
 /** Checks a probe's options as the helper will take them; returns the problems. */
 export function icmpOptionProblems(o: IcmpProbeOptions): string[] {
-  const errs: string[] = [];
-  const target = parseAddress(o.target);
-  if (!target) errs.push(`target ${o.target} is not an IP address`);
-  if (o.sourceAddress !== undefined) {
-    const source = parseAddress(o.sourceAddress);
-    if (source ? target && source.family !== target.family : !isInterfaceName(o.sourceAddress))
-      errs.push(
-        `sourceAddress ${o.sourceAddress} is neither an address of the target's family nor an interface`,
-      );
-  }
+  const errs = icmpAddressProblems(o.target, o.sourceAddress);
   if (!(Number.isInteger(o.intervalMs) && o.intervalMs >= 10))
     errs.push("intervalMs must be an integer >= 10");
   if (!(Number.isInteger(o.timeoutMs) && o.timeoutMs > 0)) errs.push("timeoutMs must be an integer > 0");

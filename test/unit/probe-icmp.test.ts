@@ -104,10 +104,10 @@ test("probe options are checked before they reach the helper's command line", (t
     "target gw.example is not an IP address",
   ]);
   t.deepEqual(icmpOptionProblems({ ...OPTS, sourceAddress: "fd00::1" }), [
-    "sourceAddress fd00::1 is neither an address of the target's family nor an interface",
+    "sourceAddress fd00::1 is neither an address of the target's family nor an interface name",
   ]);
   t.deepEqual(icmpOptionProblems({ ...OPTS, sourceAddress: "eth0 add 9 10.0.0.9" }), [
-    "sourceAddress eth0 add 9 10.0.0.9 is neither an address of the target's family nor an interface",
+    "sourceAddress eth0 add 9 10.0.0.9 is neither an address of the target's family nor an interface name",
   ]);
   t.deepEqual(icmpOptionProblems({ ...OPTS, intervalMs: 5, size: 4 }), [
     "intervalMs must be an integer >= 10",

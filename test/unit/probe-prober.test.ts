@@ -315,6 +315,19 @@ test("sync(): adds, keeps unchanged, replaces changed, removes missing", (t) => 
 
 test("spec validation and defaults", (t) => {
   t.deepEqual(validateProbeSpec({ name: "x", kind: "icmp", target: "192.0.2.1" }), []);
+  t.deepEqual(validateProbeSpec({ name: "x", kind: "icmp", target: "gw.example" }), [
+    "probe x: icmp target gw.example is not an IP address",
+  ]);
+  t.deepEqual(
+    validateProbeSpec({ name: "x", kind: "icmp", target: "192.0.2.1", sourceAddress: "2001:db8::1" }),
+    [
+      "probe x: icmp sourceAddress 2001:db8::1 is neither an address of the target's family nor an interface name",
+    ],
+  );
+  t.deepEqual(
+    validateProbeSpec({ name: "x", kind: "icmp", target: "2001:db8::2", sourceAddress: "bond0.100" }),
+    [],
+  );
   t.true(validateProbeSpec({ name: "x", kind: "tcp", target: "192.0.2.1" }).length > 0);
   t.true(validateProbeSpec({ name: "x", kind: "icmp", target: "192.0.2.1", rise: 0 }).length > 0);
   const r = resolveTiming({});
