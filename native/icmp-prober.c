@@ -7,7 +7,8 @@
  * 170 us of CPU for every wake-up on these machines, and one `ping` child per
  * target woke egressd once per reply: 100 wake-ups a second for 10 probes at
  * 100 ms, more than the whole idle budget. Here every probe sends on the
- * multiples of its interval, so probes of one interval share one wake-up; the
+ * multiples of its interval (in groups of up to 16, each group at its own
+ * phase), so probes of one interval share a few wake-ups; the
  * replies are not read as they come but when their timeout is due, from the
  * socket's queue, each with the time the kernel received it (SO_TIMESTAMPNS).
  * A reply that arrived in time counts however late this process ran, and
@@ -67,6 +68,11 @@
 #define T4_PARAMETERPROB 12
 
 enum {
+  /* Probes of one interval send together in groups of at most BURST, the groups spread over SLOTS
+   * phases of the interval: few wake-ups, and no burst of hundreds of echoes (and their replies'
+   * softirq work) at one instant, which delayed the BFD thread's packets. */
+  BURST = 16,
+  SLOTS = 8,
   MAX_PROBES = 4096,
   RING = 64, /* outstanding echoes per probe: timeout / interval must stay below */
   MIN_SIZE = 8,
@@ -100,6 +106,7 @@ struct probe {
   struct in6_addr src6;
   int ifindex;
   int64_t interval, timeout, next_send; /* ns */
+  int64_t phase;                        /* ns: this probe's offset within its interval */
   uint16_t ident;
   uint64_t seq;
   int size;
@@ -107,6 +114,11 @@ struct probe {
 };
 
 static struct probe probes[MAX_PROBES];
+/* How many probes were added with each interval (for their phases); a short list. */
+static struct {
+  int64_t interval;
+  unsigned added;
+} phases[64];
 static int probes_hi; /* probes[probes_hi..] are unused */
 static int by_ident[65536]; /* ident -> probe index + 1 */
 static uint16_t next_ident;
@@ -418,6 +430,11 @@ static int64_t next_due(void) {
   return due;
 }
 
+/* The first time after `now` that is a multiple of `interval` plus `phase`. */
+static int64_t next_multiple(int64_t now, int64_t interval, int64_t phase) {
+  return ((now - phase) / interval + 1) * interval + phase;
+}
+
 static struct probe *find_probe(long id) {
   for (int i = 0; i < probes_hi; i++)
     if (probes[i].used && probes[i].id == id) return &probes[i];
@@ -472,8 +489,16 @@ static void add_probe(char *args) {
   np.interval = (int64_t)interval_ms * 1000000;
   np.timeout = (int64_t)timeout_ms * 1000000;
   int64_t now = clock_ns(CLOCK_MONOTONIC);
-  /* Every probe sends on the multiples of its interval: probes of one interval share a wake-up. */
-  np.next_send = (now / np.interval + 1) * np.interval;
+  /* Every probe sends on the multiples of its interval, plus its group's phase. */
+  unsigned *added = NULL;
+  for (size_t i = 0; i < sizeof phases / sizeof phases[0] && !added; i++)
+    if (phases[i].interval == np.interval || !phases[i].interval) {
+      phases[i].interval = np.interval;
+      added = &phases[i].added;
+    }
+  unsigned group = added ? (*added)++ / BURST % SLOTS : 0;
+  np.phase = np.interval / SLOTS * group;
+  np.next_send = next_multiple(now, np.interval, np.phase);
   *slot = np;
   by_ident[np.ident] = (int)(slot - probes) + 1;
   if (slot - probes >= probes_hi) probes_hi = (int)(slot - probes) + 1;
@@ -531,7 +556,7 @@ int main(void) {
       if (!p->used || p->next_send > now) continue;
       send_echo(p, p->next_send);
       p->next_send += p->interval;
-      if (p->next_send <= now) p->next_send = (now / p->interval + 1) * p->interval; /* late: no burst */
+      if (p->next_send <= now) p->next_send = next_multiple(now, p->interval, p->phase); /* late: no burst */
     }
     uint32_t drops = drops4 + drops6;
     if (drops != drops_reported) {

@@ -30,6 +30,8 @@ export const ICMP_HELPER = fileURLToPath(new URL("../../native/egressd-icmp", im
 
 /** Payload bytes of an echo unless a probe says otherwise (as ping's default). */
 const DEFAULT_SIZE = 56;
+/** Time allowed, on top of an interval and a timeout, for a probe's first verdict. */
+const FIRST_VERDICT_GRACE_MS = 1000;
 /** The helper's limits on the payload (its first 8 bytes carry the helper's cookie). */
 const MIN_SIZE = 8;
 const MAX_SIZE = 1400;
@@ -169,7 +171,9 @@ class HelperProbe implements StreamProbe {
   start(onResult: (r: ProbeResult) => void): void {
     this.onResult = onResult;
     this.helper.attach(this);
-    this.armWatchdog(this.opts.intervalMs + this.opts.timeoutMs);
+    // The first verdict comes a phase of the interval plus the timeout after the helper takes the probe, and
+    // the helper may be starting: a helper that cannot start says so at once (its exit), so wait longer here.
+    this.armWatchdog(2 * this.opts.intervalMs + this.opts.timeoutMs + FIRST_VERDICT_GRACE_MS);
   }
 
   close(): void {

@@ -11,6 +11,7 @@ import { performance } from "node:perf_hooks";
 import { isRunning, run, tryRun } from "../../lib/exec.js";
 import { sandbox, type Sandbox } from "../helpers/netns.js";
 import { Prober, type ProbeSpec, type ProbeTransition } from "../../health/prober.js";
+import { ICMP_HELPER, eachLine } from "../../health/probes/icmp.js";
 import type { ProbeState } from "../../core/probe-state.js";
 import { DEFAULTS } from "../../core/defaults.js";
 
@@ -207,6 +208,26 @@ test("icmp: one helper for all probes, at the detection priority; a removed prob
   await p.stop();
   await sleep(200);
   t.false(isRunning(pid));
+});
+
+test("icmp: the helper sends at most 16 echoes at one instant, and gives each group its own phase", async (t) => {
+  const l = await lab(t);
+  const helper = spawn(ICMP_HELPER, [], { stdio: ["pipe", "pipe", "inherit"] });
+  t.teardown(() => helper.kill("SIGKILL"));
+  const lines: string[] = [];
+  eachLine(helper.stdout, (line) => lines.push(line));
+  for (let id = 1; id <= 40; id++) helper.stdin.write(`add ${id} ${l.targetIp} - 100 100 56\n`);
+  await sleep(650);
+  const rounds = lines.map((line) => line.split(" ").slice(1));
+  t.true(rounds.length >= 12, `${rounds.length} lines`);
+  for (const items of rounds) t.true(items.length <= 16, items.join(" "));
+  // Groups of 16 in the order added: ids 1-16, 17-32, 33-40, each on its own line.
+  const groups = new Set(rounds.map((items) => Math.floor((Number(items[0]!.split(":")[0]) - 1) / 16)));
+  t.deepEqual([...groups].sort(), [0, 1, 2]);
+  t.true(
+    rounds.every((items) => items.every((item) => item.includes(":ok:"))),
+    "every echo answered",
+  );
 });
 
 test("icmp: an ICMP error says what came back and from where", async (t) => {

@@ -214,6 +214,17 @@ test("a silent helper fails the probe at interval + timeout, then every interval
   t.regex(res[2]!.reason!, /the ICMP helper gave no verdict/);
 });
 
+test("a probe's first verdict gets a grace for the helper's start; without one it fails", async (t) => {
+  const fake = fakeHelper([]);
+  const h = helper(fake.path);
+  const t0 = Date.now();
+  const out = await collect(h.probe({ ...OPTS, intervalMs: 20, timeoutMs: 20 }), 1);
+  const took = Date.now() - t0;
+  h.close();
+  t.deepEqual(out[0], { ok: false, reason: "icmp 10.0.0.2: the ICMP helper gave no verdict for 1060 ms" });
+  t.true(took >= 1060, `took ${took} ms`);
+});
+
 test("one helper serves every probe; a closed probe is deleted from it", async (t) => {
   const fake = fakeHelper(["1 ID:0:ok:100"]);
   const h = helper(fake.path);
