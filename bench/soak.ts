@@ -218,10 +218,10 @@ async function main(lab: ScaleLab): Promise<number> {
     failures.set(why, (failures.get(why) ?? 0) + 1);
   }
   for (const [why, n] of failures) console.log(`  probe failures logged: ${n} x ${why}`);
-  // Each failure beside the interval it fell in.
+  // Each failure (a probe's, or a BFD session's going down) beside the interval it fell in.
   const failedAt = lab
     .logLines()
-    .filter((l) => l.includes('"probe result failed"'))
+    .filter((l) => l.includes('"probe result failed"') || l.includes('"msg":"BFD down'))
     .map((l) => Date.parse((JSON.parse(l) as { time: string }).time));
   if (failedAt.length) {
     // The scrape interval each failure fell in (about a second): what the softirq threads waited,
@@ -236,7 +236,7 @@ async function main(lab: ScaleLab): Promise<number> {
         0,
       );
     console.log(
-      `  in the second of each failure: softirq wait / CPU steal / egressd's loop delay max, ms ` +
+      `  in the second of each failure (probe results, BFD downs): softirq wait / CPU steal / egressd's loop delay max, ms ` +
         `(medians of all seconds ${median((w) => w.softirqMs)} / ${median((w) => w.stealMs)} / ${median((w) => w.loopMaxMs)}): ` +
         failedAt
           .slice(0, 30)
