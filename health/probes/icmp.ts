@@ -30,6 +30,15 @@ export const ICMP_HELPER = fileURLToPath(new URL("../../native/egressd-icmp", im
 
 /** Payload bytes of an echo unless a probe says otherwise (as ping's default). */
 const DEFAULT_SIZE = 56;
+/**
+ * The watchdog's window after a verdict: two intervals and the timeout, and
+ * at least this. It only catches a helper that hangs (one that exits is
+ * known at once); a helper late by a few rounds still judges by the kernel's
+ * receive times, so its verdicts are right when they come. At 50 ms, a
+ * window of one interval and the timeout failed 48 probes at once in a soak,
+ * in a second in which the kernel's softirq threads waited 158 ms for a CPU.
+ */
+const SILENCE_MIN_MS = 500;
 /** Time allowed, on top of an interval and a timeout, for a probe's first verdict. */
 const FIRST_VERDICT_GRACE_MS = 1000;
 /** The helper's limits on the payload (its first 8 bytes carry the helper's cookie). */
@@ -215,7 +224,7 @@ class HelperProbe implements StreamProbe {
           : { ok: false, reason: `${this.label}: ${what}` };
       }
     }
-    this.armWatchdog(this.opts.intervalMs + this.opts.timeoutMs);
+    this.armWatchdog(Math.max(SILENCE_MIN_MS, 2 * this.opts.intervalMs + this.opts.timeoutMs));
     this.emit(r);
   }
 
