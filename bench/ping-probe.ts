@@ -21,7 +21,7 @@ import type { ProbeResult } from "../core/probe-state.js";
 import type { StreamProbe } from "../health/probe-types.js";
 import { deadline, inconclusiveResult, stalledResult, type Deadline } from "../health/deadline.js";
 import { StealExcuses, type StealClock } from "../health/steal.js";
-import { eachLine, spawnDetector } from "../health/probes/icmp.js";
+import { eachLine, spawnDetector } from "../health/detector-process.js";
 
 export interface PingProbeOptions {
   target: string;

@@ -19,7 +19,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
-import { eachLine } from "../health/probes/icmp.js";
+import { eachLine } from "../health/detector-process.js";
 import { cleanupOnSignal, probeLab, runtimeMs, sleep } from "./probe-lab.js";
 
 /** The pids of `pid`'s children. */

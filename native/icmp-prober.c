@@ -58,6 +58,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "commands.h"
+
 /* IPv4 raw socket option (linux/icmp.h; not included, as it clashes with
  * glibc's net/if.h): a bit set per ICMP type filters that type out. */
 #define ICMP4_FILTER_OPT 1
@@ -513,30 +515,6 @@ static void command(char *line) {
     refuse(0, "command");
 }
 
-static void read_commands(void) {
-  static char buf[65536];
-  static size_t have;
-  for (;;) {
-    ssize_t n = read(0, buf + have, sizeof buf - 1 - have);
-    if (n == 0) exit(0); /* egressd closed our stdin */
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) return;
-      exit(1);
-    }
-    have += (size_t)n;
-    char *start = buf, *nl;
-    while ((nl = memchr(start, '\n', have - (size_t)(start - buf)))) {
-      *nl = 0;
-      command(start);
-      start = nl + 1;
-    }
-    have -= (size_t)(start - buf);
-    memmove(buf, start, have);
-    if (have == sizeof buf - 1) have = 0; /* a line longer than any command: drop it */
-  }
-}
-
 int main(void) {
   if (getrandom(&cookie, sizeof cookie, 0) != sizeof cookie) cookie = (uint64_t)clock_ns(CLOCK_REALTIME) ^ (uint64_t)getpid();
   next_ident = (uint16_t)cookie;
@@ -579,7 +557,7 @@ int main(void) {
         ssize_t got = read(tfd, &expirations, sizeof expirations);
         (void)got;
       }
-      if (pfd[0].revents & (POLLIN | POLLHUP)) read_commands();
+      if (pfd[0].revents & (POLLIN | POLLHUP)) read_commands(command);
       else if (pfd[0].revents & (POLLERR | POLLNVAL)) return 1;
     }
   }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds egressd's native helper: native/icmp-prober.c -> dist/native/egressd-icmp
-# (the ICMP probes; docs/health.md). Part of `npm run build`.
+# Builds egressd's native helpers (part of `npm run build`):
+#   native/icmp-prober.c -> dist/native/egressd-icmp  (the ICMP probes; docs/health.md)
+#   native/bfd-offload.c -> dist/native/egressd-bfd   (BFD's periodic packets; docs/bfd.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v gcc >/dev/null; then
@@ -8,6 +9,10 @@ if ! command -v gcc >/dev/null; then
   exit 1
 fi
 mkdir -p dist/native
-gcc -std=gnu11 -O2 -Wall -Wextra -Werror -D_FORTIFY_SOURCE=2 -fstack-protector-strong -Wl,-z,relro,-z,now \
-  -o dist/native/egressd-icmp.tmp native/icmp-prober.c
-mv dist/native/egressd-icmp.tmp dist/native/egressd-icmp
+build() {
+  gcc -std=gnu11 -O2 -Wall -Wextra -Werror -D_FORTIFY_SOURCE=2 -fstack-protector-strong -Wl,-z,relro,-z,now \
+    -o "dist/native/$1.tmp" "native/$2"
+  mv "dist/native/$1.tmp" "dist/native/$1"
+}
+build egressd-icmp icmp-prober.c
+build egressd-bfd bfd-offload.c

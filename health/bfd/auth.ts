@@ -53,6 +53,11 @@ export class BfdAuthenticator {
     this.meticulous = config.type === "meticulous-keyed-sha1";
   }
 
+  /** The sequence number of the last packet sealed. */
+  get sequence(): number {
+    return this.xmitSeq;
+  }
+
   /** The packet as sent: A bit set, the auth section filled, the digest over the whole packet. */
   seal(p: ControlPacket): Buffer {
     // Keyed SHA1 may repeat a number; advancing on every packet is allowed for both and simpler.

@@ -15,7 +15,14 @@ import { BfdDiag, BfdState, decodeControl, diagText, encodeControl, stateText } 
 import { BfdAuthenticator, type BfdAuthConfig } from "./auth.js";
 import { Scheduler, type ScheduledTask } from "./scheduler.js";
 import { BfdSession, type SessionSnapshot, type StateChange } from "./session.js";
-import { UdpTransport, type BfdTransport, type Listener, type TxChannel } from "./transport.js";
+import {
+  UdpTransport,
+  type BfdTransport,
+  type Listener,
+  type OffloadHooks,
+  type RxMeta,
+  type TxChannel,
+} from "./transport.js";
 
 export interface BfdPeerConfig {
   /** The peer (BGP neighbour) address: "10.0.0.1", "fd00::1", "fe80::1%eth0". */
@@ -96,6 +103,10 @@ export interface BfdSessionInfo extends SessionSnapshot {
 }
 
 export interface BfdManagerStats {
+  /** Packets this manager read and decoded (with an offloading transport, only those passed up). */
+  rxHandled: number;
+  /** Packets the transport dropped because their TTL / hop limit was not 255 (RFC 5881 5; helper only). */
+  rxTtlDrops: number;
   /** Packets that failed decoding or RFC 5880 6.8.6 checks. */
   rxInvalid: number;
   /** Valid packets that matched no session. */
@@ -157,12 +168,28 @@ interface LocalGroup {
   refs: number;
 }
 
+/** What an offloaded session's transport was last told (OffloadControl). */
+interface Programmed {
+  /** The periodic packet, unsigned, in hex; null when none is sent. */
+  tx: string | null;
+  intervalUs: number;
+  epoch: number;
+  detectUs: number;
+  /** Sequence number the periodic packet was signed with (authentication only). */
+  seq: number;
+}
+
 class Entry implements ScheduledTask {
   rxDiscarded = 0;
   quiet?: () => void;
   /** Signs and checks packets when the session uses authentication. */
   auth?: BfdAuthenticator;
   session!: BfdSession;
+  /** The transport runs the periodic half (tx.offload, SessionOptions.offloaded). */
+  offloaded = false;
+  programmed: Programmed = { tx: null, intervalUs: 0, epoch: -1, detectUs: 0, seq: 0 };
+  /** Token of the last packet accepted, for telling a stale expiry from a real one. */
+  lastAccepted = -1n;
 
   constructor(
     readonly key: string,
@@ -178,7 +205,53 @@ class Entry implements ScheduledTask {
 
   fire(now: number, dueBy: number): void {
     this.session.advance(now, dueBy);
+    this.sync();
     if (this.quiet && !this.session.adminDownPending()) this.quiet();
+    this.afterFire();
+  }
+
+  /** Tells the transport what changed in the periodic half, when it runs it. */
+  sync(): void {
+    const off = this.tx.offload;
+    if (!this.offloaded || !off) return;
+    const was = this.programmed;
+    const per = this.session.periodic();
+    if (!per) {
+      if (was.tx !== null) off.program(null);
+      was.tx = null;
+    } else {
+      const plain = encodeControl(per.packet);
+      const hex = plain.toString("hex");
+      const reschedule = per.epoch !== was.epoch;
+      // Only keyed (not meticulous) SHA1 is offloaded: one signed packet may be sent again, but
+      // never after one with a higher sequence number (a Final, a change of state), which the peer
+      // would take for a replay: those are followed by the periodic packet signed anew.
+      const resign = this.auth !== undefined && this.auth.sequence !== was.seq;
+      if (hex !== was.tx || reschedule || per.intervalUs !== was.intervalUs || resign) {
+        const packet = this.auth ? this.auth.seal(per.packet) : plain;
+        off.program({ packet, intervalUs: per.intervalUs, mult1: per.mult1, reschedule });
+        this.programmed = {
+          ...was,
+          tx: hex,
+          intervalUs: per.intervalUs,
+          epoch: per.epoch,
+          seq: this.auth?.sequence ?? 0,
+        };
+      }
+    }
+    const detectUs = this.session.detectionTimeUs();
+    if (detectUs !== this.programmed.detectUs) {
+      off.detection(detectUs);
+      this.programmed.detectUs = detectUs;
+    }
+  }
+
+  /** The transport saw no packet for the detection time. */
+  expired(lastRx: bigint, now: number): void {
+    // A packet accepted after the one the transport counted from: its news is on the way.
+    if (this.lastAccepted > lastRx) return;
+    this.session.expire(now);
+    this.sync();
     this.afterFire();
   }
 }
@@ -198,7 +271,7 @@ export class BfdManager extends EventEmitter<BfdManagerEvents> {
   private readonly addrCache = new Map<string, string>();
   private reconciling: Promise<void> = Promise.resolve();
   private readonly queued: Array<{ entry: Entry; change: StateChange }> = [];
-  private readonly counters = { rxInvalid: 0, rxNoSession: 0, rxAuth: 0, rxDiscrMismatch: 0 };
+  private readonly counters = { rxHandled: 0, rxInvalid: 0, rxNoSession: 0, rxAuth: 0, rxDiscrMismatch: 0 };
   private stopped = false;
 
   constructor(opts: BfdManagerOptions = {}) {
@@ -215,6 +288,7 @@ export class BfdManager extends EventEmitter<BfdManagerEvents> {
   get stats(): BfdManagerStats {
     return {
       ...this.counters,
+      rxTtlDrops: (this.transport.stats as { ttlDrops?: number }).ttlDrops ?? 0,
       wakeups: this.scheduler.wakeups,
       txErrors: this.transport.stats.txErrors,
       rxErrors: this.transport.stats.rxErrors,
@@ -232,14 +306,23 @@ export class BfdManager extends EventEmitter<BfdManagerEvents> {
     try {
       await this.acquireLocal(localKey);
       let tx: TxChannel;
+      // The transport's news of the session, once the session exists.
+      const made: { entry?: Entry } = {};
+      const hooks: OffloadHooks = {
+        expired: (lastRx) => made.entry?.expired(lastRx, this.clock.now()),
+        activity: (a) => made.entry?.session.addOffloaded(a),
+      };
       try {
-        tx = await this.transport.connect(localKey, key);
+        tx = await this.transport.connect(localKey, key, hooks);
       } catch (e) {
         this.releaseLocal(localKey);
         throw e;
       }
       const entry = new Entry(key, localKey, { ...cfg }, tx, () => this.flush());
+      made.entry = entry;
       if (cfg.auth) entry.auth = new BfdAuthenticator(cfg.auth);
+      // Meticulous authentication signs every packet anew: those sessions send from here.
+      entry.offloaded = tx.offload !== undefined && cfg.auth?.type !== "meticulous-keyed-sha1";
       const now = this.clock.now();
       entry.session = new BfdSession(
         {
@@ -248,6 +331,7 @@ export class BfdManager extends EventEmitter<BfdManagerEvents> {
           passive: cfg.passive ?? false,
           slowTxUs: this.slowTxUs,
           random: this.random,
+          offloaded: entry.offloaded,
         },
         {
           send: (p) => tx.send(entry.auth ? entry.auth.seal(p) : encodeControl(p)),
@@ -262,6 +346,7 @@ export class BfdManager extends EventEmitter<BfdManagerEvents> {
         "BFD session added",
       );
       this.scheduler.add(entry);
+      entry.sync();
     } finally {
       this.reserved.delete(key);
     }
@@ -362,6 +447,7 @@ export class BfdManager extends EventEmitter<BfdManagerEvents> {
     this.stopped = true;
     await Promise.all([...this.entries.keys()].map((k) => this.remove(k)));
     this.scheduler.stop();
+    this.transport.close?.();
   }
 
   get(peer: string): BfdSessionInfo | undefined {
@@ -415,7 +501,7 @@ export class BfdManager extends EventEmitter<BfdManagerEvents> {
     let p = this.locals.get(localKey);
     if (!p) {
       p = this.transport
-        .listen(localKey, (msg, from, port) => this.onPacket(localKey, msg, from, port))
+        .listen(localKey, (msg, from, port, meta) => this.onPacket(localKey, msg, from, port, meta))
         .then((listener) => ({ listener, refs: 0 }));
       this.locals.set(localKey, p);
       p.catch(() => this.locals.delete(localKey));
@@ -438,7 +524,8 @@ export class BfdManager extends EventEmitter<BfdManagerEvents> {
     });
   }
 
-  private onPacket(localKey: string, msg: Buffer, from: string, _port: number): void {
+  private onPacket(localKey: string, msg: Buffer, from: string, _port: number, meta?: RxMeta): void {
+    this.counters.rxHandled++;
     const res = decodeControl(msg);
     if (!res.ok) {
       this.counters.rxInvalid++;
@@ -493,7 +580,17 @@ export class BfdManager extends EventEmitter<BfdManagerEvents> {
       entry.rxDiscarded++;
       return;
     }
-    entry.session.receive(p, this.clock.now());
+    // The kernel's receive time when the transport has it: a late wake-up is not a late packet.
+    entry.session.receive(p, meta?.at ?? this.clock.now());
+    if (entry.offloaded && entry.tx.offload && meta) {
+      entry.lastAccepted = meta.token;
+      // A packet the peer will send again unchanged while nothing happens: Up, no Poll, no Final.
+      const steady =
+        p.state === BfdState.Up && !p.poll && !p.final && entry.session.sessionState === BfdState.Up;
+      const detectUs = entry.session.detectionTimeUs();
+      entry.tx.offload.accepted(meta.token, detectUs, steady ? msg : null);
+      entry.programmed.detectUs = detectUs;
+    }
     this.afterInput(entry);
   }
 
@@ -513,6 +610,7 @@ export class BfdManager extends EventEmitter<BfdManagerEvents> {
   }
 
   private afterInput(entry: Entry): void {
+    entry.sync();
     this.scheduler.kick(entry.session.nextDeadline());
     this.flush();
   }

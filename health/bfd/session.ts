@@ -30,6 +30,44 @@ export interface SessionOptions extends SessionTimers {
   slowTxUs?: number;
   /** Random numbers in [0, 1) for jitter (default Math.random). */
   random?: () => number;
+  /**
+   * Periodic transmission and detection run elsewhere (the egressd-bfd helper,
+   * health/bfd/offload.ts): the session describes them with periodic() and
+   * detectionTimeUs(), is told of a silent peer with expire(), and learns what
+   * was sent and received with addOffloaded(). It still sends what is not
+   * periodic (a Final, a change of state) through hooks.send.
+   */
+  offloaded?: boolean;
+}
+
+/** What an offloaded session sends periodically (see SessionOptions.offloaded). */
+export interface PeriodicTx {
+  packet: ControlPacket;
+  /** Negotiated interval before jitter, microseconds. */
+  intervalUs: number;
+  /** Jitter of 10-25% instead of 0-25% (detect multiplier 1, RFC 5880 6.8.7). */
+  mult1: boolean;
+  /**
+   * Changes when the schedule starts again: the next packet is due one
+   * jittered interval after the last one sent (as when the interval changed
+   * or a packet just went out for a change of state).
+   */
+  epoch: number;
+}
+
+/** What the offloaded half did since it last said (SessionOptions.offloaded; OffloadHooks.activity). */
+export interface OffloadedActivity {
+  /** Packets received that it did not pass on (identical to the last one accepted). */
+  rxPackets: number;
+  /** Periodic packets sent. */
+  txPackets: number;
+  /** Clock times of the last of each, or -Infinity. */
+  lastRxAt: number;
+  lastTxAt: number;
+  /** Least slack before the detection time among those packets, microseconds; null if none. */
+  rxSlackMinUs: number | null;
+  /** Latest a periodic packet left after its time, microseconds. */
+  txLateMaxUs: number;
 }
 
 export interface StateChange {
@@ -151,6 +189,9 @@ export class BfdSession {
   private txLateMaxUs = 0;
   /** Interval and permission the current nextTxAt was computed for. */
   private scheduledIntervalUs = -1;
+  private readonly offloaded: boolean;
+  /** See PeriodicTx.epoch. */
+  private txEpoch = 0;
 
   readonly counters: SessionCounters = {
     rxPackets: 0,
@@ -184,6 +225,7 @@ export class BfdSession {
     this.passive = opts.passive ?? false;
     this.slowTxUs = opts.slowTxUs ?? SLOW_TX_US;
     this.random = opts.random ?? Math.random;
+    this.offloaded = opts.offloaded ?? false;
     this.state = opts.adminDown ? BfdState.AdminDown : BfdState.Down;
     if (opts.adminDown) this.localDiag = BfdDiag.AdministrativelyDown;
     this.detectMult = opts.detectMult;
@@ -201,7 +243,31 @@ export class BfdSession {
 
   /** Earliest time advance() has something to do. */
   nextDeadline(): number {
+    // Offloaded, only the end of the AdminDown packets is this side's to time.
+    if (this.offloaded) return this.adminDownPending() ? this.adminDownUntil : Infinity;
     return this.nextTxAt < this.detectAt ? this.nextTxAt : this.detectAt;
+  }
+
+  /** What an offloaded session sends periodically now; null when it sends nothing. */
+  periodic(): PeriodicTx | null {
+    if (this.nextTxAt === Infinity) return null;
+    return {
+      packet: this.packet(false),
+      intervalUs: this.txIntervalUs(),
+      mult1: this.detectMult === 1,
+      epoch: this.txEpoch,
+    };
+  }
+
+  /** Adds what the offloaded half sent and received (SessionOptions.offloaded). */
+  addOffloaded(a: OffloadedActivity): void {
+    this.counters.rxPackets += a.rxPackets;
+    this.counters.txPackets += a.txPackets;
+    if (a.lastRxAt > this.lastRxAt) this.lastRxAt = a.lastRxAt;
+    if (a.lastTxAt > this.lastTxAt) this.lastTxAt = a.lastTxAt;
+    if (this.state !== BfdState.Up) return;
+    if (a.rxSlackMinUs !== null && a.rxSlackMinUs < this.rxSlackMinUs) this.rxSlackMinUs = a.rxSlackMinUs;
+    if (a.txLateMaxUs > this.txLateMaxUs) this.txLateMaxUs = a.txLateMaxUs;
   }
 
   /** Negotiated periodic transmit interval (before jitter), microseconds. */
@@ -220,7 +286,8 @@ export class BfdSession {
    */
   receive(p: ControlPacket, now: number): void {
     this.counters.rxPackets++;
-    if (this.state === BfdState.Up && this.detectAt !== Infinity) {
+    // Offloaded, the detection deadline is kept by the other half, which measures the slack.
+    if (!this.offloaded && this.state === BfdState.Up && this.detectAt !== Infinity) {
       // How close this gap came to the detection time that was armed for it.
       const slackUs = (this.detectAt - now) * 1000;
       if (slackUs < this.rxSlackMinUs) this.rxSlackMinUs = slackUs;
@@ -258,14 +325,14 @@ export class BfdSession {
 
   /** Runs timers due at or before dueBy (detection, then periodic transmission). */
   advance(now: number, dueBy = now): void {
-    if (this.detectAt <= dueBy) {
-      this.detectAt = Infinity;
-      // RFC 5880 6.8.1: no packet for a detection time -> forget the peer's discriminator.
-      this.remoteDiscr = 0;
-      if (this.state === BfdState.Init || this.state === BfdState.Up)
-        this.goDown(BfdDiag.ControlDetectionTimeExpired, now);
-      this.refreshTx(now);
+    if (this.offloaded) {
+      if (this.adminDownPending() && this.adminDownUntil <= dueBy) {
+        this.nextTxAt = Infinity;
+        this.scheduledIntervalUs = -1;
+      }
+      return;
     }
+    if (this.detectAt <= dueBy) this.expire(now);
     if (this.nextTxAt <= dueBy) {
       if (this.state === BfdState.Up) {
         const lateUs = (now - this.nextTxAt) * 1000;
@@ -273,12 +340,22 @@ export class BfdSession {
       }
       if (this.txAllowed(now)) {
         this.transmit(now, { final: false });
-        this.nextTxAt = this.afterTx(now);
+        this.schedule(this.afterTx(now));
       } else {
         this.nextTxAt = Infinity;
         this.scheduledIntervalUs = -1;
       }
     }
+  }
+
+  /** No packet for a detection time (RFC 5880 6.8.4): the peer is taken for gone. */
+  expire(now: number): void {
+    this.detectAt = Infinity;
+    // RFC 5880 6.8.1: no packet for a detection time -> forget the peer's discriminator.
+    this.remoteDiscr = 0;
+    if (this.state === BfdState.Init || this.state === BfdState.Up)
+      this.goDown(BfdDiag.ControlDetectionTimeExpired, now);
+    this.refreshTx(now);
   }
 
   /** Changes the timers; a poll sequence is used when the session is Up (RFC 5880 6.8.3). */
@@ -304,7 +381,7 @@ export class BfdSession {
     this.scheduledIntervalUs = -1;
     if (this.txAllowed(now)) {
       this.transmit(now, { final: false });
-      this.nextTxAt = this.afterTx(now);
+      this.schedule(this.afterTx(now));
       this.scheduledIntervalUs = this.txIntervalUs();
     } else {
       this.nextTxAt = Infinity;
@@ -361,7 +438,7 @@ export class BfdSession {
     // Leave the slow rate: advertise the configured interval, with a poll sequence.
     this.applyTargets(now);
     this.transmit(now, { final: false });
-    this.nextTxAt = now + this.jitteredMs();
+    this.schedule(now + this.jitteredMs());
     this.scheduledIntervalUs = this.txIntervalUs();
   }
 
@@ -390,7 +467,7 @@ export class BfdSession {
     // Init is announced at once too, so the peer can move to Up without waiting a slow interval.
     if (to === BfdState.Init) {
       this.transmit(now, { final: false });
-      this.nextTxAt = now + this.jitteredMs();
+      this.schedule(now + this.jitteredMs());
       this.scheduledIntervalUs = this.txIntervalUs();
     }
     this.hooks.stateChange({
@@ -468,7 +545,13 @@ export class BfdSession {
     const interval = this.txIntervalUs();
     if (interval === this.scheduledIntervalUs && this.nextTxAt !== Infinity) return;
     this.scheduledIntervalUs = interval;
-    this.nextTxAt = Math.max(now, this.lastTxAt + this.jitteredMs());
+    this.schedule(Math.max(now, this.lastTxAt + this.jitteredMs()));
+  }
+
+  /** Starts the periodic schedule again from `at` (see PeriodicTx.epoch). */
+  private schedule(at: number): void {
+    this.nextTxAt = at;
+    if (at !== Infinity) this.txEpoch++;
   }
 
   /** When the next periodic packet is due after one sent now; in AdminDown, none past the tail. */
@@ -487,12 +570,17 @@ export class BfdSession {
   private transmit(now: number, opts: { final: boolean }): void {
     this.counters.txPackets++;
     this.lastTxAt = now;
-    this.hooks.send({
+    this.hooks.send(this.packet(opts.final));
+  }
+
+  /** The control packet this session sends now (a Final answers a Poll). */
+  private packet(final: boolean): ControlPacket {
+    return {
       version: BFD_VERSION,
       diag: this.localDiag,
       state: this.state,
-      poll: !opts.final && this.pollActive,
-      final: opts.final,
+      poll: !final && this.pollActive,
+      final,
       cpi: false, // egressd's BFD shares fate with its control plane
       authPresent: false,
       demand: false,
@@ -503,7 +591,7 @@ export class BfdSession {
       desiredMinTxUs: this.desiredMinTxUs,
       requiredMinRxUs: this.requiredMinRxUs,
       requiredMinEchoRxUs: 0, // no echo function
-    });
+    };
   }
 }
 

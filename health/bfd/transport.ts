@@ -17,11 +17,20 @@
 import dgram from "node:dgram";
 import { isIPv6 } from "node:net";
 import { BFD_CONTROL_PORT } from "./packet.js";
+import type { OffloadedActivity } from "./session.js";
 
 export const SOURCE_PORT_MIN = 49152;
 export const SOURCE_PORT_MAX = 65535;
 
-export type PacketHandler = (msg: Buffer, fromAddress: string, fromPort: number) => void;
+/** What a transport that reads the kernel's receive time knows about a packet. */
+export interface RxMeta {
+  /** Clock time (ms) the kernel received it. */
+  at: number;
+  /** The packet's name for OffloadControl.accepted(). */
+  token: bigint;
+}
+
+export type PacketHandler = (msg: Buffer, fromAddress: string, fromPort: number, meta?: RxMeta) => void;
 
 export interface Listener {
   close(): void;
@@ -31,6 +40,30 @@ export interface TxChannel {
   readonly localPort: number;
   send(packet: Buffer): void;
   close(): void;
+  /** Present when the transport can run the session's periodic half (health/bfd/offload.ts). */
+  readonly offload?: OffloadControl;
+}
+
+/** The periodic half of a session, run by the transport (SessionOptions.offloaded). */
+export interface OffloadControl {
+  /** Send `packet` every intervalUs less jitter; null stops. */
+  program(p: { packet: Buffer; intervalUs: number; mult1: boolean; reschedule: boolean } | null): void;
+  /**
+   * The session accepted the packet named `token`: its detection deadline is
+   * that packet's time plus detectUs (0: none), and packets equal to `steady`
+   * only move that deadline, without being passed on.
+   */
+  accepted(token: bigint, detectUs: number, steady: Buffer | null): void;
+  /** The detection time changed. */
+  detection(detectUs: number): void;
+}
+
+/** What an offloading transport tells a session's owner (BfdTransport.connect). */
+export interface OffloadHooks {
+  /** No packet for the detection time since the one named lastRx (a token, as in RxMeta). */
+  expired(lastRx: bigint): void;
+  /** Steady packets received and periodic packets sent since the last call (about once a second). */
+  activity(a: OffloadedActivity): void;
 }
 
 export interface TransportStats {
@@ -43,8 +76,10 @@ export interface BfdTransport {
   /** Receives control packets sent to local:3784. */
   listen(local: string, onPacket: PacketHandler): Promise<Listener>;
   /** Opens the sending side of one session, local -> peer:3784. */
-  connect(local: string, peer: string): Promise<TxChannel>;
+  connect(local: string, peer: string, hooks?: OffloadHooks): Promise<TxChannel>;
   readonly stats: TransportStats;
+  /** Releases what the transport holds beyond its sockets (a helper process). */
+  close?(): void;
 }
 
 export interface UdpTransportOptions {

@@ -6,6 +6,7 @@ import { setPriority } from "node:os";
 import { parentPort } from "node:worker_threads";
 import { DEFAULTS } from "../../core/defaults.js";
 import { BfdManager, type BfdLogger } from "./manager.js";
+import { OffloadTransport } from "./offload.js";
 import type { FromWorker, ToWorker } from "./worker-protocol.js";
 
 const port = parentPort;
@@ -28,7 +29,9 @@ const logger: BfdLogger = {
   warn: (obj, msg) => post({ kind: "log", level: "warn", obj, msg }),
   error: (obj, msg) => post({ kind: "log", level: "error", obj, msg }),
 };
-const manager = new BfdManager({ logger });
+// The sessions' periodic half runs in egressd-bfd: this thread wakes when something changes.
+const transport = new OffloadTransport({ onError: (err) => logger.warn({ err: err.message }, "BFD helper") });
+const manager = new BfdManager({ logger, transport });
 manager.on("up", (event) => post({ kind: "up", event }));
 manager.on("down", (event) => post({ kind: "down", event }));
 manager.on("state", (event) => post({ kind: "state", event }));

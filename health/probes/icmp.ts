@@ -14,16 +14,13 @@
 // helper refused (an interface that does not exist yet) fails and is offered
 // again with a backoff; a helper that exits fails every probe and is
 // restarted; a watchdog fails a probe whose verdicts stop coming.
-import { spawn, type ChildProcess } from "node:child_process";
-import { setPriority } from "node:os";
-import type { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import type { ProbeResult } from "../../core/probe-state.js";
 import type { StreamProbe } from "../probe-types.js";
 import { deadline, inconclusiveResult, stalledResult, type Deadline } from "../deadline.js";
 import { StealExcuses, type StealClock } from "../steal.js";
-import { DEFAULTS } from "../../core/defaults.js";
 import { icmpAddressProblems } from "../../core/probe-spec.js";
+import { runHelper, type HelperRun } from "../detector-process.js";
 
 /** The helper as the build leaves it (scripts/build-native.sh). */
 export const ICMP_HELPER = fileURLToPath(new URL("../../native/egressd-icmp", import.meta.url));
@@ -291,7 +288,7 @@ class HelperProbe implements StreamProbe {
  * probe; restarted with a backoff when it exits, with every probe it had.
  */
 export class IcmpHelper {
-  private child: ChildProcess | null = null;
+  private run: HelperRun | null = null;
   private readonly probes = new Map<number, HelperProbe>();
   private nextId = 1;
   private closed = false;
@@ -312,15 +309,16 @@ export class IcmpHelper {
 
   /** Pid of the running helper, if any. */
   get pid(): number | undefined {
-    return this.child?.pid;
+    return this.run?.child.pid;
   }
 
   get running(): boolean {
-    return this.child !== null;
+    return this.run !== null;
   }
 
   whyNotRunning(): string {
-    return `the ICMP helper is not running${this.lastError ? ` (${this.lastError})` : ""}`;
+    const why = this.run?.lastError || this.lastError;
+    return `the ICMP helper is not running${why ? ` (${why})` : ""}`;
   }
 
   /** Stops the helper; its probes are closed by the prober. */
@@ -328,8 +326,8 @@ export class IcmpHelper {
     this.closed = true;
     if (this.restartTimer) clearTimeout(this.restartTimer);
     this.restartTimer = null;
-    const c = this.child;
-    this.child = null;
+    const c = this.run?.child;
+    this.run = null;
     if (c && c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
   }
 
@@ -338,17 +336,17 @@ export class IcmpHelper {
     if (this.closed) return;
     this.probes.set(p.id, p);
     p.reported = -1; // the helper counts a probe's echoes from 0 each time it is added
-    if (this.child) this.write(addCommand(p.id, p.opts));
+    if (this.run) this.write(addCommand(p.id, p.opts));
     else if (!this.restartTimer) this.spawnChild();
   }
 
   detach(p: HelperProbe): void {
     if (!this.probes.delete(p.id)) return;
-    if (this.child) this.write(`del ${p.id}\n`);
+    if (this.run) this.write(`del ${p.id}\n`);
   }
 
   private write(text: string): void {
-    this.child?.stdin?.write(text);
+    this.run?.child.stdin?.write(text);
   }
 
   private spawnChild(): void {
@@ -356,32 +354,25 @@ export class IcmpHelper {
     const binary = this.opts.binary ?? ICMP_HELPER;
     const argv = this.opts.netns ? ["ip", "netns", "exec", this.opts.netns, binary] : [binary];
     // The helper sends and judges on time only if it gets a CPU on time, on a busy node too.
-    const child = spawnDetector(argv, "pipe");
-    this.lastError = "";
-    this.child = child;
+    const run: HelperRun = runHelper(argv, "the ICMP helper", {
+      line: (line) => {
+        if (this.run === run) this.onLine(line);
+      },
+      gone: (why) => {
+        if (this.run !== run) return;
+        this.run = null;
+        this.lastError = run.lastError;
+        if (this.closed) return;
+        for (const p of this.probes.values()) p.helperGone(why);
+        this.restartDelayMs = Math.min(Math.max(this.restartDelayMs * 2, 200), 5000);
+        this.restartTimer = setTimeout(() => {
+          this.restartTimer = null;
+          this.spawnChild();
+        }, this.restartDelayMs);
+      },
+    });
+    this.run = run;
     this.spawns++;
-    child.stdin!.on("error", () => {}); // the helper died: 'close' below says so
-    eachLine(child.stdout!, (line) => {
-      if (this.child === child) this.onLine(line);
-    });
-    eachLine(child.stderr!, (line) => {
-      if (line.trim()) this.lastError = line.trim();
-    });
-    child.on("error", (err) => {
-      this.lastError = `${binary}: ${err.message}`;
-    });
-    child.on("close", (code, signal) => {
-      if (this.child !== child) return;
-      this.child = null;
-      if (this.closed) return;
-      const why = `the ICMP helper exited (${this.lastError || signal || `code ${code}`})`;
-      for (const p of this.probes.values()) p.helperGone(why);
-      this.restartDelayMs = Math.min(Math.max(this.restartDelayMs * 2, 200), 5000);
-      this.restartTimer = setTimeout(() => {
-        this.restartTimer = null;
-        this.spawnChild();
-      }, this.restartDelayMs);
-    });
     let commands = "";
     for (const p of this.probes.values()) {
       p.reported = -1;
@@ -397,42 +388,4 @@ export class IcmpHelper {
     for (const v of parsed.verdicts) this.probes.get(v.id)?.verdict(v, parsed.drops);
     for (const r of parsed.refused) this.probes.get(r.id)?.refused(r.why);
   }
-}
-
-/**
- * Starts a process that detects failures, at the detection priority
- * (DEFAULTS.nice.detection) when egressd may set it (CAP_SYS_NICE); without
- * it, the process keeps egressd's priority.
- */
-export function spawnDetector(argv: readonly string[], stdin: "pipe" | "ignore"): ChildProcess {
-  const child = spawn(argv[0]!, argv.slice(1), { stdio: [stdin, "pipe", "pipe"] });
-  if (child.pid !== undefined) {
-    try {
-      setPriority(child.pid, DEFAULTS.nice.detection);
-    } catch {
-      // no CAP_SYS_NICE
-    }
-  }
-  return child;
-}
-
-/**
- * Calls `onLine` for each complete line of `stream` (ASCII, as the helper
- * writes). readline's interface does much more per line than this needs.
- */
-export function eachLine(stream: Readable, onLine: (line: string) => void): void {
-  let rest = "";
-  stream.setEncoding("latin1");
-  stream.on("data", (chunk: string) => {
-    let start = 0;
-    for (let nl = chunk.indexOf("\n"); nl >= 0; nl = chunk.indexOf("\n", start)) {
-      const line = chunk.slice(start, nl);
-      start = nl + 1;
-      if (rest) {
-        onLine(rest + line);
-        rest = "";
-      } else onLine(line);
-    }
-    if (start < chunk.length) rest += chunk.slice(start);
-  });
 }

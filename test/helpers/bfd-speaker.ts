@@ -23,6 +23,8 @@ export interface SpeakerArgs {
   sessions: BfdPeerConfig[];
   /** Where the sessions run (default: the main thread). */
   thread?: "main" | "worker";
+  /** On the main thread: node:dgram (default) or the egressd-bfd helper. The worker always uses the helper. */
+  transport?: "udp" | "helper";
   /** How long SIGUSR2 keeps the main thread busy. */
   blockMs?: number;
 }

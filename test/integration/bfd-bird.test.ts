@@ -32,7 +32,7 @@ const lab = {
   speaker: undefined as BfdSpeaker | undefined,
 };
 
-function birdConf(secret: string): string {
+function birdConf(secret: string, type = "meticulous keyed sha1"): string {
   return `router id 10.0.0.1;
 protocol device {}
 protocol bfd tor {
@@ -41,7 +41,7 @@ protocol bfd tor {
     min tx interval 100 ms;
     idle tx interval 1000 ms;
     multiplier 3;
-    authentication meticulous keyed sha1;
+    authentication ${type};
     password "${secret}" { id ${KEY.keyId}; };
   };
   neighbor 10.0.0.2 local 10.0.0.1;
@@ -63,9 +63,38 @@ async function birdState(): Promise<string> {
   return /^10\.0\.0\.2\s+\S+\s+(\w+)/m.exec(r.stdout)?.[1] ?? `? ${r.stdout}`;
 }
 
-function startSpeaker(secret: string): void {
-  const session = { ...fastSession({ tor: "10.0.0.1", ours: "10.0.0.2" }), auth: { ...KEY, secret } };
-  lab.speaker = new BfdSpeaker(lab.sandbox.ns("gw"), { sessions: [session] });
+function startSpeaker(
+  secret: string,
+  opts: { type?: "keyed-sha1" | "meticulous-keyed-sha1"; transport?: "udp" | "helper" } = {},
+): void {
+  const auth = { ...KEY, secret, type: opts.type ?? KEY.type };
+  const session = { ...fastSession({ tor: "10.0.0.1", ours: "10.0.0.2" }), auth };
+  lab.speaker = new BfdSpeaker(lab.sandbox.ns("gw"), {
+    sessions: [session],
+    ...(opts.transport ? { transport: opts.transport } : {}),
+  });
+}
+
+/** Starts BIRD again with a new configuration (a reconfiguration keeps a session's authentication). */
+async function restartBird(conf: string): Promise<void> {
+  stopBird();
+  const ctl = join(lab.dir, "bird.ctl");
+  rmSync(ctl, { force: true });
+  writeFileSync(join(lab.dir, "bird.conf"), conf);
+  lab.birdPid = spawnDetached([BIRD, "-f", "-c", join(lab.dir, "bird.conf"), "-s", ctl], {
+    netns: lab.sandbox.ns("tor"),
+  });
+  await waitFor("BIRD control socket", () => existsSync(ctl), 10_000);
+}
+
+function stopBird(): void {
+  if (!lab.birdPid) return;
+  try {
+    process.kill(lab.birdPid, "SIGKILL");
+  } catch {
+    /* gone */
+  }
+  lab.birdPid = 0;
 }
 
 const events = () => lab.speaker?.events ?? [];
@@ -92,13 +121,7 @@ test.before(async () => {
 
 test.after.always(async () => {
   await stopSpeaker();
-  if (lab.birdPid) {
-    try {
-      process.kill(lab.birdPid, "SIGKILL");
-    } catch {
-      /* gone */
-    }
-  }
+  stopBird();
   await lab.sandbox.cleanup();
   if (lab.dir) rmSync(lab.dir, { recursive: true, force: true });
 });
@@ -159,3 +182,41 @@ serial("a wrong key never comes up", async (t) => {
   t.not(await birdState(), "Up", "and BIRD never believes egressd");
   await stopSpeaker();
 });
+
+// With egressd-bfd (health/bfd/offload.ts) as the daemon runs it: a meticulous
+// session signs every packet, so it sends from egressd through the helper's
+// sockets; a keyed one is signed once per change and repeated by the helper.
+serial("meticulous keyed SHA1 through egressd-bfd: Up on both sides", async (t) => {
+  await stopSpeaker();
+  await waitFor("BIRD notices the speaker is gone", async () => (await birdState()) !== "Up", 5000);
+  startSpeaker(KEY.secret, { transport: "helper" });
+  await waitFor("BIRD: Up", async () => (await birdState()) === "Up", 15_000);
+  await waitFor("egressd: Up", () => events().some((e) => e.event === "up"), 5000);
+  await new Promise((r) => setTimeout(r, 2000));
+  t.is(await birdState(), "Up");
+  t.false(events().some((e) => e.event === "down"));
+  await stopSpeaker();
+});
+
+serial(
+  "keyed SHA1 through egressd-bfd: the helper repeats the signed packet, BIRD keeps it Up",
+  async (t) => {
+    await restartBird(birdConf(KEY.secret, "keyed sha1"));
+    startSpeaker(KEY.secret, { type: "keyed-sha1", transport: "helper" });
+    await waitFor("BIRD: Up", async () => (await birdState()) === "Up", 15_000);
+    await waitFor("egressd: Up", () => events().some((e) => e.event === "up"), 5000);
+    await new Promise((r) => setTimeout(r, 3000));
+    t.is(await birdState(), "Up", "BIRD accepts the repeated sequence number of keyed SHA1");
+    t.false(events().some((e) => e.event === "down"));
+    lab.speaker!.signal("SIGUSR1");
+    await waitFor("snapshot", () => events().some((e) => e.event === "sessions"), 5000);
+    const snap = events().find((e) => e.event === "sessions") as unknown as {
+      sessions: { counters: { rxPackets: number; txPackets: number } }[];
+      stats: { rxHandled: number };
+    };
+    const c = snap.sessions[0]!.counters;
+    t.log(`received ${c.rxPackets}, sent ${c.txPackets}, read by egressd ${snap.stats.rxHandled}`);
+    t.true(c.txPackets > 20);
+    await stopSpeaker();
+  },
+);

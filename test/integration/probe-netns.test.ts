@@ -11,7 +11,8 @@ import { performance } from "node:perf_hooks";
 import { isRunning, run, tryRun } from "../../lib/exec.js";
 import { sandbox, type Sandbox } from "../helpers/netns.js";
 import { Prober, type ProbeSpec, type ProbeTransition } from "../../health/prober.js";
-import { ICMP_HELPER, eachLine } from "../../health/probes/icmp.js";
+import { ICMP_HELPER } from "../../health/probes/icmp.js";
+import { eachLine } from "../../health/detector-process.js";
 import type { ProbeState } from "../../core/probe-state.js";
 import { DEFAULTS } from "../../core/defaults.js";
 

@@ -10,11 +10,11 @@ import { join } from "node:path";
 import {
   IcmpHelper,
   addCommand,
-  eachLine,
   icmpOptionProblems,
   parseHelperLine,
   type IcmpProbeOptions,
 } from "../../health/probes/icmp.js";
+import { eachLine } from "../../health/detector-process.js";
 import { MAX_STEAL_EXCUSES, NO_STEAL } from "../../health/steal.js";
 import { allStolen } from "../helpers/steal.js";
 import type { ProbeResult } from "../../core/probe-state.js";
