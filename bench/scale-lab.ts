@@ -363,9 +363,9 @@ export class ScaleLab {
 
   /**
    * CPU time (seconds the scheduler ran their live threads) of egressd, of
-   * its ICMP helper (egressd-icmp) and of everything in its namespace.
+   * its helpers (egressd-icmp, egressd-bfd) and of everything in its namespace.
    */
-  async cpuSeconds(): Promise<{ egressd: number; icmpHelper: number; namespace: number }> {
+  async cpuSeconds(): Promise<{ egressd: number; icmpHelper: number; bfdHelper: number; namespace: number }> {
     const r = await run(["ip", "netns", "pids", this.sb.ns("gw")]);
     const pids = r.stdout.split("\n").filter(Boolean).map(Number);
     const comm = (pid: number) => {
@@ -378,6 +378,7 @@ export class ScaleLab {
     return {
       egressd: runtimeMs(this.pid!) / 1000,
       icmpHelper: pids.filter((p) => comm(p) === "egressd-icmp").reduce((s, p) => s + runtimeMs(p), 0) / 1000,
+      bfdHelper: pids.filter((p) => comm(p) === "egressd-bfd").reduce((s, p) => s + runtimeMs(p), 0) / 1000,
       namespace: pids.reduce((s, p) => s + runtimeMs(p), 0) / 1000,
     };
   }

@@ -10,7 +10,7 @@
 //   the event-loop delay (max and p99, from /metrics) during each of those
 //   BGP session and BFD resets at the ToR (must be 0)
 //   RSS across RELOADS reloads, each with one source changed
-//   idle CPU of egressd, with its ICMP helper, and of everything in its namespace
+//   idle CPU of egressd, with its helpers (ICMP probes, BFD), and of everything in its namespace
 //
 //   node dist/bench/scale.js [--policies 200] [--sources 100000] [--reloads 100]
 //                            [--egressd PATH/TO/dist/daemon/cli.js] [--run-args "ARGS"]
@@ -172,7 +172,8 @@ async function main(lab: ScaleLab): Promise<void> {
   const pct = (s: number) => ((s / wall) * 100).toFixed(1);
   console.log(
     `  idle CPU: egressd ${pct(b.egressd - a.egressd)} % of a core, ` +
-      `with its ICMP helper ${pct(b.egressd - a.egressd + b.icmpHelper - a.icmpHelper)} %; ` +
+      `with its helpers ${pct(b.egressd - a.egressd + b.icmpHelper - a.icmpHelper + b.bfdHelper - a.bfdHelper)} % ` +
+      `(egressd-icmp ${pct(b.icmpHelper - a.icmpHelper)}, egressd-bfd ${pct(b.bfdHelper - a.bfdHelper)}); ` +
       `everything in its namespace ${pct(b.namespace - a.namespace)} %`,
   );
 
