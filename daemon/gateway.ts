@@ -497,6 +497,7 @@ export class Gateway {
       probes: this.prober.statuses(),
       peerStates: this.speaker.peerStates,
       bfd: this.bfd.list(),
+      bfdStats: this.bfd.stats,
       advertised: [...this.speaker.advertised],
       lastReconcile: this.lastReconcile,
     });

@@ -313,6 +313,24 @@ export class Metrics {
       help: "Times the managed gobgpd exited and was started again.",
       registers,
     });
+    new Counter({
+      name: "egressd_bfd_helper_restarts_total",
+      help: "Times BFD's helper (egressd-bfd) ended and was started again; each may cost the peers one detection time of silence.",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(self.snapshot().bfdTransport?.helperRestarts ?? 0);
+      },
+    });
+    new Counter({
+      name: "egressd_bfd_rx_ttl_dropped_total",
+      help: "BFD packets dropped because their TTL / hop limit was not 255 (RFC 5881 section 5): sent from off the link, or forged.",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(self.snapshot().bfdTransport?.rxTtlDropped ?? 0);
+      },
+    });
     const dataplaneRestarts = new Counter({
       name: "egressd_dataplane_restarts_total",
       help: "Times the data-plane thread ended unasked (a config too large for --dataplane-heap-mb, or a bug) and was started again with the config in force.",

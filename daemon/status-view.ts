@@ -1,7 +1,7 @@
 // The /status snapshot of a gateway, from what the gateway knows: a pure
 // function of its parts, so the gateway only gathers them.
 import type { BgpPath, SessionState } from "../core/bgp.js";
-import type { BfdSessionInfo } from "../health/bfd/manager.js";
+import type { BfdManagerStats, BfdSessionInfo } from "../health/bfd/manager.js";
 import type { ProbeStatus } from "../health/prober.js";
 import type { ReconcileResult } from "./controller.js";
 import type { ConfigView, PlanView } from "../core/plan/index.js";
@@ -20,6 +20,7 @@ export interface StatusParts {
   probes: ProbeStatus[];
   peerStates: ReadonlyMap<string, SessionState>;
   bfd: BfdSessionInfo[];
+  bfdStats: BfdManagerStats | undefined;
   advertised: BgpPath[];
   lastReconcile: (ReconcileResult & { at: Date }) | undefined;
 }
@@ -86,6 +87,14 @@ export function statusView(x: StatusParts, now = new Date()): StatusSnapshot {
       };
     }),
     advertised: x.advertised,
+    ...(x.bfdStats
+      ? {
+          bfdTransport: {
+            helperRestarts: Math.max(0, x.bfdStats.helperStarts - 1),
+            rxTtlDropped: x.bfdStats.rxTtlDrops,
+          },
+        }
+      : {}),
     ...(x.lastReconcile
       ? {
           lastReconcile: {

@@ -34,6 +34,11 @@ export interface StatusSnapshot {
     bfd?: { state: string; diagnostic?: string; rxSlackMinMs?: number | null; txLateMaxMs?: number };
   }[];
   advertised: BgpPath[];
+  /**
+   * BFD's helper (egressd-bfd): times it was started again after it ended, and packets it dropped for a
+   * TTL / hop limit other than 255. Absent before the BFD worker first reports.
+   */
+  bfdTransport?: { helperRestarts: number; rxTtlDropped: number };
   lastReconcile?: {
     at: string;
     durationMs: number;

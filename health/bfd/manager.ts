@@ -107,6 +107,8 @@ export interface BfdManagerStats {
   rxHandled: number;
   /** Packets the transport dropped because their TTL / hop limit was not 255 (RFC 5881 5; helper only). */
   rxTtlDrops: number;
+  /** Times the transport's helper process was started (egressd-bfd; 0 for node:dgram). */
+  helperStarts: number;
   /** Packets that failed decoding or RFC 5880 6.8.6 checks. */
   rxInvalid: number;
   /** Valid packets that matched no session. */
@@ -289,6 +291,7 @@ export class BfdManager extends EventEmitter<BfdManagerEvents> {
     return {
       ...this.counters,
       rxTtlDrops: (this.transport.stats as { ttlDrops?: number }).ttlDrops ?? 0,
+      helperStarts: (this.transport.stats as { spawns?: number }).spawns ?? 0,
       wakeups: this.scheduler.wakeups,
       txErrors: this.transport.stats.txErrors,
       rxErrors: this.transport.stats.rxErrors,

@@ -37,7 +37,10 @@ manager.on("down", (event) => post({ kind: "down", event }));
 manager.on("state", (event) => post({ kind: "state", event }));
 
 // Counters and slack for /status and /metrics, once a second.
-const refresh = setInterval(() => post({ kind: "sessions", sessions: manager.list() }), 1000);
+const refresh = setInterval(
+  () => post({ kind: "sessions", sessions: manager.list(), stats: manager.stats }),
+  1000,
+);
 
 port.on("message", (m: ToWorker) => {
   const done = (error?: unknown) =>
@@ -46,6 +49,7 @@ port.on("message", (m: ToWorker) => {
       id: m.id,
       ...(error === undefined ? {} : { error: error instanceof Error ? error.message : String(error) }),
       sessions: manager.list(),
+      stats: manager.stats,
     });
   const work = m.op === "reconcile" ? manager.reconcile(m.peers) : manager.stop();
   work.then(

@@ -5,13 +5,20 @@
 // events, in order; list() answers from the last snapshot the worker sent.
 import { EventEmitter } from "node:events";
 import { Worker } from "node:worker_threads";
-import type { BfdLogger, BfdManagerEvents, BfdPeerConfig, BfdSessionInfo } from "./manager.js";
+import type {
+  BfdLogger,
+  BfdManagerEvents,
+  BfdManagerStats,
+  BfdPeerConfig,
+  BfdSessionInfo,
+} from "./manager.js";
 import type { BfdService } from "./service.js";
 import type { BfdRequest, FromWorker, ToWorker } from "./worker-protocol.js";
 
 export class BfdWorker extends EventEmitter<BfdManagerEvents> implements BfdService {
   private readonly worker: Worker;
   private sessions: BfdSessionInfo[] = [];
+  private lastStats: BfdManagerStats | undefined;
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
   private exited: Error | undefined;
@@ -28,6 +35,7 @@ export class BfdWorker extends EventEmitter<BfdManagerEvents> implements BfdServ
       switch (m.kind) {
         case "reply": {
           this.sessions = m.sessions;
+          this.lastStats = m.stats;
           const p = this.pending.get(m.id);
           this.pending.delete(m.id);
           if (m.error === undefined) p?.resolve();
@@ -36,6 +44,7 @@ export class BfdWorker extends EventEmitter<BfdManagerEvents> implements BfdServ
         }
         case "sessions":
           this.sessions = m.sessions;
+          this.lastStats = m.stats;
           break;
         case "up":
           this.emit("up", m.event);
@@ -78,6 +87,11 @@ export class BfdWorker extends EventEmitter<BfdManagerEvents> implements BfdServ
 
   list(): BfdSessionInfo[] {
     return this.sessions;
+  }
+
+  /** The manager's counters as the worker last sent them (at most a second old). */
+  get stats(): BfdManagerStats | undefined {
+    return this.lastStats;
   }
 
   async stop(): Promise<void> {

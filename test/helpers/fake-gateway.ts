@@ -90,6 +90,7 @@ export function fakeStatus(policies = 2, now = FAKE_NOW): StatusSnapshot {
       { prefix: "203.0.113.0/24", nextHop: "10.1.1.1", med: 10, communities: ["65011:100"] },
       { prefix: "2001:db8:e::11/128", nextHop: "fd00:1:1::2" },
     ],
+    bfdTransport: { helperRestarts: 1, rxTtlDropped: 3 },
     lastReconcile: {
       at: new Date(now - 2000).toISOString(),
       durationMs: 12.5,

@@ -38,6 +38,8 @@ const EXPECTED: Record<string, string> = {
   egressd_failovers_total: "counter",
   egressd_gobgpd_restarts_total: "counter",
   egressd_dataplane_restarts_total: "counter",
+  egressd_bfd_helper_restarts_total: "counter",
+  egressd_bfd_rx_ttl_dropped_total: "counter",
   egressd_snat_packets_total: "counter",
   egressd_snat_bytes_total: "counter",
   egressd_snat_connections_total: "counter",
@@ -117,6 +119,8 @@ test("current state comes from status() at scrape time", async (t) => {
   t.is(value(f, "egressd_bfd_rx_slack_min_seconds", { peer: "tor" }), 0.2125);
   t.is(value(f, "egressd_bfd_tx_late_max_seconds", { peer: "tor" }), 0.004);
   t.is(value(f, "egressd_bfd_rx_slack_min_seconds", { peer: "tor-v6" }), undefined);
+  t.is(value(f, "egressd_bfd_helper_restarts_total"), 1);
+  t.is(value(f, "egressd_bfd_rx_ttl_dropped_total"), 3);
   t.is(value(f, "egressd_bgp_advertised_routes", { family: "ipv4" }), 2);
   t.is(value(f, "egressd_bgp_advertised_routes", { family: "ipv6" }), 1);
   t.is(value(f, "egressd_policy_advertised", { policy: "web" }), 1);
