@@ -32,12 +32,20 @@ import {
 /** The helper as the build leaves it (scripts/build-native.sh). */
 export const BFD_HELPER = fileURLToPath(new URL("../../native/egressd-bfd", import.meta.url));
 
+/**
+ * The helper's real-time priority (SCHED_FIFO), when egressd may set it (CAP_SYS_NICE): the lowest,
+ * so it waits for no ordinary process and for every other real-time one. See docs/bfd.md.
+ */
+export const BFD_HELPER_REALTIME_PRIORITY = 1;
+
 /** The helper reports once a second; this long without a line, it is taken for hung. */
 const WATCHDOG_MS = 3000;
 
 export interface OffloadTransportOptions {
   /** Path of egressd-bfd (default: the built one). */
   binary?: string;
+  /** Real-time priority for the helper, 0 for none (default BFD_HELPER_REALTIME_PRIORITY). */
+  realtimePriority?: number;
   /** Destination and listening port (default 3784; tests may change it). */
   port?: number;
   /** Source port range (default 49152-65535, as RFC 5881 requires). */
@@ -213,7 +221,8 @@ export class OffloadTransport implements BfdTransport {
     if (this.closed) return;
     const binary = this.opts.binary ?? BFD_HELPER;
     // Its packets are the deadlines of the peers' detection: it runs at the detection priority.
-    const run: HelperRun = runHelper([binary], "the BFD helper", {
+    const rt = this.opts.realtimePriority ?? BFD_HELPER_REALTIME_PRIORITY;
+    const run: HelperRun = runHelper([binary, "--realtime", String(rt)], "the BFD helper", {
       line: (line) => {
         if (this.run === run) this.onLine(line);
       },
