@@ -290,8 +290,8 @@ export class BfdManager extends EventEmitter<BfdManagerEvents> {
   get stats(): BfdManagerStats {
     return {
       ...this.counters,
-      rxTtlDrops: (this.transport.stats as { ttlDrops?: number }).ttlDrops ?? 0,
-      helperStarts: (this.transport.stats as { spawns?: number }).spawns ?? 0,
+      rxTtlDrops: this.transport.stats.ttlDrops ?? 0,
+      helperStarts: this.transport.stats.spawns ?? 0,
       wakeups: this.scheduler.wakeups,
       txErrors: this.transport.stats.txErrors,
       rxErrors: this.transport.stats.rxErrors,

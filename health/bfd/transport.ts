@@ -69,6 +69,10 @@ export interface OffloadHooks {
 export interface TransportStats {
   txErrors: number;
   rxErrors: number;
+  /** Packets dropped for a TTL / hop limit other than 255 (a transport that can read it). */
+  ttlDrops?: number;
+  /** Helper processes started (a transport with one). */
+  spawns?: number;
 }
 
 /** What the manager needs from the network; unit tests substitute an in-memory one. */

@@ -207,6 +207,27 @@ export function bfdFrrScenarios(opts: ScenarioOptions): void {
     return sp;
   }
 
+  /** FRR sees both of the speaker's sessions down. */
+  async function frrPeersDown(): Promise<void> {
+    await waitFor(
+      "FRR: peers down",
+      async () => (await frr().peers()).every((p) => p.status === "down"),
+      5000,
+      20,
+    );
+  }
+
+  /** FRR declares both sessions down for silence ("control-expired") within GENEROUS_MS of t0. */
+  async function frrExpiresAll(t: ExecutionContext, t0: number, what: "frozen" | "killed"): Promise<void> {
+    await frrPeersDown();
+    for (const p of PEERS) {
+      const c = await waitLogged(p.ours, t0);
+      t.is(c.reason, "control-expired");
+      t.log(`${p.ours}: FRR detected the ${what} gateway after ${c.at - t0} ms (detection time 300 ms)`);
+      t.true(c.at - t0 < GENEROUS_MS);
+    }
+  }
+
   /** FRR's first logged change of `peer` out of up after `since`. */
   function frrDown(peer: string, since: number) {
     return frr()
@@ -232,18 +253,7 @@ export function bfdFrrScenarios(opts: ScenarioOptions): void {
     const t0 = Date.now();
     sp.signal("SIGSTOP");
     try {
-      await waitFor(
-        "FRR: peers down",
-        async () => (await frr().peers()).every((p) => p.status === "down"),
-        5000,
-        20,
-      );
-      for (const p of PEERS) {
-        const c = await waitLogged(p.ours, t0);
-        t.is(c.reason, "control-expired");
-        t.log(`${p.ours}: FRR detected the frozen gateway after ${c.at - t0} ms (detection time 300 ms)`);
-        t.true(c.at - t0 < GENEROUS_MS);
-      }
+      await frrExpiresAll(t, t0, "frozen");
     } finally {
       sp.signal("SIGCONT");
     }
@@ -258,18 +268,7 @@ export function bfdFrrScenarios(opts: ScenarioOptions): void {
     const t0 = Date.now();
     sp.signal("SIGKILL");
     await sp.exited;
-    await waitFor(
-      "FRR: peers down",
-      async () => (await frr().peers()).every((p) => p.status === "down"),
-      5000,
-      20,
-    );
-    for (const p of PEERS) {
-      const c = await waitLogged(p.ours, t0);
-      t.is(c.reason, "control-expired");
-      t.log(`${p.ours}: FRR detected the killed gateway after ${c.at - t0} ms`);
-      t.true(c.at - t0 < GENEROUS_MS);
-    }
+    await frrExpiresAll(t, t0, "killed");
   });
 
   serial("bfdd dies: egressd emits down with 'control detection time expired'", async (t) => {
@@ -445,12 +444,7 @@ export function bfdFrrScenarios(opts: ScenarioOptions): void {
     const sp = await upOnBothSides(t);
     const t0 = Date.now();
     sp.signal("SIGTERM");
-    await waitFor(
-      "FRR: peers down",
-      async () => (await frr().peers()).every((p) => p.status === "down"),
-      5000,
-      20,
-    );
+    await frrPeersDown();
     const peers = await frr().peers();
     for (const p of peers) {
       t.is(p.diagnostic, "neighbor signaled session down");
