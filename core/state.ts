@@ -55,6 +55,8 @@ export interface NatPolicy {
   /** Policy name from the config (unique). */
   name: string;
   family: Family;
+  /** A Deny policy: its traffic is counted and dropped (egressIP and uplinkInterface are ""). */
+  deny?: boolean;
   egressIP: string;
   /** Packet/conntrack mark the classifier gives this policy's traffic; selects its routing rule. */
   mark: number;

@@ -15,6 +15,7 @@ import { loadConfig } from "../inputs/config/load.js";
 import type { GatewayConfig } from "../core/config/gateway-config.js";
 import type { Config } from "../core/config/schema.js";
 import { classifierFor, type Classified, type KeptClassifier } from "../core/plan/classifier.js";
+import { actionOf } from "../core/plan/model.js";
 import type { NatSourcesDelta } from "../core/state.js";
 import type { NatResult } from "../core/plan/nat.js";
 import { sourceEdit, type LoadedText, type SourceEdit } from "../inputs/config/source-edit.js";
@@ -206,7 +207,7 @@ export class InlineDataplane implements Dataplane {
     if (e === undefined) return undefined;
     const nat = natFor(e.config);
     if (nat.conflicts.length > 0) return undefined;
-    if (e.config.policies.some((p, i) => p.gateway !== false && !nat.effective.has(i))) return undefined;
+    if (e.config.policies.some((p, i) => actionOf(p) !== "Direct" && !nat.effective.has(i))) return undefined;
     return e;
   }
 

@@ -6,6 +6,7 @@ import type { ProbeStatus } from "../health/prober.js";
 import type { ReconcileResult } from "./controller.js";
 import type { ConfigView, PlanView } from "../core/plan/index.js";
 import { affectsText, type HealthView } from "../core/plan/health.js";
+import { actionOf } from "../core/plan/model.js";
 import type { StatusSnapshot } from "./status.js";
 import { VERSION } from "./version.js";
 
@@ -58,8 +59,9 @@ export function statusView(x: StatusParts, now = new Date()): StatusSnapshot {
         family: p.family,
         ...(p.egressIP ? { egressIP: p.egressIP } : {}),
         ...(p.uplink ? { uplink: p.uplink } : {}),
-        gateway: p.gateway !== false,
-        advertised: p.gateway !== false && why.length === 0 && !!cfg.bgp,
+        gateway: actionOf(p) !== "Direct",
+        ...(actionOf(p) === "Deny" ? { deny: true } : {}),
+        advertised: actionOf(p) !== "Direct" && why.length === 0 && !!cfg.bgp,
         ...(why.length ? { withdrawnBecause: why.join(", ") } : {}),
       };
     }),

@@ -17,6 +17,8 @@ export interface StatusSnapshot {
     egressIP?: string;
     uplink?: string;
     gateway: boolean;
+    /** A Deny policy: the gateway drops what it selects. */
+    deny?: boolean;
     /** Whether its destinations are advertised now; when not, why. */
     advertised: boolean;
     withdrawnBecause?: string;

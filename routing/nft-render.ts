@@ -55,6 +55,13 @@ export interface PolicyCounterNames {
 
 const SAFE_NAME = /^[A-Za-z0-9_]{1,40}$/;
 
+/**
+ * What a Deny policy has in place of an egress IP once normalised: it takes
+ * part in the structure hash like an address, so a policy that turns from
+ * SNAT to Deny (or back) is a changed policy whose chains are rewritten.
+ */
+export const DENY = "deny";
+
 /** The nft-safe identifier egressd uses for a policy's chains and counters. */
 export function policyKey(name: string): string {
   if (SAFE_NAME.test(name)) return name;
@@ -111,7 +118,7 @@ export function normalizeNat(plan: NatPlan): NormalizedNat {
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
     .map((p) => ({
       ...p,
-      egressIP: canonicalAddress(p.egressIP),
+      egressIP: p.deny === true ? DENY : canonicalAddress(p.egressIP),
       mark: p.mark >>> 0,
       key: policyKey(p.name),
     }));
@@ -125,7 +132,7 @@ export function normalizeNat(plan: NatPlan): NormalizedNat {
     if (p.mark === 0 || (p.mark & ~mask) !== 0)
       throw new Error(`nat plan: policy ${p.name}: mark ${hex(p.mark)} is 0 or outside mask ${hex(mask)}`);
     if (marks.has(p.mark)) throw new Error(`nat plan: policy ${p.name}: mark ${hex(p.mark)} used twice`);
-    if (familyOf(p.egressIP) !== p.family)
+    if (p.egressIP !== DENY && familyOf(p.egressIP) !== p.family)
       throw new Error(`nat plan: policy ${p.name}: egress IP ${p.egressIP} is not IPv${p.family}`);
     byName.set(p.name, p);
     keys.add(p.key);
@@ -265,6 +272,11 @@ function setDeclaration(s: NftSetSpec): string {
 
 function counterComments(p: NormalPolicy): [name: string, comment: string][] {
   const c = policyCounterNames(p);
+  if (p.egressIP === DENY)
+    return [
+      [c.packets, `packets of policy ${p.key} dropped (deny)`],
+      [c.connections, `connections of policy ${p.key}: none, it denies`],
+    ];
   return [
     [c.packets, `packets of policy ${p.key} (${p.egressIP})`],
     [c.connections, `connections SNATed by policy ${p.key} to ${p.egressIP}`],
@@ -272,6 +284,7 @@ function counterComments(p: NormalPolicy): [name: string, comment: string][] {
 }
 
 function markRules(p: NormalPolicy, mask: number): string[] {
+  if (p.egressIP === DENY) return [`counter name "${policyCounterNames(p).packets}"`, "drop"];
   const keep = hex(~mask >>> 0);
   return [
     `ct mark set ct mark and ${keep} or ${hex(p.mark)}`,
@@ -282,6 +295,9 @@ function markRules(p: NormalPolicy, mask: number): string[] {
 }
 
 function snatRules(p: NormalPolicy): string[] {
+  // A Deny policy's first packet is dropped before conntrack confirms the connection: no
+  // connection carries its mark, and this chain is never reached. It exists to keep one shape.
+  if (p.egressIP === DENY) return [`counter name "${policyCounterNames(p).connections}"`, "drop"];
   return [`counter name "${policyCounterNames(p).connections}"`, `snat ${ipKw(p.family)} to ${p.egressIP}`];
 }
 

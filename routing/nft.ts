@@ -11,6 +11,7 @@ import { run, tryRun } from "../lib/exec.js";
 import type { Family, NatPlan, NatSourcesDelta } from "../core/state.js";
 import { canonicalAddress, canonicalInterval, familyOf } from "./ip.js";
 import {
+  DENY,
   COMMENT_PREFIX,
   FIXED_SETS,
   STRUCTURE_SET,
@@ -168,7 +169,7 @@ export async function readLiveTable(): Promise<LiveTable | undefined> {
 export function expectedChains(n: NormalizedNat): Map<string, number> {
   const m = new Map<string, number>();
   for (const p of n.policies) {
-    m.set(`mark_${p.key}`, 4);
+    m.set(`mark_${p.key}`, p.egressIP === DENY ? 2 : 4);
     m.set(`snat_${p.key}`, 2);
   }
   for (const c of n.classes) m.set(`class_${c.id}`, 1);
@@ -220,6 +221,11 @@ export function normalizedFromLive(live: LiveTable, markMask: number): Normalize
     const mark = Number(markText) >>> 0;
     if (!key || snatMarks.elements.get(markText) !== `goto snat_${key}`) return undefined;
     const targets = live.snat.get(`snat_${key}`) ?? [];
+    if (targets.length === 0 && live.chains.get(`mark_${key}`) === 2) {
+      // A Deny policy (counter, drop): its family is that of the class maps that send traffic to it.
+      policies.push({ name: key, key, family: 4, egressIP: DENY, mark, uplinkInterface: "", deny: true });
+      continue;
+    }
     if (targets.length !== 1) return undefined;
     const egressIP = canonicalAddress(targets[0]!.addr);
     const family = familyOf(egressIP);
@@ -245,6 +251,15 @@ export function normalizedFromLive(live: LiveTable, markMask: number): Normalize
     sets.set(name, spec);
   }
   if (sets.size !== classes.size * 3) return undefined;
+  for (const p of policies) {
+    if (p.egressIP !== DENY) continue;
+    const target = `goto mark_${p.key}`;
+    for (const s of sets.values())
+      if (s.map && [...s.elements.values()].includes(target)) {
+        p.family = s.family;
+        break;
+      }
+  }
   const classList = [...classes].sort((a, b) => a[0] - b[0]).map(([id, family]) => ({ id, family }));
   const hash = structureHash(mask, policies, classList);
   const n: NormalizedNat = { structureHash: hash, markMask: mask, policies, classes: classList, sets };

@@ -67,6 +67,50 @@ export const UplinkSchema = Type.Object(
 const CidrList = (description: string, minItems: number) =>
   Type.Array(Type.String({ examples: ["10.244.1.0/24", "10.244.2.5"] }), { minItems, description });
 
+/** What a policy does with the traffic it selects; shared with the Kubernetes API (core/k8s/api-schema.ts). */
+export const POLICY_ACTIONS = ["SNAT", "Direct", "Deny"] as const;
+export type PolicyAction = (typeof POLICY_ACTIONS)[number];
+
+export const ActionSchema = Type.Unsafe<PolicyAction>({
+  type: "string",
+  enum: [...POLICY_ACTIONS],
+  description:
+    "SNAT (the default): the traffic leaves through the gateway with the egress IP. " +
+    "Direct: no gateway for these destinations; the traffic is left alone (the same as gateway: false). " +
+    "Deny: the gateway drops the traffic and counts it.",
+});
+
+/** The destinations and exceptions of a policy, as the file and the Kubernetes API both write them. */
+export const DestinationsSchema = CidrList(
+  "Destination CIDRs this policy applies to (a bare address is a host prefix).",
+  1,
+);
+export const ExceptionsSchema = CidrList(
+  "Destination CIDRs, each inside one of this policy's destinations, that are left alone: " +
+    "not SNATed, not routed through the uplink. They take part in longest-prefix match at their own length.",
+  0,
+);
+
+export const EgressIPGroupSchema = Type.Object(
+  {
+    name: Name(
+      "The group's name, as policies refer to it (egressIPGroup). Policies in the cluster name a group, " +
+        "never an address, so a tenant can use only the groups the gateways define.",
+    ),
+    egressIPs: Type.Array(Type.String(), {
+      minItems: 1,
+      maxItems: 2,
+      description: "This gateway's addresses for the group: at most one per family, each one of egressIPs.",
+    }),
+    uplink: Type.String({ description: "Name of the uplink the group's traffic leaves through." }),
+  },
+  {
+    ...Strict,
+    description:
+      "A named egress identity: the egress IP of each family and the uplink that policies naming it use on this gateway.",
+  },
+);
+
 export const PolicySchema = Type.Object(
   {
     name: Name("The policy's name, unique in this file."),
@@ -74,29 +118,32 @@ export const PolicySchema = Type.Object(
       "Pod CIDRs and/or pod IPs this policy applies to. A bare address means a /32 or /128.",
       1,
     ),
-    destinations: CidrList("Destination CIDRs this policy applies to (a bare address is a host prefix).", 1),
-    exceptions: Type.Optional(
-      CidrList(
-        "Destination CIDRs, each inside one of this policy's destinations, that are left alone: " +
-          "not SNATed, not routed through the uplink. They take part in longest-prefix match at their own length.",
-        0,
-      ),
-    ),
+    destinations: DestinationsSchema,
+    exceptions: Type.Optional(ExceptionsSchema),
+    action: Type.Optional(ActionSchema),
     gateway: Type.Optional(
       Type.Boolean({
         default: true,
         description:
-          "false: no gateway for these destinations; matching traffic is left alone (no egressIP or uplink allowed).",
+          "false: no gateway for these destinations; matching traffic is left alone (no egressIP or uplink allowed). " +
+          "The same as action: Direct.",
       }),
     ),
     egressIP: Type.Optional(
       Type.String({
-        description: "The egress IP (one of egressIPs) to SNAT to. Required unless gateway is false.",
+        description: "The egress IP (one of egressIPs) to SNAT to. SNAT needs it or egressIPGroup.",
       }),
     ),
     uplink: Type.Optional(
       Type.String({
-        description: "Name of the uplink the traffic leaves through. Required unless gateway is false.",
+        description: "Name of the uplink the traffic leaves through. SNAT needs it or egressIPGroup.",
+      }),
+    ),
+    egressIPGroup: Type.Optional(
+      Type.String({
+        pattern: NAME_PATTERN,
+        description:
+          "An egress IP group (egressIPGroups) in place of egressIP and uplink: its address of the sources' family.",
       }),
     ),
   },
@@ -145,6 +192,9 @@ export const ConfigSchema = Type.Object(
     gateway: GatewaySchema,
     egressIPs: Type.Array(EgressIPSchema, { description: "The egress IPs this gateway owns." }),
     uplinks: Type.Array(UplinkSchema, { description: "The gateway's uplinks." }),
+    egressIPGroups: Type.Optional(
+      Type.Array(EgressIPGroupSchema, { description: "Named egress identities that policies refer to." }),
+    ),
     policies: Type.Array(PolicySchema, { description: "Egress policies." }),
     dataplane: Type.Optional(DataplaneSchema),
     bgp: Type.Optional(BgpSchema),
@@ -166,6 +216,7 @@ export type GatewayConfig = Static<typeof GatewaySchema>;
 export type EgressIPConfig = Static<typeof EgressIPSchema>;
 export type UplinkConfig = Static<typeof UplinkSchema>;
 export type PolicyConfig = Static<typeof PolicySchema>;
+export type EgressIPGroupConfig = Static<typeof EgressIPGroupSchema>;
 export type DataplaneConfig = Static<typeof DataplaneSchema>;
 /** A configuration that passed validation (loadConfig). */
 export type Config = Static<typeof ConfigSchema>;

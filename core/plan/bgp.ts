@@ -29,6 +29,7 @@ import {
 } from "../ip.js";
 import type { Family, KernelState } from "../state.js";
 import type { NatIndex } from "./nat.js";
+import { actionOf } from "./model.js";
 import { partitionPoint } from "../search.js";
 
 export interface BgpHealth {
@@ -179,7 +180,7 @@ export function advertiseScope(config: Config & { bgp?: BgpConfig }, nat?: NatIn
   const dests: Prefix[] = [];
   const defaults = new Map<Family, Set<string>>();
   for (const p of config.policies) {
-    if (p.gateway === false) continue;
+    if (actionOf(p) === "Direct") continue;
     for (const d of p.destinations) {
       const prefix = mustParsePrefix(d);
       if (prefix.len === 0)

@@ -4,7 +4,7 @@
 // instead of a flattening of every policy (see patchNat).
 import type { Config } from "../config/schema.js";
 import { mustParseSpan, type Span } from "../ip.js";
-import { policyFamily, policyModels } from "./model.js";
+import { actionOf, policyFamily, policyModels } from "./model.js";
 import {
   indexNat,
   patchNat,
@@ -66,7 +66,7 @@ export function classifierFor(config: Pick<Config, "policies">, previous?: KeptC
       index,
       name: p.name,
       family: policyFamily(p),
-      gateway: p.gateway !== false,
+      gateway: actionOf(p) !== "Direct",
       sources: [],
       destinations: p.destinations.map(mustParseSpan),
       exceptions: (p.exceptions ?? []).map(mustParseSpan),

@@ -14,7 +14,7 @@ import type {
   NatPolicy,
 } from "../state.js";
 import { flattenNat, type NatResult } from "./nat.js";
-import { dataplaneOf, markValue, policyFamily, policyModels, uplinkTables } from "./model.js";
+import { actionOf, dataplaneOf, markValue, policyFamily, policyModels, uplinkTables } from "./model.js";
 
 export class PlanError extends Error {
   override name = "PlanError";
@@ -56,7 +56,20 @@ export function plan(config: Config, nat: NatResult = flattenNat(policyModels(co
   const usedUplinks = new Set<string>(); // "index/family"
   let n = 0;
   for (const p of config.policies) {
-    if (p.gateway === false) continue;
+    const action = actionOf(p);
+    if (action === "Direct") continue;
+    if (action === "Deny") {
+      // A mark of its own keeps the table's shape (every policy has a mark), though no packet carries it.
+      natPolicies.push({
+        name: p.name,
+        family: policyFamily(p),
+        deny: true,
+        egressIP: "",
+        mark: markValue(++n, dp.markMask),
+        uplinkInterface: "",
+      });
+      continue;
+    }
     if (p.egressIP === undefined || p.uplink === undefined) {
       throw new PlanError(`policy ${p.name}: egressIP and uplink are required`);
     }

@@ -1,6 +1,6 @@
 // Turns a validated Config into the parsed values the planner works on:
 // policies with numeric prefixes, uplink tables, mark values.
-import type { Config } from "../config/schema.js";
+import type { Config, PolicyAction, PolicyConfig } from "../config/schema.js";
 import { DEFAULTS } from "../config/schema.js";
 import { mustParseSpan, parseAddress } from "../ip.js";
 import type { Family } from "../state.js";
@@ -47,6 +47,11 @@ export function markValue(n: number, mask: number): number {
   return value;
 }
 
+/** What a (validated) policy does: its action, else Direct for gateway: false, else SNAT. */
+export function actionOf(p: Pick<PolicyConfig, "action" | "gateway">): PolicyAction {
+  return p.action ?? (p.gateway === false ? "Direct" : "SNAT");
+}
+
 export function policyFamily(p: Config["policies"][number]): Family {
   const first = p.egressIP ?? p.sources[0]!;
   const a = parseAddress(first.split("/")[0]!);
@@ -59,7 +64,7 @@ export function policyModels(config: Pick<Config, "policies">): PolicyModel[] {
     index,
     name: p.name,
     family: policyFamily(p),
-    gateway: p.gateway !== false,
+    gateway: actionOf(p) !== "Direct",
     sources: p.sources.map(mustParseSpan),
     destinations: p.destinations.map(mustParseSpan),
     exceptions: (p.exceptions ?? []).map(mustParseSpan),

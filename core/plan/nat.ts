@@ -17,7 +17,7 @@ export interface PolicyModel {
   index: number;
   name: string;
   family: Family;
-  /** false: a "no gateway" policy; its destinations mean "leave alone". */
+  /** false: a "no gateway" (Direct) policy; its destinations mean "leave alone". SNAT and Deny take the traffic. */
   gateway: boolean;
   sources: Span[];
   destinations: Span[];

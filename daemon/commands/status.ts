@@ -73,9 +73,13 @@ export function renderStatus(s: StatusSnapshot, now = Date.parse(s.at)): string[
         p.uplink ?? "-",
         !p.gateway
           ? "no gateway (not served)"
-          : p.advertised
-            ? "yes"
-            : `WITHDRAWN${p.withdrawnBecause ? `: ${p.withdrawnBecause}` : ""}`,
+          : p.deny
+            ? p.advertised
+              ? "yes (deny: dropped here)"
+              : `WITHDRAWN (deny)${p.withdrawnBecause ? `: ${p.withdrawnBecause}` : ""}`
+            : p.advertised
+              ? "yes"
+              : `WITHDRAWN${p.withdrawnBecause ? `: ${p.withdrawnBecause}` : ""}`,
       ]),
     ),
   );

@@ -16,6 +16,8 @@ import { Ajv, type ErrorObject } from "ajv";
 import { constructFromEvents, parseEvents, type Event } from "js-yaml";
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from "yaml";
 import { ConfigSchema, IFNAME_PATTERN, NAME_PATTERN, type Config } from "../../core/config/schema.js";
+import { resolveGroups } from "../../core/config/groups.js";
+import { policyFamily } from "../../core/plan/model.js";
 import { formatPath, type ConfigIssue, type PathSegment } from "./issues.js";
 import { checkSemantics, type NatFor, type RawIssue } from "./semantics.js";
 import { layoutOf, type SourceLayout } from "./source-edit.js";
@@ -182,7 +184,8 @@ function loadClean(text: string, o: LoadOptions): LoadResult | undefined {
   const semantic = checkSemantics(raw, true, o.natFor);
   if (semantic.errors.length > 0 || semantic.warnings.length > 0) return undefined;
   const layout = o.layout ? layoutOf(text, events) : undefined;
-  return layout ? { ok: true, config: raw, warnings: [], layout } : { ok: true, config: raw, warnings: [] };
+  const config = resolveGroups(raw as Config, policyFamily);
+  return layout ? { ok: true, config, warnings: [], layout } : { ok: true, config, warnings: [] };
 }
 
 /** Parses and validates with the `yaml` package, which knows the line of every node. */
@@ -223,7 +226,7 @@ function loadWithPositions(text: string, o: LoadOptions): LoadResult {
   const errors = sortIssues([...structural, ...semantic.errors].map(toIssue));
   warnings.push(...semantic.warnings.map(toIssue));
   if (errors.length > 0 || !structurallyValid) return { ok: false, errors, warnings: sortIssues(warnings) };
-  return { ok: true, config: raw as Config, warnings: sortIssues(warnings) };
+  return { ok: true, config: resolveGroups(raw as Config, policyFamily), warnings: sortIssues(warnings) };
 }
 
 /** Reads and validates a file. Throws only if the file cannot be read. */

@@ -7,7 +7,7 @@
 // cannot interpret: one run reports as many independent errors as possible.
 import type { Family } from "../../core/state.js";
 import { flattenNat, type NatResult } from "../../core/plan/nat.js";
-import { markCapacity, policyModels, uplinkTables } from "../../core/plan/model.js";
+import { actionOf, markCapacity, policyModels, uplinkTables } from "../../core/plan/model.js";
 import {
   contains,
   formatPrefix,
@@ -174,6 +174,50 @@ export function checkSemantics(
     });
   }
 
+  // egress IP groups: each address owned, at most one per family, the uplink able to carry it
+  const groups = new Map<string, { index: number; families: Set<Family> }>();
+  list(root.egressIPGroups).forEach((g, i) => {
+    if (!isObj(g)) return;
+    const families = new Set<Family>();
+    const uplinkName = str(g.uplink);
+    const u = uplinkName === undefined ? undefined : uplinks.get(uplinkName);
+    if (uplinkName !== undefined && u === undefined) {
+      const known = [...uplinks.keys()].map(quoted).join(", ");
+      err(
+        ["egressIPGroups", i, "uplink"],
+        `unknown uplink ${quoted(uplinkName)} (${known === "" ? "no uplinks are defined" : `known: ${known}`})`,
+      );
+    }
+    list(g.egressIPs).forEach((x, j) => {
+      if (typeof x !== "string") return;
+      const at: PathSegment[] = ["egressIPGroups", i, "egressIPs", j];
+      const a = parseAddress(x);
+      if (a === undefined) return err(at, `${quoted(x)} is not an IP address`);
+      if (!owned.has(`${a.family}/${a.value}`))
+        return err(
+          at,
+          `${x} is not owned by this gateway (not in egressIPs${owned.size === 0 ? ", which is empty" : ""})`,
+        );
+      if (families.has(a.family))
+        return err(at, `a second IPv${a.family} address; a group has at most one per family`);
+      families.add(a.family);
+      if (u !== undefined && !(a.family === 4 ? u.v4 : u.v6))
+        err(
+          at,
+          `uplink ${quoted(uplinkName!)} has no IPv${a.family} ${a.family === 4 ? "nextHop" : "nextHop6"}, which this address needs`,
+        );
+    });
+    const name = str(g.name);
+    if (name === undefined) return;
+    const prev = groups.get(name);
+    if (prev !== undefined)
+      err(
+        ["egressIPGroups", i, "name"],
+        `duplicate group name ${quoted(name)} (also egressIPGroups[${prev.index}])`,
+      );
+    else groups.set(name, { index: i, families });
+  });
+
   // policies
   const policyNames = new Map<string, number>();
   let gatewayPolicies = 0;
@@ -187,7 +231,10 @@ export function checkSemantics(
         err(at("name"), `duplicate policy name ${quoted(name)} (also policies[${prev}])`);
       else policyNames.set(name, i);
     }
-    const gateway = p.gateway !== false;
+    const action = p.action ?? (p.gateway === false ? "Direct" : "SNAT");
+    if (p.gateway === false && p.action !== undefined && p.action !== "Direct")
+      err(at("action"), `${p.action} contradicts gateway: false (which means Direct); keep one of them`);
+    const gateway = action !== "Direct";
     if (gateway) gatewayPolicies++;
 
     // The policy's family: its egress IP's, else its first source's.
@@ -231,17 +278,44 @@ export function checkSemantics(
     }
 
     if (!gateway) {
-      for (const key of ["egressIP", "uplink"] as const) {
-        if (p[key] !== undefined) err(at(key), `not allowed with gateway: false (traffic is left alone)`);
+      for (const key of ["egressIP", "uplink", "egressIPGroup"] as const) {
+        if (p[key] !== undefined) err(at(key), `not allowed with action Direct (traffic is left alone)`);
       }
       if (list(p.exceptions).length > 0) {
-        err(at("exceptions"), "not allowed with gateway: false; list these CIDRs under destinations");
+        err(at("exceptions"), "not allowed with action Direct; list these CIDRs under destinations");
       }
       return;
     }
 
-    if (p.egressIP === undefined) {
-      err(at(), `missing required field "egressIP" (or set gateway: false)`);
+    const groupName = str(p.egressIPGroup);
+    if (action === "Deny" || groupName !== undefined) {
+      for (const key of ["egressIP", "uplink"] as const) {
+        if (p[key] !== undefined)
+          err(
+            at(key),
+            action === "Deny"
+              ? "not allowed with action Deny (the traffic is dropped)"
+              : "not allowed with egressIPGroup (the group names the egress IP and the uplink)",
+          );
+      }
+      if (action === "Deny" && groupName !== undefined)
+        err(at("egressIPGroup"), "not allowed with action Deny (the traffic is dropped)");
+      else if (groupName !== undefined) {
+        const g = groups.get(groupName);
+        const known = [...groups.keys()].map(quoted).join(", ");
+        if (g === undefined)
+          err(
+            at("egressIPGroup"),
+            `unknown egress IP group ${quoted(groupName)} (${known === "" ? "no egressIPGroups are defined" : `known: ${known}`})`,
+          );
+        else if (family !== undefined && !g.families.has(family))
+          err(
+            at("egressIPGroup"),
+            `group ${quoted(groupName)} has no IPv${family} address, which this IPv${family} policy needs`,
+          );
+      }
+    } else if (p.egressIP === undefined) {
+      err(at(), `missing required field "egressIP" (or egressIPGroup, or action Direct)`);
     } else if (egressText !== undefined) {
       if (egress === undefined) err(at("egressIP"), `${quoted(egressText)} is not an IP address`);
       else if (!owned.has(`${egress.family}/${egress.value}`)) {
@@ -252,8 +326,10 @@ export function checkSemantics(
       }
     }
 
-    if (p.uplink === undefined) {
-      err(at(), `missing required field "uplink" (or set gateway: false)`);
+    if (action === "Deny" || groupName !== undefined) {
+      // no uplink of its own: checked above
+    } else if (p.uplink === undefined) {
+      err(at(), `missing required field "uplink" (or egressIPGroup, or action Direct)`);
     } else if (typeof p.uplink === "string") {
       const u = uplinks.get(p.uplink);
       if (u === undefined) {
@@ -352,7 +428,7 @@ export function checkSemantics(
     }
     if (errors.length > 0) return { errors, warnings };
     config.policies.forEach((p, i) => {
-      if (p.gateway !== false && !nat.effective.has(i)) {
+      if (actionOf(p) !== "Direct" && !nat.effective.has(i)) {
         warnings.push({
           segments: ["policies", i],
           message: `policy ${quoted(p.name)} never applies: more specific destinations, exceptions or policies override all of it`,

@@ -71,3 +71,63 @@ test("server sees egress IPs per destination, exceptions and unlisted pods are n
   t.is(removed.nat.removed, 1);
   t.is(await seenBy(s, "203.0.113.10", "10.244.1.11"), "10.244.1.11");
 });
+
+test("a Deny policy drops and counts what it selects; turned into SNAT it NATs, and other policies carry on", async (t) => {
+  const s = sandbox(t, "dpd");
+  await buildTopology(s, { ipv6: false });
+  await startServer(s);
+  const state = referenceState();
+  state.addresses = state.addresses.filter((a) => a.family === 4);
+  state.rules = state.rules.filter((r) => r.family === 4);
+  state.routes = state.routes.filter((r) => r.family === 4);
+  // Pod .11 is denied 203.0.113.0/24; pod .10 keeps policy a.
+  state.nat.policies = state.nat.policies.filter((p) => p.family === 4);
+  state.nat.policies.push({
+    name: "no",
+    family: 4,
+    deny: true,
+    egressIP: "",
+    mark: 0x400,
+    uplinkInterface: "",
+  });
+  state.nat.classes = [
+    state.nat.classes[0]!,
+    { id: 3, family: 4, destinations: [{ interval: "203.0.113.0/24", policy: "no" }] },
+  ];
+  state.nat.sources = [
+    ...state.nat.sources.filter((x) => x.family === 4),
+    { family: 4, interval: "10.244.1.11", classId: 3 },
+  ];
+  await fixture(s, "gw", ["apply", stateFile(state)]);
+  const tryFrom = (local: string) =>
+    s.tryExec("pod", [
+      "node",
+      "-e",
+      `require('net').connect({host:'203.0.113.10',port:8080,localAddress:'${local}',timeout:1000})` +
+        `.on('timeout',()=>process.exit(3)).on('error',()=>process.exit(4)).on('data',d=>{process.stdout.write(d)})`,
+    ]);
+  const denied = await tryFrom("10.244.1.11");
+  t.is(denied.code, 3, `a denied connection times out (dropped, not rejected): ${denied.stdout}`);
+  t.is(await seenBy(s, "203.0.113.10", "10.244.1.10"), "192.0.2.11", "the other pod is NATed as before");
+  const counters = (await fixture(s, "gw", ["counters", stateFile(state)])) as {
+    policy: string;
+    egressIP: string;
+    packets: string;
+    connections: string;
+  }[];
+  const no = counters.find((c) => c.policy === "no");
+  t.truthy(no);
+  t.true(Number(no!.packets) >= 1, `the SYN is counted: ${no!.packets}`);
+  t.is(no!.connections, "0");
+  t.is(no!.egressIP, "");
+
+  // The same policy as SNAT to 192.0.2.12: a structural patch that rewrites only its chains.
+  const snat = structuredClone(state);
+  snat.nat.policies = snat.nat.policies.map((p) =>
+    p.name === "no" ? { ...p, deny: false, egressIP: "192.0.2.12", uplinkInterface: "u1" } : p,
+  );
+  snat.rules.push({ family: 4, priority: 1000, fwmark: 0x400, fwmask: 0xff00, table: 100 });
+  const changed = (await fixture(s, "gw", ["apply", stateFile(snat)])) as { nat: { action: string } };
+  t.is(changed.nat.action, "patch-structure");
+  t.is(await seenBy(s, "203.0.113.10", "10.244.1.11"), "192.0.2.12");
+});

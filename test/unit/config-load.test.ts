@@ -208,10 +208,15 @@ test("unknown keys (with a suggestion) and missing required fields", (t) => {
     t,
     text,
     "colour",
-    /unknown key \(known keys: gateway, egressIPs, uplinks, policies, dataplane, bgp, probes, drain, http, log\)/,
+    /unknown key \(known keys: gateway, egressIPs, uplinks, egressIPGroups, policies, dataplane, bgp, probes, drain, http, log\)/,
   );
   expectError(t, text, "policies[0].egressIp", /unknown key \(did you mean "egressIP"\?\)/);
-  expectError(t, text, "policies[0]", /missing required field "egressIP" \(or set gateway: false\)/);
+  expectError(
+    t,
+    text,
+    "policies[0]",
+    /missing required field "egressIP" \(or egressIPGroup, or action Direct\)/,
+  );
   expectError(t, text, "gateway", /missing required field "site"/);
   expectError(t, text, "policies[1]", /missing required field "destinations"/);
   expectError(t, "gateway: { name: gw, site: a }\n", "(top level)", /missing required field "policies"/);
@@ -246,7 +251,7 @@ test("types, names, empty lists, no-gateway restrictions, mark mask", (t) => {
     t,
     withChange((c) => ((c.policies[1] as Record<string, unknown>).egressIP = "192.0.2.11")),
     "policies[1].egressIP",
-    /not allowed with gateway: false/,
+    /not allowed with action Direct/,
   );
   expectError(
     t,
@@ -453,4 +458,117 @@ test("a config with aliases, which only the yaml package reads, loads the same a
   const r = loadConfig(aliased);
   t.true(r.ok);
   t.deepEqual(r.ok && r.config, (loadConfig(plain) as Extract<LoadResult, { ok: true }>).config);
+});
+
+test("egress IP groups: a policy naming one gets the group's address of its family and its uplink", (t) => {
+  const text = withChange((c) => {
+    c.uplinks.push({ name: "v4only", interface: "eth2", nextHop: "10.1.2.0" });
+    c.egressIPGroups = [{ name: "tenant-a", egressIPs: ["192.0.2.12", "2001:db8:e::11"], uplink: "tor" }];
+    c.policies.push(
+      {
+        name: "grp4",
+        sources: ["10.244.3.0/24"],
+        destinations: ["198.51.100.0/24"],
+        egressIPGroup: "tenant-a",
+      },
+      {
+        name: "grp6",
+        sources: ["fd00:244::/64"],
+        destinations: ["2001:db8:100::/48"],
+        egressIPGroup: "tenant-a",
+      },
+      { name: "deny", sources: ["10.244.4.0/24"], destinations: ["198.51.100.0/24"], action: "Deny" },
+      { name: "direct2", sources: ["10.244.5.0/24"], destinations: ["192.168.0.0/16"], action: "Direct" },
+    );
+  });
+  const r = loadConfig(text);
+  t.true(r.ok, errorsOf(r).join("\n"));
+  if (!r.ok) return;
+  const by = new Map(r.config.policies.map((p) => [p.name, p]));
+  t.like(by.get("grp4"), { egressIP: "192.0.2.12", uplink: "tor", egressIPGroup: "tenant-a" });
+  t.like(by.get("grp6"), { egressIP: "2001:db8:e::11", uplink: "tor" });
+  t.is(by.get("deny")!.egressIP, undefined);
+});
+
+test("egress IP groups and actions: what is wrong is named where it is", (t) => {
+  const group = (c: Mutable, g: Record<string, unknown>) =>
+    ((c as Record<string, unknown>).egressIPGroups = [
+      { name: "g", uplink: "tor", egressIPs: ["192.0.2.11"], ...g },
+    ]);
+  const policy = (c: Mutable, p: Record<string, unknown>) =>
+    c.policies.push({
+      name: "x",
+      sources: ["10.244.9.0/24"],
+      destinations: ["198.51.100.0/24"],
+      ...p,
+    } as never);
+  expectError(
+    t,
+    withChange((c) => policy(c, { egressIPGroup: "nope" })),
+    "policies[2].egressIPGroup",
+    /unknown egress IP group "nope" \(no egressIPGroups are defined\)/,
+  );
+  expectError(
+    t,
+    withChange((c) => {
+      group(c, {});
+      policy(c, { sources: ["fd00:9::/64"], destinations: ["2001:db8:100::/48"], egressIPGroup: "g" });
+    }),
+    "policies[2].egressIPGroup",
+    /group "g" has no IPv6 address, which this IPv6 policy needs/,
+  );
+  expectError(
+    t,
+    withChange((c) => group(c, { egressIPs: ["192.0.2.99"] })),
+    "egressIPGroups[0].egressIPs[0]",
+    /192\.0\.2\.99 is not owned by this gateway/,
+  );
+  expectError(
+    t,
+    withChange((c) => group(c, { egressIPs: ["192.0.2.11", "192.0.2.12"] })),
+    "egressIPGroups[0].egressIPs[1]",
+    /a second IPv4 address; a group has at most one per family/,
+  );
+  expectError(
+    t,
+    withChange((c) => {
+      c.uplinks.push({ name: "v4only", interface: "eth2", nextHop: "10.1.2.0" });
+      group(c, { egressIPs: ["2001:db8:e::11"], uplink: "v4only" });
+    }),
+    "egressIPGroups[0].egressIPs[0]",
+    /uplink "v4only" has no IPv6 nextHop6/,
+  );
+  expectError(
+    t,
+    withChange((c) => group(c, { uplink: "wan" })),
+    "egressIPGroups[0].uplink",
+    /unknown uplink "wan"/,
+  );
+  expectError(
+    t,
+    withChange((c) => {
+      group(c, {});
+      policy(c, { egressIPGroup: "g", egressIP: "192.0.2.11" });
+    }),
+    "policies[2].egressIP",
+    /not allowed with egressIPGroup/,
+  );
+  expectError(
+    t,
+    withChange((c) => policy(c, { action: "Deny", uplink: "tor" })),
+    "policies[2].uplink",
+    /not allowed with action Deny/,
+  );
+  expectError(
+    t,
+    withChange((c) => policy(c, { action: "Deny", gateway: false })),
+    "policies[2].action",
+    /Deny contradicts gateway: false/,
+  );
+  expectError(
+    t,
+    withChange((c) => policy(c, { action: "Drop" })),
+    "policies[2].action",
+    /must be equal to one of/,
+  );
 });

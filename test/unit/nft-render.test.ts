@@ -458,3 +458,40 @@ test("the live table's JSON parses into the same elements the renderer produces"
   t.deepEqual([...live.sets.get("restore_marks")!.elements.keys()], ["256"]);
   t.deepEqual(live.snat.get("snat_a"), [{ family: "ip", addr: "192.0.2.11" }]);
 });
+
+test("a Deny policy counts and drops in its mark chain, never marks; turning SNAT into Deny rewrites only its chains", (t) => {
+  const deny = plan();
+  deny.policies[0] = { name: "a", family: 4, deny: true, egressIP: "", mark: 0x100, uplinkInterface: "" };
+  const text = renderNftRuleset(normalizeNat(deny));
+  const chain = (name: string) => {
+    const at = text.indexOf(`  chain ${name} {`);
+    return text
+      .slice(at, text.indexOf("  }", at))
+      .split("\n")
+      .slice(1)
+      .map((l) => l.trim())
+      .filter(Boolean);
+  };
+  t.deepEqual(chain("mark_a"), ['counter name "pkts_a"', "drop"]);
+  t.deepEqual(chain("snat_a"), ['counter name "conns_a"', "drop"]);
+  t.notRegex(chain("mark_a").join(" "), /mark set/);
+  t.is(policyCounterNames(deny.policies[0]!).egressIP, "");
+
+  const a = structural(plan(), deny);
+  t.deepEqual(a.d.structure.policies, { added: [], removed: [], changed: ["a"] });
+  t.deepEqual(a.lines, [
+    `flush chain ${T} mark_a`,
+    `flush chain ${T} snat_a`,
+    `delete counter ${T} pkts_a`,
+    `delete counter ${T} conns_a`,
+    `add counter ${T} pkts_a { comment "packets of policy a dropped (deny)" }`,
+    `add counter ${T} conns_a { comment "connections of policy a: none, it denies" }`,
+    `add rule ${T} mark_a counter name "pkts_a"`,
+    `add rule ${T} mark_a drop`,
+    `add rule ${T} snat_a counter name "conns_a"`,
+    `add rule ${T} snat_a drop`,
+    ...hashLines(deny),
+  ]);
+  // and back
+  t.is(structural(deny, plan()).d.structure.policies.changed.join(), "a");
+});

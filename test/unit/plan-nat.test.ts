@@ -366,3 +366,25 @@ test("100k pod IPs plan in well under a second", (t) => {
     "p2",
   );
 });
+
+test("Deny: its own policy in the NAT plan (a mark, no egress IP, no rule, no uplink route); a more specific source wins over it", (t) => {
+  const deny: PolicyConfig = {
+    name: "deny",
+    sources: ["10.244.9.0/24"],
+    destinations: ["203.0.113.0/24"],
+    action: "Deny",
+  };
+  const allowOne: PolicyConfig = { ...red, name: "one", sources: ["10.244.9.7"] };
+  const s = planValid(config([deny, allowOne]));
+  const p = s.nat.policies.find((x) => x.name === "deny")!;
+  t.like(p, { deny: true, egressIP: "", uplinkInterface: "", family: 4 });
+  t.not(p.mark, 0);
+  t.deepEqual(
+    s.rules.map((r) => r.fwmark),
+    [s.nat.policies.find((x) => x.name === "one")!.mark],
+    "a rule only for the SNAT policy",
+  );
+  t.is(decide(s.nat, "10.244.9.8", "203.0.113.5"), "deny");
+  t.is(decide(s.nat, "10.244.9.7", "203.0.113.5"), "one");
+  t.is(decide(s.nat, "10.244.9.8", "198.51.100.5"), null);
+});
