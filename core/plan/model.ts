@@ -52,8 +52,9 @@ export function actionOf(p: Pick<PolicyConfig, "action" | "gateway">): PolicyAct
   return p.action ?? (p.gateway === false ? "Direct" : "SNAT");
 }
 
+/** A policy's family: its egress IP's, else its first source's, else (no sources yet) its first destination's. */
 export function policyFamily(p: Config["policies"][number]): Family {
-  const first = p.egressIP ?? p.sources[0]!;
+  const first = p.egressIP ?? p.sources[0] ?? p.destinations[0]!;
   const a = parseAddress(first.split("/")[0]!);
   if (a === undefined) throw new Error(`policy ${p.name}: ${first} is not an address`);
   return a.family;

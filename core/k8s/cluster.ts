@@ -1,0 +1,471 @@
+// The cluster as egressd follows it: namespaces, pods and policies in; the
+// policies the data plane programs (file-shaped, with pod addresses as
+// sources) out, and per event the source changes it makes. Pure: no I/O,
+// no clock; the input (inputs/k8s) feeds it what the watches say.
+//
+// Rules (docs/kubernetes.md says why):
+// - A pod is selected by an EgressPolicy of its namespace, or a
+//   ClusterEgressPolicy whose namespaceSelector matches its namespace, when
+//   the podSelector matches its labels. hostNetwork pods are never selected
+//   (their address is the node's). A pod holds its addresses until it ends
+//   (phase Succeeded or Failed) or is deleted; a terminating pod still
+//   holds them.
+// - Addresses are keyed by pod UID. An address claimed by several live pods
+//   (a CNI reused it before the old pod's deletion reached us) belongs to the
+//   pod created last: the network hands an address out again only after the
+//   old sandbox gave it back. Same creation time: to none of them, until one
+//   goes. So a new pod never leaves with the egress identity of the pod
+//   that had its address before.
+// - Two policies that select the same pod and disagree about a destination
+//   prefix (see policy.ts collide) would be ambiguous to the planner; the
+//   pod is governed by the one with precedence (Deny, then the older, then
+//   the namespaced one) and the other's status counts the conflict.
+// - A SNAT policy whose egress IP group this gateway does not have (or has
+//   not in a family the policy serves) blocks its pods there: it is
+//   programmed as Deny, never left to send them out with their own address.
+// - A ClusterEgressPolicy named like a file policy is refused (the file's
+//   names and the cluster's share one space).
+import type { EgressIPGroupConfig, PolicyAction, PolicyConfig } from "../config/schema.js";
+import { groupAddress } from "../config/groups.js";
+import type { Family } from "../state.js";
+import type { Labels } from "./selector.js";
+import {
+  collide,
+  compilePolicy,
+  derivedName,
+  policyKey,
+  precedence,
+  type CompiledPolicy,
+  type PolicyObject,
+  type PolicyProblem,
+} from "./policy.js";
+
+export interface PodInfo {
+  uid: string;
+  namespace: string;
+  name: string;
+  labels: Labels;
+  /** Canonical addresses (status.podIPs). */
+  ips: readonly string[];
+  hostNetwork: boolean;
+  /** status.phase: Succeeded and Failed pods hold no address. */
+  phase: string;
+  /** metadata.creationTimestamp in ms since the epoch. */
+  created: number;
+}
+
+/** One source address added to or removed from a data-plane policy. */
+export interface SourceChange {
+  policy: string;
+  address: string;
+  add: boolean;
+}
+
+export interface Changes {
+  /** The set of data-plane policies (or their destinations, actions, groups) changed: plan in full. */
+  structural: boolean;
+  /** Otherwise: the source changes since the last take, deletions first. */
+  edits: SourceChange[];
+}
+
+export interface PolicyState {
+  key: string;
+  kind: PolicyObject["kind"];
+  namespace?: string;
+  name: string;
+  uid: string;
+  generation: number;
+  accepted: { ok: boolean; reason: string; message: string; field?: string };
+  /** Pods this policy governs here. */
+  selectedPods: number;
+  /** Pods it selects that a policy with precedence governs instead. */
+  conflictingPods: number;
+  /** Its data-plane policies, by family, with the action they are programmed with. */
+  programmedAs: { name: string; family: Family; action: PolicyAction }[];
+}
+
+interface Derived {
+  name: string;
+  family: Family;
+  policy: CompiledPolicy;
+  /** Deny when the group is missing here. */
+  action: PolicyAction;
+  groupMissing: boolean;
+}
+
+const ENDED = new Set(["Succeeded", "Failed"]);
+const familyOf = (ip: string): Family => (ip.includes(":") ? 6 : 4);
+
+export class Cluster {
+  private groups = new Map<string, EgressIPGroupConfig>();
+  private fileNames: ReadonlySet<string> = new Set();
+  private readonly namespaces = new Map<string, Labels>();
+  private readonly pods = new Map<string, PodInfo>();
+  private readonly podsByNs = new Map<string, Set<string>>();
+  private readonly accepted = new Map<string, CompiledPolicy>();
+  private readonly refused = new Map<
+    string,
+    { obj: PolicyObject; reason: string; problems: PolicyProblem[] }
+  >();
+  /** Address -> UIDs of live pods that report it. */
+  private readonly owners = new Map<string, Set<string>>();
+  /** UID -> its entries "derivedName|address". */
+  private readonly membership = new Map<string, string[]>();
+  /** UID -> [policy keys governing it, policy keys that lost it]. */
+  private readonly governing = new Map<string, [string[], string[]]>();
+  /** Data-plane policy name -> its source addresses. */
+  private readonly sources = new Map<string, Set<string>>();
+  private derived: Derived[] = [];
+  private readonly derivedByName = new Map<string, Derived>();
+  private readonly candidatesByNs = new Map<string, CompiledPolicy[]>();
+  private readonly collisions = new Map<string, boolean>();
+  private edits: SourceChange[] = [];
+  private structural = true;
+
+  /** What this gateway's file says: its egress IP groups and its own policies' names. */
+  setGateway(groups: readonly EgressIPGroupConfig[], fileNames: ReadonlySet<string>): void {
+    this.groups = new Map(groups.map((g) => [g.name, g]));
+    this.fileNames = fileNames;
+    this.restructure();
+  }
+
+  upsertNamespace(name: string, labels: Labels): void {
+    const before = this.namespaces.get(name);
+    this.namespaces.set(name, labels);
+    if (before !== undefined && sameLabels(before, labels)) return;
+    this.candidatesByNs.delete(name);
+    for (const uid of this.podsByNs.get(name) ?? []) this.reassign(uid);
+  }
+
+  deleteNamespace(name: string): void {
+    if (!this.namespaces.delete(name)) return;
+    this.candidatesByNs.delete(name);
+    for (const uid of this.podsByNs.get(name) ?? []) this.reassign(uid);
+  }
+
+  upsertPod(pod: PodInfo): void {
+    const before = this.pods.get(pod.uid);
+    if (before && before.namespace !== pod.namespace) this.deletePod(pod.uid);
+    const was = before ? this.heldBy(before) : [];
+    this.pods.set(pod.uid, pod);
+    let inNs = this.podsByNs.get(pod.namespace);
+    if (!inNs) this.podsByNs.set(pod.namespace, (inNs = new Set()));
+    inNs.add(pod.uid);
+    const now = this.heldBy(pod);
+    // Deletions of claims first, so that a claimant that loses an address is reassigned before one gains it.
+    const touched = new Set<string>([pod.uid]);
+    for (const ip of was) if (!now.includes(ip)) this.unclaim(ip, pod.uid, touched);
+    for (const ip of now) if (!was.includes(ip)) this.claim(ip, pod.uid, touched);
+    for (const uid of touched) this.reassign(uid);
+  }
+
+  deletePod(uid: string): void {
+    const pod = this.pods.get(uid);
+    if (!pod) return;
+    this.pods.delete(uid);
+    this.podsByNs.get(pod.namespace)?.delete(uid);
+    if (this.podsByNs.get(pod.namespace)?.size === 0) this.podsByNs.delete(pod.namespace);
+    const touched = new Set<string>([uid]);
+    for (const ip of this.heldBy(pod)) this.unclaim(ip, uid, touched);
+    for (const u of touched) this.reassign(u);
+  }
+
+  upsertPolicy(obj: PolicyObject): void {
+    const key = policyKey(obj.kind, obj.namespace, obj.name);
+    this.accepted.delete(key);
+    this.refused.delete(key);
+    const c = compilePolicy(obj);
+    if (!c.ok) this.refused.set(key, { obj, reason: "Invalid", problems: c.problems });
+    else this.accepted.set(key, c.policy);
+    this.restructure();
+  }
+
+  deletePolicy(kind: PolicyObject["kind"], namespace: string | undefined, name: string): void {
+    const key = policyKey(kind, namespace, name);
+    if (this.accepted.delete(key) || this.refused.delete(key)) this.restructure();
+  }
+
+  /** What changed since the last call. */
+  takeChanges(): Changes {
+    const out: Changes = this.structural
+      ? { structural: true, edits: [] }
+      : { structural: false, edits: compact(this.edits) };
+    this.structural = false;
+    this.edits = [];
+    return out;
+  }
+
+  /**
+   * The data-plane policies, in a stable order (by name), each with its
+   * sources; SNAT ones name their group (core/config/groups.ts resolves it).
+   */
+  policyConfigs(): PolicyConfig[] {
+    return this.derived.map((d) => {
+      const part = d.policy.families.get(d.family)!;
+      const p: PolicyConfig = {
+        name: d.name,
+        sources: [...(this.sources.get(d.name) ?? [])],
+        destinations: [...part.destinations],
+        action: d.action,
+      };
+      if (part.exceptions.length > 0 && d.action !== "Direct") p.exceptions = [...part.exceptions];
+      if (d.action === "SNAT") p.egressIPGroup = d.policy.group!;
+      return p;
+    });
+  }
+
+  /** The sources of one data-plane policy now. */
+  sourcesOf(name: string): ReadonlySet<string> {
+    return this.sources.get(name) ?? new Set();
+  }
+
+  /** Every policy object, accepted or not, with what this gateway makes of it. */
+  policyStates(): PolicyState[] {
+    const selected = new Map<string, number>();
+    const lost = new Map<string, number>();
+    for (const [win, lose] of this.governing.values()) {
+      for (const k of win) selected.set(k, (selected.get(k) ?? 0) + 1);
+      for (const k of lose) lost.set(k, (lost.get(k) ?? 0) + 1);
+    }
+    const out: PolicyState[] = [];
+    const ident = (obj: PolicyObject, key: string) => ({
+      key,
+      kind: obj.kind,
+      ...(obj.namespace !== undefined ? { namespace: obj.namespace } : {}),
+      name: obj.name,
+      uid: obj.uid,
+      generation: obj.generation,
+    });
+    for (const [key, r] of this.refused) {
+      const first = r.problems[0];
+      out.push({
+        ...ident(r.obj, key),
+        accepted: {
+          ok: false,
+          reason: r.reason,
+          message: r.problems.map((p) => `${p.field}: ${p.message}`).join("; "),
+          ...(first ? { field: first.field } : {}),
+        },
+        selectedPods: 0,
+        conflictingPods: 0,
+        programmedAs: [],
+      });
+    }
+    for (const [key, p] of this.accepted) {
+      const mine = this.derived.filter((d) => d.policy === p);
+      const missing = mine.filter((d) => d.groupMissing);
+      const accepted =
+        missing.length > 0
+          ? {
+              ok: false,
+              reason: "EgressIPGroupNotFound",
+              message:
+                `egress IP group ${JSON.stringify(p.group)} has no ${missing.map((d) => `IPv${d.family}`).join(" or ")} ` +
+                `address on this gateway: the pods it selects are blocked here (dropped), not sent out with their own address`,
+              field: "spec.egressIPGroup",
+            }
+          : {
+              ok: true,
+              reason: "Accepted",
+              message: "the policy is valid and its egress IP group is defined here",
+            };
+      out.push({
+        ...ident(p.obj, key),
+        accepted,
+        selectedPods: selected.get(key) ?? 0,
+        conflictingPods: lost.get(key) ?? 0,
+        programmedAs: mine.map((d) => ({ name: d.name, family: d.family, action: d.action })),
+      });
+    }
+    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  /** Counts, for metrics and logs. */
+  counts(): { namespaces: number; pods: number; policies: number; refused: number; contested: number } {
+    let contested = 0;
+    for (const s of this.owners.values()) if (s.size > 1) contested++;
+    return {
+      namespaces: this.namespaces.size,
+      pods: this.pods.size,
+      policies: this.accepted.size,
+      refused: this.refused.size,
+      contested,
+    };
+  }
+
+  // --- internals
+
+  /** The addresses a pod holds: none when it uses the node's network or has ended. */
+  private heldBy(pod: PodInfo): readonly string[] {
+    return pod.hostNetwork || ENDED.has(pod.phase) ? [] : pod.ips;
+  }
+
+  private claim(ip: string, uid: string, touched: Set<string>): void {
+    let s = this.owners.get(ip);
+    if (!s) this.owners.set(ip, (s = new Set()));
+    for (const other of s) touched.add(other);
+    s.add(uid);
+  }
+
+  private unclaim(ip: string, uid: string, touched: Set<string>): void {
+    const s = this.owners.get(ip);
+    if (!s) return;
+    s.delete(uid);
+    for (const other of s) touched.add(other);
+    if (s.size === 0) this.owners.delete(ip);
+  }
+
+  /** The pod an address belongs to: the only claimant, else the one created last (none on a tie). */
+  private ownerOf(ip: string): string | undefined {
+    const s = this.owners.get(ip);
+    if (!s || s.size === 0) return undefined;
+    if (s.size === 1) return s.values().next().value;
+    let best: PodInfo | undefined;
+    let tie = false;
+    for (const uid of s) {
+      const p = this.pods.get(uid)!;
+      if (!best || p.created > best.created) {
+        best = p;
+        tie = false;
+      } else if (p.created === best.created) tie = true;
+    }
+    return tie ? undefined : best!.uid;
+  }
+
+  private candidates(ns: string): CompiledPolicy[] {
+    let c = this.candidatesByNs.get(ns);
+    if (c) return c;
+    const labels = this.namespaces.get(ns) ?? {};
+    c = [...this.accepted.values()].filter((p) =>
+      p.obj.kind === "EgressPolicy" ? p.obj.namespace === ns : p.namespaceSelector!.matches(labels),
+    );
+    c.sort(precedence);
+    this.candidatesByNs.set(ns, c);
+    return c;
+  }
+
+  private collides(a: CompiledPolicy, b: CompiledPolicy): boolean {
+    const k = a.key < b.key ? `${a.key}\n${b.key}` : `${b.key}\n${a.key}`;
+    let v = this.collisions.get(k);
+    if (v === undefined) this.collisions.set(k, (v = collide(a, b)));
+    return v;
+  }
+
+  /** Recomputes one pod's entries and records the difference. */
+  private reassign(uid: string): void {
+    const before = this.membership.get(uid) ?? [];
+    const pod = this.pods.get(uid);
+    const after: string[] = [];
+    const win: string[] = [];
+    const lose: string[] = [];
+    if (pod && this.heldBy(pod).length > 0) {
+      for (const p of this.candidates(pod.namespace)) {
+        if (!p.podSelector.matches(pod.labels)) continue;
+        if (win.some((k) => this.collides(this.accepted.get(k)!, p))) lose.push(p.key);
+        else win.push(p.key);
+      }
+      for (const ip of pod.ips) {
+        if (this.ownerOf(ip) !== uid) continue;
+        const family = familyOf(ip);
+        for (const k of win) {
+          const p = this.accepted.get(k)!;
+          if (p.families.has(family)) after.push(`${derivedName(p.base, family)}|${ip}`);
+        }
+      }
+    }
+    if (win.length > 0 || lose.length > 0) this.governing.set(uid, [win, lose]);
+    else this.governing.delete(uid);
+    if (after.length > 0) this.membership.set(uid, after);
+    else this.membership.delete(uid);
+    if (before.length === 0 && after.length === 0) return;
+    const gone = before.filter((e) => !after.includes(e));
+    const come = after.filter((e) => !before.includes(e));
+    for (const e of gone) this.apply(e, false);
+    for (const e of come) this.apply(e, true);
+  }
+
+  private apply(entry: string, add: boolean): void {
+    const bar = entry.lastIndexOf("|");
+    const policy = entry.slice(0, bar);
+    const address = entry.slice(bar + 1);
+    let s = this.sources.get(policy);
+    if (!s) this.sources.set(policy, (s = new Set()));
+    // An address can enter a policy through one pod and leave through another (a reused address):
+    // the set holds it once, and only a real change is an edit.
+    if (add ? s.has(address) : !s.has(address)) return;
+    if (add) s.add(address);
+    else s.delete(address);
+    if (!this.structural) this.edits.push({ policy, address, add });
+  }
+
+  /** Policies or groups changed: the data-plane policies are made again, and every pod reassigned. */
+  private restructure(): void {
+    this.structural = true;
+    this.edits = [];
+    this.candidatesByNs.clear();
+    this.collisions.clear();
+    // A ClusterEgressPolicy named like a file policy is refused.
+    for (const [key, p] of [...this.accepted]) {
+      if (p.obj.kind === "ClusterEgressPolicy" && this.fileNames.has(p.base)) {
+        this.accepted.delete(key);
+        this.refused.set(key, {
+          obj: p.obj,
+          reason: "NameConflict",
+          problems: [
+            {
+              field: "metadata.name",
+              message: `the gateway's file has a policy named ${JSON.stringify(p.base)}`,
+            },
+          ],
+        });
+      }
+    }
+    const derived: Derived[] = [];
+    for (const p of this.accepted.values())
+      for (const family of p.families.keys()) {
+        const g = p.group === undefined ? undefined : this.groups.get(p.group);
+        const groupMissing =
+          p.action === "SNAT" && (g === undefined || groupAddress(g, family) === undefined);
+        derived.push({
+          name: derivedName(p.base, family),
+          family,
+          policy: p,
+          action: groupMissing ? "Deny" : p.action,
+          groupMissing,
+        });
+      }
+    derived.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    this.derived = derived;
+    this.derivedByName.clear();
+    for (const d of derived) this.derivedByName.set(d.name, d);
+    this.sources.clear();
+    this.membership.clear();
+    this.governing.clear();
+    for (const uid of this.pods.keys()) this.reassign(uid);
+  }
+}
+
+function sameLabels(a: Labels, b: Labels): boolean {
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  return ka.every((k) => Object.prototype.hasOwnProperty.call(b, k) && a[k] === b[k]);
+}
+
+/** Edits with an add and a remove of the same entry cancelled, deletions first. */
+function compact(edits: SourceChange[]): SourceChange[] {
+  const last = new Map<string, SourceChange>();
+  const first = new Map<string, boolean>();
+  for (const e of edits) {
+    const k = `${e.policy}|${e.address}`;
+    if (!first.has(k)) first.set(k, e.add);
+    last.set(k, e);
+  }
+  const out: SourceChange[] = [];
+  for (const [k, e] of last) {
+    // Net effect: present before = !first add; present after = last add.
+    const before = !first.get(k)!;
+    if (before === e.add) continue;
+    out.push(e);
+  }
+  return [...out.filter((e) => !e.add), ...out.filter((e) => e.add)];
+}
