@@ -36,7 +36,7 @@ export class DataplaneWorker implements Dataplane {
   private closed: Error | undefined;
   /** What each prepared plan was made from (until it is committed or dropped), by its id. */
   private readonly inputs = new Map<number, PrepareInput>();
-  /** The committed config, given to a new thread. */
+  /** The committed file (text, bytes or config) and cluster policies, given to a new thread. */
   private committed: PrepareInput | undefined;
   /** Calls wait for this while a new thread is being given the committed config. */
   private restoring: Promise<void> = Promise.resolve();
@@ -141,8 +141,15 @@ export class DataplaneWorker implements Dataplane {
 
   async commit(id: number): Promise<void> {
     await this.call("commit", id);
-    this.committed = this.inputs.get(id);
+    const input = this.inputs.get(id);
     this.inputs.clear();
+    if (input === undefined) return;
+    // What a new thread is given: the last file with the last cluster policies.
+    const cluster = input.cluster ?? this.committed?.cluster;
+    const file = "text" in input || "bytes" in input || "config" in input ? input : this.committed;
+    if (file === undefined) return;
+    const { cluster: _, ...fileOnly } = file;
+    this.committed = (cluster ? { ...fileOnly, cluster } : fileOnly) as PrepareInput;
   }
 
   async discard(id: number): Promise<void> {

@@ -13,9 +13,10 @@ import { createHash } from "node:crypto";
 import type { ConfigIssue } from "../inputs/config/issues.js";
 import { loadConfig } from "../inputs/config/load.js";
 import type { GatewayConfig } from "../core/config/gateway-config.js";
-import type { Config } from "../core/config/schema.js";
+import type { Config, PolicyConfig } from "../core/config/schema.js";
+import { groupAddress } from "../core/config/groups.js";
 import { classifierFor, type Classified, type KeptClassifier } from "../core/plan/classifier.js";
-import { actionOf } from "../core/plan/model.js";
+import { actionOf, policyFamily } from "../core/plan/model.js";
 import type { NatSourcesDelta } from "../core/state.js";
 import type { NatResult } from "../core/plan/nat.js";
 import { sourceEdit, type LoadedText, type SourceEdit } from "../inputs/config/source-edit.js";
@@ -24,8 +25,42 @@ import type { KernelActuator } from "../routing/kernel-actuator.js";
 import type { NatCounter } from "../routing/nft.js";
 import type { KernelChanges, TeardownSummary } from "../routing/reconcile.js";
 
-/** A config file's text, its bytes as read (decoded as UTF-8 in the data-plane thread), or a config. */
-export type PrepareInput = { text: string } | { bytes: Uint8Array } | { config: GatewayConfig };
+/**
+ * A config file's text, its bytes as read (decoded as UTF-8 in the data-plane
+ * thread), or a config; or only the policies from the cluster, with the
+ * committed file. `cluster`: the policies from the Kubernetes API
+ * (core/k8s/cluster.ts), planned after the file's own; when absent, the
+ * committed plan's.
+ */
+export type PrepareInput = (
+  | { text: string }
+  | { bytes: Uint8Array }
+  | { config: GatewayConfig }
+  | { cluster: PolicyConfig[] }
+) & { cluster?: PolicyConfig[] };
+
+/**
+ * The file's config with the cluster's policies after its own. A cluster
+ * policy names an egress IP group, resolved against the file's groups here;
+ * one whose group the file does not have (the file changed since the cluster
+ * model last heard of it) is planned as Deny: blocked, never let out with the
+ * pod's own address.
+ */
+export function withCluster(file: GatewayConfig, cluster: readonly PolicyConfig[]): GatewayConfig {
+  if (cluster.length === 0) return file;
+  const groups = new Map((file.egressIPGroups ?? []).map((g) => [g.name, g]));
+  const policies = cluster.map((p): PolicyConfig => {
+    if (p.egressIPGroup === undefined) return p;
+    const g = groups.get(p.egressIPGroup);
+    const address = g && groupAddress(g, policyFamily(p));
+    if (!g || address === undefined) {
+      const { egressIPGroup: _, ...rest } = p;
+      return { ...rest, action: "Deny" };
+    }
+    return { ...p, egressIP: address, uplink: g.uplink };
+  });
+  return { ...file, policies: [...file.policies, ...policies] };
+}
 
 export type Prepared =
   | { ok: false; errors: ConfigIssue[]; warnings: ConfigIssue[] }
@@ -67,9 +102,13 @@ export interface Dataplane {
  * again once the view is made.
  */
 interface Kept {
+  /** The file's own config (without the cluster's policies). */
+  file: GatewayConfig;
+  /** The cluster's policies, as given (groups unresolved). */
+  cluster: PolicyConfig[];
   kernel: StaticPlan["kernel"];
   view: PlanView;
-  /** sha256 of the config's JSON; made when first needed when the config is kept (loaded). */
+  /** sha256 of the file config's JSON; made when first needed when the config is kept (loaded). */
   digest?: string;
   classifier: KeptClassifier;
   /** How kernel.nat's sources differ from the plan it was patched from; dropped once applied. */
@@ -80,10 +119,19 @@ interface Kept {
 
 const digestOf = (config: unknown) => createHash("sha256").update(JSON.stringify(config)).digest("hex");
 
-/** A kept plan's digest, made now if it was left for later (it is, for a config read by sourceEdit). */
+/** A kept plan's file digest, made now if it was left for later (it is, for a config read by sourceEdit). */
 function keptDigest(k: Kept): string | undefined {
   if (k.digest === undefined && k.loaded) k.digest = digestOf(k.loaded.config);
   return k.digest;
+}
+
+const clusterDigests = new WeakMap<PolicyConfig[], string>();
+
+/** The digest of a kept plan's cluster policies (made once per list). */
+function clusterDigest(k: Kept): string {
+  let d = clusterDigests.get(k.cluster);
+  if (d === undefined) clusterDigests.set(k.cluster, (d = digestOf(k.cluster)));
+  return d;
 }
 
 /**
@@ -133,6 +181,7 @@ export class InlineDataplane implements Dataplane {
 
   prepare(input: PrepareInput): Promise<Prepared> {
     const base = this.committed;
+    const cluster = input.cluster ?? base?.cluster ?? [];
     // Validation's overlap check needs the classifier and planning reuses it. When only sources
     // changed since the committed config, it is patched from the committed one, not made again.
     let classified: { config: unknown; c: Classified } | undefined;
@@ -140,46 +189,63 @@ export class InlineDataplane implements Dataplane {
       classified = { config, c: classifierFor(config, base?.classifier) };
       return classified.c.index.result;
     };
-    let config: GatewayConfig;
+    let file: GatewayConfig;
     let warnings: ConfigIssue[] = [];
     let loaded: LoadedText | undefined;
-    let unchanged: boolean | undefined;
+    let fileUnchanged: boolean | undefined;
     if ("text" in input || "bytes" in input) {
       const text =
         "text" in input
           ? input.text
           : Buffer.from(input.bytes.buffer, input.bytes.byteOffset, input.bytes.byteLength).toString("utf8");
-      const edited = base?.loaded ? this.sourcesEdited(base.loaded, text, natFor) : undefined;
+      const edited =
+        base?.loaded && cluster.length === 0 ? this.sourcesEdited(base.loaded, text, natFor) : undefined;
       if (edited) {
         loaded = edited;
-        config = edited.config as GatewayConfig;
+        file = edited.config as GatewayConfig;
         // Only this list changed in the text: the config is unchanged if the list is (a line reformatted).
         const before = base!.loaded!.config.policies[edited.policy]!.sources;
-        const after = config.policies[edited.policy]!.sources;
-        unchanged = before.length === after.length && before.every((x, i) => x === after[i]);
+        const after = file.policies[edited.policy]!.sources;
+        fileUnchanged = before.length === after.length && before.every((x, i) => x === after[i]);
       } else {
         const r = loadConfig(text, { natFor, layout: true });
         if (!r.ok) return Promise.resolve(r);
-        config = r.config as GatewayConfig;
+        file = r.config as GatewayConfig;
         warnings = r.warnings;
         if (r.layout) loaded = { text, config: r.config, layout: r.layout };
       }
-    } else config = input.config;
-    const digest = unchanged === undefined ? digestOf(config) : undefined;
-    unchanged ??= base !== undefined && digest === keptDigest(base);
+    } else if ("config" in input) file = input.config;
+    else {
+      if (!base) {
+        const message = "the cluster's policies came before any config was committed";
+        return Promise.resolve({ ok: false, errors: [{ path: "(top level)", message }], warnings });
+      }
+      file = base.file;
+      loaded = base.loaded;
+      fileUnchanged = true;
+    }
+    const digest = fileUnchanged === undefined ? digestOf(file) : undefined;
+    fileUnchanged ??= base !== undefined && digest === keptDigest(base);
+    const clusterUnchanged =
+      base !== undefined && (input.cluster === undefined || digestOf(cluster) === clusterDigest(base));
+    const unchanged = fileUnchanged && clusterUnchanged;
     let kept: Kept;
     try {
       if (unchanged) kept = base!;
       else {
+        const config = withCluster(file, cluster);
         if (classified?.config !== config) natFor(config);
         const c = classified!.c;
         const plan = planStatic(config, c.index);
         kept = {
+          file,
+          cluster,
           kernel: plan.kernel,
           view: viewOf(plan),
           classifier: { index: c.index, sources: c.sources },
         };
         if (digest !== undefined) kept.digest = digest;
+        else if (fileUnchanged && base?.digest !== undefined) kept.digest = base.digest;
         if (c.delta && base) kept.sourcesDelta = { base: base.kernel.nat, ...c.delta };
         if (loaded) kept.loaded = loaded;
       }

@@ -41,7 +41,7 @@ import {
 } from "../core/plan/index.js";
 import type { Dataplane, Prepared } from "./dataplane.js";
 import { SELF_ADDRESS, type HealthView } from "../core/plan/health.js";
-import type { StatusSnapshot } from "./status.js";
+import type { KubernetesStatus, StatusSnapshot } from "./status.js";
 import { statusView } from "./status-view.js";
 import { DEFAULTS } from "../core/defaults.js";
 import { writePidFile } from "./pidfile.js";
@@ -486,8 +486,15 @@ export class Gateway {
     return this.dataplane.natCounters();
   }
 
+  private clusterStatus: (() => KubernetesStatus) | undefined;
+
+  /** Where /status reads the Kubernetes input's state from. */
+  setClusterStatus(fn: () => KubernetesStatus): void {
+    this.clusterStatus = fn;
+  }
+
   status(): StatusSnapshot {
-    return statusView({
+    const s = statusView({
       config: this.config,
       kernel: this.view.kernel,
       kernelOk: this.kernelOk,
@@ -501,6 +508,7 @@ export class Gateway {
       advertised: [...this.speaker.advertised],
       lastReconcile: this.lastReconcile,
     });
+    return this.clusterStatus ? { ...s, kubernetes: this.clusterStatus() } : s;
   }
 }
 
@@ -534,5 +542,6 @@ export function restartOnly(from: ConfigView, to: ConfigView): string[] {
     field("bgp.speaker", from.bgp.speaker, to.bgp.speaker);
   }
   field("http.listen", from.http?.listen, to.http?.listen);
+  field("kubernetes", from.kubernetes, to.kubernetes);
   return out;
 }

@@ -1,6 +1,12 @@
 // The gateway's state as /status shows it (JSON) and `egressd status` prints it.
 import type { BgpPath, SessionState } from "../core/bgp.js";
 import type { ProbeStatus } from "../health/prober.js";
+import type { ClusterWatchStatus } from "../inputs/k8s/watch.js";
+
+/** The Kubernetes input: whether it has synced, whether the API is reachable, what it holds. */
+export type KubernetesStatus = ClusterWatchStatus & {
+  counts: { namespaces: number; pods: number; policies: number; refused: number; contested: number };
+};
 
 export interface StatusSnapshot {
   /** When the daemon took this snapshot (ISO 8601): the "now" that ages in it are read against. */
@@ -10,6 +16,8 @@ export interface StatusSnapshot {
   ready: boolean;
   notReadyReasons: string[];
   draining: boolean;
+  /** With a kubernetes section: the cluster input's state. */
+  kubernetes?: KubernetesStatus;
   egressIPs: { address: string; interface: string }[];
   policies: {
     name: string;

@@ -113,6 +113,24 @@ export const LogSchema = Type.Object(
   { ...Strict, description: "Logging." },
 );
 
+export const KubernetesSchema = Type.Object(
+  {
+    kubeconfig: Type.Optional(
+      Type.String({
+        description:
+          "A kubeconfig file. Default: the pod's service account when egressd runs in a pod, else $KUBECONFIG or ~/.kube/config.",
+      }),
+    ),
+  },
+  {
+    ...Strict,
+    description:
+      "Follow EgressPolicies and ClusterEgressPolicies, pods and namespaces from the Kubernetes API. " +
+      "The policies name this file's egressIPGroups.",
+  },
+);
+
+export type KubernetesConfig = Static<typeof KubernetesSchema>;
 export type ProbeConfig = Static<typeof ProbeSchema>;
 export type DrainConfig = Static<typeof DrainSchema>;
 export type HttpConfig = Static<typeof HttpSchema>;

@@ -7,7 +7,7 @@ import { Type, type Static } from "@sinclair/typebox";
 
 import { IFNAME_PATTERN, NAME_PATTERN } from "./patterns.js";
 import { BgpSchema } from "./bgp-schema.js";
-import { DrainSchema, HttpSchema, LogSchema, ProbeSchema } from "./ops-schema.js";
+import { DrainSchema, HttpSchema, KubernetesSchema, LogSchema, ProbeSchema } from "./ops-schema.js";
 import { DEFAULTS as ALL } from "../defaults.js";
 
 export { IFNAME_PATTERN, NAME_PATTERN };
@@ -202,6 +202,7 @@ export const ConfigSchema = Type.Object(
       Type.Array(ProbeSchema, { description: "Health probes and what depends on them." }),
     ),
     drain: Type.Optional(DrainSchema),
+    kubernetes: Type.Optional(KubernetesSchema),
     http: Type.Optional(HttpSchema),
     log: Type.Optional(LogSchema),
   },

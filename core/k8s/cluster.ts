@@ -170,11 +170,12 @@ export class Cluster {
     for (const u of touched) this.reassign(u);
   }
 
-  upsertPolicy(obj: PolicyObject): void {
+  /** A policy object; `problems` when the input found its spec invalid already (it is refused). */
+  upsertPolicy(obj: PolicyObject, problems?: PolicyProblem[]): void {
     const key = policyKey(obj.kind, obj.namespace, obj.name);
     this.accepted.delete(key);
     this.refused.delete(key);
-    const c = compilePolicy(obj);
+    const c = problems && problems.length > 0 ? { ok: false as const, problems } : compilePolicy(obj);
     if (!c.ok) this.refused.set(key, { obj, reason: "Invalid", problems: c.problems });
     else this.accepted.set(key, c.policy);
     this.restructure();

@@ -9,6 +9,7 @@ import { DataplaneWorker } from "../dataplane-worker.js";
 import type { ConfigView } from "../../core/plan/index.js";
 import { formatIssue } from "../../inputs/config/issues.js";
 import { Gateway, ReloadRefused } from "../gateway.js";
+import { ClusterInput } from "../cluster-input.js";
 import { startObservability } from "../observability.js";
 import { VERSION } from "../version.js";
 import { DEFAULTS } from "../../core/defaults.js";
@@ -166,6 +167,7 @@ export function runCommand(): Command {
           // SIGHUP with the very text in force is "unchanged" without parsing
           // it again (at 100k sources, parsing and validating take a second).
           let reloading = Promise.resolve();
+          let clusterInput: ClusterInput | undefined;
           let lastText: Buffer | undefined = firstText;
           let appliedText = firstText;
           const reload = (trigger: string) => {
@@ -216,6 +218,7 @@ export function runCommand(): Command {
                 }
                 applyLogLevel(next.view.config);
                 appliedText = text;
+                clusterInput?.fileChanged();
                 if (result === "failed") {
                   log.error(
                     { file: opts.config, trigger, errors: gw.status().lastReconcile?.errors },
@@ -247,6 +250,32 @@ export function runCommand(): Command {
             { gateway: firstConfig.gateway.name, site: firstConfig.gateway.site, runDir: gw.runDir },
             "egressd running",
           );
+          if (firstConfig.kubernetes) {
+            try {
+              clusterInput = new ClusterInput({
+                config: firstConfig.kubernetes,
+                gateway: gw,
+                prepare: (input) => dataplane.prepare(input),
+                log,
+                serialize: (fn) => {
+                  reloading = reloading
+                    .then(fn)
+                    .catch((e: unknown) =>
+                      log.error({ err: e }, "kubernetes reload failed; the daemon carries on"),
+                    );
+                },
+                view: () => gw.config,
+              });
+              gw.setClusterStatus(() => clusterInput!.status());
+              clusterInput.start();
+              log.info("kubernetes: watching pods, namespaces and egress policies");
+            } catch (e) {
+              log.error(
+                { err: (e as Error).message },
+                "kubernetes: cannot follow the cluster (kubeconfig); the file's policies stay in force",
+              );
+            }
+          }
         },
       ),
   );

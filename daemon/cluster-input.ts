@@ -1,0 +1,140 @@
+// The Kubernetes side of the daemon: the cluster watch (inputs/k8s) feeds
+// the cluster model (core/k8s), and every batch of changes becomes a reload
+// with the cluster's policies planned after the file's own, through the
+// same path as a file reload (prepared off the main thread, checked,
+// committed, reconciled), one at a time with the file's reloads.
+//
+// Nothing from the cluster is planned before every watch has listed once:
+// a partial view would take away pods and policies that are only not read
+// yet. During an outage the model keeps what it knows, so the data plane
+// keeps it too; the watch reports the outage and reconciles on its return.
+import { KubeConfig } from "@kubernetes/client-node";
+import type { Logger } from "pino";
+import type { KubernetesConfig } from "../core/config/ops-schema.js";
+import type { ConfigView } from "../core/plan/index.js";
+import { Cluster } from "../core/k8s/cluster.js";
+import { ClusterWatch, type ClusterWatchStatus } from "../inputs/k8s/watch.js";
+import type { Prepared, PrepareInput } from "./dataplane.js";
+import { ReloadRefused, type Gateway } from "./gateway.js";
+
+export interface ClusterInputOptions {
+  config: KubernetesConfig;
+  gateway: Gateway;
+  prepare: (input: PrepareInput) => Promise<Prepared>;
+  log: Logger;
+  /** Runs `fn` after every reload already queued (file or cluster), before any queued later. */
+  serialize: (fn: () => Promise<void>) => void;
+  /** The file's part of the config in force. */
+  view: () => ConfigView;
+}
+
+/** The kubeconfig egressd uses: the configured file, else the pod's service account, else the default one. */
+export function kubeConfigFor(c: KubernetesConfig): KubeConfig {
+  const kc = new KubeConfig();
+  if (c.kubeconfig !== undefined) kc.loadFromFile(c.kubeconfig);
+  else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
+  else kc.loadFromDefault();
+  return kc;
+}
+
+/** File policy names: the cluster's data-plane policies are named "<...>:v4" / ":v6", which a file name cannot be. */
+const fileNames = (v: ConfigView) => new Set(v.policies.map((p) => p.name).filter((n) => !n.includes(":")));
+
+export class ClusterInput {
+  readonly cluster = new Cluster();
+  private readonly watch: ClusterWatch;
+  private queued = false;
+  private synced = false;
+  private stopped = false;
+  /** Reloads from the cluster, by result. */
+  readonly reloads: Record<"applied" | "unchanged" | "failed" | "refused", number> = {
+    applied: 0,
+    unchanged: 0,
+    failed: 0,
+    refused: 0,
+  };
+
+  constructor(private readonly o: ClusterInputOptions) {
+    this.fileChanged();
+    this.watch = new ClusterWatch({
+      kc: kubeConfigFor(o.config),
+      cluster: this.cluster,
+      onChange: () => this.changed(),
+      log: {
+        info: (m) => o.log.info(m),
+        warn: (m) => o.log.warn(m),
+      },
+    });
+  }
+
+  start(): void {
+    this.watch.start();
+    void this.watch.synced.then(() => {
+      if (this.stopped) return;
+      this.synced = true;
+      const c = this.cluster.counts();
+      this.o.log.info(c, "kubernetes: synced");
+      this.changed();
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.watch.stop();
+  }
+
+  status(): ClusterWatchStatus & { counts: ReturnType<Cluster["counts"]> } {
+    return { ...this.watch.status(), counts: this.cluster.counts() };
+  }
+
+  /** The file was reloaded: its groups and policy names are what the cluster's policies are checked against. */
+  fileChanged(): void {
+    const v = this.o.view();
+    this.cluster.setGateway(v.egressIPGroups ?? [], fileNames(v));
+    this.changed();
+  }
+
+  /** Something changed: one reload for everything that changes until it runs. */
+  private changed(): void {
+    if (!this.synced || this.queued || this.stopped) return;
+    this.queued = true;
+    this.o.serialize(async () => {
+      this.queued = false;
+      if (this.stopped) return;
+      this.cluster.takeChanges();
+      await this.reload();
+    });
+  }
+
+  private async reload(): Promise<void> {
+    const started = performance.now();
+    const next = await this.o.prepare({ cluster: this.cluster.policyConfigs() }).catch((e: unknown) => {
+      this.o.log.error(
+        { err: (e as Error).message },
+        "kubernetes: the cluster's policies could not be prepared",
+      );
+      return undefined;
+    });
+    if (!next) return void this.reloads.refused++;
+    if (!next.ok) {
+      for (const e of next.errors) this.o.log.error({ path: e.path }, `kubernetes: ${e.message}`);
+      return void this.reloads.refused++;
+    }
+    try {
+      const result = await this.o.gateway.reload(next);
+      this.reloads[result]++;
+      if (result !== "unchanged")
+        this.o.log.info(
+          { result, ms: Math.round(performance.now() - started), ...this.cluster.counts() },
+          "kubernetes: policies applied",
+        );
+    } catch (e) {
+      if (!(e instanceof ReloadRefused)) throw e;
+      this.reloads.refused++;
+      this.o.log.error(
+        { reason: e.message },
+        "kubernetes: reload refused; the running config stays in force",
+      );
+    }
+  }
+}

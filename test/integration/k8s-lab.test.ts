@@ -1,0 +1,211 @@
+// The two-dc lab with its gateways following a Kubernetes API: the in-process
+// API server (test/helpers/kube-apiserver.ts) holds namespaces, pods with the
+// lab's real pod addresses, and EgressPolicies; each gateway's egressd
+// watches it (through a forwarder on its own loopback to the server's unix
+// socket) with the partner network left to the cluster's policies. What the
+// server behind the firewall sees is the proof.
+import test, { type ExecutionContext } from "ava";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parse, stringify } from "yaml";
+import { Lab, waitFor } from "../../containerlab/runner.js";
+import { loadTopology, rebindCopies } from "../../containerlab/topology.js";
+import { bgpTable, seenAs, startWhoami } from "../../containerlab/observe.js";
+import { spawnDetached } from "../../lib/exec.js";
+import { RUN_ID } from "../helpers/netns.js";
+import { TWO_DC } from "../helpers/paths.js";
+import { KubeApiServer, unixForwarder } from "../helpers/kube-apiserver.js";
+
+type Json = Record<string, unknown>;
+
+const tmp = mkdtempSync(join(tmpdir(), "egressd-k8s-lab-"));
+const socket = join(tmp, "api.sock");
+const kubeconfig = join(tmp, "kubeconfig");
+const GATEWAYS = ["gw-a1", "gw-a2", "gw-b1"] as const;
+/** Each gateway's partner egress IP: its "partner" group. */
+const PARTNER: Record<string, string> = {};
+
+// The lab's gateway configs without the file's partner policy (and its probe): the cluster's
+// EgressPolicies decide who reaches the partner network, through the group "partner".
+const topo = loadTopology(TWO_DC);
+rebindCopies(topo, "/etc/egressd/egressd.yaml", tmp, (text) => {
+  const c = parse(text) as Json & { policies: Json[]; probes?: Json[]; gateway: { name: string } };
+  const partner = c.policies.find((p) => p.name === "partner")!;
+  PARTNER[c.gateway.name] = partner.egressIP as string;
+  c.policies = c.policies.filter((p) => p !== partner);
+  c.probes = (c.probes ?? []).filter((p) => (p.affects as Json | undefined)?.policy !== "partner");
+  c.egressIPGroups = [{ name: "partner", egressIPs: [partner.egressIP], uplink: partner.uplink }];
+  c.kubernetes = { kubeconfig };
+  return stringify(c);
+});
+const lab = new Lab(topo, `${RUN_ID}k8`, { quiet: true });
+const api = new KubeApiServer({ bookmarkMs: 1000 });
+const PARTNER_URL = "http://198.51.100.10:8080/";
+
+const ns = (name: string, labels: Record<string, string> = {}) =>
+  api.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name, labels } });
+const pod = (namespace: string, name: string, ip: string, labels: Record<string, string>, uid?: string) =>
+  api.apply({
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: { name, namespace, labels, ...(uid ? { uid } : {}) },
+    spec: { containers: [{ name: "app", image: "example/app:1" }] },
+    status: { phase: "Running", podIP: ip, podIPs: [{ ip }] },
+  });
+
+const partnerIPs = () => new Set(Object.values(PARTNER));
+
+test.before(async () => {
+  await api.start(socket);
+  writeFileSync(kubeconfig, api.kubeconfig());
+  ns("payments", { team: "payments" });
+  ns("shop", { team: "shop" });
+  ns("guest");
+  pod("payments", "api-0", "10.244.1.10", { app: "payments" });
+  pod("payments", "worker-0", "10.244.1.11", { app: "worker" });
+  pod("payments", "api-b", "10.244.2.10", { app: "payments" });
+  api.apply({
+    apiVersion: "egressd.io/v1alpha1",
+    kind: "EgressPolicy",
+    metadata: { name: "partner-db", namespace: "payments" },
+    spec: {
+      podSelector: { matchLabels: { app: "payments" } },
+      destinations: ["198.51.100.0/24"],
+      egressIPGroup: "partner",
+    },
+  });
+  await lab.up();
+  for (const g of GATEWAYS) spawnDetached(["node", "-e", unixForwarder, socket], { netns: lab.ns(g) });
+  await startWhoami(lab, "server");
+  await waitFor(
+    "both DC A gateways advertise the partner network (from the cluster's policy)",
+    async () => ((await bgpTable(lab, "tor-a")).get("198.51.100.0/24") ?? []).length === 2,
+    90_000,
+  );
+});
+
+test.after.always(async () => {
+  await lab.down();
+  await api.stop();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+/** What the partner network's server sees from `source`; undefined when nothing answered within `timeoutS`. */
+async function seenFrom(source: string, timeoutS = 1): Promise<string | undefined> {
+  return seenAs(lab, source.startsWith("10.244.2.") ? "pod-b" : "pod-a", PARTNER_URL, source, timeoutS);
+}
+
+async function status(g: string): Promise<Json> {
+  const r = await lab.exec(g, ["curl", "-s", "-m", "2", "http://127.0.0.1:9469/status"]);
+  return JSON.parse(r.stdout) as Json;
+}
+
+test.serial(
+  "a pod an EgressPolicy selects leaves with its group's egress IP; one it does not select does not pass",
+  async (t) => {
+    const a = await seenFrom("10.244.1.10");
+    t.true(a !== undefined && [PARTNER["gw-a1"], PARTNER["gw-a2"]].includes(a), `seen as ${a}`);
+    t.log(`payments pod in DC A seen as ${a}`);
+    t.is(await seenFrom("10.244.1.11"), undefined, "the worker pod is not selected: the firewall drops it");
+    // DC B's gateway is the backup site (a longer AS path): DC B's pods leave through DC A's too.
+    const b = await seenFrom("10.244.2.10");
+    t.true(b !== undefined && partnerIPs().has(b), `the DC B pod seen as ${b}`);
+    const s = await status("gw-a1");
+    const k = s.kubernetes as {
+      synced: boolean;
+      connected: boolean;
+      counts: { pods: number; policies: number };
+    };
+    t.true(k.synced && k.connected);
+    t.is(k.counts.policies, 1);
+    const policy = (s.policies as Json[]).find((p) => p.name === "payments/partner-db:v4");
+    t.like(policy, { egressIP: PARTNER["gw-a1"], advertised: true });
+  },
+);
+
+test.serial(
+  "relabelling a pod moves it to the policy's egress IP: timed from the API write to the first answer",
+  async (t) => {
+    const started = performance.now();
+    pod("payments", "worker-0", "10.244.1.11", { app: "payments" });
+    let seen: string | undefined;
+    await waitFor(
+      "the relabelled pod through the gateway",
+      async () => partnerIPs().has((seen = await seenFrom("10.244.1.11", 0.3)) ?? ""),
+      10_000,
+    );
+    const ms = Math.round(performance.now() - started);
+    t.log(`relabel: API write to the first answer as ${seen}: ${ms} ms (each try waits up to 0.3 s)`);
+    // ... and back: its traffic no longer passes.
+    pod("payments", "worker-0", "10.244.1.11", { app: "worker" });
+    await waitFor(
+      "the pod unselected again",
+      async () => (await seenFrom("10.244.1.11")) === undefined,
+      10_000,
+    );
+    t.pass();
+  },
+);
+
+test.serial(
+  "a deleted pod's address reused by a pod of another namespace never reaches the firewall with the old identity",
+  async (t) => {
+    // The new pod (guest, no policy) is reported before the old pod's deletion: the worst order.
+    pod("guest", "visitor", "10.244.1.10", {}, "uid-visitor");
+    const seen: (string | undefined)[] = [];
+    const end = Date.now() + 3000;
+    // Give the gateways a moment to hear of it; from then on, nothing from that address may pass.
+    await waitFor(
+      "the address taken from the policy",
+      async () => (await seenFrom("10.244.1.10")) === undefined,
+      10_000,
+    );
+    while (Date.now() < end) seen.push(await seenFrom("10.244.1.10"));
+    api.remove("Pod", "payments", "api-0");
+    for (let i = 0; i < 3; i++) seen.push(await seenFrom("10.244.1.10"));
+    t.deepEqual(
+      seen.filter((s) => s !== undefined),
+      [],
+      "the guest pod never leaves with the payments identity",
+    );
+    // The payments pod comes back with another address.
+    api.remove("Pod", "guest", "visitor");
+    pod("payments", "api-0", "10.244.1.12", { app: "payments" });
+    await waitFor(
+      "the new payments pod",
+      async () => partnerIPs().has((await seenFrom("10.244.1.12")) ?? ""),
+      10_000,
+    );
+  },
+);
+
+test.serial(
+  "an API outage changes nothing in the data plane; what changed meanwhile is applied on its return",
+  async (t: ExecutionContext) => {
+    api.setDown(true);
+    await waitFor(
+      "the outage reported",
+      async () => ((await status("gw-a1")).kubernetes as { connected: boolean }).connected === false,
+      15_000,
+    );
+    const s = await status("gw-a1");
+    t.true(s.ready as boolean, "/readyz stays ready");
+    t.true(
+      partnerIPs().has((await seenFrom("10.244.1.12")) ?? ""),
+      "the selected pod still leaves through the gateway",
+    );
+    t.true(partnerIPs().has((await seenFrom("10.244.2.10")) ?? ""));
+    // Meanwhile, in the cluster: the DC B pod is relabelled out of the policy.
+    pod("payments", "api-b", "10.244.2.10", { app: "batch" });
+    await new Promise((r) => setTimeout(r, 1000));
+    t.true(partnerIPs().has((await seenFrom("10.244.2.10")) ?? ""), "unchanged while the API is away");
+    api.setDown(false);
+    await waitFor(
+      "reconciled after the outage",
+      async () => (await seenFrom("10.244.2.10")) === undefined,
+      60_000,
+    );
+    t.true(((await status("gw-b1")).kubernetes as { connected: boolean }).connected);
+  },
+);
