@@ -14,6 +14,7 @@ import type { KubernetesConfig } from "../core/config/ops-schema.js";
 import type { ConfigView } from "../core/plan/index.js";
 import { Cluster } from "../core/k8s/cluster.js";
 import { ClusterWatch, type ClusterWatchStatus } from "../inputs/k8s/watch.js";
+import { StatusWriter, type Programmed } from "../inputs/k8s/status-writer.js";
 import type { Prepared, PrepareInput } from "./dataplane.js";
 import { ReloadRefused, type Gateway } from "./gateway.js";
 
@@ -43,6 +44,9 @@ const fileNames = (v: ConfigView) => new Set(v.policies.map((p) => p.name).filte
 export class ClusterInput {
   readonly cluster = new Cluster();
   private readonly watch: ClusterWatch;
+  private readonly writer: StatusWriter;
+  /** Per policy key: the generation in force in the data plane, and how its reload went. */
+  private readonly programmed = new Map<string, Programmed>();
   private queued = false;
   private synced = false;
   private stopped = false;
@@ -56,8 +60,16 @@ export class ClusterInput {
 
   constructor(private readonly o: ClusterInputOptions) {
     this.fileChanged();
+    const kc = kubeConfigFor(o.config);
+    const gw = o.view().gateway;
+    this.writer = new StatusWriter({
+      kc,
+      gateway: gw.name,
+      site: gw.site,
+      log: { warn: (m) => o.log.warn(m) },
+    });
     this.watch = new ClusterWatch({
-      kc: kubeConfigFor(o.config),
+      kc,
       cluster: this.cluster,
       onChange: () => this.changed(),
       log: {
@@ -83,8 +95,11 @@ export class ClusterInput {
     await this.watch.stop();
   }
 
-  status(): ClusterWatchStatus & { counts: ReturnType<Cluster["counts"]> } {
-    return { ...this.watch.status(), counts: this.cluster.counts() };
+  status(): ClusterWatchStatus & {
+    counts: ReturnType<Cluster["counts"]>;
+    statusWrites: StatusWriter["stats"];
+  } {
+    return { ...this.watch.status(), counts: this.cluster.counts(), statusWrites: { ...this.writer.stats } };
   }
 
   /** The file was reloaded: its groups and policy names are what the cluster's policies are checked against. */
@@ -108,6 +123,7 @@ export class ClusterInput {
 
   private async reload(): Promise<void> {
     const started = performance.now();
+    const states = this.cluster.policyStates();
     const next = await this.o.prepare({ cluster: this.cluster.policyConfigs() }).catch((e: unknown) => {
       this.o.log.error(
         { err: (e as Error).message },
@@ -123,6 +139,14 @@ export class ClusterInput {
     try {
       const result = await this.o.gateway.reload(next);
       this.reloads[result]++;
+      const ok = result !== "failed";
+      const message = ok
+        ? "in the data plane of this gateway"
+        : "the data plane could not be brought to it; retrying (see egressd status)";
+      for (const s of states) this.programmed.set(s.key, { generation: s.generation, ok, message });
+      const live = new Set(states.map((s) => s.key));
+      for (const k of this.programmed.keys()) if (!live.has(k)) this.programmed.delete(k);
+      void this.writer.update(states, this.programmed);
       if (result !== "unchanged")
         this.o.log.info(
           { result, ms: Math.round(performance.now() - started), ...this.cluster.counts() },
@@ -135,6 +159,14 @@ export class ClusterInput {
         { reason: e.message },
         "kubernetes: reload refused; the running config stays in force",
       );
+      for (const s of states)
+        if (this.programmed.get(s.key)?.generation !== s.generation)
+          this.programmed.set(s.key, {
+            generation: s.generation,
+            ok: false,
+            message: `refused: ${e.message}`,
+          });
+      void this.writer.update(states, this.programmed);
     }
   }
 }

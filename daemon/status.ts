@@ -6,6 +6,8 @@ import type { ClusterWatchStatus } from "../inputs/k8s/watch.js";
 /** The Kubernetes input: whether it has synced, whether the API is reachable, what it holds. */
 export type KubernetesStatus = ClusterWatchStatus & {
   counts: { namespaces: number; pods: number; policies: number; refused: number; contested: number };
+  /** Status writes to the API (server-side apply) and Events, and those that failed. */
+  statusWrites: { writes: number; errors: number; events: number };
 };
 
 export interface StatusSnapshot {

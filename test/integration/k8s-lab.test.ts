@@ -119,6 +119,30 @@ test.serial(
     };
     t.true(k.synced && k.connected);
     t.is(k.counts.policies, 1);
+    // Every gateway wrote its own status entry (server-side apply), and each says Programmed.
+    await waitFor(
+      "three status entries, each Programmed",
+      async () => {
+        const st = api.get("EgressPolicy", "payments", "partner-db")!.status as Json | undefined;
+        const entries = (st?.gateways ?? []) as Json[];
+        return (
+          entries.length === 3 &&
+          entries.every((e) =>
+            (e.conditions as Json[]).some((c) => c.type === "Programmed" && c.status === "True"),
+          )
+        );
+      },
+      10_000,
+    );
+    const entries = (api.get("EgressPolicy", "payments", "partner-db")!.status as Json).gateways as Json[];
+    t.deepEqual(
+      entries.map((e) => [e.gateway, e.selectedPods]),
+      [
+        ["gw-a1", 2],
+        ["gw-a2", 2],
+        ["gw-b1", 2],
+      ],
+    );
     const policy = (s.policies as Json[]).find((p) => p.name === "payments/partner-db:v4");
     t.like(policy, { egressIP: PARTNER["gw-a1"], advertised: true });
   },

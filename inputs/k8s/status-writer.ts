@@ -1,0 +1,223 @@
+// Writes each policy's status back to the API, this gateway's entry only:
+// server-side apply of the status subresource under a field manager of the
+// gateway's own ("egressd/<gateway>"), so that every gateway owns its entry of
+// status.gateways (a list-map keyed by gateway) and none overwrites another's,
+// as Gateway API's controllers do for their parents. Also emits a Warning
+// Event for a policy this gateway refuses, once per generation and reason.
+//
+// Writes are coalesced: what changed since the last write, at most `concurrency`
+// requests at once, and an entry is written again only when its content
+// changes (a condition's lastTransitionTime moves only when its status does).
+import type { KubeConfig } from "@kubernetes/client-node";
+import { API_GROUP_VERSION, type Condition, type GatewayStatus } from "../../core/k8s/api-schema.js";
+import type { PolicyState } from "../../core/k8s/cluster.js";
+import { apiRequest, okBody } from "./api.js";
+
+export interface Programmed {
+  /** The generation the data plane has in force; undefined before the first reload that included it. */
+  generation: number | undefined;
+  ok: boolean;
+  message: string;
+}
+
+export interface StatusWriterOptions {
+  kc: KubeConfig;
+  gateway: string;
+  site: string;
+  now?: () => Date;
+  concurrency?: number;
+  log: { warn(msg: string): void };
+}
+
+type Entry = GatewayStatus;
+
+const condition = (
+  type: string,
+  ok: boolean,
+  reason: string,
+  message: string,
+  generation: number,
+  at: string,
+): Condition => ({
+  type,
+  status: ok ? "True" : "False",
+  reason,
+  message,
+  lastTransitionTime: at,
+  observedGeneration: generation,
+});
+
+const plural = (s: PolicyState) => (s.kind === "EgressPolicy" ? "egresspolicies" : "clusteregresspolicies");
+const objectPath = (s: PolicyState) =>
+  s.kind === "EgressPolicy"
+    ? `/apis/${API_GROUP_VERSION}/namespaces/${s.namespace}/${plural(s)}/${s.name}`
+    : `/apis/${API_GROUP_VERSION}/${plural(s)}/${s.name}`;
+
+export class StatusWriter {
+  /** Per policy key: what was last written (or is being written), to skip what did not change. */
+  private readonly written = new Map<string, { uid: string; entry: Entry; text: string }>();
+  /** Per policy UID: the events already emitted ("generation/reason"). */
+  private readonly evented = new Map<string, Set<string>>();
+  private running = false;
+  private pending: { states: PolicyState[]; programmed: Map<string, Programmed> } | undefined;
+  readonly stats = { writes: 0, errors: 0, events: 0 };
+
+  constructor(private readonly o: StatusWriterOptions) {}
+
+  get fieldManager(): string {
+    return `egressd/${this.o.gateway}`;
+  }
+
+  /** Writes what changed; a call while writing is folded into the next round. */
+  update(states: PolicyState[], programmed: Map<string, Programmed>): Promise<void> {
+    this.pending = { states, programmed };
+    if (this.running) return Promise.resolve();
+    return this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    this.running = true;
+    try {
+      while (this.pending) {
+        const { states, programmed } = this.pending;
+        this.pending = undefined;
+        const jobs: (() => Promise<void>)[] = [];
+        const live = new Set<string>();
+        for (const s of states) {
+          live.add(s.key);
+          const entry = this.entryFor(s, programmed.get(s.key));
+          const text = JSON.stringify(entry, (k, v: unknown) => (k === "lastTransitionTime" ? undefined : v));
+          const before = this.written.get(s.key);
+          if (before && before.uid === s.uid && before.text === text) continue;
+          this.written.set(s.key, { uid: s.uid, entry, text });
+          jobs.push(() => this.apply(s, entry));
+          if (!s.accepted.ok) jobs.push(() => this.event(s));
+        }
+        for (const k of this.written.keys()) if (!live.has(k)) this.written.delete(k);
+        await runLimited(jobs, this.o.concurrency ?? 4);
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  /** This gateway's entry; a condition keeps its lastTransitionTime while its status stays. */
+  private entryFor(s: PolicyState, p: Programmed | undefined): Entry {
+    const at = (this.o.now?.() ?? new Date()).toISOString().replace(/\.\d{3}Z$/, "Z");
+    const before = this.written.get(s.key);
+    const since = (type: string, status: string) => {
+      const c = before?.uid === s.uid ? before.entry.conditions.find((x) => x.type === type) : undefined;
+      return c && c.status === status ? c.lastTransitionTime : at;
+    };
+    const { field, message } = s.accepted;
+    const accepted = condition(
+      "Accepted",
+      s.accepted.ok,
+      s.accepted.reason,
+      field && !message.startsWith(field) ? `${field}: ${message}` : message,
+      s.generation,
+      "",
+    );
+    const [ok, reason, text] = programmedOf(s, p);
+    const programmed = condition("Programmed", ok, reason, text, s.generation, "");
+    accepted.lastTransitionTime = since("Accepted", accepted.status);
+    programmed.lastTransitionTime = since("Programmed", programmed.status);
+    return {
+      gateway: this.o.gateway,
+      site: this.o.site,
+      observedGeneration: s.generation,
+      selectedPods: s.selectedPods,
+      conditions: [accepted, programmed],
+    };
+  }
+
+  private async apply(s: PolicyState, entry: Entry): Promise<void> {
+    const body = {
+      apiVersion: API_GROUP_VERSION,
+      kind: s.kind,
+      metadata: { name: s.name, ...(s.namespace !== undefined ? { namespace: s.namespace } : {}) },
+      status: { gateways: [entry] },
+    };
+    try {
+      const r = await apiRequest(this.o.kc, "PATCH", `${objectPath(s)}/status`, {
+        query: { fieldManager: this.fieldManager, force: true },
+        body: JSON.stringify(body),
+        contentType: "application/apply-patch+yaml",
+      });
+      if (r.status === 404) return; // deleted meanwhile
+      okBody(r, `status of ${s.key}`);
+      this.stats.writes++;
+    } catch (e) {
+      this.stats.errors++;
+      this.written.delete(s.key); // written again next round
+      this.o.log.warn(`kubernetes: cannot write the status of ${s.key}: ${(e as Error).message}`);
+    }
+  }
+
+  private async event(s: PolicyState): Promise<void> {
+    const seen = this.evented.get(s.uid) ?? new Set<string>();
+    this.evented.set(s.uid, seen);
+    const key = `${s.generation}/${s.accepted.reason}`;
+    if (seen.has(key)) return;
+    seen.add(key);
+    const namespace = s.namespace ?? "default";
+    const at = (this.o.now?.() ?? new Date()).toISOString();
+    const body = {
+      apiVersion: "v1",
+      kind: "Event",
+      metadata: {
+        name: `${s.name}.${Date.now().toString(16)}${Math.floor(Math.random() * 0x10000).toString(16)}`,
+        namespace,
+      },
+      involvedObject: {
+        apiVersion: API_GROUP_VERSION,
+        kind: s.kind,
+        name: s.name,
+        ...(s.namespace !== undefined ? { namespace: s.namespace } : {}),
+        uid: s.uid,
+      },
+      reason: s.accepted.reason,
+      message: `${this.o.gateway}: ${s.accepted.message}`,
+      type: "Warning",
+      source: { component: "egressd", host: this.o.gateway },
+      reportingComponent: "egressd.io/gateway",
+      reportingInstance: this.o.gateway,
+      firstTimestamp: at,
+      lastTimestamp: at,
+      count: 1,
+    };
+    try {
+      okBody(
+        await apiRequest(this.o.kc, "POST", `/api/v1/namespaces/${namespace}/events`, {
+          body: JSON.stringify(body),
+        }),
+        "event",
+      );
+      this.stats.events++;
+    } catch (e) {
+      seen.delete(key);
+      this.o.log.warn(`kubernetes: cannot record an event for ${s.key}: ${(e as Error).message}`);
+    }
+  }
+}
+
+/** The Programmed condition: whether this generation is in force here, and why not. */
+function programmedOf(s: PolicyState, p: Programmed | undefined): [boolean, string, string] {
+  const inForce = p !== undefined && p.generation === s.generation;
+  if (s.accepted.reason === "EgressIPGroupNotFound")
+    return inForce && p.ok
+      ? [false, "Blocked", "its pods are blocked here (dropped) until the group is defined on this gateway"]
+      : [false, "Pending", "the block of its pods is not in the data plane yet"];
+  if (!s.accepted.ok) return [false, "NotAccepted", "not programmed: the policy is not accepted here"];
+  if (!inForce) return [false, "Pending", "this generation is not in the data plane yet"];
+  return p.ok ? [true, "Programmed", p.message] : [false, "ReconcileFailed", p.message];
+}
+
+/** Runs the jobs, at most `n` at once. */
+async function runLimited(jobs: (() => Promise<void>)[], n: number): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < jobs.length) await jobs[next++]!();
+  };
+  await Promise.all(Array.from({ length: Math.min(n, jobs.length) }, worker));
+}
