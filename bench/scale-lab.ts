@@ -59,6 +59,10 @@ export interface ScaleLabOptions {
   bfdPeer?: "frr" | "egressd";
   /** The caller handles SIGINT/SIGTERM and calls stop() (default: the lab is removed and the process exits). */
   ownSignals?: boolean;
+  /** Changes the generated config before it is written. */
+  configure?: (c: GatewayConfig) => GatewayConfig;
+  /** Runs in the gateway's namespace before egressd starts (e.g. a forwarder egressd needs). */
+  beforeStart?: (sb: Sandbox) => Promise<void>;
 }
 
 /** The session addresses of peer i: the ToR's end and the gateway's. */
@@ -129,7 +133,9 @@ export class ScaleLab {
       httpListen: HTTP,
       ...(o.egressIPs ? { egressIPs: o.egressIPs } : {}),
     });
+    if (o.configure) this.config = o.configure(this.config);
     this.writeConfig(this.config);
+    await o.beforeStart?.(sb);
     if (!frrBfd) {
       const ms = o.bfdIntervalMs;
       this.bfdSpeaker = new BfdSpeaker(sb.ns("tor"), {

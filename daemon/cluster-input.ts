@@ -48,6 +48,8 @@ export class ClusterInput {
   /** Per policy key: the generation in force in the data plane, and how its reload went. */
   private readonly programmed = new Map<string, Programmed>();
   private queued = false;
+  /** The data plane's committed cluster policies are the model's as of the last takeChanges(): edits may follow. */
+  private inSync = false;
   private synced = false;
   private stopped = false;
   /** Reloads from the cluster, by result. */
@@ -92,6 +94,7 @@ export class ClusterInput {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    clearTimeout(this.statusTimer);
     await this.watch.stop();
   }
 
@@ -109,6 +112,12 @@ export class ClusterInput {
     this.changed();
   }
 
+  /** A reload with the whole list even if nothing changed since. */
+  private changedAnyway(): void {
+    this.inSync = false;
+    this.changed();
+  }
+
   /** Something changed: one reload for everything that changes until it runs. */
   private changed(): void {
     if (!this.synced || this.queued || this.stopped) return;
@@ -116,15 +125,26 @@ export class ClusterInput {
     this.o.serialize(async () => {
       this.queued = false;
       if (this.stopped) return;
-      this.cluster.takeChanges();
       await this.reload();
     });
   }
 
+  /**
+   * One reload with what changed: the addresses added and removed when only
+   * pods moved and the data plane is in step with the model (one pod, one
+   * element), else the whole list of the cluster's policies.
+   */
   private async reload(): Promise<void> {
     const started = performance.now();
-    const states = this.cluster.policyStates();
-    const next = await this.o.prepare({ cluster: this.cluster.policyConfigs() }).catch((e: unknown) => {
+    const changes = this.cluster.takeChanges();
+    const edits = this.inSync && !changes.structural;
+    if (edits && changes.edits.length === 0) return;
+    const generations = this.cluster.policyGenerations();
+    this.inSync = false;
+    const input: PrepareInput = edits
+      ? { clusterEdits: changes.edits }
+      : { cluster: this.cluster.policyConfigs() };
+    const next = await this.o.prepare(input).catch((e: unknown) => {
       this.o.log.error(
         { err: (e as Error).message },
         "kubernetes: the cluster's policies could not be prepared",
@@ -134,39 +154,64 @@ export class ClusterInput {
     if (!next) return void this.reloads.refused++;
     if (!next.ok) {
       for (const e of next.errors) this.o.log.error({ path: e.path }, `kubernetes: ${e.message}`);
-      return void this.reloads.refused++;
+      this.reloads.refused++;
+      // Edits that did not fit: the whole list, at once.
+      if (edits) this.changedAnyway();
+      return;
     }
+    let result: "applied" | "unchanged" | "failed" | "refused";
+    let message: string;
     try {
-      const result = await this.o.gateway.reload(next);
-      this.reloads[result]++;
-      const ok = result !== "failed";
-      const message = ok
-        ? "in the data plane of this gateway"
-        : "the data plane could not be brought to it; retrying (see egressd status)";
-      for (const s of states) this.programmed.set(s.key, { generation: s.generation, ok, message });
-      const live = new Set(states.map((s) => s.key));
-      for (const k of this.programmed.keys()) if (!live.has(k)) this.programmed.delete(k);
-      void this.writer.update(states, this.programmed);
-      if (result !== "unchanged")
-        this.o.log.info(
-          { result, ms: Math.round(performance.now() - started), ...this.cluster.counts() },
-          "kubernetes: policies applied",
-        );
+      result = await this.o.gateway.reload(next);
+      this.inSync = true;
+      message =
+        result === "failed"
+          ? "the data plane could not be brought to it; retrying (see egressd status)"
+          : "in the data plane of this gateway";
     } catch (e) {
       if (!(e instanceof ReloadRefused)) throw e;
-      this.reloads.refused++;
+      result = "refused";
+      message = `refused: ${e.message}`;
       this.o.log.error(
         { reason: e.message },
         "kubernetes: reload refused; the running config stays in force",
       );
-      for (const s of states)
-        if (this.programmed.get(s.key)?.generation !== s.generation)
-          this.programmed.set(s.key, {
-            generation: s.generation,
-            ok: false,
-            message: `refused: ${e.message}`,
-          });
-      void this.writer.update(states, this.programmed);
     }
+    this.reloads[result]++;
+    const ok = result === "applied" || result === "unchanged";
+    for (const [key, generation] of generations)
+      if (ok || this.programmed.get(key)?.generation !== generation)
+        this.programmed.set(key, { generation, ok: result !== "failed" && result !== "refused", message });
+    for (const k of this.programmed.keys()) if (!generations.has(k)) this.programmed.delete(k);
+    // Pod moves change only counts in the status: written at most every STATUS_EVERY_MS.
+    this.scheduleStatus(edits ? STATUS_EVERY_MS : 0);
+    if (result === "applied")
+      this.o.log[edits ? "debug" : "info"](
+        {
+          result,
+          ms: Number((performance.now() - started).toFixed(1)),
+          ...(edits ? { edits: changes.edits.length } : this.cluster.counts()),
+        },
+        "kubernetes: policies applied",
+      );
+  }
+
+  private statusTimer: NodeJS.Timeout | undefined;
+  private statusDue = Infinity;
+
+  /** Writes the policies' status in `ms` (sooner if already due sooner). */
+  private scheduleStatus(ms: number): void {
+    const due = Date.now() + ms;
+    if (due >= this.statusDue) return;
+    clearTimeout(this.statusTimer);
+    this.statusDue = due;
+    this.statusTimer = setTimeout(() => {
+      this.statusDue = Infinity;
+      if (!this.stopped) void this.writer.update(this.cluster.policyStates(), this.programmed);
+    }, ms);
+    this.statusTimer.unref();
   }
 }
+
+/** How often pod moves alone refresh the policies' status (their pod counts). */
+const STATUS_EVERY_MS = 2000;

@@ -38,6 +38,8 @@ export interface ReconcileResult {
   durationMs: number;
   changes: Record<string, string[]>;
   errors: Record<string, string>;
+  /** How long each target took, in ms (where a reconcile's time goes). */
+  targetMs?: Record<string, number>;
 }
 
 export class Controller<D> {
@@ -106,7 +108,9 @@ export class Controller<D> {
       return;
     }
     const failed = new Set<string>();
+    result.targetMs = {};
     for (const target of this.opts.targets) {
+      const t0 = performance.now();
       try {
         const changes = await target.apply(desired, failed);
         if (changes.length) result.changes[target.name] = changes;
@@ -115,6 +119,7 @@ export class Controller<D> {
         result.errors[target.name] = (e as Error).message;
         log.error({ err: e, target: target.name, reasons }, "reconcile failed");
       }
+      result.targetMs[target.name] = +(performance.now() - t0).toFixed(1);
     }
     this.finish(result, started);
   }
@@ -133,6 +138,7 @@ export class Controller<D> {
           changes: result.changes,
           errors: result.errors,
           durationMs: +result.durationMs.toFixed(1),
+          targetMs: result.targetMs,
         },
         failed ? "reconcile finished with errors" : "reconciled",
       );

@@ -13,6 +13,7 @@ import { Worker } from "node:worker_threads";
 import type { NatCounter } from "../routing/nft.js";
 import type { KernelChanges, TeardownSummary } from "../routing/reconcile.js";
 import type { Dataplane, PrepareInput, Prepared } from "./dataplane.js";
+import type { PolicyConfig } from "../core/config/schema.js";
 import type { DataplaneCall, DataplaneReply } from "./dataplane-thread.js";
 
 export interface DataplaneWorkerOptions {
@@ -91,7 +92,11 @@ export class DataplaneWorker implements Dataplane {
       const timer = setTimeout(() => {
         if (this.closed) return resolve();
         this.start();
-        const committed = this.committed;
+        // The cluster's policies as the cluster model has them now (the thread applied edits to its own copy).
+        const committed =
+          this.committed && this.clusterSource
+            ? ({ ...this.committed, cluster: this.clusterSource() } as PrepareInput)
+            : this.committed;
         const restore = committed
           ? this.send<Prepared>("prepare", committed).then(async (p) => {
               if (!p.ok) throw new Error(`the committed config no longer prepares: ${p.errors[0]?.message}`);
@@ -139,11 +144,21 @@ export class DataplaneWorker implements Dataplane {
     return p;
   }
 
+  private clusterSource: (() => PolicyConfig[]) | undefined;
+
+  /**
+   * Where a new thread gets the cluster's policies from: the thread applies
+   * the cluster's edits to its own copy, which dies with it.
+   */
+  setClusterSource(fn: () => PolicyConfig[]): void {
+    this.clusterSource = fn;
+  }
+
   async commit(id: number): Promise<void> {
     await this.call("commit", id);
     const input = this.inputs.get(id);
     this.inputs.clear();
-    if (input === undefined) return;
+    if (input === undefined || "clusterEdits" in input) return;
     // What a new thread is given: the last file with the last cluster policies.
     const cluster = input.cluster ?? this.committed?.cluster;
     const file = "text" in input || "bytes" in input || "config" in input ? input : this.committed;

@@ -15,10 +15,17 @@ import { loadConfig } from "../inputs/config/load.js";
 import type { GatewayConfig } from "../core/config/gateway-config.js";
 import type { Config, PolicyConfig } from "../core/config/schema.js";
 import { groupAddress } from "../core/config/groups.js";
-import { classifierFor, type Classified, type KeptClassifier } from "../core/plan/classifier.js";
+import { mustParseSpan } from "../core/ip.js";
+import type { SourceChange } from "../core/k8s/cluster.js";
+import {
+  classifierFor,
+  classifierPatched,
+  type Classified,
+  type KeptClassifier,
+} from "../core/plan/classifier.js";
 import { actionOf, policyFamily } from "../core/plan/model.js";
 import type { NatSourcesDelta } from "../core/state.js";
-import type { NatResult } from "../core/plan/nat.js";
+import type { NatResult, SourceEdit as NatEdit } from "../core/plan/nat.js";
 import { sourceEdit, type LoadedText, type SourceEdit } from "../inputs/config/source-edit.js";
 import { planStatic, viewOf, type PlanView, type StaticPlan } from "../core/plan/index.js";
 import type { KernelActuator } from "../routing/kernel-actuator.js";
@@ -37,6 +44,7 @@ export type PrepareInput = (
   | { bytes: Uint8Array }
   | { config: GatewayConfig }
   | { cluster: PolicyConfig[] }
+  | { clusterEdits: SourceChange[] }
 ) & { cluster?: PolicyConfig[] };
 
 /**
@@ -126,6 +134,14 @@ function keptDigest(k: Kept): string | undefined {
 }
 
 const clusterDigests = new WeakMap<PolicyConfig[], string>();
+const positions = new WeakMap<PolicyConfig[], Map<string, number>>();
+
+/** Where each cluster policy is in a kept plan's list, by name. */
+function clusterPositions(k: Kept): Map<string, number> {
+  let m = positions.get(k.cluster);
+  if (m === undefined) positions.set(k.cluster, (m = new Map(k.cluster.map((p, i) => [p.name, i]))));
+  return m;
+}
 
 /** The digest of a kept plan's cluster policies (made once per list). */
 function clusterDigest(k: Kept): string {
@@ -180,6 +196,7 @@ export class InlineDataplane implements Dataplane {
   ) {}
 
   prepare(input: PrepareInput): Promise<Prepared> {
+    if ("clusterEdits" in input) return Promise.resolve(this.prepareEdits(input.clusterEdits));
     const base = this.committed;
     const cluster = input.cluster ?? base?.cluster ?? [];
     // Validation's overlap check needs the classifier and planning reuses it. When only sources
@@ -256,6 +273,76 @@ export class InlineDataplane implements Dataplane {
     const id = this.nextId++;
     this.prepared.set(id, kept);
     return Promise.resolve({ ok: true, id, view: kept.view, warnings, unchanged });
+  }
+
+  /**
+   * The committed config with the cluster's policies changed by `edits`
+   * (addresses added to or removed from them, as the cluster model reports
+   * them): the classifier is patched with exactly those addresses, no list is
+   * compared or parsed again, and the kernel gets the element changes alone.
+   * The edits must be relative to the committed cluster policies; one that is
+   * not (an address to remove that is not there) is an error, and the caller
+   * sends the whole list instead.
+   */
+  private prepareEdits(edits: SourceChange[]): Prepared {
+    const base = this.committed;
+    const fail = (message: string): Prepared => ({
+      ok: false,
+      errors: [{ path: "(cluster)", message }],
+      warnings: [],
+    });
+    if (!base) return fail("the cluster's changes came before any config was committed");
+    if (edits.length === 0) return this.keep(base, true);
+    const offset = base.file.policies.length;
+    const at = clusterPositions(base);
+    const cluster = [...base.cluster];
+    const sources = [...base.classifier.sources];
+    const removed: NatEdit[] = [];
+    const added: NatEdit[] = [];
+    const byPolicy = new Map<number, { drop: Set<string>; add: string[] }>();
+    for (const e of edits) {
+      const i = at.get(e.policy);
+      if (i === undefined)
+        return fail(`the cluster's change names policy ${e.policy}, which is not in force`);
+      let g = byPolicy.get(i);
+      if (!g) byPolicy.set(i, (g = { drop: new Set(), add: [] }));
+      if (e.add) g.add.push(e.address);
+      else g.drop.add(e.address);
+      (e.add ? added : removed).push({ policy: offset + i, span: mustParseSpan(e.address) });
+    }
+    for (const [i, g] of byPolicy) {
+      const p = cluster[i]!;
+      const kept = g.drop.size > 0 ? p.sources.filter((s) => !g.drop.has(s)) : [...p.sources];
+      if (kept.length !== p.sources.length - g.drop.size)
+        return fail(`the cluster's change removes an address policy ${p.name} does not have`);
+      const next = { ...p, sources: [...kept, ...g.add] };
+      cluster[i] = next;
+      sources[offset + i] = next.sources;
+    }
+    const config = withCluster(base.file, cluster);
+    const c = classifierPatched(base.classifier, sources, removed, added) ?? classifierFor(config);
+    try {
+      const plan = planStatic(config, c.index);
+      const kept: Kept = {
+        file: base.file,
+        cluster,
+        kernel: plan.kernel,
+        view: viewOf(plan),
+        classifier: { index: c.index, sources: c.sources },
+      };
+      if (base.digest !== undefined) kept.digest = base.digest;
+      if (c.delta) kept.sourcesDelta = { base: base.kernel.nat, ...c.delta };
+      if (base.loaded) kept.loaded = base.loaded;
+      return this.keep(kept, false);
+    } catch (e) {
+      return fail(`the config cannot be planned: ${(e as Error).message}`);
+    }
+  }
+
+  private keep(kept: Kept, unchanged: boolean): Prepared {
+    const id = this.nextId++;
+    this.prepared.set(id, kept);
+    return { ok: true, id, view: kept.view, warnings: [], unchanged };
   }
 
   /**

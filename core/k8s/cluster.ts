@@ -107,12 +107,15 @@ export class Cluster {
     string,
     { obj: PolicyObject; reason: string; problems: PolicyProblem[] }
   >();
-  /** Address -> UIDs of live pods that report it. */
-  private readonly owners = new Map<string, Set<string>>();
-  /** UID -> its entries "derivedName|address". */
-  private readonly membership = new Map<string, string[]>();
-  /** UID -> [policy keys governing it, policy keys that lost it]. */
-  private readonly governing = new Map<string, [string[], string[]]>();
+  /** Address -> the UID of the live pod that reports it, or the UIDs when several do. */
+  private readonly owners = new Map<string, string | Set<string>>();
+  /**
+   * UID -> what the pod is in: its entries "derivedName|address", the policies
+   * governing it, and those that lost it to them. Absent for a pod in none.
+   */
+  private readonly assigned = new Map<string, { entries: string[]; win: string[]; lose: string[] }>();
+  /** Policies or groups changed and the pods are not reassigned yet (see settle). */
+  private dirty = false;
   /** Data-plane policy name -> its source addresses. */
   private readonly sources = new Map<string, Set<string>>();
   private derived: Derived[] = [];
@@ -173,6 +176,16 @@ export class Cluster {
   /** A policy object; `problems` when the input found its spec invalid already (it is refused). */
   upsertPolicy(obj: PolicyObject, problems?: PolicyProblem[]): void {
     const key = policyKey(obj.kind, obj.namespace, obj.name);
+    // A status write (this gateway's or another's) is an update of the object too: only a new
+    // object or a new spec changes anything.
+    const known = this.accepted.get(key)?.obj ?? this.refused.get(key)?.obj;
+    if (
+      known !== undefined &&
+      known.uid === obj.uid &&
+      known.generation === obj.generation &&
+      JSON.stringify(known.spec) === JSON.stringify(obj.spec)
+    )
+      return;
     this.accepted.delete(key);
     this.refused.delete(key);
     const c = problems && problems.length > 0 ? { ok: false as const, problems } : compilePolicy(obj);
@@ -188,6 +201,7 @@ export class Cluster {
 
   /** What changed since the last call. */
   takeChanges(): Changes {
+    this.settle();
     const out: Changes = this.structural
       ? { structural: true, edits: [] }
       : { structural: false, edits: compact(this.edits) };
@@ -201,6 +215,7 @@ export class Cluster {
    * sources; SNAT ones name their group (core/config/groups.ts resolves it).
    */
   policyConfigs(): PolicyConfig[] {
+    this.settle();
     return this.derived.map((d) => {
       const part = d.policy.families.get(d.family)!;
       const p: PolicyConfig = {
@@ -217,14 +232,16 @@ export class Cluster {
 
   /** The sources of one data-plane policy now. */
   sourcesOf(name: string): ReadonlySet<string> {
+    this.settle();
     return this.sources.get(name) ?? new Set();
   }
 
   /** Every policy object, accepted or not, with what this gateway makes of it. */
   policyStates(): PolicyState[] {
+    this.settle();
     const selected = new Map<string, number>();
     const lost = new Map<string, number>();
-    for (const [win, lose] of this.governing.values()) {
+    for (const { win, lose } of this.assigned.values()) {
       for (const k of win) selected.set(k, (selected.get(k) ?? 0) + 1);
       for (const k of lose) lost.set(k, (lost.get(k) ?? 0) + 1);
     }
@@ -281,10 +298,18 @@ export class Cluster {
     return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
+  /** Every policy object's key and generation (cheap: no pod is looked at). */
+  policyGenerations(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const [k, p] of this.accepted) out.set(k, p.obj.generation);
+    for (const [k, r] of this.refused) out.set(k, r.obj.generation);
+    return out;
+  }
+
   /** Counts, for metrics and logs. */
   counts(): { namespaces: number; pods: number; policies: number; refused: number; contested: number } {
     let contested = 0;
-    for (const s of this.owners.values()) if (s.size > 1) contested++;
+    for (const s of this.owners.values()) if (typeof s !== "string") contested++;
     return {
       namespaces: this.namespaces.size,
       pods: this.pods.size,
@@ -302,25 +327,33 @@ export class Cluster {
   }
 
   private claim(ip: string, uid: string, touched: Set<string>): void {
-    let s = this.owners.get(ip);
-    if (!s) this.owners.set(ip, (s = new Set()));
-    for (const other of s) touched.add(other);
-    s.add(uid);
+    const s = this.owners.get(ip);
+    if (s === undefined) this.owners.set(ip, uid);
+    else if (typeof s === "string") {
+      touched.add(s);
+      if (s !== uid) this.owners.set(ip, new Set([s, uid]));
+    } else {
+      for (const other of s) touched.add(other);
+      s.add(uid);
+    }
   }
 
   private unclaim(ip: string, uid: string, touched: Set<string>): void {
     const s = this.owners.get(ip);
-    if (!s) return;
+    if (s === undefined) return;
+    if (typeof s === "string") {
+      if (s === uid) this.owners.delete(ip);
+      return;
+    }
     s.delete(uid);
     for (const other of s) touched.add(other);
-    if (s.size === 0) this.owners.delete(ip);
+    if (s.size === 1) this.owners.set(ip, s.values().next().value!);
   }
 
   /** The pod an address belongs to: the only claimant, else the one created last (none on a tie). */
   private ownerOf(ip: string): string | undefined {
     const s = this.owners.get(ip);
-    if (!s || s.size === 0) return undefined;
-    if (s.size === 1) return s.values().next().value;
+    if (s === undefined || typeof s === "string") return s;
     let best: PodInfo | undefined;
     let tie = false;
     for (const uid of s) {
@@ -354,7 +387,8 @@ export class Cluster {
 
   /** Recomputes one pod's entries and records the difference. */
   private reassign(uid: string): void {
-    const before = this.membership.get(uid) ?? [];
+    if (this.dirty) return; // every pod is reassigned when the model settles
+    const before = this.assigned.get(uid)?.entries ?? [];
     const pod = this.pods.get(uid);
     const after: string[] = [];
     const win: string[] = [];
@@ -374,10 +408,8 @@ export class Cluster {
         }
       }
     }
-    if (win.length > 0 || lose.length > 0) this.governing.set(uid, [win, lose]);
-    else this.governing.delete(uid);
-    if (after.length > 0) this.membership.set(uid, after);
-    else this.membership.delete(uid);
+    if (win.length > 0 || lose.length > 0) this.assigned.set(uid, { entries: after, win, lose });
+    else this.assigned.delete(uid);
     if (before.length === 0 && after.length === 0) return;
     const gone = before.filter((e) => !after.includes(e));
     const come = after.filter((e) => !before.includes(e));
@@ -399,10 +431,20 @@ export class Cluster {
     if (!this.structural) this.edits.push({ policy, address, add });
   }
 
-  /** Policies or groups changed: the data-plane policies are made again, and every pod reassigned. */
+  /**
+   * Policies or groups changed: the data-plane policies are made again, and
+   * every pod reassigned, when the model is next read (a list of 1,000
+   * policies is one restructuring, not 1,000).
+   */
   private restructure(): void {
     this.structural = true;
+    this.dirty = true;
     this.edits = [];
+  }
+
+  private settle(): void {
+    if (!this.dirty) return;
+    this.dirty = false;
     this.candidatesByNs.clear();
     this.collisions.clear();
     // A ClusterEgressPolicy named like a file policy is refused.
@@ -440,8 +482,7 @@ export class Cluster {
     this.derivedByName.clear();
     for (const d of derived) this.derivedByName.set(d.name, d);
     this.sources.clear();
-    this.membership.clear();
-    this.governing.clear();
+    this.assigned.clear();
     for (const uid of this.pods.keys()) this.reassign(uid);
   }
 }

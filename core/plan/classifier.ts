@@ -47,6 +47,23 @@ function gained(policy: number, from: readonly string[], to: readonly string[]):
 }
 
 /**
+ * `previous` patched by source changes known already (from the cluster's
+ * watch: no list is compared or parsed but the changed addresses): the
+ * policies are the previous classifier's, and `sources` the new lists.
+ * Undefined when a patch cannot do it (a new class, an ambiguity): then the
+ * config is classified in full.
+ */
+export function classifierPatched(
+  previous: KeptClassifier,
+  sources: readonly (readonly string[])[],
+  removed: SourceEdit[],
+  added: SourceEdit[],
+): Classified | undefined {
+  const patched = patchNat(previous.index, previous.index.policies, removed, added);
+  return patched.ok ? { index: patched.index, sources, delta: patched.delta } : undefined;
+}
+
+/**
  * The classifier of `config` (which must have passed validation), patched
  * from `previous` when that is possible, else flattened from scratch.
  */

@@ -267,6 +267,8 @@ export function runCommand(): Command {
                 view: () => gw.config,
               });
               gw.setClusterStatus(() => clusterInput!.status());
+              // A new data-plane thread gets the cluster's policies from the model.
+              dataplane.setClusterSource(() => clusterInput!.cluster.policyConfigs());
               clusterInput.start();
               log.info("kubernetes: watching pods, namespaces and egress policies");
             } catch (e) {

@@ -1,7 +1,7 @@
 // A stand-in for the kernel actuator: remembers the last desired state it was
 // given and records applies and the teardown, in a log it can share with a
 // FakeSpeaker; its self-checks pass unless told otherwise.
-import type { KernelState } from "../../core/state.js";
+import type { KernelState, NatSourcesDelta } from "../../core/state.js";
 import type { KernelActuator } from "../../routing/kernel-actuator.js";
 import type { KernelChanges, TeardownSummary } from "../../routing/reconcile.js";
 
@@ -50,4 +50,13 @@ export class FakeKernel implements KernelActuator {
   };
 
   close(): void {}
+}
+
+/** A FakeKernel that records whether each apply came with a source delta. */
+export class DeltaKernel extends FakeKernel {
+  deltas: boolean[] = [];
+  override apply(desired: KernelState, opts: { sourcesDelta?: NatSourcesDelta } = {}) {
+    this.deltas.push(opts.sourcesDelta !== undefined);
+    return super.apply(desired);
+  }
 }

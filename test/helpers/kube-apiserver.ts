@@ -102,6 +102,8 @@ export class KubeApiServer {
   private down = false;
   private delayMs = 0;
   readonly events: Json[] = [];
+  /** Milliseconds this process spent making list answers (the benchmarks subtract the API's own time). */
+  listMs = 0;
   /** Every request, as "METHOD path?query", for the tests to assert on. */
   readonly requests: string[] = [];
   url = "";
@@ -415,6 +417,15 @@ export class KubeApiServer {
     q: URLSearchParams,
     res: ServerResponse,
   ): void {
+    const started = performance.now();
+    try {
+      this.listPage(t, ns, q, res);
+    } finally {
+      this.listMs += performance.now() - started;
+    }
+  }
+
+  private listPage(t: ResourceType, ns: string | undefined, q: URLSearchParams, res: ServerResponse): void {
     const limit = Number(q.get("limit") ?? 0);
     const token = q.get("continue");
     let snap: { rv: number; items: Json[] };

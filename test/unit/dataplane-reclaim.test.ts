@@ -4,8 +4,7 @@
 import test from "ava";
 import { stringify } from "yaml";
 import { InlineDataplane } from "../../daemon/dataplane.js";
-import type { KernelState, NatSourcesDelta } from "../../core/state.js";
-import { FakeKernel } from "../helpers/fake-kernel.js";
+import { DeltaKernel, FakeKernel } from "../helpers/fake-kernel.js";
 import { twoEgressIPs } from "../helpers/configs.js";
 
 /** A config whose policy "a" has `sources` (and enough others that a change is patched). */
@@ -29,15 +28,6 @@ function text(sources: string[]): string {
       },
     ]),
   );
-}
-
-/** A FakeKernel that records whether each apply came with a source delta. */
-class DeltaKernel extends FakeKernel {
-  deltas: boolean[] = [];
-  override apply(desired: KernelState, opts: { sourcesDelta?: NatSourcesDelta } = {}) {
-    this.deltas.push(opts.sourcesDelta !== undefined);
-    return super.apply(desired);
-  }
 }
 
 function setup() {

@@ -415,3 +415,15 @@ test("property: incremental source changes equal the model rebuilt from the same
   );
   t.pass();
 });
+
+test("an update that changes neither the object nor its spec (a status write) restructures nothing", (t) => {
+  const c = cluster();
+  const p = egp("ns", "p", {});
+  c.upsertPolicy(p);
+  c.upsertPod(pod("ns", "a", ["10.244.1.10"], {}));
+  c.takeChanges();
+  c.upsertPolicy({ ...p, spec: { ...p.spec } });
+  t.false(c.takeChanges().structural);
+  c.upsertPolicy({ ...p, generation: 2, spec: { ...p.spec, destinations: ["203.0.113.0/24"] } });
+  t.true(c.takeChanges().structural);
+});

@@ -1,0 +1,316 @@
+// egressd following a large cluster: PODS pods in NAMESPACES namespaces and
+// POLICIES policies, served by the in-process API server of the tests
+// (test/helpers/kube-apiserver.ts; no real API server runs here, so the
+// API's own time is the test server's, and is printed apart).
+//
+// Part 1, in this process: the cluster input alone (informers, trimming,
+// the cluster model). Prints the time to list and sync, the API server's
+// share of it (serving the pages), the heap the model keeps, and the time
+// from an API write to the model's change.
+//
+// Part 2, egressd as a process in a network namespace with the real kernel
+// (bench/scale-lab.ts, policies only from the cluster): prints the time from
+// start to every policy programmed, the RSS, and for EVENTS pod relabels the
+// time from the API write to the element in the kernel (`nft monitor`), as
+// median and p99.
+//
+//   node dist/bench/k8s-scale.js [--pods 100000] [--namespaces 10000] [--policies 1000]
+//                                [--events 30] [--part 1|2|both]
+//
+// The cluster: namespaces ns-N labelled tenant=t-(N % 100); each holds
+// PODS/NAMESPACES pods labelled app=a-(their index there % 10). 50 ClusterEgressPolicies
+// select every pod (tenants two by two); the other policies are
+// EgressPolicies, one per namespace ns-0.., each selecting app=a-(i % 10)
+// there, each with its own destination. Egress IP groups g-0..g-9.
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { KubeConfig } from "@kubernetes/client-node";
+import { KubeApiServer, unixForwarder } from "../test/helpers/kube-apiserver.js";
+import { Cluster } from "../core/k8s/cluster.js";
+import { ClusterWatch } from "../inputs/k8s/watch.js";
+import { spawnDetached } from "../lib/exec.js";
+import { median, percentile } from "../lib/stats.js";
+import { sleep, waitFor } from "../lib/wait.js";
+import { destination } from "./scale-config.js";
+import { ScaleLab } from "./scale-lab.js";
+import { NODE_FLAGS } from "../daemon/node-flags.js";
+
+const { values: args } = parseArgs({
+  options: {
+    pods: { type: "string", default: "100000" },
+    namespaces: { type: "string", default: "10000" },
+    policies: { type: "string", default: "1000" },
+    events: { type: "string", default: "30" },
+    part: { type: "string", default: "both" },
+    // Extra flags for egressd's node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+    "node-flags": { type: "string", default: "" },
+  },
+});
+const PODS = Number(args.pods);
+const NAMESPACES = Number(args.namespaces);
+const POLICIES = Number(args.policies);
+const EVENTS = Number(args.events);
+const CLUSTER_POLICIES = Math.min(50, POLICIES);
+const GROUPS = 10;
+
+type Json = Record<string, unknown>;
+
+const podIp = (k: number) => `10.${64 + (k >> 16)}.${(k >> 8) & 255}.${k & 255}`;
+const nsOf = (k: number) => k % NAMESPACES;
+/** The pod's index in its namespace, modulo 10: every namespace has pods of every app. */
+const appOf = (k: number) => Math.floor(k / NAMESPACES) % 10;
+
+/** A pod as an API server returns it: a few kilobytes, most of which egressd does not keep. */
+function podObject(k: number, app = appOf(k)): Json {
+  const ns = `ns-${nsOf(k)}`;
+  return {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: {
+      name: `pod-${k}`,
+      namespace: ns,
+      uid: `00000000-0000-4000-8000-${k.toString(16).padStart(12, "0")}`,
+      labels: { app: `a-${app}`, "pod-template-hash": "5d8c7b9f4" },
+      annotations: { "kubectl.kubernetes.io/restartedAt": "2026-12-01T10:00:00Z" },
+      ownerReferences: [
+        { apiVersion: "apps/v1", kind: "ReplicaSet", name: `rs-${k}`, uid: "x", controller: true },
+      ],
+      creationTimestamp: "2026-12-01T10:00:00Z",
+    },
+    spec: {
+      containers: [
+        {
+          name: "app",
+          image: "registry.example/app:1.2.3",
+          ports: [{ containerPort: 8080 }],
+          env: [{ name: "MODE", value: "production" }],
+          resources: { requests: { cpu: "100m", memory: "128Mi" } },
+        },
+      ],
+      nodeName: `node-${k % 500}`,
+      serviceAccountName: "default",
+    },
+    status: {
+      phase: "Running",
+      hostIP: `10.0.${k % 500 >> 8}.${k % 250}`,
+      podIP: podIp(k),
+      podIPs: [{ ip: podIp(k) }],
+      conditions: [
+        { type: "Ready", status: "True" },
+        { type: "ContainersReady", status: "True" },
+      ],
+      containerStatuses: [{ name: "app", ready: true, restartCount: 0, image: "registry.example/app:1.2.3" }],
+    },
+  };
+}
+
+function populate(api: KubeApiServer): void {
+  for (let n = 0; n < NAMESPACES; n++)
+    api.apply({
+      apiVersion: "v1",
+      kind: "Namespace",
+      metadata: { name: `ns-${n}`, labels: { tenant: `t-${n % 100}` } },
+    });
+  for (let k = 0; k < PODS; k++) api.apply(podObject(k));
+  for (let i = 0; i < CLUSTER_POLICIES; i++)
+    api.apply({
+      apiVersion: "egressd.io/v1alpha1",
+      kind: "ClusterEgressPolicy",
+      metadata: { name: `tenants-${i}` },
+      spec: {
+        namespaceSelector: {
+          matchExpressions: [{ key: "tenant", operator: "In", values: [`t-${2 * i}`, `t-${2 * i + 1}`] }],
+        },
+        podSelector: {},
+        destinations: [destination(i)],
+        egressIPGroup: `g-${i % GROUPS}`,
+      },
+    });
+  for (let i = 0; i < POLICIES - CLUSTER_POLICIES; i++)
+    api.apply({
+      apiVersion: "egressd.io/v1alpha1",
+      kind: "EgressPolicy",
+      metadata: { name: `app-${i}`, namespace: `ns-${i}` },
+      spec: {
+        podSelector: { matchLabels: { app: `a-${i % 10}` } },
+        destinations: [destination(CLUSTER_POLICIES + i)],
+        egressIPGroup: `g-${i % GROUPS}`,
+      },
+    });
+}
+
+/** The k-th pod to relabel in event e: one of namespace ns-e's pods that policy app-e does not select yet. */
+function relabelled(e: number): { k: number; app: number } {
+  const i = e % (POLICIES - CLUSTER_POLICIES);
+  // pods of ns-i are i, i + NAMESPACES, ...; pick one whose app differs from the policy's
+  for (let k = i; k < PODS; k += NAMESPACES) if (appOf(k) !== i % 10) return { k, app: i % 10 };
+  throw new Error(`no pod to relabel in ns-${i}`);
+}
+
+const fmt = (ms: number) => `${ms.toFixed(ms < 10 ? 2 : 0)} ms`;
+const mb = (b: number) => `${(b / 2 ** 20).toFixed(0)} MB`;
+
+async function part1(): Promise<void> {
+  const api = new KubeApiServer({ logSize: PODS + NAMESPACES + POLICIES + 10_000 });
+  await api.start();
+  const t0 = performance.now();
+  populate(api);
+  console.log(
+    `cluster: ${PODS} pods, ${NAMESPACES} namespaces, ${POLICIES} policies (${CLUSTER_POLICIES} cluster-scoped) made in ${fmt(performance.now() - t0)}`,
+  );
+  const kc = new KubeConfig();
+  kc.loadFromString(api.kubeconfig());
+  const cluster = new Cluster();
+  cluster.setGateway(
+    Array.from({ length: GROUPS }, (_, g) => ({
+      name: `g-${g}`,
+      egressIPs: [`192.0.2.${g + 1}`],
+      uplink: "tor",
+    })),
+    new Set(),
+  );
+  let changed: (() => void) | undefined;
+  const w = new ClusterWatch({
+    kc,
+    cluster,
+    onChange: () => changed?.(),
+    log: { info: () => {}, warn: (m) => console.log(`warn: ${m}`) },
+  });
+  global.gc?.();
+  const heap0 = process.memoryUsage().heapUsed;
+  const s0 = performance.now();
+  w.start();
+  await w.synced;
+  const syncMs = performance.now() - s0;
+  const c0 = performance.now();
+  const configs = cluster.policyConfigs();
+  const configsMs = performance.now() - c0;
+  global.gc?.();
+  const heap = process.memoryUsage().heapUsed - heap0;
+  const selected = new Set(configs.flatMap((p) => p.sources)).size;
+  console.log(
+    `part 1 (this process): synced in ${fmt(syncMs)} (list pages, trimming, model), of which the API server's own answers ${fmt(api.listMs)} ` +
+      `(here in the same process): ${fmt(syncMs - api.listMs)} without; ${selected} pod addresses selected; ` +
+      `the policies as the data plane takes them made in ${fmt(configsMs)}; the model and the informers' caches hold ${mb(heap)} of heap` +
+      (global.gc ? "" : " (run with --expose-gc for a collected figure)"),
+  );
+  const lat: number[] = [];
+  for (let e = 0; e < EVENTS; e++) {
+    const { k, app } = relabelled(e);
+    const done = new Promise<number>((resolve) => (changed = () => resolve(performance.now())));
+    const t = performance.now();
+    api.apply(podObject(k, app));
+    lat.push((await done) - t);
+    changed = undefined;
+    cluster.takeChanges();
+  }
+  console.log(
+    `part 1: API write to the model's change (watch delivery included): median ${fmt(median(lat))}, p99 ${fmt(percentile(lat, 99))} over ${EVENTS}`,
+  );
+  await w.stop();
+  await api.stop();
+}
+
+async function part2(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "egressd-k8s-bench-"));
+  const socket = join(dir, "api.sock");
+  const kubeconfig = join(dir, "kubeconfig");
+  const api = new KubeApiServer({ logSize: PODS + NAMESPACES + POLICIES + 10_000 });
+  await api.start(socket);
+  writeFileSync(kubeconfig, api.kubeconfig());
+  populate(api);
+  const lab = await ScaleLab.start({
+    tag: "k8s",
+    policies: 1,
+    sources: 1,
+    probes: 0,
+    probeIntervalMs: 100,
+    peers: 1,
+    bfdIntervalMs: 100,
+    egressd: new URL("../daemon/cli.js", import.meta.url).pathname,
+    egressIPs: GROUPS,
+    ownSignals: false,
+    // Each event's own reload time is logged at debug.
+    runArgs: ["--log-level", "debug"],
+    ...(args["node-flags"] ? { nodeFlags: [...NODE_FLAGS, ...args["node-flags"].split(" ")] } : {}),
+    configure: (c) => ({
+      ...c,
+      policies: [],
+      probes: [],
+      dataplane: { markMask: 0x0fff0000 },
+      egressIPGroups: Array.from({ length: GROUPS }, (_, g) => ({
+        name: `g-${g}`,
+        egressIPs: [`192.0.2.${g + 1}`],
+        uplink: "tor",
+      })),
+      kubernetes: { kubeconfig },
+    }),
+    beforeStart: async (sb) => {
+      spawnDetached(["node", "-e", unixForwarder, socket], { netns: sb.ns("gw") });
+      await sleep(200);
+    },
+  });
+  try {
+    const started = Date.now();
+    const at = (j: Json) => Date.parse(j.time as string);
+    const readyMs = await lab.waitReady(300_000);
+    const applied = () =>
+      lab
+        .logLines()
+        .map((l) => JSON.parse(l) as Json)
+        .filter((j) => j.msg === "kubernetes: policies applied");
+    await waitFor("the cluster's policies programmed", async () => applied().length > 0, 600_000, 200);
+    const first = applied()[0]!;
+    const synced = lab
+      .logLines()
+      .map((l) => JSON.parse(l) as Json)
+      .find((j) => j.msg === "kubernetes: synced");
+    console.log(
+      `part 2 (egressd in a namespace): /readyz ${fmt(readyMs)} after start; synced ${fmt(at(synced!) - started)} after start; ` +
+        `every policy programmed ${fmt(at(first) - started)} after start (that reload: ${first.ms as number} ms); RSS ${lab.rssMb().toFixed(0)} MB`,
+    );
+    const lat: number[] = [];
+    for (let e = 0; e < EVENTS; e++) {
+      const { k, app } = relabelled(e);
+      const seen = await lab.elementAdded(podIp(k));
+      const t = performance.now();
+      api.apply(podObject(k, app));
+      lat.push((await seen()) - t);
+    }
+    const perEvent = applied().slice(1);
+    const ms = perEvent.map((j) => j.ms as number);
+    const full = perEvent.filter((j) => j.edits === undefined).length;
+    if (full > 0)
+      console.log(
+        `part 2: ${full} of ${perEvent.length} reloads after the first carried the whole list, not edits`,
+      );
+    console.log(
+      `part 2: API write to the element in the kernel: median ${fmt(median(lat))}, p99 ${fmt(percentile(lat, 99))}, max ${fmt(Math.max(...lat))} over ${EVENTS} relabels; ` +
+        `egressd's own reload time per event: median ${median(ms)} ms; RSS after ${lab.rssMb().toFixed(0)} MB`,
+    );
+    // Where the reconciles of the events went: per target, the median of the logged times.
+    const targets = new Map<string, number[]>();
+    for (const j of lab
+      .logLines()
+      .map((l) => JSON.parse(l) as Json)
+      .filter((j) => j.msg === "reconciled")
+      .slice(-EVENTS))
+      for (const [k, v] of Object.entries((j.targetMs ?? {}) as Record<string, number>))
+        targets.set(k, [...(targets.get(k) ?? []), v]);
+    console.log(
+      `part 2: reconcile time per target, median over the events: ${[...targets].map(([k, v]) => `${k} ${fmt(median(v))}`).join(", ")}`,
+    );
+    // A clean stop (profiles, when asked for with --node-flags, are written at exit).
+    process.kill(lab.pid!, "SIGTERM");
+    await sleep(3000);
+  } finally {
+    await lab.stop();
+    await api.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (args.part === "1" || args.part === "both") await part1();
+if (args.part === "2" || args.part === "both") await part2();

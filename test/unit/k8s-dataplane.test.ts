@@ -1,0 +1,193 @@
+// The cluster's policies in the data plane: planned after the file's own, a
+// missing group planned as Deny, and the incremental path (the model's
+// address edits, patched into the classifier) giving the same kernel plan as
+// the whole list planned from scratch (property test). Fake kernel, no root.
+import test from "ava";
+import fc from "fast-check";
+import { stringify } from "yaml";
+import { InlineDataplane, withCluster } from "../../daemon/dataplane.js";
+import { Cluster, type PodInfo } from "../../core/k8s/cluster.js";
+import type { PolicyObject } from "../../core/k8s/policy.js";
+import type { Config } from "../../core/config/schema.js";
+import type { KernelState } from "../../core/state.js";
+import { DeltaKernel, FakeKernel } from "../helpers/fake-kernel.js";
+
+const FILE: Config = {
+  gateway: { name: "gw-a1", site: "dc-a" },
+  egressIPs: [
+    { address: "192.0.2.11", interface: "lo" },
+    { address: "192.0.2.12", interface: "lo" },
+  ],
+  uplinks: [{ name: "tor", interface: "eth1", nextHop: "10.1.1.0" }],
+  egressIPGroups: [
+    { name: "a", egressIPs: ["192.0.2.11"], uplink: "tor" },
+    { name: "b", egressIPs: ["192.0.2.12"], uplink: "tor" },
+  ],
+  policies: [
+    {
+      name: "web",
+      sources: ["10.244.0.0/16"],
+      destinations: ["203.0.113.0/24"],
+      egressIP: "192.0.2.11",
+      uplink: "tor",
+    },
+  ],
+};
+
+const policy = (ns: string, name: string, app: string, dest: string, group: string): PolicyObject => ({
+  kind: "EgressPolicy",
+  namespace: ns,
+  name,
+  uid: `u-${name}`,
+  generation: 1,
+  created: 1,
+  spec: { podSelector: { matchLabels: { app } }, destinations: [dest], egressIPGroup: group },
+});
+
+/** The NAT plan's decisions, order-free: classes by their destinations, and each source's class. */
+function natOf(k: KernelState): string {
+  const classes = new Map(k.nat.classes.map((c) => [c.id, JSON.stringify(c.destinations)]));
+  return JSON.stringify(k.nat.sources.map((s) => `${s.interval}=${classes.get(s.classId)}`).sort());
+}
+
+async function commit(
+  dp: InlineDataplane,
+  input: Parameters<InlineDataplane["prepare"]>[0],
+): Promise<boolean> {
+  const p = await dp.prepare(input);
+  if (!p.ok) throw new Error(p.errors.map((e) => e.message).join("; "));
+  await dp.commit(p.id);
+  await dp.apply();
+  return p.unchanged;
+}
+
+test("the cluster's policies come after the file's, groups resolved; a group the file lacks is planned as Deny", (t) => {
+  const merged = withCluster(FILE as never, [
+    {
+      name: "ns/p:v4",
+      sources: ["10.245.0.1"],
+      destinations: ["198.51.100.0/24"],
+      action: "SNAT",
+      egressIPGroup: "b",
+    },
+    {
+      name: "ns/q:v4",
+      sources: ["10.245.0.2"],
+      destinations: ["198.51.100.0/24"],
+      action: "SNAT",
+      egressIPGroup: "gone",
+    },
+  ]);
+  t.deepEqual(
+    merged.policies.map((p) => [p.name, p.action ?? "SNAT", p.egressIP, p.uplink]),
+    [
+      ["web", "SNAT", "192.0.2.11", "tor"],
+      ["ns/p:v4", "SNAT", "192.0.2.12", "tor"],
+      ["ns/q:v4", "Deny", undefined, undefined],
+    ],
+  );
+});
+
+test("pod moves reach the kernel as a source delta, and the plan equals one made from the whole list", async (t) => {
+  const kernel = new DeltaKernel();
+  const dp = new InlineDataplane(kernel);
+  const c = new Cluster();
+  c.setGateway(FILE.egressIPGroups!, new Set(["web"]));
+  c.upsertPolicy(policy("ns", "p", "x", "198.51.100.0/24", "a"));
+  c.upsertPolicy(policy("ns", "q", "y", "192.0.2.128/25", "b"));
+  const pods: PodInfo[] = Array.from({ length: 20 }, (_, i) => ({
+    uid: `pod-${i}`,
+    namespace: "ns",
+    name: `pod-${i}`,
+    labels: { app: i % 2 ? "x" : "y" },
+    ips: [`10.245.0.${i + 1}`],
+    hostNetwork: false,
+    phase: "Running",
+    created: i,
+  }));
+  for (const p of pods) c.upsertPod(p);
+  await commit(dp, { text: stringify(FILE) });
+  c.takeChanges();
+  await commit(dp, { cluster: c.policyConfigs() });
+  kernel.deltas = [];
+  c.upsertPod({ ...pods[0]!, labels: { app: "x" } });
+  c.upsertPod({ ...pods[1]!, labels: { app: "none" } });
+  const ch = c.takeChanges();
+  t.false(ch.structural);
+  t.is(ch.edits.length, 3);
+  await commit(dp, { clusterEdits: ch.edits });
+  t.deepEqual(kernel.deltas, [true], "the kernel got a delta, not a whole plan");
+  const incremental = natOf(kernel.applied!);
+  const fullKernel = new FakeKernel();
+  const full = new InlineDataplane(fullKernel);
+  await commit(full, { text: stringify(FILE) });
+  await commit(full, { cluster: c.policyConfigs() });
+  t.is(incremental, natOf(fullKernel.applied!));
+});
+
+test("edits that do not fit the committed policies are refused (the caller sends the whole list)", async (t) => {
+  const dp = new InlineDataplane(new FakeKernel());
+  await commit(dp, { text: stringify(FILE) });
+  await commit(dp, {
+    cluster: [
+      {
+        name: "ns/p:v4",
+        sources: ["10.245.0.1"],
+        destinations: ["198.51.100.0/24"],
+        action: "SNAT",
+        egressIPGroup: "a",
+      },
+    ],
+  });
+  const p = await dp.prepare({ clusterEdits: [{ policy: "ns/p:v4", address: "10.245.0.9", add: false }] });
+  t.false(p.ok);
+  const q = await dp.prepare({ clusterEdits: [{ policy: "ns/zz:v4", address: "10.245.0.9", add: true }] });
+  t.false(q.ok);
+});
+
+test("property: any sequence of pod events, applied as edits, plans what the whole list plans", async (t) => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(
+        fc.record({ pod: fc.nat(9), app: fc.constantFrom("x", "y", "z"), ip: fc.nat(5), del: fc.boolean() }),
+        { minLength: 1, maxLength: 15 },
+      ),
+      async (events) => {
+        const kernel = new FakeKernel();
+        const dp = new InlineDataplane(kernel);
+        const c = new Cluster();
+        c.setGateway(FILE.egressIPGroups!, new Set(["web"]));
+        c.upsertPolicy(policy("ns", "p", "x", "198.51.100.0/24", "a"));
+        c.upsertPolicy(policy("ns", "q", "y", "198.51.100.0/25", "b"));
+        c.upsertPolicy(policy("ns", "r", "z", "192.0.2.128/25", "a"));
+        await commit(dp, { text: stringify(FILE) });
+        c.takeChanges();
+        await commit(dp, { cluster: c.policyConfigs() });
+        for (const e of events) {
+          if (e.del) c.deletePod(`pod-${e.pod}`);
+          else
+            c.upsertPod({
+              uid: `pod-${e.pod}`,
+              namespace: "ns",
+              name: `pod-${e.pod}`,
+              labels: { app: e.app },
+              ips: [`10.245.0.${e.ip + 1}`],
+              hostNetwork: false,
+              phase: "Running",
+              created: e.pod,
+            });
+          const ch = c.takeChanges();
+          await commit(dp, ch.structural ? { cluster: c.policyConfigs() } : { clusterEdits: ch.edits });
+        }
+        const full = new FakeKernel();
+        const fdp = new InlineDataplane(full);
+        await commit(fdp, { text: stringify(FILE) });
+        await commit(fdp, { cluster: c.policyConfigs() });
+        if (natOf(kernel.applied!) !== natOf(full.applied!))
+          throw new Error(`incremental ${natOf(kernel.applied!)}\nfull ${natOf(full.applied!)}`);
+      },
+    ),
+    { numRuns: 60 },
+  );
+  t.pass();
+});
