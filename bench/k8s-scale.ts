@@ -168,6 +168,7 @@ async function part1(): Promise<void> {
       name: `g-${g}`,
       egressIPs: [`192.0.2.${g + 1}`],
       uplink: "tor",
+      namespaceSelector: {},
     })),
     new Set(),
   );
@@ -244,6 +245,7 @@ async function part2(): Promise<void> {
         name: `g-${g}`,
         egressIPs: [`192.0.2.${g + 1}`],
         uplink: "tor",
+        namespaceSelector: {},
       })),
       kubernetes: { kubeconfig },
     }),

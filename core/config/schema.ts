@@ -9,6 +9,7 @@ import { IFNAME_PATTERN, NAME_PATTERN } from "./patterns.js";
 import { BgpSchema } from "./bgp-schema.js";
 import { DrainSchema, HttpSchema, KubernetesSchema, LogSchema, ProbeSchema } from "./ops-schema.js";
 import { DEFAULTS as ALL } from "../defaults.js";
+import { LabelSelectorSchema } from "../k8s/selector-schema.js";
 
 export { IFNAME_PATTERN, NAME_PATTERN };
 
@@ -103,6 +104,13 @@ export const EgressIPGroupSchema = Type.Object(
       description: "This gateway's addresses for the group: at most one per family, each one of egressIPs.",
     }),
     uplink: Type.String({ description: "Name of the uplink the group's traffic leaves through." }),
+    namespaceSelector: Type.Optional({
+      ...LabelSelectorSchema,
+      description:
+        "The namespaces whose EgressPolicies may use the group ({} for all). Absent: none; only " +
+        "ClusterEgressPolicies (which cluster administrators write) may. A policy that names a group its " +
+        "namespace may not use is refused here, and its pods are blocked.",
+    }),
   },
   {
     ...Strict,

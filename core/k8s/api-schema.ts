@@ -12,73 +12,13 @@
 import { Type, type Static, type TSchema } from "@sinclair/typebox";
 import { ActionSchema, DestinationsSchema, ExceptionsSchema } from "../config/schema.js";
 import { NAME_PATTERN } from "../config/patterns.js";
-import type { SelectorOperator } from "./selector.js";
+import { cel, LabelSelectorSchema } from "./selector-schema.js";
+
+export { LabelSelectorRequirementSchema, LabelSelectorSchema, type CelRule } from "./selector-schema.js";
 
 export const API_GROUP = "egressd.io";
 export const API_VERSION = "v1alpha1";
 export const API_GROUP_VERSION = `${API_GROUP}/${API_VERSION}`;
-
-/** A CEL rule the API server checks on the object (x-kubernetes-validations). */
-export interface CelRule {
-  rule: string;
-  message: string;
-  /** The field the message is about, relative to the object the rule is on (e.g. ".egressIPGroup"). */
-  fieldPath?: string;
-  reason?: "FieldValueInvalid" | "FieldValueForbidden" | "FieldValueRequired" | "FieldValueDuplicate";
-}
-
-const cel = (...rules: CelRule[]) => ({ "x-kubernetes-validations": rules });
-
-const LABEL_KEY_MAX = 317; // a 253-character prefix, "/", and a 63-character name
-const LABEL_VALUE_MAX = 63;
-
-export const LabelSelectorRequirementSchema = Type.Object(
-  {
-    key: Type.String({ minLength: 1, maxLength: LABEL_KEY_MAX, description: "The label key." }),
-    operator: Type.Unsafe<SelectorOperator>({
-      type: "string",
-      enum: ["In", "NotIn", "Exists", "DoesNotExist"],
-      description: "In, NotIn: the value is (not) one of values. Exists, DoesNotExist: the key is (not) set.",
-    }),
-    values: Type.Optional(
-      Type.Array(Type.String({ maxLength: LABEL_VALUE_MAX }), {
-        maxItems: 64,
-        description: "In and NotIn: at least one value. Exists and DoesNotExist: none.",
-      }),
-    ),
-  },
-  {
-    additionalProperties: false,
-    description: "One requirement of a label selector.",
-    ...cel({
-      rule: "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0 : !has(self.values) || size(self.values) == 0",
-      message: "In and NotIn need at least one value; Exists and DoesNotExist take none",
-      fieldPath: ".values",
-      reason: "FieldValueInvalid",
-    }),
-  },
-);
-
-export const LabelSelectorSchema = Type.Object(
-  {
-    matchLabels: Type.Optional(
-      Type.Record(Type.String(), Type.String({ maxLength: LABEL_VALUE_MAX }), {
-        description: "Labels that must all be set to these values.",
-      }),
-    ),
-    matchExpressions: Type.Optional(
-      Type.Array(LabelSelectorRequirementSchema, {
-        maxItems: 32,
-        description: "Requirements that must all hold.",
-      }),
-    ),
-  },
-  {
-    additionalProperties: false,
-    "x-kubernetes-map-type": "atomic",
-    description: "A label selector: {} selects everything; every entry narrows it.",
-  },
-);
 
 const bounded = (s: TSchema, maxItems: number) => ({ ...s, maxItems, items: { ...s.items, maxLength: 43 } });
 

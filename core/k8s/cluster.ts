@@ -28,7 +28,7 @@
 import type { EgressIPGroupConfig, PolicyAction, PolicyConfig } from "../config/schema.js";
 import { groupAddress } from "../config/groups.js";
 import type { Family } from "../state.js";
-import type { Labels } from "./selector.js";
+import { compileSelector, type CompiledSelector, type Labels } from "./selector.js";
 import {
   collide,
   compilePolicy,
@@ -90,7 +90,8 @@ interface Derived {
   policy: CompiledPolicy;
   /** Deny when the group is missing here. */
   action: PolicyAction;
-  groupMissing: boolean;
+  /** Why it is planned as Deny though the policy says SNAT: the group is not here, or not for this namespace. */
+  blocked?: "EgressIPGroupNotFound" | "EgressIPGroupNotAllowed";
 }
 
 const ENDED = new Set(["Succeeded", "Failed"]);
@@ -120,6 +121,9 @@ export class Cluster {
   private readonly sources = new Map<string, Set<string>>();
   private derived: Derived[] = [];
   private readonly derivedByName = new Map<string, Derived>();
+  private readonly derivedOf = new Map<string, Derived[]>();
+  /** Per group: the namespaces whose EgressPolicies may use it (absent: none). */
+  private groupNamespaces = new Map<string, CompiledSelector>();
   private readonly candidatesByNs = new Map<string, CompiledPolicy[]>();
   private readonly collisions = new Map<string, boolean>();
   private edits: SourceChange[] = [];
@@ -128,6 +132,11 @@ export class Cluster {
   /** What this gateway's file says: its egress IP groups and its own policies' names. */
   setGateway(groups: readonly EgressIPGroupConfig[], fileNames: ReadonlySet<string>): void {
     this.groups = new Map(groups.map((g) => [g.name, g]));
+    this.groupNamespaces = new Map(
+      groups.flatMap((g) =>
+        g.namespaceSelector ? [[g.name, compileSelector(g.namespaceSelector)] as const] : [],
+      ),
+    );
     this.fileNames = fileNames;
     this.restructure();
   }
@@ -136,6 +145,8 @@ export class Cluster {
     const before = this.namespaces.get(name);
     this.namespaces.set(name, labels);
     if (before !== undefined && sameLabels(before, labels)) return;
+    // Which groups the namespace's EgressPolicies may use can change with its labels.
+    if (this.groupNamespaces.size > 0 && this.policiesIn(name)) return this.restructure();
     this.candidatesByNs.delete(name);
     for (const uid of this.podsByNs.get(name) ?? []) this.reassign(uid);
   }
@@ -270,10 +281,19 @@ export class Cluster {
       });
     }
     for (const [key, p] of this.accepted) {
-      const mine = this.derived.filter((d) => d.policy === p);
-      const missing = mine.filter((d) => d.groupMissing);
-      const accepted =
-        missing.length > 0
+      const mine = this.derivedOf.get(key) ?? [];
+      const missing = mine.filter((d) => d.blocked === "EgressIPGroupNotFound");
+      const notAllowed = mine.some((d) => d.blocked === "EgressIPGroupNotAllowed");
+      const accepted = notAllowed
+        ? {
+            ok: false,
+            reason: "EgressIPGroupNotAllowed",
+            message:
+              `namespace ${p.obj.namespace ?? ""} may not use egress IP group ${JSON.stringify(p.group)} on this gateway ` +
+              `(the group's namespaceSelector does not select it): the pods it selects are blocked here (dropped)`,
+            field: "spec.egressIPGroup",
+          }
+        : missing.length > 0
           ? {
               ok: false,
               reason: "EgressIPGroupNotFound",
@@ -320,6 +340,17 @@ export class Cluster {
   }
 
   // --- internals
+
+  /** Whether namespace `ns`'s EgressPolicies may use `group` (its namespaceSelector selects the namespace). */
+  private mayUse(group: string, ns: string): boolean {
+    return this.groupNamespaces.get(group)?.matches(this.namespaces.get(ns) ?? {}) ?? false;
+  }
+
+  private policiesIn(ns: string): boolean {
+    for (const p of this.accepted.values())
+      if (p.obj.kind === "EgressPolicy" && p.obj.namespace === ns) return true;
+    return false;
+  }
 
   /** The addresses a pod holds: none when it uses the node's network or has ended. */
   private heldBy(pod: PodInfo): readonly string[] {
@@ -464,18 +495,27 @@ export class Cluster {
       }
     }
     const derived: Derived[] = [];
+    this.derivedOf.clear();
     for (const p of this.accepted.values())
       for (const family of p.families.keys()) {
         const g = p.group === undefined ? undefined : this.groups.get(p.group);
-        const groupMissing =
-          p.action === "SNAT" && (g === undefined || groupAddress(g, family) === undefined);
-        derived.push({
+        const blocked =
+          p.action !== "SNAT"
+            ? undefined
+            : g === undefined || groupAddress(g, family) === undefined
+              ? ("EgressIPGroupNotFound" as const)
+              : p.obj.kind === "EgressPolicy" && !this.mayUse(p.group!, p.obj.namespace ?? "")
+                ? ("EgressIPGroupNotAllowed" as const)
+                : undefined;
+        const d: Derived = {
           name: derivedName(p.base, family),
           family,
           policy: p,
-          action: groupMissing ? "Deny" : p.action,
-          groupMissing,
-        });
+          action: blocked ? "Deny" : p.action,
+          ...(blocked ? { blocked } : {}),
+        };
+        derived.push(d);
+        this.derivedOf.set(p.key, [...(this.derivedOf.get(p.key) ?? []), d]);
       }
     derived.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     this.derived = derived;

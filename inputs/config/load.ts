@@ -33,6 +33,8 @@ export type LoadResult =
   | { ok: false; errors: ConfigIssue[]; warnings: ConfigIssue[] };
 
 const ajv = new Ajv({ allErrors: true, strict: true, verbose: true });
+// The label selector's schema is shared with the CRDs, whose keywords for the API server Ajv does not know.
+ajv.addKeyword("x-kubernetes-validations").addKeyword("x-kubernetes-map-type");
 const validateStructure = ajv.compile<Config>(ConfigSchema);
 
 const UNQUOTED_IPV6 = /(^|[\s[{,])[0-9a-fA-F]{0,4}:[0-9a-fA-F]{0,4}:/;

@@ -20,6 +20,7 @@ import {
   type Prefix,
 } from "../../core/ip.js";
 import { formatPath, type PathSegment } from "./issues.js";
+import { selectorIssues, type LabelSelector } from "../../core/k8s/selector.js";
 import { validateProbeSpec, type ProbeSpec } from "../../core/probe-spec.js";
 import { parseCommunity, passwordProblem } from "../../core/bgp.js";
 import { keyProblem } from "../../core/bfd-auth.js";
@@ -207,6 +208,20 @@ export function checkSemantics(
           `uplink ${quoted(uplinkName!)} has no IPv${a.family} ${a.family === 4 ? "nextHop" : "nextHop6"}, which this address needs`,
         );
     });
+    if (isObj(g.namespaceSelector))
+      for (const issue of selectorIssues(g.namespaceSelector as LabelSelector))
+        err(
+          [
+            "egressIPGroups",
+            i,
+            "namespaceSelector",
+            ...issue.path
+              .split(/\.|\[(\d+)\]/)
+              .filter((x) => x)
+              .map((x) => (/^\d+$/.test(x) ? Number(x) : x)),
+          ],
+          issue.message,
+        );
     const name = str(g.name);
     if (name === undefined) return;
     const prev = groups.get(name);

@@ -204,7 +204,7 @@ export class StatusWriter {
 /** The Programmed condition: whether this generation is in force here, and why not. */
 function programmedOf(s: PolicyState, p: Programmed | undefined): [boolean, string, string] {
   const inForce = p !== undefined && p.generation === s.generation;
-  if (s.accepted.reason === "EgressIPGroupNotFound")
+  if (s.accepted.reason === "EgressIPGroupNotFound" || s.accepted.reason === "EgressIPGroupNotAllowed")
     return inForce && p.ok
       ? [false, "Blocked", "its pods are blocked here (dropped) until the group is defined on this gateway"]
       : [false, "Pending", "the block of its pods is not in the data plane yet"];

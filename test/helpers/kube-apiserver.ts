@@ -100,6 +100,7 @@ export class KubeApiServer {
   private readonly owners = new Map<string, Map<string, Set<string>>>();
   private rv = 1;
   private down = false;
+  private stopped = false;
   private delayMs = 0;
   readonly events: Json[] = [];
   /** Milliseconds this process spent making list answers (the benchmarks subtract the API's own time). */
@@ -156,6 +157,7 @@ export class KubeApiServer {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     for (const w of this.watchers) this.endWatch(w);
     const closed = new Promise<void>((resolve) =>
       this.server ? this.server.close(() => resolve()) : resolve(),
@@ -357,7 +359,7 @@ export class KubeApiServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (this.down) {
+    if (this.down || this.stopped) {
       req.socket.destroy();
       return;
     }
@@ -495,6 +497,8 @@ export class KubeApiServer {
       res.end();
       return;
     }
+    // A client that went while this request waited (a delay, a stop) gets no watch.
+    if (this.stopped || res.destroyed || res.socket?.destroyed) return void res.end();
     this.watchers.add(w);
     res.on("close", () => this.endWatch(w));
     if (from === 0) {
@@ -506,6 +510,7 @@ export class KubeApiServer {
           this.send(w, { type: e.type, object: e.object });
     if (w.bookmarks) {
       const tick = () => {
+        if (!this.watchers.has(w)) return;
         this.send(w, {
           type: "BOOKMARK",
           object: {

@@ -35,7 +35,15 @@ rebindCopies(topo, "/etc/egressd/egressd.yaml", tmp, (text) => {
   PARTNER[c.gateway.name] = partner.egressIP as string;
   c.policies = c.policies.filter((p) => p !== partner);
   c.probes = (c.probes ?? []).filter((p) => (p.affects as Json | undefined)?.policy !== "partner");
-  c.egressIPGroups = [{ name: "partner", egressIPs: [partner.egressIP], uplink: partner.uplink }];
+  // Only the payments team's namespaces may use the partner identity.
+  c.egressIPGroups = [
+    {
+      name: "partner",
+      egressIPs: [partner.egressIP],
+      uplink: partner.uplink,
+      namespaceSelector: { matchLabels: { team: "payments" } },
+    },
+  ];
   c.kubernetes = { kubeconfig };
   return stringify(c);
 });

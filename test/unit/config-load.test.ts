@@ -572,3 +572,22 @@ test("egress IP groups and actions: what is wrong is named where it is", (t) => 
     /must be equal to one of/,
   );
 });
+
+test("an egress IP group's namespaceSelector is checked where it is", (t) => {
+  expectError(
+    t,
+    withChange(
+      (c) =>
+        ((c as Record<string, unknown>).egressIPGroups = [
+          {
+            name: "g",
+            uplink: "tor",
+            egressIPs: ["192.0.2.11"],
+            namespaceSelector: { matchExpressions: [{ key: "team", operator: "In" }] },
+          },
+        ]),
+    ),
+    "egressIPGroups[0].namespaceSelector.matchExpressions[0].values",
+    /In needs at least one value/,
+  );
+});

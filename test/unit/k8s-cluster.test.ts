@@ -8,8 +8,8 @@ import type { PolicyObject } from "../../core/k8s/policy.js";
 import type { EgressIPGroupConfig } from "../../core/config/schema.js";
 
 const GROUPS: EgressIPGroupConfig[] = [
-  { name: "payments", egressIPs: ["192.0.2.11", "2001:db8:e::11"], uplink: "tor" },
-  { name: "web", egressIPs: ["192.0.2.12"], uplink: "tor" },
+  { name: "payments", egressIPs: ["192.0.2.11", "2001:db8:e::11"], uplink: "tor", namespaceSelector: {} },
+  { name: "web", egressIPs: ["192.0.2.12"], uplink: "tor", namespaceSelector: {} },
 ];
 
 let uidSeq = 0;
@@ -98,16 +98,22 @@ test("EgressPolicy selects by labels in its namespace; ClusterEgressPolicy by na
   t.is(states.get("EgressPolicy/payments/card-db")!.selectedPods, 1);
   t.is(states.get("ClusterEgressPolicy/acme")!.selectedPods, 1);
   t.true(states.get("ClusterEgressPolicy/acme")!.accepted.ok);
-  // namespace relabelled: its pods follow
+  // namespace relabelled: its pods follow (both: acme and card-db serve different destinations)
   c.takeChanges();
   c.upsertNamespace("payments", { team: "pay", tenant: "acme" });
-  const ch = c.takeChanges();
-  t.false(ch.structural);
-  // both of its pods: acme and card-db serve different destinations, so api-1 is in both
-  t.deepEqual(ch.edits, [
-    { policy: "acme:v4", address: "10.244.1.10", add: true },
-    { policy: "acme:v4", address: "10.244.1.11", add: true },
-  ]);
+  t.deepEqual(sourcesOf(c)["acme:v4"], ["10.244.1.10", "10.244.1.11", "10.244.2.10"]);
+  // Without a group that limits namespaces, a namespace's labels only move pods: edits, no restructuring.
+  const d = new Cluster();
+  d.setGateway([{ name: "web", egressIPs: ["192.0.2.12"], uplink: "tor" }], new Set());
+  d.upsertNamespace("shop", {});
+  d.upsertPolicy(cegp("acme", { namespaceSelector: { matchLabels: { tenant: "acme" } } }));
+  d.upsertPod(pod("shop", "front", ["10.244.2.10"], {}));
+  d.takeChanges();
+  d.upsertNamespace("shop", { tenant: "acme" });
+  t.deepEqual(d.takeChanges(), {
+    structural: false,
+    edits: [{ policy: "acme:v4", address: "10.244.2.10", add: true }],
+  });
 });
 
 test("hostNetwork pods are never selected; ended pods give their address back; terminating ones keep it", (t) => {
@@ -426,4 +432,41 @@ test("an update that changes neither the object nor its spec (a status write) re
   t.false(c.takeChanges().structural);
   c.upsertPolicy({ ...p, generation: 2, spec: { ...p.spec, destinations: ["203.0.113.0/24"] } });
   t.true(c.takeChanges().structural);
+});
+
+test("a group's namespaceSelector says which namespaces' EgressPolicies may use it; others are blocked, cluster policies may", (t) => {
+  const c = new Cluster();
+  c.setGateway(
+    [
+      {
+        name: "pay",
+        egressIPs: ["192.0.2.11"],
+        uplink: "tor",
+        namespaceSelector: { matchLabels: { team: "pay" } },
+      },
+      { name: "admin", egressIPs: ["192.0.2.12"], uplink: "tor" },
+    ],
+    new Set(),
+  );
+  c.upsertNamespace("payments", { team: "pay" });
+  c.upsertNamespace("intruder", { team: "other" });
+  c.upsertPolicy(egp("payments", "ok", { egressIPGroup: "pay" }));
+  c.upsertPolicy(egp("intruder", "steal", { egressIPGroup: "pay" }));
+  c.upsertPolicy(egp("payments", "admin-only", { egressIPGroup: "admin", destinations: ["203.0.113.0/24"] }));
+  c.upsertPolicy(cegp("cluster", { egressIPGroup: "admin", destinations: ["192.0.2.128/25"] }));
+  const actions = () => Object.fromEntries(c.policyConfigs().map((p) => [p.name, p.action]));
+  t.deepEqual(actions(), {
+    "cluster:v4": "SNAT",
+    "intruder/steal:v4": "Deny",
+    "payments/admin-only:v4": "Deny",
+    "payments/ok:v4": "SNAT",
+  });
+  const steal = c.policyStates().find((s) => s.name === "steal")!;
+  t.is(steal.accepted.reason, "EgressIPGroupNotAllowed");
+  t.regex(steal.accepted.message, /namespace intruder may not use egress IP group "pay"/);
+  // The namespace joins the team: its policy may use the group now.
+  c.takeChanges();
+  c.upsertNamespace("intruder", { team: "pay" });
+  t.true(c.takeChanges().structural);
+  t.is(actions()["intruder/steal:v4"], "SNAT");
 });

@@ -20,8 +20,8 @@ const FILE: Config = {
   ],
   uplinks: [{ name: "tor", interface: "eth1", nextHop: "10.1.1.0" }],
   egressIPGroups: [
-    { name: "a", egressIPs: ["192.0.2.11"], uplink: "tor" },
-    { name: "b", egressIPs: ["192.0.2.12"], uplink: "tor" },
+    { name: "a", egressIPs: ["192.0.2.11"], uplink: "tor", namespaceSelector: {} },
+    { name: "b", egressIPs: ["192.0.2.12"], uplink: "tor", namespaceSelector: {} },
   ],
   policies: [
     {

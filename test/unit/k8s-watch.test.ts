@@ -48,7 +48,10 @@ async function setup(
   const kc = new KubeConfig();
   kc.loadFromString(api.kubeconfig());
   const cluster = new Cluster();
-  cluster.setGateway([{ name: "payments", egressIPs: ["192.0.2.11"], uplink: "tor" }], new Set());
+  cluster.setGateway(
+    [{ name: "payments", egressIPs: ["192.0.2.11"], uplink: "tor", namespaceSelector: {} }],
+    new Set(),
+  );
   const warnings: string[] = [];
   let changes = 0;
   const w = new ClusterWatch({
