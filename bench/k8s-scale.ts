@@ -35,6 +35,7 @@ import { median, percentile } from "../lib/stats.js";
 import { sleep, waitFor } from "../lib/wait.js";
 import { destination } from "./scale-config.js";
 import { ScaleLab } from "./scale-lab.js";
+import { podObject as podAt } from "./k8s-objects.js";
 import { NODE_FLAGS } from "../daemon/node-flags.js";
 
 const { values: args } = parseArgs({
@@ -62,49 +63,8 @@ const nsOf = (k: number) => k % NAMESPACES;
 /** The pod's index in its namespace, modulo 10: every namespace has pods of every app. */
 const appOf = (k: number) => Math.floor(k / NAMESPACES) % 10;
 
-/** A pod as an API server returns it: a few kilobytes, most of which egressd does not keep. */
-function podObject(k: number, app = appOf(k)): Json {
-  const ns = `ns-${nsOf(k)}`;
-  return {
-    apiVersion: "v1",
-    kind: "Pod",
-    metadata: {
-      name: `pod-${k}`,
-      namespace: ns,
-      uid: `00000000-0000-4000-8000-${k.toString(16).padStart(12, "0")}`,
-      labels: { app: `a-${app}`, "pod-template-hash": "5d8c7b9f4" },
-      annotations: { "kubectl.kubernetes.io/restartedAt": "2026-12-01T10:00:00Z" },
-      ownerReferences: [
-        { apiVersion: "apps/v1", kind: "ReplicaSet", name: `rs-${k}`, uid: "x", controller: true },
-      ],
-      creationTimestamp: "2026-12-01T10:00:00Z",
-    },
-    spec: {
-      containers: [
-        {
-          name: "app",
-          image: "registry.example/app:1.2.3",
-          ports: [{ containerPort: 8080 }],
-          env: [{ name: "MODE", value: "production" }],
-          resources: { requests: { cpu: "100m", memory: "128Mi" } },
-        },
-      ],
-      nodeName: `node-${k % 500}`,
-      serviceAccountName: "default",
-    },
-    status: {
-      phase: "Running",
-      hostIP: `10.0.${k % 500 >> 8}.${k % 250}`,
-      podIP: podIp(k),
-      podIPs: [{ ip: podIp(k) }],
-      conditions: [
-        { type: "Ready", status: "True" },
-        { type: "ContainersReady", status: "True" },
-      ],
-      containerStatuses: [{ name: "app", ready: true, restartCount: 0, image: "registry.example/app:1.2.3" }],
-    },
-  };
-}
+/** Pod k of the cluster (in namespace ns-(k % NAMESPACES)), with app label `app`. */
+const podObject = (k: number, app = appOf(k)): Json => podAt(k, `ns-${nsOf(k)}`, podIp(k), `a-${app}`);
 
 function populate(api: KubeApiServer): void {
   for (let n = 0; n < NAMESPACES; n++)
