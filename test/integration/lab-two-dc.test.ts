@@ -56,8 +56,21 @@ test("two-dc lab: BGP, reachability, clean teardown", async (t) => {
     ["gw-a2", "198.51.100.10"],
     ["gw-b1", "2001:db8:203::10"],
   ] as const) {
-    const r = await lab.tryExec(from, ["ping", "-c1", "-W2", to]);
-    t.is(r.code, 0, `${from} should reach ${to}: ${r.stdout}${r.stderr}`);
+    // Each path converges on its own (a prefix learned from fw can come after the pods' routes).
+    let last = "";
+    const ok = await waitFor(
+      `${from} -> ${to}`,
+      async () => {
+        const r = await lab.tryExec(from, ["ping", "-c1", "-W1", to]);
+        last = r.stdout + r.stderr;
+        return r.code === 0;
+      },
+      20_000,
+    ).then(
+      () => true,
+      () => false,
+    );
+    t.true(ok, `${from} should reach ${to}: ${last}`);
   }
   // Without a gateway, pods do not reach the external service.
   const direct = await lab.tryExec("pod-a", ["ping", "-c1", "-W1", "203.0.113.10"]);
