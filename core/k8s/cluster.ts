@@ -158,8 +158,12 @@ export class Cluster {
   }
 
   upsertPod(pod: PodInfo): void {
-    const before = this.pods.get(pod.uid);
-    if (before && before.namespace !== pod.namespace) this.deletePod(pod.uid);
+    let before = this.pods.get(pod.uid);
+    if (before && before.namespace !== pod.namespace) {
+      // Not something the API does (a namespace is immutable), but then the pod is a new one here.
+      this.deletePod(pod.uid);
+      before = undefined;
+    }
     const was = before ? this.heldBy(before) : [];
     this.pods.set(pod.uid, pod);
     let inNs = this.podsByNs.get(pod.namespace);

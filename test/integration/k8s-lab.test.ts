@@ -238,6 +238,13 @@ test.serial(
       async () => (await seenFrom("10.244.2.10")) === undefined,
       60_000,
     );
-    t.true(((await status("gw-b1")).kubernetes as { connected: boolean }).connected);
+    // Each gateway's informers retry on their own backoff (at most 30 s apart): every one reconnects.
+    for (const g of GATEWAYS)
+      await waitFor(
+        `${g} reconnected`,
+        async () => ((await status(g)).kubernetes as { connected: boolean }).connected,
+        45_000,
+      );
+    t.pass();
   },
 );
