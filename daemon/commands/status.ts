@@ -53,6 +53,20 @@ export function renderStatus(s: StatusSnapshot, now = Date.parse(s.at)): string[
   );
   out.push(`ready     ${s.ready ? "yes" : `NO: ${s.notReadyReasons.join("; ") || "not ready"}`}`);
   if (s.draining) out.push("draining  yes: routes withdrawn, still forwarding until the drain period ends");
+  if (s.kubernetes) {
+    const k = s.kubernetes;
+    const c = k.counts;
+    const state = !k.synced
+      ? "NOT SYNCED yet: the cluster's policies are not planned until every kind is listed"
+      : k.connected
+        ? "synced, connected"
+        : `API UNREACHABLE${k.outageSince !== undefined ? ` for ${formatAge(now - k.outageSince)}` : ""}: keeping what is known`;
+    out.push(
+      `cluster   ${state}; ${c.pods} pods, ${c.namespaces} namespaces, ${c.policies} policies` +
+        `${c.refused ? `, ${c.refused} REFUSED (see their status)` : ""}${c.contested ? `, ${c.contested} contested addresses` : ""}` +
+        `; status writes ${k.statusWrites.writes}${k.statusWrites.errors ? ` (${k.statusWrites.errors} failed)` : ""}`,
+    );
+  }
 
   out.push("", `egress IPs (${s.egressIPs.length})`);
   out.push(

@@ -182,6 +182,33 @@ test("renderStatus: empty sections, draining and a failed reconcile read well", 
   t.true(out.split("\n").every((l) => l === l.trimEnd()));
 });
 
+test("renderStatus: the cluster input's line says synced, an outage and its age, refused policies", (t) => {
+  const s = fakeStatus(1);
+  const base = {
+    synced: true,
+    connected: true,
+    resources: [],
+    counts: { namespaces: 3, pods: 40, policies: 2, refused: 0, contested: 0 },
+    statusWrites: { writes: 5, errors: 0, events: 0 },
+  };
+  const line = (k: typeof base & { outageSince?: number }) =>
+    renderStatus({ ...s, kubernetes: k })
+      .join("\n")
+      .split("\n")
+      .find((l) => l.startsWith("cluster"))!;
+  t.is(line({ ...base }), "cluster   synced, connected; 40 pods, 3 namespaces, 2 policies; status writes 5");
+  t.regex(
+    line({
+      ...base,
+      connected: false,
+      outageSince: Date.parse(s.at) - 90_000,
+      counts: { ...base.counts, refused: 1, contested: 2 },
+    }),
+    /^cluster {3}API UNREACHABLE for 1m30s: keeping what is known; .*, 1 REFUSED \(see their status\), 2 contested addresses;/,
+  );
+  t.regex(line({ ...base, synced: false }), /^cluster {3}NOT SYNCED yet/);
+});
+
 /** Opens a TCP connection, writes `data`, resolves with how it ended. */
 function rawConnection(address: string, data: string) {
   const { host, port } = parseListen(address);
