@@ -17,6 +17,7 @@ import { ClusterWatch, type ClusterWatchStatus } from "../inputs/k8s/watch.js";
 import { StatusWriter, type Programmed } from "../inputs/k8s/status-writer.js";
 import type { Prepared, PrepareInput } from "./dataplane.js";
 import { ReloadRefused, type Gateway } from "./gateway.js";
+import { writeClusterCache } from "./cluster-cache.js";
 
 export interface ClusterInputOptions {
   config: KubernetesConfig;
@@ -27,6 +28,8 @@ export interface ClusterInputOptions {
   serialize: (fn: () => Promise<void>) => void;
   /** The file's part of the config in force. */
   view: () => ConfigView;
+  /** Where the policies last applied are kept for a restart during an API outage (daemon/cluster-cache.ts). */
+  runDir?: string;
 }
 
 /** The kubeconfig egressd uses: the configured file, else the pod's service account, else the default one. */
@@ -95,6 +98,7 @@ export class ClusterInput {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.statusTimer);
+    clearTimeout(this.cacheTimer);
     await this.watch.stop();
   }
 
@@ -185,6 +189,7 @@ export class ClusterInput {
     for (const k of this.programmed.keys()) if (!generations.has(k)) this.programmed.delete(k);
     // Pod moves change only counts in the status: written at most every STATUS_EVERY_MS.
     this.scheduleStatus(edits ? STATUS_EVERY_MS : 0);
+    if (ok) this.scheduleCache();
     if (result === "applied")
       this.o.log[edits ? "debug" : "info"](
         {
@@ -194,6 +199,26 @@ export class ClusterInput {
         },
         "kubernetes: policies applied",
       );
+  }
+
+  private cacheTimer: NodeJS.Timeout | undefined;
+
+  /** Keeps the policies in force for a restart, at most every STATUS_EVERY_MS. */
+  private scheduleCache(): void {
+    const dir = this.o.runDir;
+    if (dir === undefined || this.cacheTimer) return;
+    this.cacheTimer = setTimeout(() => {
+      this.cacheTimer = undefined;
+      try {
+        writeClusterCache(dir, this.cluster.policyConfigs());
+      } catch (e) {
+        this.o.log.warn(
+          { err: (e as Error).message },
+          "kubernetes: cannot keep the cluster's policies for a restart",
+        );
+      }
+    }, STATUS_EVERY_MS);
+    this.cacheTimer.unref();
   }
 
   private statusTimer: NodeJS.Timeout | undefined;

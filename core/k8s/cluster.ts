@@ -118,7 +118,7 @@ export class Cluster {
   /** Policies or groups changed and the pods are not reassigned yet (see settle). */
   private dirty = false;
   /** Data-plane policy name -> its source addresses. */
-  private readonly sources = new Map<string, Set<string>>();
+  private readonly sources = new Map<string, Map<string, number>>();
   private derived: Derived[] = [];
   private readonly derivedByName = new Map<string, Derived>();
   private readonly derivedOf = new Map<string, Derived[]>();
@@ -235,7 +235,7 @@ export class Cluster {
       const part = d.policy.families.get(d.family)!;
       const p: PolicyConfig = {
         name: d.name,
-        sources: [...(this.sources.get(d.name) ?? [])],
+        sources: [...(this.sources.get(d.name)?.keys() ?? [])],
         destinations: [...part.destinations],
         action: d.action,
       };
@@ -248,7 +248,7 @@ export class Cluster {
   /** The sources of one data-plane policy now. */
   sourcesOf(name: string): ReadonlySet<string> {
     this.settle();
-    return this.sources.get(name) ?? new Set();
+    return new Set(this.sources.get(name)?.keys());
   }
 
   /** Every policy object, accepted or not, with what this gateway makes of it. */
@@ -457,12 +457,14 @@ export class Cluster {
     const policy = entry.slice(0, bar);
     const address = entry.slice(bar + 1);
     let s = this.sources.get(policy);
-    if (!s) this.sources.set(policy, (s = new Set()));
-    // An address can enter a policy through one pod and leave through another (a reused address):
-    // the set holds it once, and only a real change is an edit.
-    if (add ? s.has(address) : !s.has(address)) return;
-    if (add) s.add(address);
+    if (!s) this.sources.set(policy, (s = new Map()));
+    // An address can enter a policy through one pod before it leaves through another (a reused
+    // address, the pods reassigned in either order): counted per pod, it is a source while any
+    // pod brings it, and only the first and the last are edits.
+    const n = (s.get(address) ?? 0) + (add ? 1 : -1);
+    if (n > 0) s.set(address, n);
     else s.delete(address);
+    if (add ? n !== 1 : n !== 0) return;
     if (!this.structural) this.edits.push({ policy, address, add });
   }
 

@@ -8,8 +8,9 @@ import { basename, dirname, resolve } from "node:path";
 import { DataplaneWorker } from "../dataplane-worker.js";
 import type { ConfigView } from "../../core/plan/index.js";
 import { formatIssue } from "../../inputs/config/issues.js";
-import { Gateway, ReloadRefused } from "../gateway.js";
+import { defaultRunDir, Gateway, ReloadRefused } from "../gateway.js";
 import { ClusterInput } from "../cluster-input.js";
+import { readClusterCache } from "../cluster-cache.js";
 import { startObservability } from "../observability.js";
 import { VERSION } from "../version.js";
 import { DEFAULTS } from "../../core/defaults.js";
@@ -110,6 +111,27 @@ export function runCommand(): Command {
             );
             await dataplane.close();
             return void (process.exitCode = EXIT.invalid);
+          }
+          // With Kubernetes: the cluster's policies of the last run, until the first sync (an API
+          // outage at start must not take them out of the data plane).
+          const runDir = opts.runDir ?? defaultRunDir();
+          if (first.view.config.kubernetes) {
+            const cache = readClusterCache(runDir);
+            if (cache.problem)
+              log.warn({ problem: cache.problem }, "kubernetes: the last run's policies are not used");
+            if (cache.policies) {
+              const withCache = await dataplane
+                .prepare({ bytes: firstText, cluster: cache.policies })
+                .catch(() => undefined);
+              if (withCache?.ok) {
+                await dataplane.discard(first.id);
+                first = withCache;
+                log.info(
+                  { policies: cache.policies.length },
+                  "kubernetes: the cluster's policies of the last run are kept until the first sync",
+                );
+              } else log.warn("kubernetes: the last run's policies no longer plan with this file; not used");
+            }
           }
           const firstConfig = first.view.config;
 
@@ -265,6 +287,7 @@ export function runCommand(): Command {
                     );
                 },
                 view: () => gw.config,
+                runDir: gw.runDir,
               });
               gw.setClusterStatus(() => clusterInput!.status());
               // A new data-plane thread gets the cluster's policies from the model.

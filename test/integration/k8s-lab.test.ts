@@ -232,6 +232,24 @@ test.serial(
     pod("payments", "api-b", "10.244.2.10", { app: "batch" });
     await new Promise((r) => setTimeout(r, 1000));
     t.true(partnerIPs().has((await seenFrom("10.244.2.10")) ?? ""), "unchanged while the API is away");
+    // egressd on gw-a1 restarts while the API is away: it starts with the cluster's policies of its
+    // last run (kept in its run directory), not with the file's alone.
+    await new Promise((r) => setTimeout(r, 2500)); // the last run's policies are kept at most 2 s after a change
+    process.kill(lab.cmdPid("gw-a1")!, "SIGKILL");
+    await waitFor("gw-a1's egressd gone", () => lab.cmdPid("gw-a1") === undefined, 5000);
+    await lab.startCmd("gw-a1");
+    await waitFor(
+      "gw-a1's egressd running (its cluster input started)",
+      async () => (await status("gw-a1").catch(() => undefined))?.kubernetes !== undefined,
+      30_000,
+    );
+    const restarted = await status("gw-a1");
+    t.false((restarted.kubernetes as { synced: boolean }).synced, "the API is still away");
+    t.like(
+      (restarted.policies as Json[]).find((p) => p.name === "payments/partner-db:v4"),
+      { egressIP: PARTNER["gw-a1"] },
+      "the cluster's policy is in force after the restart",
+    );
     api.setDown(false);
     await waitFor(
       "reconciled after the outage",

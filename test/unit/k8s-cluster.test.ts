@@ -470,3 +470,21 @@ test("a group's namespaceSelector says which namespaces' EgressPolicies may use 
   t.true(c.takeChanges().structural);
   t.is(actions()["intruder/steal:v4"], "SNAT");
 });
+
+test("two pods of one policy reporting one address: it stays a source whichever pod is reassigned first", (t) => {
+  // The counterexample fast-check found: the old pod's removal, done after the new pod's addition
+  // of the same (policy, address), took the address away from the policy.
+  for (const order of [0, 1]) {
+    const c = cluster();
+    c.upsertPolicy(egp("a", "p", {}));
+    const older = pod("a", "old", ["10.244.0.1"], {}, { created: 0 });
+    const newer = pod("a", "new", ["10.244.0.1"], {}, { created: 1 });
+    for (const p of order ? [newer, older] : [older, newer]) c.upsertPod(p);
+    t.deepEqual(sourcesOf(c), { "a/p:v4": ["10.244.0.1"] });
+    c.takeChanges();
+    c.deletePod(newer.uid);
+    // the older pod is the only claimant now: still the same source, and no edit
+    t.deepEqual(c.takeChanges().edits, []);
+    t.deepEqual(sourcesOf(c), { "a/p:v4": ["10.244.0.1"] });
+  }
+});
