@@ -9,7 +9,7 @@ import { DataplaneWorker } from "../dataplane-worker.js";
 import type { ConfigView } from "../../core/plan/index.js";
 import { formatIssue } from "../../inputs/config/issues.js";
 import { defaultRunDir, Gateway, ReloadRefused } from "../gateway.js";
-import { ClusterInput } from "../cluster-input.js";
+import type { ClusterInput } from "../cluster-input.js";
 import { readClusterCache } from "../cluster-cache.js";
 import { startObservability } from "../observability.js";
 import { VERSION } from "../version.js";
@@ -274,6 +274,9 @@ export function runCommand(): Command {
           );
           if (firstConfig.kubernetes) {
             try {
+              // Loaded only here: the Kubernetes client takes a second of CPU to
+              // load, which a gateway without a cluster should not pay at start.
+              const { ClusterInput } = await import("../cluster-input.js");
               clusterInput = new ClusterInput({
                 config: firstConfig.kubernetes,
                 gateway: gw,

@@ -82,7 +82,8 @@ async function startEgressd(
       console.error(`egressd log:\n${readFileSync(logFile, "utf8").split("\n").slice(-40).join("\n")}`);
   });
   const ready = opts.ready ?? "203.0.113.0/24";
-  await waitFor(`${ready} advertised`, async () => (await routes()).includes(ready), 30_000);
+  // Generous: six of these labs start at once, on two cores shared with the other test files.
+  await waitFor(`${ready} advertised`, async () => (await routes()).includes(ready), 60_000);
   return { sb, frr, dir, file, pid, routes, logged, logText, state };
 }
 
