@@ -7,7 +7,8 @@
 // The file is egressd's own (root, mode 0600, in a 0700 directory), but it is
 // checked like any input: the schema of a policy, and the names the cluster's
 // data-plane policies have.
-import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
+import { open, rename } from "node:fs/promises";
 import { join } from "node:path";
 import { Type } from "@sinclair/typebox";
 import { Ajv } from "ajv";
@@ -46,9 +47,41 @@ export function readClusterCache(runDir: string): { policies?: PolicyConfig[]; p
   }
 }
 
-/** Writes the policies (a new file renamed over the old: never half written). */
-export function writeClusterCache(runDir: string, policies: PolicyConfig[]): void {
+/**
+ * Writes the policies (a new file renamed over the old: never half written).
+ * At 100k pods that is megabytes of JSON: it is made and written a piece at
+ * a time (at most SOURCES_PER_PIECE addresses), yielding between pieces, so
+ * that the thread's other calls (a pod's change on its way to the kernel)
+ * wait for one piece at most. `policies` must not change meanwhile (the data
+ * plane's committed lists never do: a change makes new ones).
+ */
+export async function writeClusterCache(runDir: string, policies: readonly PolicyConfig[]): Promise<void> {
   const file = join(runDir, CLUSTER_CACHE);
-  writeFileSync(`${file}.new`, JSON.stringify(policies), { mode: 0o600 });
-  renameSync(`${file}.new`, file);
+  const fh = await open(`${file}.new`, "w", 0o600);
+  try {
+    let piece = "[";
+    const flush = async () => {
+      await fh.write(piece);
+      piece = "";
+    };
+    for (const [i, p] of policies.entries()) {
+      const { sources, ...rest } = p;
+      const head = JSON.stringify(rest);
+      piece += `${i > 0 ? "," : ""}${head.slice(0, -1)}${head.length > 2 ? "," : ""}"sources":[`;
+      for (let k = 0; k < sources.length; k += SOURCES_PER_PIECE) {
+        piece += `${k > 0 ? "," : ""}${JSON.stringify(sources.slice(k, k + SOURCES_PER_PIECE)).slice(1, -1)}`;
+        if (piece.length >= PIECE_CHARS) await flush();
+      }
+      piece += "]}";
+    }
+    piece += "]";
+    await flush();
+  } finally {
+    await fh.close();
+  }
+  await rename(`${file}.new`, file);
 }
+
+/** Addresses made into JSON at once (about 100 kB), and how much is written at once. */
+const SOURCES_PER_PIECE = 5000;
+const PIECE_CHARS = 64 * 1024;

@@ -115,6 +115,9 @@ export class Cluster {
    * governing it, and those that lost it to them. Absent for a pod in none.
    */
   private readonly assigned = new Map<string, { entries: string[]; win: string[]; lose: string[] }>();
+  /** Per policy key: how many pods it governs, and how many it lost to others (kept with `assigned`). */
+  private readonly governs = new Map<string, number>();
+  private readonly loses = new Map<string, number>();
   /** Policies or groups changed and the pods are not reassigned yet (see settle). */
   private dirty = false;
   /** Data-plane policy name -> its source addresses. */
@@ -254,12 +257,8 @@ export class Cluster {
   /** Every policy object, accepted or not, with what this gateway makes of it. */
   policyStates(): PolicyState[] {
     this.settle();
-    const selected = new Map<string, number>();
-    const lost = new Map<string, number>();
-    for (const { win, lose } of this.assigned.values()) {
-      for (const k of win) selected.set(k, (selected.get(k) ?? 0) + 1);
-      for (const k of lose) lost.set(k, (lost.get(k) ?? 0) + 1);
-    }
+    const selected = this.governs;
+    const lost = this.loses;
     const out: PolicyState[] = [];
     const ident = (obj: PolicyObject, key: string) => ({
       key,
@@ -443,8 +442,16 @@ export class Cluster {
         }
       }
     }
-    if (win.length > 0 || lose.length > 0) this.assigned.set(uid, { entries: after, win, lose });
-    else this.assigned.delete(uid);
+    const prev = this.assigned.get(uid);
+    if (prev) {
+      for (const k of prev.win) count(this.governs, k, -1);
+      for (const k of prev.lose) count(this.loses, k, -1);
+    }
+    if (win.length > 0 || lose.length > 0) {
+      this.assigned.set(uid, { entries: after, win, lose });
+      for (const k of win) count(this.governs, k, 1);
+      for (const k of lose) count(this.loses, k, 1);
+    } else this.assigned.delete(uid);
     if (before.length === 0 && after.length === 0) return;
     const gone = before.filter((e) => !after.includes(e));
     const come = after.filter((e) => !before.includes(e));
@@ -529,8 +536,17 @@ export class Cluster {
     for (const d of derived) this.derivedByName.set(d.name, d);
     this.sources.clear();
     this.assigned.clear();
+    this.governs.clear();
+    this.loses.clear();
     for (const uid of this.pods.keys()) this.reassign(uid);
   }
+}
+
+/** Adds `by` to the count of `key` (a count of 0 is no entry). */
+function count(m: Map<string, number>, key: string, by: number): void {
+  const n = (m.get(key) ?? 0) + by;
+  if (n === 0) m.delete(key);
+  else m.set(key, n);
 }
 
 function sameLabels(a: Labels, b: Labels): boolean {

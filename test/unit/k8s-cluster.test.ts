@@ -415,6 +415,10 @@ test("property: incremental source changes equal the model rebuilt from the same
         const got = Object.fromEntries([...view].map(([k, s]) => [k, [...s].sort()]));
         if (JSON.stringify(got) !== JSON.stringify(want))
           throw new Error(`incremental ${JSON.stringify(got)} != full ${JSON.stringify(want)}`);
+        // The pod counts of the status, kept as pods come and go, are the rebuilt model's too.
+        const counts = (m: Cluster) =>
+          JSON.stringify(m.policyStates().map((s) => [s.key, s.selectedPods, s.conflictingPods]));
+        if (counts(c) !== counts(fresh)) throw new Error(`counts ${counts(c)} != full ${counts(fresh)}`);
       }
     }),
     { numRuns: 300 },
