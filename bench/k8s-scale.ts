@@ -30,7 +30,7 @@ import { KubeConfig } from "@kubernetes/client-node";
 import { KubeApiServer, unixForwarder } from "../test/helpers/kube-apiserver.js";
 import { Cluster } from "../core/k8s/cluster.js";
 import { ClusterWatch } from "../inputs/k8s/watch.js";
-import { spawnDetached } from "../lib/exec.js";
+import { isRunning, spawnDetached } from "../lib/exec.js";
 import { median, percentile } from "../lib/stats.js";
 import { sleep, waitFor } from "../lib/wait.js";
 import { destination } from "./scale-config.js";
@@ -250,7 +250,8 @@ async function part2(): Promise<void> {
       );
     console.log(
       `part 2: API write to the element in the kernel: median ${fmt(median(lat))}, p99 ${fmt(percentile(lat, 99))}, max ${fmt(Math.max(...lat))} over ${EVENTS} relabels; ` +
-        `egressd's own reload time per event: median ${median(ms)} ms; RSS after ${lab.rssMb().toFixed(0)} MB`,
+        `egressd's own reload time per event: median ${median(ms)} ms (prepared off the main thread in ${median(perEvent.map((j) => j.prepareMs as number))}); ` +
+        `RSS after ${lab.rssMb().toFixed(0)} MB`,
     );
     // Where the reconciles of the events went: per target, the median of the logged times.
     const targets = new Map<string, number[]>();
@@ -266,7 +267,7 @@ async function part2(): Promise<void> {
     );
     // A clean stop (profiles, when asked for with --node-flags, are written at exit).
     process.kill(lab.pid!, "SIGTERM");
-    await sleep(3000);
+    await waitFor("egressd to exit", async () => !isRunning(lab.pid!), 60_000).catch(() => undefined);
   } finally {
     await lab.stop();
     await api.stop();

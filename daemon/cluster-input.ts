@@ -17,7 +17,6 @@ import { ClusterWatch, type ClusterWatchStatus } from "../inputs/k8s/watch.js";
 import { StatusWriter, type Programmed } from "../inputs/k8s/status-writer.js";
 import type { Prepared, PrepareInput } from "./dataplane.js";
 import { ReloadRefused, type Gateway } from "./gateway.js";
-import { writeClusterCache } from "./cluster-cache.js";
 
 export interface ClusterInputOptions {
   config: KubernetesConfig;
@@ -28,8 +27,8 @@ export interface ClusterInputOptions {
   serialize: (fn: () => Promise<void>) => void;
   /** The file's part of the config in force. */
   view: () => ConfigView;
-  /** Where the policies last applied are kept for a restart during an API outage (daemon/cluster-cache.ts). */
-  runDir?: string;
+  /** Keeps the policies last applied for a restart during an API outage (Dataplane.saveCluster). */
+  keep?: () => Promise<void>;
 }
 
 /** The kubeconfig egressd uses: the configured file, else the pod's service account, else the default one. */
@@ -148,6 +147,7 @@ export class ClusterInput {
     const input: PrepareInput = edits
       ? { clusterEdits: changes.edits }
       : { cluster: this.cluster.policyConfigs() };
+    const preparing = performance.now();
     const next = await this.o.prepare(input).catch((e: unknown) => {
       this.o.log.error(
         { err: (e as Error).message },
@@ -155,7 +155,12 @@ export class ClusterInput {
       );
       return undefined;
     });
-    if (!next) return void this.reloads.refused++;
+    if (!next) {
+      this.reloads.refused++;
+      // Edits that could not be prepared: the whole list, once (not again if that fails too).
+      if (edits) this.changedAnyway();
+      return;
+    }
     if (!next.ok) {
       for (const e of next.errors) this.o.log.error({ path: e.path }, `kubernetes: ${e.message}`);
       this.reloads.refused++;
@@ -163,6 +168,7 @@ export class ClusterInput {
       if (edits) this.changedAnyway();
       return;
     }
+    const prepareMs = performance.now() - preparing;
     let result: "applied" | "unchanged" | "failed" | "refused";
     let message: string;
     try {
@@ -195,6 +201,7 @@ export class ClusterInput {
         {
           result,
           ms: Number((performance.now() - started).toFixed(1)),
+          prepareMs: Number(prepareMs.toFixed(1)),
           ...(edits ? { edits: changes.edits.length } : this.cluster.counts()),
         },
         "kubernetes: policies applied",
@@ -205,18 +212,16 @@ export class ClusterInput {
 
   /** Keeps the policies in force for a restart, at most every STATUS_EVERY_MS. */
   private scheduleCache(): void {
-    const dir = this.o.runDir;
-    if (dir === undefined || this.cacheTimer) return;
+    const keep = this.o.keep;
+    if (keep === undefined || this.cacheTimer) return;
     this.cacheTimer = setTimeout(() => {
       this.cacheTimer = undefined;
-      try {
-        writeClusterCache(dir, this.cluster.policyConfigs());
-      } catch (e) {
+      keep().catch((e: unknown) =>
         this.o.log.warn(
           { err: (e as Error).message },
           "kubernetes: cannot keep the cluster's policies for a restart",
-        );
-      }
+        ),
+      );
     }, STATUS_EVERY_MS);
     this.cacheTimer.unref();
   }

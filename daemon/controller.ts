@@ -9,6 +9,11 @@
 // failed in this reconcile: the BGP target uses that to advertise nothing new
 // while the kernel is not programmed. (A failing probe does not wait for a
 // reconcile: the gateway withdraws its paths first, then triggers one.)
+//
+// A trigger may name the targets it concerns (a pod's address moved between
+// policies concerns the kernel alone): a reconcile runs every target unless
+// all its triggers named theirs, and then only those. The desired state is
+// computed only when a target that reads it runs.
 import type { Logger } from "./log.js";
 
 export interface ReconcileTarget<D> {
@@ -19,6 +24,8 @@ export interface ReconcileTarget<D> {
    * failed in the same reconcile.
    */
   apply(desired: D, failed: ReadonlySet<string>): Promise<string[]>;
+  /** The target does not read `desired` (it is not computed for it alone). */
+  readonly ignoresDesired?: boolean;
 }
 
 export interface ControllerOptions<D> {
@@ -45,6 +52,8 @@ export interface ReconcileResult {
 export class Controller<D> {
   private running = false;
   private pending: string[] = [];
+  /** The targets the pending triggers concern; undefined: all of them. */
+  private pendingTargets: Set<string> | undefined = new Set();
   private timer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -67,10 +76,13 @@ export class Controller<D> {
     clearTimeout(this.retryTimer);
   }
 
-  /** Asks for a reconcile; cheap and synchronous. */
-  trigger(reason: string): void {
+  /** Asks for a reconcile of `targets` (default: all); cheap and synchronous. */
+  trigger(reason: string, targets?: readonly string[]): void {
     if (this.stopped) return;
+    if (this.pending.length === 0) this.pendingTargets = new Set();
     this.pending.push(reason);
+    if (targets === undefined) this.pendingTargets = undefined;
+    else for (const t of targets) this.pendingTargets?.add(t);
     if (!this.running) void this.loop();
   }
 
@@ -85,8 +97,9 @@ export class Controller<D> {
     try {
       while (this.pending.length && !this.stopped) {
         const reasons = [...new Set(this.pending)];
+        const only = this.pendingTargets;
         this.pending = [];
-        await this.reconcileOnce(reasons);
+        await this.reconcileOnce(reasons, only);
       }
     } finally {
       this.running = false;
@@ -94,25 +107,29 @@ export class Controller<D> {
     }
   }
 
-  private async reconcileOnce(reasons: string[]): Promise<void> {
+  private async reconcileOnce(reasons: string[], only?: ReadonlySet<string>): Promise<void> {
     const { log } = this.opts;
     const started = performance.now();
     const result: ReconcileResult = { reasons, durationMs: 0, changes: {}, errors: {} };
-    let desired: D;
-    try {
-      desired = this.opts.desired();
-    } catch (e) {
-      result.errors.plan = (e as Error).message;
-      log.error({ err: e, reasons }, "planning failed; keeping the current state");
-      this.finish(result, started);
-      return;
+    const targets = this.opts.targets.filter((t) => only === undefined || only.has(t.name));
+    let desired: D | undefined;
+    if (targets.some((t) => !t.ignoresDesired)) {
+      try {
+        desired = this.opts.desired();
+      } catch (e) {
+        result.errors.plan = (e as Error).message;
+        log.error({ err: e, reasons }, "planning failed; keeping the current state");
+        this.finish(result, started);
+        return;
+      }
     }
     const failed = new Set<string>();
     result.targetMs = {};
-    for (const target of this.opts.targets) {
+    for (const target of targets) {
       const t0 = performance.now();
       try {
-        const changes = await target.apply(desired, failed);
+        // Computed above whenever a target that reads it is among these.
+        const changes = await target.apply(desired as D, failed);
         if (changes.length) result.changes[target.name] = changes;
       } catch (e) {
         failed.add(target.name);

@@ -6,7 +6,7 @@ import { parentPort } from "node:worker_threads";
 import { realKernel } from "../routing/kernel-actuator.js";
 import { DEFAULTS } from "../core/defaults.js";
 import { collectGarbage } from "../lib/gc.js";
-import { InlineDataplane, type Dataplane } from "./dataplane.js";
+import { InlineDataplane, type Dataplane, type Prepared } from "./dataplane.js";
 
 export type DataplaneCall = {
   [K in keyof Dataplane]: { id: number; op: K; arg: Parameters<Dataplane[K]>[0] };
@@ -30,7 +30,7 @@ port.on("message", (m: DataplaneCall) => {
   // Calls run in the order they arrive; each answers when it is done.
   const call = dataplane[m.op] as (arg: unknown) => Promise<unknown>;
   call.call(dataplane, m.arg).then(
-    (value) => port.postMessage({ id: m.id, value } satisfies DataplaneReply),
+    (value) => port.postMessage({ id: m.id, value: sent(value) } satisfies DataplaneReply),
     (e: unknown) =>
       port.postMessage({
         id: m.id,
@@ -38,3 +38,15 @@ port.on("message", (m: DataplaneCall) => {
       } satisfies DataplaneReply),
   );
 });
+
+/**
+ * What crosses to the main thread. A plan of moved pods leaves its view out
+ * (at 1,000 policies, copying it cost milliseconds of each thread): the main
+ * side makes it from the committed view and the source counts (DataplaneWorker).
+ */
+function sent(value: unknown): unknown {
+  const p = value as Prepared | undefined;
+  if (p?.ok !== true || !p.sourcesOnly || p.sourceCounts === undefined) return value;
+  const { view: _, ...rest } = p;
+  return rest;
+}

@@ -14,6 +14,7 @@ import type { NatCounter } from "../routing/nft.js";
 import type { KernelChanges, TeardownSummary } from "../routing/reconcile.js";
 import type { Dataplane, PrepareInput, Prepared } from "./dataplane.js";
 import type { PolicyConfig } from "../core/config/schema.js";
+import { withSourceCounts, type PlanView } from "../core/plan/index.js";
 import type { DataplaneCall, DataplaneReply } from "./dataplane-thread.js";
 
 export interface DataplaneWorkerOptions {
@@ -101,6 +102,8 @@ export class DataplaneWorker implements Dataplane {
           ? this.send<Prepared>("prepare", committed).then(async (p) => {
               if (!p.ok) throw new Error(`the committed config no longer prepares: ${p.errors[0]?.message}`);
               await this.send("commit", p.id);
+              // The thread's plan now (the cluster's policies as the model has them): the next moved pods' base.
+              this.committedView = p.view;
             })
           : Promise.resolve();
         restore.then(
@@ -140,9 +143,21 @@ export class DataplaneWorker implements Dataplane {
 
   async prepare(input: PrepareInput): Promise<Prepared> {
     const p = await this.call<Prepared>("prepare", input);
-    if (p.ok) this.inputs.set(p.id, input);
+    if (!p.ok) return p;
+    // Moved pods: the thread sent the source counts, not the view (dataplane-thread.ts).
+    if ((p.view as PlanView | undefined) === undefined) {
+      if (!this.committedView || !p.sourceCounts)
+        throw new Error("the data-plane thread sent a plan without its view");
+      p.view = withSourceCounts(this.committedView, new Map(p.sourceCounts));
+    }
+    this.inputs.set(p.id, input);
+    this.views.set(p.id, p.view);
     return p;
   }
+
+  /** The view of each prepared plan, by id, and of the committed one: a plan of moved pods is made from it. */
+  private readonly views = new Map<number, PlanView>();
+  private committedView: PlanView | undefined;
 
   private clusterSource: (() => PolicyConfig[]) | undefined;
 
@@ -157,6 +172,8 @@ export class DataplaneWorker implements Dataplane {
   async commit(id: number): Promise<void> {
     await this.call("commit", id);
     const input = this.inputs.get(id);
+    this.committedView = this.views.get(id) ?? this.committedView;
+    this.views.clear();
     this.inputs.clear();
     if (input === undefined || "clusterEdits" in input) return;
     // What a new thread is given: the last file with the last cluster policies.
@@ -182,6 +199,10 @@ export class DataplaneWorker implements Dataplane {
 
   natCounters(): Promise<NatCounter[]> {
     return this.call("natCounters");
+  }
+
+  saveCluster(runDir: string): Promise<void> {
+    return this.call("saveCluster", runDir);
   }
 
   /** Times the thread was restarted after it ended unasked. */

@@ -12,6 +12,7 @@
 import { createHash } from "node:crypto";
 import type { ConfigIssue } from "../inputs/config/issues.js";
 import { loadConfig } from "../inputs/config/load.js";
+import { writeClusterCache } from "./cluster-cache.js";
 import type { GatewayConfig } from "../core/config/gateway-config.js";
 import type { Config, PolicyConfig } from "../core/config/schema.js";
 import { groupAddress } from "../core/config/groups.js";
@@ -27,7 +28,7 @@ import { actionOf, policyFamily } from "../core/plan/model.js";
 import type { NatSourcesDelta } from "../core/state.js";
 import type { NatResult, SourceEdit as NatEdit } from "../core/plan/nat.js";
 import { sourceEdit, type LoadedText, type SourceEdit } from "../inputs/config/source-edit.js";
-import { planStatic, viewOf, type PlanView, type StaticPlan } from "../core/plan/index.js";
+import { planStatic, sourcesPatched, viewOf, type PlanView, type StaticPlan } from "../core/plan/index.js";
 import type { KernelActuator } from "../routing/kernel-actuator.js";
 import type { NatCounter } from "../routing/nft.js";
 import type { KernelChanges, TeardownSummary } from "../routing/reconcile.js";
@@ -80,6 +81,18 @@ export type Prepared =
       warnings: ConfigIssue[];
       /** The config equals the committed one: nothing would change. */
       unchanged: boolean;
+      /**
+       * Only NAT source addresses differ from the committed plan: the kernel's
+       * source sets alone need programming, and nothing that health and BGP
+       * read changed but the policies' source counts.
+       */
+      sourcesOnly?: boolean;
+      /**
+       * With sourcesOnly: the policies whose source count changed, as
+       * [index, count]; the view is the committed plan's with these counts (a
+       * data-plane thread sends these instead of the view).
+       */
+      sourceCounts?: [number, number][];
     };
 
 export interface Dataplane {
@@ -95,6 +108,12 @@ export interface Dataplane {
   teardown(): Promise<TeardownSummary>;
   /** The SNAT counters of the committed plan's policies. */
   natCounters(): Promise<NatCounter[]>;
+  /**
+   * Keeps the committed plan's cluster policies in `runDir` for a restart
+   * during an API outage (daemon/cluster-cache.ts). Here, not on the main
+   * thread: at 100k pods the list is megabytes of JSON.
+   */
+  saveCluster(runDir: string): Promise<void>;
   /** Releases sockets (and the thread). */
   close(): Promise<void>;
 }
@@ -121,6 +140,8 @@ interface Kept {
   classifier: KeptClassifier;
   /** How kernel.nat's sources differ from the plan it was patched from; dropped once applied. */
   sourcesDelta?: NatSourcesDelta;
+  /** Nothing but kernel.nat's sources differs from the plan it was patched from; dropped once applied. */
+  sourcesOnly?: boolean;
   /** For a config read from a text with nothing to report: the text and where its sources are. */
   loaded?: LoadedText;
 }
@@ -176,6 +197,8 @@ export class InlineDataplane implements Dataplane {
    * made from scratch (the first, or one replacing another), "patched" when all were patches.
    */
   private garbage: "replaced" | "patched" | undefined;
+  /** The last apply() programmed the whole committed plan (no error, no interface missing). */
+  private inPlace = false;
 
   /**
    * `reclaim` is called once a plan made from scratch is in the kernel: the
@@ -319,21 +342,34 @@ export class InlineDataplane implements Dataplane {
       cluster[i] = next;
       sources[offset + i] = next.sources;
     }
-    const config = withCluster(base.file, cluster);
-    const c = classifierPatched(base.classifier, sources, removed, added) ?? classifierFor(config);
-    try {
-      const plan = planStatic(config, c.index);
+    const patched = classifierPatched(base.classifier, sources, removed, added);
+    const keptWith = (made: { kernel: Kept["kernel"]; view: PlanView }, c: Classified): Kept => {
       const kept: Kept = {
         file: base.file,
         cluster,
-        kernel: plan.kernel,
-        view: viewOf(plan),
+        ...made,
         classifier: { index: c.index, sources: c.sources },
       };
       if (base.digest !== undefined) kept.digest = base.digest;
       if (c.delta) kept.sourcesDelta = { base: base.kernel.nat, ...c.delta };
       if (base.loaded) kept.loaded = base.loaded;
-      return this.keep(kept, false);
+      return kept;
+    };
+    // Pods moved where no destination is: the plan in force with its sources replaced, nothing planned again.
+    if (patched) {
+      const counts = new Map([...byPolicy.keys()].map((i) => [offset + i, cluster[i]!.sources.length]));
+      const spans = [...removed, ...added].map((e) => e.span);
+      const made = sourcesPatched(base, patched.index.result, spans, counts);
+      if (made) {
+        const out = this.keep({ ...keptWith(made, patched), sourcesOnly: true }, false);
+        return out.ok ? { ...out, sourceCounts: [...counts] } : out;
+      }
+    }
+    const config = withCluster(base.file, cluster);
+    const c = patched ?? classifierFor(config);
+    try {
+      const plan = planStatic(config, c.index);
+      return this.keep(keptWith({ kernel: plan.kernel, view: viewOf(plan) }, c), false);
     } catch (e) {
       return fail(`the config cannot be planned: ${(e as Error).message}`);
     }
@@ -342,7 +378,9 @@ export class InlineDataplane implements Dataplane {
   private keep(kept: Kept, unchanged: boolean): Prepared {
     const id = this.nextId++;
     this.prepared.set(id, kept);
-    return { ok: true, id, view: kept.view, warnings: [], unchanged };
+    const out: Prepared = { ok: true, id, view: kept.view, warnings: [], unchanged };
+    if (kept.sourcesOnly) out.sourcesOnly = true;
+    return out;
   }
 
   /**
@@ -383,9 +421,18 @@ export class InlineDataplane implements Dataplane {
     const k = this.committed;
     if (!k) return Promise.reject(new Error("no plan committed"));
     const sourcesDelta = k.sourcesDelta;
+    // Only when the plan before it is known to be in place: else the whole plan is reconciled.
+    const sourcesOnly = k.sourcesOnly === true && this.inPlace;
     // Tried once: after that (applied, or failed and retried later) the plan is diffed whole.
     k.sourcesDelta = undefined;
-    const applied = this.kernel.apply(k.kernel, sourcesDelta ? { sourcesDelta } : {});
+    k.sourcesOnly = undefined;
+    this.inPlace = false;
+    const applied = this.kernel
+      .apply(k.kernel, { ...(sourcesDelta ? { sourcesDelta } : {}), ...(sourcesOnly ? { sourcesOnly } : {}) })
+      .then((changes) => {
+        this.inPlace = changes.addresses.missingInterface.length === 0;
+        return changes;
+      });
     const garbage = this.garbage;
     this.garbage = undefined;
     if (!this.opts.reclaim || !garbage) return applied;
@@ -412,6 +459,17 @@ export class InlineDataplane implements Dataplane {
 
   natCounters(): Promise<NatCounter[]> {
     return this.committed ? this.kernel.natCounters(this.committed.kernel.nat) : Promise.resolve([]);
+  }
+
+  private saving: Promise<void> = Promise.resolve();
+
+  saveCluster(runDir: string): Promise<void> {
+    const cluster = this.committed?.cluster;
+    if (cluster === undefined) return Promise.resolve();
+    // One write at a time: each writes the same temporary file.
+    const next = this.saving.then(() => writeClusterCache(runDir, cluster));
+    this.saving = next.catch(() => undefined);
+    return next;
   }
 
   close(): Promise<void> {

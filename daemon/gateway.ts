@@ -89,7 +89,13 @@ function describeKernel(c: KernelChanges): string[] {
   return [
     ...c.addresses.added.map((a) => `+address ${a}`),
     ...c.addresses.removed.map((a) => `-address ${a}`),
-    ...(c.nat.action !== "none" ? [`nft ${c.nat.action}`] : []),
+    ...(c.nat.action === "none"
+      ? []
+      : c.nat.action === "patch"
+        ? [
+            `nft patch (+${c.nat.added} -${c.nat.removed} via ${c.nat.via}, ${(c.nat.applyMs ?? 0).toFixed(1)} ms)`,
+          ]
+        : [`nft ${c.nat.action}`]),
     ...(c.guard !== "none" ? [`guard table ${c.guard}`] : []),
     ...c.routes.added.map((r) => `+route ${r}`),
     ...c.routes.removed.map((r) => `-route ${r}`),
@@ -170,6 +176,7 @@ export class Gateway {
     const targets: ReconcileTarget<Desired>[] = [
       {
         name: "kernel",
+        ignoresDesired: true,
         apply: async () => {
           this.kernelOk = false;
           const result = await this.dataplane.apply();
@@ -196,7 +203,7 @@ export class Gateway {
             (p) => this.allowed === undefined || this.allowed.has(p),
           ),
       },
-      { name: "bfd", apply: () => this.bfdPeers.apply(this.speaker.peerStates) },
+      { name: "bfd", ignoresDesired: true, apply: () => this.bfdPeers.apply(this.speaker.peerStates) },
     ];
     this.controller = new Controller<Desired>({
       log: this.log,
@@ -380,6 +387,29 @@ export class Gateway {
       this.events.emit("reload", { result: "unchanged" });
       return "unchanged";
     }
+    // Pods moved: the same config but for the kernel's source sets. Nothing
+    // health or BGP read changed, so only the kernel is reconciled.
+    const scope = next.sourcesOnly ? ["kernel"] : undefined;
+    if (!scope) await this.checkReload(next);
+    await this.dataplane.commit(next.id);
+    this.view = next.view;
+    if (scope) this.controller.trigger("sources", scope);
+    else {
+      this.syncProbes();
+      this.updateHealth("reload");
+    }
+    await this.controller.idle();
+    const errors = this.controller.last?.errors ?? {};
+    if (Object.keys(errors).length) {
+      this.events.emit("reload", { result: "failed" });
+      return "failed";
+    }
+    this.events.emit("reload", { result: "applied" });
+    return "applied";
+  }
+
+  /** Refuses (ReloadRefused) a plan that cannot be switched to, and discards it; see reload(). */
+  private async checkReload(next: PreparedPlan): Promise<void> {
     try {
       const config = next.view.config;
       const restart = restartOnly(this.config, config);
@@ -398,18 +428,6 @@ export class Gateway {
       this.events.emit("reload", { result: "refused" });
       throw new ReloadRefused((e as Error).message);
     }
-    await this.dataplane.commit(next.id);
-    this.view = next.view;
-    this.syncProbes();
-    this.updateHealth("reload");
-    await this.controller.idle();
-    const errors = this.controller.last?.errors ?? {};
-    if (Object.keys(errors).length) {
-      this.events.emit("reload", { result: "failed" });
-      return "failed";
-    }
-    this.events.emit("reload", { result: "applied" });
-    return "applied";
   }
 
   /**

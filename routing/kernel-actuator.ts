@@ -12,7 +12,7 @@ import { reconcileKernel, teardownKernel, type KernelChanges, type TeardownSumma
 export interface KernelActuator {
   apply(
     desired: KernelState,
-    opts?: { fullResync?: boolean; sourcesDelta?: NatSourcesDelta },
+    opts?: { fullResync?: boolean; sourcesDelta?: NatSourcesDelta; sourcesOnly?: boolean },
   ): Promise<KernelChanges>;
   teardown(): Promise<TeardownSummary>;
   natCounters(nat: NatPlan): Promise<NatCounter[]>;

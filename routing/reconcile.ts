@@ -31,6 +31,13 @@ export interface ReconcileOptions {
   fullResync?: boolean;
   /** How desired.nat's sources differ from a plan applied before (see NftReconcileOptions). */
   sourcesDelta?: NatSourcesDelta;
+  /**
+   * Only desired.nat's sources differ from the state the last call brought
+   * the kernel to: the nft table alone is reconciled (addresses, routes,
+   * rules and the guard are neither read nor changed; the next full call
+   * repairs any drift in them).
+   */
+  sourcesOnly?: boolean;
 }
 
 /** True when a reconcile changed something. */
@@ -59,6 +66,19 @@ export async function reconcileKernel(
 ): Promise<KernelChanges> {
   const nft = opts.nft ?? new NftReconciler();
   try {
+    if (opts.sourcesOnly && !opts.fullResync) {
+      const nat = await nft.reconcile(
+        desired.nat,
+        opts.sourcesDelta ? { sourcesDelta: opts.sourcesDelta } : {},
+      );
+      return {
+        addresses: { added: [], removed: [], foreign: [], missingInterface: [] },
+        nat,
+        routes: { added: [], removed: [], blocked: [] },
+        rules: { added: [], removed: [] },
+        guard: "none",
+      };
+    }
     const addresses = await reconcileAddresses(desired.addresses);
     const nat = await nft.reconcile(desired.nat, {
       readLive: opts.fullResync ?? false,

@@ -25,8 +25,10 @@ import {
 } from "./bgp.js";
 import { healthFrom, type HealthView } from "./health.js";
 import { plan } from "./kernel.js";
-import type { NatIndex } from "./nat.js";
+import { lazySources, type NatIndex, type NatResult } from "./nat.js";
 import { policyFamily } from "./model.js";
+import type { Range, Span } from "../ip.js";
+import { partitionPoint } from "../search.js";
 
 /** What changes at run time, as the daemon last saw it. */
 export interface HealthInputs {
@@ -110,6 +112,63 @@ export function viewOf(p: StaticPlan): PlanView {
     },
     scope: { ...p.scope, excluded: intersectRanges(p.scope.excluded, p.scope.outer) },
   };
+}
+
+/** A static plan's two halves as kept after it was made. */
+export interface MadePlan {
+  kernel: KernelState;
+  view: PlanView;
+}
+
+/**
+ * The plan after sources alone changed (the config the same but for source
+ * addresses of some policies), from the plan before and the classifier
+ * patched with those addresses (classifierPatched), without planning again.
+ * Addresses, rules, routes and the guard depend on no source; what BGP reads
+ * depends on sources only where one meets a configured destination (it is
+ * never advertised), so this holds when no changed address does, and the
+ * classes are the ones the plan was made with. The NAT sources and the
+ * policies' source counts (`counts`, by policy index) are the new ones.
+ * Undefined: plan in full.
+ */
+export function sourcesPatched(
+  base: MadePlan,
+  nat: NatResult,
+  changed: readonly Span[],
+  counts: ReadonlyMap<number, number>,
+): MadePlan | undefined {
+  if (nat.classes !== base.kernel.nat.classes || nat.conflicts.length > 0) return undefined;
+  const outer = base.view.scope.outer;
+  if (changed.some((s) => meets(outer, s))) return undefined;
+  const { markMask, policies: natPolicies, classes } = base.kernel.nat;
+  // Not read here: a patched classifier makes its list only when something reads every source.
+  const natPlan = lazySources({ markMask, policies: natPolicies, classes }, () => nat.sources);
+  return {
+    kernel: { ...base.kernel, nat: natPlan },
+    view: withSourceCounts(base.view, counts),
+  };
+}
+
+/** `view` with the source counts of some policies (by index) changed. */
+export function withSourceCounts(view: PlanView, counts: ReadonlyMap<number, number>): PlanView {
+  const policies = view.config.policies.map((p, i) => {
+    const n = counts.get(i);
+    return n === undefined || n === p.sourceCount ? p : { ...p, sourceCount: n };
+  });
+  return { ...view, config: { ...view.config, policies } };
+}
+
+/** Whether `s` meets one of `sorted` (disjoint, by family then start, as an advertise scope's outer). */
+function meets(sorted: readonly Range[], s: Span): boolean {
+  const lo = BigInt(s.lo);
+  const hi = BigInt(s.hi);
+  // The last range of the family that starts at or before s ends is the only one that can reach s.
+  const i = partitionPoint(sorted.length, (k) => {
+    const r = sorted[k]!;
+    return r.family < s.family || (r.family === s.family && r.lo <= hi);
+  });
+  const r = sorted[i - 1];
+  return r !== undefined && r.family === s.family && r.hi >= lo;
 }
 
 /** The desired BGP state and health view for `inputs`. */

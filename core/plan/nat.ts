@@ -463,6 +463,27 @@ function sourcesOf(families: Record<Family, FamilyIndex>): NatResult["sources"] 
   return out;
 }
 
+/**
+ * `o` with a `sources` list made by `make` when first read, then kept. A
+ * patched classifier leaves its flat list unmade: at 100k sources, copying it
+ * took milliseconds per pod, and the kernel side patches its sets from the
+ * delta; only a full comparison (a resync) reads every source.
+ */
+export function lazySources<T extends object>(
+  o: T,
+  make: () => NatSource[],
+): T & { readonly sources: NatSource[] } {
+  return Object.defineProperty(o, "sources", {
+    enumerable: true,
+    configurable: true,
+    get(this: T) {
+      const sources = make();
+      Object.defineProperty(this, "sources", { value: sources, enumerable: true });
+      return sources;
+    },
+  }) as T & { readonly sources: NatSource[] };
+}
+
 function effectiveOf(winners: Map<number, number[]>, runCount: Map<number, number>): Set<number> {
   const out = new Set<number>();
   for (const [id, n] of runCount) if (n > 0) for (const p of winners.get(id) ?? []) out.add(p);
@@ -552,7 +573,13 @@ const entryOrder = (
   b: { lo: Addr; len: number; policy: number },
 ) => bySpan(a, b) || a.policy - b.policy;
 
-/** `src` less `removed`, plus `added` (each sorted by entryOrder; removed entries present, added ones absent). */
+/**
+ * `src` less `removed`, plus `added` (each sorted by entryOrder; removed
+ * entries present, added ones absent). The entries between two edits are
+ * copied as blocks (typed arrays: one memory copy each), so a pod's edit at
+ * 100k sources costs a few copies and binary searches, not a walk of every
+ * entry.
+ */
 function editedSources(
   src: SortedSources,
   family: Family,
@@ -576,33 +603,46 @@ function editedSources(
         len: new Array<number>(n),
         policy: new Array<number>(n),
       };
+  const at = (k: number) => ({ lo: src.lo[k]!, len: src.len[k]!, policy: src.policy[k]! });
+  let i = 0; // next entry of src to copy
+  let o = 0; // next slot of out
+  /** Copies src's entries up to `to` (exclusive). */
+  const copy = (to: number) => {
+    if (typed) {
+      for (const f of ["lo", "hi", "len", "policy"] as const)
+        (out[f] as Float64Array).set((src[f] as Float64Array).subarray(i, to), o);
+    } else
+      for (let k = i; k < to; k++) {
+        out.lo[o + k - i] = src.lo[k]!;
+        out.hi[o + k - i] = src.hi[k]!;
+        out.len[o + k - i] = src.len[k]!;
+        out.policy[o + k - i] = src.policy[k]!;
+      }
+    o += to - i;
+    i = to;
+  };
   let r = 0;
   let a = 0;
-  let o = 0;
-  const put = (lo: Addr, hi: Addr, len: number, policy: number) => {
-    out.lo[o] = lo;
-    out.hi[o] = hi;
-    out.len[o] = len;
-    out.policy[o++] = policy;
-  };
-  for (let i = 0; i < src.n; i++) {
-    const e = { lo: src.lo[i]!, len: src.len[i]!, policy: src.policy[i]! };
-    while (a < added.length && entryOrder(added[a]!, e) < 0) {
+  while (r < removed.length || a < added.length) {
+    const add = a < added.length && (r >= removed.length || entryOrder(added[a]!, removed[r]!) < 0);
+    if (add) {
       const x = added[a++]!;
-      put(x.lo, x.hi, x.len, x.policy);
+      // After every entry that does not sort after it.
+      copy(i + partitionPoint(src.n - i, (k) => entryOrder(x, at(i + k)) >= 0));
+      out.lo[o] = x.lo;
+      out.hi[o] = x.hi;
+      out.len[o] = x.len;
+      out.policy[o++] = x.policy;
+    } else {
+      const x = removed[r++]!;
+      copy(i + partitionPoint(src.n - i, (k) => entryOrder(at(i + k), x) < 0));
+      if (i >= src.n || entryOrder(at(i), x) !== 0)
+        throw new NeedsFlatten(`IPv${family} source edits do not match the index`);
+      i++;
     }
-    if (r < removed.length && entryOrder(removed[r]!, e) === 0) {
-      r++;
-      continue;
-    }
-    put(e.lo, src.hi[i]!, e.len, e.policy);
   }
-  while (a < added.length) {
-    const x = added[a++]!;
-    put(x.lo, x.hi, x.len, x.policy);
-  }
-  if (r !== removed.length || o !== n)
-    throw new NeedsFlatten(`IPv${family} source edits do not match the index`);
+  copy(src.n);
+  if (o !== n) throw new NeedsFlatten(`IPv${family} source edits do not match the index`);
   return out;
 }
 
@@ -673,9 +713,6 @@ function patchOrThrow(
   const runCount = new Map(base.runCount);
   const delta: NatSourceDelta = { remove: [], add: [] };
   const families = { ...base.families };
-  // Where each family's runs start in the flat source list.
-  let offsetOld = 0;
-  const sourceParts: NatResult["sources"][] = [];
   for (const family of [4, 6] as const) {
     const old = base.families[family];
     const oldCount = old.runs.n;
@@ -690,11 +727,7 @@ function patchOrThrow(
         .sort(entryOrder);
     const rem = entries(removed);
     const add = entries(added);
-    if (rem.length + add.length === 0) {
-      sourceParts.push(base.result.sources.slice(offsetOld, offsetOld + oldCount));
-      offsetOld += oldCount;
-      continue;
-    }
+    if (rem.length + add.length === 0) continue;
     const src = editedSources(old.src, family, rem, add);
     const reach = reachOf(src, family);
     const { pred, succ, format } = ARITH[family];
@@ -749,64 +782,51 @@ function patchOrThrow(
           const lo = old.runs.lo[k]! > g.hi ? old.runs.lo[k]! : succ(g.hi);
           w.push(lo, old.runs.hi[k]!, old.runs.cls[k]!);
         }
-      // What is in the window before or after only is removed or added; the rest keeps its entry.
+      // What is in the window before or after only is removed or added; the rest is left as it is.
       const before = new Map<string, NatSource>();
-      for (let k = g.w0; k < g.w1; k++)
-        before.set(
-          key(old.runs.lo[k]!, old.runs.hi[k]!, old.runs.cls[k]!),
-          base.result.sources[offsetOld + k]!,
-        );
-      const entries: NatSource[] = [];
+      for (let k = g.w0; k < g.w1; k++) {
+        const [lo, hi, cls] = [old.runs.lo[k]!, old.runs.hi[k]!, old.runs.cls[k]!];
+        before.set(key(lo, hi, cls), { family, interval: format(lo, hi), classId: cls });
+      }
       const after = new Set<string>();
       for (let k = 0; k < w.length; k++) {
         const id = w.cls[k]!;
         const kk = key(w.lo[k]!, w.hi[k]!, id);
         after.add(kk);
-        let entry = before.get(kk);
-        if (entry === undefined) {
-          entry = { family, interval: format(w.lo[k]!, w.hi[k]!), classId: id };
-          delta.add.push(entry);
+        if (!before.has(kk)) {
+          delta.add.push({ family, interval: format(w.lo[k]!, w.hi[k]!), classId: id });
           runCount.set(id, (runCount.get(id) ?? 0) + 1);
         }
-        entries.push(entry);
       }
       for (const [kk, entry] of before)
         if (!after.has(kk)) {
           delta.remove.push(entry);
           runCount.set(entry.classId, runCount.get(entry.classId)! - 1);
         }
-      return { w: w.toRuns(family), entries };
+      return w.toRuns(family);
     });
 
     // The family's runs and entries: old blocks between the windows, copied whole. A window's first and
     // last runs lie wholly outside its range, so nothing merges across a window's edge.
-    const total = groups.reduce((n, g, i) => n + windows[i]!.w.n - (g.w1 - g.w0), oldCount);
+    const total = groups.reduce((n, g, i) => n + windows[i]!.n - (g.w1 - g.w0), oldCount);
     const runs = newRuns(family, total);
-    const chunks: NatSource[][] = [];
     let copied = 0;
     let at = 0;
     groups.forEach((g, i) => {
       copyRuns(runs, at, old.runs, copied, g.w0);
-      chunks.push(base.result.sources.slice(offsetOld + copied, offsetOld + g.w0));
       at += g.w0 - copied;
-      const { w, entries } = windows[i]!;
+      const w = windows[i]!;
       copyRuns(runs, at, w, 0, w.n);
-      chunks.push(entries);
       at += w.n;
       copied = g.w1;
     });
     copyRuns(runs, at, old.runs, copied, oldCount);
-    chunks.push(base.result.sources.slice(offsetOld + copied, offsetOld + oldCount));
-    sourceParts.push(...chunks);
     families[family] = { src, reach, runs, memo: old.memo };
-    offsetOld += oldCount;
   }
-  const result: NatResult = {
-    classes: base.classes,
-    sources: ([] as NatSource[]).concat(...sourceParts),
-    conflicts: [],
-    effective: effectiveOf(base.winners, runCount),
-  };
+  const result = lazySources(
+    { classes: base.classes, conflicts: [], effective: effectiveOf(base.winners, runCount) },
+    () => sourcesOf(families),
+  );
   return {
     ok: true,
     index: { ...base, families, runCount, result },

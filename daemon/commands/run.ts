@@ -290,7 +290,7 @@ export function runCommand(): Command {
                     );
                 },
                 view: () => gw.config,
-                runDir: gw.runDir,
+                keep: () => dataplane.saveCluster(gw.runDir),
               });
               gw.setClusterStatus(() => clusterInput!.status());
               // A new data-plane thread gets the cluster's policies from the model.

@@ -52,11 +52,13 @@ export class FakeKernel implements KernelActuator {
   close(): void {}
 }
 
-/** A FakeKernel that records whether each apply came with a source delta. */
+/** A FakeKernel that records whether each apply came with a source delta, and which were of sources only. */
 export class DeltaKernel extends FakeKernel {
   deltas: boolean[] = [];
-  override apply(desired: KernelState, opts: { sourcesDelta?: NatSourcesDelta } = {}) {
+  sourcesOnly: boolean[] = [];
+  override apply(desired: KernelState, opts: { sourcesDelta?: NatSourcesDelta; sourcesOnly?: boolean } = {}) {
     this.deltas.push(opts.sourcesDelta !== undefined);
+    this.sourcesOnly.push(opts.sourcesOnly === true);
     return super.apply(desired);
   }
 }

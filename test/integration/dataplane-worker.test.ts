@@ -61,3 +61,57 @@ test("without a limit, the same large config prepares", async (t) => {
   t.true(big.ok);
   t.is(big.ok && big.view.config.policies[0]!.sourceCount, 399_999);
 });
+
+test("moved pods come back as source counts, and the view made of them is the one the whole list gives", async (t) => {
+  const dp = new DataplaneWorker();
+  t.teardown(() => dp.close());
+  const file = [
+    "gateway: { name: gw-a1, site: dc-a }",
+    "egressIPs: [{ address: 192.0.2.11, interface: lo }]",
+    "uplinks: [{ name: tor, interface: eth1, nextHop: 10.1.1.0 }]",
+    "egressIPGroups: [{ name: g, egressIPs: [192.0.2.11], uplink: tor }]",
+    "policies: [{ name: web, sources: [10.244.0.0/16], destinations: [203.0.113.0/24], egressIP: 192.0.2.11, uplink: tor }]",
+    "",
+  ].join("\n");
+  const pol = (name: string, dest: string, sources: string[]) => ({
+    name,
+    sources,
+    destinations: [dest],
+    action: "SNAT" as const,
+    egressIPGroup: "g",
+  });
+  const step = async (input: Parameters<DataplaneWorker["prepare"]>[0]) => {
+    const p = await dp.prepare(input);
+    if (!p.ok) throw new Error(p.errors.map((e) => e.message).join("; "));
+    await dp.commit(p.id);
+    return p;
+  };
+  await step({ text: file });
+  await step({
+    cluster: [
+      pol("ns/a:v4", "198.51.100.0/24", ["10.245.0.1", "10.245.0.2", "10.245.0.3"]),
+      pol("ns/b:v4", "192.0.2.128/25", ["10.245.0.4"]),
+    ],
+  });
+  const moved = await step({
+    clusterEdits: [
+      { policy: "ns/a:v4", address: "10.245.0.3", add: false },
+      { policy: "ns/b:v4", address: "10.245.0.3", add: true },
+    ],
+  });
+  t.true(moved.ok && moved.sourcesOnly, "planned as moved pods");
+  const counts = (v: typeof moved.view) => v.config.policies.map((p) => [p.name, p.sourceCount]);
+  t.deepEqual(counts(moved.view), [
+    ["web", 1],
+    ["ns/a:v4", 2],
+    ["ns/b:v4", 2],
+  ]);
+  const whole = await dp.prepare({
+    cluster: [
+      pol("ns/a:v4", "198.51.100.0/24", ["10.245.0.1", "10.245.0.2"]),
+      pol("ns/b:v4", "192.0.2.128/25", ["10.245.0.4", "10.245.0.3"]),
+    ],
+  });
+  t.true(whole.ok && whole.unchanged, "the thread's plan is the whole list's");
+  if (whole.ok) t.deepEqual(counts(whole.view), counts(moved.view));
+});

@@ -106,3 +106,43 @@ test("a target learns which earlier targets failed in the same reconcile", async
   t.deepEqual(seen, [["kernel"]]);
   t.deepEqual(c.last?.errors, { kernel: "nft -f failed" });
 });
+
+test("a trigger naming its targets runs those alone, without planning for a target that ignores it; any trigger without names runs all", async (t) => {
+  let planned = 0;
+  const ran: string[] = [];
+  const target = (name: string, ignoresDesired: boolean): ReconcileTarget<number> => ({
+    name,
+    ignoresDesired,
+    apply: () => {
+      ran.push(name);
+      return Promise.resolve([]);
+    },
+  });
+  const c = new Controller({
+    log,
+    desired: () => ++planned,
+    targets: [target("kernel", true), target("bgp", false), target("bfd", true)],
+    resyncMs: 60_000,
+  });
+  c.trigger("sources", ["kernel"]);
+  await c.idle();
+  t.deepEqual(ran, ["kernel"]);
+  t.is(planned, 0, "nothing that reads the desired state ran");
+  t.deepEqual(Object.keys(c.last?.targetMs ?? {}), ["kernel"]);
+
+  ran.length = 0;
+  // The first trigger starts a reconcile at once; those during it coalesce into one follow-up.
+  c.trigger("sources", ["kernel"]);
+  c.trigger("sources", ["bfd"]);
+  c.trigger("sources", ["kernel"]);
+  await c.idle();
+  t.deepEqual(ran, ["kernel", "kernel", "bfd"], "in the targets' order");
+  ran.length = 0;
+  c.trigger("sources", ["kernel"]);
+  c.trigger("sources", ["bfd"]);
+  c.trigger("health");
+  await c.idle();
+  t.deepEqual(ran, ["kernel", "kernel", "bgp", "bfd"]);
+  t.is(planned, 1);
+  c.stop();
+});
