@@ -15,7 +15,7 @@ import { loadConfig } from "../inputs/config/load.js";
 import { writeClusterCache } from "./cluster-cache.js";
 import type { GatewayConfig } from "../core/config/gateway-config.js";
 import type { Config, PolicyConfig } from "../core/config/schema.js";
-import { groupAddress } from "../core/config/groups.js";
+import { groupsByName, groupTarget } from "../core/config/groups.js";
 import { mustParseSpan } from "../core/ip.js";
 import type { SourceChange } from "../core/k8s/cluster.js";
 import {
@@ -57,16 +57,15 @@ export type PrepareInput = (
  */
 export function withCluster(file: GatewayConfig, cluster: readonly PolicyConfig[]): GatewayConfig {
   if (cluster.length === 0) return file;
-  const groups = new Map((file.egressIPGroups ?? []).map((g) => [g.name, g]));
+  const groups = groupsByName(file.egressIPGroups);
   const policies = cluster.map((p): PolicyConfig => {
     if (p.egressIPGroup === undefined) return p;
-    const g = groups.get(p.egressIPGroup);
-    const address = g && groupAddress(g, policyFamily(p));
-    if (!g || address === undefined) {
+    const target = groupTarget(groups, p.egressIPGroup, policyFamily(p));
+    if (target === undefined) {
       const { egressIPGroup: _, ...rest } = p;
       return { ...rest, action: "Deny" };
     }
-    return { ...p, egressIP: address, uplink: g.uplink };
+    return { ...p, ...target };
   });
   return { ...file, policies: [...file.policies, ...policies] };
 }

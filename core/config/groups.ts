@@ -11,6 +11,21 @@ export function groupAddress(group: EgressIPGroupConfig, family: Family): string
   return group.egressIPs.find((a) => parseAddress(a)?.family === family);
 }
 
+/** What group `name` means here for a policy of `family`: undefined when there is no such group or no such address. */
+export function groupTarget(
+  groups: ReadonlyMap<string, EgressIPGroupConfig>,
+  name: string,
+  family: Family,
+): { egressIP: string; uplink: string } | undefined {
+  const g = groups.get(name);
+  const egressIP = g && groupAddress(g, family);
+  return g && egressIP !== undefined ? { egressIP, uplink: g.uplink } : undefined;
+}
+
+/** The groups of a config, by name. */
+export const groupsByName = (groups: readonly EgressIPGroupConfig[] | undefined) =>
+  new Map((groups ?? []).map((g) => [g.name, g]));
+
 /**
  * Gives every policy of `config` that names a group the group's egress IP of
  * the policy's family and its uplink, in place (the config is the one just
@@ -24,18 +39,17 @@ export function resolveGroups<C extends Pick<Config, "egressIPGroups" | "policie
   familyOf: (p: PolicyConfig) => Family,
 ): C {
   if (!config.policies.some((p) => p.egressIPGroup !== undefined)) return config;
-  const groups = new Map((config.egressIPGroups ?? []).map((g) => [g.name, g]));
+  const groups = groupsByName(config.egressIPGroups);
   for (const p of config.policies) {
     if (p.egressIPGroup === undefined) continue;
-    const g = groups.get(p.egressIPGroup);
     const family = familyOf(p);
-    const address = g && groupAddress(g, family);
-    if (!g || address === undefined)
+    const target = groupTarget(groups, p.egressIPGroup, family);
+    if (target === undefined)
       throw new Error(
         `policy ${p.name}: egress IP group ${p.egressIPGroup} has no IPv${family} address here`,
       );
-    p.egressIP = address;
-    p.uplink = g.uplink;
+    p.egressIP = target.egressIP;
+    p.uplink = target.uplink;
   }
   return config;
 }

@@ -26,7 +26,7 @@
 // - A ClusterEgressPolicy named like a file policy is refused (the file's
 //   names and the cluster's share one space).
 import type { EgressIPGroupConfig, PolicyAction, PolicyConfig } from "../config/schema.js";
-import { groupAddress } from "../config/groups.js";
+import { groupAddress, groupsByName } from "../config/groups.js";
 import type { Family } from "../state.js";
 import { compileSelector, type CompiledSelector, type Labels } from "./selector.js";
 import {
@@ -134,7 +134,7 @@ export class Cluster {
 
   /** What this gateway's file says: its egress IP groups and its own policies' names. */
   setGateway(groups: readonly EgressIPGroupConfig[], fileNames: ReadonlySet<string>): void {
-    this.groups = new Map(groups.map((g) => [g.name, g]));
+    this.groups = groupsByName(groups);
     this.groupNamespaces = new Map(
       groups.flatMap((g) =>
         g.namespaceSelector ? [[g.name, compileSelector(g.namespaceSelector)] as const] : [],
