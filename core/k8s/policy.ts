@@ -8,7 +8,8 @@
 // their families, exceptions inside destinations, selectors, the action's
 // rules. A policy that fails is refused on its own; no other policy changes.
 import type { PolicyAction } from "../config/schema.js";
-import { contains, formatPrefix, neverRouted, parsePrefix, type Prefix } from "../ip.js";
+import { exceptionProblem, unreachableDestination } from "../config/destinations.js";
+import { formatPrefix, parsePrefix, type Prefix } from "../ip.js";
 import type { Family } from "../state.js";
 import type { ClusterEgressPolicySpec, EgressPolicySpec } from "./api-schema.js";
 import { compileSelector, selectorIssues, type CompiledSelector, type LabelSelector } from "./selector.js";
@@ -104,19 +105,12 @@ export function compilePolicy(
   if (spec.destinations.length === 0)
     problems.push({ field: "spec.destinations", message: "must not be empty" });
   dests.forEach((d, i) => {
-    const special = neverRouted({ family: d.family, value: d.lo });
-    if (d.len > 0 && special !== undefined && neverRouted({ family: d.family, value: d.hi }) === special)
-      problems.push({
-        field: `spec.destinations[${i}]`,
-        message: `${spec.destinations[i]} is ${special.replace(/address/, "range")}: traffic to it never reaches a gateway`,
-      });
+    const why = unreachableDestination(d);
+    if (why) problems.push({ field: `spec.destinations[${i}]`, message: `${spec.destinations[i]} ${why}` });
   });
   excs.forEach((x, i) => {
-    if (!dests.some((d) => d.family === x.family && contains(d, x)))
-      problems.push({
-        field: `spec.exceptions[${i}]`,
-        message: `${spec.exceptions![i]} is not inside any of this policy's destinations`,
-      });
+    const why = exceptionProblem(x, dests);
+    if (why) problems.push({ field: `spec.exceptions[${i}]`, message: `${spec.exceptions![i]} ${why}` });
   });
   if (problems.length > 0) return { ok: false, problems };
 

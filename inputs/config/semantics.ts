@@ -9,7 +9,6 @@ import type { Family } from "../../core/state.js";
 import { flattenNat, type NatResult } from "../../core/plan/nat.js";
 import { actionOf, markCapacity, policyModels, uplinkTables } from "../../core/plan/model.js";
 import {
-  contains,
   formatPrefix,
   isLinkLocal6,
   neverRouted,
@@ -21,6 +20,7 @@ import {
 } from "../../core/ip.js";
 import { formatPath, type PathSegment } from "./issues.js";
 import { selectorIssues, type LabelSelector } from "../../core/k8s/selector.js";
+import { exceptionProblem, unreachableDestination } from "../../core/config/destinations.js";
 import { validateProbeSpec, type ProbeSpec } from "../../core/probe-spec.js";
 import { parseCommunity, passwordProblem } from "../../core/bgp.js";
 import { keyProblem } from "../../core/bfd-auth.js";
@@ -368,12 +368,9 @@ export function checkSemantics(
       const r = parsePrefix(x);
       if (!r.ok || r.prefix.family !== family) return;
       const d = r.prefix;
-      const special = neverRouted({ family: d.family, value: d.lo });
-      if (d.len > 0 && special !== undefined && neverRouted({ family: d.family, value: d.hi }) === special) {
-        err(
-          at("destinations", j),
-          `${x} is ${special.replace(/address/, "range")}: traffic to it never reaches a gateway`,
-        );
+      const unreachable = unreachableDestination(d);
+      if (unreachable) {
+        err(at("destinations", j), `${x} ${unreachable}`);
         return;
       }
       if (d.len === 0) {
@@ -402,9 +399,8 @@ export function checkSemantics(
       if (typeof x !== "string") return;
       const r = parsePrefix(x);
       if (!r.ok || r.prefix.family !== family) return;
-      if (!lists.destinations.some((d) => contains(d, r.prefix))) {
-        err(at("exceptions", j), `${x} is not inside any of this policy's destinations`);
-      }
+      const outside = exceptionProblem(r.prefix, lists.destinations);
+      if (outside) err(at("exceptions", j), `${x} ${outside}`);
     });
   });
 
