@@ -26,7 +26,7 @@ import {
 } from "../core/plan/classifier.js";
 import { actionOf, policyFamily } from "../core/plan/model.js";
 import type { NatSourcesDelta } from "../core/state.js";
-import type { NatResult, SourceEdit as NatEdit } from "../core/plan/nat.js";
+import { retireIndex, type NatResult, type SourceEdit as NatEdit } from "../core/plan/nat.js";
 import { sourceEdit, type LoadedText, type SourceEdit } from "../inputs/config/source-edit.js";
 import { planStatic, sourcesPatched, viewOf, type PlanView, type StaticPlan } from "../core/plan/index.js";
 import type { KernelActuator } from "../routing/kernel-actuator.js";
@@ -404,8 +404,13 @@ export class InlineDataplane implements Dataplane {
   commit(id: number): Promise<void> {
     const p = this.prepared.get(id);
     if (!p) return Promise.reject(new Error(`no prepared plan ${id}`));
-    if (p !== this.committed)
+    // Moved pods leave little garbage on the heap (their arrays are typed, and V8 reclaims those
+    // by itself): no collection is forced for them.
+    if (p !== this.committed && !p.sourcesOnly)
       this.garbage = p.sourcesDelta === undefined ? "replaced" : (this.garbage ?? "patched");
+    // The replaced plan is dropped (prepared ones too): its classifier's arrays serve the next patches.
+    const old = this.committed?.classifier.index;
+    if (old !== undefined && old !== p.classifier.index) retireIndex(old, p.classifier.index);
     this.committed = p;
     this.prepared.clear();
     return Promise.resolve();

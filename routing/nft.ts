@@ -340,7 +340,7 @@ export class NftReconciler {
     if (
       plan.markMask !== base.markMask ||
       plan.classes !== base.classes ||
-      JSON.stringify(plan.policies) !== JSON.stringify(base.policies)
+      (plan.policies !== base.policies && JSON.stringify(plan.policies) !== JSON.stringify(base.policies))
     )
       return undefined;
     const patches = sourcePatches(current, d.remove, d.add);

@@ -288,6 +288,60 @@ function destinationsFor(family: Family, info: KeyInfo, byIndex: Map<number, Pol
   return out;
 }
 
+// Typed arrays of the IPv4 index, reused. A patch makes new sorted entries,
+// reach and runs (the old plan stays valid until the new one is committed),
+// about 9 MB at 200k entries; allocated afresh for every pod, the zeroed
+// pages cost more than the patch itself. Once a patched plan is committed, the
+// arrays of the plan it replaced come back here (retireIndex) for the next.
+const POOL_MIN = 4096;
+const POOL_KEEP = 12;
+const pools = { f64: [] as Float64Array[], u8: [] as Uint8Array[], i32: [] as Int32Array[] };
+const makers = { f64: Float64Array, u8: Uint8Array, i32: Int32Array };
+
+/** An array of at least n entries (beyond n: anything); small ones are allocated as usual. */
+function take<K extends keyof typeof pools>(kind: K, n: number): (typeof pools)[K][number] {
+  if (n < POOL_MIN) return new makers[kind](n) as (typeof pools)[K][number];
+  const pool = pools[kind] as (typeof pools)[K][number][];
+  const i = pool.findIndex((a) => a.length >= n && a.length <= 2 * n);
+  if (i >= 0) return pool.splice(i, 1)[0]!;
+  // Room for growth: the next patches of this size find it in the pool.
+  return new makers[kind](n + POOL_MIN) as (typeof pools)[K][number];
+}
+
+function giveBack(a: unknown): void {
+  const kind =
+    a instanceof Float64Array
+      ? "f64"
+      : a instanceof Uint8Array
+        ? "u8"
+        : a instanceof Int32Array
+          ? "i32"
+          : undefined;
+  if (kind === undefined || (a as Float64Array).length < POOL_MIN) return;
+  const pool = pools[kind] as unknown[];
+  if (pool.length < POOL_KEEP) pool.push(a);
+}
+
+/** Families whose arrays went back to the pool: their sources must not be read any more. */
+const retired = new WeakSet<FamilyIndex>();
+
+/**
+ * `old` was replaced by `now` (patched from it, and committed): the typed
+ * arrays of `old` that `now` does not share are reused by later patches.
+ * Nothing may read `old` (or a plan made with it) afterwards.
+ */
+export function retireIndex(old: NatIndex, now: NatIndex): void {
+  for (const family of [4, 6] as const) {
+    const a = old.families[family];
+    const b = now.families[family];
+    if (a === b) continue;
+    retired.add(a);
+    if (a.src !== b.src) for (const x of [a.src.lo, a.src.hi, a.src.len, a.src.policy]) giveBack(x);
+    if (a.reach !== b.reach) giveBack(a.reach);
+    if (a.runs !== b.runs) for (const x of [a.runs.lo, a.runs.hi, a.runs.cls]) giveBack(x);
+  }
+}
+
 /**
  * Merged runs of one family's classified sources, in address order, as
  * parallel columns: typed arrays for IPv4 (100k runs stay out of the
@@ -303,8 +357,8 @@ interface Runs {
 /** Runs of a family with room for n. */
 function newRuns(family: Family, n: number): Runs {
   return family === 4
-    ? { n, lo: new Float64Array(n), hi: new Float64Array(n), cls: new Int32Array(n) }
-    : { n, lo: new Array<Addr>(n), hi: new Array<Addr>(n), cls: new Int32Array(n) };
+    ? { n, lo: take("f64", n), hi: take("f64", n), cls: take("i32", n) }
+    : { n, lo: new Array<Addr>(n), hi: new Array<Addr>(n), cls: take("i32", n) };
 }
 
 /** Copies runs [from, to) of `src` into `dst` at `at`. */
@@ -444,7 +498,7 @@ function runsOf(
 }
 
 function reachOf(src: SortedSources, family: Family): { [i: number]: Addr } {
-  const reach = family === 4 ? new Float64Array(src.n) : new Array<Addr>(src.n);
+  const reach = family === 4 ? take("f64", src.n) : new Array<Addr>(src.n);
   for (let i = 0; i < src.n; i++) {
     const hi = src.hi[i]!;
     reach[i] = i > 0 && reach[i - 1]! > hi ? reach[i - 1]! : hi;
@@ -453,6 +507,8 @@ function reachOf(src: SortedSources, family: Family): { [i: number]: Addr } {
 }
 
 function sourcesOf(families: Record<Family, FamilyIndex>): NatResult["sources"] {
+  if (retired.has(families[4]) || retired.has(families[6]))
+    throw new Error("the sources of a replaced classifier were read after its arrays were reused");
   const out: NatResult["sources"] = [];
   for (const family of [4, 6] as const) {
     const { format } = ARITH[family];
@@ -589,13 +645,7 @@ function editedSources(
   const n = src.n - removed.length + added.length;
   const typed = src.lo instanceof Float64Array;
   const out: SortedSources = typed
-    ? {
-        n,
-        lo: new Float64Array(n),
-        hi: new Float64Array(n),
-        len: new Uint8Array(n),
-        policy: new Float64Array(n),
-      }
+    ? { n, lo: take("f64", n), hi: take("f64", n), len: take("u8", n), policy: take("f64", n) }
     : {
         n,
         lo: new Array<Addr>(n),

@@ -113,6 +113,33 @@ test("an apply() that installs nothing new, or an unchanged reload, collects not
   t.is(s.reclaimed(), 1);
 });
 
+test("moved pods of the cluster (the kernel's source sets alone) force no collection", async (t) => {
+  const s = setup();
+  await s.reload({ text: text(["10.244.1.10"]) });
+  await s.reload({
+    cluster: [
+      {
+        name: "ns/p:v4",
+        sources: ["10.245.0.1", "10.245.0.2"],
+        destinations: ["198.51.100.0/24"],
+        action: "Deny",
+      },
+      { name: "ns/q:v4", sources: ["10.245.0.3"], destinations: ["198.51.100.0/24"], action: "Deny" },
+    ],
+  });
+  s.runPending();
+  const before = s.reclaimed();
+  await s.reload({
+    clusterEdits: [
+      { policy: "ns/p:v4", address: "10.245.0.2", add: false },
+      { policy: "ns/q:v4", address: "10.245.0.2", add: true },
+    ],
+  });
+  t.deepEqual(s.kernel.sourcesOnly.slice(-1), [true]);
+  t.deepEqual(s.pending(), []);
+  t.is(s.reclaimed(), before);
+});
+
 test("the file's bytes prepare as its text does", async (t) => {
   const dp = new InlineDataplane(new FakeKernel());
   const body = `# the café's pods\n${text(["10.244.1.10"])}`;

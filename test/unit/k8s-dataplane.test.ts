@@ -233,3 +233,47 @@ test("property: any sequence of pod events, applied as edits, plans what the who
   t.log(`applies of the source sets alone: ${sourcesOnly}; planned again: ${planned}`);
   t.true(sourcesOnly > 0 && planned > 0, "both paths were taken");
 });
+
+test("at 12k pods (arrays reused from replaced plans), a run of moves plans what the whole list plans", async (t) => {
+  const ip = (k: number) => `10.${64 + (k >> 16)}.${(k >> 8) & 255}.${k & 255}`;
+  const names = ["ns/p:v4", "ns/q:v4", "ns/r:v4"];
+  const dests = ["198.51.100.0/24", "192.0.2.128/25", "203.0.113.0/25"];
+  const lists: string[][] = [[], [], []];
+  for (let k = 0; k < 12_000; k++) lists[k % 3]!.push(ip(k));
+  const configs = () =>
+    names.map((name, i) => ({
+      name,
+      sources: [...lists[i]!],
+      destinations: [dests[i]!],
+      action: "SNAT" as const,
+      egressIPGroup: i === 1 ? "b" : "a",
+    }));
+  const kernel = new DeltaKernel();
+  const dp = new InlineDataplane(kernel);
+  await commit(dp, { text: stringify(FILE) });
+  await commit(dp, { cluster: configs() });
+  let seed = 7;
+  const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+  for (let e = 0; e < 60; e++) {
+    const from = rand(3);
+    const to = (from + 1 + rand(2)) % 3;
+    const at = rand(lists[from]!.length);
+    const address = lists[from]![at]!;
+    lists[from]!.splice(at, 1);
+    lists[to]!.push(address);
+    await commit(dp, {
+      clusterEdits: [
+        { policy: names[from]!, address, add: false },
+        { policy: names[to]!, address, add: true },
+      ],
+    });
+    if (e % 20 === 19) {
+      const full = new FakeKernel();
+      const fdp = new InlineDataplane(full);
+      await commit(fdp, { text: stringify(FILE) });
+      await commit(fdp, { cluster: configs() });
+      t.is(natOf(kernel.applied!), natOf(full.applied!), `after ${e + 1} moves`);
+    }
+  }
+  t.true(kernel.sourcesOnly.filter(Boolean).length >= 50, "moves took the sources-only path");
+});
