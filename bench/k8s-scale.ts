@@ -5,8 +5,10 @@
 //
 // Part 1, in this process: the cluster input alone (informers, trimming,
 // the cluster model). Prints the time to list and sync, the API server's
-// share of it (serving the pages), the heap the model keeps, and the time
-// from an API write to the model's change.
+// share of it (serving the pages), the heap the model keeps, the time
+// from an API write to the model's change, and the data plane's own work
+// per relabel (planned and patched over a recording kernel: no netlink,
+// no thread, no other process).
 //
 // Part 2, egressd as a process in a network namespace with the real kernel
 // (bench/scale-lab.ts, policies only from the cluster): prints the time from
@@ -37,6 +39,9 @@ import { destination } from "./scale-config.js";
 import { ScaleLab } from "./scale-lab.js";
 import { podObject as podAt } from "./k8s-objects.js";
 import { NODE_FLAGS } from "../daemon/node-flags.js";
+import { InlineDataplane, type PrepareInput } from "../daemon/dataplane.js";
+import type { GatewayConfig } from "../core/config/gateway-config.js";
+import { FakeKernel } from "../test/helpers/fake-kernel.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -109,6 +114,27 @@ function relabelled(e: number): { k: number; app: number } {
   throw new Error(`no pod to relabel in ns-${i}`);
 }
 
+/** What the gateway's file holds besides the lab's own settings: no policies of its own, the groups. */
+const fileSettings = () => ({
+  policies: [],
+  probes: [],
+  dataplane: { markMask: 0x0fff0000 },
+  egressIPGroups: Array.from({ length: GROUPS }, (_, g) => ({
+    name: `g-${g}`,
+    egressIPs: [`192.0.2.${g + 1}`],
+    uplink: "tor",
+    namespaceSelector: {},
+  })),
+});
+
+/** A gateway file for the data plane alone (part 1): the groups' addresses on lo, one uplink. */
+const fileConfig = (): GatewayConfig => ({
+  gateway: { name: "gw", site: "a" },
+  egressIPs: Array.from({ length: GROUPS }, (_, g) => ({ address: `192.0.2.${g + 1}`, interface: "lo" })),
+  uplinks: [{ name: "tor", interface: "eth1", nextHop: "10.1.1.0" }],
+  ...fileSettings(),
+});
+
 const fmt = (ms: number) => `${ms.toFixed(ms < 10 ? 2 : 0)} ms`;
 const mb = (b: number) => `${(b / 2 ** 20).toFixed(0)} MB`;
 
@@ -170,6 +196,38 @@ async function part1(): Promise<void> {
   console.log(
     `part 1: API write to the model's change (watch delivery included): median ${fmt(median(lat))}, p99 ${fmt(percentile(lat, 99))} over ${EVENTS}`,
   );
+
+  // The data plane's own work per event, alone: the model's edits prepared, committed and applied by an
+  // InlineDataplane over a recording kernel (no netlink, no other thread, no other process).
+  const dp = new InlineDataplane(new FakeKernel());
+  const put = async (input: PrepareInput) => {
+    const p = await dp.prepare(input);
+    if (!p.ok) throw new Error(p.errors.map((e) => e.message).join("; "));
+    await dp.commit(p.id);
+    await dp.apply();
+    return p;
+  };
+  await put({ config: fileConfig() });
+  await put({ cluster: cluster.policyConfigs() });
+  cluster.takeChanges();
+  const own: number[] = [];
+  let alone = 0;
+  for (let e = EVENTS; e < 2 * EVENTS; e++) {
+    const { k, app } = relabelled(e);
+    const done = new Promise<void>((resolve) => (changed = resolve));
+    api.apply(podObject(k, app));
+    await done;
+    changed = undefined;
+    const ch = cluster.takeChanges();
+    const t = performance.now();
+    const p = await put(ch.structural ? { cluster: cluster.policyConfigs() } : { clusterEdits: ch.edits });
+    own.push(performance.now() - t);
+    if (p.ok && p.sourcesOnly) alone++;
+  }
+  console.log(
+    `part 1: a relabel's edits prepared, committed and applied by the data plane alone (recording kernel): ` +
+      `median ${fmt(median(own))}, p99 ${fmt(percentile(own, 99))} over ${EVENTS} (${alone} of them the kernel's source sets alone)`,
+  );
   await w.stop();
   await api.stop();
 }
@@ -196,19 +254,7 @@ async function part2(): Promise<void> {
     // Each event's own reload time is logged at debug.
     runArgs: ["--log-level", "debug"],
     ...(args["node-flags"] ? { nodeFlags: [...NODE_FLAGS, ...args["node-flags"].split(" ")] } : {}),
-    configure: (c) => ({
-      ...c,
-      policies: [],
-      probes: [],
-      dataplane: { markMask: 0x0fff0000 },
-      egressIPGroups: Array.from({ length: GROUPS }, (_, g) => ({
-        name: `g-${g}`,
-        egressIPs: [`192.0.2.${g + 1}`],
-        uplink: "tor",
-        namespaceSelector: {},
-      })),
-      kubernetes: { kubeconfig },
-    }),
+    configure: (c) => ({ ...c, ...fileSettings(), kubernetes: { kubeconfig } }),
     beforeStart: async (sb) => {
       spawnDetached(["node", "-e", unixForwarder, socket], { netns: sb.ns("gw") });
       await sleep(200);
@@ -244,6 +290,11 @@ async function part2(): Promise<void> {
     const perEvent = applied().slice(1);
     const ms = perEvent.map((j) => j.ms as number);
     const full = perEvent.filter((j) => j.edits === undefined).length;
+    const planned = perEvent.filter((j) => j.edits !== undefined && j.sourcesOnly !== true).length;
+    if (planned > 0)
+      console.log(
+        `part 2: ${planned} of ${perEvent.length} reloads of edits were planned again (not the kernel's source sets alone)`,
+      );
     if (full > 0)
       console.log(
         `part 2: ${full} of ${perEvent.length} reloads after the first carried the whole list, not edits`,

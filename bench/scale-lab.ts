@@ -3,7 +3,7 @@
 // an FRR ToR (bgpd + bfdd) over one veth: one BGP session with BFD per peer.
 //
 //   [tor] FRR  10.0.0.1 (+ 10.0.1.1..N)  tor0 <--veth--> gw0  10.0.0.2 (+ 10.0.1.101..100+N)  [gw] egressd
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import {
   closeSync,
@@ -187,55 +187,50 @@ export class ScaleLab {
   }
 
   /**
-   * Resolves with the time (performance.now()) nftables reports an element
-   * `text` added in the gateway's namespace (`nft monitor`, so that no
-   * polling competes for the CPU with the daemon being measured).
+   * Resolves (when called) with performance.now() at the kernel's notice that
+   * element `text` (an address, canonical) was added to a set in the
+   * gateway's namespace, after this call. One watcher process (nft-watch.js)
+   * serves every call; it is idle between notifications.
    */
   async elementAdded(text: string, timeoutMs = 60_000): Promise<() => Promise<number>> {
-    // stdbuf: nft writes to a pipe through a full stdio buffer otherwise.
-    const child = spawn(
-      "ip",
-      ["netns", "exec", this.sb.ns("gw"), "stdbuf", "-oL", "nft", "monitor", "new", "elements"],
-      {
-        stdio: ["ignore", "pipe", "ignore"],
-      },
-    );
-    const has = (l: string, el: string) =>
-      l.includes(`{ ${el} }`) || l.includes(` ${el},`) || l.includes(`, ${el} `);
-    let listening = false;
+    const waiters = await this.elementWatcher();
     const seen = new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`no element ${text} added in ${timeoutMs} ms`)),
-        timeoutMs,
-      );
-      createInterface({ input: child.stdout }).on("line", (l) => {
-        if (has(l, MARKER)) listening = true;
-        if (!has(l, text)) return;
+      const timer = setTimeout(() => {
+        waiters.delete(text);
+        reject(new Error(`no element ${text} added in ${timeoutMs} ms`));
+      }, timeoutMs);
+      waiters.set(text, (at) => {
         clearTimeout(timer);
-        resolve(performance.now());
+        resolve(at);
       });
-    }).finally(() => child.kill());
+    });
     seen.catch(() => undefined); // awaited by the caller
-    // nft monitor says nothing when it starts listening: add a marker element
-    // to a scratch table of our own until it reports one. Not often: while
-    // it loads the ruleset (100k elements), each change restarts the load.
-    const scratch = "inet egressd_bench_monitor";
-    await waitFor(
-      "nft monitor listening",
-      async () => {
-        await this.sb.sh(
-          "gw",
-          `nft -f - <<'EOF'\nadd table ${scratch}\nadd set ${scratch} m { type ipv4_addr; }\n` +
-            `flush set ${scratch} m\nadd element ${scratch} m { ${MARKER} }\nEOF`,
-        );
-        await waitFor("the marker", () => listening, 1000, 10).catch(() => undefined);
-        return listening;
-      },
-      20_000,
-      0,
-    );
-    await this.sb.exec("gw", ["nft", "delete", "table", ...scratch.split(" ")]);
     return () => seen;
+  }
+
+  private watcher: { child: ChildProcess; waiters: Map<string, (at: number) => void> } | undefined;
+
+  private async elementWatcher(): Promise<Map<string, (at: number) => void>> {
+    if (this.watcher) return this.watcher.waiters;
+    const script = fileURLToPath(new URL("./nft-watch.js", import.meta.url));
+    const child = spawn("ip", ["netns", "exec", this.sb.ns("gw"), "node", script], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    const waiters = new Map<string, (at: number) => void>();
+    this.watcher = { child, waiters };
+    await new Promise<void>((resolve, reject) => {
+      child.on("exit", (code) => reject(new Error(`nft-watch.js ended (exit ${code})`)));
+      createInterface({ input: child.stdout! }).on("line", (l) => {
+        if (l === "ready") return resolve();
+        const at = performance.now();
+        for (const key of l.split(" ")) {
+          const w = waiters.get(key);
+          waiters.delete(key);
+          w?.(at);
+        }
+      });
+    });
+    return waiters;
   }
 
   sighup(): void {
@@ -369,11 +364,16 @@ export class ScaleLab {
 
   /**
    * CPU time (seconds the scheduler ran their live threads) of egressd, of
-   * its helpers (egressd-icmp, egressd-bfd) and of everything in its namespace.
+   * its helpers (egressd-icmp, egressd-bfd) and of everything in its namespace
+   * (but the benchmark's own element watcher).
    */
   async cpuSeconds(): Promise<{ egressd: number; icmpHelper: number; bfdHelper: number; namespace: number }> {
     const r = await run(["ip", "netns", "pids", this.sb.ns("gw")]);
-    const pids = r.stdout.split("\n").filter(Boolean).map(Number);
+    const pids = r.stdout
+      .split("\n")
+      .filter(Boolean)
+      .map(Number)
+      .filter((p) => p !== this.watcher?.child.pid);
     const comm = (pid: number) => {
       try {
         return readFileSync(`/proc/${pid}/comm`, "utf8").trim();
@@ -390,6 +390,7 @@ export class ScaleLab {
   }
 
   async stop(): Promise<void> {
+    this.watcher?.child.kill();
     await this.bfdSpeaker?.kill();
     if (this.pid !== undefined) {
       try {
@@ -403,9 +404,6 @@ export class ScaleLab {
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
-
-/** The element elementAdded() adds to a scratch set to know nft monitor is listening. */
-const MARKER = "127.0.0.9";
 
 /**
  * The event-loop delay of one /metrics scrape (NaN when absent). prom-client's

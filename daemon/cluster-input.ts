@@ -202,6 +202,7 @@ export class ClusterInput {
           result,
           ms: Number((performance.now() - started).toFixed(1)),
           prepareMs: Number(prepareMs.toFixed(1)),
+          ...(next.sourcesOnly ? { sourcesOnly: true } : {}),
           ...(edits ? { edits: changes.edits.length } : this.cluster.counts()),
         },
         "kubernetes: policies applied",
