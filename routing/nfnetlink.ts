@@ -69,6 +69,19 @@ function message(type: number, flags: number, seq: number, payload: Buffer): Buf
   return Buffer.concat([h, payload, pad]);
 }
 
+/** A NEWSETELEM or DELSETELEM message (`add`) for address keys of one set (also what the kernel notifies). */
+export function setElementsMessage(
+  add: boolean,
+  seq: number,
+  table: string,
+  set: string,
+  keys: string[],
+): Buffer {
+  return add
+    ? elementsMessage(NFT_MSG_NEWSETELEM, NLM_F_CREATE, seq, table, set, keys)
+    : elementsMessage(NFT_MSG_DELSETELEM, 0, seq, table, set, keys);
+}
+
 function elementsMessage(
   type: number,
   flags: number,
@@ -241,7 +254,13 @@ const NFNLGRP_NFTABLES = 7;
  */
 export function addedElementKeys(buf: Buffer): string[] {
   const out: string[] = [];
-  for (const m of parseMessages(buf)) {
+  let messages: ReturnType<typeof parseMessages>;
+  try {
+    messages = parseMessages(buf);
+  } catch {
+    return out; // not a well-formed netlink datagram: nothing is read from it
+  }
+  for (const m of messages) {
     if (m.type !== ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM)) continue;
     // After the 4-byte nfgenmsg: ELEMENTS > LIST_ELEM > KEY > DATA_VALUE.
     for (const list of attrs(m.data.subarray(4), NFTA_SET_ELEM_LIST_ELEMENTS))
