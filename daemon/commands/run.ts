@@ -188,7 +188,9 @@ export function runCommand(): Command {
           // did not change since the last attempt is not reloaded again, and a
           // SIGHUP with the very text in force is "unchanged" without parsing
           // it again (at 100k sources, parsing and validating take a second).
-          let reloading = Promise.resolve();
+          // Reloads (the file's and the cluster's) wait for the gateway's start.
+          let started!: () => void;
+          let reloading = new Promise<void>((resolve) => (started = resolve));
           let clusterInput: ClusterInput | undefined;
           let lastText: Buffer | undefined = firstText;
           let appliedText = firstText;
@@ -261,17 +263,7 @@ export function runCommand(): Command {
             debounce = setTimeout(() => reload("file"), 200);
           }).unref();
 
-          try {
-            await gw.start();
-          } catch (e) {
-            log.fatal({ err: e }, "start failed; removing what was programmed");
-            await gw.stop().catch(() => undefined);
-            process.exit(EXIT.invalid);
-          }
-          log.info(
-            { gateway: firstConfig.gateway.name, site: firstConfig.gateway.site, runDir: gw.runDir },
-            "egressd running",
-          );
+          // The cluster is listed while the gateway starts (at 100k pods the list takes seconds).
           if (firstConfig.kubernetes) {
             try {
               // Loaded only here: the Kubernetes client takes a second of CPU to
@@ -296,7 +288,9 @@ export function runCommand(): Command {
               // A new data-plane thread gets the cluster's policies from the model.
               dataplane.setClusterSource(() => clusterInput!.cluster.policyConfigs());
               clusterInput.start();
-              log.info("kubernetes: watching pods, namespaces and egress policies");
+              log.info(
+                "kubernetes: watching pods, namespaces and egress policies (applied once the gateway runs)",
+              );
             } catch (e) {
               log.error(
                 { err: (e as Error).message },
@@ -304,6 +298,18 @@ export function runCommand(): Command {
               );
             }
           }
+          try {
+            await gw.start();
+          } catch (e) {
+            log.fatal({ err: e }, "start failed; removing what was programmed");
+            await gw.stop().catch(() => undefined);
+            process.exit(EXIT.invalid);
+          }
+          log.info(
+            { gateway: firstConfig.gateway.name, site: firstConfig.gateway.site, runDir: gw.runDir },
+            "egressd running",
+          );
+          started();
         },
       ),
   );
