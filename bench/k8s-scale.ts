@@ -17,7 +17,7 @@
 // median and p99.
 //
 //   node dist/bench/k8s-scale.js [--pods 100000] [--namespaces 10000] [--policies 1000]
-//                                [--events 30] [--part 1|2|both]
+//                                [--events 30] [--gap-ms 250] [--part 1|2|both]
 //
 // The cluster: namespaces ns-N labelled tenant=t-(N % 100); each holds
 // PODS/NAMESPACES pods labelled app=a-(their index there % 10). 50 ClusterEgressPolicies
@@ -49,6 +49,8 @@ const { values: args } = parseArgs({
     namespaces: { type: "string", default: "10000" },
     policies: { type: "string", default: "1000" },
     events: { type: "string", default: "30" },
+    // Between two relabels of part 2: the latency of one event, not the queue behind a burst of them.
+    "gap-ms": { type: "string", default: "250" },
     part: { type: "string", default: "both" },
     // Extra flags for egressd's node, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
     "node-flags": { type: "string", default: "" },
@@ -286,6 +288,7 @@ async function part2(): Promise<void> {
       const t = performance.now();
       api.apply(podObject(k, app));
       lat.push((await seen()) - t);
+      await sleep(Number(args["gap-ms"]));
     }
     const perEvent = applied().slice(1);
     const ms = perEvent.map((j) => j.ms as number);
@@ -300,7 +303,7 @@ async function part2(): Promise<void> {
         `part 2: ${full} of ${perEvent.length} reloads after the first carried the whole list, not edits`,
       );
     console.log(
-      `part 2: API write to the element in the kernel: median ${fmt(median(lat))}, p99 ${fmt(percentile(lat, 99))}, max ${fmt(Math.max(...lat))} over ${EVENTS} relabels; ` +
+      `part 2: API write to the element in the kernel: median ${fmt(median(lat))}, p99 ${fmt(percentile(lat, 99))}, max ${fmt(Math.max(...lat))} over ${EVENTS} relabels ${args["gap-ms"]} ms apart; ` +
         `egressd's own reload time per event: median ${median(ms)} ms (prepared off the main thread in ${median(perEvent.map((j) => j.prepareMs as number))}); ` +
         `RSS after ${lab.rssMb().toFixed(0)} MB`,
     );
