@@ -105,9 +105,9 @@ export class StatusWriter {
   private entryFor(s: PolicyState, p: Programmed | undefined): Entry {
     const at = (this.o.now?.() ?? new Date()).toISOString().replace(/\.\d{3}Z$/, "Z");
     const before = this.written.get(s.key);
-    const since = (type: string, status: string) => {
+    const since = (type: string, ok: boolean) => {
       const c = before?.uid === s.uid ? before.entry.conditions.find((x) => x.type === type) : undefined;
-      return c && c.status === status ? c.lastTransitionTime : at;
+      return c && c.status === (ok ? "True" : "False") ? c.lastTransitionTime : at;
     };
     const { field, message } = s.accepted;
     const accepted = condition(
@@ -116,12 +116,10 @@ export class StatusWriter {
       s.accepted.reason,
       field && !message.startsWith(field) ? `${field}: ${message}` : message,
       s.generation,
-      "",
+      since("Accepted", s.accepted.ok),
     );
     const [ok, reason, text] = programmedOf(s, p);
-    const programmed = condition("Programmed", ok, reason, text, s.generation, "");
-    accepted.lastTransitionTime = since("Accepted", accepted.status);
-    programmed.lastTransitionTime = since("Programmed", programmed.status);
+    const programmed = condition("Programmed", ok, reason, text, s.generation, since("Programmed", ok));
     return {
       gateway: this.o.gateway,
       site: this.o.site,
