@@ -12,6 +12,7 @@ import { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import type { KubernetesConfig } from "../core/config/ops-schema.js";
 import type { ConfigView } from "../core/plan/index.js";
+import type { PolicyConfig } from "../core/config/schema.js";
 import { Cluster } from "../core/k8s/cluster.js";
 import { ClusterWatch, type ClusterWatchStatus } from "../inputs/k8s/watch.js";
 import { StatusWriter, type Programmed } from "../inputs/k8s/status-writer.js";
@@ -106,6 +107,11 @@ export class ClusterInput {
     statusWrites: StatusWriter["stats"];
   } {
     return { ...this.watch.status(), counts: this.cluster.counts(), statusWrites: { ...this.writer.stats } };
+  }
+
+  /** The cluster's policies as the model has them, once it has synced (before that it knows none). */
+  policiesIfSynced(): PolicyConfig[] | undefined {
+    return this.synced ? this.cluster.policyConfigs() : undefined;
   }
 
   /** The file was reloaded: its groups and policy names are what the cluster's policies are checked against. */

@@ -93,10 +93,12 @@ export class DataplaneWorker implements Dataplane {
       const timer = setTimeout(() => {
         if (this.closed) return resolve();
         this.start();
-        // The cluster's policies as the cluster model has them now (the thread applied edits to its own copy).
+        // The cluster's policies as the cluster model has them now (the thread applied edits to its own copy);
+        // before the model's first sync, the list committed last (the last run's, during an API outage).
+        const fromModel = this.clusterSource?.();
         const committed =
-          this.committed && this.clusterSource
-            ? ({ ...this.committed, cluster: this.clusterSource() } as PrepareInput)
+          this.committed && fromModel
+            ? ({ ...this.committed, cluster: fromModel } as PrepareInput)
             : this.committed;
         const restore = committed
           ? this.send<Prepared>("prepare", committed).then(async (p) => {
@@ -159,13 +161,14 @@ export class DataplaneWorker implements Dataplane {
   private readonly views = new Map<number, PlanView>();
   private committedView: PlanView | undefined;
 
-  private clusterSource: (() => PolicyConfig[]) | undefined;
+  private clusterSource: (() => PolicyConfig[] | undefined) | undefined;
 
   /**
    * Where a new thread gets the cluster's policies from: the thread applies
-   * the cluster's edits to its own copy, which dies with it.
+   * the cluster's edits to its own copy, which dies with it. Undefined from
+   * `fn`: it has none yet (not synced), and the committed list is given.
    */
-  setClusterSource(fn: () => PolicyConfig[]): void {
+  setClusterSource(fn: () => PolicyConfig[] | undefined): void {
     this.clusterSource = fn;
   }
 

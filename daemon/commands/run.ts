@@ -286,7 +286,7 @@ export function runCommand(): Command {
               });
               gw.setClusterStatus(() => clusterInput!.status());
               // A new data-plane thread gets the cluster's policies from the model.
-              dataplane.setClusterSource(() => clusterInput!.cluster.policyConfigs());
+              dataplane.setClusterSource(() => clusterInput!.policiesIfSynced());
               clusterInput.start();
               log.info(
                 "kubernetes: watching pods, namespaces and egress policies (applied once the gateway runs)",

@@ -115,3 +115,43 @@ test("moved pods come back as source counts, and the view made of them is the on
   t.true(whole.ok && whole.unchanged, "the thread's plan is the whole list's");
   if (whole.ok) t.deepEqual(counts(whole.view), counts(moved.view));
 });
+
+test("a thread restarted before the cluster model has synced keeps the cluster policies committed last", async (t) => {
+  const dp = new DataplaneWorker({ heapMb: 32 });
+  t.teardown(() => dp.close());
+  // The second restart waits out a backoff on an unref'd timer: this keeps the test's process up meanwhile.
+  const keepAlive = setInterval(() => {}, 1000);
+  t.teardown(() => clearInterval(keepAlive));
+  const file = configText(1000).replace(
+    "policies:",
+    "egressIPGroups: [{ name: g, egressIPs: [192.0.2.11], uplink: tor }]\npolicies:",
+  );
+  // The last run's cluster policies (daemon/cluster-cache.ts), committed with the file at start.
+  const cluster = [
+    {
+      name: "ns/p:v4",
+      sources: ["10.245.0.1"],
+      destinations: ["198.51.100.0/24"],
+      action: "SNAT" as const,
+      egressIPGroup: "g",
+    },
+  ];
+  const first = await dp.prepare({ text: file, cluster });
+  if (!first.ok) return t.fail(JSON.stringify(first.errors));
+  await dp.commit(first.id);
+  let synced = false;
+  dp.setClusterSource(() => (synced ? [] : undefined));
+
+  await t.throwsAsync(dp.prepare({ text: configText(400_000) }), { message: /ran out of its 32 MB heap/ });
+  const again = await dp.prepare({ text: file, cluster });
+  t.true(
+    again.ok && again.unchanged,
+    "the new thread holds the committed cluster policies, not the empty model's",
+  );
+
+  // Once synced, a new thread takes the model's list.
+  synced = true;
+  await t.throwsAsync(dp.prepare({ text: configText(400_000) }), { message: /ran out of its 32 MB heap/ });
+  const after = await dp.prepare({ text: file, cluster: [] });
+  t.true(after.ok && after.unchanged, "the new thread holds the model's list");
+});
