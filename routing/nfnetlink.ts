@@ -122,7 +122,13 @@ export class NfElementWriter {
     this.sock = new RawNetlinkSocket(NETLINK_NETFILTER, { recvBufferSize: 1 << 20, sendBufferSize: 1 << 20 });
     this.sock.unref();
     this.sock.on("message", (buf: Buffer) => {
-      for (const m of parseMessages(buf)) {
+      let messages: ReturnType<typeof parseMessages>;
+      try {
+        messages = parseMessages(buf);
+      } catch {
+        return; // a malformed datagram answers nothing; a batch without its answer times out
+      }
+      for (const m of messages) {
         if (m.type !== NLMSG_ERROR) continue;
         const errno = -m.data.readInt32LE(0);
         const cb = this.waiting.get(m.seq);
