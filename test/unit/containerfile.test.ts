@@ -50,6 +50,10 @@ test("two stages on Debian 12 with Node.js 20; the runtime copies the layout ins
   t.regex(steps!, /npm ci .*&& npm run build && bash scripts\/install-packed\.sh \/opt\/egressd$/);
   const copies = run!.lines.filter((l) => l.startsWith("COPY"));
   t.deepEqual(copies, ["COPY --from=build /opt/egressd /opt/egressd"]);
+  // The build context leaves out what the build stage makes itself.
+  const ignored = readFileSync(join(ROOT, ".dockerignore"), "utf8").split("\n");
+  for (const p of ["node_modules/", "dist/", ".git/"])
+    t.true(ignored.includes(p), `.dockerignore leaves out ${p}`);
 });
 
 test("the entrypoint is the daemon of the layout with daemon/node-flags.ts's flags", (t) => {
