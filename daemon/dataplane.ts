@@ -41,8 +41,8 @@ import type { KernelChanges, TeardownSummary } from "../routing/reconcile.js";
  * committed plan's.
  */
 export type PrepareInput = (
-  | { text: string }
-  | { bytes: Uint8Array }
+  | { text: string; node?: string }
+  | { bytes: Uint8Array; node?: string }
   | { config: GatewayConfig }
   | { cluster: PolicyConfig[] }
   | { clusterEdits: SourceChange[] }
@@ -247,7 +247,7 @@ export class InlineDataplane implements Dataplane {
         const after = file.policies[edited.policy]!.sources;
         fileUnchanged = before.length === after.length && before.every((x, i) => x === after[i]);
       } else {
-        const r = loadConfig(text, { natFor, layout: true });
+        const r = loadConfig(text, { natFor, layout: true, ...(input.node ? { node: input.node } : {}) });
         if (!r.ok) return Promise.resolve(r);
         file = r.config as GatewayConfig;
         warnings = r.warnings;

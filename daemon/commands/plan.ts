@@ -14,6 +14,7 @@ export function planCommand(): Command {
     new Command("plan")
       .description("print the desired kernel state for a configuration, without touching anything")
       .argument("<file>", "YAML configuration file")
+      .option("--node <name>", "for a file with per-node sections: the node whose plan to print")
       .option(
         "--json",
         "print the desired state as JSON: the kernel state, and under bgp the speaker, peers and paths",
@@ -24,14 +25,20 @@ export function planCommand(): Command {
           "then the BGP paths each peer is sent while every probe is up (next hop, MED, AS-path prepend, communities).\n" +
           "An invalid file prints its errors as `egressd validate` does. Exit status: 0 ok, 1 invalid, 2 unreadable.",
       )
-      .action(async (file: string, opts: { json?: boolean }) => {
+      .action(async (file: string, opts: { json?: boolean; node?: string }) => {
         const r = await checkFile(
           file,
           (l) => console.log(l),
           (l) => console.error(l),
+          opts.node,
         );
         if (r.result === undefined || !r.result.ok) {
           process.exitCode = r.code;
+          return;
+        }
+        if (r.nodes !== undefined && r.nodes !== 1 && opts.node === undefined) {
+          console.error(`${file}: has a section for each of ${r.nodes} nodes: name one with --node`);
+          process.exitCode = EXIT.usage;
           return;
         }
         const config = r.result.config;

@@ -15,6 +15,7 @@ import { startObservability } from "../observability.js";
 import { VERSION } from "../version.js";
 import { DEFAULTS } from "../../core/defaults.js";
 import { createLogger } from "../log.js";
+import { recordPodEvent } from "../pod-event.js";
 import { EXIT, usageExit } from "./validate.js";
 
 export function runCommand(): Command {
@@ -25,6 +26,11 @@ export function runCommand(): Command {
       .option(
         "--run-dir <dir>",
         "directory for gobgpd's API socket (default: /run/egressd/net-<netns inode>)",
+      )
+      .option(
+        "--node <name>",
+        "this gateway's node, for a config with a section per node (default: $EGRESSD_NODE); in a pod, " +
+          "from the downward API (spec.nodeName)",
       )
       .option(
         "--log-level <level>",
@@ -43,7 +49,13 @@ export function runCommand(): Command {
           "Exit status: 0 clean stop, 1 invalid config or failed start, 2 unreadable file or bad usage.",
       )
       .action(
-        async (opts: { config: string; runDir?: string; logLevel?: string; dataplaneHeapMb?: string }) => {
+        async (opts: {
+          config: string;
+          node?: string;
+          runDir?: string;
+          logLevel?: string;
+          dataplaneHeapMb?: string;
+        }) => {
           let log: ReturnType<typeof createLogger>;
           try {
             log = createLogger({ level: opts.logLevel });
@@ -71,6 +83,8 @@ export function runCommand(): Command {
             );
             return void (process.exitCode = EXIT.usage);
           }
+          const node = opts.node ?? (process.env.EGRESSD_NODE || undefined);
+          const nodeOpt = node === undefined ? {} : { node };
           const firstText = await read();
           if (firstText === undefined) return void (process.exitCode = EXIT.usage);
           // Parsing, validating and planning happen in the data plane's worker
@@ -92,7 +106,7 @@ export function runCommand(): Command {
           });
           let first: Awaited<ReturnType<DataplaneWorker["prepare"]>>;
           try {
-            first = await dataplane.prepare({ bytes: firstText });
+            first = await dataplane.prepare({ bytes: firstText, ...nodeOpt });
           } catch (e) {
             log.fatal(
               { file: opts.config, err: (e as Error).message },
@@ -109,6 +123,14 @@ export function runCommand(): Command {
               { file: opts.config, errors: first.errors.length },
               "invalid config: nothing was programmed",
             );
+            const noSection = first.errors.some((e) => e.message.startsWith("no section for node"));
+            const shown = first.errors.slice(0, 3).map((e) => formatIssue(e, basename(opts.config)));
+            const more = first.errors.length > 3 ? ` (and ${first.errors.length - 3} more)` : "";
+            await recordPodEvent(
+              log,
+              noSection ? "NoNodeSection" : "InvalidConfig",
+              `egressd refused its config, nothing was programmed: ${shown.join("; ")}${more}`,
+            );
             await dataplane.close();
             return void (process.exitCode = EXIT.invalid);
           }
@@ -121,7 +143,7 @@ export function runCommand(): Command {
               log.warn({ problem: cache.problem }, "kubernetes: the last run's policies are not used");
             if (cache.policies) {
               const withCache = await dataplane
-                .prepare({ bytes: firstText, cluster: cache.policies })
+                .prepare({ bytes: firstText, ...nodeOpt, cluster: cache.policies })
                 .catch(() => undefined);
               if (withCache?.ok) {
                 await dataplane.discard(first.id);
@@ -208,7 +230,7 @@ export function runCommand(): Command {
                 }
                 let next: Awaited<ReturnType<DataplaneWorker["prepare"]>>;
                 try {
-                  next = await dataplane.prepare({ bytes: text });
+                  next = await dataplane.prepare({ bytes: text, ...nodeOpt });
                 } catch (e) {
                   // The data-plane thread ended on it (its heap limit): it is restarted with the config in force.
                   log.error(

@@ -20,6 +20,7 @@ import { resolveGroups } from "../../core/config/groups.js";
 import { policyFamily } from "../../core/plan/model.js";
 import { formatPath, type ConfigIssue, type PathSegment } from "./issues.js";
 import { checkSemantics, type NatFor, type RawIssue } from "./semantics.js";
+import { fleetNodes, selectNode } from "./fleet.js";
 import { layoutOf, type SourceLayout } from "./source-edit.js";
 
 export type LoadResult =
@@ -159,6 +160,11 @@ export interface LoadOptions {
   natFor?: NatFor;
   /** Also return where the sources are in the text, so that the next edit of them can be read alone. */
   layout?: boolean;
+  /**
+   * This gateway's node, for a file with per-node sections (see fleet.ts):
+   * its config is that node's, and a file without a section for it is refused.
+   */
+  node?: string;
 }
 
 /** Parses and validates configuration text. Never throws for bad input. */
@@ -182,10 +188,14 @@ function loadClean(text: string, o: LoadOptions): LoadResult | undefined {
   } catch {
     return undefined;
   }
+  const selected = selectNode(raw, o.node);
+  if (!selected.ok) return undefined;
+  raw = selected.raw;
   if (typeof raw !== "object" || raw === null || !validateStructure(raw)) return undefined;
   const semantic = checkSemantics(raw, true, o.natFor);
   if (semantic.errors.length > 0 || semantic.warnings.length > 0) return undefined;
-  const layout = o.layout ? layoutOf(text, events) : undefined;
+  // A fleet file's sources are not where a plain file's are: no layout, its edits are read whole.
+  const layout = o.layout && !selected.fleet ? layoutOf(text, events) : undefined;
   const config = resolveGroups(raw as Config, policyFamily);
   return layout ? { ok: true, config, warnings: [], layout } : { ok: true, config, warnings: [] };
 }
@@ -215,12 +225,19 @@ function loadWithPositions(text: string, o: LoadOptions): LoadResult {
     return { ok: false, errors: [{ path: "(top level)", message: "the file is empty" }], warnings };
   }
 
-  const toIssue = (r: RawIssue): ConfigIssue => {
-    const line = lineOf(doc, lc, r.segments);
-    const issue: ConfigIssue = { path: formatPath(r.segments), message: r.message };
-    if (line !== undefined) issue.line = line;
-    return issue;
-  };
+  const at =
+    (locate: (segments: PathSegment[]) => PathSegment[]) =>
+    (r: RawIssue): ConfigIssue => {
+      const segments = locate(r.segments);
+      const line = lineOf(doc, lc, segments);
+      const issue: ConfigIssue = { path: formatPath(segments), message: r.message };
+      if (line !== undefined) issue.line = line;
+      return issue;
+    };
+  const selected = selectNode(raw, o.node);
+  if (!selected.ok) return { ok: false, errors: sortIssues(selected.issues.map(at((s) => s))), warnings };
+  raw = selected.raw;
+  const toIssue = at(selected.locate);
 
   const structurallyValid = validateStructure(raw);
   const structural = (validateStructure.errors ?? []).map(structuralIssue);
@@ -232,6 +249,16 @@ function loadWithPositions(text: string, o: LoadOptions): LoadResult {
 }
 
 /** Reads and validates a file. Throws only if the file cannot be read. */
-export async function loadConfigFile(path: string): Promise<LoadResult> {
-  return loadConfig(await readFile(path, "utf8"));
+export async function loadConfigFile(path: string, o: LoadOptions = {}): Promise<LoadResult> {
+  return loadConfig(await readFile(path, "utf8"), o);
+}
+
+/** The node names of a file with per-node sections; undefined for a plain config (or one that does not parse). */
+export function nodesOf(text: string): string[] | undefined {
+  try {
+    const docs = constructFromEvents(parseEvents(text, {}), { source: text, maxAliases: 0 });
+    return docs.length === 1 ? fleetNodes(docs[0]) : undefined;
+  } catch {
+    return undefined;
+  }
 }
