@@ -44,6 +44,7 @@ NEEDS=(
   "golang-github-osrg-gobgp-dev /usr/share/gocode/src/github.com/osrg/gobgp/api/gobgp.proto"
   "prometheus /usr/bin/prometheus /usr/bin/promtool"
   "exabgp /usr/bin/python3 /usr/lib/python3/dist-packages/exabgp/application/healthcheck.py"
+  "kubernetes-client kubectl"
 )
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }

@@ -17,22 +17,11 @@ import {
   RUNTIME_DIRS,
   sources,
 } from "../helpers/programs.js";
+import { containerfileStages, entrypoint } from "../helpers/deploy.js";
 
 const ROOT = join(import.meta.dirname, "..", "..", "..");
-const text = readFileSync(join(ROOT, "Containerfile"), "utf8");
 
-/** The Containerfile's stages: their instructions, continuation lines joined. */
-function stages(): { from: string; lines: string[] }[] {
-  const out: { from: string; lines: string[] }[] = [];
-  const joined = text.replace(/\\\n\s*/g, " ");
-  for (const raw of joined.split("\n")) {
-    const line = raw.trim().replace(/\s+/g, " ");
-    if (line === "" || line.startsWith("#")) continue;
-    if (line.startsWith("FROM ")) out.push({ from: line, lines: [] });
-    else out[out.length - 1]!.lines.push(line);
-  }
-  return out;
-}
+const stages = containerfileStages;
 
 const aptPackages = (lines: string[]) =>
   lines
@@ -57,13 +46,7 @@ test("two stages on Debian 12 with Node.js 20; the runtime copies the layout ins
 });
 
 test("the entrypoint is the daemon of the layout with daemon/node-flags.ts's flags", (t) => {
-  const run = stages()[1]!;
-  const entry = run.lines.find((l) => l.startsWith("ENTRYPOINT "));
-  t.deepEqual(JSON.parse(entry!.slice("ENTRYPOINT ".length)), [
-    "node",
-    ...NODE_FLAGS,
-    "/opt/egressd/dist/daemon/cli.js",
-  ]);
+  t.deepEqual(entrypoint(), ["node", ...NODE_FLAGS, "/opt/egressd/dist/daemon/cli.js"]);
 });
 
 test("the runtime's Debian packages hold every program the daemon's code starts; the build's what the build needs", (t) => {
