@@ -129,11 +129,88 @@ export const PolicyStatusSchema = Type.Object(
   { additionalProperties: false },
 );
 
+/** An address or a range of one family, "192.0.2.10" or "192.0.2.10-192.0.2.13"; the values are egressd's to check. */
+const POOL_ENTRY = "^[0-9a-fA-F.:]{2,39}(-[0-9a-fA-F.:]{2,39})?$";
+
+export const SiteAttributesSchema = Type.Object(
+  {
+    site: Type.String({
+      pattern: NAME_PATTERN,
+      maxLength: 63,
+      description: "A gateway site (gateway.site).",
+    }),
+    med: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 4294967295,
+        description: "MED on the group's addresses from this site.",
+      }),
+    ),
+    asPathPrepend: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 16,
+        description: "Extra copies of the gateway's ASN from this site.",
+      }),
+    ),
+    communities: Type.Optional(
+      Type.Array(Type.String({ pattern: "^[0-9]{1,5}:[0-9]{1,5}$", maxLength: 11 }), {
+        maxItems: 16,
+        description: 'Standard communities on the group\'s addresses from this site, e.g. "65011:100".',
+      }),
+    ),
+  },
+  {
+    additionalProperties: false,
+    description: "BGP attributes of the group's addresses as one site advertises them.",
+  },
+);
+
+export const EgressIPGroupSpecSchema = Type.Object(
+  {
+    addresses: Type.Array(Type.String({ pattern: POOL_ENTRY, maxLength: 79 }), {
+      minItems: 1,
+      maxItems: 64,
+      description:
+        "The pool the firewalls allow-list: addresses and ranges (first-last), IPv4 and IPv6. " +
+        "Each address is held by at most one gateway at a time, through a Lease in egressd's namespace.",
+    }),
+    gatewaySelector: Type.Optional({
+      ...LabelSelectorSchema,
+      description: "The gateway nodes that serve this group, by node label. Absent: every gateway.",
+    }),
+    namespaceSelector: Type.Optional({
+      ...LabelSelectorSchema,
+      description:
+        "The namespaces whose EgressPolicies may name this group. Absent: none (ClusterEgressPolicies only).",
+    }),
+    uplink: Type.String({
+      pattern: NAME_PATTERN,
+      maxLength: 63,
+      description: "The uplink (by its name in each gateway's file) the group's traffic leaves through.",
+    }),
+    sites: Type.Optional(
+      Type.Array(SiteAttributesSchema, {
+        maxItems: 64,
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["site"],
+        description: "Per-site BGP attributes of the group's addresses (site preference).",
+      }),
+    ),
+  },
+  {
+    additionalProperties: false,
+    description:
+      "An egress identity: a pool of addresses that the selected gateways share, claimed with Leases.",
+  },
+);
+
 export type EgressPolicySpec = Static<typeof EgressPolicySpecSchema>;
 export type ClusterEgressPolicySpec = Static<typeof ClusterEgressPolicySpecSchema>;
 export type Condition = Static<typeof ConditionSchema>;
 export type GatewayStatus = Static<typeof GatewayStatusSchema>;
 export type PolicyStatus = Static<typeof PolicyStatusSchema>;
+export type EgressIPGroupSpec = Static<typeof EgressIPGroupSpecSchema>;
 
 /** A kind of the API, with what its CustomResourceDefinition needs. */
 export interface ApiKind {
@@ -144,7 +221,16 @@ export interface ApiKind {
   scope: "Namespaced" | "Cluster";
   spec: TSchema;
   description: string;
+  /** The status subresource's schema; none: the kind has no status. */
+  status?: TSchema;
+  /** kubectl get's extra columns. */
+  columns: { name: string; type: string; jsonPath: string }[];
 }
+
+const POLICY_COLUMNS = [
+  { name: "Action", type: "string", jsonPath: ".spec.action" },
+  { name: "Group", type: "string", jsonPath: ".spec.egressIPGroup" },
+];
 
 export const KINDS: readonly ApiKind[] = [
   {
@@ -154,6 +240,8 @@ export const KINDS: readonly ApiKind[] = [
     shortNames: ["egp"],
     scope: "Namespaced",
     spec: EgressPolicySpecSchema,
+    status: PolicyStatusSchema,
+    columns: POLICY_COLUMNS,
     description: "Egress for pods of one namespace: which destinations, through which egress IP group.",
   },
   {
@@ -163,7 +251,24 @@ export const KINDS: readonly ApiKind[] = [
     shortNames: ["cegp"],
     scope: "Cluster",
     spec: ClusterEgressPolicySpecSchema,
+    status: PolicyStatusSchema,
+    columns: POLICY_COLUMNS,
     description:
       "Egress for pods of the namespaces it selects: which destinations, through which egress IP group.",
+  },
+  {
+    kind: "EgressIPGroup",
+    plural: "egressipgroups",
+    singular: "egressipgroup",
+    shortNames: ["egg"],
+    scope: "Cluster",
+    spec: EgressIPGroupSpecSchema,
+    columns: [
+      { name: "Uplink", type: "string", jsonPath: ".spec.uplink" },
+      { name: "Addresses", type: "string", jsonPath: ".spec.addresses" },
+    ],
+    description:
+      "A pool of egress addresses that firewalls allow-list, shared by the gateways it selects: each address is " +
+      "held by one gateway at a time (a Lease), and policies name the group.",
   },
 ];

@@ -8,7 +8,7 @@
 // do not appear. The API server prunes unknown fields itself, which is what
 // the file's `additionalProperties: false` means, so that keyword is left
 // out; a map (TypeBox's Record) becomes `additionalProperties: <value>`.
-import { API_GROUP, API_VERSION, KINDS, PolicyStatusSchema, type ApiKind } from "./api-schema.js";
+import { API_GROUP, API_VERSION, KINDS, type ApiKind } from "./api-schema.js";
 
 type Json = Record<string, unknown>;
 
@@ -61,10 +61,9 @@ export function crdOf(k: ApiKind): Json {
           name: API_VERSION,
           served: true,
           storage: true,
-          subresources: { status: {} },
+          ...(k.status ? { subresources: { status: {} } } : {}),
           additionalPrinterColumns: [
-            { name: "Action", type: "string", jsonPath: ".spec.action" },
-            { name: "Group", type: "string", jsonPath: ".spec.egressIPGroup" },
+            ...k.columns,
             { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
           ],
           schema: {
@@ -77,7 +76,7 @@ export function crdOf(k: ApiKind): Json {
                 kind: { type: "string" },
                 metadata: { type: "object" },
                 spec: structuralSchema(k.spec),
-                status: structuralSchema(PolicyStatusSchema),
+                ...(k.status ? { status: structuralSchema(k.status) } : {}),
               },
             },
           },

@@ -66,6 +66,7 @@ test("kubectl kustomize deploy/ renders every object, each valid against its Ope
     "ClusterRoleBinding/egressd",
     "ConfigMap/egressd-config",
     "CustomResourceDefinition/clusteregresspolicies.egressd.io",
+    "CustomResourceDefinition/egressipgroups.egressd.io",
     "CustomResourceDefinition/egresspolicies.egressd.io",
     "DaemonSet/egressd",
     "Namespace/egressd",

@@ -49,13 +49,13 @@ const examples = (dir: string) =>
     .filter((f) => f.endsWith(".yaml"))
     .map((f) => ({ f, text: readFileSync(`${ROOT}examples/kubernetes/${dir}/${f}`, "utf8") }));
 
-test("the example policies are valid, and the action defaults to SNAT", (t) => {
+test("the examples are valid, and a policy's action defaults to SNAT", (t) => {
   const list = examples(".");
   t.true(list.length >= 3);
   for (const { f, text } of list) {
     const obj = parse(text) as Json;
     t.deepEqual(validators.get(obj.kind as string)!.validate(obj), [], f);
-    t.truthy((obj.spec as Json).action, f);
+    if (obj.kind !== "EgressIPGroup") t.truthy((obj.spec as Json).action, f);
   }
 });
 
