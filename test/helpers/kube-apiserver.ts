@@ -12,7 +12,9 @@
 //   `allowWatchBookmarks`, every `bookmarkMs`), and ERROR with a 410 Status
 //   when the version is older than the log holds; `timeoutSeconds`;
 // - create, update and delete of objects (the tests drive the cluster through
-//   these methods); custom resources are validated against their CRD
+//   these methods; over HTTP: POST refuses an existing name with 409
+//   AlreadyExists, PUT and DELETE refuse another resourceVersion than the one
+//   named with 409 Conflict); custom resources are validated against their CRD
 //   (defaults, unknown fields, OpenAPI schema, CEL) and get a generation that
 //   changes with their spec;
 // - server-side apply of the `status` subresource (PATCH with
@@ -114,6 +116,7 @@ export class KubeApiServer {
       { group: "", version: "v1", plural: "pods", kind: "Pod", namespaced: true },
       { group: "", version: "v1", plural: "namespaces", kind: "Namespace", namespaced: false },
       { group: "", version: "v1", plural: "events", kind: "Event", namespaced: true },
+      { group: "coordination.k8s.io", version: "v1", plural: "leases", kind: "Lease", namespaced: true },
       ...allCrds().map(({ crd }) => {
         const spec = crd.spec as Json;
         const names = spec.names as Json;
@@ -397,12 +400,47 @@ export class KubeApiServer {
         res.writeHead(201, { "content-type": "application/json" });
         return void res.end(JSON.stringify(stored));
       }
+      const name = meta(obj)?.name as string | undefined;
+      if (name !== undefined && this.objects.get(r.t)!.has(keyOf(r.ns, name)))
+        return this.status(res, 409, "AlreadyExists", `${r.t.plural} "${name}" already exists`);
       try {
         const stored = this.apply({
           ...obj,
           metadata: { ...meta(obj), ...(r.ns ? { namespace: r.ns } : {}) },
         });
         res.writeHead(201, { "content-type": "application/json" });
+        return void res.end(JSON.stringify(stored));
+      } catch (e) {
+        return this.status(res, 422, "Invalid", (e as Error).message);
+      }
+    }
+    // Update (PUT) and delete, each conditioned on the resourceVersion the client names.
+    if ((req.method === "PUT" || req.method === "DELETE") && r.name !== undefined && r.sub === undefined) {
+      const cur = this.objects.get(r.t)!.get(keyOf(r.ns, r.name));
+      if (!cur) return this.status(res, 404, "NotFound", `${r.t.plural} "${r.name}" not found`);
+      const parsed = (body ? JSON.parse(body) : {}) as Json;
+      const want =
+        req.method === "PUT"
+          ? (meta(parsed)?.resourceVersion as string | undefined)
+          : ((parsed.preconditions as Json | undefined)?.resourceVersion as string | undefined);
+      if (want !== undefined && want !== meta(cur).resourceVersion)
+        return this.status(
+          res,
+          409,
+          "Conflict",
+          `Operation cannot be fulfilled on ${r.t.plural} "${r.name}": the object has been modified; please apply your changes to the latest version and try again`,
+        );
+      if (req.method === "DELETE") {
+        this.remove(r.t.kind, r.ns, r.name);
+        res.writeHead(200, { "content-type": "application/json" });
+        return void res.end(JSON.stringify({ kind: "Status", apiVersion: "v1", status: "Success" }));
+      }
+      try {
+        const stored = this.apply({
+          ...parsed,
+          metadata: { ...meta(parsed), name: r.name, ...(r.ns ? { namespace: r.ns } : {}) },
+        });
+        res.writeHead(200, { "content-type": "application/json" });
         return void res.end(JSON.stringify(stored));
       } catch (e) {
         return this.status(res, 422, "Invalid", (e as Error).message);
@@ -445,8 +483,13 @@ export class KubeApiServer {
       snap = s;
       start = Number(at);
     } else {
+      const selector = labelMatcher(q.get("labelSelector"));
+      if (!selector)
+        return this.status(res, 400, "BadRequest", `labelSelector: only k=v, k==v and k!=v are served here`);
       const items = [...this.objects.get(t)!.values()].filter(
-        (o) => ns === undefined || meta(o).namespace === ns,
+        (o) =>
+          (ns === undefined || meta(o).namespace === ns) &&
+          selector((meta(o).labels ?? {}) as Record<string, string>),
       );
       snap = { rv: this.rv, items };
     }
@@ -605,4 +648,16 @@ export class KubeApiServer {
     res.writeHead(200, { "content-type": "application/json" });
     res.end(JSON.stringify(stored));
   }
+}
+
+/** The equality-based label selectors (k=v, k==v, k!=v, comma-separated); undefined for another form. */
+function labelMatcher(text: string | null): ((labels: Record<string, string>) => boolean) | undefined {
+  if (!text) return () => true;
+  const terms: { key: string; value: string; equal: boolean }[] = [];
+  for (const part of text.split(",")) {
+    const m = /^([A-Za-z0-9./_-]+)\s*(==|=|!=)\s*([A-Za-z0-9._-]*)$/.exec(part.trim());
+    if (!m) return undefined;
+    terms.push({ key: m[1]!, value: m[3]!, equal: m[2] !== "!=" });
+  }
+  return (labels) => terms.every((x) => (labels[x.key] === x.value) === x.equal);
 }
