@@ -18,6 +18,9 @@ import { ClusterWatch, type ClusterWatchStatus } from "../inputs/k8s/watch.js";
 import { StatusWriter, type Programmed } from "../inputs/k8s/status-writer.js";
 import type { Prepared, PrepareInput } from "./dataplane.js";
 import { ReloadRefused, type Gateway } from "./gateway.js";
+import { GroupClaims } from "./group-claims.js";
+import { claimedParts, type HeldGroup } from "../core/k8s/ip-groups.js";
+import type { EgressIPGroupConfig } from "../core/config/schema.js";
 
 export interface ClusterInputOptions {
   config: KubernetesConfig;
@@ -30,6 +33,10 @@ export interface ClusterInputOptions {
   view: () => ConfigView;
   /** Keeps the policies last applied for a restart during an API outage (Dataplane.saveCluster). */
   keep?: () => Promise<void>;
+  /** This gateway's node (the holder of its leases; whose labels the egress IP groups select). */
+  node: string;
+  /** Where the egress IP groups' leases are. */
+  leaseNamespace: string;
 }
 
 /** The kubeconfig egressd uses: the configured file, else the pod's service account, else the default one. */
@@ -63,9 +70,22 @@ export class ClusterInput {
     refused: 0,
   };
 
+  readonly claims: GroupClaims;
+  /** The addresses of the API's groups the data plane is given (GroupClaims.apply). */
+  private held: HeldGroup[] = [];
+  /** Callers of applyClaims, told when the next full reload is done. */
+  private claimWaiters: ((inForce: HeldGroup[] | undefined) => void)[] = [];
+
   constructor(private readonly o: ClusterInputOptions) {
-    this.fileChanged();
     const kc = kubeConfigFor(o.config);
+    this.claims = new GroupClaims({
+      kc,
+      namespace: o.leaseNamespace,
+      node: o.node,
+      log: o.log,
+      apply: (held) => this.applyClaims(held),
+    });
+    this.fileChanged();
     const gw = o.view().gateway;
     this.writer = new StatusWriter({
       kc,
@@ -77,6 +97,10 @@ export class ClusterInput {
       kc,
       cluster: this.cluster,
       onChange: () => this.changed(),
+      onGroup: (name, spec) => {
+        this.claims.setGroup(name, spec);
+        this.fileChanged();
+      },
       log: {
         info: (m) => o.log.info(m),
         warn: (m) => o.log.warn(m),
@@ -86,6 +110,7 @@ export class ClusterInput {
 
   start(): void {
     this.watch.start();
+    this.claims.start();
     void this.watch.synced.then(() => {
       if (this.stopped) return;
       this.synced = true;
@@ -114,11 +139,45 @@ export class ClusterInput {
     return this.synced ? this.cluster.policyConfigs() : undefined;
   }
 
-  /** The file was reloaded: its groups and policy names are what the cluster's policies are checked against. */
+  /**
+   * The file was reloaded, or the API's groups or what this gateway holds of
+   * them changed: the file's groups and the API's (with the addresses held
+   * here, or none), and the file's policy names, are what the cluster's
+   * policies are checked against. A file's group wins over the API's of the
+   * same name.
+   */
   fileChanged(): void {
     const v = this.o.view();
-    this.cluster.setGateway(v.egressIPGroups ?? [], fileNames(v));
+    const fileGroups = v.egressIPGroups ?? [];
+    const own = new Set(fileGroups.map((g) => g.name));
+    const { groups: heldGroups } = claimedParts(v, this.held);
+    const held = new Map(heldGroups.map((g) => [g.name, g]));
+    const api = [...this.claims.apiGroups().values()]
+      .filter((g) => !own.has(g.name))
+      .map(
+        (g): EgressIPGroupConfig =>
+          held.get(g.name) ?? {
+            name: g.name,
+            egressIPs: [],
+            uplink: g.spec.uplink,
+            ...(g.spec.namespaceSelector ? { namespaceSelector: g.spec.namespaceSelector } : {}),
+          },
+      );
+    this.cluster.setGateway([...fileGroups, ...api], fileNames(v), new Set(api.map((g) => g.name)));
     this.changed();
+  }
+
+  /** Plans with `held` (the next full reload); resolves with what is in force after it, undefined if it failed. */
+  private applyClaims(held: HeldGroup[]): Promise<HeldGroup[] | undefined> {
+    this.held = held;
+    this.inSync = false;
+    this.fileChanged();
+    return new Promise((resolve) => this.claimWaiters.push(resolve));
+  }
+
+  /** After the drain: gives the leases back (see GroupClaims.release). */
+  async releaseClaims(): Promise<void> {
+    await this.claims.release();
   }
 
   /** A reload with the whole list even if nothing changed since. */
@@ -134,7 +193,14 @@ export class ClusterInput {
     this.o.serialize(async () => {
       this.queued = false;
       if (this.stopped) return;
-      await this.reload();
+      const waiters = this.claimWaiters;
+      this.claimWaiters = [];
+      const held = this.held;
+      const ok = await this.reload().catch((e: unknown) => {
+        for (const w of waiters) w(undefined);
+        throw e;
+      });
+      for (const w of waiters) w(ok ? held : undefined);
     });
   }
 
@@ -143,16 +209,16 @@ export class ClusterInput {
    * pods moved and the data plane is in step with the model (one pod, one
    * element), else the whole list of the cluster's policies.
    */
-  private async reload(): Promise<void> {
+  private async reload(): Promise<boolean> {
     const started = performance.now();
     const changes = this.cluster.takeChanges();
     const edits = this.inSync && !changes.structural;
-    if (edits && changes.edits.length === 0) return;
+    if (edits && changes.edits.length === 0) return true;
     const generations = this.cluster.policyGenerations();
     this.inSync = false;
     const input: PrepareInput = edits
       ? { clusterEdits: changes.edits }
-      : { cluster: this.cluster.policyConfigs() };
+      : { cluster: this.cluster.policyConfigs(), claims: this.held };
     const preparing = performance.now();
     const next = await this.o.prepare(input).catch((e: unknown) => {
       this.o.log.error(
@@ -165,14 +231,14 @@ export class ClusterInput {
       this.reloads.refused++;
       // Edits that could not be prepared: the whole list, once (not again if that fails too).
       if (edits) this.changedAnyway();
-      return;
+      return false;
     }
     if (!next.ok) {
       for (const e of next.errors) this.o.log.error({ path: e.path }, `kubernetes: ${e.message}`);
       this.reloads.refused++;
       // Edits that did not fit: the whole list, at once.
       if (edits) this.changedAnyway();
-      return;
+      return false;
     }
     const prepareMs = performance.now() - preparing;
     let result: "applied" | "unchanged" | "failed" | "refused";
@@ -213,6 +279,7 @@ export class ClusterInput {
         },
         "kubernetes: policies applied",
       );
+    return ok && result !== "failed";
   }
 
   private cacheTimer: NodeJS.Timeout | undefined;

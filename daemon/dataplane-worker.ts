@@ -181,10 +181,15 @@ export class DataplaneWorker implements Dataplane {
     if (input === undefined || "clusterEdits" in input) return;
     // What a new thread is given: the last file with the last cluster policies.
     const cluster = input.cluster ?? this.committed?.cluster;
+    const claims = input.claims ?? this.committed?.claims;
     const file = "text" in input || "bytes" in input || "config" in input ? input : this.committed;
     if (file === undefined) return;
-    const { cluster: _, ...fileOnly } = file;
-    this.committed = (cluster ? { ...fileOnly, cluster } : fileOnly) as PrepareInput;
+    const { cluster: _, claims: _c, ...fileOnly } = file;
+    this.committed = {
+      ...fileOnly,
+      ...(cluster ? { cluster } : {}),
+      ...(claims ? { claims } : {}),
+    } as PrepareInput;
   }
 
   async discard(id: number): Promise<void> {

@@ -18,6 +18,7 @@ import type { Config, PolicyConfig } from "../core/config/schema.js";
 import { groupsByName, groupTarget } from "../core/config/groups.js";
 import { mustParseSpan } from "../core/ip.js";
 import type { SourceChange } from "../core/k8s/cluster.js";
+import { withClaims, type HeldGroup } from "../core/k8s/ip-groups.js";
 import {
   classifierFor,
   classifierPatched,
@@ -46,7 +47,11 @@ export type PrepareInput = (
   | { config: GatewayConfig }
   | { cluster: PolicyConfig[] }
   | { clusterEdits: SourceChange[] }
-) & { cluster?: PolicyConfig[] };
+) & {
+  cluster?: PolicyConfig[];
+  /** The addresses held of the API's egress IP groups (default: those of the committed plan). */
+  claims?: HeldGroup[];
+};
 
 /**
  * The file's config with the cluster's policies after its own. A cluster
@@ -132,6 +137,8 @@ interface Kept {
   file: GatewayConfig;
   /** The cluster's policies, as given (groups unresolved). */
   cluster: PolicyConfig[];
+  /** What this gateway holds of the API's egress IP groups. */
+  claims: HeldGroup[];
   kernel: StaticPlan["kernel"];
   view: PlanView;
   /** sha256 of the file config's JSON; made when first needed when the config is kept (loaded). */
@@ -221,6 +228,7 @@ export class InlineDataplane implements Dataplane {
     if ("clusterEdits" in input) return Promise.resolve(this.prepareEdits(input.clusterEdits));
     const base = this.committed;
     const cluster = input.cluster ?? base?.cluster ?? [];
+    const claims = input.claims ?? base?.claims ?? [];
     // Validation's overlap check needs the classifier and planning reuses it. When only sources
     // changed since the committed config, it is patched from the committed one, not made again.
     let classified: { config: unknown; c: Classified } | undefined;
@@ -267,18 +275,21 @@ export class InlineDataplane implements Dataplane {
     fileUnchanged ??= base !== undefined && digest === keptDigest(base);
     const clusterUnchanged =
       base !== undefined && (input.cluster === undefined || digestOf(cluster) === clusterDigest(base));
-    const unchanged = fileUnchanged && clusterUnchanged;
+    const claimsUnchanged =
+      base !== undefined && (input.claims === undefined || digestOf(claims) === digestOf(base.claims));
+    const unchanged = fileUnchanged && clusterUnchanged && claimsUnchanged;
     let kept: Kept;
     try {
       if (unchanged) kept = base!;
       else {
-        const config = withCluster(file, cluster);
+        const config = withCluster(withClaims(file, claims), cluster);
         if (classified?.config !== config) natFor(config);
         const c = classified!.c;
         const plan = planStatic(config, c.index);
         kept = {
           file,
           cluster,
+          claims,
           kernel: plan.kernel,
           view: viewOf(plan),
           classifier: { index: c.index, sources: c.sources },
@@ -346,6 +357,7 @@ export class InlineDataplane implements Dataplane {
       const kept: Kept = {
         file: base.file,
         cluster,
+        claims: base.claims,
         ...made,
         classifier: { index: c.index, sources: c.sources },
       };
@@ -364,7 +376,7 @@ export class InlineDataplane implements Dataplane {
         return out.ok ? { ...out, sourceCounts: [...counts] } : out;
       }
     }
-    const config = withCluster(base.file, cluster);
+    const config = withCluster(withClaims(base.file, base.claims), cluster);
     const c = patched ?? classifierFor(config);
     try {
       const plan = planStatic(config, c.index);

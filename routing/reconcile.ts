@@ -5,6 +5,7 @@
 import { readFile } from "node:fs/promises";
 import type { KernelState, NatSourcesDelta } from "../core/state.js";
 import { reconcileAddresses, removeOwnedAddresses, type AddressChanges } from "./netlink-addresses.js";
+import { forgetConnections } from "./conntrack.js";
 import {
   reconcileRouting,
   removeOwnedRouting,
@@ -84,6 +85,8 @@ export async function reconcileKernel(
       readLive: opts.fullResync ?? false,
       ...(opts.sourcesDelta ? { sourcesDelta: opts.sourcesDelta } : {}),
     });
+    // No rule NATs to a removed address any more: its flows go too (routing/conntrack.ts).
+    if (addresses.removed.length) await forgetConnections(addresses.removed.map((l) => l.split("/")[0]!));
     const { routes, rules } = await reconcileRouting(desired.routes, desired.rules);
     const guard = await (opts.guard ?? new GuardReconciler()).reconcile(desired.guard, {
       readLive: opts.fullResync ?? false,
@@ -118,6 +121,7 @@ export async function teardownKernel(
     nft.close();
   }
   const addresses = await removeOwnedAddresses();
+  await forgetConnections(addresses.map((l) => l.split("/")[0]!)).catch(() => undefined);
   // Last: the guard protects BFD and BGP until nothing else is left.
   const guardTable = await (opts.guard ?? new GuardReconciler()).teardown();
   return { nftTable, guardTable, addresses, routes: routing.routes.removed, rules: routing.rules.removed };

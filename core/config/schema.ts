@@ -137,6 +137,15 @@ export const PolicySchema = Type.Object(
           "The same as action: Direct.",
       }),
     ),
+    advertise: Type.Optional(
+      Type.Boolean({
+        default: true,
+        description:
+          "false: this gateway serves the policy's traffic that reaches it but does not advertise its destinations " +
+          "(other gateways attract it). A gateway that holds no address of a group from the cluster plans that " +
+          "group's policies so.",
+      }),
+    ),
     egressIP: Type.Optional(
       Type.String({
         description: "The egress IP (one of egressIPs) to SNAT to. SNAT needs it or egressIPGroup.",

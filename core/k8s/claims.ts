@@ -192,6 +192,11 @@ export class Claimer {
     return out;
   }
 
+  /** True once every lease this gateway held is given back (or lost). */
+  holdsNothing(): boolean {
+    return this.held.size === 0;
+  }
+
   /** The addresses this gateway may have in its data plane now. */
   using(now: number): Set<string> {
     const out = new Set<string>();

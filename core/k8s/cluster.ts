@@ -91,7 +91,8 @@ interface Derived {
   /** Deny when the group is missing here. */
   action: PolicyAction;
   /** Why it is planned as Deny though the policy says SNAT: the group is not here, or not for this namespace. */
-  blocked?: "EgressIPGroupNotFound" | "EgressIPGroupNotAllowed";
+  /** NotHeld: a group from the API of which this gateway holds no address of the family (others serve it). */
+  blocked?: "EgressIPGroupNotFound" | "EgressIPGroupNotAllowed" | "EgressIPGroupNotHeld";
 }
 
 const ENDED = new Set(["Succeeded", "Failed"]);
@@ -99,6 +100,7 @@ const familyOf = (ip: string): Family => (ip.includes(":") ? 6 : 4);
 
 export class Cluster {
   private groups = new Map<string, EgressIPGroupConfig>();
+  private claimed: ReadonlySet<string> = new Set();
   private fileNames: ReadonlySet<string> = new Set();
   private readonly namespaces = new Map<string, Labels>();
   private readonly pods = new Map<string, PodInfo>();
@@ -132,9 +134,18 @@ export class Cluster {
   private edits: SourceChange[] = [];
   private structural = true;
 
-  /** What this gateway's file says: its egress IP groups and its own policies' names. */
-  setGateway(groups: readonly EgressIPGroupConfig[], fileNames: ReadonlySet<string>): void {
+  /**
+   * What this gateway's file says: its egress IP groups and its own policies'
+   * names; and the groups from the API (`claimed`, among `groups` with the
+   * addresses this gateway holds of them, or none).
+   */
+  setGateway(
+    groups: readonly EgressIPGroupConfig[],
+    fileNames: ReadonlySet<string>,
+    claimed: ReadonlySet<string> = new Set(),
+  ): void {
     this.groups = groupsByName(groups);
+    this.claimed = claimed;
     this.groupNamespaces = new Map(
       groups.flatMap((g) =>
         g.namespaceSelector ? [[g.name, compileSelector(g.namespaceSelector)] as const] : [],
@@ -244,6 +255,8 @@ export class Cluster {
       };
       if (part.exceptions.length > 0 && d.action !== "Direct") p.exceptions = [...part.exceptions];
       if (d.action === "SNAT") p.egressIPGroup = d.policy.group!;
+      // Blocked here, and left to the gateways that hold the group's addresses to attract.
+      if (d.blocked === "EgressIPGroupNotHeld") p.advertise = false;
       return p;
     });
   }
@@ -516,7 +529,9 @@ export class Cluster {
           p.action !== "SNAT"
             ? undefined
             : g === undefined || groupAddress(g, family) === undefined
-              ? ("EgressIPGroupNotFound" as const)
+              ? this.claimed.has(p.group!)
+                ? ("EgressIPGroupNotHeld" as const)
+                : ("EgressIPGroupNotFound" as const)
               : p.obj.kind === "EgressPolicy" && !this.mayUse(p.group!, p.obj.namespace ?? "")
                 ? ("EgressIPGroupNotAllowed" as const)
                 : undefined;

@@ -13,6 +13,9 @@ export type ProbeStates = ReadonlyMap<string, string>;
 /** Name prefix of the self-check that an egress IP is configured: `self-address-192.0.2.11`. */
 export const SELF_ADDRESS = "self-address-";
 
+/** Why a policy with `advertise: false` is never advertised (in the status's list of reasons). */
+export const NOT_ADVERTISED = "advertise: false";
+
 export interface HealthView extends BgpHealth {
   /** Why each withdrawn policy is withdrawn (probe names), for /status. */
   why: Map<string, string[]>;
@@ -27,7 +30,7 @@ export function affectsText(p: ProbeConfig): string {
 
 /** What health reads of a config: policy names, egress IPs and uplinks, and the probes. */
 export interface HealthConfig {
-  policies: readonly Pick<Config["policies"][number], "name" | "egressIP" | "uplink">[];
+  policies: readonly Pick<Config["policies"][number], "name" | "egressIP" | "uplink" | "advertise">[];
   probes?: ProbeConfig[];
 }
 
@@ -54,6 +57,8 @@ export function healthFrom(
       if (pol.egressIP !== undefined && canonicalText(pol.egressIP) === address) mark(pol.name, check);
     }
   }
+  // Served here if its traffic comes, but not advertised from here.
+  for (const pol of config.policies) if (pol.advertise === false) mark(pol.name, NOT_ADVERTISED);
   for (const probe of config.probes ?? []) {
     if (states.get(probe.name) === "up") continue;
     const a = probe.affects;

@@ -183,7 +183,16 @@ export function runCommand(): Command {
           let stopping = false;
           const finish = (p: Promise<boolean>) =>
             p.then(
-              (clean) => {
+              async (clean) => {
+                // The data plane is torn down: the egress IP groups' leases go back at once.
+                await clusterInput
+                  ?.releaseClaims()
+                  .catch((e: unknown) =>
+                    log.warn(
+                      { err: (e as Error).message },
+                      "egress IP groups: leases not given back; they expire",
+                    ),
+                  );
                 log.info({ clean }, "stopped");
                 process.exit(clean ? 0 : 1);
               },
@@ -305,6 +314,9 @@ export function runCommand(): Command {
                 },
                 view: () => gw.config,
                 keep: () => dataplane.saveCluster(gw.runDir),
+                node: node ?? firstConfig.gateway.name,
+                // The pod's own namespace (the downward API), where deploy/ lets it manage leases.
+                leaseNamespace: process.env.EGRESSD_POD_NAMESPACE || "egressd",
               });
               gw.setClusterStatus(() => clusterInput!.status());
               // A new data-plane thread gets the cluster's policies from the model.

@@ -1,6 +1,7 @@
 // Follows the cluster: pods, namespaces, EgressPolicies and
 // ClusterEgressPolicies, each with @kubernetes/client-node's own ListWatch
-// informer, into the cluster model (core/k8s/cluster.ts).
+// informer, into the cluster model (core/k8s/cluster.ts); and EgressIPGroups,
+// handed to the caller (the gateway claims their addresses).
 //
 // - Lists are read in pages (limit/continue) and trimmed page by page;
 //   watch events are trimmed before the informer caches them (a wrapper
@@ -32,6 +33,8 @@ export interface ClusterWatchOptions {
   cluster: Cluster;
   /** Called after every change to the model (the caller batches). */
   onChange: () => void;
+  /** EgressIPGroups, which are not the model's: each change, as it comes (a deletion has no spec). */
+  onGroup?: (name: string, spec: unknown) => void;
   log: WatchLog;
   /** Items per list page (default 500). */
   pageSize?: number;
@@ -41,7 +44,7 @@ export interface ClusterWatchOptions {
   watchTimeoutSeconds?: () => number;
 }
 
-type Kind = "pods" | "namespaces" | PolicyKind;
+type Kind = "pods" | "namespaces" | PolicyKind | "EgressIPGroup";
 
 interface Informer {
   kind: Kind;
@@ -79,6 +82,7 @@ const PATHS: Record<Kind, string> = {
   namespaces: "/api/v1/namespaces",
   EgressPolicy: `/apis/${API_GROUP_VERSION}/egresspolicies`,
   ClusterEgressPolicy: `/apis/${API_GROUP_VERSION}/clusteregresspolicies`,
+  EgressIPGroup: `/apis/${API_GROUP_VERSION}/egressipgroups`,
 };
 
 const TRIM: Record<Kind, (raw: unknown) => Kept> = {
@@ -86,6 +90,7 @@ const TRIM: Record<Kind, (raw: unknown) => Kept> = {
   namespaces: trimNamespace,
   EgressPolicy: trimPolicy,
   ClusterEgressPolicy: trimPolicy,
+  EgressIPGroup: trimPolicy,
 };
 
 export class ClusterWatch {
@@ -255,6 +260,8 @@ export class ClusterWatch {
         for (const p of problems) this.o.log.warn(`kubernetes: pod ${m.namespace}/${m.name}: ${p}`);
         if (pod.uid !== "") c.upsertPod(pod);
       }
+    } else if (kind === "EgressIPGroup") {
+      this.o.onGroup?.(m.name, op === "delete" ? undefined : k.spec);
     } else if (op === "delete") c.deletePolicy(kind, m.namespace, m.name);
     else {
       const r = policyObject(kind, k);

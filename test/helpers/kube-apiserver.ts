@@ -117,6 +117,7 @@ export class KubeApiServer {
       { group: "", version: "v1", plural: "namespaces", kind: "Namespace", namespaced: false },
       { group: "", version: "v1", plural: "events", kind: "Event", namespaced: true },
       { group: "coordination.k8s.io", version: "v1", plural: "leases", kind: "Lease", namespaced: true },
+      { group: "", version: "v1", plural: "nodes", kind: "Node", namespaced: false },
       ...allCrds().map(({ crd }) => {
         const spec = crd.spec as Json;
         const names = spec.names as Json;

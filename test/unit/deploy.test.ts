@@ -99,7 +99,7 @@ test("the PrometheusRule is generated from monitoring/alerts.yml and is up to da
   );
 });
 
-test("RBAC: read pods, namespaces and policies, patch policy status, create events; leases only in its namespace", async (t) => {
+test("RBAC: read pods, namespaces, policies, groups and nodes; patch policy status, create events; leases only in its namespace", async (t) => {
   const objects = await rendered;
   const rules = (o: K8sObject) =>
     (o as unknown as { rules: { apiGroups: string[]; resources: string[]; verbs: string[] }[] }).rules
@@ -110,9 +110,11 @@ test("RBAC: read pods, namespaces and policies, patch policy status, create even
   t.deepEqual(rules(only(objects, "ClusterRole")), [
     "/events: create",
     "/namespaces: get,list,watch",
+    "/nodes: get",
     "/pods: get,list,watch",
     "egressd.io/clusteregresspolicies/status: patch",
     "egressd.io/clusteregresspolicies: get,list,watch",
+    "egressd.io/egressipgroups: get,list,watch",
     "egressd.io/egresspolicies/status: patch",
     "egressd.io/egresspolicies: get,list,watch",
   ]);
