@@ -19,7 +19,7 @@ import { StatusWriter, type Programmed } from "../inputs/k8s/status-writer.js";
 import type { Prepared, PrepareInput } from "./dataplane.js";
 import { ReloadRefused, type Gateway } from "./gateway.js";
 import { GroupClaims } from "./group-claims.js";
-import { claimedParts, type HeldGroup } from "../core/k8s/ip-groups.js";
+import { claimedParts, fileOnly, type HeldGroup } from "../core/k8s/ip-groups.js";
 import type { EgressIPGroupConfig } from "../core/config/schema.js";
 
 export interface ClusterInputOptions {
@@ -130,8 +130,14 @@ export class ClusterInput {
   status(): ClusterWatchStatus & {
     counts: ReturnType<Cluster["counts"]>;
     statusWrites: StatusWriter["stats"];
+    egressIPGroups: ReturnType<GroupClaims["status"]>;
   } {
-    return { ...this.watch.status(), counts: this.cluster.counts(), statusWrites: { ...this.writer.stats } };
+    return {
+      ...this.watch.status(),
+      counts: this.cluster.counts(),
+      statusWrites: { ...this.writer.stats },
+      egressIPGroups: this.claims.status(),
+    };
   }
 
   /** The cluster's policies as the model has them, once it has synced (before that it knows none). */
@@ -147,7 +153,7 @@ export class ClusterInput {
    * same name.
    */
   fileChanged(): void {
-    const v = this.o.view();
+    const v = fileOnly(this.o.view());
     const fileGroups = v.egressIPGroups ?? [];
     const own = new Set(fileGroups.map((g) => g.name));
     const { groups: heldGroups } = claimedParts(v, this.held);

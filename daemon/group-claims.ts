@@ -130,7 +130,10 @@ export class GroupClaims {
   }
 
   async tick(): Promise<void> {
-    await this.readLabels();
+    // What is in use can only have shrunk since the last tick (a deadline): the data plane hears of
+    // it before any request, which may wait for a timeout on an unreachable API server.
+    this.push();
+    void this.readLabels();
     for (const [name, g] of this.groups) {
       let run = this.runs.get(name);
       if (!run) {
@@ -156,10 +159,37 @@ export class GroupClaims {
       }
     await Promise.all([...this.runs].map(([name, run]) => run.driver.tick(this.programmed(name))));
     this.push();
+    this.scheduleDeadline();
     let next = 1000;
     const now = this.clock();
     for (const run of this.runs.values()) next = Math.min(next, run.claimer.nextWake(now) - now);
     this.schedule(Math.max(10, next));
+  }
+
+  private deadlineTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * A deadline does not wait for the next tick (which may be waiting for an
+   * answer): at the earliest time an address in use must go, push again.
+   */
+  private scheduleDeadline(): void {
+    clearTimeout(this.deadlineTimer);
+    if (this.stopped) return;
+    const now = this.clock();
+    let at = Infinity;
+    for (const run of this.runs.values()) {
+      const until = run.claimer.usableUntil();
+      if (until !== undefined) at = Math.min(at, until);
+    }
+    if (at === Infinity) return;
+    this.deadlineTimer = setTimeout(
+      () => {
+        this.push();
+        this.scheduleDeadline();
+      },
+      Math.max(0, at - now),
+    );
+    this.deadlineTimer.unref();
   }
 
   /**
@@ -212,6 +242,7 @@ export class GroupClaims {
   async release(ms = 3000): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.deadlineTimer);
     await this.ticking;
     this.applied = [];
     this.pending = [];

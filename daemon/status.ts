@@ -8,6 +8,14 @@ export type KubernetesStatus = ClusterWatchStatus & {
   counts: { namespaces: number; pods: number; policies: number; refused: number; contested: number };
   /** Status writes to the API (server-side apply) and Events, and those that failed. */
   statusWrites: { writes: number; errors: number; events: number };
+  /** The API's egress IP groups: whether this gateway serves each, and the addresses it holds and uses. */
+  egressIPGroups?: {
+    group: string;
+    serving: boolean;
+    using: string[];
+    errors: string[];
+    lastError?: string;
+  }[];
 };
 
 export interface StatusSnapshot {

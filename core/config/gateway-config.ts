@@ -8,4 +8,9 @@ export type GatewayConfig = Config & {
   probes?: ProbeConfig[];
   drain?: DrainConfig;
   http?: HttpConfig;
+  /**
+   * What of egressIPGroups and egressIPs came from the API's egress IP groups
+   * (core/k8s/ip-groups.ts withClaims), not from the file. Never in a file.
+   */
+  claimed?: { groups: string[]; addresses: string[] };
 };

@@ -192,6 +192,14 @@ export class Claimer {
     return out;
   }
 
+  /** The earliest time an address now in use stops being usable; undefined when none is in use. */
+  usableUntil(): number | undefined {
+    let t: number | undefined;
+    for (const [key, h] of this.held)
+      if (!key.startsWith(PRESENCE)) t = Math.min(t ?? Infinity, useUntil(h.sentAt, this.timing));
+    return t;
+  }
+
   /** True once every lease this gateway held is given back (or lost). */
   holdsNothing(): boolean {
     return this.held.size === 0;

@@ -123,5 +123,22 @@ export function withClaims(file: GatewayConfig, held: readonly HeldGroup[]): Gat
     ...file,
     egressIPs: [...file.egressIPs, ...egressIPs],
     egressIPGroups: [...(file.egressIPGroups ?? []), ...groups],
+    claimed: { groups: groups.map((g) => g.name), addresses: egressIPs.map((e) => e.address) },
+  };
+}
+
+/** The file's own part of a config that withClaims() made. */
+export function fileOnly<C extends Pick<GatewayConfig, "egressIPGroups" | "egressIPs" | "claimed">>(
+  config: C,
+): C {
+  const c = config.claimed;
+  if (!c) return config;
+  const groups = new Set(c.groups);
+  const addresses = new Set(c.addresses);
+  return {
+    ...config,
+    egressIPGroups: (config.egressIPGroups ?? []).filter((g) => !groups.has(g.name)),
+    egressIPs: config.egressIPs.filter((e) => !addresses.has(e.address)),
+    claimed: undefined,
   };
 }

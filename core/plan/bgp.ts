@@ -179,7 +179,11 @@ const rangeOf = (p: Prefix): Range => ({ family: p.family, lo: p.lo, hi: p.hi })
 export function advertiseScope(config: Config & { bgp?: BgpConfig }, nat?: NatIndex): AdvertiseScope {
   const dests: Prefix[] = [];
   const defaults = new Map<Family, Set<string>>();
+  // A policy this gateway does not advertise cuts its destinations out of what it does: traffic
+  // to them must not be drawn here by a wider destination of another policy.
+  const withheld: Range[] = [];
   for (const p of config.policies) {
+    if (p.advertise === false) for (const d of p.destinations) withheld.push(rangeOf(mustParsePrefix(d)));
     if (actionOf(p) === "Direct") continue;
     for (const d of p.destinations) {
       const prefix = mustParsePrefix(d);
@@ -201,6 +205,7 @@ export function advertiseScope(config: Config & { bgp?: BgpConfig }, nat?: NatIn
     defaults,
     allowDefault: config.bgp?.advertise?.allowDefaultRoute ?? false,
     excluded: mergeRanges([
+      ...withheld,
       ...NEVER_ROUTED.map((n) => rangeOf(n.prefix)),
       ...(nat ? indexedSourcesWithin(nat, outer) : sourcesWithin(config, outer)),
     ]),

@@ -266,3 +266,141 @@ test.serial(
     t.pass();
   },
 );
+
+test.serial(
+  "an EgressIPGroup's address is held by one gateway at a time: cut off from the API, the holder lets go before the other takes it",
+  async (t: ExecutionContext) => {
+    const VAULT = "192.0.2.77";
+    const POD = "10.244.1.13";
+    // The gateways' nodes, by zone; the group is DC A's.
+    for (const [name, zone] of [
+      ["gw-a1", "dc-a"],
+      ["gw-a2", "dc-a"],
+      ["gw-b1", "dc-b"],
+    ])
+      api.apply({
+        apiVersion: "v1",
+        kind: "Node",
+        metadata: { name, labels: { "topology.kubernetes.io/zone": zone } },
+      });
+    api.apply({
+      apiVersion: "egressd.io/v1alpha1",
+      kind: "EgressIPGroup",
+      metadata: { name: "vault" },
+      spec: {
+        addresses: [VAULT],
+        uplink: "tor",
+        gatewaySelector: { matchLabels: { "topology.kubernetes.io/zone": "dc-a" } },
+        namespaceSelector: { matchLabels: { team: "payments" } },
+      },
+    });
+    await lab.exec("pod-a", ["ip", "addr", "add", `${POD}/24`, "dev", "eth1"]);
+    pod("payments", "vault-0", POD, { app: "vault" });
+    api.apply({
+      apiVersion: "egressd.io/v1alpha1",
+      kind: "EgressPolicy",
+      metadata: { name: "vault-db", namespace: "payments" },
+      spec: {
+        podSelector: { matchLabels: { app: "vault" } },
+        destinations: ["198.51.100.10/32"],
+        egressIPGroup: "vault",
+      },
+    });
+    const holder = () =>
+      (
+        api.list("Lease") as {
+          metadata: { annotations?: Record<string, string> };
+          spec: { holderIdentity?: string };
+        }[]
+      ).find((l) => l.metadata.annotations?.["egressd.io/key"] === VAULT)?.spec.holderIdentity;
+    await waitFor(
+      "one DC A gateway holds the address and advertises the destination for it",
+      async () => holder() !== undefined && (await seenFrom(POD)) === VAULT,
+      60_000,
+    ).catch(async (e: unknown) => {
+      for (const g of GATEWAYS) {
+        const st = await status(g);
+        t.log(g, JSON.stringify(st.kubernetes), JSON.stringify(st.policies), JSON.stringify(st.egressIPs));
+      }
+      t.log(JSON.stringify([...(await bgpTable(lab, "tor-a")).entries()]));
+      t.log(await seenFrom(POD));
+      t.log(JSON.stringify(api.list("Lease")));
+      throw e;
+    });
+    const first = holder()!;
+    const other = first === "gw-a1" ? "gw-a2" : "gw-a1";
+    t.true(["gw-a1", "gw-a2"].includes(first), `held by ${first}`);
+    // Count what leaves each DC A gateway's uplink with the address, after its NAT.
+    for (const g of ["gw-a1", "gw-a2"])
+      await lab.exec(g, [
+        "/usr/sbin/nft",
+        `add table inet egtest; add chain inet egtest post { type filter hook postrouting priority 300; }; add rule inet egtest post oifname "eth1" ip saddr ${VAULT} counter`,
+      ]);
+    const count = async (g: string) =>
+      Number(
+        /packets (\d+)/.exec(
+          (await lab.exec(g, ["/usr/sbin/nft", "list", "chain", "inet", "egtest", "post"])).stdout,
+        )?.[1] ?? 0,
+      );
+    // The pod sends all along: 50 packets a second to the server.
+    const ping = spawnDetached(["ping", "-q", "-i", "0.02", "-I", POD, "198.51.100.10"], {
+      netns: lab.ns("pod-a"),
+    });
+    t.teardown(() => {
+      try {
+        process.kill(ping, "SIGKILL");
+      } catch {
+        // gone already
+      }
+    });
+    // The holder loses the API server (its forwarder's port is blackholed).
+    await new Promise((r) => setTimeout(r, 1000));
+    await lab.exec(first, [
+      "/usr/sbin/nft",
+      "add table inet cut; add chain inet cut out { type filter hook output priority 0; }; add rule inet cut out tcp dport 6443 drop; add rule inet cut out tcp sport 6443 drop",
+    ]);
+    const cutAt = performance.now();
+    const seen: { at: number; first: number; other: number }[] = [];
+    let firstLast = 0;
+    let otherFirst = 0;
+    for (
+      let last = { first: await count(first), other: await count(other) };
+      performance.now() - cutAt < 45_000;
+
+    ) {
+      const now = { first: await count(first), other: await count(other) };
+      const at = performance.now() - cutAt;
+      seen.push({ at, ...now });
+      if (now.first > last.first) firstLast = at;
+      if (now.other > last.other && otherFirst === 0) otherFirst = at;
+      last = now;
+      if (otherFirst > 0 && at > otherFirst + 2000) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    if (otherFirst === 0) {
+      for (const g of [first, other]) {
+        const st = await status(g);
+        t.log(g, JSON.stringify((st.kubernetes as Json).egressIPGroups), JSON.stringify(st.policies));
+      }
+      t.log(
+        holder(),
+        JSON.stringify(seen.filter((_, i) => i % 20 === 0).map((x) => [Math.round(x.at), x.first, x.other])),
+      );
+    }
+    t.true(otherFirst > 0, `${other} took the address over`);
+    t.log(
+      `cut ${first} from the API: it sent its last packet from ${VAULT} ${Math.round(firstLast)} ms later; ` +
+        `${other} sent its first ${Math.round(otherFirst)} ms after the cut (${Math.round(otherFirst - firstLast)} ms apart)`,
+    );
+    t.true(firstLast < otherFirst, "never both: the holder's last packet came before the other's first");
+    t.is(holder(), other, "the lease is the other gateway's");
+    // Healed: the first one learns it lost the address and sends nothing more with it.
+    await lab.exec(first, ["/usr/sbin/nft", "delete table inet cut"]);
+    const before = await count(first);
+    await new Promise((r) => setTimeout(r, 5000));
+    t.is(await count(first), before, `${first} does not use ${VAULT} once back`);
+    t.is(holder(), other);
+    t.is(await seenFrom(POD), VAULT, "the pod still leaves with the group's address");
+    for (const g of ["gw-a1", "gw-a2"]) await lab.exec(g, ["/usr/sbin/nft", "delete table inet egtest"]);
+  },
+);

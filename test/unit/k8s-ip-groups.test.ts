@@ -4,6 +4,7 @@
 // blocked here and not advertised from here.
 import test from "ava";
 import {
+  fileOnly,
   apiGroup,
   claimedParts,
   expandPool,
@@ -70,6 +71,16 @@ test("held addresses become the config's egress IPs and a group (SNAT to the low
   t.deepEqual(
     config.egressIPGroups?.map((g) => g.name),
     ["partner", "payments"],
+  );
+  t.deepEqual(config.claimed, {
+    groups: ["payments"],
+    addresses: ["192.0.2.13", "192.0.2.11", "2001:db8:e::11"],
+  });
+  const own = fileOnly(config);
+  t.deepEqual(
+    [own.egressIPs, own.egressIPGroups],
+    [FILE.egressIPs, FILE.egressIPGroups],
+    "the file's own part",
   );
   t.is(withClaims(FILE, []), FILE, "nothing held: the file as it is");
 });

@@ -149,6 +149,24 @@ test("a nested destination does not split the outer one", (t) => {
   t.deepEqual(advertised(c).slice(2), ["198.18.0.0/15"]);
 });
 
+test("a nested destination not advertised here is cut out of the outer one: no traffic for it is drawn here", (t) => {
+  const c = config([
+    { name: "wide", sources: ["10.244.1.0/24"], destinations: ["198.51.100.0/24"] },
+    { name: "vault", sources: ["10.244.1.13"], destinations: ["198.51.100.10/32"] },
+  ]);
+  c.policies[1]!.advertise = false;
+  t.deepEqual(advertised(c).slice(2), [
+    "198.51.100.0/29",
+    "198.51.100.8/31",
+    "198.51.100.11/32",
+    "198.51.100.12/30",
+    "198.51.100.16/28",
+    "198.51.100.32/27",
+    "198.51.100.64/26",
+    "198.51.100.128/25",
+  ]);
+});
+
 test("a /0 destination: the default route when allowed, nothing spelled out when not", (t) => {
   const pols: Pol[] = [
     { name: "all", sources: ["10.244.0.0/16"], destinations: ["0.0.0.0/0"] },
