@@ -89,6 +89,12 @@ test("the YAML the deployment sections show is valid: the fleet example for its 
     .map((b) => parse(b) as { kind: string });
   t.is(policies.length, 1);
   for (const p of policies) t.deepEqual(validators.get(p.kind)!.validate(p), []);
+  // And the group the API section shows.
+  const groups = yamlBlocks(doc)
+    .filter((b) => b.includes("kind: EgressIPGroup"))
+    .map((b) => parse(b) as { kind: string });
+  t.is(groups.length, 1);
+  for (const g of groups) t.deepEqual(validators.get(g.kind)!.validate(g), []);
   // The finding the per-node section quotes is the one the loader gives for that mistake.
   const quoted = /`(egressd\.yaml:\d+: sites\["dc-a"\]\.uplinks\[0\]\.nextHop: [^`]*)`/.exec(
     deploySections,
