@@ -92,16 +92,26 @@ export class GroupClaims {
     return this.pending.at(-1) ?? this.applied;
   }
 
+  /** Runs rounds on timers; without start(), a caller runs tick() itself (tests, with their clock). */
   start(): void {
+    this.started = true;
     this.stopped = false;
     this.schedule(0);
   }
 
+  private started = false;
+
   private schedule(ms: number): void {
-    if (this.stopped) return;
+    if (this.stopped || !this.started) return;
     clearTimeout(this.timer);
     this.timer = setTimeout(() => {
-      this.ticking ??= this.tick().finally(() => (this.ticking = undefined));
+      this.ticking ??= this.tick()
+        .catch((e: unknown) => {
+          // Never the end of the loop: the deadlines depend on it.
+          this.o.log.error({ err: (e as Error).message }, "egress IP groups: a round failed; retrying");
+          this.schedule(1000);
+        })
+        .finally(() => (this.ticking = undefined));
     }, ms);
     this.timer.unref();
   }
@@ -154,8 +164,7 @@ export class GroupClaims {
     for (const [name, run] of this.runs)
       if (!this.groups.has(name)) {
         run.claimer.setGroup([], false);
-        if (this.programmed(name).size === 0 && run.claimer.using(this.clock()).size === 0)
-          this.runs.delete(name);
+        if (this.programmed(name).size === 0 && run.claimer.holdsNothing()) this.runs.delete(name);
       }
     await Promise.all([...this.runs].map(([name, run]) => run.driver.tick(this.programmed(name))));
     this.push();
@@ -174,7 +183,7 @@ export class GroupClaims {
    */
   private scheduleDeadline(): void {
     clearTimeout(this.deadlineTimer);
-    if (this.stopped) return;
+    if (this.stopped || !this.started) return;
     const now = this.clock();
     let at = Infinity;
     for (const run of this.runs.values()) {

@@ -48,7 +48,11 @@ export async function apiRequest(
   const ro: RequestOptions = { method, headers: {} };
   await kc.applyToHTTPSOptions(ro);
   ro.headers = { ...(ro.headers as Record<string, string>), accept: "application/json" };
-  if (opts.body !== undefined) ro.headers["content-type"] = opts.contentType ?? "application/json";
+  if (opts.body !== undefined) {
+    ro.headers["content-type"] = opts.contentType ?? "application/json";
+    // Framed by its length: Node sends DELETE bodies unchunked, which without one would run into the next request.
+    ro.headers["content-length"] = String(Buffer.byteLength(opts.body));
+  }
   const send = url.protocol === "http:" ? httpRequest : httpsRequest;
   return new Promise<ApiResponse>((resolve, reject) => {
     const req = send(url, ro, (res) => {

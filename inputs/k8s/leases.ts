@@ -181,7 +181,8 @@ export class LeaseDriver {
         return { outcome: "conflict" };
       }
       if (r.status === 404 && req.op === "delete") return { outcome: "ok", version: "" };
-      throw new Error(`${req.op} ${name}: ${r.status}`);
+      const why = (r.body as { message?: string } | undefined)?.message ?? String(r.body).slice(0, 200);
+      throw new Error(`${req.op} ${name}: ${r.status} ${why}`);
     } catch (e) {
       this.stats.unknown++;
       this.lastError = (e as Error).message;
