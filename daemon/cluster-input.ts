@@ -82,6 +82,7 @@ export class ClusterInput {
       kc,
       namespace: o.leaseNamespace,
       node: o.node,
+      site: () => o.view().gateway.site,
       log: o.log,
       apply: (held) => this.applyClaims(held),
     });

@@ -10,7 +10,7 @@
 import type { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "pino";
 import { Claimer, DEFAULT_TIMING, type ClaimTiming } from "../core/k8s/claims.js";
-import { apiGroup, serves, type ApiGroup, type HeldGroup } from "../core/k8s/ip-groups.js";
+import { apiGroup, serves, siteAttributes, type ApiGroup, type HeldGroup } from "../core/k8s/ip-groups.js";
 import type { EgressIPGroupSpec } from "../core/k8s/api-schema.js";
 import type { Labels } from "../core/k8s/selector.js";
 import { LeaseDriver } from "../inputs/k8s/leases.js";
@@ -24,6 +24,8 @@ export interface GroupClaimsOptions {
   namespace: string;
   /** This gateway's node: the holder's identity, and whose labels the groups select by. */
   node: string;
+  /** This gateway's site (gateway.site): which of a group's `sites` attributes its paths carry. */
+  site?: () => string;
   log: Logger;
   timing?: ClaimTiming;
   /**
@@ -210,6 +212,11 @@ export class GroupClaims {
   private push(): void {
     const now = this.clock();
     const held: HeldGroup[] = [];
+    const site = this.o.site?.();
+    const bgpOf = (g: ApiGroup) => {
+      const bgp = site === undefined ? undefined : siteAttributes(g.spec, site);
+      return bgp ? { bgp } : undefined;
+    };
     for (const [name, run] of this.runs) {
       const addresses = [...run.claimer.using(now)].sort();
       if (addresses.length === 0) continue;
@@ -218,6 +225,7 @@ export class GroupClaims {
         uplink: run.group.spec.uplink,
         ...(run.group.spec.namespaceSelector ? { namespaceSelector: run.group.spec.namespaceSelector } : {}),
         addresses,
+        ...(bgpOf(run.group) ?? {}),
       });
     }
     if (sameHeld(held, this.held())) return;

@@ -7,7 +7,7 @@
 // advertised as a /32 or /128 like the file's), so that the replies of
 // connections through any of them come back. A group of the same name in the
 // gateway's file wins: the file is the operator's word on that gateway.
-import type { GatewayConfig } from "../config/gateway-config.js";
+import type { GatewayConfig, PathAttributes } from "../config/gateway-config.js";
 import type { EgressIPConfig, EgressIPGroupConfig } from "../config/schema.js";
 import { canonicalText, formatAddress, parseAddress } from "../ip.js";
 import type { EgressIPGroupSpec } from "./api-schema.js";
@@ -76,19 +76,35 @@ export interface HeldGroup {
   namespaceSelector?: EgressIPGroupSpec["namespaceSelector"];
   /** The addresses held and in use (claims.ts's using()), canonical. */
   addresses: string[];
+  /** The group's BGP attributes for this gateway's site (its `sites` entry), if it has some. */
+  bgp?: PathAttributes;
+}
+
+/** A group's attributes for `site` (its entry in `sites`), without the site's name. */
+export function siteAttributes(spec: EgressIPGroupSpec, site: string): PathAttributes | undefined {
+  const entry = spec.sites?.find((s) => s.site === site);
+  if (!entry) return undefined;
+  const { site: _, ...attributes } = entry;
+  return Object.keys(attributes).length ? attributes : undefined;
 }
 
 /** `held` as groups and egress IPs of a config; groups the file defines, or whose uplink it lacks, are left out. */
 export function claimedParts(
   file: Pick<GatewayConfig, "egressIPGroups" | "egressIPs" | "uplinks">,
   held: readonly HeldGroup[],
-): { groups: EgressIPGroupConfig[]; egressIPs: EgressIPConfig[]; skipped: string[] } {
+): {
+  groups: EgressIPGroupConfig[];
+  egressIPs: EgressIPConfig[];
+  skipped: string[];
+  attributes: Record<string, PathAttributes>;
+} {
   const fileGroups = new Set((file.egressIPGroups ?? []).map((g) => g.name));
   const uplinks = new Set(file.uplinks.map((u) => u.name));
   const fileAddresses = new Set(file.egressIPs.map((e) => canonicalText(e.address)));
   const groups: EgressIPGroupConfig[] = [];
   const egressIPs: EgressIPConfig[] = [];
   const skipped: string[] = [];
+  const attributes: Record<string, PathAttributes> = {};
   for (const h of held) {
     if (fileGroups.has(h.name) || !uplinks.has(h.uplink)) {
       skipped.push(h.name);
@@ -109,21 +125,28 @@ export function claimedParts(
       uplink: h.uplink,
       ...(h.namespaceSelector ? { namespaceSelector: h.namespaceSelector } : {}),
     });
-    for (const a of mine) egressIPs.push({ address: a, interface: CLAIMED_INTERFACE });
+    for (const a of mine) {
+      egressIPs.push({ address: a, interface: CLAIMED_INTERFACE });
+      if (h.bgp) attributes[a] = h.bgp;
+    }
   }
-  return { groups, egressIPs, skipped };
+  return { groups, egressIPs, skipped, attributes };
 }
 
 /** The file's config with the groups and addresses held from the API. */
 export function withClaims(file: GatewayConfig, held: readonly HeldGroup[]): GatewayConfig {
   if (held.length === 0) return file;
-  const { groups, egressIPs } = claimedParts(file, held);
+  const { groups, egressIPs, attributes } = claimedParts(file, held);
   if (groups.length === 0) return file;
   return {
     ...file,
     egressIPs: [...file.egressIPs, ...egressIPs],
     egressIPGroups: [...(file.egressIPGroups ?? []), ...groups],
-    claimed: { groups: groups.map((g) => g.name), addresses: egressIPs.map((e) => e.address) },
+    claimed: {
+      groups: groups.map((g) => g.name),
+      addresses: egressIPs.map((e) => e.address),
+      ...(Object.keys(attributes).length ? { attributes } : {}),
+    },
   };
 }
 

@@ -14,6 +14,7 @@ import type { BgpGlobal, BgpPath, BgpPeer } from "../bgp.js";
 import { DEFAULTS, keepaliveFor } from "../defaults.js";
 import type { Config } from "../config/schema.js";
 import type { BgpConfig } from "../config/bgp-schema.js";
+import type { GatewayConfig } from "../config/gateway-config.js";
 import {
   BITS,
   formatAddress,
@@ -348,7 +349,7 @@ function servesThrough(kernel: KernelView, policies: Set<string>, down: Readonly
 }
 
 export function planBgp(
-  config: { bgp: BgpConfig },
+  config: { bgp: BgpConfig; claimed?: GatewayConfig["claimed"] },
   kernel: KernelView,
   health: BgpHealth,
   scope: AdvertiseScope,
@@ -391,7 +392,13 @@ export function planBgp(
     for (const a of kernel.addresses) {
       if (health.downAddresses?.has(a.address)) continue;
       const cidr = `${a.address}/${a.prefixLength}`;
-      paths.push({ prefix: cidr, nextHop: self(cidr) });
+      // An address claimed from an egress IP group carries its group's attributes for this site.
+      const attrs = config.claimed?.attributes?.[a.address];
+      const path: BgpPath = { prefix: cidr, nextHop: self(cidr) };
+      if (attrs?.med !== undefined) path.med = attrs.med;
+      if (attrs?.asPathPrepend) path.asPathPrepend = attrs.asPathPrepend;
+      if (attrs?.communities?.length) path.communities = [...attrs.communities];
+      paths.push(path);
     }
   }
   if ((adv.destinations ?? true) && !health.draining) {

@@ -14,6 +14,7 @@ const SPEC = {
   uplink: "tor",
   gatewaySelector: { matchLabels: { "topology.kubernetes.io/zone": "dc-a" } },
   namespaceSelector: { matchLabels: { team: "payments" } },
+  sites: [{ site: "dc-a", asPathPrepend: 1, communities: ["65010:77"] }],
 };
 
 async function setup(t: import("ava").ExecutionContext) {
@@ -38,6 +39,7 @@ async function setup(t: import("ava").ExecutionContext) {
       kc,
       namespace: "egressd",
       node,
+      site: () => "dc-a",
       log: pino({ level: "silent" }),
       clock: () => g.now,
       apply: (held) => {
@@ -68,7 +70,12 @@ test("the gateways a group selects by node label hold one address each; the data
   t.is(last(a1)[0]?.addresses.length, 1);
   t.is(last(a2)[0]?.addresses.length, 1);
   t.notDeepEqual(last(a1)[0]!.addresses, last(a2)[0]!.addresses);
-  t.like(last(a1)[0], { name: "vault", uplink: "tor", namespaceSelector: SPEC.namespaceSelector });
+  t.like(last(a1)[0], {
+    name: "vault",
+    uplink: "tor",
+    namespaceSelector: SPEC.namespaceSelector,
+    bgp: { asPathPrepend: 1, communities: ["65010:77"] },
+  });
   t.deepEqual(b1.given, [], "DC B's gateway is not selected");
   t.deepEqual(
     b1.claims.status().map((s) => [s.group, s.serving]),

@@ -9,6 +9,7 @@ import {
   claimedParts,
   expandPool,
   serves,
+  siteAttributes,
   withClaims,
   MAX_POOL,
 } from "../../core/k8s/ip-groups.js";
@@ -53,7 +54,12 @@ const FILE: GatewayConfig = {
 
 test("held addresses become the config's egress IPs and a group (SNAT to the lowest of each family); the file's group wins", (t) => {
   const held = [
-    { name: "payments", uplink: "tor", addresses: ["192.0.2.13", "192.0.2.11", "2001:db8:e::11"] },
+    {
+      name: "payments",
+      uplink: "tor",
+      addresses: ["192.0.2.13", "192.0.2.11", "2001:db8:e::11"],
+      bgp: { med: 200 },
+    },
     { name: "partner", uplink: "tor", addresses: ["192.0.2.99"] },
     { name: "elsewhere", uplink: "no-such-uplink", addresses: ["192.0.2.98"] },
   ];
@@ -75,7 +81,11 @@ test("held addresses become the config's egress IPs and a group (SNAT to the low
   t.deepEqual(config.claimed, {
     groups: ["payments"],
     addresses: ["192.0.2.13", "192.0.2.11", "2001:db8:e::11"],
+    attributes: { "192.0.2.13": { med: 200 }, "192.0.2.11": { med: 200 }, "2001:db8:e::11": { med: 200 } },
   });
+  const sites = { addresses: [], uplink: "tor", sites: [{ site: "dc-b", med: 5 }] };
+  t.deepEqual(siteAttributes(sites, "dc-b"), { med: 5 }, "a site's attributes");
+  t.is(siteAttributes(sites, "dc-a"), undefined, "none for a site it does not name");
   const own = fileOnly(config);
   t.deepEqual(
     [own.egressIPs, own.egressIPGroups],

@@ -167,6 +167,26 @@ test("a nested destination not advertised here is cut out of the outer one: no t
   ]);
 });
 
+test("an address claimed from an egress IP group carries its group's attributes for this site", (t) => {
+  const c = config([{ name: "web", sources: ["10.244.1.0/24"], destinations: ["198.51.100.0/24"] }]);
+  const attributes = { med: 50, asPathPrepend: 2, communities: ["65010:200"] };
+  const paths = planBgp(
+    {
+      ...c,
+      claimed: { groups: ["payments"], addresses: ["192.0.2.11"], attributes: { "192.0.2.11": attributes } },
+    },
+    plan(c),
+    { downPolicies: new Set(), gatewayDown: false },
+    advertiseScope(c),
+  ).paths;
+  t.like(
+    paths.find((p) => p.prefix === "192.0.2.11/32"),
+    attributes,
+  );
+  const other = paths.find((p) => p.prefix === "2001:db8:e::11/128")!;
+  t.deepEqual([other.med, other.asPathPrepend, other.communities], [undefined, undefined, undefined]);
+});
+
 test("a /0 destination: the default route when allowed, nothing spelled out when not", (t) => {
   const pols: Pol[] = [
     { name: "all", sources: ["10.244.0.0/16"], destinations: ["0.0.0.0/0"] },
