@@ -82,6 +82,8 @@ export interface PolicyState {
   conflictingPods: number;
   /** Its data-plane policies, by family, with the action they are programmed with. */
   programmedAs: { name: string; family: Family; action: PolicyAction }[];
+  /** Its group is the API's and this gateway holds none of its addresses of some family: blocked here, not advertised. */
+  notHeld?: true;
 }
 
 interface Derived {
@@ -329,6 +331,7 @@ export class Cluster {
         selectedPods: selected.get(key) ?? 0,
         conflictingPods: lost.get(key) ?? 0,
         programmedAs: mine.map((d) => ({ name: d.name, family: d.family, action: d.action })),
+        ...(mine.some((d) => d.blocked === "EgressIPGroupNotHeld") ? { notHeld: true as const } : {}),
       });
     }
     return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));

@@ -208,6 +208,12 @@ function programmedOf(s: PolicyState, p: Programmed | undefined): [boolean, stri
       : [false, "Pending", "the block of its pods is not in the data plane yet"];
   if (!s.accepted.ok) return [false, "NotAccepted", "not programmed: the policy is not accepted here"];
   if (!inForce) return [false, "Pending", "this generation is not in the data plane yet"];
+  if (s.notHeld && p.ok)
+    return [
+      false,
+      "EgressIPGroupNotHeld",
+      "this gateway holds no address of the group: the gateways that hold one serve its pods; here they are blocked and its destinations are not advertised",
+    ];
   return p.ok ? [true, "Programmed", p.message] : [false, "ReconcileFailed", p.message];
 }
 

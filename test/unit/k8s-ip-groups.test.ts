@@ -121,11 +121,13 @@ test("a policy naming an API group this gateway holds nothing of is blocked here
   c.setGateway([{ ...group, egressIPs: [] }], new Set(), new Set(["payments"]));
   const [blocked] = c.policyConfigs();
   t.like(blocked, { action: "Deny", advertise: false });
+  t.like(c.policyStates()[0], { accepted: { ok: true }, notHeld: true }, "accepted, and not held here");
   t.deepEqual(healthFrom({ policies: [blocked!] }, new Map()).why.get(blocked!.name), [NOT_ADVERTISED]);
   // Holding an address: SNAT through the group, advertised.
   c.setGateway([{ ...group, egressIPs: ["192.0.2.11"] }], new Set(), new Set(["payments"]));
   const [served] = c.policyConfigs();
   t.like(served, { action: "SNAT", egressIPGroup: "payments" });
+  t.is(c.policyStates()[0]!.notHeld, undefined);
   t.is(served!.advertise, undefined);
   // Not from the API: a group the file lacks is NotFound, blocked and advertised as before.
   c.setGateway([], new Set());

@@ -144,3 +144,11 @@ test("the test server's apply semantics: taking another manager's entry without 
   t.is(r.status, 409);
   t.is(s.gateways()[0]!.selectedPods, 3);
 });
+
+test("a gateway that holds no address of the policy's group says so: Programmed False, EgressIPGroupNotHeld", async (t) => {
+  const s = await setup(t);
+  await s.writer("gw-a2").update([s.state({ notHeld: true })], done(1));
+  const programmed = ((s.gateways()[0]!.conditions as Json[]) ?? []).find((c) => c.type === "Programmed");
+  t.like(programmed, { status: "False", reason: "EgressIPGroupNotHeld" });
+  t.regex(programmed!.message as string, /gateways that hold one serve its pods/);
+});
