@@ -56,3 +56,17 @@ export function intervalKey(text: string): { key: string; family: Family; single
   const r = parseRange(text);
   return { key: formatInterval(r.family, r.lo, r.hi), family: r.family, single: r.lo === r.hi };
 }
+
+/**
+ * An interval text's kernel bounds in an nftables interval set: its start,
+ * and the address after its end (undefined when it ends at the family's last
+ * address), each as 4 or 16 network-order bytes.
+ */
+export function intervalBounds(text: string): { start: Buffer; after: Buffer | undefined } {
+  const r = parseRange(text);
+  const last = r.family === 4 ? 0xffff_ffffn : (1n << 128n) - 1n;
+  return {
+    start: addressToBytes({ family: r.family, value: r.lo }),
+    after: r.hi === last ? undefined : addressToBytes({ family: r.family, value: r.hi + 1n }),
+  };
+}

@@ -1,15 +1,26 @@
-// Fast path for the most frequent nftables change: adding or removing single
-// addresses in egressd's plain (hash) source sets, sent as one nf_tables batch
-// (one transaction) over a long-lived NETLINK_NETFILTER socket; and the
-// self-check's question "does egressd's table exist", on the same socket.
+// Fast path for the most frequent nftables change: adding or removing
+// elements of egressd's source sets (plain address sets and interval sets),
+// sent as one nf_tables batch (one transaction) over a long-lived
+// NETLINK_NETFILTER socket; and the self-check's question "does egressd's
+// table exist", on the same socket.
 //
 // Why not `nft`: a process per change costs ~5 ms to add and ~15-20 ms to
 // delete an element, and the delete cost is the kernel waiting for an RCU
 // grace period when nft closes its netlink socket (measured, see
-// docs/dataplane.md). A socket that stays open avoids both. Interval sets and
-// verdict maps are left to `nft -f`, which handles their encoding.
+// docs/dataplane.md). Worse, the process is forked from egressd's data-plane
+// thread: at 100k sources that is a 450 MB process, and the fork's page-table
+// copy and the copy-on-write faults after it cost that thread 10-25 ms of CPU
+// per change (docs/dataplane.md, "No fork per change"). A socket that stays
+// open avoids all of it. Verdict maps are left to `nft -f`.
+//
+// An interval set holds a range as two elements, as nft writes it: the start
+// address, and the address after the end flagged NFT_SET_ELEM_INTERVAL_END. A
+// range that runs to the family's last address has no end element (nft adds a
+// userdata flag to its start for its own listing, which lists such a start the
+// same without it). test/integration/nfnetlink-intervals.test.ts holds this
+// encoding to nft's own on the kernel, step by step.
 import { RawNetlinkSocket, parseMessages } from "netlink";
-import { addressBytes, bytesToAddress } from "./ip.js";
+import { addressBytes, bytesToAddress, intervalBounds } from "./ip.js";
 import type { SetPatch } from "./nft-render.js";
 
 const NETLINK_NETFILTER = 12;
@@ -31,9 +42,11 @@ const NFTA_SET_ELEM_LIST_SET = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS = 3;
 const NFTA_LIST_ELEM = 1;
 const NFTA_SET_ELEM_KEY = 1;
+const NFTA_SET_ELEM_FLAGS = 3;
+const NFT_SET_ELEM_INTERVAL_END = 1;
 const NFTA_DATA_VALUE = 1;
 
-/** Largest patch sent over netlink; larger ones go through nft -f. */
+/** Largest patch sent over netlink, in kernel elements; larger ones go through nft -f. */
 const MAX_ELEMENTS = 2000;
 
 const align4 = (n: number) => (n + 3) & ~3;
@@ -69,7 +82,33 @@ function message(type: number, flags: number, seq: number, payload: Buffer): Buf
   return Buffer.concat([h, payload, pad]);
 }
 
-/** A NEWSETELEM or DELSETELEM message (`add`) for address keys of one set (also what the kernel notifies). */
+/** One kernel set element: an address key, or an interval's start or end. */
+interface Element {
+  key: Buffer;
+  /** The address after an interval's last (NFT_SET_ELEM_INTERVAL_END). */
+  end?: boolean;
+}
+
+/** The kernel elements of one set key: itself (plain sets), or an interval's start and end. */
+export function keyElements(key: string, interval: boolean): Element[] {
+  if (!interval) return [{ key: addressBytes(key) }];
+  const b = intervalBounds(key);
+  return b.after === undefined ? [{ key: b.start }] : [{ key: b.start }, { key: b.after, end: true }];
+}
+
+function be32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n, 0);
+  return b;
+}
+
+function elementAttr(e: Element): Buffer {
+  const parts = [nested(NFTA_SET_ELEM_KEY, [attr(NFTA_DATA_VALUE, e.key)])];
+  if (e.end) parts.push(attr(NFTA_SET_ELEM_FLAGS, be32(NFT_SET_ELEM_INTERVAL_END)));
+  return nested(NFTA_LIST_ELEM, parts);
+}
+
+/** A NEWSETELEM or DELSETELEM message (`add`) for address keys of one plain set (also what the kernel notifies). */
 export function setElementsMessage(
   add: boolean,
   seq: number,
@@ -77,9 +116,10 @@ export function setElementsMessage(
   set: string,
   keys: string[],
 ): Buffer {
+  const elems = keys.flatMap((k) => keyElements(k, false));
   return add
-    ? elementsMessage(NFT_MSG_NEWSETELEM, NLM_F_CREATE, seq, table, set, keys)
-    : elementsMessage(NFT_MSG_DELSETELEM, 0, seq, table, set, keys);
+    ? elementsMessage(NFT_MSG_NEWSETELEM, NLM_F_CREATE, seq, table, set, elems)
+    : elementsMessage(NFT_MSG_DELSETELEM, 0, seq, table, set, elems);
 }
 
 function elementsMessage(
@@ -88,32 +128,29 @@ function elementsMessage(
   seq: number,
   table: string,
   set: string,
-  keys: string[],
+  elems: Element[],
 ): Buffer {
-  const elems = keys.map((k) =>
-    nested(NFTA_LIST_ELEM, [nested(NFTA_SET_ELEM_KEY, [attr(NFTA_DATA_VALUE, addressBytes(k))])]),
-  );
   const payload = Buffer.concat([
     nfgen(NFPROTO_INET, 0),
     attr(NFTA_SET_ELEM_LIST_TABLE, str(table)),
     attr(NFTA_SET_ELEM_LIST_SET, str(set)),
-    nested(NFTA_SET_ELEM_LIST_ELEMENTS, elems),
+    nested(NFTA_SET_ELEM_LIST_ELEMENTS, elems.map(elementAttr)),
   ]);
   return message((NFNL_SUBSYS_NFTABLES << 8) | type, flags, seq, payload);
 }
 
-/** Writes element patches of plain address sets over one persistent netfilter netlink socket. */
+/** Writes element patches of address and interval sets over one persistent netfilter netlink socket. */
 export class NfElementWriter {
   private readonly sock: RawNetlinkSocket;
   private seq = Math.floor(Math.random() * 0x7fffffff);
   private readonly waiting = new Map<number, (errno: number) => void>();
 
-  /** True when every patch touches only plain (non-interval, non-map) sets and the patch is small. */
+  /** True when every patch touches only address or interval sets (no maps) and the patch is small. */
   static canWrite(patches: SetPatch[]): boolean {
     let n = 0;
     for (const p of patches) {
-      if (p.map || p.interval) return false;
-      n += p.add.length + p.remove.length;
+      if (p.map) return false;
+      n += (p.add.length + p.remove.length) * (p.interval ? 2 : 1);
     }
     return n > 0 && n <= MAX_ELEMENTS;
   }
@@ -156,12 +193,12 @@ export class NfElementWriter {
       failed = (errno) => reject(new Error(`nf_tables element batch failed: errno ${errno}`));
     });
     const seqs: number[] = [];
-    const add = (type: number, flags: number, set: string, keys: string[]) => {
-      for (let i = 0; i < keys.length; i += 256) {
+    const add = (type: number, flags: number, set: string, elems: Element[]) => {
+      for (let i = 0; i < elems.length; i += 256) {
         const seq = this.nextSeq();
         seqs.push(seq);
         msgs.push(
-          elementsMessage(type, flags | NLM_F_REQUEST | NLM_F_ACK, seq, table, set, keys.slice(i, i + 256)),
+          elementsMessage(type, flags | NLM_F_REQUEST | NLM_F_ACK, seq, table, set, elems.slice(i, i + 256)),
         );
         acks.push(
           new Promise<number>((resolve) =>
@@ -179,7 +216,7 @@ export class NfElementWriter {
           NFT_MSG_DELSETELEM,
           0,
           p.set,
-          p.remove.map(([k]) => k),
+          p.remove.flatMap(([k]) => keyElements(k, p.interval)),
         );
     for (const p of patches)
       if (p.add.length)
@@ -187,7 +224,7 @@ export class NfElementWriter {
           NFT_MSG_NEWSETELEM,
           NLM_F_CREATE,
           p.set,
-          p.add.map(([k]) => k),
+          p.add.flatMap(([k]) => keyElements(k, p.interval)),
         );
     msgs.push(message(NFNL_MSG_BATCH_END, NLM_F_REQUEST, this.nextSeq(), nfgen(0, NFNL_SUBSYS_NFTABLES)));
     let timer: NodeJS.Timeout | undefined;
