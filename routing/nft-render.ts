@@ -8,7 +8,7 @@
 import { createHash } from "node:crypto";
 import { OWNER, type Family, type NatPlan, type NatPolicy, type NatSource } from "../core/state.js";
 import { canonicalAddress, familyOf, intervalKey } from "./ip.js";
-import { formatInterval, parseRange } from "../core/ip.js";
+import { formatAddress, formatInterval, parseRange } from "../core/ip.js";
 
 export const TABLE = `inet ${OWNER.nftTable}`;
 /** Prefix of the comment that carries the structure hash. */
@@ -104,10 +104,32 @@ const classChain = (id: number) => `class_${id}`;
 const markChain = (key: string) => `mark_${key}`;
 const snatChain = (key: string) => `snat_${key}`;
 
-/** The set that holds a classifier source (its class's hosts or nets), and its element key there. */
-function sourceElement(s: NatSource): { set: string; key: string; family: Family } {
+/**
+ * Runs of at most this many addresses are written to their class's hash set,
+ * an element per address; longer ones to its interval set, as one range.
+ *
+ * Why: the classifier merges neighbouring sources of a class into one run, and
+ * pod addresses are handed out in order on a node, so pods' addresses form
+ * runs. But an interval set costs the kernel time in proportion to its size
+ * at every change (6.18 here: 12 ms to add or delete one range in a set of
+ * 100k ranges, against 0.08 ms for one address in a hash set of 100k,
+ * measured in one run; docs/dataplane.md). With short runs as addresses, a
+ * pod that moves is a hash-set element out and one in, and the interval sets
+ * hold only long runs and the file's wide prefixes, so they stay small. 16
+ * bounds what a prefix of the file costs as addresses (a /28).
+ */
+export const HOST_RUN_MAX = 16;
+
+/** The set that holds a classifier source (its class's hosts or nets), and its element keys there. */
+function sourceElements(s: NatSource): { set: string; keys: string[]; family: Family } {
   const iv = intervalKey(s.interval);
-  return { set: iv.single ? hostSet(s.classId) : netSet(s.classId), key: iv.key, family: iv.family };
+  if (iv.single) return { set: hostSet(s.classId), keys: [iv.key], family: iv.family };
+  const r = parseRange(s.interval);
+  if (r.hi - r.lo >= BigInt(HOST_RUN_MAX))
+    return { set: netSet(s.classId), keys: [iv.key], family: iv.family };
+  const keys: string[] = [];
+  for (let a = r.lo; a <= r.hi; a++) keys.push(formatAddress(r.family, a));
+  return { set: hostSet(s.classId), keys, family: iv.family };
 }
 
 /** Validates a plan and brings it into canonical form. Throws on an inconsistent plan. */
@@ -184,10 +206,11 @@ export function normalizeNat(plan: NatPlan): NormalizedNat {
   for (const s of plan.sources) {
     const fam = classFamily.get(s.classId);
     if (fam === undefined) throw new Error(`nat plan: source ${s.interval}: unknown class ${s.classId}`);
-    const el = sourceElement(s);
+    const el = sourceElements(s);
     if (el.family !== fam || s.family !== fam)
       throw new Error(`nat plan: source ${s.interval}: family does not match class ${s.classId}`);
-    sets.get(el.set)!.elements.set(el.key, "");
+    const set = sets.get(el.set)!.elements;
+    for (const k of el.keys) set.set(k, "");
   }
   return {
     structureHash: structureHash(mask, policies, classes),
@@ -210,30 +233,42 @@ export function sourcePatches(
   remove: readonly NatSource[],
   add: readonly NatSource[],
 ): SetPatch[] | undefined {
-  const patches = new Map<string, SetPatch>();
-  const target = (s: NatSource): { patch: SetPatch; spec: NftSetSpec; key: string } | undefined => {
-    const { set: name, key, family } = sourceElement(s);
-    if (family !== s.family) return undefined;
-    const spec = current.sets.get(name);
-    if (spec === undefined || spec.family !== s.family) return undefined;
-    let patch = patches.get(name);
-    if (patch === undefined) {
-      patch = { set: name, family: spec.family, map: false, interval: spec.interval, remove: [], add: [] };
-      patches.set(name, patch);
-    }
-    return { patch, spec, key };
+  // Per set, each element's net change: a run that is split or grown is
+  // removed and added again, and only the addresses that change are written.
+  const changes = new Map<string, Map<string, number>>();
+  const note = (s: NatSource, by: number): boolean => {
+    const { set, keys, family } = sourceElements(s);
+    if (family !== s.family) return false;
+    const spec = current.sets.get(set);
+    if (spec === undefined || spec.family !== s.family) return false;
+    let m = changes.get(set);
+    if (m === undefined) changes.set(set, (m = new Map()));
+    for (const k of keys) m.set(k, (m.get(k) ?? 0) + by);
+    return true;
   };
-  for (const s of remove) {
-    const t = target(s);
-    if (t === undefined || !t.spec.elements.has(t.key)) return undefined;
-    t.patch.remove.push([t.key, ""]);
+  for (const s of remove) if (!note(s, -1)) return undefined;
+  for (const s of add) if (!note(s, 1)) return undefined;
+  const patches: SetPatch[] = [];
+  for (const [name, m] of changes) {
+    const spec = current.sets.get(name)!;
+    const patch: SetPatch = {
+      set: name,
+      family: spec.family,
+      map: false,
+      interval: spec.interval,
+      remove: [],
+      add: [],
+    };
+    for (const [k, n] of m) {
+      const has = spec.elements.has(k);
+      // removed (and perhaps added back): it must be there; added: it must not
+      if (n === -1 && has) patch.remove.push([k, ""]);
+      else if (n === 1 && !has) patch.add.push([k, ""]);
+      else if (n !== 0 || !has) return undefined;
+    }
+    patches.push(patch);
   }
-  for (const s of add) {
-    const t = target(s);
-    if (t === undefined || t.spec.elements.has(t.key)) return undefined;
-    t.patch.add.push([t.key, ""]);
-  }
-  return [...patches.values()];
+  return patches;
 }
 
 /** Applies element patches to a normalised table in place (after the kernel took them). */

@@ -21,7 +21,7 @@ import { API_GROUP_VERSION } from "../../core/k8s/api-schema.js";
 import type { Cluster } from "../../core/k8s/cluster.js";
 import type { PolicyKind } from "../../core/k8s/policy.js";
 import { apiRequest, okBody } from "./api.js";
-import { podInfo, policyObject, trimNamespace, trimPod, trimPolicy, type Kept } from "./objects.js";
+import { policyObject, trimNamespace, trimPod, trimPolicy, type Kept, type KeptPod } from "./objects.js";
 
 export interface WatchLog {
   info(msg: string): void;
@@ -256,8 +256,8 @@ export class ClusterWatch {
     } else if (kind === "pods") {
       if (op === "delete") c.deletePod(m.uid);
       else {
-        const { pod, problems } = podInfo(k);
-        for (const p of problems) this.o.log.warn(`kubernetes: pod ${m.namespace}/${m.name}: ${p}`);
+        const { pod, problems } = k as KeptPod;
+        for (const p of problems ?? []) this.o.log.warn(`kubernetes: pod ${m.namespace}/${m.name}: ${p}`);
         if (pod.uid !== "") c.upsertPod(pod);
       }
     } else if (kind === "EgressIPGroup") {

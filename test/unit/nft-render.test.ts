@@ -3,11 +3,13 @@ import test from "ava";
 import type { NatPlan } from "../../core/state.js";
 import { canonicalInterval } from "../../routing/ip.js";
 import {
+  HOST_RUN_MAX,
   diffNat,
   normalizeNat,
   policyCounterNames,
   policyKey,
   renderNftRuleset,
+  sourcePatches,
   structureHash,
   type NatDiff,
 } from "../../routing/nft-render.js";
@@ -494,4 +496,49 @@ test("a Deny policy counts and drops in its mark chain, never marks; turning SNA
   ]);
   // and back
   t.is(structural(deny, plan()).d.structure.policies.changed.join(), "a");
+});
+
+test("runs of up to HOST_RUN_MAX addresses are hash-set elements, one per address; longer runs are one range", (t) => {
+  const p = plan();
+  p.sources.push(
+    { family: 4, interval: "10.250.0.0-10.250.0.2", classId: 1 },
+    { family: 4, interval: `10.250.1.0-10.250.1.${HOST_RUN_MAX - 1}`, classId: 1 },
+    { family: 4, interval: `10.250.2.0-10.250.2.${HOST_RUN_MAX}`, classId: 1 },
+    { family: 6, interval: "2001:db8:99::1-2001:db8:99::2", classId: 2 },
+  );
+  const n = normalizeNat(p);
+  const hosts = n.sets.get("c1_hosts")!.elements;
+  const nets = n.sets.get("c1_nets")!.elements;
+  for (const a of ["10.250.0.0", "10.250.0.1", "10.250.0.2", "10.250.1.0", `10.250.1.${HOST_RUN_MAX - 1}`])
+    t.true(hosts.has(a), a);
+  t.false(nets.has("10.250.0.0-10.250.0.2"));
+  t.true(nets.has(`10.250.2.0-10.250.2.${HOST_RUN_MAX}`));
+  t.false(hosts.has("10.250.2.0"));
+  t.true(n.sets.get("c2_hosts")!.elements.has("2001:db8:99::2"));
+});
+
+test("a run split by a pod that moves to another class is one address out of one hash set and into another", (t) => {
+  const before = plan();
+  before.classes.push({ id: 3, family: 4, destinations: [{ interval: "198.51.100.0/24", policy: "a" }] });
+  const run = { family: 4 as const, interval: "10.250.0.0-10.250.0.3", classId: 1 };
+  before.sources.push(run);
+  const current = normalizeNat(before);
+  // 10.250.0.1 moves to class 3: the run becomes two runs of class 1 around it
+  const remove = [run];
+  const add = [
+    { family: 4 as const, interval: "10.250.0.0", classId: 1 },
+    { family: 4 as const, interval: "10.250.0.1", classId: 3 },
+    { family: 4 as const, interval: "10.250.0.2-10.250.0.3", classId: 1 },
+  ];
+  const patches = sourcePatches(current, remove, add)!;
+  t.deepEqual(
+    patches.filter((x) => x.add.length + x.remove.length > 0).map((x) => [x.set, x.remove, x.add]),
+    [
+      ["c1_hosts", [["10.250.0.1", ""]], []],
+      ["c3_hosts", [], [["10.250.0.1", ""]]],
+    ],
+  );
+  // a delta that does not fit what is there is refused
+  t.is(sourcePatches(current, add, []), undefined);
+  t.is(sourcePatches(current, [], remove), undefined);
 });
