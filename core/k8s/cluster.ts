@@ -125,8 +125,10 @@ export class Cluster {
   /** Address -> the UID of the live pod that reports it, or the UIDs when several do. */
   private readonly owners = new Map<string, string | Set<string>>();
   /**
-   * UID -> what the pod is in: its entries "derivedName|address", the policies
-   * governing it, and those that lost it to them. Absent for a pod in none.
+   * UID -> what the pod is in: its entries as flat pairs (data-plane policy
+   * name, address: strings the model holds anyway, so a pod's entries make
+   * none of their own), the policies governing it, and those that lost it to
+   * them. Absent for a pod in none.
    */
   private readonly assigned = new Map<
     string,
@@ -467,7 +469,8 @@ export class Cluster {
         const family = familyOf(ip);
         for (const k of win) {
           const p = this.accepted.get(k)!;
-          if (p.families.has(family)) after.push(`${derivedName(p.base, family)}|${ip}`);
+          const d = p.families.has(family) ? this.derivedOf.get(k)?.find((x) => x.family === family) : undefined;
+          if (d) after.push(d.name, ip);
         }
       }
     }
@@ -482,16 +485,13 @@ export class Cluster {
       for (const k of lose) count(this.loses, k, 1);
     } else this.assigned.delete(uid);
     if (before.length === 0 && after.length === 0) return;
-    const gone = before.filter((e) => !after.includes(e));
-    const come = after.filter((e) => !before.includes(e));
-    for (const e of gone) this.apply(e, false);
-    for (const e of come) this.apply(e, true);
+    for (let i = 0; i < before.length; i += 2)
+      if (!hasPair(after, before[i]!, before[i + 1]!)) this.apply(before[i]!, before[i + 1]!, false);
+    for (let i = 0; i < after.length; i += 2)
+      if (!hasPair(before, after[i]!, after[i + 1]!)) this.apply(after[i]!, after[i + 1]!, true);
   }
 
-  private apply(entry: string, add: boolean): void {
-    const bar = entry.lastIndexOf("|");
-    const policy = entry.slice(0, bar);
-    const address = entry.slice(bar + 1);
+  private apply(policy: string, address: string, add: boolean): void {
     let s = this.sources.get(policy);
     if (!s) this.sources.set(policy, (s = new Map()));
     // An address can enter a policy through one pod before it leaves through another (a reused
@@ -571,6 +571,12 @@ export class Cluster {
     this.loses.clear();
     for (const uid of this.pods.keys()) this.reassign(uid);
   }
+}
+
+/** Whether flat pairs (a, b, a, b, ...) hold the pair (x, y). */
+function hasPair(pairs: readonly string[], x: string, y: string): boolean {
+  for (let i = 0; i < pairs.length; i += 2) if (pairs[i] === x && pairs[i + 1] === y) return true;
+  return false;
 }
 
 /** Adds `by` to the count of `key` (a count of 0 is no entry). */

@@ -256,8 +256,8 @@ export class ClusterWatch {
     } else if (kind === "pods") {
       if (op === "delete") c.deletePod(m.uid);
       else {
-        const { pod, problems } = k as KeptPod;
-        for (const p of problems ?? []) this.o.log.warn(`kubernetes: pod ${m.namespace}/${m.name}: ${p}`);
+        const pod = k as unknown as KeptPod;
+        for (const p of pod.problems ?? []) this.o.log.warn(`kubernetes: pod ${m.namespace}/${m.name}: ${p}`);
         if (pod.uid !== "") c.upsertPod(pod);
       }
     } else if (kind === "EgressIPGroup") {
