@@ -469,7 +469,9 @@ export class Cluster {
         const family = familyOf(ip);
         for (const k of win) {
           const p = this.accepted.get(k)!;
-          const d = p.families.has(family) ? this.derivedOf.get(k)?.find((x) => x.family === family) : undefined;
+          const d = p.families.has(family)
+            ? this.derivedOf.get(k)?.find((x) => x.family === family)
+            : undefined;
           if (d) after.push(d.name, ip);
         }
       }
