@@ -85,6 +85,20 @@ const PATHS: Record<Kind, string> = {
   EgressIPGroup: `/apis/${API_GROUP_VERSION}/egressipgroups`,
 };
 
+/**
+ * Pods the API server leaves out for egressd: those that can hold no pod
+ * address, so that the model loses nothing by not seeing them. A pod that
+ * ended (Succeeded, Failed) has given its address back, and a hostNetwork
+ * pod's address is its node's. A pod that ends while watched leaves the
+ * selection, and the watch says DELETED for it, which the model treats as
+ * it treats an ended pod. Not a label selector: the model must see every pod
+ * that holds an address, selected by a policy or not, to tell whose an
+ * address reused by the network is (docs/kubernetes.md).
+ */
+export const POD_FIELD_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed,spec.hostNetwork=false";
+/** For API servers before Kubernetes 1.28, which cannot select on spec.hostNetwork. */
+export const POD_FIELD_SELECTOR_OLD = "status.phase!=Succeeded,status.phase!=Failed";
+
 const TRIM: Record<Kind, (raw: unknown) => Kept> = {
   pods: trimPod,
   namespaces: trimNamespace,
@@ -141,6 +155,7 @@ export class ClusterWatch {
     const watch = new Watch(this.o.kc);
     const timeout = this.o.watchTimeoutSeconds ?? (() => 300 + Math.floor(Math.random() * 300));
     const heard = () => this.heard(inf);
+    let fieldSelector = kind === "pods" ? POD_FIELD_SELECTOR : undefined;
     // client-node's Watch, with bookmarks and a server-side timeout asked for, and every object
     // trimmed before the informer sees (and caches) it.
     const trimming = {
@@ -152,7 +167,12 @@ export class ClusterWatch {
       ) {
         return watch.watch(
           p,
-          { ...params, allowWatchBookmarks: true, timeoutSeconds: timeout() },
+          {
+            ...params,
+            allowWatchBookmarks: true,
+            timeoutSeconds: timeout(),
+            ...(fieldSelector ? { fieldSelector } : {}),
+          },
           (phase, obj, raw) => {
             heard();
             cb(
@@ -169,10 +189,24 @@ export class ClusterWatch {
       const items: Kept[] = [];
       let token: string | undefined;
       let rv = "";
-      do {
+      for (;;) {
         const r = await apiRequest(this.o.kc, "GET", path, {
-          query: { limit: this.o.pageSize ?? 500, continue: token },
+          query: { limit: this.o.pageSize ?? 500, continue: token, fieldSelector },
         });
+        if (
+          r.status === 400 &&
+          fieldSelector === POD_FIELD_SELECTOR &&
+          /spec\.hostNetwork/.test(JSON.stringify(r.body))
+        ) {
+          // An API server before 1.28: hostNetwork pods come too (the model never selects them).
+          this.o.log.warn(
+            `kubernetes: the API server cannot select pods on spec.hostNetwork (before 1.28?); watching them too`,
+          );
+          fieldSelector = POD_FIELD_SELECTOR_OLD;
+          token = undefined;
+          items.length = 0;
+          continue; // the first page again
+        }
         const body = okBody(r, `list ${kind}`) as {
           metadata?: { continue?: string; resourceVersion?: string };
           items?: unknown[];
@@ -180,7 +214,8 @@ export class ClusterWatch {
         for (const raw of body.items ?? []) items.push(trim(raw));
         token = body.metadata?.continue || undefined;
         rv = body.metadata?.resourceVersion ?? rv;
-      } while (token);
+        if (!token) break;
+      }
       inf.lists++;
       this.heard(inf);
       return { metadata: { resourceVersion: rv }, items } as never;

@@ -72,11 +72,15 @@ interface StoredEvent {
   type: "ADDED" | "MODIFIED" | "DELETED";
   rv: number;
   object: Json;
+  /** The object before a MODIFIED (for watches with a field selector: did it leave or enter it?). */
+  before?: Json;
 }
 
 interface Watcher {
   type: ResourceType;
   namespace: string | undefined;
+  /** The watch's field selector (everything when absent). */
+  fields?: (o: Json) => boolean;
   res: ServerResponse;
   bookmarks: boolean;
   timers: NodeJS.Timeout[];
@@ -87,6 +91,12 @@ const meta = (o: Json) => o.metadata as Json;
 const keyOf = (ns: string | undefined, name: string) => `${ns ?? ""}/${name}`;
 
 export interface ApiServerOptions {
+  /**
+   * The pod fields this server selects on (default: those of Kubernetes 1.28
+   * and later that egressd uses); a selector on another field is a 400, as
+   * an older API server answers one on spec.hostNetwork.
+   */
+  podFieldSelectors?: string[];
   /** How many events the watch log keeps (older versions answer 410). */
   logSize?: number;
   /** How often a watch that asked for bookmarks gets one. */
@@ -238,7 +248,7 @@ export class KubeApiServer {
     };
     if (t.validator && old?.status !== undefined && body.status === undefined) stored.status = old.status;
     store.set(keyOf(ns, name), stored);
-    this.emit(t, old ? "MODIFIED" : "ADDED", stored);
+    this.emit(t, old ? "MODIFIED" : "ADDED", stored, old);
     return stored;
   }
 
@@ -310,17 +320,58 @@ export class KubeApiServer {
     return t;
   }
 
-  private emit(t: ResourceType, type: StoredEvent["type"], object: Json): void {
+  private emit(t: ResourceType, type: StoredEvent["type"], object: Json, before?: Json): void {
     const rv = Number(meta(object).resourceVersion);
     const log = this.log.get(t)!;
-    log.push({ type, rv, object });
+    const e: StoredEvent = { type, rv, object, ...(before ? { before } : {}) };
+    log.push(e);
     const max = this.opts.logSize ?? 10_000;
     if (log.length > max) log.splice(0, log.length - max);
     for (const w of this.watchers) {
       if (w.type !== t) continue;
       if (w.namespace !== undefined && meta(object).namespace !== w.namespace) continue;
-      this.send(w, { type, object });
+      this.sendEvent(w, e);
     }
+  }
+
+  /**
+   * A stored event as a watch with a field selector sees it: an object that
+   * stops matching is DELETED for it, one that starts matching is ADDED, as
+   * the API server does.
+   */
+  private sendEvent(w: Watcher, e: StoredEvent): void {
+    if (!w.fields) return this.send(w, { type: e.type, object: e.object });
+    const now = w.fields(e.object);
+    if (e.type !== "MODIFIED") return now ? this.send(w, { type: e.type, object: e.object }) : undefined;
+    const was = e.before !== undefined && w.fields(e.before);
+    if (was || now)
+      this.send(w, { type: was && now ? "MODIFIED" : now ? "ADDED" : "DELETED", object: e.object });
+  }
+
+  /** The field selector of a request, or the error answered for it. */
+  private fieldMatcher(t: ResourceType, text: string | null): ((o: Json) => boolean) | string | undefined {
+    if (!text) return undefined;
+    const known =
+      t.kind === "Pod" ? (this.opts.podFieldSelectors ?? ["spec.hostNetwork", "status.phase"]) : [];
+    const terms: { get: (o: Json) => string; value: string; equal: boolean }[] = [];
+    for (const part of text.split(",")) {
+      const m = /^([A-Za-z.]+)\s*(==|=|!=)\s*([A-Za-z0-9._-]*)$/.exec(part.trim());
+      if (!m) return `fieldSelector: cannot parse ${JSON.stringify(part)}`;
+      const field = m[1]!;
+      const get =
+        field === "metadata.name"
+          ? (o: Json) => String(meta(o).name)
+          : field === "metadata.namespace"
+            ? (o: Json) => String(meta(o).namespace ?? "")
+            : known.includes(field) && field === "spec.hostNetwork"
+              ? (o: Json) => String((o.spec as Json | undefined)?.hostNetwork === true)
+              : known.includes(field) && field === "status.phase"
+                ? (o: Json) => String((o.status as Json | undefined)?.phase ?? "")
+                : undefined;
+      if (!get) return `field label not supported: ${field}`;
+      terms.push({ get, value: m[3]!, equal: m[2] !== "!=" });
+    }
+    return (o) => terms.every((x) => (x.get(o) === x.value) === x.equal);
   }
 
   private send(w: Watcher, event: Json): void {
@@ -493,10 +544,13 @@ export class KubeApiServer {
       const selector = labelMatcher(q.get("labelSelector"));
       if (!selector)
         return this.status(res, 400, "BadRequest", `labelSelector: only k=v, k==v and k!=v are served here`);
+      const fields = this.fieldMatcher(t, q.get("fieldSelector"));
+      if (typeof fields === "string") return this.status(res, 400, "BadRequest", fields);
       const items = [...this.objects.get(t)!.values()].filter(
         (o) =>
           (ns === undefined || meta(o).namespace === ns) &&
-          selector((meta(o).labels ?? {}) as Record<string, string>),
+          selector((meta(o).labels ?? {}) as Record<string, string>) &&
+          (fields === undefined || fields(o)),
       );
       snap = { rv: this.rv, items };
     }
@@ -520,10 +574,13 @@ export class KubeApiServer {
   }
 
   private watch(t: ResourceType, ns: string | undefined, q: URLSearchParams, res: ServerResponse): void {
+    const fields = this.fieldMatcher(t, q.get("fieldSelector"));
+    if (typeof fields === "string") return this.status(res, 400, "BadRequest", fields);
     res.writeHead(200, { "content-type": "application/json", "transfer-encoding": "chunked" });
     const w: Watcher = {
       type: t,
       namespace: ns,
+      ...(fields ? { fields } : {}),
       res,
       bookmarks: q.get("allowWatchBookmarks") === "true",
       timers: [],
@@ -553,11 +610,11 @@ export class KubeApiServer {
     res.on("close", () => this.endWatch(w));
     if (from === 0) {
       for (const o of this.objects.get(t)!.values())
-        if (ns === undefined || meta(o).namespace === ns) this.send(w, { type: "ADDED", object: o });
+        if ((ns === undefined || meta(o).namespace === ns) && (!w.fields || w.fields(o)))
+          this.send(w, { type: "ADDED", object: o });
     } else
       for (const e of log)
-        if (e.rv > from && (ns === undefined || meta(e.object).namespace === ns))
-          this.send(w, { type: e.type, object: e.object });
+        if (e.rv > from && (ns === undefined || meta(e.object).namespace === ns)) this.sendEvent(w, e);
     if (w.bookmarks) {
       const tick = () => {
         if (!this.watchers.has(w)) return;
@@ -651,7 +708,7 @@ export class KubeApiServer {
       if (errors.length > 0) return this.status(res, 422, "Invalid", errors.join("; "));
     }
     store.set(k, stored);
-    this.emit(t, "MODIFIED", stored);
+    this.emit(t, "MODIFIED", stored, old);
     res.writeHead(200, { "content-type": "application/json" });
     res.end(JSON.stringify(stored));
   }

@@ -110,6 +110,61 @@ test("watch events move pods: added, relabelled, deleted", async (t) => {
   t.pass();
 });
 
+test("pods that hold no pod address are left out by the API server: ended and hostNetwork pods, a pod that ends leaves", async (t) => {
+  const s = await setup(t);
+  s.api.apply(policyObj("shop", "web", { podSelector: { matchLabels: { app: "web" } } }));
+  s.api.apply(podObj("shop", "live", "10.244.1.10", { app: "web" }));
+  s.api.apply({ ...podObj("shop", "host", "10.0.0.5", { app: "web" }, { hostNetwork: true }) });
+  const done = podObj("shop", "done", "10.244.1.11", { app: "web" });
+  s.api.apply({ ...done, status: { ...done.status, phase: "Succeeded" } });
+  s.w.start();
+  await s.w.synced;
+  t.is(s.cluster.counts().pods, 1, "only the live pod is listed");
+  const podRequests = s.api.requests.filter((r) => r.startsWith("GET /api/v1/pods?"));
+  t.true(podRequests.length >= 2);
+  for (const r of podRequests)
+    t.true(
+      decodeURIComponent(r).includes(
+        "fieldSelector=status.phase!=Succeeded,status.phase!=Failed,spec.hostNetwork=false",
+      ),
+      r,
+    );
+  // one more pod comes, then ends: the watch says it left (DELETED), and its address is gone
+  s.api.apply(podObj("shop", "job", "10.244.1.12", { app: "web" }));
+  await until(t, "pod job", () => s.sources()["shop/web:v4"]?.length === 2);
+  const job = podObj("shop", "job", "10.244.1.12", { app: "web" });
+  s.api.apply({ ...job, status: { ...job.status, phase: "Failed" } });
+  await until(
+    t,
+    "pod job ended",
+    () => s.sources()["shop/web:v4"]?.length === 1 && s.cluster.counts().pods === 1,
+  );
+  t.deepEqual(s.sources()["shop/web:v4"], ["10.244.1.10"]);
+});
+
+test("an API server that cannot select on spec.hostNetwork (before 1.28): a warning, and pods are selected on their phase alone", async (t) => {
+  const s = await setup(t, { podFieldSelectors: ["status.phase"] });
+  s.api.apply(policyObj("shop", "web", { podSelector: { matchLabels: { app: "web" } } }));
+  s.api.apply(podObj("shop", "live", "10.244.1.10", { app: "web" }));
+  s.api.apply(podObj("shop", "host", "10.0.0.5", { app: "web" }, { hostNetwork: true }));
+  s.w.start();
+  await s.w.synced;
+  t.true(s.warnings.some((w) => w.includes("spec.hostNetwork")));
+  // the hostNetwork pod is in the model now, and still never selected
+  t.is(s.cluster.counts().pods, 2);
+  t.deepEqual(s.sources()["shop/web:v4"], ["10.244.1.10"]);
+  s.api.apply(podObj("shop", "b", "10.244.1.13", { app: "web" }));
+  await until(t, "pod b over the watch", () => s.sources()["shop/web:v4"]?.length === 2);
+  t.true(
+    s.api.requests.some(
+      (r) =>
+        r.includes("watch=true") &&
+        decodeURIComponent(r).includes("fieldSelector=status.phase!=Succeeded,status.phase!=Failed") &&
+        !r.includes("hostNetwork"),
+    ),
+  );
+});
+
 test("a dropped watch resumes from its version without a new list; what happened meanwhile arrives", async (t) => {
   const s = await setup(t);
   s.api.apply(policyObj("shop", "web", {}));
