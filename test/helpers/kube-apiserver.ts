@@ -351,23 +351,17 @@ export class KubeApiServer {
   /** The field selector of a request, or the error answered for it. */
   private fieldMatcher(t: ResourceType, text: string | null): ((o: Json) => boolean) | string | undefined {
     if (!text) return undefined;
-    const known =
-      t.kind === "Pod" ? (this.opts.podFieldSelectors ?? ["spec.hostNetwork", "status.phase"]) : [];
+    const known = t.kind === "Pod" ? (this.opts.podFieldSelectors ?? Object.keys(POD_FIELDS)) : [];
     const terms: { get: (o: Json) => string; value: string; equal: boolean }[] = [];
     for (const part of text.split(",")) {
       const m = /^([A-Za-z.]+)\s*(==|=|!=)\s*([A-Za-z0-9._-]*)$/.exec(part.trim());
       if (!m) return `fieldSelector: cannot parse ${JSON.stringify(part)}`;
       const field = m[1]!;
-      const get =
-        field === "metadata.name"
-          ? (o: Json) => String(meta(o).name)
-          : field === "metadata.namespace"
-            ? (o: Json) => String(meta(o).namespace ?? "")
-            : known.includes(field) && field === "spec.hostNetwork"
-              ? (o: Json) => String((o.spec as Json | undefined)?.hostNetwork === true)
-              : known.includes(field) && field === "status.phase"
-                ? (o: Json) => String((o.status as Json | undefined)?.phase ?? "")
-                : undefined;
+      const get = Object.hasOwn(META_FIELDS, field)
+        ? META_FIELDS[field]
+        : known.includes(field) && Object.hasOwn(POD_FIELDS, field)
+          ? POD_FIELDS[field]
+          : undefined;
       if (!get) return `field label not supported: ${field}`;
       terms.push({ get, value: m[3]!, equal: m[2] !== "!=" });
     }
@@ -713,6 +707,18 @@ export class KubeApiServer {
     res.end(JSON.stringify(stored));
   }
 }
+
+/** Fields every kind is selected on. */
+const META_FIELDS: Record<string, (o: Json) => string> = {
+  "metadata.name": (o) => String(meta(o).name),
+  "metadata.namespace": (o) => String(meta(o).namespace ?? ""),
+};
+
+/** The pod fields this server can select on (what egressd asks for). */
+const POD_FIELDS: Record<string, (o: Json) => string> = {
+  "spec.hostNetwork": (o) => String((o.spec as Json | undefined)?.hostNetwork === true),
+  "status.phase": (o) => String((o.status as Json | undefined)?.phase ?? ""),
+};
 
 /** The equality-based label selectors (k=v, k==v, k!=v, comma-separated); undefined for another form. */
 function labelMatcher(text: string | null): ((labels: Record<string, string>) => boolean) | undefined {
