@@ -11,6 +11,19 @@ export default tseslint.config(
   {
     rules: {
       "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
+      // One copy of the library per process, the bundled one (inputs/k8s/client.ts says why).
+      "no-restricted-imports": [
+        "error",
+        {
+          paths: [
+            {
+              name: "@kubernetes/client-node",
+              message: "import it from inputs/k8s/client.ts, which the build bundles",
+            },
+          ],
+        },
+      ],
     },
   },
+  { files: ["inputs/k8s/client.ts"], rules: { "no-restricted-imports": "off" } },
 );

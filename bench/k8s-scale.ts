@@ -28,7 +28,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { KubeConfig } from "@kubernetes/client-node";
+import { KubeConfig } from "../inputs/k8s/client.js";
 import { KubeApiServer, unixForwarder } from "../test/helpers/kube-apiserver.js";
 import { Cluster } from "../core/k8s/cluster.js";
 import { ClusterWatch } from "../inputs/k8s/watch.js";

@@ -8,7 +8,7 @@
 // a partial view would take away pods and policies that are only not read
 // yet. During an outage the model keeps what it knows, so the data plane
 // keeps it too; the watch reports the outage and reconciles on its return.
-import { KubeConfig } from "@kubernetes/client-node";
+import { KubeConfig } from "../inputs/k8s/client.js";
 import type { Logger } from "pino";
 import type { KubernetesConfig } from "../core/config/ops-schema.js";
 import type { ConfigView } from "../core/plan/index.js";

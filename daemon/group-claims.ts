@@ -7,7 +7,7 @@
 // The node's labels (for the groups' gatewaySelector) are read from its Node
 // object at start and every NODE_EVERY_MS; until they are, the gateway serves
 // no group.
-import type { KubeConfig } from "@kubernetes/client-node";
+import type { KubeConfig } from "../inputs/k8s/client.js";
 import type { Logger } from "pino";
 import { Claimer, DEFAULT_TIMING, type ClaimTiming } from "../core/k8s/claims.js";
 import { apiGroup, serves, siteAttributes, type ApiGroup, type HeldGroup } from "../core/k8s/ip-groups.js";

@@ -55,7 +55,7 @@ export async function recordPodEvent(
   if (!pod) return;
   try {
     const [{ KubeConfig }, { apiRequest }] = await Promise.all([
-      import("@kubernetes/client-node"),
+      import("../inputs/k8s/client.js"),
       import("../inputs/k8s/api.js"),
     ]);
     const kc = new KubeConfig();

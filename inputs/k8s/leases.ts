@@ -10,7 +10,7 @@
 // Their holderIdentity is the gateway's node name. renewTime and acquireTime
 // are written for people (kubectl get lease); no gateway reads another's
 // clock: each measures a lease's age by when it saw its version change.
-import type { KubeConfig } from "@kubernetes/client-node";
+import type { KubeConfig } from "./client.js";
 import { apiRequest } from "./api.js";
 import {
   PRESENCE,

@@ -8,7 +8,7 @@
 // Writes are coalesced: what changed since the last write, at most `concurrency`
 // requests at once, and an entry is written again only when its content
 // changes (a condition's lastTransitionTime moves only when its status does).
-import type { KubeConfig } from "@kubernetes/client-node";
+import type { KubeConfig } from "./client.js";
 import { API_GROUP_VERSION, type Condition, type GatewayStatus } from "../../core/k8s/api-schema.js";
 import type { PolicyState } from "../../core/k8s/cluster.js";
 import { apiRequest, okBody } from "./api.js";

@@ -16,7 +16,7 @@
 //   reported until every informer has heard from the server again.
 // - Nothing is reported as synced until every informer has listed once:
 //   before that, the model would lack pods and policies it has not read yet.
-import { ListWatch, Watch, type KubeConfig, type KubernetesObject } from "@kubernetes/client-node";
+import { ListWatch, Watch, type KubeConfig, type KubernetesObject } from "./client.js";
 import { API_GROUP_VERSION } from "../../core/k8s/api-schema.js";
 import type { Cluster } from "../../core/k8s/cluster.js";
 import type { PolicyKind } from "../../core/k8s/policy.js";

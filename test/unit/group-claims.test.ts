@@ -3,7 +3,7 @@
 // labels, what it gives the data plane, and leases given back after a drain
 // or a group's deletion. Rounds are run by hand, on the test's clock.
 import test from "ava";
-import { KubeConfig } from "@kubernetes/client-node";
+import { KubeConfig } from "../../inputs/k8s/client.js";
 import { pino } from "pino";
 import { GroupClaims } from "../../daemon/group-claims.js";
 import type { HeldGroup } from "../../core/k8s/ip-groups.js";

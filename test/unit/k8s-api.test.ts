@@ -2,7 +2,7 @@
 // status write per policy must not be a connection (and in a cluster a TLS
 // handshake) per policy.
 import test from "ava";
-import { KubeConfig } from "@kubernetes/client-node";
+import { KubeConfig } from "../../inputs/k8s/client.js";
 import { apiRequest, okBody } from "../../inputs/k8s/api.js";
 import { KubeApiServer } from "../helpers/kube-apiserver.js";
 

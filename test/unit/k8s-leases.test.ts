@@ -3,7 +3,7 @@
 // over only through it. Each gateway's clock is the test's: a tick is a
 // second of it, whatever the machine's speed.
 import test from "ava";
-import { KubeConfig } from "@kubernetes/client-node";
+import { KubeConfig } from "../../inputs/k8s/client.js";
 import { Claimer, DEFAULT_TIMING, PRESENCE } from "../../core/k8s/claims.js";
 import { LeaseDriver, leaseName, recordOf } from "../../inputs/k8s/leases.js";
 import { KubeApiServer } from "../helpers/kube-apiserver.js";

@@ -3,7 +3,7 @@
 // again, conditions keep their transition time, and a refused policy gets
 // one Warning Event per generation. Against the in-process API server.
 import test from "ava";
-import { KubeConfig } from "@kubernetes/client-node";
+import { KubeConfig } from "../../inputs/k8s/client.js";
 import { KubeApiServer } from "../helpers/kube-apiserver.js";
 import { StatusWriter, type Programmed } from "../../inputs/k8s/status-writer.js";
 import type { PolicyState } from "../../core/k8s/cluster.js";

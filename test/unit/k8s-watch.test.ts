@@ -2,7 +2,7 @@
 // paged lists, watches resumed and relisted, bookmarks, outages and slow
 // answers, and egressd's own check of what the API hands out. Loopback only.
 import test, { type ExecutionContext } from "ava";
-import { KubeConfig } from "@kubernetes/client-node";
+import { KubeConfig } from "../../inputs/k8s/client.js";
 import { KubeApiServer, type ApiServerOptions } from "../helpers/kube-apiserver.js";
 import { Cluster } from "../../core/k8s/cluster.js";
 import { ClusterWatch } from "../../inputs/k8s/watch.js";
