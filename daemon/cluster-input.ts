@@ -221,7 +221,9 @@ export class ClusterInput {
     const changes = this.cluster.takeChanges();
     const edits = this.inSync && !changes.structural;
     if (edits && changes.edits.length === 0) return true;
-    const generations = this.cluster.policyGenerations();
+    // Pod moves change no policy: their generations are the last reload's.
+    const generations = edits ? this.generations : this.cluster.policyGenerations();
+    this.generations = generations;
     this.inSync = false;
     const input: PrepareInput = edits
       ? { clusterEdits: changes.edits }
@@ -268,10 +270,18 @@ export class ClusterInput {
     }
     this.reloads[result]++;
     const ok = result === "applied" || result === "unchanged";
-    for (const [key, generation] of generations)
-      if (ok || this.programmed.get(key)?.generation !== generation)
-        this.programmed.set(key, { generation, ok: result !== "failed" && result !== "refused", message });
-    for (const k of this.programmed.keys()) if (!generations.has(k)) this.programmed.delete(k);
+    const inForce = result !== "failed" && result !== "refused";
+    // Pod moves with the last reload's outcome leave every policy's Programmed as it is:
+    // 1,000 policies are not gone through for every pod.
+    const outcome = `${ok} ${inForce} ${message}`;
+    if (!edits || outcome !== this.outcome) {
+      for (const [key, generation] of generations)
+        if (ok || this.programmed.get(key)?.generation !== generation)
+          this.programmed.set(key, { generation, ok: inForce, message });
+      for (const k of this.programmed.keys()) if (!generations.has(k)) this.programmed.delete(k);
+      this.statusOfEvery = true;
+    }
+    this.outcome = outcome;
     // Pod moves change only counts in the status: written at most every STATUS_EVERY_MS.
     this.scheduleStatus(edits ? STATUS_EVERY_MS : 0);
     if (ok) this.scheduleCache();
@@ -309,6 +319,11 @@ export class ClusterInput {
 
   private statusTimer: NodeJS.Timeout | undefined;
   private statusDue = Infinity;
+  /** The last reload's policy generations, and its outcome (see reload). */
+  private generations = new Map<string, number>();
+  private outcome = "";
+  /** Every policy's status is to be made again (a policy's Programmed may have changed), not only the moved pods' policies'. */
+  private statusOfEvery = true;
 
   /** Writes the policies' status in `ms` (sooner if already due sooner). */
   private scheduleStatus(ms: number): void {
@@ -318,7 +333,13 @@ export class ClusterInput {
     this.statusDue = due;
     this.statusTimer = setTimeout(() => {
       this.statusDue = Infinity;
-      if (!this.stopped) void this.writer.update(this.cluster.policyStates(), this.programmed);
+      if (this.stopped) return;
+      const some = this.statusOfEvery ? undefined : this.cluster.changedPolicyStates();
+      if (some) void this.writer.update(some, this.programmed, true);
+      else {
+        this.statusOfEvery = false;
+        void this.writer.update(this.cluster.policyStates(), this.programmed);
+      }
     }, ms);
     this.statusTimer.unref();
   }

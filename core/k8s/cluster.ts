@@ -137,6 +137,8 @@ export class Cluster {
   /** Per policy key: how many pods it governs, and how many it lost to others (kept with `assigned`). */
   private readonly governs = new Map<string, number>();
   private readonly loses = new Map<string, number>();
+  /** Policy keys whose counts changed since states were last taken; undefined: any policy's state may have. */
+  private statesChanged: Set<string> | undefined;
   /** Policies or groups changed and the pods are not reassigned yet (see settle). */
   private dirty = false;
   /** Data-plane policy name -> its source addresses. */
@@ -287,10 +289,37 @@ export class Cluster {
   /** Every policy object, accepted or not, with what this gateway makes of it. */
   policyStates(): PolicyState[] {
     this.settle();
-    const selected = this.governs;
-    const lost = this.loses;
+    this.statesChanged = new Set();
+    return this.statesOf([...this.refused.keys(), ...this.accepted.keys()]);
+  }
+
+  /**
+   * The states of the policies whose pod counts changed since states were
+   * last taken (this or policyStates), or undefined when any policy's state
+   * may have changed in another way (a policy, group or namespace changed
+   * the model's structure): take policyStates() then. Pod moves at scale
+   * touch a few policies of a thousand, and their status need not be made
+   * again for all of them.
+   */
+  changedPolicyStates(): PolicyState[] | undefined {
+    this.settle();
+    const keys = this.statesChanged;
+    if (keys === undefined) return undefined;
+    this.statesChanged = new Set();
+    return this.statesOf(keys);
+  }
+
+  private statesOf(keys: Iterable<string>): PolicyState[] {
     const out: PolicyState[] = [];
-    const ident = (obj: PolicyObject, key: string) => ({
+    for (const key of keys) {
+      const s = this.stateOf(key);
+      if (s) out.push(s);
+    }
+    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  private stateOf(key: string): PolicyState | undefined {
+    const ident = (obj: PolicyObject) => ({
       key,
       kind: obj.kind,
       ...(obj.namespace !== undefined ? { namespace: obj.namespace } : {}),
@@ -298,10 +327,11 @@ export class Cluster {
       uid: obj.uid,
       generation: obj.generation,
     });
-    for (const [key, r] of this.refused) {
+    const r = this.refused.get(key);
+    if (r) {
       const first = r.problems[0];
-      out.push({
-        ...ident(r.obj, key),
+      return {
+        ...ident(r.obj),
         accepted: {
           ok: false,
           reason: r.reason,
@@ -311,45 +341,44 @@ export class Cluster {
         selectedPods: 0,
         conflictingPods: 0,
         programmedAs: [],
-      });
+      };
     }
-    for (const [key, p] of this.accepted) {
-      const mine = this.derivedOf.get(key) ?? [];
-      const missing = mine.filter((d) => d.blocked === "EgressIPGroupNotFound");
-      const notAllowed = mine.some((d) => d.blocked === "EgressIPGroupNotAllowed");
-      const accepted = notAllowed
+    const p = this.accepted.get(key);
+    if (!p) return undefined;
+    const mine = this.derivedOf.get(key) ?? [];
+    const missing = mine.filter((d) => d.blocked === "EgressIPGroupNotFound");
+    const notAllowed = mine.some((d) => d.blocked === "EgressIPGroupNotAllowed");
+    const accepted = notAllowed
+      ? {
+          ok: false,
+          reason: "EgressIPGroupNotAllowed",
+          message:
+            `namespace ${p.obj.namespace ?? ""} may not use egress IP group ${JSON.stringify(p.group)} on this gateway ` +
+            `(the group's namespaceSelector does not select it): the pods it selects are blocked here (dropped)`,
+          field: "spec.egressIPGroup",
+        }
+      : missing.length > 0
         ? {
             ok: false,
-            reason: "EgressIPGroupNotAllowed",
+            reason: "EgressIPGroupNotFound",
             message:
-              `namespace ${p.obj.namespace ?? ""} may not use egress IP group ${JSON.stringify(p.group)} on this gateway ` +
-              `(the group's namespaceSelector does not select it): the pods it selects are blocked here (dropped)`,
+              `egress IP group ${JSON.stringify(p.group)} has no ${missing.map((d) => `IPv${d.family}`).join(" or ")} ` +
+              `address on this gateway: the pods it selects are blocked here (dropped), not sent out with their own address`,
             field: "spec.egressIPGroup",
           }
-        : missing.length > 0
-          ? {
-              ok: false,
-              reason: "EgressIPGroupNotFound",
-              message:
-                `egress IP group ${JSON.stringify(p.group)} has no ${missing.map((d) => `IPv${d.family}`).join(" or ")} ` +
-                `address on this gateway: the pods it selects are blocked here (dropped), not sent out with their own address`,
-              field: "spec.egressIPGroup",
-            }
-          : {
-              ok: true,
-              reason: "Accepted",
-              message: "the policy is valid and its egress IP group is defined here",
-            };
-      out.push({
-        ...ident(p.obj, key),
-        accepted,
-        selectedPods: selected.get(key) ?? 0,
-        conflictingPods: lost.get(key) ?? 0,
-        programmedAs: mine.map((d) => ({ name: d.name, family: d.family, action: d.action })),
-        ...(mine.some((d) => d.blocked === "EgressIPGroupNotHeld") ? { notHeld: true as const } : {}),
-      });
-    }
-    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+        : {
+            ok: true,
+            reason: "Accepted",
+            message: "the policy is valid and its egress IP group is defined here",
+          };
+    return {
+      ...ident(p.obj),
+      accepted,
+      selectedPods: this.governs.get(key) ?? 0,
+      conflictingPods: this.loses.get(key) ?? 0,
+      programmedAs: mine.map((d) => ({ name: d.name, family: d.family, action: d.action })),
+      ...(mine.some((d) => d.blocked === "EgressIPGroupNotHeld") ? { notHeld: true as const } : {}),
+    };
   }
 
   /** Every policy object's key and generation (cheap: no pod is looked at). */
@@ -477,14 +506,15 @@ export class Cluster {
       }
     }
     const prev = this.assigned.get(uid);
+    const changed = this.statesChanged;
     if (prev) {
-      for (const k of prev.win) count(this.governs, k, -1);
-      for (const k of prev.lose) count(this.loses, k, -1);
+      for (const k of prev.win) count(this.governs, k, -1, changed);
+      for (const k of prev.lose) count(this.loses, k, -1, changed);
     }
     if (win.length > 0 || lose.length > 0) {
       this.assigned.set(uid, { entries: exact(after), win: exact(win), lose: exact(lose) });
-      for (const k of win) count(this.governs, k, 1);
-      for (const k of lose) count(this.loses, k, 1);
+      for (const k of win) count(this.governs, k, 1, changed);
+      for (const k of lose) count(this.loses, k, 1, changed);
     } else this.assigned.delete(uid);
     if (before.length === 0 && after.length === 0) return;
     for (let i = 0; i < before.length; i += 2)
@@ -513,6 +543,7 @@ export class Cluster {
    */
   private restructure(): void {
     this.structural = true;
+    this.statesChanged = undefined;
     this.dirty = true;
     this.edits = [];
   }
@@ -582,7 +613,8 @@ function hasPair(pairs: readonly string[], x: string, y: string): boolean {
 }
 
 /** Adds `by` to the count of `key` (a count of 0 is no entry). */
-function count(m: Map<string, number>, key: string, by: number): void {
+function count(m: Map<string, number>, key: string, by: number, changed?: Set<string>): void {
+  changed?.add(key);
   const n = (m.get(key) ?? 0) + by;
   if (n === 0) m.delete(key);
   else m.set(key, n);

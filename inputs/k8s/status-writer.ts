@@ -59,7 +59,10 @@ export class StatusWriter {
   /** Per policy UID: the events already emitted ("generation/reason"). */
   private readonly evented = new Map<string, Set<string>>();
   private running = false;
-  private pending: { states: PolicyState[]; programmed: Map<string, Programmed> } | undefined;
+  /** The next round: the states by policy key, and whether they are every policy (else some, to merge). */
+  private pending:
+    | { states: Map<string, PolicyState>; programmed: Map<string, Programmed>; every: boolean }
+    | undefined;
   readonly stats = { writes: 0, errors: 0, events: 0 };
 
   constructor(private readonly o: StatusWriterOptions) {}
@@ -68,9 +71,17 @@ export class StatusWriter {
     return `egressd/${this.o.gateway}`;
   }
 
-  /** Writes what changed; a call while writing is folded into the next round. */
-  update(states: PolicyState[], programmed: Map<string, Programmed>): Promise<void> {
-    this.pending = { states, programmed };
+  /**
+   * Writes what changed. `states` is every policy, or with `some` only
+   * policies whose state may have changed (the others are left as written).
+   * A call while writing is folded into the next round.
+   */
+  update(states: PolicyState[], programmed: Map<string, Programmed>, some = false): Promise<void> {
+    const p = this.pending;
+    if (some && p) {
+      for (const s of states) p.states.set(s.key, s);
+      p.programmed = programmed;
+    } else this.pending = { states: new Map(states.map((s) => [s.key, s])), programmed, every: !some };
     if (this.running) return Promise.resolve();
     return this.drain();
   }
@@ -79,12 +90,10 @@ export class StatusWriter {
     this.running = true;
     try {
       while (this.pending) {
-        const { states, programmed } = this.pending;
+        const { states, programmed, every } = this.pending;
         this.pending = undefined;
         const jobs: (() => Promise<void>)[] = [];
-        const live = new Set<string>();
-        for (const s of states) {
-          live.add(s.key);
+        for (const s of states.values()) {
           const entry = this.entryFor(s, programmed.get(s.key));
           const text = JSON.stringify(entry, (k, v: unknown) => (k === "lastTransitionTime" ? undefined : v));
           const before = this.written.get(s.key);
@@ -93,7 +102,7 @@ export class StatusWriter {
           jobs.push(() => this.apply(s, entry));
           if (!s.accepted.ok) jobs.push(() => this.event(s));
         }
-        for (const k of this.written.keys()) if (!live.has(k)) this.written.delete(k);
+        if (every) for (const k of this.written.keys()) if (!states.has(k)) this.written.delete(k);
         await runLimited(jobs, this.o.concurrency ?? 4);
       }
     } finally {

@@ -98,6 +98,23 @@ test("nothing unchanged is written again", async (t) => {
   t.is(a.stats.writes, 1);
 });
 
+test("a round of some policies leaves what was written for the others; a round of every policy forgets those gone", async (t) => {
+  const s = await setup(t);
+  const a = s.writer("gw-a1");
+  await a.update([s.state()], done(1));
+  // Pods moved in other policies only: nothing to write, and card-db is not forgotten.
+  await a.update([], done(1), true);
+  await a.update([s.state()], done(1), true);
+  t.is(a.stats.writes, 1);
+  await a.update([s.state({ selectedPods: 5 })], done(1), true);
+  t.is(a.stats.writes, 2);
+  t.is(s.gateways()[0]!.selectedPods, 5);
+  // Every policy, and card-db is not among them: forgotten, so written again when it is back.
+  await a.update([], done(1));
+  await a.update([s.state({ selectedPods: 5 })], done(1), true);
+  t.is(a.stats.writes, 3);
+});
+
 test("a refused policy: Accepted False with the field, one Warning Event per generation and reason", async (t) => {
   const s = await setup(t);
   const a = s.writer("gw-a1");
