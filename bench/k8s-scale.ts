@@ -286,6 +286,8 @@ async function part2(): Promise<void> {
     const lat: number[] = [];
     /** Latencies of the events sent more than SETTLE_MS after the first programming (see below). */
     const settled: number[] = [];
+    // RSS read after every event: V8 collects when its heap has grown, so the last reading alone can miss the peak.
+    const rss: number[] = [];
     for (let e = 0; e < EVENTS; e++) {
       const { k, app } = relabelled(e);
       const seen = await lab.elementAdded(podIp(k));
@@ -294,6 +296,7 @@ async function part2(): Promise<void> {
       api.apply(podObject(k, app));
       lat.push((await seen()) - t);
       if (sentAt - at(first) > SETTLE_MS) settled.push(lat.at(-1)!);
+      rss.push(lab.rssMb());
       await sleep(Number(args["gap-ms"]));
     }
     const perEvent = applied().slice(1);
@@ -316,8 +319,8 @@ async function part2(): Promise<void> {
         (settled.length > 0
           ? `of those sent ${SETTLE_MS / 1000} s or more after the first programming (${settled.length}): median ${fmt(median(settled))}, p99 ${fmt(percentile(settled, 99))}; `
           : "") +
-        `egressd's own reload time per event: median ${median(ms)} ms (prepared off the main thread in ${median(perEvent.map((j) => j.prepareMs as number))}); ` +
-        `RSS after ${lab.rssMb().toFixed(0)} MB`,
+        `egressd's own reload time per event: median ${fmt(median(ms))} (prepared off the main thread in ${fmt(median(perEvent.map((j) => j.prepareMs as number)))}); ` +
+        `RSS over the events ${Math.min(...rss).toFixed(0)}-${Math.max(...rss).toFixed(0)} MB, after ${lab.rssMb().toFixed(0)} MB`,
     );
     // Where the reconciles of the events went: per target, the median of the logged times.
     const targets = new Map<string, number[]>();
