@@ -59,6 +59,8 @@ export class StatusWriter {
   /** Per policy UID: the events already emitted ("generation/reason"). */
   private readonly evented = new Map<string, Set<string>>();
   private running = false;
+  /** States whose write failed: written again in the next round that does not bring a newer state of them. */
+  private readonly failed = new Map<string, PolicyState>();
   /** The next round: the states by policy key, and whether they are every policy (else some, to merge). */
   private pending:
     | { states: Map<string, PolicyState>; programmed: Map<string, Programmed>; every: boolean }
@@ -92,6 +94,10 @@ export class StatusWriter {
       while (this.pending) {
         const { states, programmed, every } = this.pending;
         this.pending = undefined;
+        // A round of some policies may not include one whose write failed (its pods did not
+        // move again); a round of every policy brings its state now, unless it is gone.
+        if (!every) for (const [k, s] of this.failed) if (!states.has(k)) states.set(k, s);
+        this.failed.clear();
         const jobs: (() => Promise<void>)[] = [];
         for (const s of states.values()) {
           const entry = this.entryFor(s, programmed.get(s.key));
@@ -156,7 +162,8 @@ export class StatusWriter {
       this.stats.writes++;
     } catch (e) {
       this.stats.errors++;
-      this.written.delete(s.key); // written again next round
+      this.written.delete(s.key);
+      this.failed.set(s.key, s); // written again next round
       this.o.log.warn(`kubernetes: cannot write the status of ${s.key}: ${(e as Error).message}`);
     }
   }

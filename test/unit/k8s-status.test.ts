@@ -115,6 +115,18 @@ test("a round of some policies leaves what was written for the others; a round o
   t.is(a.stats.writes, 3);
 });
 
+test("a write that failed is made again by the next round, also a round of other policies", async (t) => {
+  const s = await setup(t);
+  const a = s.writer("gw-a1");
+  s.api.setDown(true);
+  await a.update([s.state({ selectedPods: 7 })], done(1));
+  t.is(a.stats.errors, 1);
+  s.api.setDown(false);
+  await a.update([], done(1), true);
+  t.is(a.stats.writes, 1);
+  t.is(s.gateways()[0]!.selectedPods, 7);
+});
+
 test("a refused policy: Accepted False with the field, one Warning Event per generation and reason", async (t) => {
   const s = await setup(t);
   const a = s.writer("gw-a1");
