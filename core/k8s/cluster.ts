@@ -286,7 +286,11 @@ export class Cluster {
     return new Set(this.sources.get(name)?.keys());
   }
 
-  /** Every policy object, accepted or not, with what this gateway makes of it. */
+  /**
+   * Every policy object, accepted or not, with what this gateway makes of it.
+   * Also takes them: changedPolicyStates() then returns only later changes,
+   * so the one writer of status is the one caller of both.
+   */
   policyStates(): PolicyState[] {
     this.settle();
     this.statesChanged = new Set();
