@@ -286,6 +286,7 @@ async function part2(): Promise<void> {
     const lat: number[] = [];
     /** Latencies of the events sent more than SETTLE_MS after the first programming (see below). */
     const settled: number[] = [];
+    const early: string[] = [];
     // RSS read after every event: V8 collects when its heap has grown, so the last reading alone can miss the peak.
     const rss: number[] = [];
     for (let e = 0; e < EVENTS; e++) {
@@ -296,6 +297,7 @@ async function part2(): Promise<void> {
       api.apply(podObject(k, app));
       lat.push((await seen()) - t);
       if (sentAt - at(first) > SETTLE_MS) settled.push(lat.at(-1)!);
+      else early.push(`${fmt(lat.at(-1)!)} (sent ${sentAt - at(first)} ms after)`);
       rss.push(lab.rssMb());
       await sleep(Number(args["gap-ms"]));
     }
@@ -322,6 +324,7 @@ async function part2(): Promise<void> {
         `egressd's own reload time per event: median ${fmt(median(ms))} (prepared off the main thread in ${fmt(median(perEvent.map((j) => j.prepareMs as number)))}); ` +
         `RSS over the events ${Math.min(...rss).toFixed(0)}-${Math.max(...rss).toFixed(0)} MB, after ${lab.rssMb().toFixed(0)} MB`,
     );
+    if (early.length > 0) console.log(`part 2: the events sent before then, in order: ${early.join(", ")}`);
     // Where the reconciles of the events went: per target, the median of the logged times.
     const targets = new Map<string, number[]>();
     for (const j of lab

@@ -188,6 +188,9 @@ function clusterDigest(k: Kept): string {
  */
 export const PATCH_RECLAIM_MS = 200;
 
+/** Rehearsals of a pod move after start-up (see InlineDataplane.warmEdits). */
+export const WARM_ROUNDS = 8;
+
 function unrefTimer(fn: () => void, ms: number): () => void {
   const t = setTimeout(fn, ms);
   t.unref();
@@ -221,11 +224,16 @@ export class InlineDataplane implements Dataplane {
       patchReclaimMs?: number;
       /** Runs `fn` in `ms` and returns its cancel (default: an unref'd setTimeout; tests run it by hand). */
       timer?: (fn: () => void, ms: number) => () => void;
+      /** Rounds of warmEdits (default WARM_ROUNDS; 0: none). */
+      warmRounds?: number;
     } = {},
   ) {}
 
   prepare(input: PrepareInput): Promise<Prepared> {
-    if ("clusterEdits" in input) return Promise.resolve(this.prepareEdits(input.clusterEdits));
+    if ("clusterEdits" in input) {
+      this.editsWarm = true;
+      return Promise.resolve(this.prepareEdits(input.clusterEdits));
+    }
     const base = this.committed;
     const cluster = input.cluster ?? base?.cluster ?? [];
     const claims = input.claims ?? base?.claims ?? [];
@@ -451,9 +459,49 @@ export class InlineDataplane implements Dataplane {
       });
     const garbage = this.garbage;
     this.garbage = undefined;
-    if (!this.opts.reclaim || !garbage) return applied;
+    const warm = () => {
+      if (!this.editsWarm && this.opts.warmRounds !== 0) this.warmEdits(this.opts.warmRounds ?? WARM_ROUNDS);
+    };
+    if (!this.opts.reclaim || !garbage) return applied.finally(warm);
     const ms = garbage === "replaced" ? 0 : (this.opts.patchReclaimMs ?? PATCH_RECLAIM_MS);
-    return applied.finally(() => this.scheduleReclaim(ms));
+    return applied.finally(() => {
+      this.scheduleReclaim(ms);
+      warm();
+    });
+  }
+
+  /** Pods have moved on this thread (prepareEdits ran for the cluster), or warmEdits rehearsed it. */
+  private editsWarm = false;
+
+  /**
+   * Rehearses a pod move `rounds` times, one round per timer turn, once a
+   * plan with a cluster policy that selects a pod is in force: the pod is
+   * taken out of its policy in a plan that is then dropped, and that plan's
+   * arrays go back to the pool the next patches take theirs from (nat.ts).
+   * Why: the first real moves after start-up ran that code for the first
+   * time (V8 interprets a function before it compiles it, and each patch
+   * then filled fresh arrays), and took 25-70 ms each where later ones take
+   * 1-2 ms (bench/k8s-scale, 100k pods). Stops at the first round that is
+   * not a move of sources alone (it would plan in full) and when another
+   * plan has been committed meanwhile.
+   */
+  private warmEdits(rounds: number): void {
+    const base = this.committed;
+    const policy = base?.cluster.find((p) => p.sources.length > 0);
+    if (!base || !policy || this.editsWarm) return;
+    this.editsWarm = true;
+    const round = (left: number) => {
+      if (left === 0 || this.committed !== base) return;
+      const r = this.prepareEdits([{ policy: policy.name, address: policy.sources[0]!, add: false }]);
+      if (!r.ok) return;
+      const kept = this.prepared.get(r.id)!;
+      this.prepared.delete(r.id);
+      if (kept.classifier.index !== base.classifier.index)
+        retireIndex(kept.classifier.index, base.classifier.index);
+      if (!r.sourcesOnly) return;
+      (this.opts.timer ?? unrefTimer)(() => round(left - 1), 0);
+    };
+    (this.opts.timer ?? unrefTimer)(() => round(rounds), 0);
   }
 
   private reclaimPending: { ms: number; cancel: () => void } | undefined;

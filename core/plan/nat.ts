@@ -103,12 +103,13 @@ function sortedSources(policies: PolicyModel[], family: Family): SortedSources {
     for (const p of mine)
       for (const s of p.sources) keys[i++] = ((s.lo as number) * 64 + s.len) * maxPolicy + p.index;
     keys.sort();
+    // From the pool, with room: once this index is replaced by a patch, its arrays serve the next patches.
     const out = {
       n: 0,
-      lo: new Float64Array(count),
-      hi: new Float64Array(count),
-      len: new Uint8Array(count),
-      policy: new Float64Array(count),
+      lo: take("f64", count),
+      hi: take("f64", count),
+      len: take("u8", count),
+      policy: take("f64", count),
     };
     let prevKey = -1;
     for (const k of keys) {
