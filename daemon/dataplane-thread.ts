@@ -6,6 +6,7 @@ import { parentPort } from "node:worker_threads";
 import { realKernel } from "../routing/kernel-actuator.js";
 import { DEFAULTS } from "../core/defaults.js";
 import { collectGarbage } from "../lib/gc.js";
+import { runCommandsViaHelper } from "../lib/exec.js";
 import { InlineDataplane, type Dataplane, type Prepared } from "./dataplane.js";
 
 export type DataplaneCall = {
@@ -24,6 +25,9 @@ try {
 } catch {
   // not on Linux: the thread runs at the process's priority
 }
+// This thread's commands (nft -f, conntrack) are started by a helper process, started now
+// while the process is small (lib/spawner.ts); without the helper built, by this thread.
+runCommandsViaHelper();
 const dataplane = new InlineDataplane(realKernel(), { reclaim: collectGarbage });
 
 port.on("message", (m: DataplaneCall) => {

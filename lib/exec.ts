@@ -2,6 +2,7 @@
 // that say which command failed and what it printed.
 import { execFile, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { Spawner } from "./spawner.js";
 
 export interface RunResult {
   stdout: string;
@@ -36,11 +37,57 @@ export function inNetns(netns: string | undefined, argv: readonly string[]): str
   return netns ? ["ip", "netns", "exec", netns, ...argv] : [...argv];
 }
 
+/** This thread's egressd-spawn helper, once runCommandsViaHelper() has started it. */
+let helper: Spawner | undefined;
+
+/**
+ * Runs this thread's commands (run, tryRun) through an egressd-spawn helper
+ * started now, so that this process does not fork for them once it is large
+ * (lib/spawner.ts). Call it early, while the process is small. False when
+ * the helper is not built: commands are then started by this process.
+ */
+export function runCommandsViaHelper(): boolean {
+  if (helper && !helper.ended) return true;
+  if (!Spawner.available()) return false;
+  helper = new Spawner();
+  helper.start();
+  return true;
+}
+
 /** Runs a program to completion; rejects with CommandError on a non-zero exit. */
 export function run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   const full = inNetns(opts.netns, argv);
-  const [file, ...args] = full;
-  if (!file) throw new Error("run: empty command");
+  if (!full[0]) throw new Error("run: empty command");
+  const h = helper;
+  if (h === undefined || h.ended) return forkAndRun(full, opts);
+  const timeoutMs = opts.timeoutMs ?? 60_000;
+  return h
+    .run({
+      argv: full,
+      timeoutMs,
+      ...(opts.env ? { env: opts.env } : {}),
+      ...(opts.input !== undefined ? { input: opts.input } : {}),
+    })
+    .then(
+      (r) => {
+        if (r.code === 0 && !r.timedOut) return { stdout: r.stdout, stderr: r.stderr };
+        const why = r.timedOut
+          ? `killed after ${timeoutMs} ms\n`
+          : r.signal !== null
+            ? `ended by signal ${r.signal}\n`
+            : "";
+        throw new CommandError(full, r.timedOut ? null : r.code, r.stdout, why + r.stderr);
+      },
+      (e: unknown) => {
+        // The helper ended: this command, and the next ones, are started here.
+        if (h.ended) return forkAndRun(full, opts);
+        throw new CommandError(full, null, "", (e as Error).message);
+      },
+    );
+}
+
+function forkAndRun(full: string[], opts: RunOptions): Promise<RunResult> {
+  const [file, ...args] = full as [string, ...string[]];
   return new Promise((resolve, reject) => {
     const child = execFile(
       file,

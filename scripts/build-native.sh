@@ -2,6 +2,7 @@
 # Builds egressd's native helpers (part of `npm run build`):
 #   native/icmp-prober.c -> dist/native/egressd-icmp  (the ICMP probes; docs/health.md)
 #   native/bfd-offload.c -> dist/native/egressd-bfd   (BFD's periodic packets; docs/bfd.md)
+#   native/spawner.c     -> dist/native/egressd-spawn (starts commands: egressd does not fork; docs/dataplane.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v gcc >/dev/null; then
@@ -16,3 +17,4 @@ build() {
 }
 build egressd-icmp icmp-prober.c
 build egressd-bfd bfd-offload.c
+build egressd-spawn spawner.c

@@ -17,6 +17,7 @@ import { DEFAULTS } from "../../core/defaults.js";
 import { createLogger } from "../log.js";
 import { recordPodEvent } from "../pod-event.js";
 import { EXIT, usageExit } from "./validate.js";
+import { runCommandsViaHelper } from "../../lib/exec.js";
 
 export function runCommand(): Command {
   return usageExit(
@@ -87,6 +88,10 @@ export function runCommand(): Command {
           const nodeOpt = node === undefined ? {} : { node };
           const firstText = await read();
           if (firstText === undefined) return void (process.exitCode = EXIT.usage);
+          // Commands (nft, conntrack) are started by a small helper process from here on:
+          // this process does not fork once its heap is large (lib/spawner.ts).
+          if (!runCommandsViaHelper())
+            log.warn("egressd-spawn is not built (npm run build): commands are started by egressd itself");
           // Parsing, validating and planning happen in the data plane's worker
           // thread, as does programming the kernel (see daemon/dataplane.ts).
           // The gateway, once there is one: told when the data-plane thread was restored.
