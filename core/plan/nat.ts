@@ -637,12 +637,17 @@ const entryOrder = (
  * 100k sources costs a few copies and binary searches, not a walk of every
  * entry.
  */
+/**
+ * `src` with entries removed and added. Also where the edits lie in the new
+ * list: entries before `first` are src's at the same index, and entries from
+ * `last` on are src's shifted by `last - lastOld` (reachPatched uses both).
+ */
 function editedSources(
   src: SortedSources,
   family: Family,
   removed: { lo: Addr; hi: Addr; len: number; policy: number }[],
   added: { lo: Addr; hi: Addr; len: number; policy: number }[],
-): SortedSources {
+): { src: SortedSources; first: number; last: number; lastOld: number } {
   const n = src.n - removed.length + added.length;
   const typed = src.lo instanceof Float64Array;
   const out: SortedSources = typed
@@ -674,12 +679,14 @@ function editedSources(
   };
   let r = 0;
   let a = 0;
+  let first = -1;
   while (r < removed.length || a < added.length) {
     const add = a < added.length && (r >= removed.length || entryOrder(added[a]!, removed[r]!) < 0);
     if (add) {
       const x = added[a++]!;
       // After every entry that does not sort after it.
       copy(i + partitionPoint(src.n - i, (k) => entryOrder(x, at(i + k)) >= 0));
+      if (first < 0) first = o;
       out.lo[o] = x.lo;
       out.hi[o] = x.hi;
       out.len[o] = x.len;
@@ -689,12 +696,47 @@ function editedSources(
       copy(i + partitionPoint(src.n - i, (k) => entryOrder(at(i + k), x) < 0));
       if (i >= src.n || entryOrder(at(i), x) !== 0)
         throw new NeedsFlatten(`IPv${family} source edits do not match the index`);
+      if (first < 0) first = o;
       i++;
     }
   }
+  const last = o;
+  const lastOld = i;
   copy(src.n);
   if (o !== n) throw new NeedsFlatten(`IPv${family} source edits do not match the index`);
-  return out;
+  return { src: out, first: first < 0 ? n : first, last, lastOld };
+}
+
+/**
+ * The reach of edited sources (see editedSources), from the old reach: the
+ * same before the first edit, walked from there, and copied, shifted, from
+ * the first entry past the last edit where the walk meets the old values
+ * again (after a pod's move, within an entry or two). At 100k sources this
+ * is a copy instead of a walk of every entry.
+ */
+function reachPatched(
+  e: { src: SortedSources; first: number; last: number; lastOld: number },
+  family: Family,
+  old: { [i: number]: Addr },
+  oldN: number,
+): { [i: number]: Addr } {
+  const { src, first, last, lastOld } = e;
+  if (family !== 4 || !(old instanceof Float64Array)) return reachOf(src, family);
+  const reach = take("f64", src.n);
+  const before = old;
+  reach.set(before.subarray(0, first), 0);
+  let i = first;
+  for (; i < src.n; i++) {
+    const hi = src.hi[i] as number;
+    reach[i] = i > 0 && reach[i - 1]! > hi ? reach[i - 1]! : hi;
+    // Past the edits, entry i is the old entry j: the same from here on once they agree.
+    const j = i - last + lastOld;
+    if (i >= last && j < oldN && reach[i] === before[j]) {
+      reach.set(before.subarray(j + 1, oldN), i + 1);
+      return reach;
+    }
+  }
+  return reach;
 }
 
 /**
@@ -730,18 +772,19 @@ const sameSpans = (a: Span[], b: Span[]) =>
 /** Same policies, but for their sources: names, families, gateway, destinations and exceptions. */
 function sameButSources(a: PolicyModel[], b: PolicyModel[]): boolean {
   return (
-    a.length === b.length &&
-    a.every((p, i) => {
-      const q = b[i]!;
-      return (
-        p.index === q.index &&
-        p.name === q.name &&
-        p.family === q.family &&
-        p.gateway === q.gateway &&
-        sameSpans(p.destinations, q.destinations) &&
-        sameSpans(p.exceptions, q.exceptions)
-      );
-    })
+    a === b ||
+    (a.length === b.length &&
+      a.every((p, i) => {
+        const q = b[i]!;
+        return (
+          p.index === q.index &&
+          p.name === q.name &&
+          p.family === q.family &&
+          p.gateway === q.gateway &&
+          sameSpans(p.destinations, q.destinations) &&
+          sameSpans(p.exceptions, q.exceptions)
+        );
+      }))
   );
 }
 
@@ -779,8 +822,9 @@ function patchOrThrow(
     const rem = entries(removed);
     const add = entries(added);
     if (rem.length + add.length === 0) continue;
-    const src = editedSources(old.src, family, rem, add);
-    const reach = reachOf(src, family);
+    const edited = editedSources(old.src, family, rem, add);
+    const src = edited.src;
+    const reach = reachPatched(edited, family, old.reach, old.src.n);
     const { pred, succ, format } = ARITH[family];
 
     // The ranges to walk again: each edited prefix, grown to the outermost prefix around it (before or after).
