@@ -302,6 +302,16 @@ async function part2(): Promise<void> {
       await sleep(Number(args["gap-ms"]));
     }
     const perEvent = applied().slice(1);
+    // From the watch event in egressd (its handler's wall-clock time, logged as changeAt) to the
+    // watcher's notice of the element: egressd's path alone, without the API server and the link to it.
+    // Each event's reload: the last one whose change came before the element's notice.
+    const changeAts = perEvent.map((j) => j.changeAt).filter((x): x is number => typeof x === "number");
+    const fromEvent: number[] = [];
+    for (let e = 0; e < EVENTS; e++) {
+      const seen = lab.noticedAt.get(podIp(relabelled(e).k));
+      const from = seen === undefined ? undefined : changeAts.filter((c) => c <= seen).at(-1);
+      if (seen !== undefined && from !== undefined) fromEvent.push(seen - from);
+    }
     const ms = perEvent.map((j) => j.ms as number);
     const full = perEvent.filter((j) => j.edits === undefined).length;
     const planned = perEvent.filter((j) => j.edits !== undefined && j.sourcesOnly !== true).length;
@@ -325,6 +335,11 @@ async function part2(): Promise<void> {
         `RSS over the events ${Math.min(...rss).toFixed(0)}-${Math.max(...rss).toFixed(0)} MB, after ${lab.rssMb().toFixed(0)} MB`,
     );
     if (early.length > 0) console.log(`part 2: the events sent before then, in order: ${early.join(", ")}`);
+    if (fromEvent.length > 0)
+      console.log(
+        `part 2: the watch event in egressd to the element in the kernel: median ${fmt(median(fromEvent))}, p99 ${fmt(percentile(fromEvent, 99))}, ` +
+          `max ${fmt(Math.max(...fromEvent))} over ${fromEvent.length}`,
+      );
     // Where the reconciles of the events went: per target, the median of the logged times.
     const targets = new Map<string, number[]>();
     for (const j of lab

@@ -1,6 +1,7 @@
 // For benchmarks: prints the addresses added to nf_tables sets in this
-// network namespace, one line per kernel notification, after a first line
-// "ready" once subscribed. Run inside the gateway's namespace:
+// network namespace, one line per kernel notification (the wall-clock time
+// it was read, in milliseconds to the microsecond, then the addresses),
+// after a first line "ready" once subscribed. Run inside the gateway's namespace:
 //
 //   ip netns exec NS node dist/bench/nft-watch.js
 //
@@ -9,6 +10,8 @@
 // this reads nothing but the notifications.
 import { watchAddedElements } from "../routing/nfnetlink.js";
 
-watchAddedElements((keys) => process.stdout.write(`${keys.join(" ")}\n`));
+watchAddedElements((keys) =>
+  process.stdout.write(`${(performance.timeOrigin + performance.now()).toFixed(3)} ${keys.join(" ")}\n`),
+);
 process.stdout.write("ready\n");
 process.on("SIGTERM", () => process.exit(0));

@@ -190,7 +190,8 @@ export class ScaleLab {
    * Resolves (when called) with performance.now() at the kernel's notice that
    * element `text` (an address, canonical) was added to a set in the
    * gateway's namespace, after this call. One watcher process (nft-watch.js)
-   * serves every call; it is idle between notifications.
+   * serves every call; it is idle between notifications. The watcher's own
+   * wall-clock time of that notice is kept in `noticedAt` (by address).
    */
   async elementAdded(text: string, timeoutMs = 60_000): Promise<() => Promise<number>> {
     const waiters = await this.elementWatcher();
@@ -209,6 +210,8 @@ export class ScaleLab {
   }
 
   private watcher: { child: ChildProcess; waiters: Map<string, (at: number) => void> } | undefined;
+  /** The watcher's wall-clock time (ms) of the last notice of each address. */
+  readonly noticedAt = new Map<string, number>();
 
   private async elementWatcher(): Promise<Map<string, (at: number) => void>> {
     if (this.watcher) return this.watcher.waiters;
@@ -223,7 +226,9 @@ export class ScaleLab {
       createInterface({ input: child.stdout! }).on("line", (l) => {
         if (l === "ready") return resolve();
         const at = performance.now();
-        for (const key of l.split(" ")) {
+        const [wall, ...keys] = l.split(" ");
+        for (const key of keys) {
+          this.noticedAt.set(key, Number(wall));
           const w = waiters.get(key);
           waiters.delete(key);
           w?.(at);

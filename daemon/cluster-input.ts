@@ -58,6 +58,12 @@ export class ClusterInput {
   /** Per policy key: the generation in force in the data plane, and how its reload went. */
   private readonly programmed = new Map<string, Programmed>();
   private queued = false;
+  /**
+   * When the oldest change not yet taken by a reload came from the watch: wall-clock
+   * milliseconds, sub-millisecond (logged with each reload, so that a benchmark can time
+   * the path from the watch event to the kernel).
+   */
+  private changeAt: number | undefined;
   /** The data plane's committed cluster policies are the model's as of the last takeChanges(): edits may follow. */
   private inSync = false;
   private synced = false;
@@ -195,6 +201,7 @@ export class ClusterInput {
 
   /** Something changed: one reload for everything that changes until it runs. */
   private changed(): void {
+    if (this.synced) this.changeAt ??= performance.timeOrigin + performance.now();
     if (!this.synced || this.queued || this.stopped) return;
     this.queued = true;
     this.o.serialize(async () => {
@@ -218,6 +225,8 @@ export class ClusterInput {
    */
   private async reload(): Promise<boolean> {
     const started = performance.now();
+    const changeAt = this.changeAt;
+    this.changeAt = undefined;
     const changes = this.cluster.takeChanges();
     const edits = this.inSync && !changes.structural;
     if (edits && changes.edits.length === 0) return true;
@@ -291,6 +300,7 @@ export class ClusterInput {
           result,
           ms: Number((performance.now() - started).toFixed(1)),
           prepareMs: Number(prepareMs.toFixed(1)),
+          ...(changeAt !== undefined ? { changeAt: Number(changeAt.toFixed(3)) } : {}),
           ...(next.sourcesOnly ? { sourcesOnly: true } : {}),
           ...(edits ? { edits: changes.edits.length } : this.cluster.counts()),
         },

@@ -8,6 +8,7 @@
 // Writes are coalesced: what changed since the last write, at most `concurrency`
 // requests at once, and an entry is written again only when its content
 // changes (a condition's lastTransitionTime moves only when its status does).
+import { TokenBucket } from "../../lib/token-bucket.js";
 import type { KubeConfig } from "./client.js";
 import { API_GROUP_VERSION, type Condition, type GatewayStatus } from "../../core/k8s/api-schema.js";
 import type { PolicyState } from "../../core/k8s/cluster.js";
@@ -26,8 +27,25 @@ export interface StatusWriterOptions {
   site: string;
   now?: () => Date;
   concurrency?: number;
+  /**
+   * API writes (status and Events) a second, after a first burst of as many
+   * (default WRITES_PER_SECOND); `bucket` replaces the bucket (tests).
+   */
+  writesPerSecond?: number;
+  bucket?: TokenBucket;
   log: { warn(msg: string): void };
 }
+
+/**
+ * Why writes are paced: the first round after a gateway programs 1,000
+ * policies writes 1,000 statuses, and as one burst (4 at a time) it took the
+ * CPU from the pod moves that came meanwhile: in bench/k8s-scale, the first
+ * moves after programming took 11-37 ms from the watch event to the kernel,
+ * 7-12 ms with no status written. At 50 a second the round takes 20 s, and
+ * what a fleet of gateways sends the API server is bounded (client-go's
+ * clients are paced the same way, at 5 a second by default).
+ */
+export const WRITES_PER_SECOND = 50;
 
 type Entry = GatewayStatus;
 
@@ -67,7 +85,12 @@ export class StatusWriter {
     | undefined;
   readonly stats = { writes: 0, errors: 0, events: 0 };
 
-  constructor(private readonly o: StatusWriterOptions) {}
+  private readonly bucket: TokenBucket;
+
+  constructor(private readonly o: StatusWriterOptions) {
+    const rate = o.writesPerSecond ?? WRITES_PER_SECOND;
+    this.bucket = o.bucket ?? new TokenBucket(rate, rate);
+  }
 
   get fieldManager(): string {
     return `egressd/${this.o.gateway}`;
@@ -105,8 +128,8 @@ export class StatusWriter {
           const before = this.written.get(s.key);
           if (before && before.uid === s.uid && before.text === text) continue;
           this.written.set(s.key, { uid: s.uid, entry, text });
-          jobs.push(() => this.apply(s, entry));
-          if (!s.accepted.ok) jobs.push(() => this.event(s));
+          jobs.push(() => this.bucket.take().then(() => this.apply(s, entry)));
+          if (!s.accepted.ok) jobs.push(() => this.bucket.take().then(() => this.event(s)));
         }
         if (every) for (const k of this.written.keys()) if (!states.has(k)) this.written.delete(k);
         await runLimited(jobs, this.o.concurrency ?? 4);

@@ -6,6 +6,7 @@ import test from "ava";
 import { KubeConfig } from "../../inputs/k8s/client.js";
 import { KubeApiServer } from "../helpers/kube-apiserver.js";
 import { StatusWriter, type Programmed } from "../../inputs/k8s/status-writer.js";
+import { TokenBucket } from "../../lib/token-bucket.js";
 import type { PolicyState } from "../../core/k8s/cluster.js";
 
 type Json = Record<string, unknown>;
@@ -180,4 +181,29 @@ test("a gateway that holds no address of the policy's group says so: Programmed 
   const programmed = ((s.gateways()[0]!.conditions as Json[]) ?? []).find((c) => c.type === "Programmed");
   t.like(programmed, { status: "False", reason: "EgressIPGroupNotHeld" });
   t.regex(programmed!.message as string, /gateways that hold one serve its pods/);
+});
+
+test("every API write waits for a token of the writer's bucket: a status, and the Warning Event of a refused policy", async (t) => {
+  const s = await setup(t);
+  class Counting extends TokenBucket {
+    taken = 0;
+    override take(): Promise<void> {
+      this.taken++;
+      return super.take();
+    }
+  }
+  const bucket = new Counting(1000, 1000);
+  const kc = new KubeConfig();
+  kc.loadFromString(s.api.kubeconfig());
+  const w = new StatusWriter({ kc, gateway: "gw-a1", site: "dc-a", bucket, log: { warn: () => {} } });
+  await w.update([s.state()], done(1));
+  t.is(bucket.taken, 1);
+  await w.update([s.state()], done(1));
+  t.is(bucket.taken, 1, "nothing changed: nothing written, no token");
+  await w.update(
+    [s.state({ accepted: { ok: false, reason: "Invalid", message: "bad", field: "spec.destinations" } })],
+    done(1),
+  );
+  t.is(bucket.taken, 3, "the status and the Event");
+  t.is(w.stats.writes + w.stats.events, 3);
 });
