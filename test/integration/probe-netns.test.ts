@@ -285,11 +285,16 @@ test("icmp: an ICMP error says what came back and from where", async (t) => {
 
 test("icmp: replies are judged by the kernel's time: a reply within the timeout counts though the helper ran late, a slower one fails", async (t) => {
   const l = await lab(t);
-  const { p, waitFor } = prober(t, [{ name: "icmp", kind: "icmp", target: l.targetIp, ...everyResult }]);
+  // A 250 ms timeout: the slow responder below is a Python process, late by
+  // tens of ms on a loaded machine (with 100 ms and a 50 ms responder, a fresh
+  // root once saw a reply after more than 100 ms).
+  const { p, waitFor } = prober(t, [
+    { name: "icmp", kind: "icmp", target: l.targetIp, ...everyResult, intervalMs: 300, timeoutMs: 250 },
+  ]);
   const results: Array<{ ok: boolean; reason?: string; rttMs?: number }> = [];
   p.on("sample", (s) => results.push(s));
   await waitFor("icmp", "up", 5000);
-  // Stopped right after a round for 150 ms, past the next round's timeout,
+  // Stopped right after a round for 400 ms, past the next round's timeout,
   // the helper judges the echo it had just sent on its return, from the
   // reply that waited in its socket with the kernel's time: no failure, and
   // the round trip is the network's, not the stop's.
@@ -301,29 +306,28 @@ test("icmp: replies are judged by the kernel's time: a reply within the timeout 
     }),
   );
   results.length = 0;
-  await sleep(150);
+  await sleep(400);
   process.kill(pid, "SIGCONT");
-  await sleep(300);
+  await sleep(700);
   t.deepEqual(
     results.filter((r) => !r.ok),
     [],
   );
   t.true(results.length >= 2 && results[0]!.rttMs! < 20, JSON.stringify(results));
   // A target that answers after 50 ms (the kernel's own echo replies off, a
-  // responder on a raw socket instead): counted, with its RTT; after 150 ms:
-  // failed. Half the 100 ms timeout either side: the responder is a Python
-  // process, late by tens of ms on a loaded machine (80 ms was seen failing).
+  // responder on a raw socket instead): counted, with its RTT; after 450 ms:
+  // failed. 200 ms either side of the 250 ms timeout for the responder's lateness.
   await l.sb.exec("tgt", ["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=1"]);
   const slow = slowResponder(l.sb, 0.05);
   await waitFor("icmp", "down", 5000); // echoes go unanswered until python has started
   await waitFor("icmp", "up", 10_000);
   results.length = 0;
-  await sleep(500);
+  await sleep(1200);
   t.true(results.length >= 3 && results.every((r) => r.ok && r.rttMs! >= 50), JSON.stringify(results));
   slow.kill();
-  slowResponder(l.sb, 0.15);
+  slowResponder(l.sb, 0.45);
   await waitFor("icmp", "down", 5000);
-  t.is(p.status("icmp")?.lastResult?.reason, `icmp ${l.targetIp}: no reply within 100 ms`);
+  t.is(p.status("icmp")?.lastResult?.reason, `icmp ${l.targetIp}: no reply within 250 ms`);
 });
 
 /** Answers IPv4 echo requests in the namespace after `delay` seconds (killed by the sandbox cleanup). */
