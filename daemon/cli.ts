@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=4 --no-memory-reducer --max-old-space-size=1024
+#!/usr/bin/env -S node --max-semi-space-size=2 --no-memory-reducer --max-old-space-size=1024
 // egressd's command line. Each subcommand lives in daemon/commands/ and is
 // registered here; exit codes are documented in the README. The shebang
 // carries NODE_FLAGS (daemon/node-flags.ts).

@@ -14,8 +14,13 @@
 //   4 MB:    RSS 192 -> 194 MB, busy 1849 ms, 5 tasks over 20 ms
 //   1 MB:    RSS 188 -> 192 MB, busy 2264 ms, 9 tasks over 20 ms (scavenges
 //            on every scrape's garbage)
-// 4 MB keeps most of the memory for a little of the CPU. The worker threads
-// set their own young generation (resourceLimits).
+// 4 MB kept most of the memory for a little of the CPU. 2 MB since: with
+// 100k pods, RSS over 60 relabels was 263-278 MB against 278-292 MB at 4 MB
+// (bench/k8s-scale, two runs each), the event latency the same; bench/scale
+// after 100 reloads peaked at 217 MB against 240 MB, loop delay max 113 ms
+// at start against 79 ms, 21 ms across the reloads against 32 ms (one run
+// each, the same hour). The worker threads set their own young generation
+// (resourceLimits).
 //
 // --no-memory-reducer: V8's memory reducer runs full collections when it
 // judges the program idle, to give memory back. egressd is never idle in
@@ -41,7 +46,7 @@
 // 25 MB); docs/kubernetes.md says how to raise it, and from which size on
 // gateways should not watch pods themselves.
 export const NODE_FLAGS: readonly string[] = [
-  "--max-semi-space-size=4",
+  "--max-semi-space-size=2",
   "--no-memory-reducer",
   "--max-old-space-size=1024",
 ];
