@@ -2,7 +2,7 @@
 // frames, and the helper itself running real commands (it is built by
 // `npm run build`, as the tests' command does first).
 import test from "ava";
-import { decodeAnswers, encodeRequest, Spawner, SPAWN_HELPER } from "../../lib/spawner.js";
+import { AnswerReader, decodeAnswers, encodeRequest, Spawner, SPAWN_HELPER } from "../../lib/spawner.js";
 import { CommandError, run, runCommandsViaHelper, tryRun } from "../../lib/exec.js";
 
 function answerFrame(id: number, status: number, flags: number, out: string, err: string): Buffer {
@@ -49,6 +49,51 @@ test("answers are taken whole, however the bytes are split; a frame that does no
   const bad = answerFrame(3, 0, 0, "x", "");
   bad.writeUInt32LE(5, 20); // stdout length beyond the frame
   t.throws(() => decodeAnswers(bad), { message: /do not add up/ });
+});
+
+test("the reader gives each answer once, whole, for any chunking, and joins chunks only when a frame is whole", (t) => {
+  const big = "x".repeat(200_000);
+  const frames = Buffer.concat([
+    answerFrame(1, 0, 0, "out", ""),
+    answerFrame(2, 1, 0, big, "e"),
+    answerFrame(3, -9, 1, "", ""),
+  ]);
+  const expected = [
+    [1, 0, 0, 3, 0],
+    [2, 1, 0, big.length, 1],
+    [3, -9, 1, 0, 0],
+  ];
+  const chunkings = [1, 3, 4, 5, 23, 24, 25, 4096, 65536, frames.length];
+  for (const size of chunkings) {
+    const reader = new AnswerReader();
+    const got: number[][] = [];
+    for (let at = 0; at < frames.length; at += size) {
+      for (const a of reader.push(frames.subarray(at, at + size)))
+        got.push([a.id, a.status, a.flags, a.stdout.length, a.stderr.length]);
+    }
+    t.deepEqual(got, expected, `chunks of ${size} bytes`);
+  }
+  // One byte at a time, the reader joins only when a frame is whole (twice per frame: at its
+  // length word, then at its end), not at every byte.
+  let joins = 0;
+  const concat = Buffer.concat;
+  Buffer.concat = ((list: readonly Uint8Array[], n?: number) => {
+    joins++;
+    return concat(list, n);
+  }) as typeof Buffer.concat;
+  try {
+    const reader = new AnswerReader();
+    let answers = 0;
+    for (let at = 0; at < frames.length; at++) answers += reader.push(frames.subarray(at, at + 1)).length;
+    t.is(answers, 3);
+    t.true(joins <= 6, `${joins} joins for 3 frames`);
+  } finally {
+    Buffer.concat = concat;
+  }
+  const bad = new AnswerReader();
+  const frame = answerFrame(1, 0, 0, "out", "");
+  frame.writeUInt32LE(99, 16); // a stdout length that does not add up
+  t.throws(() => bad.push(frame), { message: /do not add up/ });
 });
 
 test("the helper is built", (t) => {
