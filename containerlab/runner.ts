@@ -2,6 +2,8 @@
 // node, one veth pair per link (interface names from the endpoints), the
 // nodes' exec commands run inside their namespace, and FRR nodes started as
 // zebra + bgpd (+ staticd, bfdd) in their namespace with the bound frr.conf.
+// A `bridge` node is a bridge device in its own namespace, with the link ends
+// on that node as its ports.
 //
 // Every lab instance has its own prefix; namespaces are named PREFIX-NODE.
 // What `up` creates is written to a state file first, so `down` removes it
@@ -23,7 +25,15 @@ import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import { isRunning, run, spawnDetached, tryRun, type RunResult } from "../lib/exec.js";
 import { destroyNamespaces } from "./namespaces.js";
-import { bindFor, isFrrNode, type LabNode, type Topology } from "./topology.js";
+import {
+  bindFor,
+  bridgeDevice,
+  isBridgeNode,
+  isFrrNode,
+  type Endpoint,
+  type LabNode,
+  type Topology,
+} from "./topology.js";
 
 export const STATE_ROOT = process.env.EGRESSD_LAB_STATE ?? "/run/egressd-lab";
 const FRR_BIN = "/usr/lib/frr";
@@ -111,6 +121,19 @@ export class Lab {
           netns: ns,
         });
       }
+      for (const node of this.topo.nodes.filter(isBridgeNode)) {
+        const ns = this.ns(node.name);
+        const dev = bridgeDevice(node);
+        // Multicast snooping off: with it on, once the bridge has seen an IGMP
+        // join for a group it sends that group only to ports it has seen joins
+        // on, and a node whose join it missed (sent before the node's port was
+        // in the bridge; nothing here sends queries to make nodes join again)
+        // gets none of it: multicast such as conntrackd's state sync would
+        // depend on start-up order. Off, the bridge floods multicast to every
+        // port, as a plain switch does.
+        await run(["ip", "-n", ns, "link", "add", "name", dev, "type", "bridge", "mcast_snooping", "0"]);
+        await run(["ip", "-n", ns, "link", "set", dev, "up"]);
+      }
       log(this.opts.quiet, `${this.topo.nodes.length} nodes created`);
       for (const { a, b } of this.topo.links) {
         const nsA = this.ns(a.node);
@@ -131,8 +154,8 @@ export class Lab {
           "netns",
           nsB,
         ]);
-        await run(["ip", "-n", nsA, "link", "set", a.interface, "up"]);
-        await run(["ip", "-n", nsB, "link", "set", b.interface, "up"]);
+        await run(["ip", "-n", nsA, "link", "set", a.interface, ...this.bridgePort(a), "up"]);
+        await run(["ip", "-n", nsB, "link", "set", b.interface, ...this.bridgePort(b), "up"]);
       }
       log(this.opts.quiet, `${this.topo.links.length} links created`);
       for (const node of this.topo.nodes) {
@@ -157,6 +180,12 @@ export class Lab {
       await this.down().catch(() => undefined);
       throw e;
     }
+  }
+
+  /** `ip link set` arguments that make a link end on a bridge node a port of its bridge. */
+  private bridgePort(end: Endpoint): string[] {
+    const node = this.node(end.node);
+    return isBridgeNode(node) ? ["master", bridgeDevice(node)] : [];
   }
 
   private async startFrr(node: LabNode): Promise<void> {
@@ -275,7 +304,7 @@ export class Lab {
     return [...ours].filter((ns) => present.has(ns));
   }
 
-  /** Removes everything the lab created: processes, namespaces (and their links), FRR run dirs, state. */
+  /** Removes everything the lab created: processes, namespaces (and their links and bridges), FRR run dirs, state. */
   async down(): Promise<void> {
     const state = this.readState();
     const namespaces = new Set([...(state?.namespaces ?? []), ...(await this.existingNamespaces())]);

@@ -1,5 +1,6 @@
 // Parses and checks a containerlab topology file (the subset egressd's lab
-// runner realises: nodes with kind/image/binds/exec/env, and veth links).
+// runner realises: nodes with kind/image/binds/exec/env, bridge nodes, and
+// veth links).
 //
 // The same file deploys with `containerlab deploy` on a machine with Docker;
 // here it is realised with network namespaces (see runner.ts).
@@ -54,8 +55,15 @@ export class TopologyError extends Error {
   }
 }
 
-/** Kinds the runner can realise without Docker. */
-export const SUPPORTED_KINDS = ["linux"] as const;
+/**
+ * Kinds the runner can realise without Docker: `linux` (a container, here a
+ * namespace) and `bridge` (a Linux bridge that the links to it attach to: one
+ * L2 segment shared by several nodes).
+ */
+export const SUPPORTED_KINDS = ["linux", "bridge"] as const;
+
+/** What a container has and a bridge does not: set on a bridge node, they are refused. */
+const NOT_ON_BRIDGE = ["image", "binds", "exec", "cmd"] as const;
 
 const NAME_RE = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
 // Linux interface names: 1-15 characters, no '/', ':' or white space.
@@ -104,6 +112,10 @@ export function parseTopology(text: string, dir: string): Topology {
   if (!isObj(defaults)) bad("topology.defaults", "must be a mapping");
   const kinds = topo.kinds === undefined ? {} : topo.kinds;
   if (!isObj(kinds)) bad("topology.kinds", "must be a mapping");
+  else if (isObj(kinds.bridge)) {
+    for (const key of NOT_ON_BRIDGE)
+      if (kinds.bridge[key] !== undefined) bad(`topology.kinds.bridge.${key}`, notOnBridge(key));
+  }
 
   const nodes: LabNode[] = [];
   if (!isObj(topo.nodes) || Object.keys(topo.nodes).length === 0) {
@@ -126,6 +138,7 @@ export function parseTopology(text: string, dir: string): Topology {
   const links: LabLink[] = [];
   const used = new Map<string, string>();
   const nodeNames = new Set(nodes.map((n) => n.name));
+  const bridges = new Map(nodes.filter(isBridgeNode).map((n) => [n.name, bridgeDevice(n)]));
   const rawLinks = topo.links ?? [];
   if (!Array.isArray(rawLinks)) bad("topology.links", "must be a list");
   else
@@ -146,8 +159,14 @@ export function parseTopology(text: string, dir: string): Topology {
         const prev = used.get(key);
         if (prev) bad(`${path}.endpoints[${j}]`, `${key} is already used by ${prev}`);
         else used.set(key, path);
+        if (bridges.get(ep.node) === ep.interface)
+          bad(`${path}.endpoints[${j}]`, `"${ep.interface}" is the name of the bridge device itself`);
       }
       if (a.node === b.node && a.interface === b.interface) bad(`${path}.endpoints`, "a link needs two ends");
+      // Both ends in one bridge make a loop, and a bridge without STP floods
+      // every broadcast round it for ever.
+      else if (a.node === b.node && bridges.has(a.node))
+        bad(`${path}.endpoints`, `both ends on bridge ${a.node} would make a loop`);
       links.push({ a, b });
     });
 
@@ -186,6 +205,16 @@ function parseNode(
   const kindDefaults = isObj(kinds[kind]) ? (kinds[kind] as Obj) : {};
   // containerlab precedence: node > kinds.<kind> > defaults.
   const pick = (key: string) => raw[key] ?? kindDefaults[key] ?? defaults[key];
+
+  if (kind === "bridge") {
+    // An image, exec or binds in topology.defaults are the containers' (the
+    // usual `defaults: {kind: linux, image: ...}`), so only the node's own are
+    // refused here; kinds.bridge is checked once by the caller.
+    for (const key of NOT_ON_BRIDGE) if (raw[key] !== undefined) bad(`${path}.${key}`, notOnBridge(key));
+    const env = stringMap(`${path}.env`, pick("env"), bad);
+    const labels = stringMap(`${path}.labels`, pick("labels"), bad);
+    return { name, kind, image: "", binds: [], exec: [], env, labels };
+  }
 
   const image = pick("image");
   if (typeof image !== "string" || image === "") bad(`${path}.image`, "required: the container image");
@@ -233,6 +262,10 @@ function parseNode(
   };
 }
 
+function notOnBridge(key: string): string {
+  return `a bridge node has no ${key} (it is a Linux bridge, not a container)`;
+}
+
 function stringMap(path: string, v: unknown, bad: (p: string, m: string) => void): Record<string, string> {
   if (v === undefined) return {};
   if (!isObj(v)) {
@@ -272,6 +305,19 @@ function parseEndpoint(
     return undefined;
   }
   return { node, interface: iface };
+}
+
+export function isBridgeNode(node: LabNode): boolean {
+  return node.kind === "bridge";
+}
+
+/**
+ * Name of a bridge node's bridge device: the node's name, as containerlab
+ * names the host's bridge, cut to the 15 characters an interface name may have
+ * (node names use only characters that interface names allow).
+ */
+export function bridgeDevice(node: LabNode): string {
+  return node.name.slice(0, 15);
 }
 
 /** Whether a node runs FRR (the frrouting/frr image, or any image named frr). */

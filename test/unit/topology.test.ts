@@ -1,5 +1,12 @@
 import test from "ava";
-import { loadTopology, parseTopology, TopologyError, isFrrNode } from "../../containerlab/topology.js";
+import {
+  bridgeDevice,
+  isBridgeNode,
+  isFrrNode,
+  loadTopology,
+  parseTopology,
+  TopologyError,
+} from "../../containerlab/topology.js";
 import { TWO_DC } from "../helpers/paths.js";
 
 const problems = (yaml: string): string[] => {
@@ -26,10 +33,12 @@ test("two-dc reference topology parses", (t) => {
     "pod-a",
     "pod-b",
     "server",
+    "sync-a",
     "tor-a",
     "tor-b",
   ]);
-  t.is(topo.links.length, 10);
+  t.is(topo.links.length, 12);
+  t.is(topo.nodes.find((n) => n.name === "sync-a")?.kind, "bridge");
   t.deepEqual(
     topo.nodes
       .filter(isFrrNode)
@@ -106,7 +115,7 @@ test("node fields are checked with their path", (t) => {
     ),
   );
   t.deepEqual(p, [
-    'topology.nodes.a.kind: "docker-thing" is not supported by the netns runner (supported: linux)',
+    'topology.nodes.a.kind: "docker-thing" is not supported by the netns runner (supported: linux, bridge)',
     "topology.nodes.b.kind: required (or set topology.defaults.kind)",
     "topology.nodes.c.image: required: the container image",
     "topology.nodes.d.colour: unknown key",
@@ -139,4 +148,91 @@ test("relative bind paths resolve against the topology's folder", (t) => {
     { source: "/labs/x/a/frr.conf", target: "/etc/frr/frr.conf", readOnly: true },
   ]);
   t.true(isFrrNode(topo.nodes[0]!));
+});
+
+const bridgeLinks = [
+  '    - endpoints: ["br-sync:eth1", "gw-a1:eth2"]',
+  '    - endpoints: ["br-sync:eth2", "gw-a2:eth2"]',
+  '    - endpoints: ["gw-b1:eth2", "br-sync:eth3"]',
+].join("\n");
+
+test("a bridge node with three linux nodes linked to it", (t) => {
+  // topology.defaults' image is the containers': the bridge does not inherit it.
+  const topo = parseTopology(
+    "name: lab\ntopology:\n  defaults: {kind: linux, image: alpine}\n  nodes:\n" +
+      "    br-sync: {kind: bridge, labels: {role: sync}}\n    gw-a1: {}\n    gw-a2: {}\n    gw-b1: {}\n" +
+      `  links:\n${bridgeLinks}\n`,
+    "/tmp",
+  );
+  const br = topo.nodes.find((n) => n.name === "br-sync")!;
+  t.deepEqual(br, {
+    name: "br-sync",
+    kind: "bridge",
+    image: "",
+    binds: [],
+    exec: [],
+    env: {},
+    labels: { role: "sync" },
+  });
+  t.true(isBridgeNode(br));
+  t.false(isFrrNode(br));
+  t.is(bridgeDevice(br), "br-sync");
+  t.deepEqual(
+    topo.nodes.filter((n) => !isBridgeNode(n)).map((n) => [n.name, n.kind, n.image]),
+    [
+      ["gw-a1", "linux", "alpine"],
+      ["gw-a2", "linux", "alpine"],
+      ["gw-b1", "linux", "alpine"],
+    ],
+  );
+  t.deepEqual(
+    topo.links.map(({ a, b }) => `${a.node}:${a.interface}-${b.node}:${b.interface}`),
+    ["br-sync:eth1-gw-a1:eth2", "br-sync:eth2-gw-a2:eth2", "gw-b1:eth2-br-sync:eth3"],
+  );
+});
+
+test("a bridge node's device name is the node name cut to 15 characters", (t) => {
+  const topo = parseTopology(base("    state-sync-bridge-1: {kind: bridge}"), "/tmp");
+  t.is(bridgeDevice(topo.nodes[0]!), "state-sync-brid");
+});
+
+test("a bridge node with a container's fields is refused, field by field", (t) => {
+  const p = problems(
+    base(
+      "    br: {kind: bridge, image: alpine, binds: ['a:/b'], exec: ['ip link'], cmd: sleep 1, colour: red}\n" +
+        "    br2: {kind: bridge, exec: []}\n    a: {kind: linux, image: x}",
+      '    - endpoints: ["br:eth1", "a:eth1"]',
+    ),
+  );
+  t.deepEqual(p, [
+    "topology.nodes.br.colour: unknown key",
+    "topology.nodes.br.image: a bridge node has no image (it is a Linux bridge, not a container)",
+    "topology.nodes.br.binds: a bridge node has no binds (it is a Linux bridge, not a container)",
+    "topology.nodes.br.exec: a bridge node has no exec (it is a Linux bridge, not a container)",
+    "topology.nodes.br.cmd: a bridge node has no cmd (it is a Linux bridge, not a container)",
+    "topology.nodes.br2.exec: a bridge node has no exec (it is a Linux bridge, not a container)",
+  ]);
+});
+
+test("kinds.bridge with a container's field is refused once, by its path", (t) => {
+  const p = problems(
+    "name: lab\ntopology:\n  kinds: {bridge: {image: x, cmd: y}}\n  nodes:\n    b1: {kind: bridge}\n    b2: {kind: bridge}\n",
+  );
+  t.deepEqual(p, [
+    "topology.kinds.bridge.image: a bridge node has no image (it is a Linux bridge, not a container)",
+    "topology.kinds.bridge.cmd: a bridge node has no cmd (it is a Linux bridge, not a container)",
+  ]);
+});
+
+test("a bridge port named like the bridge, and a link from a bridge to itself, are refused", (t) => {
+  const p = problems(
+    base(
+      "    br: {kind: bridge}\n    a: {kind: linux, image: x}",
+      '    - endpoints: ["br:br", "a:eth1"]\n    - endpoints: ["br:eth2", "br:eth3"]',
+    ),
+  );
+  t.deepEqual(p, [
+    'topology.links[0].endpoints[0]: "br" is the name of the bridge device itself',
+    "topology.links[1].endpoints: both ends on bridge br would make a loop",
+  ]);
 });
