@@ -36,6 +36,18 @@ export const DEFAULTS = {
     },
   },
   drain: { periodMs: 5000 },
+  sync: {
+    /** conntrackd's UDP port on the sync link. */
+    port: 3780,
+    /** The group address used when a group has more than two members. */
+    multicastGroup: "225.0.0.50",
+    /** Backup paths for other members' egress IPs lose to the owner's by this many extra AS hops. */
+    backupAsPathPrepend: 3,
+    /** A (re)started gateway waits at most this long for its peers' connection state. */
+    resyncTimeoutMs: 3000,
+    /** The resync is complete once no state has arrived for this long. */
+    resyncQuietMs: 300,
+  },
   /**
    * Linux nice values. Failure detection (the BFD thread, the ICMP probes'
    * helper process) runs ahead of the rest of the node when the CPU is

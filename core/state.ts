@@ -118,4 +118,22 @@ export interface GuardPlan {
   bfdTtl: boolean;
   /** Accept connections to the BGP listen port only from these peers (when gobgpd listens). */
   bgp?: { port: number; peers4: string[]; peers6: string[] };
+  /** Connection sync: state messages only from the members on the sync link; no forwarding to their egress IPs. */
+  sync?: SyncGuard;
+}
+
+/** The guard's part for connection sync (core/plan/sync.ts). */
+export interface SyncGuard {
+  /** The sync link: state messages are accepted on it only. */
+  interface: string;
+  port: number;
+  /** The members' sync-link addresses (IPv4, canonical, sorted). */
+  peers: string[];
+  /**
+   * The members' egress IPs (canonical, sorted). Replies to them are de-NATed
+   * with the synced state; any other packet to them is dropped, not routed
+   * back to the fabric that delivered it (a loop while the backup path is the best).
+   */
+  backup4: string[];
+  backup6: string[];
 }

@@ -4,7 +4,7 @@ import type { SessionState } from "../core/bgp.js";
 import type { ProbeSample, ProbeTransition } from "../health/prober.js";
 import type { ReconcileResult } from "./controller.js";
 
-export type WithdrawReason = "probe" | "bfd" | "drain" | "config" | "self-check" | "fail-safe";
+export type WithdrawReason = "probe" | "bfd" | "drain" | "config" | "self-check" | "fail-safe" | "sync";
 
 export interface GatewayEvents {
   /** A reconcile finished (also when nothing changed). */

@@ -48,6 +48,10 @@ import { writePidFile } from "./pidfile.js";
 import { BfdPeers } from "./bfd-peers.js";
 import { SpeakerLink } from "./speaker-link.js";
 import { within } from "../lib/wait.js";
+import { ConnectionSync } from "./connection-sync.js";
+
+/** The self-check name under which a gateway that has not yet resynced its connection state is down. */
+export const SYNC_PENDING = "self-connection-sync";
 
 export type { GatewayConfig } from "../core/config/gateway-config.js";
 
@@ -138,6 +142,8 @@ export class Gateway {
   /** Each probe's and self-check's state, kept from the prober's transitions. */
   private probeStates = new Map<string, string>();
   private draining = false;
+  /** Connection sync (conntrackd), when configured. */
+  private readonly sync: ConnectionSync | undefined;
   private kernelOk = false;
   private readonly startedAt = new Date();
   private lastReconcile: (ReconcileResult & { at: Date }) | undefined;
@@ -220,6 +226,16 @@ export class Gateway {
       void this.speaker.reportDownPeers(this.tick);
     }, 1000);
     this.heartbeat.unref();
+    if (this.view.config.connectionSync) {
+      this.sync = new ConnectionSync({
+        config: this.view.config.connectionSync,
+        runDir: this.runDir,
+        log: this.log.child({ component: "connection-sync" }),
+      });
+      this.sync.on("ready", () => this.updateHealth("sync"));
+    }
+    // Until the first resync, the gateway advertises nothing (see healthInputs).
+    this.healthIn = this.healthInputs();
     this.prober.on("transition", (t) => this.onProbe(t));
     // The prober survives a throwing listener; a health evaluation that threw
     // must not leave withdrawals disabled: fail safe.
@@ -246,11 +262,16 @@ export class Gateway {
       const state = this.probeStates.get(name);
       return state !== undefined && state !== "up" && state !== "unknown";
     };
+    const selfDown = [...this.selfChecks].filter(down);
+    // Traffic must not come here before the state it needs: nothing is advertised until the
+    // peers' connection state has arrived (or the wait for it ran out).
+    if (this.sync && !this.sync.resynced) selfDown.push(SYNC_PENDING);
     return {
       probes: new Map(this.probeStates),
-      selfDown: [...this.selfChecks].filter(down),
+      selfDown,
       downPeers: new Set(this.bfdPeers.down),
       draining: this.draining,
+      syncReady: this.sync?.ready ?? false,
     };
   }
 
@@ -264,6 +285,7 @@ export class Gateway {
     this.firstId = undefined;
     mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
     writePidFile(join(this.runDir, "egressd.pid"));
+    await this.sync?.start();
     if (this.config.bgp) await this.speaker.start(this.config.bgp);
     // Program the data plane first, so the self-checks have something to check.
     this.controller.start();
@@ -333,7 +355,7 @@ export class Gateway {
    * Recomputes health; whatever it newly withdraws is sent to gobgpd at once,
    * before the full reconcile (which follows through the controller).
    */
-  private updateHealth(reason: "probe" | "bfd" | "drain" | "self-check" | "reload"): void {
+  private updateHealth(reason: HealthReason): void {
     try {
       this.evaluateHealth(reason);
     } catch (e) {
@@ -341,7 +363,7 @@ export class Gateway {
     }
   }
 
-  private evaluateHealth(reason: "probe" | "bfd" | "drain" | "self-check" | "reload"): void {
+  private evaluateHealth(reason: HealthReason): void {
     this.healthIn = this.healthInputs();
     const want = this.desired();
     this.health = want.health;
@@ -466,6 +488,8 @@ export class Gateway {
     // AdminDown once the paths are gone: the ToR drops the session at once.
     const closed = await this.speaker.withdrawAllAndClose(STOP_STEP_MS, () => this.bfdPeers.stop());
     const withdrawn = !this.config.bgp || closed;
+    // After the withdrawals: the members keep receiving this gateway's updates until then.
+    await this.sync?.stop();
     clearInterval(this.heartbeat);
     rmSync(join(this.runDir, "egressd.pid"), { force: true });
     if (!withdrawn) {
@@ -530,6 +554,8 @@ export class Gateway {
   }
 }
 
+type HealthReason = "probe" | "bfd" | "drain" | "self-check" | "reload" | "sync";
+
 /** How long each step of a stop may wait on the speaker or a reconcile. */
 const STOP_STEP_MS = 5000;
 
@@ -561,5 +587,6 @@ export function restartOnly(from: ConfigView, to: ConfigView): string[] {
   }
   field("http.listen", from.http?.listen, to.http?.listen);
   field("kubernetes", from.kubernetes, to.kubernetes);
+  field("connectionSync", from.connectionSync, to.connectionSync);
   return out;
 }

@@ -39,6 +39,7 @@ export const WITHDRAW_REASONS: readonly WithdrawReason[] = [
   "config",
   "self-check",
   "fail-safe",
+  "sync",
 ];
 export const FAILOVER_TRIGGERS: readonly GatewayEvents["failover"][0]["trigger"][] = [
   "probe",

@@ -8,6 +8,12 @@
 //   - The BGP port accepts connections only from configured peers: gobgpd
 //     listens on every address, and one malformed message from anyone who can
 //     reach it crashes it (docs/bgp.md).
+//   - Connection sync (docs/connection-sync.md): conntrackd's state messages
+//     are accepted only from the group's members, on the sync link; they
+//     write NAT state into the kernel, so anyone else who could send them
+//     could redirect connections. Packets to another member's egress IP that
+//     synced state did not de-NAT are dropped: routed on, they would go back
+//     to the fabric that delivered them here over the backup path.
 //
 // The table is tiny and replaced whole, in one transaction, when it changes.
 import type { GuardPlan } from "../core/state.js";
@@ -29,7 +35,27 @@ export function renderGuard(g: GuardPlan): string {
       L.push("  }");
     }
   }
+  const sync = g.sync;
+  if (sync) {
+    for (const [name, type, list] of [
+      ["sync_peers", "ipv4_addr", sync.peers],
+      ["backup4", "ipv4_addr", sync.backup4],
+      ["backup6", "ipv6_addr", sync.backup6],
+    ] as const) {
+      L.push(`  set ${name} {`, `    type ${type}`);
+      if (list.length) L.push(`    elements = { ${list.join(", ")} }`);
+      L.push("  }");
+    }
+  }
   L.push("  chain input {", "    type filter hook input priority filter - 10; policy accept;");
+  if (sync) {
+    const p = sync.port;
+    L.push(
+      `    udp dport ${p} iifname != ${JSON.stringify(sync.interface)} counter drop comment "connection state from off the sync link"`,
+      `    meta nfproto ipv6 udp dport ${p} counter drop comment "connection state over IPv6 (the sync link is IPv4)"`,
+      `    meta nfproto ipv4 udp dport ${p} ip saddr != @sync_peers counter drop comment "connection state from a non-member"`,
+    );
+  }
   if (g.bfdTtl) {
     L.push(
       `    udp dport 3784 ip ttl != 255 counter drop comment "BFD from beyond the link (GTSM)"`,
@@ -43,7 +69,17 @@ export function renderGuard(g: GuardPlan): string {
       `    meta nfproto ipv6 tcp dport ${p} ip6 saddr != @bgp_peers6 counter drop comment "BGP from a non-peer"`,
     );
   }
-  L.push("  }", "}");
+  L.push("  }");
+  if (sync) {
+    L.push(
+      "  chain forward {",
+      "    type filter hook forward priority filter - 10; policy accept;",
+      `    ip daddr @backup4 counter drop comment "another member's egress IP, no synced state"`,
+      `    ip6 daddr @backup6 counter drop comment "another member's egress IP, no synced state"`,
+      "  }",
+    );
+  }
+  L.push("}");
   return `${L.join("\n")}\n`;
 }
 

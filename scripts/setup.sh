@@ -27,6 +27,7 @@ NEEDS=(
   "iproute2 ip ss"
   "nftables /usr/sbin/nft"
   "conntrack conntrack"
+  "conntrackd conntrackd"
   "iptables iptables-nft iptables-nft-restore"
   "iputils-ping ping"
   "gcc gcc"
@@ -63,7 +64,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # Installing frr/gobgpd/prometheus may start their host-wide services;
   # egressd runs its own instances inside network namespaces and needs none.
   if [ -d /run/systemd/system ]; then
-    systemctl disable --now gobgpd.service frr.service prometheus.service bird.service exabgp.service >/dev/null 2>&1 || true
+    systemctl disable --now gobgpd.service frr.service prometheus.service bird.service exabgp.service conntrackd.service >/dev/null 2>&1 || true
   fi
 else
   say "Debian packages present"

@@ -32,6 +32,7 @@ import type { Family, KernelState } from "../state.js";
 import type { NatIndex } from "./nat.js";
 import { actionOf } from "./model.js";
 import { partitionPoint } from "../search.js";
+import { backupPrefixes, syncGuard } from "./sync.js";
 
 export interface BgpHealth {
   /** Policies whose probes (or uplink's probes) are down: their destinations are withdrawn. */
@@ -44,6 +45,8 @@ export interface BgpHealth {
   downPeers?: ReadonlySet<string>;
   /** Egress IPs (canonical text) that are not configured on the host: not advertised. */
   downAddresses?: ReadonlySet<string>;
+  /** Connection sync runs and has its peers' state: the other members' egress IPs are advertised as backups. */
+  backupReady?: boolean;
 }
 
 export const HEALTHY: BgpHealth = { downPolicies: new Set(), gatewayDown: false };
@@ -135,6 +138,8 @@ export function rangeToCidrs({ family, lo, hi }: Range): string[] {
 export interface KernelView {
   addresses: KernelState["addresses"];
   nat: { classes: KernelState["nat"]["classes"] };
+  /** The other members' egress IPs (host prefixes) whose guard rules are programmed (connection sync). */
+  backups?: readonly string[];
 }
 
 export function servedRanges(kernel: KernelView, downPolicies: ReadonlySet<string>): Range[] {
@@ -169,6 +174,8 @@ export interface AdvertiseScope {
   excluded: Range[];
   /** The egress IPs as host prefixes ("192.0.2.11/32"). */
   owned: Set<string>;
+  /** The other sync members' egress IPs as host prefixes: advertised as backup paths only. */
+  backup: Set<string>;
 }
 
 const rangeOf = (p: Prefix): Range => ({ family: p.family, lo: p.lo, hi: p.hi });
@@ -216,6 +223,7 @@ export function advertiseScope(config: Config & { bgp?: BgpConfig }, nat?: NatIn
         return `${formatAddress(a.family, a.value)}/${BITS[a.family]}`;
       }),
     ),
+    backup: new Set(backupPrefixes(syncGuard(config.connectionSync))),
   };
 }
 
@@ -349,7 +357,11 @@ function servesThrough(kernel: KernelView, policies: Set<string>, down: Readonly
 }
 
 export function planBgp(
-  config: { bgp: BgpConfig; claimed?: GatewayConfig["claimed"] },
+  config: {
+    bgp: BgpConfig;
+    claimed?: GatewayConfig["claimed"];
+    connectionSync?: GatewayConfig["connectionSync"];
+  },
   kernel: KernelView,
   health: BgpHealth,
   scope: AdvertiseScope,
@@ -401,6 +413,13 @@ export function planBgp(
       paths.push(path);
     }
   }
+  // Backup paths for the other members' egress IPs: longer, so the owner's wins while it is there.
+  // Only with the state to de-NAT their replies, and never from a gateway that is leaving.
+  if (health.backupReady && !health.draining) {
+    const prepend = config.connectionSync?.backupAsPathPrepend ?? DEFAULTS.sync.backupAsPathPrepend;
+    for (const prefix of kernel.backups ?? [])
+      paths.push({ prefix, nextHop: self(prefix), asPathPrepend: prepend });
+  }
   if ((adv.destinations ?? true) && !health.draining) {
     for (const cidr of advertisedDestinations(scope, kernel, health.downPolicies)) {
       const path: BgpPath = { prefix: cidr, nextHop: self(cidr) };
@@ -421,7 +440,7 @@ export function planBgp(
  */
 export function exportFilter(scope: AdvertiseScope, paths: BgpPath[]): BgpPath[] {
   return paths.filter((path) => {
-    if (scope.owned.has(path.prefix)) return true;
+    if (scope.owned.has(path.prefix) || scope.backup.has(path.prefix)) return true;
     const p = parsePrefix(path.prefix);
     if (!p.ok) return false;
     const r = rangeOf(p.prefix);
@@ -431,4 +450,17 @@ export function exportFilter(scope: AdvertiseScope, paths: BgpPath[]): BgpPath[]
     const o = scope.outer[firstReaching(scope.outer, r)];
     return o !== undefined && o.family === r.family && o.lo <= r.lo && r.hi <= o.hi;
   });
+}
+
+/**
+ * What a gateway advertises in steady state: every probe up, its connection
+ * state synced (so its backup paths too). What `egressd plan` shows.
+ */
+export function steadyBgp(config: Config & { bgp: BgpConfig }, kernel: KernelState): BgpDesired {
+  return planBgp(
+    { bgp: config.bgp, connectionSync: config.connectionSync },
+    { ...kernel, backups: backupPrefixes(kernel.guard?.sync) },
+    { ...HEALTHY, backupReady: true },
+    advertiseScope(config),
+  );
 }

@@ -37,7 +37,12 @@ export interface HealthConfig {
 export function healthFrom(
   config: HealthConfig,
   states: ProbeStates,
-  extra: { selfDown?: readonly string[]; downPeers?: ReadonlySet<string>; draining?: boolean } = {},
+  extra: {
+    selfDown?: readonly string[];
+    downPeers?: ReadonlySet<string>;
+    draining?: boolean;
+    backupReady?: boolean;
+  } = {},
 ): HealthView {
   const why = new Map<string, string[]>();
   const gatewayDownBy: string[] = [];
@@ -71,6 +76,7 @@ export function healthFrom(
     downPolicies: new Set(why.keys()),
     gatewayDown: gatewayDownBy.length > 0,
     draining: extra.draining ?? false,
+    backupReady: extra.backupReady ?? false,
     downPeers: extra.downPeers ?? new Set(),
     downAddresses,
     why,

@@ -27,6 +27,7 @@ import { healthFrom, type HealthView } from "./health.js";
 import { plan } from "./kernel.js";
 import { lazySources, type NatIndex, type NatResult } from "./nat.js";
 import { policyFamily } from "./model.js";
+import { backupPrefixes } from "./sync.js";
 import type { Range, Span } from "../ip.js";
 import { partitionPoint } from "../search.js";
 
@@ -40,6 +41,8 @@ export interface HealthInputs {
   downPeers: ReadonlySet<string>;
   /** The gateway is draining: destinations are withdrawn, egress IPs stay. */
   draining: boolean;
+  /** Connection sync is running and has resynced (absent: no backup paths). */
+  syncReady?: boolean;
 }
 
 export const NO_HEALTH_INPUTS: HealthInputs = {
@@ -109,6 +112,7 @@ export function viewOf(p: StaticPlan): PlanView {
     kernel: {
       addresses: p.kernel.addresses,
       nat: { classes: p.kernel.nat.classes, policies: p.kernel.nat.policies },
+      backups: backupPrefixes(p.kernel.guard?.sync),
     },
     scope: { ...p.scope, excluded: intersectRanges(p.scope.excluded, p.scope.outer) },
   };
@@ -178,6 +182,7 @@ export function planDesired({ view, health: h }: Inputs): Desired {
     selfDown: h.selfDown,
     downPeers: h.downPeers,
     draining: h.draining,
+    backupReady: h.syncReady ?? false,
   });
   const bgp = config.bgp
     ? planBgp(config as ConfigView & { bgp: BgpConfig }, view.kernel, health, view.scope)

@@ -14,6 +14,7 @@ import type {
   NatPolicy,
 } from "../state.js";
 import { flattenNat, type NatResult } from "./nat.js";
+import { syncGuard } from "./sync.js";
 import { actionOf, dataplaneOf, markValue, policyFamily, policyModels, uplinkTables } from "./model.js";
 
 export class PlanError extends Error {
@@ -124,11 +125,19 @@ export function plan(config: Config, nat: NatResult = flattenNat(policyModels(co
   return state;
 }
 
-/** The control-protocol guard: GTSM for BFD, and the BGP listen port open to configured peers only. */
+/**
+ * The control-protocol guard: GTSM for BFD, the BGP listen port open to
+ * configured peers only, and connection sync's rules.
+ */
 export function guardPlan(config: Config): GuardPlan | undefined {
   const bgp = config.bgp;
-  if (!bgp) return undefined;
-  const guard: GuardPlan = { bfdTtl: bgp.peers.some((p) => p.bfd !== undefined && p.bfd.enabled !== false) };
+  const sync = syncGuard(config.connectionSync);
+  if (!bgp && !sync) return undefined;
+  const guard: GuardPlan = {
+    bfdTtl: bgp?.peers.some((p) => p.bfd !== undefined && p.bfd.enabled !== false) ?? false,
+  };
+  if (sync) guard.sync = sync;
+  if (!bgp) return guard;
   const port = bgp.listenPort ?? -1;
   if (port > 0) {
     // The guard matches source addresses: a link-local peer's interface does not enter into it.

@@ -4,7 +4,7 @@
 import { Command } from "commander";
 import { plan } from "../../core/plan/kernel.js";
 import { renderDesired } from "../../core/plan/render-text.js";
-import { advertiseScope, HEALTHY, planBgp } from "../../core/plan/bgp.js";
+import { steadyBgp } from "../../core/plan/bgp.js";
 import { renderNftRuleset } from "../../routing/nft-render.js";
 import { renderGuard } from "../../routing/nft-guard.js";
 import { checkFile, EXIT, usageExit } from "./validate.js";
@@ -43,9 +43,7 @@ export function planCommand(): Command {
         }
         const config = r.result.config;
         const state = plan(config);
-        const bgp = config.bgp
-          ? planBgp({ bgp: config.bgp }, state, HEALTHY, advertiseScope(config))
-          : undefined;
+        const bgp = config.bgp ? steadyBgp({ ...config, bgp: config.bgp }, state) : undefined;
         if (opts.json === true) {
           // A TCP-MD5 password is a secret: say that one is set, never what it is.
           const shown = bgp && {

@@ -19,6 +19,8 @@ import {
   type Prefix,
 } from "../../core/ip.js";
 import { formatPath, type PathSegment } from "./issues.js";
+import { checkConnectionSync } from "./sync-semantics.js";
+import { isObj, list, quoted, seenBefore, str, type Obj } from "./raw.js";
 import { selectorIssues, type LabelSelector } from "../../core/k8s/selector.js";
 import { exceptionProblem, unreachableDestination } from "../../core/config/destinations.js";
 import { validateProbeSpec, type ProbeSpec } from "../../core/probe-spec.js";
@@ -44,12 +46,7 @@ const RESERVED_TABLES = new Map([
   [255, "local"],
 ]);
 
-type Obj = Record<string, unknown>;
-const isObj = (x: unknown): x is Obj => typeof x === "object" && x !== null && !Array.isArray(x);
-const list = (x: unknown): unknown[] => (Array.isArray(x) ? x : []);
-const str = (x: unknown): string | undefined => (typeof x === "string" ? x : undefined);
 const hex = (n: number) => `0x${(n >>> 0).toString(16).padStart(8, "0")}`;
-const quoted = (s: string) => JSON.stringify(s);
 
 export interface SemanticResult {
   errors: RawIssue[];
@@ -414,6 +411,7 @@ export function checkSemantics(
 
   checkBgp(root.bgp, owned, err);
   checkProbes(root, err);
+  checkConnectionSync(root.connectionSync, owned, err);
 
   // Overlaps: only on an otherwise valid file, where the planner's model is well defined.
   if (structurallyValid && errors.length === 0) {
@@ -473,12 +471,9 @@ function checkBgp(
   list(raw.peers).forEach((p, i) => {
     if (!isObj(p)) return;
     const name = str(p.name);
-    if (name !== undefined) {
-      const prev = names.get(name);
-      if (prev !== undefined)
-        err(["bgp", "peers", i, "name"], `${quoted(name)} is already used by bgp.peers[${prev}]`);
-      else names.set(name, i);
-    }
+    const prev = name === undefined ? undefined : seenBefore(names, name, i);
+    if (prev !== undefined)
+      err(["bgp", "peers", i, "name"], `${quoted(name!)} is already used by bgp.peers[${prev}]`);
     if (p.asn === 23456)
       err(["bgp", "peers", i, "asn"], "23456 is AS_TRANS (RFC 6793), not a usable AS number");
     const addrText = str(p.address);

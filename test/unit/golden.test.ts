@@ -9,7 +9,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { loadConfig } from "../../inputs/config/load.js";
 import { plan } from "../../core/plan/kernel.js";
-import { advertiseScope, HEALTHY, planBgp } from "../../core/plan/bgp.js";
+import { steadyBgp } from "../../core/plan/bgp.js";
 import { renderDesired } from "../../core/plan/render-text.js";
 import { renderNftRuleset } from "../../routing/nft-render.js";
 import { renderGuard } from "../../routing/nft-guard.js";
@@ -36,9 +36,7 @@ for (const c of configs) {
     const r = loadConfig(readFileSync(c.path, "utf8"));
     if (!r.ok) return t.fail(r.errors.map((e) => `${e.path}: ${e.message}`).join("\n"));
     const kernel = plan(r.config);
-    const bgp = r.config.bgp
-      ? planBgp({ bgp: r.config.bgp }, kernel, HEALTHY, advertiseScope(r.config))
-      : undefined;
+    const bgp = r.config.bgp ? steadyBgp({ ...r.config, bgp: r.config.bgp }, kernel) : undefined;
     const text = renderDesired(kernel, renderNftRuleset, bgp, renderGuard);
     const file = join(GOLDEN, `${c.name}.plan`);
     if (update) writeFileSync(file, text);

@@ -1,0 +1,216 @@
+// Long-lived connections through DC A's gateways while one of them fails:
+// the triggers of docs/connection-sync.md, each measured on the connections
+// themselves (containerlab/conn-streams.ts). Shared by the integration test,
+// bench/connections.ts and the demo.
+import { fileURLToPath } from "node:url";
+import { tryRun } from "../lib/exec.js";
+import { startConnections, startStreamServer, type Connections, type StreamServer } from "./conn-streams.js";
+import { freezeNode, TWO_DC_GATEWAYS as GW } from "./failover.js";
+import { bgpTable, kernelNextHops } from "./observe.js";
+import { sleep, waitFor, type Lab } from "./runner.js";
+
+const REPO_BIN = fileURLToPath(new URL("../../bin", import.meta.url));
+export const SERVER = "203.0.113.10";
+export const PORT = 9000;
+/** pod-a's addresses: with the ToR hashing on ports as well, the connections spread over both gateways. */
+export const POD_SOURCES = ["10.244.1.10", "10.244.1.11", "10.244.1.12"];
+export const DC_A = ["gw-a1", "gw-a2"] as const;
+export type DcAGateway = (typeof DC_A)[number];
+
+export type Trigger = "freeze" | "kill" | "drain" | "dc-a";
+/** What undoes a trigger: the gateway (or site) comes back and attracts its traffic again. */
+export type Restore = () => Promise<void>;
+
+export interface TrialResult {
+  trigger: string;
+  gateway: string;
+  /** Connections alive before the trigger, and of those, alive after it. */
+  before: number;
+  survived: number;
+  /** The longest stall of any connection during the trial (ms). */
+  maxStallMs: number;
+  /** The median over the connections of each one's longest stall (ms). */
+  medianStallMs: number;
+}
+
+/** Waits until `gateway` serves again: in the ToR's ECMP group, its egress IP's best path its own. */
+export async function serving(lab: Lab, gateway: DcAGateway, timeoutMs = 30_000): Promise<void> {
+  const g = GW[gateway];
+  await waitFor(
+    `${gateway} serving`,
+    async () => {
+      if (!(await kernelNextHops(lab, "tor-a", "203.0.113.0/24")).includes(g.link)) return false;
+      const best = (await bgpTable(lab, "tor-a")).get(`${g.web}/32`)?.find((p) => p.best);
+      return best?.nextHop === g.link && best.asPath.split(" ").filter(Boolean).length <= 1;
+    },
+    timeoutMs,
+  );
+}
+
+export class ConnectionTrials {
+  private server: StreamServer | undefined;
+  private conns: Connections | undefined;
+
+  constructor(private readonly lab: Lab) {}
+
+  async start(count = 64): Promise<void> {
+    this.server = await startStreamServer(this.lab, "server", `${SERVER}:${PORT}`);
+    this.conns = await startConnections(this.lab, "pod-a", {
+      target: `${SERVER}:${PORT}`,
+      sources: POD_SOURCES,
+      count,
+      intervalMs: 10,
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.conns?.stop().catch(() => undefined);
+    await this.server?.stop().catch(() => undefined);
+  }
+
+  /** Sequence errors the server saw (gaps, duplicates, bad records). */
+  anomalies(): string[] {
+    return this.server?.anomalies() ?? [];
+  }
+
+  /** How many live connections each DC A gateway carries (by the egress IP they are NATed to). */
+  async carried(): Promise<Map<DcAGateway, number>> {
+    const owners = new Map<string, DcAGateway>();
+    for (const g of DC_A) {
+      const { stdout } = await tryRun([
+        "ip",
+        "netns",
+        "exec",
+        this.lab.ns(g),
+        "conntrack",
+        "-L",
+        "-p",
+        "tcp",
+        "--dport",
+        String(PORT),
+        "--state",
+        "ESTABLISHED",
+      ]);
+      for (const line of stdout.split("\n")) {
+        const m = /sport=(\d+) dport=\d+ .*src=\S+ dst=(\S+) sport=/.exec(line);
+        if (!m) continue;
+        const owner = DC_A.find((x) => GW[x].web === m[2]);
+        if (owner) owners.set(m[1]!, owner);
+      }
+    }
+    const out = new Map<DcAGateway, number>(DC_A.map((g) => [g, 0]));
+    for (const g of owners.values()) out.set(g, out.get(g)! + 1);
+    return out;
+  }
+
+  /** The DC A gateway that carries the most connections. */
+  async busiest(): Promise<DcAGateway> {
+    const c = await this.carried();
+    return [...c.entries()].sort((a, b) => b[1] - a[1])[0]![0];
+  }
+
+  /**
+   * Applies `act` and measures: stalls are counted from the moment before it,
+   * and the report is taken once `settled` resolved and `afterMs` more passed.
+   */
+  async measure<T>(
+    trigger: string,
+    gateway: string,
+    act: () => Promise<T>,
+    settled: () => Promise<unknown>,
+    afterMs = 1000,
+  ): Promise<{ result: TrialResult; value: T }> {
+    const conns = this.conns!;
+    const before = (await conns.report()).connections.filter((c) => c.broken === null).map((c) => c.id);
+    await conns.resetStalls();
+    const value = await act();
+    await settled();
+    await sleep(afterMs);
+    const r = await conns.report();
+    const alive = new Set(r.connections.filter((c) => c.broken === null).map((c) => c.id));
+    const stalls = r.connections
+      .filter((c) => before.includes(c.id))
+      .map((c) => c.maxStallMs)
+      .sort((a, b) => a - b);
+    return {
+      value,
+      result: {
+        trigger,
+        gateway,
+        before: before.length,
+        survived: before.filter((id) => alive.has(id)).length,
+        maxStallMs: Math.round(stalls[stalls.length - 1] ?? 0),
+        medianStallMs: Math.round(stalls[Math.floor(stalls.length / 2)] ?? 0),
+      },
+    };
+  }
+
+  /** One trigger on `gateway`; resolves with its result and what brings the gateway back. */
+  async fail(trigger: Trigger, gateway: DcAGateway): Promise<{ result: TrialResult; restore: Restore }> {
+    const lab = this.lab;
+    const gone = () =>
+      waitFor(
+        `${gateway} out of the ECMP group`,
+        async () => !(await kernelNextHops(lab, "tor-a", "203.0.113.0/24")).includes(GW[gateway].link),
+        15_000,
+      );
+    if (trigger === "freeze") {
+      const { result, value: thaw } = await this.measure(
+        "freeze",
+        gateway,
+        () => freezeNode(lab, gateway),
+        gone,
+      );
+      return { result, restore: thaw };
+    }
+    if (trigger === "kill") {
+      const pid = lab.cmdPid(gateway);
+      if (pid === undefined) throw new Error(`${gateway}: egressd is not running`);
+      const { result } = await this.measure(
+        "kill -9",
+        gateway,
+        () => tryRun(["kill", "-KILL", String(pid)]),
+        gone,
+      );
+      return { result, restore: () => lab.startCmd(gateway).then(() => undefined) };
+    }
+    if (trigger === "drain") {
+      const { result } = await this.measure(
+        "drain",
+        gateway,
+        async () => undefined,
+        async () => {
+          const r = await tryRun([`${REPO_BIN}/egressd`, "drain"], { netns: lab.ns(gateway) });
+          if (r.code !== 0) throw new Error(`egressd drain on ${gateway}: ${r.stderr.trim()}`);
+        },
+      );
+      return { result, restore: () => lab.startCmd(gateway).then(() => undefined) };
+    }
+    // All of DC A: both gateways frozen; DC B's gateway is the backup site.
+    const { result, value: thaws } = await this.measure(
+      "DC A lost",
+      "gw-a1+gw-a2",
+      () => Promise.all(DC_A.map((g) => freezeNode(lab, g))),
+      () =>
+        waitFor(
+          "DC B serving DC A's pods",
+          async () =>
+            (await kernelNextHops(lab, "tor-a", "203.0.113.0/24")).every((h) => !h.startsWith("10.1.")),
+          15_000,
+        ),
+      2000,
+    );
+    return { result, restore: async () => void (await Promise.all(thaws.map((t) => t()))) };
+  }
+
+  /** Brings a failed gateway back and measures the move of its traffic back to it. */
+  async failback(trigger: Trigger, gateway: DcAGateway, restore: Restore): Promise<TrialResult> {
+    const lab = this.lab;
+    const back =
+      trigger === "dc-a"
+        ? () => Promise.all(DC_A.map((g) => serving(lab, g, 60_000))).then(() => undefined)
+        : () => serving(lab, gateway, 60_000);
+    const { result } = await this.measure(`back after ${trigger}`, gateway, restore, back);
+    return result;
+  }
+}

@@ -1,0 +1,223 @@
+// Connection sync at run time: conntrackd, configured from the connectionSync
+// section, started and kept running by egressd, and the resync that gates a
+// (re)started gateway (docs/connection-sync.md).
+//
+//   start:  write conntrackd.conf, TCP window tracking made liberal, start
+//           conntrackd (it asks its peers for their state), then wait until
+//           their state has arrived (quiet for resyncQuietMs after a peer was
+//           heard) or resyncTimeoutMs passed: only then does the gateway
+//           advertise anything, so traffic never arrives before its state.
+//   peer:   a member that asks for a resync gets this gateway's whole table,
+//           the states it holds for others too (-R then -B): conntrackd alone
+//           would send only its own connections, and a member that lost its
+//           kernel table would get nothing of those this gateway carried for it.
+//   crash:  conntrackd restarts with backoff; the backup paths are withdrawn
+//           until it has resynced again; the kernel's table stays.
+import { EventEmitter } from "node:events";
+import { rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { ConnectionSyncConfig } from "../core/config/sync-schema.js";
+import { DEFAULTS } from "../core/defaults.js";
+import { conntrackdConfig, parseConntrackdStats, type ConntrackdStats } from "../core/plan/sync.js";
+import { run } from "../lib/exec.js";
+import { Supervised } from "../lib/supervised.js";
+import type { Logger } from "./log.js";
+
+/** The sysctl that lets conntrack accept a TCP segment outside the window it saw (asymmetric paths). */
+export const BE_LIBERAL = "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal";
+
+export interface ResyncResult {
+  /** States written into the kernel table while waiting. */
+  entries: number;
+  ms: number;
+  /** Whether a peer was heard; false: the wait ran out (no member is up, or none answered). */
+  heard: boolean;
+}
+
+export interface ConnectionSyncEvents {
+  /** Ready (resynced) or not (conntrackd restarting). */
+  ready: [boolean];
+}
+
+export interface ConnectionSyncOptions {
+  config: ConnectionSyncConfig;
+  runDir: string;
+  log: Logger;
+  /** conntrackd binary (default from PATH). */
+  binary?: string;
+  /** Clock and sleep, for tests. */
+  now?: () => number;
+}
+
+export class ConnectionSync extends EventEmitter<ConnectionSyncEvents> {
+  readonly configPath: string;
+  private readonly process: Supervised;
+  private readonly opts: ConnectionSyncOptions;
+  private readonly now: () => number;
+  private isReady = false;
+  /** The first resync (after egressd started) completed: the gateway may advertise. */
+  private firstDone = false;
+  private generation = 0;
+  private bulkRunning: Promise<void> | undefined;
+  private bulkAgain = false;
+  private stopped = false;
+  /** What the last resync did, for the log and /status. */
+  lastResync: ResyncResult | undefined;
+
+  constructor(opts: ConnectionSyncOptions) {
+    super();
+    this.opts = opts;
+    this.now = opts.now ?? (() => performance.now());
+    this.configPath = join(opts.runDir, "conntrackd.conf");
+    const lockFile = join(opts.runDir, "conntrackd.lock");
+    const socket = join(opts.runDir, "conntrackd.ctl");
+    const text = conntrackdConfig(opts.config, { lockFile, socket });
+    this.process = new Supervised({
+      name: "conntrackd",
+      argv: () => [
+        "setpriv",
+        "--pdeathsig",
+        "KILL",
+        "--",
+        opts.binary ?? "conntrackd",
+        "-C",
+        this.configPath,
+      ],
+      beforeStart: () => {
+        // A killed conntrackd leaves both behind, and refuses to start over its lock file.
+        rmSync(lockFile, { force: true });
+        rmSync(socket, { force: true });
+        writeFileSync(this.configPath, text, { mode: 0o600 });
+      },
+    });
+    this.process.on("log", (line) => this.onLog(line));
+    this.process.on("started", ({ pid, restarts }) => {
+      if (restarts > 0) this.opts.log.warn({ pid, restarts }, "conntrackd restarted");
+      void this.resync();
+    });
+    this.process.on("exited", (e) => {
+      this.setReady(false);
+      this.opts.log.error(
+        { code: e.code, signal: e.signal, restartInMs: e.restartInMs, lastLines: e.lastLines.slice(-5) },
+        "conntrackd exited: backup paths withdrawn until it has resynced",
+      );
+    });
+  }
+
+  get ready(): boolean {
+    return this.isReady;
+  }
+
+  /** Whether the first resync has completed (the gateway advertises nothing before). */
+  get resynced(): boolean {
+    return this.firstDone;
+  }
+
+  get pid(): number | undefined {
+    return this.process.pid;
+  }
+
+  /** Starts conntrackd; the resync runs on its own (see `ready`). */
+  async start(): Promise<void> {
+    // Per network namespace. The owner of a connection sees every segment of it, but a member
+    // that carries it after a failover, or one of two live members an ECMP change splits it
+    // between, sees segments whose window it never saw: strict tracking marks them INVALID.
+    writeFileSync(BE_LIBERAL, "1\n");
+    await this.process.start();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.setReady(false);
+    await this.process.stop();
+  }
+
+  /** `conntrackd -C CONF ARGS`. */
+  private ctl(...args: string[]): Promise<string> {
+    return run([this.opts.binary ?? "conntrackd", "-C", this.configPath, ...args], {
+      timeoutMs: 10_000,
+    }).then((r) => r.stdout);
+  }
+
+  stats(): Promise<ConntrackdStats> {
+    return this.ctl("-s").then(parseConntrackdStats);
+  }
+
+  private setReady(ready: boolean): void {
+    if (this.isReady === ready) return;
+    this.isReady = ready;
+    this.emit("ready", ready);
+  }
+
+  private onLog(line: string): void {
+    if (/resync requested by other node/.test(line)) {
+      this.opts.log.info("a sync peer asked for our connection state: sending the whole table");
+      void this.sendAll();
+    } else if (/\[(ERROR|WARNING)\]/i.test(line)) this.opts.log.warn({ conntrackd: line }, "conntrackd");
+    else this.opts.log.debug({ conntrackd: line }, "conntrackd");
+  }
+
+  /** -R (refresh its cache from the kernel table, which holds the states injected for peers) then -B. */
+  private sendAll(): Promise<void> {
+    if (this.bulkRunning) {
+      this.bulkAgain = true;
+      return this.bulkRunning;
+    }
+    this.bulkRunning = (async () => {
+      do {
+        this.bulkAgain = false;
+        try {
+          await this.ctl("-R");
+          await this.ctl("-B");
+        } catch (e) {
+          this.opts.log.warn({ err: e }, "could not send the connection table to a sync peer");
+        }
+      } while (this.bulkAgain && !this.stopped);
+    })().finally(() => (this.bulkRunning = undefined));
+    return this.bulkRunning;
+  }
+
+  /** Waits for conntrackd to answer, then for the peers' state; then ready. */
+  private async resync(): Promise<void> {
+    const generation = ++this.generation;
+    const S = DEFAULTS.sync;
+    const timeoutMs = this.opts.config.resyncTimeoutMs ?? S.resyncTimeoutMs;
+    const quietMs = S.resyncQuietMs;
+    const started = this.now();
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    let last = -1;
+    let lastChange = started;
+    let heard = false;
+    let entries = 0;
+    for (;;) {
+      if (generation !== this.generation || this.stopped) return;
+      const t = this.now();
+      try {
+        const s = await this.stats();
+        // A conntrackd that just started counts from zero.
+        const injected = s.injected.created + s.injected.updated;
+        entries = injected;
+        if (s.received > 0) heard = true;
+        if (injected !== last) {
+          last = injected;
+          lastChange = t;
+        }
+        if (heard && t - lastChange >= quietMs) break;
+      } catch {
+        // Not answering yet (starting): keep asking until the timeout.
+      }
+      if (t - started >= timeoutMs) break;
+      await sleep(50);
+    }
+    if (generation !== this.generation || this.stopped) return;
+    this.lastResync = { entries, ms: Math.round(this.now() - started), heard };
+    this.opts.log.info(
+      this.lastResync,
+      heard
+        ? "connection state resynced from the sync peers"
+        : "no sync peer answered: going on without their state",
+    );
+    this.firstDone = true;
+    this.setReady(true);
+  }
+}

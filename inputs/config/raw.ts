@@ -1,0 +1,14 @@
+// Reading a config that may not have passed the schema: the semantic checks
+// look at the types they need through these, and skip what they cannot read.
+export type Obj = Record<string, unknown>;
+export const isObj = (x: unknown): x is Obj => typeof x === "object" && x !== null && !Array.isArray(x);
+export const list = (x: unknown): unknown[] => (Array.isArray(x) ? x : []);
+export const str = (x: unknown): string | undefined => (typeof x === "string" ? x : undefined);
+export const quoted = (s: string) => JSON.stringify(s);
+
+/** Notes `key` as seen at `index`; returns where it was seen first, if it was. */
+export function seenBefore<K>(seen: Map<K, number>, key: K, index: number): number | undefined {
+  const prev = seen.get(key);
+  if (prev === undefined) seen.set(key, index);
+  return prev;
+}

@@ -1,0 +1,88 @@
+// Checks of the connectionSync section beyond its structure: the sync link's
+// addresses, the members' egress IPs (never this gateway's own: a backup path
+// for an address the gateway owns would compete with itself), and the sources.
+import { neverRouted, parseAddress, parsePrefix } from "../../core/ip.js";
+import type { Family } from "../../core/state.js";
+import type { PathSegment } from "./issues.js";
+
+import { isObj, list, quoted, seenBefore, str } from "./raw.js";
+
+/** IPv4 224.0.0.0/4. */
+const isMulticast4 = (v: bigint) => v >> 28n === 0xen;
+
+export function checkConnectionSync(
+  raw: unknown,
+  owned: ReadonlyMap<string, { index: number; family: Family }>,
+  err: (segments: PathSegment[], message: string) => void,
+): void {
+  if (!isObj(raw)) return;
+  const at = (...rest: PathSegment[]): PathSegment[] => ["connectionSync", ...rest];
+  /** A unicast IPv4 address usable on a link, or an error at `where`. */
+  const linkAddress = (text: string, where: PathSegment[]): bigint | undefined => {
+    const a = parseAddress(text);
+    if (a === undefined || a.family !== 4) {
+      err(where, `${quoted(text)} is not an IPv4 address (the sync link is IPv4)`);
+      return undefined;
+    }
+    if (isMulticast4(a.value) || a.value === 0n || a.value === 0xffffffffn) {
+      err(where, `${text} is not a unicast address`);
+      return undefined;
+    }
+    return a.value;
+  };
+  const self = str(raw.address);
+  const seen = new Map<bigint, string>();
+  if (self !== undefined) {
+    const v = linkAddress(self, at("address"));
+    if (v !== undefined) seen.set(v, "connectionSync.address");
+  }
+  const names = new Map<string, number>();
+  const peerIPs = new Map<string, string>();
+  list(raw.peers).forEach((p, i) => {
+    if (!isObj(p)) return;
+    const name = str(p.name);
+    const prev = name === undefined ? undefined : seenBefore(names, name, i);
+    if (prev !== undefined)
+      err(at("peers", i, "name"), `${quoted(name!)} is already connectionSync.peers[${prev}]`);
+    const address = str(p.address);
+    if (address !== undefined) {
+      const v = linkAddress(address, at("peers", i, "address"));
+      if (v !== undefined) {
+        const prev = seen.get(v);
+        if (prev !== undefined) err(at("peers", i, "address"), `${address} is already ${prev}`);
+        else seen.set(v, `connectionSync.peers[${i}].address`);
+      }
+    }
+    list(p.egressIPs).forEach((e, j) => {
+      const text = str(e);
+      if (text === undefined) return;
+      const where = at("peers", i, "egressIPs", j);
+      const a = parseAddress(text);
+      if (a === undefined)
+        return err(where, `${quoted(text)} is not an IP address (write it without a prefix length)`);
+      const bad = neverRouted(a);
+      if (bad !== undefined) return err(where, `${text} is ${bad}; it cannot be an egress IP`);
+      const k = `${a.family}/${a.value}`;
+      if (owned.has(k))
+        return err(
+          where,
+          `${text} is this gateway's own egress IP (egressIPs[${owned.get(k)!.index}]), not another member's`,
+        );
+      const prev = peerIPs.get(k);
+      if (prev !== undefined) return err(where, `${text} is already listed at ${prev}`);
+      peerIPs.set(k, `connectionSync.peers[${i}].egressIPs[${j}]`);
+    });
+  });
+  list(raw.sources).forEach((s, i) => {
+    const text = str(s);
+    if (text === undefined) return;
+    const p = parsePrefix(text);
+    if (!p.ok) err(at("sources", i), p.message);
+  });
+  const group = str(raw.multicastGroup);
+  if (group !== undefined) {
+    const a = parseAddress(group);
+    if (a === undefined || a.family !== 4 || !isMulticast4(a.value))
+      err(at("multicastGroup"), `${quoted(group)} is not an IPv4 multicast address (224.0.0.0/4)`);
+  }
+}
