@@ -53,8 +53,22 @@ export class ConnectionTrials {
 
   constructor(private readonly lab: Lab) {}
 
+  private count = 64;
+
   async start(count = 64): Promise<void> {
+    this.count = count;
     this.server = await startStreamServer(this.lab, "server", `${SERVER}:${PORT}`);
+    await this.connect();
+  }
+
+  /** A new set of connections (after a trial broke some: each trial starts with all alive). */
+  async reconnect(): Promise<void> {
+    await this.conns?.stop().catch(() => undefined);
+    await this.connect();
+  }
+
+  private async connect(): Promise<void> {
+    const count = this.count;
     this.conns = await startConnections(this.lab, "pod-a", {
       target: `${SERVER}:${PORT}`,
       sources: POD_SOURCES,

@@ -1,0 +1,291 @@
+// Connections through a gateway failure, with connection sync and without.
+//
+// The two-dc lab, 64 long-lived TCP streams from pod-a (containerlab/
+// conn-streams.ts), and the triggers of docs/connection-sync.md on DC A's
+// gateway that carries most of them: frozen (power loss), egressd killed
+// (kill -9), drained, all of DC A frozen; each followed by the gateway's
+// return (failback). For each: the fraction of connections that survive and
+// the longest stall of any connection, median and worst over the trials.
+// The same run measures the baseline, the same lab with connectionSync
+// removed from the gateways' configs.
+//
+// Then the cost of sync: short connections from pod-a at each rate for a few
+// seconds, conntrackd's CPU on both gateways and the whole machine's, with
+// sync and in the baseline lab; and how many states a gateway restarted after
+// that resyncs, and how fast.
+//   node dist/bench/connections.js [--trials 10] [--connections 64]
+//     [--triggers freeze,kill,drain,dc-a|none] [--rates 1000,10000] [--seconds 3] [--no-baseline]
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import {
+  ConnectionTrials,
+  DC_A,
+  POD_SOURCES,
+  serving,
+  type Trigger,
+  type TrialResult,
+} from "../containerlab/connection-trials.js";
+import { Lab, sleep, waitFor } from "../containerlab/runner.js";
+import { loadTopology, rebindCopies } from "../containerlab/topology.js";
+import { tryRun } from "../lib/exec.js";
+import { median } from "../lib/stats.js";
+
+const { values: opt } = parseArgs({
+  options: {
+    trials: { type: "string", default: "10" },
+    connections: { type: "string", default: "64" },
+    triggers: { type: "string", default: "freeze,kill,drain,dc-a" },
+    rates: { type: "string", default: "1000,10000" },
+    seconds: { type: "string", default: "3" },
+    "no-baseline": { type: "boolean", default: false },
+  },
+});
+const TRIALS = Number(opt.trials);
+const CONNECTIONS = Number(opt.connections);
+const TRIGGERS = opt.triggers!.split(",").filter((t) => t && t !== "none") as Trigger[];
+const RATES = opt.rates!.split(",").filter(Boolean).map(Number);
+const SECONDS = Number(opt.seconds);
+for (const t of TRIGGERS)
+  if (!["freeze", "kill", "drain", "dc-a"].includes(t)) throw new Error(`--triggers: unknown trigger ${t}`);
+if (!(TRIALS >= 1 && CONNECTIONS >= 1 && SECONDS > 0))
+  throw new Error("--trials, --connections, --seconds: positive numbers");
+
+const TOPO = fileURLToPath(new URL("../../containerlab/two-dc/two-dc.clab.yml", import.meta.url));
+const tmp = mkdtempSync(join(tmpdir(), "egressd-bench-connections-"));
+const MODES = opt["no-baseline"] ? (["sync"] as const) : (["sync", "baseline"] as const);
+type Mode = (typeof MODES)[number];
+
+function makeLab(mode: Mode): Lab {
+  const topo = loadTopology(TOPO);
+  const dir = mkdtempSync(join(tmp, `${mode}-`));
+  rebindCopies(topo, "/etc/egressd/egressd.yaml", dir, (text) => {
+    // A shorter hold-down, so that a failback trial does not wait 3 s for it (the same in both modes).
+    const t = text.replaceAll("holdDownMs: 3000", "holdDownMs: 1000");
+    if (mode === "sync") return t;
+    const cut = t.replace(/\n# Connections survive[\s\S]*?\nconnectionSync:[\s\S]*?\n\n/, "\n");
+    if (t.includes("connectionSync:") && cut.includes("connectionSync:"))
+      throw new Error("could not remove connectionSync from a gateway's config");
+    return cut;
+  });
+  return new Lab(topo, `bcn${mode === "sync" ? "s" : "b"}${process.pid % 10000}`, { quiet: true });
+}
+
+interface TriggerRow {
+  fail: TrialResult[];
+  back: TrialResult[];
+}
+
+/** The resyncs a gateway's egressd logged (entries and ms), oldest first. */
+function resyncs(lab: Lab, gateway: string): { entries: number; ms: number }[] {
+  return readFileSync(lab.cmdLog(gateway), "utf8")
+    .split("\n")
+    .filter((l) => l.includes("connection state resynced"))
+    .map((l) => JSON.parse(l) as { entries: number; ms: number })
+    .map(({ entries, ms }) => ({ entries, ms }));
+}
+
+const GENERATOR = `
+const net = require("net");
+const [host, port, rate, secs, srcs] = process.argv.slice(1);
+const sources = srcs.split(",");
+let started = 0, ok = 0, failed = 0;
+const t0 = Date.now();
+const end = t0 + Number(secs) * 1000;
+const tick = setInterval(() => {
+  const now = Date.now();
+  const due = Math.min(now, end) - t0;
+  while (started < (due / 1000) * Number(rate)) {
+    const c = net.connect({ host, port: Number(port), localAddress: sources[started % sources.length] });
+    started++;
+    c.once("connect", () => { ok++; c.end(); });
+    c.once("error", () => { failed++; });
+  }
+  if (now >= end) {
+    clearInterval(tick);
+    setTimeout(() => { process.stdout.write(JSON.stringify({ started, ok, failed }) + "\\n"); process.exit(0); }, 1000);
+  }
+}, 2);`;
+
+const SINK = `require("net").createServer((s) => { s.on("error", () => {}); s.end(); }).listen(9001, "203.0.113.10");`;
+
+/** Jiffies of the machine (busy, total) from /proc/stat. */
+function machineTicks(): { busy: number; total: number } {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - f[3]! - f[4]!, total };
+}
+
+/** utime + stime of every conntrackd in DC A's gateways, in ticks. */
+async function conntrackdTicks(lab: Lab): Promise<number> {
+  let sum = 0;
+  for (const g of DC_A) {
+    const { stdout } = await tryRun(["ip", "netns", "pids", lab.ns(g)]);
+    for (const pid of stdout.split(/\s+/).filter(Boolean)) {
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+        if (!stat.includes("(conntrackd)")) continue;
+        const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+        sum += Number(f[11]) + Number(f[12]);
+      } catch {
+        // gone
+      }
+    }
+  }
+  return sum;
+}
+
+interface CpuRow {
+  rate: number;
+  achieved: number;
+  failed: number;
+  conntrackdPct: number;
+  machinePct: number;
+}
+
+async function cpuAt(lab: Lab, rate: number): Promise<CpuRow> {
+  const sink = spawn("ip", ["netns", "exec", lab.ns("server"), process.execPath, "-e", SINK], {
+    stdio: "ignore",
+  });
+  try {
+    await sleep(500);
+    const m0 = machineTicks();
+    const c0 = await conntrackdTicks(lab);
+    const t0 = performance.now();
+    const r = await tryRun(
+      [
+        "ip",
+        "netns",
+        "exec",
+        lab.ns("pod-a"),
+        process.execPath,
+        "-e",
+        GENERATOR,
+        "203.0.113.10",
+        "9001",
+        String(rate),
+        String(SECONDS),
+        POD_SOURCES.join(","),
+      ],
+      { timeoutMs: (SECONDS + 30) * 1000 },
+    );
+    const secs = (performance.now() - t0) / 1000;
+    const c1 = await conntrackdTicks(lab);
+    const m1 = machineTicks();
+    const out = JSON.parse(r.stdout.trim().split("\n").pop() ?? "{}") as { ok?: number; failed?: number };
+    return {
+      rate,
+      achieved: Math.round((out.ok ?? 0) / SECONDS),
+      failed: out.failed ?? 0,
+      // ticks are 1/100 s; as % of one core over the measured wall time
+      conntrackdPct: ((c1 - c0) / 100 / secs) * 100,
+      machinePct: ((m1.busy - m0.busy) / (m1.total - m0.total)) * 100,
+    };
+  } finally {
+    sink.kill("SIGKILL");
+  }
+}
+
+async function runMode(mode: Mode) {
+  const lab = makeLab(mode);
+  await lab.down();
+  const rows = new Map<Trigger, TriggerRow>();
+  const cpu: CpuRow[] = [];
+  let resync: { entries: number; ms: number; table: number } | undefined;
+  try {
+    process.stderr.write(`${mode}: bringing the lab up\n`);
+    await lab.up();
+    for (const g of DC_A) await serving(lab, g, 90_000);
+    const trials = new ConnectionTrials(lab);
+    try {
+      await trials.start(CONNECTIONS);
+      for (const trigger of TRIGGERS) {
+        const row: TriggerRow = { fail: [], back: [] };
+        rows.set(trigger, row);
+        for (let i = 0; i < TRIALS; i++) {
+          const g = await trials.busiest();
+          const { result, restore } = await trials.fail(trigger, g);
+          const back = await trials.failback(trigger, g, restore);
+          row.fail.push(result);
+          row.back.push(back);
+          process.stderr.write(
+            `${mode} ${trigger} ${i + 1}/${TRIALS} ${g}: ${result.survived}/${result.before} survived, stall ${result.maxStallMs} ms; back: ${back.survived}/${back.before}, stall ${back.maxStallMs} ms\n`,
+          );
+          if (result.survived < result.before || back.survived < back.before) await trials.reconnect();
+          for (const x of DC_A) await serving(lab, x, 60_000);
+        }
+      }
+    } finally {
+      await trials.stop();
+    }
+    for (const rate of RATES) cpu.push(await cpuAt(lab, rate));
+    if (mode === "sync") {
+      // A gateway restarted with the table those connections left (TIME_WAIT states included).
+      const { stdout } = await tryRun(["ip", "netns", "exec", lab.ns("gw-a2"), "conntrack", "-C"]);
+      const pid = lab.cmdPid("gw-a1");
+      if (pid !== undefined) await tryRun(["kill", "-KILL", String(pid)]);
+      await sleep(500);
+      await tryRun(["ip", "netns", "exec", lab.ns("gw-a1"), "conntrack", "-F"]);
+      const seen = resyncs(lab, "gw-a1").length;
+      await lab.startCmd("gw-a1");
+      const r = await waitFor("gw-a1's resync", () => resyncs(lab, "gw-a1")[seen], 30_000);
+      resync = { ...r, table: Number(stdout.trim()) };
+    }
+  } finally {
+    await lab.down();
+  }
+  return { rows, cpu, resync };
+}
+
+const pct = (ok: number, all: number) => (all === 0 ? "-" : `${((ok / all) * 100).toFixed(0)}%`);
+function describe(results: TrialResult[]): string {
+  const survived = results.map((r) => r.survived / Math.max(1, r.before));
+  const stalls = results.map((r) => r.maxStallMs);
+  const all = results.reduce((n, r) => n + r.before, 0);
+  const ok = results.reduce((n, r) => n + r.survived, 0);
+  return `${pct(ok, all).padStart(5)} survived (worst trial ${pct(Math.min(...survived) * 100, 100)}), longest stall median ${String(median(stalls)).padStart(4)} ms, worst ${String(Math.max(...stalls)).padStart(5)} ms`;
+}
+
+try {
+  const out = new Map<Mode, Awaited<ReturnType<typeof runMode>>>();
+  for (const mode of MODES) out.set(mode, await runMode(mode));
+  console.log(
+    `\n${CONNECTIONS} long-lived TCP connections from pod-a through DC A's gateways, ${TRIALS} trials per trigger, on the gateway carrying most of them:`,
+  );
+  for (const trigger of TRIGGERS) {
+    for (const phase of ["fail", "back"] as const) {
+      const label = phase === "fail" ? trigger : `back after ${trigger}`;
+      console.log(`  ${label}`);
+      for (const mode of MODES) {
+        const row = out.get(mode)!.rows.get(trigger);
+        if (row) console.log(`    ${mode === "sync" ? "with sync " : "without   "} ${describe(row[phase])}`);
+      }
+    }
+  }
+  console.log(`\nthe cost of sync: short connections from pod-a for ${SECONDS} s at each rate (2 cores)`);
+  for (const mode of MODES) {
+    for (const c of out.get(mode)!.cpu) {
+      console.log(
+        `  ${mode === "sync" ? "with sync " : "without   "} asked ${String(c.rate).padStart(6)}/s, made ${String(c.achieved).padStart(6)}/s (${c.failed} failed): conntrackd ${c.conntrackdPct.toFixed(1)}% of a core (both gateways), machine ${c.machinePct.toFixed(1)}% busy`,
+      );
+    }
+  }
+  if (MODES.length === 2) {
+    const s = out.get("sync")!.cpu;
+    const b = out.get("baseline")!.cpu;
+    for (let i = 0; i < s.length; i++)
+      console.log(
+        `  at ${s[i]!.rate}/s: sync adds ${(s[i]!.machinePct - b[i]!.machinePct).toFixed(1)} points of machine CPU; conntrackd ${(((s[i]!.conntrackdPct / 100) * 1e6) / Math.max(1, s[i]!.achieved) / 2).toFixed(1)} µs per connection per gateway`,
+      );
+  }
+  const r = out.get("sync")!.resync;
+  if (r)
+    console.log(
+      `\nresync: gw-a1 killed, its table flushed, restarted: ${r.entries} states from gw-a2 (whose table held ${r.table}) in ${r.ms} ms, before it advertised anything`,
+    );
+} finally {
+  rmSync(tmp, { recursive: true, force: true });
+}
