@@ -136,4 +136,11 @@ export interface SyncGuard {
    */
   backup4: string[];
   backup6: string[];
+  /**
+   * The synced connections' sources (canonical CIDRs). Their TCP connections
+   * report only three events to conntrackd: new, established (assured) and
+   * gone, not every state change: what a member needs, at a fraction of the cost.
+   */
+  sources4: string[];
+  sources6: string[];
 }

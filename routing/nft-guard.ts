@@ -74,6 +74,7 @@ export function renderGuard(g: GuardPlan): string {
     L.push(
       "  chain forward {",
       "    type filter hook forward priority filter - 10; policy accept;",
+      ...eventRules(sync),
       `    ip daddr @backup4 counter drop comment "another member's egress IP, no synced state"`,
       `    ip6 daddr @backup6 counter drop comment "another member's egress IP, no synced state"`,
       "  }",
@@ -81,6 +82,23 @@ export function renderGuard(g: GuardPlan): string {
   }
   L.push("}");
   return `${L.join("\n")}\n`;
+}
+
+/**
+ * A synced connection reports to conntrackd only when it is new, when it is
+ * established and when it is gone: three events instead of one per TCP state
+ * change (about eight for a short connection), which more than halves
+ * conntrackd's CPU (docs/connection-sync.md). "new" is kept so that a
+ * handshake split between two gateways by a change of the ECMP group finds
+ * its mapping on both. Set on the first packet, before the entry is
+ * confirmed (the kernel takes the mask only then).
+ */
+function eventRules(sync: NonNullable<GuardPlan["sync"]>): string[] {
+  const rule = (match: string, list: string[]) =>
+    list.length
+      ? [`    ${match} { ${list.join(", ")} } meta l4proto tcp ct state new ct event set new,assured,destroy`]
+      : [];
+  return [...rule("ip saddr", sync.sources4), ...rule("ip6 saddr", sync.sources6)];
 }
 
 export type GuardChange = "none" | "replaced" | "removed";

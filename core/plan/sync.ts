@@ -27,6 +27,7 @@ const byValue = (a: { value: bigint }, b: { value: bigint }) =>
 export function syncGuard(sync: ConnectionSyncConfig | undefined): SyncGuard | undefined {
   if (!sync) return undefined;
   const backups = sync.peers.flatMap((p) => p.egressIPs.map(canonical));
+  const sources = sync.sources.map(canonicalPrefix);
   return {
     interface: sync.interface,
     port: sync.port ?? S.port,
@@ -42,7 +43,15 @@ export function syncGuard(sync: ConnectionSyncConfig | undefined): SyncGuard | u
       .filter((b) => b.family === 6)
       .sort(byValue)
       .map((b) => b.address),
+    sources4: sources.filter((s) => s.family === 4).map((s) => s.text),
+    sources6: sources.filter((s) => s.family === 6).map((s) => s.text),
   };
+}
+
+function canonicalPrefix(text: string): { family: 4 | 6; text: string } {
+  const p = parsePrefix(text);
+  if (!p.ok) throw new Error(p.message);
+  return { family: p.prefix.family, text: `${formatAddress(p.prefix.family, p.prefix.lo)}/${p.prefix.len}` };
 }
 
 /** The other members' egress IPs as host prefixes ("192.0.2.12/32"): this gateway's backup paths. */
@@ -77,12 +86,9 @@ export function conntrackdConfig(sync: ConnectionSyncConfig, paths: ConntrackdPa
           `    IPv4_interface ${self}`,
           `    Interface ${sync.interface}`,
         ];
-  const sources = sync.sources.map((s) => {
-    const p = parsePrefix(s);
-    if (!p.ok) throw new Error(p.message);
-    const text = `${formatAddress(p.prefix.family, p.prefix.lo)}/${p.prefix.len}`;
-    return `      ${p.prefix.family === 4 ? "IPv4_address" : "IPv6_address"} ${text}`;
-  });
+  const sources = sync.sources
+    .map(canonicalPrefix)
+    .map((p) => `      ${p.family === 4 ? "IPv4_address" : "IPv6_address"} ${p.text}`);
   return [
     "# Written by egressd from its connectionSync section; rewritten at every start.",
     "Sync {",

@@ -153,15 +153,22 @@ test("the guard accepts state only from members on the sync link, and drops the 
     peers: ["10.1.9.2"],
     backup4: ["192.0.2.12"],
     backup6: ["2001:db8:e::12"],
+    sources4: ["10.244.0.0/16"],
+    sources6: ["fd00:244::/32"],
   });
   t.deepEqual(backupPrefixes(g), ["192.0.2.12/32", "2001:db8:e::12/128"]);
   const nft = renderGuard({ bfdTtl: false, sync: g });
   t.regex(nft, /set sync_peers {\s+type ipv4_addr\s+elements = { 10\.1\.9\.2 }/);
   t.regex(nft, /udp dport 3780 iifname != "eth2" counter drop/);
   t.regex(nft, /udp dport 3780 ip saddr != @sync_peers counter drop/);
+  // Synced connections tell conntrackd only that they are new, established, and gone.
   t.regex(
     nft,
-    /chain forward {\s+type filter hook forward priority filter - 10; policy accept;\s+ip daddr @backup4 counter drop/,
+    /ip saddr { 10\.244\.0\.0\/16 } meta l4proto tcp ct state new ct event set new,assured,destroy/,
+  );
+  t.regex(
+    nft,
+    /chain forward {\s+type filter hook forward priority filter - 10; policy accept;[\s\S]*?ip daddr @backup4 counter drop/,
   );
   // The guard exists with sync alone (no bgp section), and not without either.
   const cfg = load(LAB_A1);
