@@ -63,6 +63,8 @@ export class ConnectionSync extends EventEmitter<ConnectionSyncEvents> {
   private stopped = false;
   /** What the last resync did, for the log and /status. */
   lastResync: ResyncResult | undefined;
+  /** Times conntrackd was started again after it exited. */
+  restarts = 0;
 
   constructor(opts: ConnectionSyncOptions) {
     super();
@@ -92,6 +94,7 @@ export class ConnectionSync extends EventEmitter<ConnectionSyncEvents> {
     });
     this.process.on("log", (line) => this.onLog(line));
     this.process.on("started", ({ pid, restarts }) => {
+      this.restarts = restarts;
       if (restarts > 0) this.opts.log.warn({ pid, restarts }, "conntrackd restarted");
       void this.resync();
     });

@@ -550,6 +550,14 @@ export class Gateway {
       advertised: [...this.speaker.advertised],
       lastReconcile: this.lastReconcile,
     });
+    if (this.sync) {
+      s.connectionSync = {
+        ready: this.sync.ready,
+        resynced: this.sync.resynced,
+        restarts: this.sync.restarts,
+        ...(this.sync.lastResync ? { lastResync: this.sync.lastResync } : {}),
+      };
+    }
     return this.clusterStatus ? { ...s, kubernetes: this.clusterStatus() } : s;
   }
 }

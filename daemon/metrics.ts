@@ -314,6 +314,36 @@ export class Metrics {
       help: "Times the managed gobgpd exited and was started again.",
       registers,
     });
+    new Gauge({
+      name: "egressd_connection_sync_ready",
+      help: "1 when conntrackd runs and has the peers' state (the backup paths are advertised); 0 when not, or without connectionSync.",
+      registers,
+      collect() {
+        this.reset();
+        const s = self.snapshot().connectionSync;
+        if (s) this.set(s.ready ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: "egressd_connection_sync_resync_states",
+      help: "States the last resync from the sync peers wrote into the kernel table.",
+      registers,
+      collect() {
+        this.reset();
+        const r = self.snapshot().connectionSync?.lastResync;
+        if (r) this.set(r.entries);
+      },
+    });
+    new Counter({
+      name: "egressd_conntrackd_restarts_total",
+      help: "Times the managed conntrackd exited and was started again.",
+      registers,
+      collect() {
+        this.reset();
+        const s = self.snapshot().connectionSync;
+        if (s) this.inc(s.restarts);
+      },
+    });
     new Counter({
       name: "egressd_bfd_helper_restarts_total",
       help: "Times BFD's helper (egressd-bfd) ended and was started again; each may cost the peers one detection time of silence.",

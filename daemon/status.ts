@@ -55,6 +55,17 @@ export interface StatusSnapshot {
   }[];
   advertised: BgpPath[];
   /**
+   * With a connectionSync section: whether conntrackd runs and has resynced (the backup paths are
+   * advertised only then), whether the first resync after the start is done (nothing is advertised
+   * before), conntrackd's restarts, and what the last resync brought.
+   */
+  connectionSync?: {
+    ready: boolean;
+    resynced: boolean;
+    restarts: number;
+    lastResync?: { entries: number; ms: number; heard: boolean };
+  };
+  /**
    * BFD's helper (egressd-bfd): times it was started again after it ended, and packets it dropped for a
    * TTL / hop limit other than 255. Absent before the BFD worker first reports.
    */

@@ -37,6 +37,9 @@ const EXPECTED: Record<string, string> = {
   egressd_policy_advertised: "gauge",
   egressd_failovers_total: "counter",
   egressd_gobgpd_restarts_total: "counter",
+  egressd_conntrackd_restarts_total: "counter",
+  egressd_connection_sync_ready: "gauge",
+  egressd_connection_sync_resync_states: "gauge",
   egressd_dataplane_restarts_total: "counter",
   egressd_bfd_helper_restarts_total: "counter",
   egressd_bfd_rx_ttl_dropped_total: "counter",
@@ -137,6 +140,21 @@ test("current state comes from status() at scrape time", async (t) => {
     peers: gw.snapshot.peers.map((p) => ({ ...p, state: "idle" as const })),
     probes: gw.snapshot.probes.filter((p) => p.name !== "partner-fw"),
   };
+  t.is(value(f, "egressd_connection_sync_ready"), 0, "no connectionSync");
+  t.is(value(f, "egressd_conntrackd_restarts_total"), 0);
+  gw.snapshot = {
+    ...gw.snapshot,
+    connectionSync: {
+      ready: true,
+      resynced: true,
+      restarts: 2,
+      lastResync: { entries: 3015, ms: 543, heard: true },
+    },
+  };
+  f = await scrape(m);
+  t.is(value(f, "egressd_connection_sync_ready"), 1);
+  t.is(value(f, "egressd_connection_sync_resync_states"), 3015);
+  t.is(value(f, "egressd_conntrackd_restarts_total"), 2);
   f = await scrape(m);
   t.is(value(f, "egressd_ready"), 0);
   t.is(value(f, "egressd_bgp_peer_state", { peer: "tor", state: "established" }), 0);
