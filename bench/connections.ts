@@ -4,7 +4,9 @@
 // conn-streams.ts), and the triggers of docs/connection-sync.md on DC A's
 // gateway that carries most of them: frozen (power loss), egressd killed
 // (kill -9), drained, all of DC A frozen; each followed by the gateway's
-// return (failback). For each: the fraction of connections that survive and
+// return (failback). And "ecmp": on the lab with a third DC A gateway
+// (containerlab/three-gateways.ts), gw-a3 leaves the ECMP group and joins it
+// again, which moves flows between live gateways. For each: the fraction of connections that survive and
 // the longest stall of any connection, median and worst over the trials.
 // The same run measures the baseline, the same lab with connectionSync
 // removed from the gateways' configs.
@@ -14,7 +16,7 @@
 // sync and in the baseline lab; and how many states a gateway restarted after
 // that resyncs, and how fast.
 //   node dist/bench/connections.js [--trials 10] [--connections 64]
-//     [--triggers freeze,kill,drain,dc-a|none] [--rates 1000,10000] [--seconds 3] [--no-baseline]
+//     [--triggers freeze,kill,drain,dc-a,ecmp|none] [--rates 1000,10000] [--seconds 3] [--no-baseline]
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -26,9 +28,11 @@ import {
   DC_A,
   POD_SOURCES,
   serving,
+  type Gateway,
   type Trigger,
   type TrialResult,
 } from "../containerlab/connection-trials.js";
+import { addThirdGateway } from "../containerlab/three-gateways.js";
 import { Lab, sleep, waitFor } from "../containerlab/runner.js";
 import { loadTopology, rebindCopies } from "../containerlab/topology.js";
 import { tryRun } from "../lib/exec.js";
@@ -38,7 +42,7 @@ const { values: opt } = parseArgs({
   options: {
     trials: { type: "string", default: "10" },
     connections: { type: "string", default: "64" },
-    triggers: { type: "string", default: "freeze,kill,drain,dc-a" },
+    triggers: { type: "string", default: "freeze,kill,drain,dc-a,ecmp" },
     rates: { type: "string", default: "1000,10000" },
     seconds: { type: "string", default: "3" },
     "no-baseline": { type: "boolean", default: false },
@@ -50,7 +54,8 @@ const TRIGGERS = opt.triggers!.split(",").filter((t) => t && t !== "none") as Tr
 const RATES = opt.rates!.split(",").filter(Boolean).map(Number);
 const SECONDS = Number(opt.seconds);
 for (const t of TRIGGERS)
-  if (!["freeze", "kill", "drain", "dc-a"].includes(t)) throw new Error(`--triggers: unknown trigger ${t}`);
+  if (!["freeze", "kill", "drain", "dc-a", "ecmp"].includes(t))
+    throw new Error(`--triggers: unknown trigger ${t}`);
 if (!(TRIALS >= 1 && CONNECTIONS >= 1 && SECONDS > 0))
   throw new Error("--trials, --connections, --seconds: positive numbers");
 
@@ -59,9 +64,9 @@ const tmp = mkdtempSync(join(tmpdir(), "egressd-bench-connections-"));
 const MODES = opt["no-baseline"] ? (["sync"] as const) : (["sync", "baseline"] as const);
 type Mode = (typeof MODES)[number];
 
-function makeLab(mode: Mode): Lab {
-  const topo = loadTopology(TOPO);
+function makeLab(mode: Mode, third = false): Lab {
   const dir = mkdtempSync(join(tmp, `${mode}-`));
+  const topo = third ? addThirdGateway(loadTopology(TOPO), dir) : loadTopology(TOPO);
   rebindCopies(topo, "/etc/egressd/egressd.yaml", dir, (text) => {
     // A shorter hold-down, so that a failback trial does not wait 3 s for it (the same in both modes).
     const t = text.replaceAll("holdDownMs: 3000", "holdDownMs: 1000");
@@ -71,7 +76,9 @@ function makeLab(mode: Mode): Lab {
       throw new Error("could not remove connectionSync from a gateway's config");
     return cut;
   });
-  return new Lab(topo, `bcn${mode === "sync" ? "s" : "b"}${process.pid % 10000}`, { quiet: true });
+  return new Lab(topo, `bcn${mode === "sync" ? "s" : "b"}${third ? 3 : 2}${process.pid % 10000}`, {
+    quiet: true,
+  });
 }
 
 interface TriggerRow {
@@ -189,38 +196,50 @@ async function cpuAt(lab: Lab, rate: number): Promise<CpuRow> {
   }
 }
 
+/** `trials` of each trigger on a lab whose gateways serve; failed connections are replaced after a trial. */
+async function runTriggers(
+  lab: Lab,
+  mode: Mode,
+  triggers: Trigger[],
+  rows: Map<Trigger, TriggerRow>,
+  gateways: readonly Gateway[],
+): Promise<void> {
+  const trials = new ConnectionTrials(lab);
+  try {
+    await trials.start(CONNECTIONS);
+    for (const trigger of triggers) {
+      const row: TriggerRow = { fail: [], back: [] };
+      rows.set(trigger, row);
+      for (let i = 0; i < TRIALS; i++) {
+        const g = trigger === "ecmp" ? "gw-a3" : await trials.busiest();
+        const { result, restore } = await trials.fail(trigger, g);
+        const back = await trials.failback(trigger, g, restore);
+        row.fail.push(result);
+        row.back.push(back);
+        process.stderr.write(
+          `${mode} ${trigger} ${i + 1}/${TRIALS} ${g}: ${result.survived}/${result.before} survived, stall ${result.maxStallMs} ms; back: ${back.survived}/${back.before}, stall ${back.maxStallMs} ms\n`,
+        );
+        if (result.survived < result.before || back.survived < back.before) await trials.reconnect();
+        for (const x of gateways) await serving(lab, x, 60_000);
+      }
+    }
+  } finally {
+    await trials.stop();
+  }
+}
+
 async function runMode(mode: Mode) {
-  const lab = makeLab(mode);
-  await lab.down();
   const rows = new Map<Trigger, TriggerRow>();
   const cpu: CpuRow[] = [];
   let resync: { entries: number; ms: number; table: number } | undefined;
+  const lab = makeLab(mode);
+  await lab.down();
   try {
     process.stderr.write(`${mode}: bringing the lab up\n`);
     await lab.up();
     for (const g of DC_A) await serving(lab, g, 90_000);
-    const trials = new ConnectionTrials(lab);
-    try {
-      await trials.start(CONNECTIONS);
-      for (const trigger of TRIGGERS) {
-        const row: TriggerRow = { fail: [], back: [] };
-        rows.set(trigger, row);
-        for (let i = 0; i < TRIALS; i++) {
-          const g = await trials.busiest();
-          const { result, restore } = await trials.fail(trigger, g);
-          const back = await trials.failback(trigger, g, restore);
-          row.fail.push(result);
-          row.back.push(back);
-          process.stderr.write(
-            `${mode} ${trigger} ${i + 1}/${TRIALS} ${g}: ${result.survived}/${result.before} survived, stall ${result.maxStallMs} ms; back: ${back.survived}/${back.before}, stall ${back.maxStallMs} ms\n`,
-          );
-          if (result.survived < result.before || back.survived < back.before) await trials.reconnect();
-          for (const x of DC_A) await serving(lab, x, 60_000);
-        }
-      }
-    } finally {
-      await trials.stop();
-    }
+    const two = TRIGGERS.filter((t) => t !== "ecmp");
+    if (two.length) await runTriggers(lab, mode, two, rows, DC_A);
     for (const rate of RATES) cpu.push(await cpuAt(lab, rate));
     if (mode === "sync") {
       // A gateway restarted with the table those connections left (TIME_WAIT states included).
@@ -236,6 +255,19 @@ async function runMode(mode: Mode) {
     }
   } finally {
     await lab.down();
+  }
+  if (TRIGGERS.includes("ecmp")) {
+    const lab3 = makeLab(mode, true);
+    await lab3.down();
+    try {
+      process.stderr.write(`${mode}: bringing the lab with gw-a3 up\n`);
+      await lab3.up();
+      const all = [...DC_A, "gw-a3"] as const;
+      for (const g of all) await serving(lab3, g, 90_000);
+      await runTriggers(lab3, mode, ["ecmp"], rows, all);
+    } finally {
+      await lab3.down();
+    }
   }
   return { rows, cpu, resync };
 }
@@ -257,7 +289,14 @@ try {
   );
   for (const trigger of TRIGGERS) {
     for (const phase of ["fail", "back"] as const) {
-      const label = phase === "fail" ? trigger : `back after ${trigger}`;
+      const label =
+        trigger === "ecmp"
+          ? phase === "fail"
+            ? "ecmp: gw-a3 leaves the ECMP group (drained)"
+            : "ecmp: gw-a3 joins it again"
+          : phase === "fail"
+            ? trigger
+            : `back after ${trigger}`;
       console.log(`  ${label}`);
       for (const mode of MODES) {
         const row = out.get(mode)!.rows.get(trigger);

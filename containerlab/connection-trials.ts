@@ -8,6 +8,7 @@ import { startConnections, startStreamServer, type Connections, type StreamServe
 import { freezeNode, TWO_DC_GATEWAYS as GW } from "./failover.js";
 import { bgpTable, kernelNextHops } from "./observe.js";
 import { sleep, waitFor, type Lab } from "./runner.js";
+import { GW_A3 } from "./three-gateways.js";
 
 const REPO_BIN = fileURLToPath(new URL("../../bin", import.meta.url));
 export const SERVER = "203.0.113.10";
@@ -17,7 +18,19 @@ export const POD_SOURCES = ["10.244.1.10", "10.244.1.11", "10.244.1.12"];
 export const DC_A = ["gw-a1", "gw-a2"] as const;
 export type DcAGateway = (typeof DC_A)[number];
 
-export type Trigger = "freeze" | "kill" | "drain" | "dc-a";
+/**
+ * "ecmp": a third gateway (gw-a3, containerlab/three-gateways.ts) leaves the
+ * ECMP group (drained) and joins it again: flows move between live gateways.
+ */
+export type Trigger = "freeze" | "kill" | "drain" | "dc-a" | "ecmp";
+export type Gateway = DcAGateway | "gw-a3";
+
+/** Each gateway's link address (its next hop at tor-a) and web egress IP. */
+const ADDRESSES: Record<Gateway, { link: string; web: string }> = {
+  "gw-a1": GW["gw-a1"],
+  "gw-a2": GW["gw-a2"],
+  "gw-a3": GW_A3,
+};
 /** What undoes a trigger: the gateway (or site) comes back and attracts its traffic again. */
 export type Restore = () => Promise<void>;
 
@@ -34,8 +47,8 @@ export interface TrialResult {
 }
 
 /** Waits until `gateway` serves again: in the ToR's ECMP group, its egress IP's best path its own. */
-export async function serving(lab: Lab, gateway: DcAGateway, timeoutMs = 30_000): Promise<void> {
-  const g = GW[gateway];
+export async function serving(lab: Lab, gateway: Gateway, timeoutMs = 30_000): Promise<void> {
+  const g = ADDRESSES[gateway];
   await waitFor(
     `${gateway} serving`,
     async () => {
@@ -160,12 +173,12 @@ export class ConnectionTrials {
   }
 
   /** One trigger on `gateway`; resolves with its result and what brings the gateway back. */
-  async fail(trigger: Trigger, gateway: DcAGateway): Promise<{ result: TrialResult; restore: Restore }> {
+  async fail(trigger: Trigger, gateway: Gateway): Promise<{ result: TrialResult; restore: Restore }> {
     const lab = this.lab;
     const gone = () =>
       waitFor(
         `${gateway} out of the ECMP group`,
-        async () => !(await kernelNextHops(lab, "tor-a", "203.0.113.0/24")).includes(GW[gateway].link),
+        async () => !(await kernelNextHops(lab, "tor-a", "203.0.113.0/24")).includes(ADDRESSES[gateway].link),
         15_000,
       );
     if (trigger === "freeze") {
@@ -188,9 +201,9 @@ export class ConnectionTrials {
       );
       return { result, restore: () => lab.startCmd(gateway).then(() => undefined) };
     }
-    if (trigger === "drain") {
+    if (trigger === "drain" || trigger === "ecmp") {
       const { result } = await this.measure(
-        "drain",
+        trigger === "ecmp" ? `${gateway} leaves the ECMP group (drained)` : "drain",
         gateway,
         async () => undefined,
         async () => {
@@ -218,13 +231,14 @@ export class ConnectionTrials {
   }
 
   /** Brings a failed gateway back and measures the move of its traffic back to it. */
-  async failback(trigger: Trigger, gateway: DcAGateway, restore: Restore): Promise<TrialResult> {
+  async failback(trigger: Trigger, gateway: Gateway, restore: Restore): Promise<TrialResult> {
     const lab = this.lab;
     const back =
       trigger === "dc-a"
         ? () => Promise.all(DC_A.map((g) => serving(lab, g, 60_000))).then(() => undefined)
         : () => serving(lab, gateway, 60_000);
-    const { result } = await this.measure(`back after ${trigger}`, gateway, restore, back);
+    const label = trigger === "ecmp" ? `${gateway} joins the ECMP group` : `back after ${trigger}`;
+    const { result } = await this.measure(label, gateway, restore, back);
     return result;
   }
 }

@@ -9,75 +9,109 @@ import { Lab, waitFor } from "../../containerlab/runner.js";
 import { loadTopology } from "../../containerlab/topology.js";
 import { ConnectionTrials, DC_A, serving, type Trigger } from "../../containerlab/connection-trials.js";
 import { freezeNode, TWO_DC_GATEWAYS as GW } from "../../containerlab/failover.js";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { addThirdGateway } from "../../containerlab/three-gateways.js";
 import { RUN_ID } from "../helpers/netns.js";
 import { TWO_DC } from "../helpers/paths.js";
 
-test.serial("64 connections survive freeze, kill -9 and drain of their gateway, and its return", async (t) => {
-  const lab = new Lab(loadTopology(TWO_DC), `${RUN_ID}sync`, { quiet: true });
-  t.teardown(() => lab.down());
-  await lab.up();
-  for (const g of DC_A) await serving(lab, g, 90_000);
-  const trials = new ConnectionTrials(lab);
-  t.teardown(() => trials.stop());
-  await trials.start(64);
-  const carried = await trials.carried();
-  t.log(`carried: ${[...carried].map(([g, n]) => `${g} ${n}`).join(", ")}`);
-  t.true(
-    [...carried.values()].every((n) => n > 0),
-    "the ToR spreads the connections over both gateways",
-  );
-
-  for (const trigger of ["freeze", "kill", "drain"] as Trigger[]) {
-    const g = await trials.busiest();
-    const { result, restore } = await trials.fail(trigger, g);
-    t.log(
-      `${result.trigger} ${g}: ${result.survived}/${result.before} survived, longest stall ${result.maxStallMs} ms`,
+test.serial(
+  "64 connections survive freeze, kill -9 and drain of their gateway, and its return",
+  async (t) => {
+    const lab = new Lab(loadTopology(TWO_DC), `${RUN_ID}sync`, { quiet: true });
+    t.teardown(() => lab.down());
+    await lab.up();
+    for (const g of DC_A) await serving(lab, g, 90_000);
+    const trials = new ConnectionTrials(lab);
+    t.teardown(() => trials.stop());
+    await trials.start(64);
+    const carried = await trials.carried();
+    t.log(`carried: ${[...carried].map(([g, n]) => `${g} ${n}`).join(", ")}`);
+    t.true(
+      [...carried.values()].every((n) => n > 0),
+      "the ToR spreads the connections over both gateways",
     );
-    t.is(result.survived, result.before, `${trigger} of ${g}: every connection survives`);
-    t.is(result.before, 64);
-    const back = await trials.failback(trigger, g, restore);
-    t.log(
-      `${back.trigger} ${g}: ${back.survived}/${back.before} survived, longest stall ${back.maxStallMs} ms`,
-    );
-    t.is(back.survived, back.before, `${g} back after ${trigger}: every connection survives`);
-  }
-  t.deepEqual(trials.anomalies(), [], "no gap, duplicate or bad record in any stream");
-});
 
-test.serial("traffic to a member's egress IP without synced state is dropped by the backup, not looped back", async (t) => {
-  const lab = new Lab(loadTopology(TWO_DC), `${RUN_ID}syncg`, { quiet: true });
-  t.teardown(() => lab.down());
-  await lab.up();
-  for (const g of DC_A) await serving(lab, g, 90_000);
-  // gw-a1 frozen: gw-a2's backup path for 192.0.2.11 is the best one at tor-a.
-  const thaw = await freezeNode(lab, "gw-a1");
-  t.teardown(() => thaw());
-  await waitFor(
-    "the backup path",
-    async () => {
-      const { stdout } = await lab.exec("tor-a", ["ip", "-4", "route", "show", `${GW["gw-a1"].web}/32`]);
-      return stdout.includes(GW["gw-a2"].link);
-    },
-    15_000,
-  );
-  const counter = async () => {
-    const { stdout } = await lab.exec("gw-a2", [
-      "/usr/sbin/nft",
-      "list",
-      "chain",
-      "inet",
-      "egressd_guard",
-      "forward",
-    ]);
-    return Number(/ip daddr @backup4 counter packets (\d+)/.exec(stdout)?.[1] ?? NaN);
-  };
-  const before = await counter();
-  // A new connection attempt (no state anywhere) from the server to gw-a1's egress IP.
-  const ping = await lab.tryExec("server", ["ping", "-c", "3", "-i", "0.2", "-W", "1", GW["gw-a1"].web]);
-  t.not(ping.code, 0, "nobody answers");
-  t.notRegex(ping.stdout, /Time to live exceeded/, "no loop between the ToR and the gateway");
-  t.true((await counter()) - before >= 3, "gw-a2's guard dropped them");
-  // tor-a still forwards nothing back towards gw-a2 for it: its own route was the only way in.
-  const { stdout } = await lab.exec("gw-a2", ["ip", "-4", "addr", "show"]);
-  t.false(stdout.includes(GW["gw-a1"].web), "the backup never holds the owner's address");
-});
+    for (const trigger of ["freeze", "kill", "drain"] as Trigger[]) {
+      const g = await trials.busiest();
+      const { result, restore } = await trials.fail(trigger, g);
+      t.log(
+        `${result.trigger} ${g}: ${result.survived}/${result.before} survived, longest stall ${result.maxStallMs} ms`,
+      );
+      t.is(result.survived, result.before, `${trigger} of ${g}: every connection survives`);
+      t.is(result.before, 64);
+      const back = await trials.failback(trigger, g, restore);
+      t.log(
+        `${back.trigger} ${g}: ${back.survived}/${back.before} survived, longest stall ${back.maxStallMs} ms`,
+      );
+      t.is(back.survived, back.before, `${g} back after ${trigger}: every connection survives`);
+    }
+    t.deepEqual(trials.anomalies(), [], "no gap, duplicate or bad record in any stream");
+  },
+);
+
+test.serial(
+  "traffic to a member's egress IP without synced state is dropped by the backup, not looped back",
+  async (t) => {
+    const lab = new Lab(loadTopology(TWO_DC), `${RUN_ID}syncg`, { quiet: true });
+    t.teardown(() => lab.down());
+    await lab.up();
+    for (const g of DC_A) await serving(lab, g, 90_000);
+    // gw-a1 frozen: gw-a2's backup path for 192.0.2.11 is the best one at tor-a.
+    const thaw = await freezeNode(lab, "gw-a1");
+    t.teardown(() => thaw());
+    await waitFor(
+      "the backup path",
+      async () => {
+        const { stdout } = await lab.exec("tor-a", ["ip", "-4", "route", "show", `${GW["gw-a1"].web}/32`]);
+        return stdout.includes(GW["gw-a2"].link);
+      },
+      15_000,
+    );
+    const counter = async () => {
+      const { stdout } = await lab.exec("gw-a2", [
+        "/usr/sbin/nft",
+        "list",
+        "chain",
+        "inet",
+        "egressd_guard",
+        "forward",
+      ]);
+      return Number(/ip daddr @backup4 counter packets (\d+)/.exec(stdout)?.[1] ?? NaN);
+    };
+    const before = await counter();
+    // A new connection attempt (no state anywhere) from the server to gw-a1's egress IP.
+    const ping = await lab.tryExec("server", ["ping", "-c", "3", "-i", "0.2", "-W", "1", GW["gw-a1"].web]);
+    t.not(ping.code, 0, "nobody answers");
+    t.notRegex(ping.stdout, /Time to live exceeded/, "no loop between the ToR and the gateway");
+    t.true((await counter()) - before >= 3, "gw-a2's guard dropped them");
+    // tor-a still forwards nothing back towards gw-a2 for it: its own route was the only way in.
+    const { stdout } = await lab.exec("gw-a2", ["ip", "-4", "addr", "show"]);
+    t.false(stdout.includes(GW["gw-a1"].web), "the backup never holds the owner's address");
+  },
+);
+
+test.serial(
+  "a third gateway leaves the ECMP group and joins it again: the connections that move between live gateways survive",
+  async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "egressd-test-ecmp-"));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const lab = new Lab(addThirdGateway(loadTopology(TWO_DC), dir), `${RUN_ID}sync3`, { quiet: true });
+    t.teardown(() => lab.down());
+    await lab.up();
+    for (const g of [...DC_A, "gw-a3"] as const) await serving(lab, g, 90_000);
+    const trials = new ConnectionTrials(lab);
+    t.teardown(() => trials.stop());
+    await trials.start(64);
+    const { result, restore } = await trials.fail("ecmp", "gw-a3");
+    t.log(
+      `${result.trigger}: ${result.survived}/${result.before} survived, longest stall ${result.maxStallMs} ms`,
+    );
+    t.is(result.survived, result.before);
+    const back = await trials.failback("ecmp", "gw-a3", restore);
+    t.log(`${back.trigger}: ${back.survived}/${back.before} survived, longest stall ${back.maxStallMs} ms`);
+    t.is(back.survived, back.before);
+    t.deepEqual(trials.anomalies(), []);
+  },
+);
