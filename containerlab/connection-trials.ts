@@ -80,7 +80,23 @@ export class ConnectionTrials {
     await this.connect();
   }
 
+  /**
+   * A new set; tried three times. After a failure, a new connection can meet
+   * what the old ones left: a source port used again whose old entry is still
+   * in a gateway's table, and a server socket that never heard the old one
+   * end. TCP sorts that out (a challenge ACK, a reset, the SYN again), slowly.
+   */
   private async connect(): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.connectOnce();
+      } catch (e) {
+        if (attempt >= 3) throw e;
+      }
+    }
+  }
+
+  private async connectOnce(): Promise<void> {
     const count = this.count;
     this.conns = await startConnections(this.lab, "pod-a", {
       target: `${SERVER}:${PORT}`,

@@ -3,8 +3,8 @@
 // the ECMP group and takes it away again while connections run. gw-a3 is
 // gw-a2's twin on its own ToR port (eth6) and sync port; the three DC A
 // gateways' connectionSync lists the two others (so they use the group's
-// multicast address). tor-a accepts it through its listen range: its FRR
-// configuration is unchanged.
+// multicast address). tor-a accepts it through its listen range; its FRR
+// configuration only gains the announcement of gw-a3's link.
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Topology } from "./topology.js";
@@ -70,6 +70,16 @@ export function addThirdGateway(topo: Topology, dir: string): Topology {
         .replaceAll("10.1.9.2/", `${GW_A3.sync}/`),
     ),
   });
+  // tor-a announces its gateway links (the probes' answers come back over them): gw-a3's too.
+  const frr = node("tor-a").binds.find((b) => b.target === "/etc/frr/frr.conf")!;
+  const frrText = readFileSync(frr.source, "utf8");
+  const withLink = frrText
+    .replace("  network 10.1.2.0/31\n", "  network 10.1.2.0/31\n  network 10.1.3.0/31\n")
+    .replace("  network fd00:1:2::/64\n", "  network fd00:1:2::/64\n  network fd00:1:3::/64\n");
+  if (withLink.split("network").length !== frrText.split("network").length + 2)
+    throw new Error("tor-a's frr.conf does not announce gw-a2's link as expected");
+  frr.source = join(out, "tor-a-frr.conf");
+  writeFileSync(frr.source, withLink);
   node("tor-a").exec.push(
     `ip addr add ${GW_A3.tor}/31 dev eth6`,
     "ip addr add fd00:1:3::1/64 dev eth6",

@@ -96,6 +96,7 @@ test("conntrackd's config: unicast to the one peer, the group address for more; 
     t.true(one.includes(line), line);
   t.regex(one, /Protocol Accept {\s+TCP\s+}/);
   t.false(one.includes("Multicast"));
+  t.true(one.includes("Mode FTFW {"), "a pair: acknowledged and resent");
   const three = conntrackdConfig(
     {
       ...SYNC,
@@ -109,6 +110,7 @@ test("conntrackd's config: unicast to the one peer, the group address for more; 
     /Multicast {\s+IPv4_address 225\.0\.0\.50\s+Group 4000\s+IPv4_interface 10\.1\.9\.1\s+Interface eth2/,
   );
   t.false(three.includes("UDP {"));
+  t.true(three.includes("Mode NOTRACK {"), "a group: FTFW tracks one peer only");
 });
 
 const STATS = `cache internal:
