@@ -125,7 +125,14 @@ export class ConnectionSync extends EventEmitter<ConnectionSyncEvents> {
     // Per network namespace. The owner of a connection sees every segment of it, but a member
     // that carries it after a failover, or one of two live members an ECMP change splits it
     // between, sees segments whose window it never saw: strict tracking marks them INVALID.
-    writeFileSync(BE_LIBERAL, "1\n");
+    try {
+      writeFileSync(BE_LIBERAL, "1\n");
+    } catch (e) {
+      throw new Error(
+        `connection sync: cannot write ${BE_LIBERAL} (${(e as Error).message}); ` +
+          "a connection that moves between gateways needs liberal TCP window tracking",
+      );
+    }
     await this.process.start();
   }
 
