@@ -549,6 +549,7 @@ export class Gateway {
       bfdStats: this.bfd.stats,
       advertised: [...this.speaker.advertised],
       lastReconcile: this.lastReconcile,
+      ...(this.sync ? { syncResynced: this.sync.resynced } : {}),
     });
     if (this.sync) {
       s.connectionSync = {

@@ -24,6 +24,8 @@ export interface StatusParts {
   bfdStats: BfdManagerStats | undefined;
   advertised: BgpPath[];
   lastReconcile: (ReconcileResult & { at: Date }) | undefined;
+  /** With connection sync: whether the first resync is done (not ready before). */
+  syncResynced?: boolean;
 }
 
 export function statusView(x: StatusParts, now = new Date()): StatusSnapshot {
@@ -33,6 +35,7 @@ export function statusView(x: StatusParts, now = new Date()): StatusSnapshot {
   if (!x.kernelOk) notReady.push("data plane not programmed");
   if (cfg.bgp && !established) notReady.push("no BGP session established");
   if (x.draining) notReady.push("draining");
+  if (x.syncResynced === false) notReady.push("connection state not resynced from the sync peers yet");
   const probeAffects = new Map((cfg.probes ?? []).map((p) => [p.name, affectsText(p)]));
   const bfd = new Map(x.bfd.map((s) => [s.peer, s]));
   return {

@@ -21,6 +21,7 @@ import { backupPrefixes, conntrackdConfig, parseConntrackdStats, syncGuard } fro
 import { renderGuard } from "../../routing/nft-guard.js";
 import { guardPlan } from "../../core/plan/kernel.js";
 import { SYNC_PENDING } from "../../daemon/gateway.js";
+import { statusView } from "../../daemon/status-view.js";
 import { REPO } from "../helpers/paths.js";
 
 const LAB_A1 = readFileSync(join(REPO, "containerlab", "two-dc", "gw-a1", "egressd.yaml"), "utf8");
@@ -236,4 +237,26 @@ test("property: advertised backups are exactly the members' addresses when ready
     }),
   );
   t.pass();
+});
+
+test("a gateway is not ready until its first resync is done", (t) => {
+  const parts = {
+    config: view.config,
+    kernel: view.kernel,
+    kernelOk: true,
+    health: planDesired({ view, health: allUp }).health,
+    draining: false,
+    startedAt: new Date(0),
+    probes: [],
+    peerStates: new Map([["10.1.1.0", "established" as const]]),
+    bfd: [],
+    bfdStats: undefined,
+    advertised: [],
+    lastReconcile: undefined,
+  };
+  t.true(statusView(parts).ready, "without sync");
+  t.true(statusView({ ...parts, syncResynced: true }).ready);
+  const pending = statusView({ ...parts, syncResynced: false });
+  t.false(pending.ready);
+  t.deepEqual(pending.notReadyReasons, ["connection state not resynced from the sync peers yet"]);
 });
