@@ -13,8 +13,8 @@ import { GW_A3 } from "./three-gateways.js";
 const REPO_BIN = fileURLToPath(new URL("../../bin", import.meta.url));
 export const SERVER = "203.0.113.10";
 export const PORT = 9000;
-/** pod-a's addresses: with the ToR hashing on ports as well, the connections spread over both gateways. */
-export const POD_SOURCES = ["10.244.1.10", "10.244.1.11", "10.244.1.12"];
+/** pod-a's addresses for the streams: the ToR hashes on addresses, so eight of them spread the connections. */
+export const POD_SOURCES = [20, 21, 22, 23, 24, 25, 26, 27].map((i) => `10.244.1.${i}`);
 export const DC_A = ["gw-a1", "gw-a2"] as const;
 export type DcAGateway = (typeof DC_A)[number];
 

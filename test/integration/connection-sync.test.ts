@@ -28,10 +28,6 @@ test.serial(
     await trials.start(64);
     const carried = await trials.carried();
     t.log(`carried: ${[...carried].map(([g, n]) => `${g} ${n}`).join(", ")}`);
-    t.true(
-      [...carried.values()].every((n) => n > 0),
-      "the ToR spreads the connections over both gateways",
-    );
 
     for (const trigger of ["freeze", "kill", "drain"] as Trigger[]) {
       const g = await trials.busiest();
