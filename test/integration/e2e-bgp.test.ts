@@ -43,6 +43,11 @@ async function paths(node: string, prefix: string) {
   return (await bgpTable(lab, node, prefix.includes(":") ? 6 : 4)).get(prefix) ?? [];
 }
 
+/** tor-a's paths for `prefix` from the gateway at `hop` (its own, or a backup). */
+async function pathsFrom(prefix: string, hop: string) {
+  return (await paths("tor-a", prefix)).filter((p) => p.nextHop === hop);
+}
+
 async function pidOf(node: string, comm: string): Promise<number | undefined> {
   const { stdout } = await tryRun(["ip", "netns", "pids", lab.ns(node)]);
   for (const pid of stdout.split(/\s+/).filter(Boolean)) {
@@ -100,14 +105,20 @@ test.serial(
       web.every((p) => p.multipath && p.asPath === "65011"),
       JSON.stringify(web),
     );
-    t.deepEqual(
-      (await paths("tor-a", "192.0.2.11/32")).map((p) => p.nextHop),
-      ["10.1.1.1"],
-    );
-    t.deepEqual(
-      (await paths("tor-a", "192.0.2.12/32")).map((p) => p.nextHop),
-      ["10.1.2.1"],
-    );
+    // Each egress IP: its owner's path is the best; the other DC A gateway's is the backup
+    // (connection sync, AS path prepended), which takes over only when the owner's goes.
+    for (const [ip, owner, backup] of [
+      ["192.0.2.11/32", "10.1.1.1", "10.1.2.1"],
+      ["192.0.2.12/32", "10.1.2.1", "10.1.1.1"],
+    ] as const) {
+      const p = await paths("tor-a", ip);
+      t.is(p.find((x) => x.best)?.nextHop, owner, ip);
+      t.deepEqual(
+        p.filter((x) => !x.best).map((x) => [x.nextHop, x.asPath]),
+        [[backup, "65011 65011 65011 65011"]],
+        ip,
+      );
+    }
     t.deepEqual((await paths("tor-a", "2001:db8:203::/48")).map((p) => p.peer).sort(), [
       "fd00:1:1::2",
       "fd00:1:2::2",
@@ -168,15 +179,19 @@ test.serial(
   "gateways advertise exactly what their config allows: no pod networks, no default route",
   async (t) => {
     // Before the ToR's own inbound filter (soft-reconfiguration inbound keeps what was sent).
+    // Its own egress IPs, gw-a2's as backups (connection sync), and the served destinations.
     t.deepEqual(await receivedRoutes(lab, "tor-a", "10.1.1.1"), [
       "192.0.2.11/32",
+      "192.0.2.12/32",
       "192.0.2.131/32",
+      "192.0.2.132/32",
       "198.51.100.0/24",
       "203.0.113.0/24",
     ]);
     t.deepEqual(await receivedRoutes(lab, "tor-a", "fd00:1:1::2"), [
       "2001:db8:203::/48",
       "2001:db8:e::11/128",
+      "2001:db8:e::12/128",
     ]);
     t.deepEqual(await receivedRoutes(lab, "tor-b", "10.2.1.1"), [
       "192.0.2.141/32",
@@ -252,11 +267,15 @@ test.serial("kill -9 of gobgpd: egressd restarts it and advertises again", async
   const before = await pidOf("gw-a2", "gobgpd");
   t.truthy(before);
   process.kill(before!, "SIGKILL");
-  await waitFor("gw-a2 routes gone", async () => !(await paths("tor-a", "192.0.2.12/32")).length, 10_000);
+  await waitFor(
+    "gw-a2 routes gone",
+    async () => !(await pathsFrom("192.0.2.12/32", "10.1.2.1")).length,
+    10_000,
+  );
   const started = Date.now();
   await waitFor(
     "gw-a2 routes back",
-    async () => (await paths("tor-a", "192.0.2.12/32")).length === 1,
+    async () => (await pathsFrom("192.0.2.12/32", "10.1.2.1")).length === 1,
     30_000,
   );
   t.log(`gw-a2 routes back ${Date.now() - started} ms after they were withdrawn`);
@@ -272,7 +291,11 @@ test.serial(
     t.truthy(pid);
     const killedAt = Date.now();
     process.kill(pid!, "SIGKILL");
-    await waitFor("gw-a1 routes gone", async () => !(await paths("tor-a", "192.0.2.11/32")).length, 10_000);
+    await waitFor(
+      "gw-a1 routes gone",
+      async () => !(await pathsFrom("192.0.2.11/32", "10.1.1.1")).length,
+      10_000,
+    );
     t.log(`gw-a1's routes left tor-a ${Date.now() - killedAt} ms after kill -9`);
     await waitFor("gobgpd gone", async () => (await pidOf("gw-a1", "gobgpd")) === undefined, 5000);
     t.deepEqual(await kernelNextHops(lab, "tor-a", "203.0.113.0/24"), ["10.1.2.1"]);
@@ -282,7 +305,7 @@ test.serial(
     await lab.startCmd("gw-a1");
     await waitFor(
       "gw-a1 routes back",
-      async () => (await paths("tor-a", "192.0.2.11/32")).length === 1,
+      async () => (await pathsFrom("192.0.2.11/32", "10.1.1.1")).length === 1,
       30_000,
     );
     // What the killed run left was adopted, not duplicated.
