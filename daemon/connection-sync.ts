@@ -45,7 +45,7 @@ export interface ConnectionSyncOptions {
   log: Logger;
   /** conntrackd binary (default from PATH). */
   binary?: string;
-  /** Clock and sleep, for tests. */
+  /** The clock the resync wait is measured with (default: performance.now). */
   now?: () => number;
 }
 
