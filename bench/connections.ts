@@ -100,6 +100,7 @@ const net = require("net");
 const [host, port, rate, secs, srcs] = process.argv.slice(1);
 const sources = srcs.split(",");
 let started = 0, ok = 0, failed = 0;
+const codes = {};
 const t0 = Date.now();
 const end = t0 + Number(secs) * 1000;
 const tick = setInterval(() => {
@@ -109,11 +110,11 @@ const tick = setInterval(() => {
     const c = net.connect({ host, port: Number(port), localAddress: sources[started % sources.length] });
     started++;
     c.once("connect", () => { ok++; c.end(); });
-    c.once("error", () => { failed++; });
+    c.once("error", (e) => { failed++; codes[e.code] = (codes[e.code] || 0) + 1; });
   }
   if (now >= end) {
     clearInterval(tick);
-    setTimeout(() => { process.stdout.write(JSON.stringify({ started, ok, failed }) + "\\n"); process.exit(0); }, 1000);
+    setTimeout(() => { process.stdout.write(JSON.stringify({ started, ok, failed, codes }) + "\\n"); process.exit(0); }, 1000);
   }
 }, 2);`;
 
@@ -149,6 +150,8 @@ interface CpuRow {
   rate: number;
   achieved: number;
   failed: number;
+  /** Why connects failed: errno name -> count. */
+  codes: Record<string, number>;
   conntrackdPct: number;
   machinePct: number;
 }
@@ -182,11 +185,16 @@ async function cpuAt(lab: Lab, rate: number): Promise<CpuRow> {
     const secs = (performance.now() - t0) / 1000;
     const c1 = await conntrackdTicks(lab);
     const m1 = machineTicks();
-    const out = JSON.parse(r.stdout.trim().split("\n").pop() ?? "{}") as { ok?: number; failed?: number };
+    const out = JSON.parse(r.stdout.trim().split("\n").pop() ?? "{}") as {
+      ok?: number;
+      failed?: number;
+      codes?: Record<string, number>;
+    };
     return {
       rate,
       achieved: Math.round((out.ok ?? 0) / SECONDS),
       failed: out.failed ?? 0,
+      codes: out.codes ?? {},
       // ticks are 1/100 s; as % of one core over the measured wall time
       conntrackdPct: ((c1 - c0) / 100 / secs) * 100,
       machinePct: ((m1.busy - m0.busy) / (m1.total - m0.total)) * 100,
@@ -311,7 +319,13 @@ try {
   for (const mode of MODES) {
     for (const c of out.get(mode)!.cpu) {
       console.log(
-        `  ${mode === "sync" ? "with sync " : "without   "} asked ${String(c.rate).padStart(6)}/s, made ${String(c.achieved).padStart(6)}/s (${c.failed} failed): conntrackd ${c.conntrackdPct.toFixed(1)}% of a core (both gateways), machine ${c.machinePct.toFixed(1)}% busy`,
+        `  ${mode === "sync" ? "with sync " : "without   "} asked ${String(c.rate).padStart(6)}/s, made ${String(c.achieved).padStart(6)}/s (${c.failed} failed${
+          c.failed
+            ? `: ${Object.entries(c.codes)
+                .map(([k, n]) => `${k} ${n}`)
+                .join(", ")}`
+            : ""
+        }): conntrackd ${c.conntrackdPct.toFixed(1)}% of a core (both gateways), machine ${c.machinePct.toFixed(1)}% busy`,
       );
     }
   }
