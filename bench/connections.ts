@@ -118,6 +118,10 @@ const tick = setInterval(() => {
   }
 }, 2);`;
 
+/** This process's hard limit on open files: the generator and the sink raise their soft limit to it. */
+const FD_LIMIT =
+  /^Max open files\s+\d+\s+(\d+)/m.exec(readFileSync("/proc/self/limits", "utf8"))?.[1] ?? "4096";
+
 const SINK = `require("net").createServer((s) => { s.on("error", () => {}); s.end(); }).listen(9001, "203.0.113.10");`;
 
 /** Jiffies of the machine (busy, total) from /proc/stat. */
@@ -157,9 +161,13 @@ interface CpuRow {
 }
 
 async function cpuAt(lab: Lab, rate: number): Promise<CpuRow> {
-  const sink = spawn("ip", ["netns", "exec", lab.ns("server"), process.execPath, "-e", SINK], {
-    stdio: "ignore",
-  });
+  const sink = spawn(
+    "ip",
+    ["netns", "exec", lab.ns("server"), "prlimit", `--nofile=${FD_LIMIT}`, process.execPath, "-e", SINK],
+    {
+      stdio: "ignore",
+    },
+  );
   try {
     await sleep(500);
     const m0 = machineTicks();
@@ -171,6 +179,10 @@ async function cpuAt(lab: Lab, rate: number): Promise<CpuRow> {
         "netns",
         "exec",
         lab.ns("pod-a"),
+        // Connections in flight need descriptors: at 10k/s on a loaded machine, over 1024
+        // (the default) were open at once, and the generator's own EMFILE counted as failures.
+        "prlimit",
+        `--nofile=${FD_LIMIT}`,
         process.execPath,
         "-e",
         GENERATOR,

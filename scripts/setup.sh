@@ -34,7 +34,7 @@ NEEDS=(
   "libc6-dev /usr/include/netinet/icmp6.h"
   "iperf3 iperf3"
   "procps kill pgrep pkill sysctl"
-  "util-linux setpriv"
+  "util-linux setpriv prlimit"
   "curl curl"
   "stress-ng stress-ng"
   "frr vtysh /usr/lib/frr/zebra /usr/lib/frr/staticd /usr/lib/frr/bgpd /usr/lib/frr/bfdd"
