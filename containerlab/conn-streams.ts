@@ -209,8 +209,9 @@ class Agent {
 
 /** Waits for the agent's ready line; on failure kills it and rejects with what it said. */
 async function started(agent: Agent, event: string): Promise<Message> {
+  let ready: Message;
   try {
-    return await agent.next(
+    ready = await agent.next(
       (m) => m.event === event || m.event === "error",
       START_TIMEOUT_MS,
       `"${event}" line`,
@@ -219,6 +220,12 @@ async function started(agent: Agent, event: string): Promise<Message> {
     agent.kill();
     throw e;
   }
+  if (ready.event === "error") {
+    agent.kill();
+    await agent.closed; // for the whole of its stderr
+    throw agent.error(String(ready.error));
+  }
+  return ready;
 }
 
 /** Starts a stream server on `node`, listening on `listen` (HOST:PORT; port 0 picks one). */
@@ -240,11 +247,6 @@ export async function startStreamServerIn(
     if (m.event === "anomaly") anomalies.push(line);
   });
   const ready = await started(agent, "listening");
-  if (ready.event === "error") {
-    agent.kill();
-    await agent.closed; // for the whole of its stderr
-    throw agent.error(String(ready.error));
-  }
   let stopped: Promise<void> | undefined;
   return {
     port: Number(ready.port),
@@ -285,12 +287,7 @@ export async function startConnectionsIn(
   ];
   if (opts.idBase !== undefined) args.push("--id-base", String(opts.idBase));
   const agent = new Agent(`${what} (${opts.count} to ${opts.target})`, netns, args);
-  const ready = await started(agent, "connected");
-  if (ready.event === "error") {
-    agent.kill();
-    await agent.closed; // for the whole of its stderr
-    throw agent.error(String(ready.error));
-  }
+  await started(agent, "connected");
   let stopped: Promise<StreamsReport> | undefined;
   return {
     async report() {
