@@ -116,10 +116,6 @@ export class ConnectionSync extends EventEmitter<ConnectionSyncEvents> {
     return this.firstDone;
   }
 
-  get pid(): number | undefined {
-    return this.process.pid;
-  }
-
   /** Starts conntrackd; the resync runs on its own (see `ready`). */
   async start(): Promise<void> {
     // Per network namespace. The owner of a connection sees every segment of it, but a member
