@@ -48,6 +48,23 @@ export const DEFAULTS = {
     /** The resync is complete once no state has arrived for this long. */
     resyncQuietMs: 300,
   },
+  audit: {
+    /** A trail file is rotated at this size ... */
+    rotateSize: "100M",
+    /** ... and this many rotated files are kept. */
+    rotateKeep: 10,
+    /** IPFIX collectors listen on 4739 (RFC 7011). */
+    ipfixPort: 4739,
+    observationDomain: 1,
+    /** Over UDP, the templates are sent again this often (RFC 7011 8.4). */
+    templateRefreshSeconds: 60,
+    /** Largest IPFIX message: one UDP datagram under a 1500-byte MTU. */
+    ipfixMessageBytes: 1400,
+    /** Records wait at most this long to share an IPFIX message. */
+    ipfixFlushMs: 100,
+    /** The conntrack event socket's receive buffer (bursts wait here; the kernel caps it at net.core.rmem_max). */
+    receiveBufferBytes: 4 << 20,
+  },
   /**
    * Linux nice values. Failure detection (the BFD thread, the ICMP probes'
    * helper process) runs ahead of the rest of the node when the CPU is

@@ -11,6 +11,7 @@ import { runCommand } from "./commands/run.js";
 import { statusCommand } from "./commands/status.js";
 import { drainCommand } from "./commands/drain.js";
 import { validateCommand } from "./commands/validate.js";
+import { auditCommand } from "./commands/audit.js";
 
 export function buildCli(): Command {
   const program = new Command();
@@ -26,6 +27,7 @@ export function buildCli(): Command {
   program.addCommand(runCommand());
   program.addCommand(statusCommand());
   program.addCommand(drainCommand());
+  program.addCommand(auditCommand());
   return program;
 }
 

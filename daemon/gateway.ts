@@ -44,11 +44,14 @@ import { SELF_ADDRESS, type HealthView } from "../core/plan/health.js";
 import type { KubernetesStatus, StatusSnapshot } from "./status.js";
 import { statusView } from "./status-view.js";
 import { DEFAULTS } from "../core/defaults.js";
+import { dataplaneOf } from "../core/plan/model.js";
 import { writePidFile } from "./pidfile.js";
 import { BfdPeers } from "./bfd-peers.js";
 import { SpeakerLink } from "./speaker-link.js";
 import { within } from "../lib/wait.js";
 import { ConnectionSync } from "./connection-sync.js";
+import { AuditTrail } from "./audit.js";
+import type { PodRef } from "../core/audit/record.js";
 
 /** The self-check name under which a gateway that has not yet resynced its connection state is down. */
 export const SYNC_PENDING = "self-connection-sync";
@@ -80,6 +83,8 @@ export interface GatewayOptions {
   /** Where gobgpd's API socket and the pid file live; default: per network namespace under /run/egressd. */
   runDir?: string;
   resyncMs?: number;
+  /** The pod that owns a source address now (the Kubernetes input), for the audit trail. */
+  podAt?: (address: string) => PodRef | undefined;
 }
 
 /** A run directory unique to this network namespace (gateways of a lab share one filesystem). */
@@ -144,6 +149,8 @@ export class Gateway {
   private draining = false;
   /** Connection sync (conntrackd), when configured. */
   private readonly sync: ConnectionSync | undefined;
+  /** The audit trail, when configured. */
+  private readonly audit: AuditTrail | undefined;
   private kernelOk = false;
   private readonly startedAt = new Date();
   private lastReconcile: (ReconcileResult & { at: Date }) | undefined;
@@ -234,6 +241,14 @@ export class Gateway {
       });
       this.sync.on("ready", () => this.updateHealth("sync"));
     }
+    if (this.view.config.audit) {
+      this.audit = new AuditTrail({
+        config: this.view.config.audit,
+        gateway: this.view.config.gateway.name,
+        log: this.log.child({ component: "audit" }),
+        ...(opts.podAt ? { podAt: opts.podAt } : {}),
+      });
+    }
     // Until the first resync, the gateway advertises nothing (see healthInputs).
     this.healthIn = this.healthInputs();
     this.prober.on("transition", (t) => this.onProbe(t));
@@ -286,12 +301,27 @@ export class Gateway {
     mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
     writePidFile(join(this.runDir, "egressd.pid"));
     await this.sync?.start();
+    // Before the data plane is programmed: the first connection it NATs is recorded.
+    this.auditPlan();
+    this.audit?.start();
     if (this.config.bgp) await this.speaker.start(this.config.bgp);
     // Program the data plane first, so the self-checks have something to check.
     this.controller.start();
     await this.controller.idle();
     this.syncProbes();
     this.prober.start();
+  }
+
+  /** Tells the audit trail the plan in force: which mark is which policy, which addresses are this gateway's. */
+  private auditPlan(): void {
+    if (!this.audit) return;
+    const nat = this.view.kernel.nat;
+    const snat = nat.policies.filter((p) => p.deny !== true);
+    this.audit.setPlan(
+      snat.map((p) => ({ name: p.name, mark: p.mark })),
+      dataplaneOf(this.config).markMask,
+      [...this.config.egressIPs.map((e) => e.address), ...snat.map((p) => p.egressIP)],
+    );
   }
 
   /** Configured probes and self-checks, from the current config; unchanged ones keep their state. */
@@ -415,6 +445,7 @@ export class Gateway {
     if (!scope) await this.checkReload(next);
     await this.dataplane.commit(next.id);
     this.view = next.view;
+    this.auditPlan();
     if (scope) this.controller.trigger("sources", scope);
     else {
       this.syncProbes();
@@ -503,6 +534,8 @@ export class Gateway {
     }
     const summary = await this.dataplane.teardown();
     await this.close();
+    // Last: the connections the teardown ended are recorded.
+    await this.audit?.stop();
     this.log.info({ removed: summary }, "removed everything egressd owned");
     return true;
   }
@@ -559,6 +592,7 @@ export class Gateway {
         ...(this.sync.lastResync ? { lastResync: this.sync.lastResync } : {}),
       };
     }
+    if (this.audit) s.audit = { ...this.audit.counts, open: this.audit.open };
     return this.clusterStatus ? { ...s, kubernetes: this.clusterStatus() } : s;
   }
 }
@@ -597,5 +631,6 @@ export function restartOnly(from: ConfigView, to: ConfigView): string[] {
   field("http.listen", from.http?.listen, to.http?.listen);
   field("kubernetes", from.kubernetes, to.kubernetes);
   field("connectionSync", from.connectionSync, to.connectionSync);
+  field("audit", from.audit, to.audit);
   return out;
 }

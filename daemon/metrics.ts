@@ -344,6 +344,53 @@ export class Metrics {
         if (s) this.inc(s.restarts);
       },
     });
+    const audit = () => self.snapshot().audit;
+    new Counter({
+      name: "egressd_audit_records_total",
+      help: "Audit records of NATed connections, by event (start, end).",
+      labelNames: ["event"],
+      registers,
+      collect() {
+        this.reset();
+        const a = audit();
+        if (!a) return;
+        this.inc({ event: "start" }, a.starts);
+        this.inc({ event: "end" }, a.ends);
+      },
+    });
+    new Counter({
+      name: "egressd_audit_overruns_total",
+      help: "Times the kernel dropped conntrack events because egressd's socket buffer was full: the audit trail misses records.",
+      registers,
+      collect() {
+        this.reset();
+        const a = audit();
+        if (a) this.inc(a.overruns);
+      },
+    });
+    new Counter({
+      name: "egressd_audit_errors_total",
+      help: "Audit records that could not be written (file) or sent (ipfix), by output.",
+      labelNames: ["output"],
+      registers,
+      collect() {
+        this.reset();
+        const a = audit();
+        if (!a) return;
+        this.inc({ output: "file" }, a.writeErrors);
+        this.inc({ output: "ipfix" }, a.ipfixErrors);
+      },
+    });
+    new Gauge({
+      name: "egressd_audit_open_connections",
+      help: "NATed connections the audit trail follows now (started while egressd watched, not ended yet).",
+      registers,
+      collect() {
+        this.reset();
+        const a = audit();
+        if (a) this.set(a.open);
+      },
+    });
     new Counter({
       name: "egressd_bfd_helper_restarts_total",
       help: "Times BFD's helper (egressd-bfd) ended and was started again; each may cost the peers one detection time of silence.",

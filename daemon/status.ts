@@ -1,4 +1,5 @@
 // The gateway's state as /status shows it (JSON) and `egressd status` prints it.
+import type { AuditCounts } from "./audit.js";
 import type { BgpPath, SessionState } from "../core/bgp.js";
 import type { ProbeStatus } from "../health/prober.js";
 import type { ClusterWatchStatus } from "../inputs/k8s/watch.js";
@@ -65,6 +66,12 @@ export interface StatusSnapshot {
     restarts: number;
     lastResync?: { entries: number; ms: number; heard: boolean };
   };
+  /**
+   * With an audit section: records written (starts, ends), events that were not egressd's own,
+   * times the kernel dropped events (overruns), write and IPFIX errors, and the connections
+   * being followed.
+   */
+  audit?: AuditCounts & { open: number };
   /**
    * BFD's helper (egressd-bfd): times it was started again after it ended, and packets it dropped for a
    * TTL / hop limit other than 255. Absent before the BFD worker first reports.

@@ -9,6 +9,7 @@
 import type { RtNetlinkSocket } from "netlink";
 import { OWNER, type DesiredAddress, type Family } from "../core/state.js";
 import { addressBytes, bytesToAddress, canonicalAddress } from "./ip.js";
+import { attr } from "./nlattr.js";
 import {
   AF_INET,
   AF_INET6,
@@ -41,15 +42,6 @@ export interface LiveAddress {
   ifindex: number;
   /** IFA_PROTO, 0 when absent. */
   protocol: number;
-}
-
-function attr(type: number, payload: Buffer): Buffer {
-  const len = 4 + payload.length;
-  const b = Buffer.alloc((len + 3) & ~3);
-  b.writeUInt16LE(len, 0);
-  b.writeUInt16LE(type, 2);
-  payload.copy(b, 4);
-  return b;
 }
 
 function ifaddrmsg(family: number, prefixLength: number, flags: number, index: number): Buffer {

@@ -21,6 +21,7 @@
 // encoding to nft's own on the kernel, step by step.
 import { RawNetlinkSocket, parseMessages } from "netlink";
 import { addressBytes, bytesToAddress, intervalBounds } from "./ip.js";
+import { align4, attr, attrs, nested } from "./nlattr.js";
 import type { SetPatch } from "./nft-render.js";
 
 const NETLINK_NETFILTER = 12;
@@ -35,7 +36,6 @@ const NLM_F_REQUEST = 0x1;
 const NLM_F_ACK = 0x4;
 const NLM_F_CREATE = 0x400;
 const NLMSG_ERROR = 2;
-const NLA_F_NESTED = 0x8000;
 const NFTA_TABLE_NAME = 1;
 const NFTA_SET_ELEM_LIST_TABLE = 1;
 const NFTA_SET_ELEM_LIST_SET = 2;
@@ -49,17 +49,6 @@ const NFTA_DATA_VALUE = 1;
 /** Largest patch sent over netlink, in kernel elements; larger ones go through nft -f. */
 const MAX_ELEMENTS = 2000;
 
-const align4 = (n: number) => (n + 3) & ~3;
-
-function attr(type: number, payload: Buffer): Buffer {
-  const len = 4 + payload.length;
-  const b = Buffer.alloc(align4(len));
-  b.writeUInt16LE(len, 0);
-  b.writeUInt16LE(type, 2);
-  payload.copy(b, 4);
-  return b;
-}
-const nested = (type: number, parts: Buffer[]) => attr(type | NLA_F_NESTED, Buffer.concat(parts));
 const str = (s: string) => Buffer.from(s + "\0");
 
 function nfgen(family: number, resId: number): Buffer {
@@ -311,18 +300,6 @@ export function addedElementKeys(buf: Buffer): string[] {
         for (const key of attrs(elem, NFTA_SET_ELEM_KEY))
           for (const value of attrs(key, NFTA_DATA_VALUE))
             if (value.length === 4 || value.length === 16) out.push(bytesToAddress(value));
-  }
-  return out;
-}
-
-/** The payloads of the attributes of `type` (nested flag aside) in `buf`. */
-function attrs(buf: Buffer, type: number): Buffer[] {
-  const out: Buffer[] = [];
-  for (let at = 0; at + 4 <= buf.length; ) {
-    const len = buf.readUInt16LE(at);
-    if (len < 4 || at + len > buf.length) break;
-    if ((buf.readUInt16LE(at + 2) & ~NLA_F_NESTED) === type) out.push(buf.subarray(at + 4, at + len));
-    at += align4(len);
   }
   return out;
 }

@@ -37,6 +37,7 @@ NEEDS=(
   "util-linux setpriv prlimit"
   "curl curl"
   "stress-ng stress-ng"
+  "nfdump nfcapd nfdump"
   "frr vtysh /usr/lib/frr/zebra /usr/lib/frr/staticd /usr/lib/frr/bgpd /usr/lib/frr/bfdd"
   "bird2 /usr/sbin/bird /usr/sbin/birdc"
   "gobgpd /usr/bin/gobgpd"
@@ -51,10 +52,15 @@ NEEDS=(
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 present() { case $1 in /*) [ -e "$1" ] ;; *) command -v "$1" >/dev/null 2>&1 ;; esac; }
 
+# A package is wanted when it is not installed and something it ships is not
+# there either: a machine may have the same program from elsewhere (kubectl
+# from Kubernetes' own repository conflicts with Debian's kubernetes-client).
+all_present() { for item in "$@"; do present "$item" || return 1; done; }
 missing=()
 for row in "${NEEDS[@]}"; do
-  read -r pkg _ <<<"$row"
-  installed "$pkg" || missing+=("$pkg")
+  read -r pkg items <<<"$row"
+  # shellcheck disable=SC2086 # items is a list of words
+  installed "$pkg" || all_present $items || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"

@@ -8,6 +8,7 @@ import { Type, type Static } from "@sinclair/typebox";
 import { IFNAME_PATTERN, NAME_PATTERN } from "./patterns.js";
 import { BgpSchema } from "./bgp-schema.js";
 import { ConnectionSyncSchema } from "./sync-schema.js";
+import { AuditSchema } from "./audit-schema.js";
 import { DrainSchema, HttpSchema, KubernetesSchema, LogSchema, ProbeSchema } from "./ops-schema.js";
 import { DEFAULTS as ALL } from "../defaults.js";
 import { LabelSelectorSchema } from "../k8s/selector-schema.js";
@@ -221,6 +222,7 @@ export const ConfigSchema = Type.Object(
     ),
     drain: Type.Optional(DrainSchema),
     connectionSync: Type.Optional(ConnectionSyncSchema),
+    audit: Type.Optional(AuditSchema),
     kubernetes: Type.Optional(KubernetesSchema),
     http: Type.Optional(HttpSchema),
     log: Type.Optional(LogSchema),

@@ -221,6 +221,12 @@ export class Cluster {
     for (const u of touched) this.reassign(u);
   }
 
+  /** The live pod that holds `address` now; undefined when none does, or several claim it. */
+  podAt(address: string): PodInfo | undefined {
+    const owner = this.owners.get(address);
+    return typeof owner === "string" ? this.pods.get(owner) : undefined;
+  }
+
   /** A policy object; `problems` when the input found its spec invalid already (it is refused). */
   upsertPolicy(obj: PolicyObject, problems?: PolicyProblem[]): void {
     const key = policyKey(obj.kind, obj.namespace, obj.name);

@@ -167,7 +167,17 @@ export function runCommand(): Command {
             if (!opts.logLevel && !process.env.EGRESSD_LOG_LEVEL && c.log?.level) log.level = c.log.level;
           };
           applyLogLevel(firstConfig);
-          const gw = new Gateway(first, { log, runDir: opts.runDir, dataplane });
+          let clusterInput: ClusterInput | undefined;
+          const gw = new Gateway(first, {
+            log,
+            runDir: opts.runDir,
+            dataplane,
+            // The audit trail names the pod behind a source address once the cluster is followed.
+            podAt: (address) => {
+              const pod = clusterInput?.cluster.podAt(address);
+              return pod && { namespace: pod.namespace, name: pod.name, uid: pod.uid };
+            },
+          });
           running.gw = gw;
           // The HTTP listener first: /healthz and /readyz answer while the gateway starts.
           try {
@@ -227,7 +237,6 @@ export function runCommand(): Command {
           // Reloads (the file's and the cluster's) wait for the gateway's start.
           let started!: () => void;
           let reloading = new Promise<void>((resolve) => (started = resolve));
-          let clusterInput: ClusterInput | undefined;
           let lastText: Buffer | undefined = firstText;
           let appliedText = firstText;
           const reload = (trigger: string) => {

@@ -20,6 +20,7 @@ import {
 } from "../../core/ip.js";
 import { formatPath, type PathSegment } from "./issues.js";
 import { checkConnectionSync } from "./sync-semantics.js";
+import { checkAudit } from "./audit-semantics.js";
 import { isObj, list, quoted, seenBefore, str, type Obj } from "./raw.js";
 import { selectorIssues, type LabelSelector } from "../../core/k8s/selector.js";
 import { exceptionProblem, unreachableDestination } from "../../core/config/destinations.js";
@@ -412,6 +413,7 @@ export function checkSemantics(
   checkBgp(root.bgp, owned, err);
   checkProbes(root, err);
   checkConnectionSync(root.connectionSync, owned, err);
+  checkAudit(root.audit, err);
 
   // Overlaps: only on an otherwise valid file, where the planner's model is well defined.
   if (structurallyValid && errors.length === 0) {

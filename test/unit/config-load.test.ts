@@ -208,7 +208,7 @@ test("unknown keys (with a suggestion) and missing required fields", (t) => {
     t,
     text,
     "colour",
-    /unknown key \(known keys: gateway, egressIPs, uplinks, egressIPGroups, policies, dataplane, bgp, probes, drain, connectionSync, kubernetes, http, log\)/,
+    /unknown key \(known keys: gateway, egressIPs, uplinks, egressIPGroups, policies, dataplane, bgp, probes, drain, connectionSync, audit, kubernetes, http, log\)/,
   );
   expectError(t, text, "policies[0].egressIp", /unknown key \(did you mean "egressIP"\?\)/);
   expectError(

@@ -40,6 +40,10 @@ const EXPECTED: Record<string, string> = {
   egressd_conntrackd_restarts_total: "counter",
   egressd_connection_sync_ready: "gauge",
   egressd_connection_sync_resync_states: "gauge",
+  egressd_audit_records_total: "counter",
+  egressd_audit_overruns_total: "counter",
+  egressd_audit_errors_total: "counter",
+  egressd_audit_open_connections: "gauge",
   egressd_dataplane_restarts_total: "counter",
   egressd_bfd_helper_restarts_total: "counter",
   egressd_bfd_rx_ttl_dropped_total: "counter",
@@ -151,7 +155,27 @@ test("current state comes from status() at scrape time", async (t) => {
       lastResync: { entries: 3015, ms: 543, heard: true },
     },
   };
+  t.is(value(f, "egressd_audit_records_total", { event: "start" }), undefined, "no audit section");
+  gw.snapshot = {
+    ...gw.snapshot,
+    audit: {
+      starts: 120,
+      ends: 100,
+      overruns: 1,
+      ignored: 7,
+      writeErrors: 0,
+      ipfixMessages: 30,
+      ipfixErrors: 2,
+      open: 20,
+    },
+  };
   f = await scrape(m);
+  t.is(value(f, "egressd_audit_records_total", { event: "start" }), 120);
+  t.is(value(f, "egressd_audit_records_total", { event: "end" }), 100);
+  t.is(value(f, "egressd_audit_overruns_total"), 1);
+  t.is(value(f, "egressd_audit_errors_total", { output: "ipfix" }), 2);
+  t.is(value(f, "egressd_audit_errors_total", { output: "file" }), 0);
+  t.is(value(f, "egressd_audit_open_connections"), 20);
   t.is(value(f, "egressd_connection_sync_ready"), 1);
   t.is(value(f, "egressd_connection_sync_resync_states"), 3015);
   t.is(value(f, "egressd_conntrackd_restarts_total"), 2);

@@ -1,0 +1,230 @@
+// Connection tracking events from the kernel (ctnetlink, NETLINK_NETFILTER
+// subsystem 1): a connection confirmed (NEW) and a connection ended
+// (DESTROY), read from their multicast groups as they happen. This is what
+// the audit trail is made of (docs/audit.md). Nothing is polled and no
+// conntrack(8) child parses text; a message is decoded here, by hand, because
+// no maintained library for Node reads ctnetlink.
+//
+// Every message comes from the kernel, but it is still parsed as untrusted
+// input: a short or malformed message yields nothing, never a throw.
+import { RawNetlinkSocket, parseMessages } from "netlink";
+import { bytesToAddress } from "./ip.js";
+import { attrMap } from "./nlattr.js";
+
+const NETLINK_NETFILTER = 12;
+const NFNL_SUBSYS_CTNETLINK = 1;
+const IPCTNL_MSG_CT_NEW = 0;
+const IPCTNL_MSG_CT_DELETE = 2;
+/** Multicast groups (linux/netfilter/nfnetlink.h). */
+export const NFNLGRP_CONNTRACK_NEW = 1;
+export const NFNLGRP_CONNTRACK_DESTROY = 3;
+const ENOBUFS = 105;
+
+// linux/netfilter/nfnetlink_conntrack.h
+export const CTA = {
+  TUPLE_ORIG: 1,
+  TUPLE_REPLY: 2,
+  STATUS: 3,
+  MARK: 8,
+  COUNTERS_ORIG: 9,
+  COUNTERS_REPLY: 10,
+  ID: 12,
+  ZONE: 18,
+  TIMESTAMP: 20,
+} as const;
+export const CTA_TUPLE = { IP: 1, PROTO: 2 } as const;
+export const CTA_IP = { V4_SRC: 1, V4_DST: 2, V6_SRC: 3, V6_DST: 4 } as const;
+export const CTA_PROTO = { NUM: 1, SRC_PORT: 2, DST_PORT: 3 } as const;
+export const CTA_COUNTERS = { PACKETS: 1, BYTES: 2, PACKETS32: 3, BYTES32: 4 } as const;
+export const CTA_TIMESTAMP = { START: 1, STOP: 2 } as const;
+/** IPS_SRC_NAT (linux/netfilter/nf_conntrack_common.h): the connection's source is translated. */
+export const IPS_SRC_NAT = 1 << 4;
+
+export interface Tuple {
+  src: string;
+  dst: string;
+  proto: number;
+  /** Ports for TCP, UDP, SCTP, DCCP and UDP-Lite; 0 for others (ICMP). */
+  sport: number;
+  dport: number;
+}
+
+export interface Counters {
+  packets: bigint;
+  bytes: bigint;
+}
+
+export interface ConntrackEvent {
+  type: "new" | "destroy";
+  family: 4 | 6;
+  /** The kernel's id of the entry (CTA_ID). */
+  id: number;
+  orig: Tuple;
+  reply: Tuple;
+  status: number;
+  mark: number;
+  zone: number;
+  /** Accounting (net.netfilter.nf_conntrack_acct=1), per direction; absent without it. */
+  origCounters?: Counters;
+  replyCounters?: Counters;
+  /** Wall-clock nanoseconds (net.netfilter.nf_conntrack_timestamp=1); absent without it. */
+  startNs?: bigint;
+  stopNs?: bigint;
+}
+
+function tuple(buf: Buffer | undefined): Tuple | undefined {
+  if (!buf) return undefined;
+  const t = attrMap(buf);
+  const ip = t.get(CTA_TUPLE.IP);
+  const proto = t.get(CTA_TUPLE.PROTO);
+  if (!ip || !proto) return undefined;
+  const a = attrMap(ip);
+  const s4 = a.get(CTA_IP.V4_SRC);
+  const d4 = a.get(CTA_IP.V4_DST);
+  const s6 = a.get(CTA_IP.V6_SRC);
+  const d6 = a.get(CTA_IP.V6_DST);
+  let src: string;
+  let dst: string;
+  if (s4?.length === 4 && d4?.length === 4) [src, dst] = [bytesToAddress(s4), bytesToAddress(d4)];
+  else if (s6?.length === 16 && d6?.length === 16) [src, dst] = [bytesToAddress(s6), bytesToAddress(d6)];
+  else return undefined;
+  const p = attrMap(proto);
+  const num = p.get(CTA_PROTO.NUM);
+  if (num?.length !== 1) return undefined;
+  const port = (b: Buffer | undefined) => (b?.length === 2 ? b.readUInt16BE(0) : 0);
+  return {
+    src,
+    dst,
+    proto: num[0]!,
+    sport: port(p.get(CTA_PROTO.SRC_PORT)),
+    dport: port(p.get(CTA_PROTO.DST_PORT)),
+  };
+}
+
+const u32 = (b: Buffer | undefined) => (b?.length === 4 ? b.readUInt32BE(0) : undefined);
+
+function counters(buf: Buffer | undefined): Counters | undefined {
+  if (!buf) return undefined;
+  const c = attrMap(buf);
+  const n = (b64: number, b32: number) => {
+    const b = c.get(b64);
+    if (b?.length === 8) return b.readBigUInt64BE(0);
+    const v = u32(c.get(b32));
+    return v === undefined ? undefined : BigInt(v);
+  };
+  const packets = n(CTA_COUNTERS.PACKETS, CTA_COUNTERS.PACKETS32);
+  const bytes = n(CTA_COUNTERS.BYTES, CTA_COUNTERS.BYTES32);
+  return packets === undefined || bytes === undefined ? undefined : { packets, bytes };
+}
+
+/**
+ * One ctnetlink message's event: `type` is the netlink message type, `data`
+ * what follows the netlink header (nfgenmsg, then attributes). Undefined for
+ * anything that is not a whole NEW or DESTROY message of IPv4 or IPv6.
+ */
+export function decodeConntrack(type: number, data: Buffer): ConntrackEvent | undefined {
+  if (type >> 8 !== NFNL_SUBSYS_CTNETLINK || data.length < 4) return undefined;
+  const msg = type & 0xff;
+  if (msg !== IPCTNL_MSG_CT_NEW && msg !== IPCTNL_MSG_CT_DELETE) return undefined;
+  const nfFamily = data[0];
+  const family = nfFamily === 2 ? 4 : nfFamily === 10 ? 6 : undefined;
+  if (family === undefined) return undefined;
+  const a = attrMap(data.subarray(4));
+  const orig = tuple(a.get(CTA.TUPLE_ORIG));
+  const reply = tuple(a.get(CTA.TUPLE_REPLY));
+  if (!orig || !reply) return undefined;
+  const ev: ConntrackEvent = {
+    type: msg === IPCTNL_MSG_CT_NEW ? "new" : "destroy",
+    family,
+    id: u32(a.get(CTA.ID)) ?? 0,
+    orig,
+    reply,
+    status: u32(a.get(CTA.STATUS)) ?? 0,
+    mark: u32(a.get(CTA.MARK)) ?? 0,
+    zone: a.get(CTA.ZONE)?.length === 2 ? a.get(CTA.ZONE)!.readUInt16BE(0) : 0,
+  };
+  const oc = counters(a.get(CTA.COUNTERS_ORIG));
+  const rc = counters(a.get(CTA.COUNTERS_REPLY));
+  if (oc) ev.origCounters = oc;
+  if (rc) ev.replyCounters = rc;
+  const ts = a.get(CTA.TIMESTAMP);
+  if (ts) {
+    const t = attrMap(ts);
+    const start = t.get(CTA_TIMESTAMP.START);
+    const stop = t.get(CTA_TIMESTAMP.STOP);
+    if (start?.length === 8) ev.startNs = start.readBigUInt64BE(0);
+    if (stop?.length === 8) ev.stopNs = stop.readBigUInt64BE(0);
+  }
+  return ev;
+}
+
+/** The events in one datagram from the conntrack groups (a malformed datagram has none). */
+export function decodeDatagram(buf: Buffer): ConntrackEvent[] {
+  let messages: ReturnType<typeof parseMessages>;
+  try {
+    messages = parseMessages(buf);
+  } catch {
+    return [];
+  }
+  const out: ConntrackEvent[] = [];
+  for (const m of messages) {
+    const ev = decodeConntrack(m.type, m.data);
+    if (ev) out.push(ev);
+  }
+  return out;
+}
+
+export interface ConntrackEventsOptions {
+  /** Which groups: new connections, ended ones, or both. */
+  groups: readonly number[];
+  /** The socket's receive buffer (SO_RCVBUF, capped by net.core.rmem_max unless forced). */
+  recvBufferSize: number;
+  onEvent: (ev: ConntrackEvent) => void;
+  /**
+   * The kernel dropped events because the socket's buffer was full (ENOBUFS):
+   * how many is not known from the socket, only that some were.
+   */
+  onOverrun: () => void;
+  onError: (e: Error) => void;
+}
+
+/**
+ * Conntrack events of this network namespace, as they happen. One socket;
+ * its receive buffer absorbs bursts while the reader is busy.
+ */
+export class ConntrackEvents {
+  private readonly sock: RawNetlinkSocket;
+  private closed = false;
+
+  constructor(private readonly opts: ConntrackEventsOptions) {
+    this.sock = new RawNetlinkSocket(NETLINK_NETFILTER, {
+      recvBufferSize: opts.recvBufferSize,
+      sendBufferSize: 1 << 12,
+    });
+    try {
+      for (const g of opts.groups) this.sock.addMembership(g);
+    } catch (e) {
+      this.sock.close();
+      throw e;
+    }
+    this.sock.on("message", (buf: Buffer) => {
+      for (const ev of decodeDatagram(buf)) opts.onEvent(ev);
+    });
+    this.sock.on("error", (e: Error & { errno?: number }) => {
+      if (this.closed) return;
+      if (e.errno === ENOBUFS || e.errno === -ENOBUFS) opts.onOverrun();
+      else opts.onError(e);
+    });
+  }
+
+  /** The receive buffer the kernel granted (it reports twice what it counts against the limit). */
+  get recvBufferSize(): number {
+    return this.sock.getRecvBufferSize();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.sock.close();
+  }
+}
