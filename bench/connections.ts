@@ -37,6 +37,7 @@ import { Lab, sleep, waitFor } from "../containerlab/runner.js";
 import { loadTopology, rebindCopies } from "../containerlab/topology.js";
 import { tryRun } from "../lib/exec.js";
 import { median } from "../lib/stats.js";
+import { FD_LIMIT, machineTicks, runGenerator } from "./conn-load.js";
 
 const { values: opt } = parseArgs({
   options: {
@@ -95,41 +96,7 @@ function resyncs(lab: Lab, gateway: string): { entries: number; ms: number }[] {
     .map(({ entries, ms }) => ({ entries, ms }));
 }
 
-const GENERATOR = `
-const net = require("net");
-const [host, port, rate, secs, srcs] = process.argv.slice(1);
-const sources = srcs.split(",");
-let started = 0, ok = 0, failed = 0;
-const codes = {};
-const t0 = Date.now();
-const end = t0 + Number(secs) * 1000;
-const tick = setInterval(() => {
-  const now = Date.now();
-  const due = Math.min(now, end) - t0;
-  while (started < (due / 1000) * Number(rate)) {
-    const c = net.connect({ host, port: Number(port), localAddress: sources[started % sources.length] });
-    started++;
-    c.once("connect", () => { ok++; c.end(); });
-    c.once("error", (e) => { failed++; codes[e.code] = (codes[e.code] || 0) + 1; });
-  }
-  if (now >= end) {
-    clearInterval(tick);
-    setTimeout(() => { process.stdout.write(JSON.stringify({ started, ok, failed, codes }) + "\\n"); process.exit(0); }, 1000);
-  }
-}, 2);`;
-
-/** This process's hard limit on open files: the generator and the sink raise their soft limit to it. */
-const FD_LIMIT =
-  /^Max open files\s+\d+\s+(\d+)/m.exec(readFileSync("/proc/self/limits", "utf8"))?.[1] ?? "4096";
-
 const SINK = `require("net").createServer((s) => { s.on("error", () => {}); s.end(); }).listen(9001, "203.0.113.10");`;
-
-/** Jiffies of the machine (busy, total) from /proc/stat. */
-function machineTicks(): { busy: number; total: number } {
-  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.split(/\s+/).slice(1).map(Number);
-  const total = f.reduce((a, b) => a + b, 0);
-  return { busy: total - f[3]! - f[4]!, total };
-}
 
 /** utime + stime of every conntrackd in DC A's gateways, in ticks. */
 async function conntrackdTicks(lab: Lab): Promise<number> {
@@ -173,40 +140,15 @@ async function cpuAt(lab: Lab, rate: number): Promise<CpuRow> {
     const m0 = machineTicks();
     const c0 = await conntrackdTicks(lab);
     const t0 = performance.now();
-    const r = await tryRun(
-      [
-        "ip",
-        "netns",
-        "exec",
-        lab.ns("pod-a"),
-        // Connections in flight need descriptors: at 10k/s on a loaded machine, over 1024
-        // (the default) were open at once, and the generator's own EMFILE counted as failures.
-        "prlimit",
-        `--nofile=${FD_LIMIT}`,
-        process.execPath,
-        "-e",
-        GENERATOR,
-        "203.0.113.10",
-        "9001",
-        String(rate),
-        String(SECONDS),
-        POD_SOURCES.join(","),
-      ],
-      { timeoutMs: (SECONDS + 30) * 1000 },
-    );
+    const out = await runGenerator(lab.ns("pod-a"), rate, SECONDS, POD_SOURCES);
     const secs = (performance.now() - t0) / 1000;
     const c1 = await conntrackdTicks(lab);
     const m1 = machineTicks();
-    const out = JSON.parse(r.stdout.trim().split("\n").pop() ?? "{}") as {
-      ok?: number;
-      failed?: number;
-      codes?: Record<string, number>;
-    };
     return {
       rate,
-      achieved: Math.round((out.ok ?? 0) / SECONDS),
-      failed: out.failed ?? 0,
-      codes: out.codes ?? {},
+      achieved: Math.round(out.ok / SECONDS),
+      failed: out.failed,
+      codes: out.codes,
       // ticks are 1/100 s; as % of one core over the measured wall time
       conntrackdPct: ((c1 - c0) / 100 / secs) * 100,
       machinePct: ((m1.busy - m0.busy) / (m1.total - m0.total)) * 100,

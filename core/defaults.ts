@@ -64,6 +64,8 @@ export const DEFAULTS = {
     ipfixFlushMs: 100,
     /** The conntrack event socket's receive buffer (bursts wait here; the kernel caps it at net.core.rmem_max). */
     receiveBufferBytes: 4 << 20,
+    /** After a listing of the table, events already sent get this long to arrive before the listing is believed. */
+    repairGraceMs: 2000,
   },
   /**
    * Linux nice values. Failure detection (the BFD thread, the ICMP probes'

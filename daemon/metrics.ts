@@ -369,6 +369,21 @@ export class Metrics {
       },
     });
     new Counter({
+      name: "egressd_audit_events_lost_total",
+      help:
+        "Connection starts and ends whose events the kernel dropped, found by listing the conntrack table; " +
+        "their records are written from the table (marked late / endLost).",
+      labelNames: ["event"],
+      registers,
+      collect() {
+        this.reset();
+        const a = audit();
+        if (!a) return;
+        this.inc({ event: "start" }, a.lostStarts);
+        this.inc({ event: "end" }, a.lostEnds);
+      },
+    });
+    new Counter({
       name: "egressd_audit_errors_total",
       help: "Audit records that could not be written (file) or sent (ipfix), by output.",
       labelNames: ["output"],

@@ -14,7 +14,12 @@ import { attrMap } from "./nlattr.js";
 const NETLINK_NETFILTER = 12;
 const NFNL_SUBSYS_CTNETLINK = 1;
 const IPCTNL_MSG_CT_NEW = 0;
+const IPCTNL_MSG_CT_GET = 1;
 const IPCTNL_MSG_CT_DELETE = 2;
+const NLM_F_REQUEST = 0x1;
+const NLM_F_DUMP = 0x300;
+const NLMSG_ERROR = 2;
+const NLMSG_DONE = 3;
 /** Multicast groups (linux/netfilter/nfnetlink.h). */
 export const NFNLGRP_CONNTRACK_NEW = 1;
 export const NFNLGRP_CONNTRACK_DESTROY = 3;
@@ -227,4 +232,56 @@ export class ConntrackEvents {
     this.closed = true;
     this.sock.close();
   }
+}
+
+/**
+ * Every entry of this namespace's conntrack table (both families), as the
+ * kernel lists it (each as a "new" event). For the audit trail after events
+ * were lost: what is in the table now tells which starts and ends it missed.
+ */
+export function dumpConntrack(timeoutMs = 30_000): Promise<ConntrackEvent[]> {
+  const sock = new RawNetlinkSocket(NETLINK_NETFILTER, { recvBufferSize: 4 << 20, sendBufferSize: 1 << 12 });
+  const seq = (Math.random() * 0x7fffffff) >>> 0 || 1;
+  return new Promise<ConntrackEvent[]>((resolve, reject) => {
+    const out: ConntrackEvent[] = [];
+    const done = (e?: Error) => {
+      clearTimeout(timer);
+      sock.close();
+      if (e) reject(e);
+      else resolve(out);
+    };
+    const timer = setTimeout(
+      () => done(new Error(`conntrack dump: no end after ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    sock.on("error", (e: Error) => done(e));
+    sock.on("message", (buf: Buffer) => {
+      let messages: ReturnType<typeof parseMessages>;
+      try {
+        messages = parseMessages(buf);
+      } catch (e) {
+        return done(e as Error);
+      }
+      for (const m of messages) {
+        if (m.seq !== seq) continue;
+        if (m.type === NLMSG_DONE) return done();
+        if (m.type === NLMSG_ERROR) {
+          const errno = -m.data.readInt32LE(0);
+          if (errno !== 0) return done(new Error(`conntrack dump failed: errno ${errno}`));
+          continue;
+        }
+        const ev = decodeConntrack(m.type, m.data);
+        if (ev) out.push(ev);
+      }
+    });
+    const msg = Buffer.alloc(20);
+    msg.writeUInt32LE(20, 0);
+    msg.writeUInt16LE((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET, 4);
+    msg.writeUInt16LE(NLM_F_REQUEST | NLM_F_DUMP, 6);
+    msg.writeUInt32LE(seq, 8);
+    // nfgenmsg: AF_UNSPEC (both families), version 0, res_id 0
+    sock.send(msg, {}, (e?: Error) => {
+      if (e) done(e);
+    });
+  });
 }

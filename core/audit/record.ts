@@ -28,6 +28,17 @@ export interface AuditRecord {
   pod?: PodRef;
   /** The kernel's connection id: the same in a connection's start and end (with the gateway). */
   ctId: number;
+  /**
+   * Start only: written from the kernel's table, not from the connection's
+   * event: it started before egressd watched, or its event was lost. `time`
+   * is still when it started.
+   */
+  late?: true;
+  /**
+   * End only: the connection left the kernel's table but its event was lost;
+   * `time` is when egressd noticed, and there are no counters.
+   */
+  endLost?: true;
   /** End only: when the connection started, ISO 8601 UTC. */
   started?: string;
   /** End only: packets and bytes from the pod (out) and back to it (in). */
@@ -112,6 +123,7 @@ export class ConnectionFinder {
     const k = key(r);
     if (r.event === "start") {
       const before = this.open.get(k);
+      if (before && r.late) return; // the same connection, written again from the table
       if (before) this.keep(before); // a start again: the kernel reused the id; the first never ended here
       this.open.set(k, { start: r });
     } else {

@@ -305,7 +305,12 @@ function trail(
   );
   return a;
 }
-const lines = (out: PassThrough) =>
+/** The records written so far (lines go out at the end of the event loop's turn). */
+const lines = async (out: PassThrough) => {
+  await new Promise((r) => setImmediate(r));
+  return readLines(out);
+};
+const readLines = (out: PassThrough) =>
   String(out.read() ?? "")
     .split("\n")
     .filter(Boolean)
@@ -324,7 +329,7 @@ const natted = (over: Partial<ConntrackEvent> = {}): ConntrackEvent => ({
   ...over,
 });
 
-test("audit: egressd's NATed connections to its own addresses are recorded, start and end; nothing else", (t) => {
+test("audit: egressd's NATed connections to its own addresses are recorded, start and end; nothing else", async (t) => {
   const out = new PassThrough();
   const pods = new Map([["10.244.1.10", { namespace: "shop", name: "pay-1", uid: "u-1" }]]);
   const a = trail(out, (ip) => pods.get(ip));
@@ -345,7 +350,7 @@ test("audit: egressd's NATed connections to its own addresses are recorded, star
   a.handle(natted({ id: 2, status: 0, reply: { ...natted().reply, dst: "10.244.1.10" } }));
   a.handle(natted({ id: 3, reply: { ...natted().reply, dst: "192.0.2.12" } }));
   a.handle(natted({ id: 4, mark: 0 }));
-  const got = lines(out);
+  const got = await lines(out);
   t.is(got.length, 2);
   const [start, end] = got as [AuditRecord, AuditRecord];
   t.deepEqual(
@@ -373,15 +378,78 @@ test("audit: egressd's NATed connections to its own addresses are recorded, star
   t.is(a.open, 0);
 });
 
-test("audit: a connection that started before egressd watched still ends with its policy and start time", (t) => {
+test("audit: a connection that started before egressd watched still ends with its policy and start time", async (t) => {
   const out = new PassThrough();
   const a = trail(out);
   a.handle(natted({ type: "destroy", mark: 0x00200000, stopNs: 1_700_000_000_000_000_000n }));
   a.handle(natted({ id: 9, type: "destroy", mark: 0x00300000 }));
-  const [end, unknown] = lines(out) as [AuditRecord, AuditRecord];
+  const [end, unknown] = (await lines(out)) as [AuditRecord, AuditRecord];
   t.like(end, { policy: "db", started: "2023-11-14T22:13:19.000Z", time: "2023-11-14T22:13:20.000Z" });
   t.is(end.pod, undefined);
   t.is(unknown.policy, "mark 0x300000", "a mark no policy has any more is named as it is");
+});
+
+test("audit: after lost events, the table tells which starts and ends were missed; both are written and counted", async (t) => {
+  const out = new PassThrough();
+  const a = trail(out);
+  a.handle(natted({ id: 1 }));
+  a.handle(
+    natted({ id: 2, orig: { ...natted().orig, sport: 40002 }, reply: { ...natted().reply, dport: 61002 } }),
+  );
+  await lines(out);
+  // Events were dropped: 2 ended unseen, 3 started unseen; 1 is still open. Entries that are not
+  // egressd's own are left out.
+  const three = natted({
+    id: 3,
+    orig: { ...natted().orig, sport: 40003 },
+    reply: { ...natted().reply, dport: 61003 },
+  });
+  // Entry 5 is in the table too, but its own start event was only late: it is not written twice.
+  const five = natted({ id: 5, orig: { ...natted().orig, sport: 40005 } });
+  a.repairFrom([natted({ id: 1 }), three, natted({ id: 4, mark: 0 }), five], "overrun");
+  a.handle(five);
+  const early = await lines(out);
+  t.deepEqual(
+    early.map((r) => [r.ctId, r.late]),
+    [[5, undefined]],
+    "only 5's own start: the listing's findings wait for the grace period",
+  );
+  a.settle();
+  const got = await lines(out);
+  t.is(got.length, 2);
+  const start = got.find((r) => r.event === "start")!;
+  const end = got.find((r) => r.event === "end")!;
+  t.like(start, { ctId: 3, sport: 40003, egressPort: 61003, late: true, time: "2023-11-14T22:13:19.000Z" });
+  t.like(end, {
+    ctId: 2,
+    sport: 40002,
+    egressPort: 61002,
+    endLost: true,
+    started: "2023-11-14T22:13:19.000Z",
+  });
+  t.is(end.packetsOut, undefined, "no counters for an end that was not seen");
+  t.like(a.counts, { starts: 3, lostStarts: 1, lostEnds: 1 });
+  t.is(a.open, 3);
+  // At start, the open connections are written as late starts, not counted as lost.
+  const fresh = trail(new PassThrough());
+  fresh.repairFrom([natted({ id: 9 })], "start");
+  fresh.settle();
+  t.like(fresh.counts, { starts: 1, lostStarts: 0, lostEnds: 0 });
+});
+
+test("find: a connection written again from the table (late) is the same connection", (t) => {
+  const f = new ConnectionFinder({
+    egressIP: "192.0.2.11",
+    egressPort: 40123,
+    at: Date.parse("2026-12-03T14:02:00Z"),
+    slackMs: 60_000,
+  });
+  f.add(rec({}));
+  f.add(rec({ late: true }));
+  f.add(rec({ event: "end", time: "2026-12-03T14:03:00.000Z", started: "2026-12-03T14:00:00.000Z" }));
+  const got = f.result(Date.parse("2026-12-03T15:00:00Z"));
+  t.is(got.length, 1);
+  t.truthy(got[0]!.end);
 });
 
 // --- the firewall's question ---

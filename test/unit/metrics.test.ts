@@ -42,6 +42,7 @@ const EXPECTED: Record<string, string> = {
   egressd_connection_sync_resync_states: "gauge",
   egressd_audit_records_total: "counter",
   egressd_audit_overruns_total: "counter",
+  egressd_audit_events_lost_total: "counter",
   egressd_audit_errors_total: "counter",
   egressd_audit_open_connections: "gauge",
   egressd_dataplane_restarts_total: "counter",
@@ -162,6 +163,8 @@ test("current state comes from status() at scrape time", async (t) => {
       starts: 120,
       ends: 100,
       overruns: 1,
+      lostStarts: 3,
+      lostEnds: 5,
       ignored: 7,
       writeErrors: 0,
       ipfixMessages: 30,
@@ -173,6 +176,8 @@ test("current state comes from status() at scrape time", async (t) => {
   t.is(value(f, "egressd_audit_records_total", { event: "start" }), 120);
   t.is(value(f, "egressd_audit_records_total", { event: "end" }), 100);
   t.is(value(f, "egressd_audit_overruns_total"), 1);
+  t.is(value(f, "egressd_audit_events_lost_total", { event: "start" }), 3);
+  t.is(value(f, "egressd_audit_events_lost_total", { event: "end" }), 5);
   t.is(value(f, "egressd_audit_errors_total", { output: "ipfix" }), 2);
   t.is(value(f, "egressd_audit_errors_total", { output: "file" }), 0);
   t.is(value(f, "egressd_audit_open_connections"), 20);

@@ -1,0 +1,85 @@
+// Short TCP connections at a steady rate, for the benchmarks that measure a
+// cost per new connection (bench/connections.ts, bench/audit.ts): a generator
+// script run with node -e inside the client's namespace, and the machine's CPU
+// from /proc/stat.
+import { readFileSync } from "node:fs";
+import { tryRun } from "../lib/exec.js";
+
+/**
+ * node -e GENERATOR HOST PORT RATE SECONDS SOURCES: connects RATE times a
+ * second for SECONDS from the comma-separated SOURCES in turn, closes each
+ * once connected, and prints {started, ok, failed, codes} a second after.
+ */
+export const GENERATOR = `
+const net = require("net");
+const [host, port, rate, secs, srcs] = process.argv.slice(1);
+const sources = srcs.split(",");
+let started = 0, ok = 0, failed = 0;
+const codes = {};
+const t0 = Date.now();
+const end = t0 + Number(secs) * 1000;
+const tick = setInterval(() => {
+  const now = Date.now();
+  const due = Math.min(now, end) - t0;
+  while (started < (due / 1000) * Number(rate)) {
+    const c = net.connect({ host, port: Number(port), localAddress: sources[started % sources.length] });
+    started++;
+    c.once("connect", () => { ok++; c.end(); });
+    c.once("error", (e) => { failed++; codes[e.code] = (codes[e.code] || 0) + 1; });
+  }
+  if (now >= end) {
+    clearInterval(tick);
+    setTimeout(() => { process.stdout.write(JSON.stringify({ started, ok, failed, codes }) + "\\n"); process.exit(0); }, 1000);
+  }
+}, 2);`;
+
+/** This process's hard limit on open files: the generator and the sink raise their soft limit to it. */
+export const FD_LIMIT =
+  /^Max open files\s+\d+\s+(\d+)/m.exec(readFileSync("/proc/self/limits", "utf8"))?.[1] ?? "4096";
+
+/** Jiffies of the machine (busy, total) from /proc/stat. */
+export function machineTicks(): { busy: number; total: number } {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - f[3]! - f[4]!, total };
+}
+
+export interface GeneratorResult {
+  ok: number;
+  failed: number;
+  /** Why connects failed: errno name -> count. */
+  codes: Record<string, number>;
+}
+
+/**
+ * Runs the generator in network namespace `ns` against 203.0.113.10:9001
+ * (where the benchmarks' sinks listen). Connections in flight need
+ * descriptors: at 10k/s on a loaded machine, over 1024 (the default) were
+ * open at once, and the generator's own EMFILE counted as failures; so it
+ * runs with its limit raised to the hard limit.
+ */
+export async function runGenerator(
+  ns: string,
+  rate: number,
+  seconds: number,
+  sources: readonly string[],
+): Promise<GeneratorResult> {
+  const argv = ["prlimit", `--nofile=${FD_LIMIT}`, process.execPath, "-e", GENERATOR];
+  const r = await tryRun(
+    [
+      "ip",
+      "netns",
+      "exec",
+      ns,
+      ...argv,
+      "203.0.113.10",
+      "9001",
+      String(rate),
+      String(seconds),
+      sources.join(","),
+    ],
+    { timeoutMs: (seconds + 30) * 1000 },
+  );
+  const out = JSON.parse(r.stdout.trim().split("\n").pop() ?? "{}") as Partial<GeneratorResult>;
+  return { ok: out.ok ?? 0, failed: out.failed ?? 0, codes: out.codes ?? {} };
+}
