@@ -9,6 +9,8 @@ export const DEFAULTS = {
     tableBase: 20100,
     /** Priority of the fwmark rules. */
     rulePriority: 1000,
+    /** New connections to a served destination from a source no policy allows: dropped. */
+    unmatched: "Deny" as "Deny" | "Direct",
   },
   bgp: {
     /** Seconds. A dead peer without BFD is noticed after this. */

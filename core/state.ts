@@ -78,6 +78,14 @@ export interface NatClass {
 export interface NatPlan {
   /** Bits of the packet mark egressd may use (others are preserved). */
   markMask: number;
+  /**
+   * New connections to a served destination (one of a SNAT policy's) from a
+   * source no policy decides for: "Deny" drops and counts them; absent, they
+   * are left alone.
+   */
+  unmatched?: "Deny";
+  /** Dropped connections (Deny policies, unmatched) are reported to the audit trail (NFLOG_GROUP). */
+  logDrops?: boolean;
   policies: NatPolicy[];
   classes: NatClass[];
   /** Disjoint per family: which class each source address belongs to. */

@@ -38,6 +38,8 @@ import {
   type ConntrackEvent,
 } from "../routing/ctnetlink.js";
 import { addressBytes } from "../routing/ip.js";
+import { NflogReader, type DroppedPacket } from "../routing/nflog.js";
+import { DROP_PREFIX, NFLOG_GROUP, policyKey } from "../routing/nft-render.js";
 import type { Logger } from "./log.js";
 
 const A = DEFAULTS.audit;
@@ -48,10 +50,11 @@ export const AUDIT_SYSCTLS = [
   "/proc/sys/net/netfilter/nf_conntrack_timestamp",
 ] as const;
 
-/** A policy as the audit names it: its mark (within the mask) and its name. */
+/** A policy as the audit names it: its mark (within the mask) and its name; a Deny policy's drops are recorded. */
 export interface AuditPolicy {
   name: string;
   mark: number;
+  deny?: boolean;
 }
 
 export interface AuditOptions {
@@ -69,6 +72,8 @@ export interface AuditOptions {
 export interface AuditCounts {
   starts: number;
   ends: number;
+  /** New connections dropped (Deny policies, unmatched), as logged to the NFLOG group. */
+  drops: number;
   /** Times the kernel reported dropped events (ENOBUFS). */
   overruns: number;
   /** Starts and ends whose events were lost, found by listing the table (see above). */
@@ -98,6 +103,7 @@ export class AuditTrail {
   readonly counts: AuditCounts = {
     starts: 0,
     ends: 0,
+    drops: 0,
     overruns: 0,
     lostStarts: 0,
     lostEnds: 0,
@@ -110,6 +116,9 @@ export class AuditTrail {
   private readonly now: () => number;
   private markMask = 0;
   private policies = new Map<number, string>();
+  /** A Deny policy's key (as its log prefix names it) -> its name. */
+  private denyKeys = new Map<string, string>();
+  private nflog: NflogReader | undefined;
   private own = new Set<string>();
   /** Connections started while egressd watched, by the kernel's id. */
   private readonly live = new Map<number, Live>();
@@ -142,7 +151,8 @@ export class AuditTrail {
   /** The plan in force: the policies' marks, the mark bits, and this gateway's egress IPs. */
   setPlan(policies: readonly AuditPolicy[], markMask: number, egressIPs: readonly string[]): void {
     this.markMask = markMask;
-    this.policies = new Map(policies.map((p) => [p.mark & markMask, p.name]));
+    this.policies = new Map(policies.filter((p) => !p.deny).map((p) => [p.mark & markMask, p.name]));
+    this.denyKeys = new Map(policies.filter((p) => p.deny).map((p) => [policyKey(p.name), p.name]));
     this.own = new Set(egressIPs.map(canonical));
   }
 
@@ -151,8 +161,8 @@ export class AuditTrail {
     return this.live.size;
   }
 
-  /** Opens the event socket and the outputs. Throws (and leaves nothing open) when one cannot be. */
-  start(): void {
+  /** Opens the event sockets and the outputs. Throws (and leaves nothing open) when one cannot be. */
+  async start(): Promise<void> {
     for (const path of AUDIT_SYSCTLS) writeFileSync(path, "1\n");
     const c = this.opts.config;
     try {
@@ -197,6 +207,14 @@ export class AuditTrail {
         onOverrun: () => this.overrun(),
         onError: (e) => this.opts.log.error({ err: e.message }, "conntrack event socket"),
       });
+      this.nflog = new NflogReader({
+        group: NFLOG_GROUP,
+        recvBufferSize: 1 << 20,
+        onPacket: (p) => this.dropped(p),
+        onOverrun: () => this.overrun(),
+        onError: (e) => this.opts.log.error({ err: e.message }, "NFLOG socket"),
+      });
+      await this.nflog.start();
       // Connections open before egressd watched: their starts, from the table.
       this.scheduleRepair("start", 0);
       const granted = this.events.recvBufferSize / 2;
@@ -210,6 +228,28 @@ export class AuditTrail {
       void this.stop();
       throw e;
     }
+  }
+
+  /** A new connection the gateway dropped, as its log rule reported it (public for tests). */
+  dropped(p: DroppedPacket): void {
+    if (!p.prefix.startsWith(DROP_PREFIX)) return;
+    const what = p.prefix.slice(DROP_PREFIX.length);
+    const r: AuditRecord = {
+      time: new Date(p.timeMs ?? this.now()).toISOString(),
+      event: "drop",
+      gateway: this.opts.gateway,
+      proto: protoName(p.proto),
+      src: p.src,
+      sport: p.sport,
+      dst: p.dst,
+      dport: p.dport,
+    };
+    if (what === "unmatched") r.unmatched = true;
+    else r.policy = this.denyKeys.get(what) ?? what;
+    const pod = this.opts.podAt?.(p.src);
+    if (pod) r.pod = pod;
+    this.counts.drops++;
+    if (this.out) this.write(formatRecord(r) + "\n");
   }
 
   /** Whether a conntrack entry is one of egressd's NATed connections to this gateway's addresses. */
@@ -464,6 +504,8 @@ export class AuditTrail {
     this.settle();
     this.events?.close();
     this.events = undefined;
+    this.nflog?.close();
+    this.nflog = undefined;
     if (this.templateTimer) clearInterval(this.templateTimer);
     this.templateTimer = undefined;
     if (this.ipfix) {

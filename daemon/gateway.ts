@@ -303,7 +303,7 @@ export class Gateway {
     await this.sync?.start();
     // Before the data plane is programmed: the first connection it NATs is recorded.
     this.auditPlan();
-    this.audit?.start();
+    await this.audit?.start();
     if (this.config.bgp) await this.speaker.start(this.config.bgp);
     // Program the data plane first, so the self-checks have something to check.
     this.controller.start();
@@ -318,7 +318,7 @@ export class Gateway {
     const nat = this.view.kernel.nat;
     const snat = nat.policies.filter((p) => p.deny !== true);
     this.audit.setPlan(
-      snat.map((p) => ({ name: p.name, mark: p.mark })),
+      nat.policies.map((p) => ({ name: p.name, mark: p.mark, ...(p.deny ? { deny: true } : {}) })),
       dataplaneOf(this.config).markMask,
       [...this.config.egressIPs.map((e) => e.address), ...snat.map((p) => p.egressIP)],
     );

@@ -347,7 +347,7 @@ export class Metrics {
     const audit = () => self.snapshot().audit;
     new Counter({
       name: "egressd_audit_records_total",
-      help: "Audit records of NATed connections, by event (start, end).",
+      help: "Audit records, by event: start and end of NATed connections, drop of new connections the gateway dropped.",
       labelNames: ["event"],
       registers,
       collect() {
@@ -356,6 +356,7 @@ export class Metrics {
         if (!a) return;
         this.inc({ event: "start" }, a.starts);
         this.inc({ event: "end" }, a.ends);
+        this.inc({ event: "drop" }, a.drops);
       },
     });
     new Counter({

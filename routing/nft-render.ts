@@ -21,6 +21,18 @@ export const COMMENT_PREFIX = "egressd structure ";
 export const STRUCTURE_SET = "structure";
 /** Sets and maps that are not per class (their elements follow from the policies). */
 export const FIXED_SETS = ["restore_marks", "snat_marks", STRUCTURE_SET] as const;
+/** With unmatched: Deny, the served destinations of each family (what SNAT policies send through the gateway). */
+export const SERVED_SETS = { 4: "served_v4", 6: "served_v6" } as const;
+/** The counters of unmatched connections dropped. */
+export const UNMATCHED_COUNTERS = { 4: "unmatched_v4", 6: "unmatched_v6" } as const;
+/**
+ * The NFLOG group dropped connections are logged to when the audit trail
+ * runs (its reader binds it in egressd's network namespace). Fixed, so that
+ * a table read back from the kernel tells only whether it logs.
+ */
+export const NFLOG_GROUP = 3781;
+/** The log prefix of a dropped connection: the policy's key, or "unmatched". */
+export const DROP_PREFIX = "egressd-drop ";
 
 /** A set or map of the table: its declaration and its elements (key -> map value, or "" for sets). */
 export interface NftSetSpec {
@@ -41,6 +53,10 @@ export interface NormalizedNat {
   classes: { id: number; family: Family }[];
   /** Every element-carrying set of the table, by name. */
   sets: Map<string, NftSetSpec>;
+  /** Unmatched new connections to served destinations are dropped (the served sets exist). */
+  unmatched: boolean;
+  /** Drops are logged (only where something drops: a Deny policy or unmatched). */
+  logDrops: boolean;
 }
 
 /** Names of counters for one policy (see readNatCounters in nft.ts). */
@@ -82,8 +98,11 @@ export function structureHash(
   mask: number,
   policies: readonly { key: string; family: Family; egressIP: string; mark: number }[],
   classes: readonly { id: number; family: Family }[],
+  flags: { unmatched: boolean; logDrops: boolean } = { unmatched: false, logDrops: false },
 ): string {
   const structure = {
+    // Present only when set, so that the hash of a table without them is what it always was.
+    ...(flags.unmatched || flags.logDrops ? { unmatched: flags.unmatched, logDrops: flags.logDrops } : {}),
     v: 2,
     mask: mask >>> 0,
     policies: policies
@@ -161,6 +180,8 @@ export function normalizeNat(plan: NatPlan): NormalizedNat {
     marks.add(p.mark);
   }
   const sets = new Map<string, NftSetSpec>();
+  /** Served destination intervals per family (with unmatched: Deny). */
+  const served: Record<Family, [bigint, bigint][]> = { 4: [], 6: [] };
   const classes = [...plan.classes].sort((a, b) => a.id - b.id);
   const classFamily = new Map<number, Family>();
   for (const c of classes) {
@@ -192,11 +213,20 @@ export function normalizeNat(plan: NatPlan): NormalizedNat {
       const iv = parseRange(d.interval);
       if (iv.family !== c.family)
         throw new Error(`nat plan: class ${c.id}: destination ${d.interval} is not IPv${c.family}`);
-      if (d.policy === null) continue; // exceptions: no element, so the packet is left alone
+      if (d.policy === null) {
+        // Exceptions (and Direct): left alone. With unmatched: Deny, decided with an explicit
+        // accept, so that they do not fall through to the unmatched rule.
+        if (plan.unmatched === "Deny") {
+          const key = formatInterval(iv.family, iv.lo, iv.hi);
+          dst.elements.set(key, "accept");
+        }
+        continue;
+      }
       const p = byName.get(d.policy);
       if (!p) throw new Error(`nat plan: class ${c.id}: unknown policy ${d.policy}`);
       if (p.family !== c.family)
         throw new Error(`nat plan: class ${c.id}: policy ${p.name} is IPv${p.family}`);
+      if (plan.unmatched === "Deny" && p.egressIP !== DENY) served[iv.family].push([iv.lo, iv.hi]);
       const key = formatInterval(iv.family, iv.lo, iv.hi);
       if (dst.elements.has(key)) throw new Error(`nat plan: class ${c.id}: destination ${key} twice`);
       dst.elements.set(key, `goto ${markChain(p.key)}`);
@@ -212,13 +242,43 @@ export function normalizeNat(plan: NatPlan): NormalizedNat {
     const set = sets.get(el.set)!.elements;
     for (const k of el.keys) set.set(k, "");
   }
+  const unmatched = plan.unmatched === "Deny";
+  if (unmatched)
+    for (const family of [4, 6] as const) {
+      const elements = new Map<string, string>();
+      for (const [lo, hi] of mergeIntervals(served[family])) elements.set(formatInterval(family, lo, hi), "");
+      sets.set(SERVED_SETS[family], {
+        name: SERVED_SETS[family],
+        family,
+        interval: true,
+        map: false,
+        elements,
+      });
+    }
+  const flags = {
+    unmatched,
+    logDrops: plan.logDrops === true && (unmatched || policies.some((p) => p.egressIP === DENY)),
+  };
   return {
-    structureHash: structureHash(mask, policies, classes),
+    structureHash: structureHash(mask, policies, classes, flags),
     markMask: mask,
     policies,
     classes: classes.map((c) => ({ id: c.id, family: c.family })),
     sets,
+    ...flags,
   };
+}
+
+/** Sorted, with overlapping and adjacent intervals joined. */
+function mergeIntervals(list: [bigint, bigint][]): [bigint, bigint][] {
+  const sorted = [...list].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const out: [bigint, bigint][] = [];
+  for (const [lo, hi] of sorted) {
+    const last = out[out.length - 1];
+    if (last && lo <= last[1] + 1n) last[1] = hi > last[1] ? hi : last[1];
+    else out.push([lo, hi]);
+  }
+  return out;
 }
 
 /**
@@ -318,8 +378,11 @@ function counterComments(p: NormalPolicy): [name: string, comment: string][] {
   ];
 }
 
-function markRules(p: NormalPolicy, mask: number): string[] {
-  if (p.egressIP === DENY) return [`counter name "${policyCounterNames(p).packets}"`, "drop"];
+const logRule = (what: string) => `log group ${NFLOG_GROUP} prefix "${DROP_PREFIX}${what}"`;
+
+function markRules(p: NormalPolicy, mask: number, logDrops: boolean): string[] {
+  if (p.egressIP === DENY)
+    return [`counter name "${policyCounterNames(p).packets}"`, ...(logDrops ? [logRule(p.key)] : []), "drop"];
   const keep = hex(~mask >>> 0);
   return [
     `ct mark set ct mark and ${keep} or ${hex(p.mark)}`,
@@ -335,6 +398,15 @@ function snatRules(p: NormalPolicy): string[] {
   if (p.egressIP === DENY) return [`counter name "${policyCounterNames(p).connections}"`, "drop"];
   return [`counter name "${policyCounterNames(p).connections}"`, `snat ${ipKw(p.family)} to ${p.egressIP}`];
 }
+
+/** Traffic for the gateway itself (BGP, probes' answers) is never dropped here: only forwarded traffic. */
+const unmatchedRule = (f: Family, logDrops: boolean) =>
+  [
+    `ct state new fib daddr type != local ${ipKw(f)} daddr @${SERVED_SETS[f]}`,
+    `counter name "${UNMATCHED_COUNTERS[f]}"`,
+    ...(logDrops ? [logRule("unmatched")] : []),
+    "drop",
+  ].join(" ");
 
 const classRule = (c: NormalClass) => `${ipKw(c.family)} daddr vmap @${dstMap(c.id)}`;
 
@@ -359,8 +431,15 @@ function renderTable(n: NormalizedNat): string {
   for (const p of n.policies)
     for (const [name, comment] of counterComments(p))
       L.push(`  counter ${name} {`, `    comment "${comment}"`, "  }");
+  if (n.unmatched)
+    for (const f of [4, 6] as const)
+      L.push(
+        `  counter ${UNMATCHED_COUNTERS[f]} {`,
+        `    comment "new IPv${f} connections to a served destination that no policy allows, dropped"`,
+        "  }",
+      );
   for (const p of n.policies) {
-    chain(markChain(p.key), markRules(p, mask));
+    chain(markChain(p.key), markRules(p, mask, n.logDrops));
     chain(snatChain(p.key), snatRules(p));
   }
   for (const s of n.sets.values()) L.push(setDeclaration(s));
@@ -378,7 +457,9 @@ function renderTable(n: NormalizedNat): string {
   L.push("  }");
   L.push("  chain prerouting {");
   L.push("    type filter hook prerouting priority mangle; policy accept;");
-  L.push("    ct state new goto classify");
+  // With unmatched: Deny, classify returns when no policy decided, and the unmatched rules follow.
+  L.push(`    ct state new ${n.unmatched ? "jump" : "goto"} classify`);
+  if (n.unmatched) for (const f of [4, 6] as const) L.push(`    ${unmatchedRule(f, n.logDrops)}`);
   L.push(`    ct direction original ct mark and ${hex(mask)} vmap @restore_marks`);
   L.push("  }");
   L.push("  chain postrouting {");
@@ -614,11 +695,11 @@ function structuralPatch(cur: NormalizedNat, des: NormalizedNat): NatDiff {
   for (const p of addedP) {
     addCounters(p);
     L.push(`add chain ${T} ${markChain(p.key)}`, `add chain ${T} ${snatChain(p.key)}`);
-    addRules(markChain(p.key), markRules(p, mask));
+    addRules(markChain(p.key), markRules(p, mask, des.logDrops));
     addRules(snatChain(p.key), snatRules(p));
   }
   for (const r of rewrite) {
-    if (r.mark) addRules(markChain(r.p.key), markRules(r.p, mask));
+    if (r.mark) addRules(markChain(r.p.key), markRules(r.p, mask, des.logDrops));
     if (r.snat) addRules(snatChain(r.p.key), snatRules(r.p));
   }
   // 7. added classes: sets with their elements (the map's verdicts point at policy chains that exist now), chain
@@ -669,6 +750,8 @@ function replace(desired: NormalizedNat, reason: string): NatDiff {
 export function diffNormalized(current: NormalizedNat | undefined, desired: NormalizedNat): NatDiff {
   if (!current) return replace(desired, "no current table");
   if (current.markMask !== desired.markMask) return replace(desired, "mark mask changed");
+  if (current.unmatched !== desired.unmatched || current.logDrops !== desired.logDrops)
+    return replace(desired, "unmatched or drop logging changed");
   if (current.structureHash !== desired.structureHash) return structuralPatch(current, desired);
   const patches = diffSets(current.sets, desired.sets);
   if (!patches) return replace(desired, "sets differ from the structure");

@@ -14,7 +14,9 @@ import {
   DENY,
   COMMENT_PREFIX,
   FIXED_SETS,
+  SERVED_SETS,
   STRUCTURE_SET,
+  UNMATCHED_COUNTERS,
   TABLE,
   diffNormalized,
   normalizeNat,
@@ -59,6 +61,8 @@ export interface LiveTable {
   numbers: Map<string, Set<number>>;
   counters: Set<string>;
   sets: Map<string, NftSetSpec>;
+  /** Chains with a rule that logs (a dropped connection's NFLOG report). */
+  logging: Set<string>;
 }
 
 type Json = Record<string, unknown>;
@@ -114,6 +118,7 @@ export function parseLiveTable(text: string): LiveTable {
     numbers: new Map(),
     counters: new Set(),
     sets: new Map(),
+    logging: new Set(),
   };
   for (const item of doc.nftables) {
     if (item.table) continue;
@@ -127,6 +132,11 @@ export function parseLiveTable(text: string): LiveTable {
       if (!live.numbers.has(chain)) live.numbers.set(chain, new Set());
       if (!live.snat.has(chain)) live.snat.set(chain, []);
       scanRule(rule.expr, live.numbers.get(chain)!, live.snat.get(chain)!);
+      if (
+        Array.isArray(rule.expr) &&
+        rule.expr.some((e) => typeof e === "object" && e !== null && "log" in e)
+      )
+        live.logging.add(chain);
     } else if (item.counter) live.counters.add((item.counter as Json).name as string);
     else if (item.set || item.map) {
       const isMap = Boolean(item.map);
@@ -169,12 +179,12 @@ export async function readLiveTable(): Promise<LiveTable | undefined> {
 export function expectedChains(n: NormalizedNat): Map<string, number> {
   const m = new Map<string, number>();
   for (const p of n.policies) {
-    m.set(`mark_${p.key}`, p.egressIP === DENY ? 2 : 4);
+    m.set(`mark_${p.key}`, p.egressIP === DENY ? (n.logDrops ? 3 : 2) : 4);
     m.set(`snat_${p.key}`, 2);
   }
   for (const c of n.classes) m.set(`class_${c.id}`, 1);
   m.set("classify", n.classes.length * 2);
-  m.set("prerouting", 2);
+  m.set("prerouting", n.unmatched ? 4 : 2);
   m.set("postrouting", 1);
   return m;
 }
@@ -189,6 +199,12 @@ export function liveMatchesStructure(live: LiveTable, n: NormalizedNat): boolean
     const c = policyCounterNames(p);
     return [c.packets, c.connections];
   });
+  if (n.unmatched) counters.push(UNMATCHED_COUNTERS[4], UNMATCHED_COUNTERS[6]);
+  // Logging shows in the chains that drop: a Deny policy's, and prerouting with unmatched.
+  const logs = n.logDrops;
+  for (const [chain] of chains)
+    if ((chain === "prerouting" && n.unmatched) || (chain.startsWith("mark_") && chains.get(chain) !== 4))
+      if (live.logging.has(chain) !== logs) return false;
   if (counters.length !== live.counters.size || !counters.every((c) => live.counters.has(c))) return false;
   // the two mark maps are structural too: check them here, the rest by element diff
   const want = n.policies.map((p) => String(p.mark));
@@ -221,7 +237,8 @@ export function normalizedFromLive(live: LiveTable, markMask: number): Normalize
     const mark = Number(markText) >>> 0;
     if (!key || snatMarks.elements.get(markText) !== `goto snat_${key}`) return undefined;
     const targets = live.snat.get(`snat_${key}`) ?? [];
-    if (targets.length === 0 && live.chains.get(`mark_${key}`) === 2) {
+    const denyRules = live.chains.get(`mark_${key}`);
+    if (targets.length === 0 && (denyRules === 2 || denyRules === 3)) {
       // A Deny policy (counter, drop): its family is that of the class maps that send traffic to it.
       policies.push({ name: key, key, family: 4, egressIP: DENY, mark, uplinkInterface: "", deny: true });
       continue;
@@ -241,6 +258,11 @@ export function normalizedFromLive(live: LiveTable, markMask: number): Normalize
   const kinds = { hosts: [false, false], nets: [true, false], dst: [true, true] } as const;
   for (const [name, spec] of live.sets) {
     if ((FIXED_SETS as readonly string[]).includes(name)) continue;
+    if (name === SERVED_SETS[4] || name === SERVED_SETS[6]) {
+      if (!spec.interval || spec.map) return undefined;
+      sets.set(name, spec);
+      continue;
+    }
     const m = /^c(\d+)_(hosts|nets|dst)$/.exec(name);
     if (!m) return undefined;
     const id = Number(m[1]);
@@ -250,7 +272,8 @@ export function normalizedFromLive(live: LiveTable, markMask: number): Normalize
     classes.set(id, spec.family);
     sets.set(name, spec);
   }
-  if (sets.size !== classes.size * 3) return undefined;
+  const unmatched = sets.has(SERVED_SETS[4]) || sets.has(SERVED_SETS[6]);
+  if (sets.size !== classes.size * 3 + (unmatched ? 2 : 0)) return undefined;
   for (const p of policies) {
     if (p.egressIP !== DENY) continue;
     const target = `goto mark_${p.key}`;
@@ -261,8 +284,17 @@ export function normalizedFromLive(live: LiveTable, markMask: number): Normalize
       }
   }
   const classList = [...classes].sort((a, b) => a[0] - b[0]).map(([id, family]) => ({ id, family }));
-  const hash = structureHash(mask, policies, classList);
-  const n: NormalizedNat = { structureHash: hash, markMask: mask, policies, classes: classList, sets };
+  const logDrops = live.logging.size > 0;
+  const flags = { unmatched, logDrops };
+  const hash = structureHash(mask, policies, classList, flags);
+  const n: NormalizedNat = {
+    structureHash: hash,
+    markMask: mask,
+    policies,
+    classes: classList,
+    sets,
+    ...flags,
+  };
   return liveMatchesStructure(live, n) ? n : undefined;
 }
 

@@ -11,23 +11,29 @@ export interface PodRef {
 }
 
 export interface AuditRecord {
-  /** When it happened (start: the connection's first packet; end: when the kernel forgot it), ISO 8601 UTC. */
+  /**
+   * When it happened, ISO 8601 UTC. start: the connection's first packet;
+   * end: when the kernel forgot it; drop: when the gateway dropped it.
+   */
   time: string;
-  event: "start" | "end";
+  /** drop: a new connection the gateway dropped (a Deny policy's, or one no policy allows). */
+  event: "start" | "end" | "drop";
   gateway: string;
-  /** The data-plane policy that NATed it (a cluster policy's data-plane name). */
-  policy: string;
+  /** The data-plane policy that NATed (or denied) it (a cluster policy's data-plane name). */
+  policy?: string;
+  /** drop only: no policy allows it (dataplane.unmatched: Deny). */
+  unmatched?: true;
   proto: string;
   src: string;
   sport: number;
-  /** The address and port the source was translated to: what the firewall sees. */
-  egressIP: string;
-  egressPort: number;
+  /** start and end: the address and port the source was translated to, what the firewall sees. */
+  egressIP?: string;
+  egressPort?: number;
   dst: string;
   dport: number;
   pod?: PodRef;
-  /** The kernel's connection id: the same in a connection's start and end (with the gateway). */
-  ctId: number;
+  /** start and end: the kernel's connection id, the same in a connection's start and end (with the gateway). */
+  ctId?: number;
   /**
    * Start only: written from the kernel's table, not from the connection's
    * event: it started before egressd watched, or its event was lost. `time`
@@ -74,10 +80,10 @@ export function parseRecord(line: string): AuditRecord | undefined {
   }
   if (typeof v !== "object" || v === null) return undefined;
   const r = v as Record<string, unknown>;
-  if (r.event !== "start" && r.event !== "end") return undefined;
+  if (r.event !== "start" && r.event !== "end" && r.event !== "drop") return undefined;
   if (!isStr(r.time) || Number.isNaN(Date.parse(r.time))) return undefined;
-  if (![r.gateway, r.policy, r.proto, r.src, r.egressIP, r.dst].every(isStr)) return undefined;
-  if (![r.sport, r.egressPort, r.dport].every(isPort)) return undefined;
+  if (![r.gateway, r.proto, r.src, r.dst].every(isStr) || ![r.sport, r.dport].every(isPort)) return undefined;
+  if (r.event !== "drop" && !(isStr(r.policy) && isStr(r.egressIP) && isPort(r.egressPort))) return undefined;
   return v as AuditRecord;
 }
 
@@ -116,7 +122,7 @@ export class ConnectionFinder {
 
   add(r: AuditRecord): void {
     const q = this.q;
-    if (r.egressIP !== q.egressIP) return;
+    if (r.event === "drop" || r.egressIP !== q.egressIP) return;
     if (q.egressPort !== undefined && r.egressPort !== q.egressPort) return;
     if (q.dst !== undefined && r.dst !== q.dst) return;
     if (q.dport !== undefined && r.dport !== q.dport) return;

@@ -202,8 +202,23 @@ export const DataplaneSchema = Type.Object(
         description: "Priority of egressd's fwmark policy-routing rules (before the main table's 32766).",
       }),
     ),
+    unmatched: Type.Optional(
+      Type.Unsafe<"Deny" | "Direct">({
+        type: "string",
+        enum: ["Deny", "Direct"],
+        default: DEFAULTS.unmatched,
+        description:
+          "New connections to a destination this gateway serves (a SNAT policy's) from a source that no policy " +
+          "allows. Deny (the default): dropped, counted, and recorded in the audit trail. Direct: forwarded as " +
+          "they are, not NATed (what egressd did before this setting; the firewall behind sees the pod's address).",
+      }),
+    ),
   },
-  { ...Strict, description: "Kernel resources egressd uses: mark bits, routing tables, rule priority." },
+  {
+    ...Strict,
+    description:
+      "Kernel resources egressd uses (mark bits, routing tables, rule priority), and what it does with traffic no policy allows.",
+  },
 );
 
 export const ConfigSchema = Type.Object(

@@ -118,7 +118,14 @@ export function plan(config: Config, nat: NatResult = flattenNat(policyModels(co
     addresses,
     routes,
     rules,
-    nat: { markMask: dp.markMask, policies: natPolicies, classes: nat.classes, sources: nat.sources },
+    nat: {
+      markMask: dp.markMask,
+      policies: natPolicies,
+      classes: nat.classes,
+      sources: nat.sources,
+      ...(dp.unmatched === "Deny" ? { unmatched: "Deny" as const } : {}),
+      ...(config.audit ? { logDrops: true } : {}),
+    },
   };
   const guard = guardPlan(config);
   if (guard) state.guard = guard;

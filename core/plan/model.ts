@@ -10,6 +10,7 @@ export interface Dataplane {
   markMask: number;
   tableBase: number;
   rulePriority: number;
+  unmatched: "Deny" | "Direct";
 }
 
 export function dataplaneOf(config: Pick<Config, "dataplane">): Dataplane {
@@ -17,6 +18,7 @@ export function dataplaneOf(config: Pick<Config, "dataplane">): Dataplane {
     markMask: config.dataplane?.markMask ?? DEFAULTS.markMask,
     tableBase: config.dataplane?.tableBase ?? DEFAULTS.tableBase,
     rulePriority: config.dataplane?.rulePriority ?? DEFAULTS.rulePriority,
+    unmatched: config.dataplane?.unmatched ?? DEFAULTS.unmatched,
   };
 }
 

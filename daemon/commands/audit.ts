@@ -60,12 +60,12 @@ const endpoint = (address: string, port: number) =>
 /** A connection as the command prints it. */
 export function describe(c: AuditedConnection): string[] {
   const r = (c.start ?? c.end)!;
-  const lines = [`${endpoint(r.egressIP, r.egressPort)} -> ${endpoint(r.dst, r.dport)} ${r.proto}`];
+  const lines = [`${endpoint(r.egressIP!, r.egressPort!)} -> ${endpoint(r.dst, r.dport)} ${r.proto}`];
   const pod = c.start?.pod ?? c.end?.pod;
   lines.push(
     `  pod       ${pod ? `${pod.namespace}/${pod.name} (uid ${pod.uid})` : "unknown (no Kubernetes input, or not a pod's address)"}`,
     `  source    ${endpoint(r.src, r.sport)}`,
-    `  policy    ${r.policy} on gateway ${r.gateway}`,
+    `  policy    ${r.policy!} on gateway ${r.gateway}`,
     `  started   ${c.start?.time ?? c.end?.started ?? "before the trail"}`,
     `  ended     ${c.end?.time ?? "not in the trail (still open, or its end was not recorded)"}`,
   );

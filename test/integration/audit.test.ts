@@ -6,7 +6,7 @@
 // what Debian's nfcapd collected over IPFIX (read back with nfdump), and
 // `egressd audit find` must answer the firewall's question from it.
 import { NODE_FLAGS } from "../../daemon/node-flags.js";
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
 import { mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -58,8 +58,18 @@ interface Made {
   egressPort: number;
 }
 
-test("every NATed connection is in the JSON trail and in nfdump, and `audit find` names its source", async (t) => {
-  const s = sandbox(t, "au");
+/**
+ * The pod -- gw -- srv topology with the "address port" server, and egressd in
+ * the gateway's namespace with `policies` and an audit trail (and nfcapd as
+ * its IPFIX collector, with `ipfix`).
+ */
+async function auditedGateway(
+  t: ExecutionContext,
+  tag: string,
+  policies: string,
+  opts: { ipfix?: boolean } = {},
+) {
+  const s = sandbox(t, tag);
   await buildTopology(s);
   spawnDetached(["node", "-e", SERVER_JS], { netns: s.ns("srv") });
   const dir = mkdtempSync(join(tmpdir(), "egressd-audit-"));
@@ -68,20 +78,19 @@ test("every NATed connection is in the JSON trail and in nfdump, and `audit find
   const flows = join(dir, "flows");
   // TIME_WAIT ends after 1 s here, so each connection's end comes soon after it closes.
   await s.exec("gw", ["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_timeout_time_wait=1"]);
-
-  // Debian's IPFIX collector, in the gateway's namespace.
-  await run(["mkdir", "-p", flows]);
-  const nfcapd = spawnDetached(
-    ["nfcapd", "-w", flows, "-p", String(IPFIX_PORT), "-b", "127.0.0.1", "-t", "3600"],
-    {
-      netns: s.ns("gw"),
-      logFile: openSync(join(dir, "nfcapd.log"), "a"),
-    },
-  );
-  t.teardown(() => {
-    if (isRunning(nfcapd)) process.kill(nfcapd, "SIGKILL");
-  });
-
+  let nfcapd: number | undefined;
+  if (opts.ipfix) {
+    // Debian's IPFIX collector, in the gateway's namespace.
+    await run(["mkdir", "-p", flows]);
+    const pid = spawnDetached(
+      ["nfcapd", "-w", flows, "-p", String(IPFIX_PORT), "-b", "127.0.0.1", "-t", "3600"],
+      { netns: s.ns("gw"), logFile: openSync(join(dir, "nfcapd.log"), "a") },
+    );
+    nfcapd = pid;
+    t.teardown(() => {
+      if (isRunning(pid)) process.kill(pid, "SIGKILL");
+    });
+  }
   const config = join(dir, "egressd.yaml");
   writeFileSync(
     config,
@@ -91,22 +100,20 @@ egressIPs:
   - { address: "2001:db8:e::11", interface: lo }
 uplinks: [{ name: u1, interface: u1, nextHop: 100.64.1.2, nextHop6: "2001:db8:a::2" }]
 policies:
-  - { name: web, sources: [10.244.1.10], destinations: [203.0.113.0/24], egressIP: 192.0.2.11, uplink: u1 }
-  - { name: web6, sources: ["fd00:244::10"], destinations: ["2001:db8:100::/64"], egressIP: "2001:db8:e::11", uplink: u1 }
+${policies}
 audit:
   file: ${trail}
-  ipfix: { collector: 127.0.0.1, port: ${IPFIX_PORT}, observationDomain: 7 }
-`,
+${opts.ipfix ? `  ipfix: { collector: 127.0.0.1, port: ${IPFIX_PORT}, observationDomain: 7 }\n` : ""}`,
   );
   const logFile = join(dir, "egressd.log");
   const pid = spawnDetached(["node", ...NODE_FLAGS, CLI, "run", "-c", config, "--run-dir", dir], {
     netns: s.ns("gw"),
     logFile: openSync(logFile, "a"),
   });
-  let passed = false;
+  const state = { passed: false };
   t.teardown(() => {
     if (isRunning(pid)) process.kill(pid, "SIGKILL");
-    if (!passed)
+    if (!state.passed)
       console.error(`egressd log:\n${readFileSync(logFile, "utf8").split("\n").slice(-30).join("\n")}`);
   });
   await waitFor(
@@ -114,7 +121,24 @@ audit:
     async () => (await s.tryExec("gw", ["curl", "-sf", "http://127.0.0.1:9469/readyz"])).code === 0,
     30_000,
   );
+  const records = () =>
+    existsSync(trail)
+      ? readFileSync(trail, "utf8")
+          .split("\n")
+          .map(parseRecord)
+          .filter((r): r is AuditRecord => r !== undefined)
+      : [];
+  return { s, dir, trail, flows, pid, nfcapd, state, records };
+}
 
+test("every NATed connection is in the JSON trail and in nfdump, and `audit find` names its source", async (t) => {
+  const { s, trail, flows, pid, nfcapd, state, records } = await auditedGateway(
+    t,
+    "au",
+    `  - { name: web, sources: [10.244.1.10], destinations: [203.0.113.0/24], egressIP: 192.0.2.11, uplink: u1 }
+  - { name: web6, sources: ["fd00:244::10"], destinations: ["2001:db8:100::/64"], egressIP: "2001:db8:e::11", uplink: u1 }`,
+    { ipfix: true },
+  );
   const made: Made[] = [];
   const connect = async (dst: string, local: string) => {
     const { stdout } = await s.exec("pod", ["node", "-e", CLIENT_JS, dst, local], 10_000);
@@ -129,21 +153,11 @@ audit:
   };
   for (let i = 0; i < 3; i++) await connect("203.0.113.10", "10.244.1.10");
   await connect("2001:db8:100::10", "fd00:244::10");
-  // A source no policy selects is not NATed, so it is not in the trail.
-  await connect("203.0.113.10", "10.244.1.11");
-  t.is(made[4]!.egressIP, "10.244.1.11");
   t.deepEqual(
     made.slice(0, 4).map((m) => m.egressIP),
     ["192.0.2.11", "192.0.2.11", "192.0.2.11", "2001:db8:e::11"],
   );
 
-  const records = () =>
-    existsSync(trail)
-      ? readFileSync(trail, "utf8")
-          .split("\n")
-          .map(parseRecord)
-          .filter((r): r is AuditRecord => r !== undefined)
-      : [];
   await waitFor(
     "4 starts and 4 ends in the trail",
     async () => {
@@ -220,8 +234,8 @@ audit:
   // IPFIX: egressd flushes on stop; nfcapd writes its file when it stops.
   process.kill(pid, "SIGTERM");
   await waitFor("egressd stopped", () => !isRunning(pid), 20_000);
-  process.kill(nfcapd, "SIGTERM");
-  await waitFor("nfcapd stopped", () => !isRunning(nfcapd), 10_000);
+  process.kill(nfcapd!, "SIGTERM");
+  await waitFor("nfcapd stopped", () => !isRunning(nfcapd!), 10_000);
   const files = readdirSync(flows).filter((f) => /^nfcapd\.\d+$/.test(f));
   t.true(files.length >= 1, `nfcapd wrote no file: ${readdirSync(flows).join(", ")}`);
   const flowsSeen: Record<string, string | number>[] = [];
@@ -255,5 +269,68 @@ audit:
   const mine6 = flowsSeen.filter((f) => f.src6_addr === v6.src && Number(f.src_port) === v6.sport);
   t.is(mine6.length, 2);
   t.true(mine6.every((f) => Number(f.src_xlt_port) === v6.egressPort));
-  passed = true;
+  state.passed = true;
+});
+
+test("a Deny policy and a source no policy allows: dropped, counted and recorded; an exception passes un-NATed", async (t) => {
+  const { s, state, records } = await auditedGateway(
+    t,
+    "ad",
+    `  - { name: web, sources: [10.244.1.10], destinations: [203.0.113.0/24], exceptions: [203.0.113.200/32], egressIP: 192.0.2.11, uplink: u1 }
+  - { name: block, sources: [10.244.1.12], destinations: [203.0.113.0/24], action: Deny }`,
+  );
+  await s.sh("pod", "ip addr add 10.244.1.12/24 dev p0");
+  const attempt = (dst: string, local: string) =>
+    s.tryExec("pod", ["node", "-e", CLIENT_JS, dst, local], 10_000);
+
+  // Allowed: NATed; an exception of the same policy: forwarded as it is.
+  t.regex((await attempt("203.0.113.10", "10.244.1.10")).stdout, / 192\.0\.2\.11 /);
+  t.regex((await attempt("203.0.113.200", "10.244.1.10")).stdout, / 10\.244\.1\.10 /);
+  // Denied by policy, and allowed by none (the default, dataplane.unmatched: Deny): nothing comes back.
+  const denied = await attempt("203.0.113.10", "10.244.1.12");
+  const unmatched = await attempt("203.0.113.10", "10.244.1.11");
+  t.is(denied.code, 3, "the connect timed out");
+  t.is(unmatched.code, 3, "the connect timed out");
+
+  await waitFor("drop records", () => records().filter((r) => r.event === "drop").length >= 2, 10_000);
+  const drops = records().filter((r) => r.event === "drop");
+  const byPolicy = drops.filter((r) => r.policy === "block");
+  const byNone = drops.filter((r) => r.unmatched === true);
+  // Each SYN the client sent (its retries too) was a new connection dropped and recorded.
+  t.true(byPolicy.length >= 1 && byNone.length >= 1, JSON.stringify(drops));
+  for (const r of byPolicy)
+    t.like(r, { gateway: "gw-au", proto: "tcp", src: "10.244.1.12", dst: "203.0.113.10", dport: PORT });
+  for (const r of byNone)
+    t.like(r, { gateway: "gw-au", proto: "tcp", src: "10.244.1.11", dst: "203.0.113.10", dport: PORT });
+  t.is(drops.length, byPolicy.length + byNone.length);
+  // The exception was neither dropped nor NATed, so it is in no record.
+  t.false(records().some((r) => r.dst === "203.0.113.200"));
+
+  // Counted in the kernel, and every count is a record (a retried SYN still in flight is
+  // counted before its record is written: compared once both have settled).
+  const counts = async () => {
+    const c = JSON.parse(
+      (await s.exec("gw", ["/usr/sbin/nft", "-j", "list", "counters", "table", "inet", "egressd"])).stdout,
+    ) as { nftables: { counter?: { name: string; packets: number } }[] };
+    const count = (name: string) => c.nftables.find((i) => i.counter?.name === name)?.counter?.packets;
+    const r = records().filter((x) => x.event === "drop");
+    return {
+      kernel: [count("unmatched_v4"), count("pkts_block")],
+      records: [r.filter((x) => x.unmatched).length, r.filter((x) => x.policy === "block").length],
+    };
+  };
+  await waitFor(
+    "records equal to the kernel's counts",
+    async () => {
+      const c = await counts();
+      return c.kernel[0] === c.records[0] && c.kernel[1] === c.records[1];
+    },
+    10_000,
+  ).catch(async (e: Error) => {
+    throw new Error(`${e.message}: ${JSON.stringify(await counts())}`);
+  });
+  const settled = records().filter((r) => r.event === "drop");
+  const metrics = (await s.exec("gw", ["curl", "-sf", "http://127.0.0.1:9469/metrics"])).stdout;
+  t.regex(metrics, new RegExp(`^egressd_audit_records_total\\{event="drop"\\} ${settled.length}$`, "m"));
+  state.passed = true;
 });

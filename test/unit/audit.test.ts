@@ -18,6 +18,8 @@ import {
 } from "../../routing/ctnetlink.js";
 import { addressBytes } from "../../routing/ip.js";
 import { attr, nested as nest } from "../../routing/nlattr.js";
+import { decodeNflog, parseIpHeader } from "../../routing/nflog.js";
+import { policyKey } from "../../routing/nft-render.js";
 import { IE, IpfixExporter, NAT_EVENT, TEMPLATE_ID, type NatEventRecord } from "../../core/audit/ipfix.js";
 import { ConnectionFinder, parseRecord, parseWhen, type AuditRecord } from "../../core/audit/record.js";
 import { AuditTrail } from "../../daemon/audit.js";
@@ -553,4 +555,127 @@ test("config: the audit section's errors name the field", (t) => {
     'audit.ipfix.collector: "collector.example" is not an IP address',
   ]);
   t.true(errors("audit: { file: /a, rotateSize: 10 }")[0]!.startsWith("audit.rotateSize"));
+});
+
+// --- drops, from NFLOG ---
+
+function ipPacket(
+  family: 4 | 6,
+  src: string,
+  dst: string,
+  proto: number,
+  sport: number,
+  dport: number,
+): Buffer {
+  const l4 = Buffer.alloc(8);
+  l4.writeUInt16BE(sport, 0);
+  l4.writeUInt16BE(dport, 2);
+  if (family === 4) {
+    const h = Buffer.alloc(20);
+    h[0] = 0x45;
+    h[9] = proto;
+    addressBytes(src).copy(h, 12);
+    addressBytes(dst).copy(h, 16);
+    return Buffer.concat([h, l4]);
+  }
+  const h = Buffer.alloc(40);
+  h[0] = 0x60;
+  h[6] = proto;
+  addressBytes(src).copy(h, 8);
+  addressBytes(dst).copy(h, 24);
+  return Buffer.concat([h, l4]);
+}
+
+function nflogMessage(prefix: string, payload: Buffer, timeSec?: bigint): { type: number; data: Buffer } {
+  const parts = [attr(10, Buffer.from(prefix + "\0")), attr(9, payload)];
+  if (timeSec !== undefined) {
+    const ts = Buffer.alloc(16);
+    ts.writeBigUInt64BE(timeSec, 0);
+    ts.writeBigUInt64BE(250_000n, 8);
+    parts.push(attr(3, ts));
+  }
+  return { type: (4 << 8) | 0, data: Buffer.concat([Buffer.from([2, 0, 0, 0]), ...parts]) };
+}
+
+test("nflog: a logged packet gives its prefix, addresses, protocol and ports; a short or foreign one nothing", (t) => {
+  fc.assert(
+    fc.property(
+      fc
+        .oneof(fc.constant(4 as const), fc.constant(6 as const))
+        .chain((f) =>
+          fc.tuple(
+            fc.constant(f),
+            f === 4 ? ip4 : ip6,
+            f === 4 ? ip4 : ip6,
+            fc.constantFrom(6, 17, 1),
+            port,
+            port,
+          ),
+        ),
+      fc.nat(),
+      ([family, src, dst, proto, sport, dport], cut) => {
+        const packet = ipPacket(family, src, dst, proto, sport, dport);
+        const m = nflogMessage("egressd-drop unmatched", packet, 1_700_000_000n);
+        const got = decodeNflog(m.type, m.data)!;
+        t.like(got, { prefix: "egressd-drop unmatched", family, src, dst, proto, timeMs: 1_700_000_000_250 });
+        t.deepEqual([got.sport, got.dport], proto === 1 ? [0, 0] : [sport, dport]);
+        // Any shorter payload: all of it or nothing, never a throw.
+        const short = parseIpHeader(packet.subarray(0, cut % packet.length));
+        if (short) t.is(short.src, src);
+      },
+    ),
+  );
+  t.is(parseIpHeader(Buffer.from([0x45, 0, 0])), undefined);
+  t.is(parseIpHeader(Buffer.from([0x15])), undefined, "not IPv4 or IPv6");
+  const other = nflogMessage("x", ipPacket(4, "10.0.0.1", "10.0.0.2", 6, 1, 2));
+  t.is(decodeNflog((1 << 8) | 0, other.data), undefined, "a ctnetlink message is not a log message");
+});
+
+test("audit: a dropped connection is a drop record, named by its Deny policy or as unmatched", async (t) => {
+  const out = new PassThrough();
+  const a = trail(out, (ip) =>
+    ip === "10.244.1.12" ? { namespace: "shop", name: "bad", uid: "u-9" } : undefined,
+  );
+  a.setPlan(
+    [
+      { name: "web", mark: 0x00100000 },
+      { name: "block.it", mark: 0x00200000, deny: true },
+    ],
+    MASK,
+    ["192.0.2.11"],
+  );
+  const p = {
+    family: 4 as const,
+    dst: "203.0.113.10",
+    proto: 6,
+    sport: 40000,
+    dport: 443,
+    timeMs: 1_700_000_000_000,
+  };
+  a.dropped({ ...p, prefix: "egressd-drop unmatched", src: "10.244.1.11" });
+  a.dropped({ ...p, prefix: `egressd-drop ${policyKey("block.it")}`, src: "10.244.1.12" });
+  a.dropped({ ...p, prefix: "someone else's log", src: "10.244.1.13" });
+  const [unmatched, denied, ...rest] = await lines(out);
+  t.deepEqual(rest, []);
+  t.deepEqual(unmatched, {
+    time: "2023-11-14T22:13:20.000Z",
+    event: "drop",
+    gateway: "gw-1",
+    unmatched: true,
+    proto: "tcp",
+    src: "10.244.1.11",
+    sport: 40000,
+    dst: "203.0.113.10",
+    dport: 443,
+  });
+  t.like(denied, {
+    policy: "block.it",
+    src: "10.244.1.12",
+    pod: { namespace: "shop", name: "bad", uid: "u-9" },
+  });
+  t.is(a.counts.drops, 2);
+  // The firewall's question never finds a drop: it used no egress address.
+  const f = new ConnectionFinder({ egressIP: "192.0.2.11", at: 1_700_000_000_000, slackMs: 60_000 });
+  f.add(unmatched!);
+  t.deepEqual(f.result(1_700_000_000_000), []);
 });

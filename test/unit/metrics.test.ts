@@ -162,6 +162,7 @@ test("current state comes from status() at scrape time", async (t) => {
     audit: {
       starts: 120,
       ends: 100,
+      drops: 9,
       overruns: 1,
       lostStarts: 3,
       lostEnds: 5,
@@ -175,6 +176,7 @@ test("current state comes from status() at scrape time", async (t) => {
   f = await scrape(m);
   t.is(value(f, "egressd_audit_records_total", { event: "start" }), 120);
   t.is(value(f, "egressd_audit_records_total", { event: "end" }), 100);
+  t.is(value(f, "egressd_audit_records_total", { event: "drop" }), 9);
   t.is(value(f, "egressd_audit_overruns_total"), 1);
   t.is(value(f, "egressd_audit_events_lost_total", { event: "start" }), 3);
   t.is(value(f, "egressd_audit_events_lost_total", { event: "end" }), 5);

@@ -542,3 +542,35 @@ test("a run split by a pod that moves to another class is one address out of one
   t.is(sourcePatches(current, add, []), undefined);
   t.is(sourcePatches(current, [], remove), undefined);
 });
+
+test("unmatched: Deny: exceptions are an explicit accept, served sets hold the SNAT policies' destinations, drops are counted and logged", (t) => {
+  const p = plan();
+  p.policies[1] = { name: "b", family: 4, deny: true, egressIP: "", mark: 0x200, uplinkInterface: "" };
+  p.unmatched = "Deny";
+  p.logDrops = true;
+  const n = normalizeNat(p);
+  t.true(n.unmatched && n.logDrops);
+  // b denies 198.51.100.0/24: not served; a's /25 is; its exception is no served destination.
+  t.deepEqual([...n.sets.get("served_v4")!.elements.keys()], ["203.0.113.0/25"]);
+  t.deepEqual([...n.sets.get("served_v6")!.elements.keys()], ["2001:db8:100::/48"]);
+  t.is(n.sets.get("c1_dst")!.elements.get("203.0.113.128/25"), "accept");
+  const text = renderNftRuleset(n);
+  t.regex(text, /ct state new jump classify\n/);
+  t.regex(
+    text,
+    /ct state new fib daddr type != local ip daddr @served_v4 counter name "unmatched_v4" log group 3781 prefix "egressd-drop unmatched" drop/,
+  );
+  t.regex(
+    text,
+    /chain mark_b \{\n {4}counter name "pkts_b"\n {4}log group 3781 prefix "egressd-drop b"\n {4}drop\n/,
+  );
+  // Without it, the table is what it was: the same structure hash, goto, no served sets.
+  const off = normalizeNat(plan());
+  t.false(off.unmatched || off.logDrops);
+  t.is(off.sets.get("served_v4"), undefined);
+  t.is(off.structureHash, structureHash(off.markMask, off.policies, off.classes));
+  // Logging without anything that drops changes nothing.
+  const quiet = plan();
+  quiet.logDrops = true;
+  t.is(normalizeNat(quiet).structureHash, off.structureHash);
+});

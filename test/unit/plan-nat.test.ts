@@ -185,7 +185,13 @@ test("no gateway: destinations left alone; only holes in gateway policies are li
   );
   // Sources that only have no-gateway policies are not classified at all.
   const only = planValid(config([direct]));
-  t.deepEqual(only.nat, { markMask: 0x0ff00000, policies: [], classes: [], sources: [] });
+  t.deepEqual(only.nat, {
+    markMask: 0x0ff00000,
+    policies: [],
+    classes: [],
+    sources: [],
+    unmatched: "Deny",
+  });
   t.deepEqual(only.rules, []);
   t.deepEqual(only.routes, []);
   // A less specific no-gateway destination loses to a more specific gateway one.
