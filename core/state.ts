@@ -75,6 +75,11 @@ export interface NatClass {
   destinations: { interval: NftInterval; policy: string | null }[];
 }
 
+export interface SnatPorts {
+  range?: [number, number];
+  mode?: "random" | "fully-random" | "persistent";
+}
+
 export interface NatPlan {
   /** Bits of the packet mark egressd may use (others are preserved). */
   markMask: number;
@@ -86,6 +91,12 @@ export interface NatPlan {
   unmatched?: "Deny";
   /** Dropped connections (Deny policies, unmatched) are reported to the audit trail (NFLOG_GROUP). */
   logDrops?: boolean;
+  /**
+   * How source ports are chosen: the range translated TCP, UDP and SCTP
+   * sources take their port from (absent: the kernel's choice, 1024-65535 for
+   * unprivileged ports), and the kernel's allocation mode.
+   */
+  snat?: SnatPorts;
   policies: NatPolicy[];
   classes: NatClass[];
   /** Disjoint per family: which class each source address belongs to. */

@@ -43,6 +43,24 @@ import { DROP_PREFIX, NFLOG_GROUP, policyKey } from "../routing/nft-render.js";
 import type { Logger } from "./log.js";
 
 const A = DEFAULTS.audit;
+/** Destinations whose port use is exported one by one: the fullest ones (bounded cardinality). */
+export const PORT_TOP = 10;
+const PORTED = new Set([6, 17, 132]);
+
+export interface PortUse {
+  egressIP: string;
+  protocol: string;
+  /** address:port ([address]:port for IPv6) */
+  destination: string;
+  inUse: number;
+  available: number;
+}
+
+export interface PortUsage {
+  top: PortUse[];
+  /** Per egress IP of this gateway: its fullest destination's ports in use over the ports available. */
+  fullest: Map<string, number>;
+}
 
 /** Per-namespace switches the records need: byte and packet counts, and start and stop times. */
 export const AUDIT_SYSCTLS = [
@@ -120,6 +138,9 @@ export class AuditTrail {
   private denyKeys = new Map<string, string>();
   private nflog: NflogReader | undefined;
   private own = new Set<string>();
+  /** Ports in use per egress IP, protocol and destination ("192.0.2.11 tcp 198.51.100.7:5432"). */
+  private readonly ports = new Map<string, number>();
+  private portsAvailable = 64512;
   /** Connections started while egressd watched, by the kernel's id. */
   private readonly live = new Map<number, Live>();
   private events: ConntrackEvents | undefined;
@@ -148,12 +169,53 @@ export class AuditTrail {
     if (opts.config.file === "-") this.out = opts.stdout ?? process.stdout;
   }
 
-  /** The plan in force: the policies' marks, the mark bits, and this gateway's egress IPs. */
-  setPlan(policies: readonly AuditPolicy[], markMask: number, egressIPs: readonly string[]): void {
+  /**
+   * The plan in force: the policies' marks, the mark bits, this gateway's
+   * egress IPs, and the SNAT port range (absent: the kernel's, 1024-65535).
+   */
+  setPlan(
+    policies: readonly AuditPolicy[],
+    markMask: number,
+    egressIPs: readonly string[],
+    portRange: readonly [number, number] = [1024, 65535],
+  ): void {
+    this.portsAvailable = portRange[1] - portRange[0] + 1;
     this.markMask = markMask;
     this.policies = new Map(policies.filter((p) => !p.deny).map((p) => [p.mark & markMask, p.name]));
     this.denyKeys = new Map(policies.filter((p) => p.deny).map((p) => [policyKey(p.name), p.name]));
     this.own = new Set(egressIPs.map(canonical));
+  }
+
+  private usePort(ev: ConntrackEvent, by: 1 | -1): void {
+    if (!PORTED.has(ev.orig.proto)) return;
+    const dst = ev.family === 6 ? `[${ev.orig.dst}]:${ev.orig.dport}` : `${ev.orig.dst}:${ev.orig.dport}`;
+    const key = `${ev.reply.dst} ${protoName(ev.orig.proto)} ${dst}`;
+    const n = (this.ports.get(key) ?? 0) + by;
+    if (n > 0) this.ports.set(key, n);
+    else this.ports.delete(key);
+  }
+
+  /**
+   * SNAT ports in use: the `top` fullest (egress IP, protocol, destination)
+   * and, per egress IP, its fullest destination's share of the range. One
+   * pass over the destinations, keeping the top ones in a small sorted list.
+   */
+  portUsage(top = PORT_TOP): PortUsage {
+    const best: PortUse[] = [];
+    const fullest = new Map<string, number>();
+    for (const [key, inUse] of this.ports) {
+      const [egressIP, protocol, destination] = key.split(" ") as [string, string, string];
+      const ratio = inUse / this.portsAvailable;
+      if (ratio > (fullest.get(egressIP) ?? 0)) fullest.set(egressIP, ratio);
+      if (best.length === top && inUse <= best[best.length - 1]!.inUse) continue;
+      const u = { egressIP, protocol, destination, inUse, available: this.portsAvailable };
+      let i = best.length;
+      while (i > 0 && best[i - 1]!.inUse < inUse) i--;
+      best.splice(i, 0, u);
+      if (best.length > top) best.pop();
+    }
+    for (const ip of this.own) if (!fullest.has(ip)) fullest.set(ip, 0);
+    return { top: best, fullest };
   }
 
   /** Connections being followed now (started while egressd watched and not ended). */
@@ -286,6 +348,7 @@ export class AuditTrail {
     const policy = this.policies.get(mark) ?? `mark 0x${mark.toString(16)}`;
     const startMs = ev.startNs !== undefined ? Number(ev.startNs / 1_000_000n) : this.now();
     const pod = this.opts.podAt?.(ev.orig.src);
+    if (!this.live.has(ev.id)) this.usePort(ev, 1);
     this.live.set(ev.id, { policy, pod, startedMs: startMs, ev });
     const r = this.record(ev, "start", policy, startMs);
     if (pod) r.pod = pod;
@@ -297,6 +360,7 @@ export class AuditTrail {
 
   private ended(ev: ConntrackEvent, lost: boolean): void {
     const started = this.live.get(ev.id);
+    if (started) this.usePort(started.ev, -1);
     this.live.delete(ev.id);
     if (this.repairing) this.endedDuringRepair.add(ev.id);
     const mark = ev.mark & this.markMask;

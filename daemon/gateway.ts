@@ -321,6 +321,7 @@ export class Gateway {
       nat.policies.map((p) => ({ name: p.name, mark: p.mark, ...(p.deny ? { deny: true } : {}) })),
       dataplaneOf(this.config).markMask,
       [...this.config.egressIPs.map((e) => e.address), ...snat.map((p) => p.egressIP)],
+      dataplaneOf(this.config).snatPorts,
     );
   }
 
@@ -592,7 +593,11 @@ export class Gateway {
         ...(this.sync.lastResync ? { lastResync: this.sync.lastResync } : {}),
       };
     }
-    if (this.audit) s.audit = { ...this.audit.counts, open: this.audit.open };
+    if (this.audit) {
+      const u = this.audit.portUsage();
+      s.audit = { ...this.audit.counts, open: this.audit.open };
+      s.snatPorts = { top: u.top, fullest: Object.fromEntries(u.fullest) };
+    }
     return this.clusterStatus ? { ...s, kubernetes: this.clusterStatus() } : s;
   }
 }

@@ -20,6 +20,7 @@ import type { GatewayEvents, WithdrawReason } from "./events.js";
 import type { Logger } from "./log.js";
 import type { ObservableGateway } from "./observable.js";
 import type { StatusSnapshot } from "./status.js";
+import { PORT_TOP } from "./audit.js";
 
 export const PROBE_STATES = ["unknown", "up", "down", "held"] as const;
 export const PEER_STATES = [
@@ -395,6 +396,39 @@ export class Metrics {
         if (!a) return;
         this.inc({ output: "file" }, a.writeErrors);
         this.inc({ output: "ipfix" }, a.ipfixErrors);
+      },
+    });
+    const ports = () => self.snapshot().snatPorts;
+    new Gauge({
+      name: "egressd_snat_ports_in_use",
+      help: `SNAT ports in use by the ${PORT_TOP} fullest destinations (egress IP, protocol, destination address:port); with an audit section.`,
+      labelNames: ["egress_ip", "protocol", "destination"],
+      registers,
+      collect() {
+        this.reset();
+        for (const u of ports()?.top ?? [])
+          this.set({ egress_ip: u.egressIP, protocol: u.protocol, destination: u.destination }, u.inUse);
+      },
+    });
+    new Gauge({
+      name: "egressd_snat_ports_available",
+      help: "SNAT ports an egress IP has for one destination (the size of the port range), beside egressd_snat_ports_in_use.",
+      labelNames: ["egress_ip", "protocol", "destination"],
+      registers,
+      collect() {
+        this.reset();
+        for (const u of ports()?.top ?? [])
+          this.set({ egress_ip: u.egressIP, protocol: u.protocol, destination: u.destination }, u.available);
+      },
+    });
+    new Gauge({
+      name: "egressd_snat_port_usage_ratio",
+      help: "Per egress IP: the share of the SNAT port range its fullest destination uses (1: no new connection to it can be made).",
+      labelNames: ["egress_ip"],
+      registers,
+      collect() {
+        this.reset();
+        for (const [ip, r] of Object.entries(ports()?.fullest ?? {})) this.set({ egress_ip: ip }, r);
       },
     });
     new Gauge({

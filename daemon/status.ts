@@ -1,5 +1,5 @@
 // The gateway's state as /status shows it (JSON) and `egressd status` prints it.
-import type { AuditCounts } from "./audit.js";
+import type { AuditCounts, PortUse } from "./audit.js";
 import type { BgpPath, SessionState } from "../core/bgp.js";
 import type { ProbeStatus } from "../health/prober.js";
 import type { ClusterWatchStatus } from "../inputs/k8s/watch.js";
@@ -72,6 +72,11 @@ export interface StatusSnapshot {
    * being followed.
    */
   audit?: AuditCounts & { open: number };
+  /**
+   * With an audit section: SNAT ports in use, the fullest destinations (egress IP, protocol,
+   * destination) and, per egress IP, its fullest destination's share of the port range.
+   */
+  snatPorts?: { top: PortUse[]; fullest: Record<string, number> };
   /**
    * BFD's helper (egressd-bfd): times it was started again after it ended, and packets it dropped for a
    * TTL / hop limit other than 255. Absent before the BFD worker first reports.

@@ -6,7 +6,7 @@
 // changed) when the mark mask is unchanged; otherwise one atomic replacement
 // of the whole table. No I/O here; see docs/dataplane.md.
 import { createHash } from "node:crypto";
-import { OWNER, type Family, type NatPlan, type NatPolicy, type NatSource } from "../core/state.js";
+import { OWNER, type Family, type NatPlan, type NatPolicy, type NatSource, type SnatPorts } from "../core/state.js";
 import { canonicalAddress, familyOf, intervalKey } from "./ip.js";
 import { formatAddress, formatInterval, parseRange } from "../core/ip.js";
 
@@ -57,6 +57,8 @@ export interface NormalizedNat {
   unmatched: boolean;
   /** Drops are logged (only where something drops: a Deny policy or unmatched). */
   logDrops: boolean;
+  /** The port range and allocation mode of the SNAT rules, when set. */
+  snat?: SnatPorts;
 }
 
 /** Names of counters for one policy (see readNatCounters in nft.ts). */
@@ -98,11 +100,12 @@ export function structureHash(
   mask: number,
   policies: readonly { key: string; family: Family; egressIP: string; mark: number }[],
   classes: readonly { id: number; family: Family }[],
-  flags: { unmatched: boolean; logDrops: boolean } = { unmatched: false, logDrops: false },
+  flags: { unmatched: boolean; logDrops: boolean; snat?: SnatPorts } = { unmatched: false, logDrops: false },
 ): string {
   const structure = {
     // Present only when set, so that the hash of a table without them is what it always was.
     ...(flags.unmatched || flags.logDrops ? { unmatched: flags.unmatched, logDrops: flags.logDrops } : {}),
+    ...(flags.snat ? { snat: snatText(flags.snat) } : {}),
     v: 2,
     mask: mask >>> 0,
     policies: policies
@@ -255,9 +258,15 @@ export function normalizeNat(plan: NatPlan): NormalizedNat {
         elements,
       });
     }
+  if (plan.snat?.range) {
+    const [lo, hi] = plan.snat.range;
+    if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 1 && hi <= 65535 && lo <= hi))
+      throw new Error(`nat plan: SNAT port range ${lo}-${hi} is not a port range`);
+  }
   const flags = {
     unmatched,
     logDrops: plan.logDrops === true && (unmatched || policies.some((p) => p.egressIP === DENY)),
+    ...(plan.snat && (plan.snat.range || plan.snat.mode) ? { snat: plan.snat } : {}),
   };
   return {
     structureHash: structureHash(mask, policies, classes, flags),
@@ -392,11 +401,22 @@ function markRules(p: NormalPolicy, mask: number, logDrops: boolean): string[] {
   ];
 }
 
-function snatRules(p: NormalPolicy): string[] {
+/** "1024-65535 fully-random", as the structure hash and the reader of a live table see it. */
+export const snatText = (s: SnatPorts) => `${s.range ? s.range.join("-") : ""} ${s.mode ?? ""}`.trim();
+
+/** Protocols with ports: only these take a port range (nft refuses a port mapping without the match). */
+const PORTED = "meta l4proto { tcp, udp, sctp }";
+
+function snatRules(p: NormalPolicy, snat?: SnatPorts): string[] {
   // A Deny policy's first packet is dropped before conntrack confirms the connection: no
   // connection carries its mark, and this chain is never reached. It exists to keep one shape.
-  if (p.egressIP === DENY) return [`counter name "${policyCounterNames(p).connections}"`, "drop"];
-  return [`counter name "${policyCounterNames(p).connections}"`, `snat ${ipKw(p.family)} to ${p.egressIP}`];
+  const counter = `counter name "${policyCounterNames(p).connections}"`;
+  if (p.egressIP === DENY) return [counter, "drop"];
+  const mode = snat?.mode ? ` ${snat.mode}` : "";
+  const to = `snat ${ipKw(p.family)} to`;
+  if (!snat?.range) return [counter, `${to} ${p.egressIP}${mode}`];
+  const addr = p.family === 6 ? `[${p.egressIP}]` : p.egressIP;
+  return [counter, `${PORTED} ${to} ${addr}:${snat.range.join("-")}${mode}`, `${to} ${p.egressIP}${mode}`];
 }
 
 /** Traffic for the gateway itself (BGP, probes' answers) is never dropped here: only forwarded traffic. */
@@ -440,7 +460,7 @@ function renderTable(n: NormalizedNat): string {
       );
   for (const p of n.policies) {
     chain(markChain(p.key), markRules(p, mask, n.logDrops));
-    chain(snatChain(p.key), snatRules(p));
+    chain(snatChain(p.key), snatRules(p, n.snat));
   }
   for (const s of n.sets.values()) L.push(setDeclaration(s));
   for (const c of n.classes) chain(classChain(c.id), [classRule(c)]);
@@ -696,11 +716,11 @@ function structuralPatch(cur: NormalizedNat, des: NormalizedNat): NatDiff {
     addCounters(p);
     L.push(`add chain ${T} ${markChain(p.key)}`, `add chain ${T} ${snatChain(p.key)}`);
     addRules(markChain(p.key), markRules(p, mask, des.logDrops));
-    addRules(snatChain(p.key), snatRules(p));
+    addRules(snatChain(p.key), snatRules(p, des.snat));
   }
   for (const r of rewrite) {
     if (r.mark) addRules(markChain(r.p.key), markRules(r.p, mask, des.logDrops));
-    if (r.snat) addRules(snatChain(r.p.key), snatRules(r.p));
+    if (r.snat) addRules(snatChain(r.p.key), snatRules(r.p, des.snat));
   }
   // 7. added classes: sets with their elements (the map's verdicts point at policy chains that exist now), chain
   for (const c of addedC) {
@@ -752,6 +772,8 @@ export function diffNormalized(current: NormalizedNat | undefined, desired: Norm
   if (current.markMask !== desired.markMask) return replace(desired, "mark mask changed");
   if (current.unmatched !== desired.unmatched || current.logDrops !== desired.logDrops)
     return replace(desired, "unmatched or drop logging changed");
+  if (snatText(current.snat ?? {}) !== snatText(desired.snat ?? {}))
+    return replace(desired, "SNAT port range or mode changed");
   if (current.structureHash !== desired.structureHash) return structuralPatch(current, desired);
   const patches = diffSets(current.sets, desired.sets);
   if (!patches) return replace(desired, "sets differ from the structure");

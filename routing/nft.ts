@@ -8,7 +8,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { run, tryRun } from "../lib/exec.js";
-import type { Family, NatPlan, NatSourcesDelta } from "../core/state.js";
+import type { Family, NatPlan, NatSourcesDelta, SnatPorts } from "../core/state.js";
 import { canonicalAddress, canonicalInterval, familyOf } from "./ip.js";
 import {
   DENY,
@@ -25,6 +25,7 @@ import {
   renderNftRuleset,
   renderNftTeardown,
   renderPatch,
+  snatText,
   sourcePatches,
   structureHash,
   type NatDiff,
@@ -56,7 +57,7 @@ export interface LiveTable {
   /** Chain name -> number of rules. */
   chains: Map<string, number>;
   /** Chain name -> the SNAT targets of its rules. */
-  snat: Map<string, { family: string; addr: string }[]>;
+  snat: Map<string, LiveSnat[]>;
   /** Chain name -> every integer constant in its rules (marks and masks, to check the mark chains). */
   numbers: Map<string, Set<number>>;
   counters: Set<string>;
@@ -97,13 +98,30 @@ function verdictText(v: unknown): string {
 }
 
 /** Collects the integer constants and SNAT statements of one rule's expressions. */
-function scanRule(v: unknown, numbers: Set<number>, snat: { family: string; addr: string }[]): void {
+/** A SNAT statement of a live rule: its family, address, and port range and mode when it has them. */
+interface LiveSnat {
+  family: string;
+  addr: string;
+  range?: [number, number];
+  mode?: string;
+}
+
+function scanRule(v: unknown, numbers: Set<number>, snat: LiveSnat[]): void {
   if (typeof v === "number") numbers.add(v >>> 0);
   else if (Array.isArray(v)) for (const x of v) scanRule(x, numbers, snat);
   else if (v && typeof v === "object") {
     const o = v as Json;
     const n = o.snat as Json | undefined;
-    if (n && typeof n.addr === "string") snat.push({ family: String(n.family ?? ""), addr: n.addr });
+    if (n && typeof n.addr === "string") {
+      const t: LiveSnat = { family: String(n.family ?? ""), addr: n.addr };
+      const range = (n.port as Json | undefined)?.range;
+      if (Array.isArray(range) && range.length === 2) t.range = [Number(range[0]), Number(range[1])];
+      const flags = Array.isArray(n.flags) ? n.flags : n.flags === undefined ? [] : [n.flags];
+      if (flags.length === 1) t.mode = String(flags[0]);
+      else if (flags.length > 1) t.mode = flags.join(",");
+      snat.push(t);
+      return; // its numbers are no marks
+    }
     for (const x of Object.values(o)) scanRule(x, numbers, snat);
   }
 }
@@ -180,7 +198,7 @@ export function expectedChains(n: NormalizedNat): Map<string, number> {
   const m = new Map<string, number>();
   for (const p of n.policies) {
     m.set(`mark_${p.key}`, p.egressIP === DENY ? (n.logDrops ? 3 : 2) : 4);
-    m.set(`snat_${p.key}`, 2);
+    m.set(`snat_${p.key}`, p.egressIP !== DENY && n.snat?.range ? 3 : 2);
   }
   for (const c of n.classes) m.set(`class_${c.id}`, 1);
   m.set("classify", n.classes.length * 2);
@@ -232,6 +250,7 @@ export function normalizedFromLive(live: LiveTable, markMask: number): Normalize
   const snatMarks = live.sets.get("snat_marks");
   if (!restore?.map || !snatMarks?.map || !live.sets.has(STRUCTURE_SET)) return undefined;
   const policies: NormalizedNat["policies"] = [];
+  let snatSeen: { text: string; value: SnatPorts } | undefined;
   for (const [markText, verdict] of restore.elements) {
     const key = /^goto mark_(\w+)$/.exec(verdict)?.[1];
     const mark = Number(markText) >>> 0;
@@ -243,7 +262,22 @@ export function normalizedFromLive(live: LiveTable, markMask: number): Normalize
       policies.push({ name: key, key, family: 4, egressIP: DENY, mark, uplinkInterface: "", deny: true });
       continue;
     }
-    if (targets.length !== 1) return undefined;
+    // One SNAT statement, or with a port range two: ported protocols with it, the others without.
+    const ported = targets.find((x) => x.range);
+    if (targets.length !== (ported ? 2 : 1) || targets.some((x) => x.addr !== targets[0]!.addr)) return undefined;
+    if (targets.some((x) => x.mode !== targets[0]!.mode)) return undefined;
+    const snatHere = snatText({
+      ...(ported?.range ? { range: ported.range } : {}),
+      ...(targets[0]!.mode ? { mode: targets[0]!.mode as NonNullable<SnatPorts["mode"]> } : {}),
+    });
+    if (snatSeen !== undefined && snatSeen.text !== snatHere) return undefined;
+    snatSeen = {
+      text: snatHere,
+      value: {
+        ...(ported?.range ? { range: ported.range } : {}),
+        ...(targets[0]!.mode ? { mode: targets[0]!.mode as NonNullable<SnatPorts["mode"]> } : {}),
+      },
+    };
     const egressIP = canonicalAddress(targets[0]!.addr);
     const family = familyOf(egressIP);
     if (targets[0]!.family !== (family === 4 ? "ip" : "ip6")) return undefined;
@@ -285,7 +319,11 @@ export function normalizedFromLive(live: LiveTable, markMask: number): Normalize
   }
   const classList = [...classes].sort((a, b) => a[0] - b[0]).map(([id, family]) => ({ id, family }));
   const logDrops = live.logging.size > 0;
-  const flags = { unmatched, logDrops };
+  const flags = {
+    unmatched,
+    logDrops,
+    ...(snatSeen && snatSeen.text !== "" ? { snat: snatSeen.value } : {}),
+  };
   const hash = structureHash(mask, policies, classList, flags);
   const n: NormalizedNat = {
     structureHash: hash,

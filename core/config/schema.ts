@@ -202,6 +202,25 @@ export const DataplaneSchema = Type.Object(
         description: "Priority of egressd's fwmark policy-routing rules (before the main table's 32766).",
       }),
     ),
+    snatPorts: Type.Optional(
+      Type.String({
+        pattern: "^[0-9]{1,5}-[0-9]{1,5}$",
+        description:
+          "The source ports TCP, UDP and SCTP connections are translated to, e.g. 1024-65535 (absent: the kernel's " +
+          "choice, which keeps the pod's port when it is free). Its size is how many connections one egress IP " +
+          "can have to one destination address and port at a time.",
+        examples: ["1024-65535"],
+      }),
+    ),
+    snatMode: Type.Optional(
+      Type.Unsafe<"random" | "fully-random" | "persistent">({
+        type: "string",
+        enum: ["random", "fully-random", "persistent"],
+        description:
+          "The kernel's port allocation: random (a hash-based random start), fully-random (a random port for " +
+          "every connection) or persistent (the same address for a source). Absent: the kernel's default.",
+      }),
+    ),
     unmatched: Type.Optional(
       Type.Unsafe<"Deny" | "Direct">({
         type: "string",

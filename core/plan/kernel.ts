@@ -125,6 +125,9 @@ export function plan(config: Config, nat: NatResult = flattenNat(policyModels(co
       sources: nat.sources,
       ...(dp.unmatched === "Deny" ? { unmatched: "Deny" as const } : {}),
       ...(config.audit ? { logDrops: true } : {}),
+      ...(dp.snatPorts || dp.snatMode
+        ? { snat: { ...(dp.snatPorts ? { range: dp.snatPorts } : {}), ...(dp.snatMode ? { mode: dp.snatMode } : {}) } }
+        : {}),
     },
   };
   const guard = guardPlan(config);

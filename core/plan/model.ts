@@ -11,6 +11,8 @@ export interface Dataplane {
   tableBase: number;
   rulePriority: number;
   unmatched: "Deny" | "Direct";
+  snatPorts?: [number, number];
+  snatMode?: "random" | "fully-random" | "persistent";
 }
 
 export function dataplaneOf(config: Pick<Config, "dataplane">): Dataplane {
@@ -19,6 +21,10 @@ export function dataplaneOf(config: Pick<Config, "dataplane">): Dataplane {
     tableBase: config.dataplane?.tableBase ?? DEFAULTS.tableBase,
     rulePriority: config.dataplane?.rulePriority ?? DEFAULTS.rulePriority,
     unmatched: config.dataplane?.unmatched ?? DEFAULTS.unmatched,
+    ...(config.dataplane?.snatPorts !== undefined
+      ? { snatPorts: config.dataplane.snatPorts.split("-").map(Number) as [number, number] }
+      : {}),
+    ...(config.dataplane?.snatMode !== undefined ? { snatMode: config.dataplane.snatMode } : {}),
   };
 }
 

@@ -414,6 +414,14 @@ export function checkSemantics(
   checkProbes(root, err);
   checkConnectionSync(root.connectionSync, owned, err);
   checkAudit(root.audit, err);
+  if (isObj(root.dataplane) && typeof root.dataplane.snatPorts === "string") {
+    const [lo, hi] = root.dataplane.snatPorts.split("-").map(Number) as [number, number];
+    if (!(lo >= 1 && hi <= 65535 && lo <= hi))
+      err(
+        ["dataplane", "snatPorts"],
+        `${root.dataplane.snatPorts} is not a port range: two ports from 1 to 65535, the first not above the second`,
+      );
+  }
 
   // Overlaps: only on an otherwise valid file, where the planner's model is well defined.
   if (structurallyValid && errors.length === 0) {

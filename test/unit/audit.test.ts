@@ -19,7 +19,8 @@ import {
 import { addressBytes } from "../../routing/ip.js";
 import { attr, nested as nest } from "../../routing/nlattr.js";
 import { decodeNflog, parseIpHeader } from "../../routing/nflog.js";
-import { policyKey } from "../../routing/nft-render.js";
+import { policyKey, renderNftRuleset } from "../../routing/nft-render.js";
+import { plan } from "../../core/plan/kernel.js";
 import { IE, IpfixExporter, NAT_EVENT, TEMPLATE_ID, type NatEventRecord } from "../../core/audit/ipfix.js";
 import { ConnectionFinder, parseRecord, parseWhen, type AuditRecord } from "../../core/audit/record.js";
 import { AuditTrail } from "../../daemon/audit.js";
@@ -678,4 +679,55 @@ test("audit: a dropped connection is a drop record, named by its Deny policy or 
   const f = new ConnectionFinder({ egressIP: "192.0.2.11", at: 1_700_000_000_000, slackMs: 60_000 });
   f.add(unmatched!);
   t.deepEqual(f.result(1_700_000_000_000), []);
+});
+
+test("ports: in use per egress IP, protocol and destination, the fullest first, each egress IP's fullest share", (t) => {
+  const a = trail(new PassThrough());
+  a.setPlan([{ name: "web", mark: 0x00100000 }], MASK, ["192.0.2.11", "192.0.2.12"], [40000, 40999]);
+  let id = 0;
+  const open = (dst: string, dport: number, n: number, proto = 6) => {
+    for (let i = 0; i < n; i++)
+      a.handle(
+        natted({
+          id: ++id,
+          orig: { ...natted().orig, dst, dport, proto, sport: 1000 + id },
+          reply: { ...natted().reply, proto, dport: 40000 + id },
+        }),
+      );
+  };
+  open("198.51.100.7", 5432, 30);
+  open("203.0.113.10", 443, 12);
+  open("203.0.113.10", 443, 5, 17);
+  open("203.0.113.10", 0, 3, 1); // ICMP: no ports
+  for (let k = 1; k <= 10; k++) open(`203.0.113.${100 + k}`, 80, k);
+  const u = a.portUsage(3);
+  t.deepEqual(
+    u.top.map((x) => [x.egressIP, x.protocol, x.destination, x.inUse, x.available]),
+    [
+      ["192.0.2.11", "tcp", "198.51.100.7:5432", 30, 1000],
+      ["192.0.2.11", "tcp", "203.0.113.10:443", 12, 1000],
+      ["192.0.2.11", "tcp", "203.0.113.110:80", 10, 1000],
+    ],
+  );
+  t.deepEqual(Object.fromEntries(u.fullest), { "192.0.2.11": 0.03, "192.0.2.12": 0 });
+  // An end gives its port back; a connection not followed (no start seen) takes none back.
+  a.handle(natted({ id: 1, type: "destroy", orig: { ...natted().orig, dport: 5432, dst: "198.51.100.7" } }));
+  a.handle(
+    natted({ id: 9999, type: "destroy", orig: { ...natted().orig, dport: 5432, dst: "198.51.100.7" } }),
+  );
+  t.is(a.portUsage(1).top[0]!.inUse, 29);
+});
+
+test("config: dataplane.snatPorts is a port range; it and snatMode reach the SNAT rules", (t) => {
+  const r = loadConfig(BASE + 'dataplane: { snatPorts: "2000-1000" }');
+  t.false(r.ok);
+  t.deepEqual(r.ok ? [] : r.errors.map((e) => `${e.path}: ${e.message}`), [
+    "dataplane.snatPorts: 2000-1000 is not a port range: two ports from 1 to 65535, the first not above the second",
+  ]);
+  t.false(loadConfig(BASE + 'dataplane: { snatPorts: "0-10" }').ok);
+  const ok = loadConfig(BASE + 'dataplane: { snatPorts: "40000-40999", snatMode: fully-random }');
+  t.true(ok.ok);
+  const text = renderNftRuleset(plan(ok.ok ? ok.config : (undefined as never)).nat);
+  t.regex(text, /meta l4proto \{ tcp, udp, sctp \} snat ip to 192\.0\.2\.11:40000-40999 fully-random/);
+  t.regex(text, /snat ip to 192\.0\.2\.11 fully-random/);
 });

@@ -45,6 +45,9 @@ const EXPECTED: Record<string, string> = {
   egressd_audit_events_lost_total: "counter",
   egressd_audit_errors_total: "counter",
   egressd_audit_open_connections: "gauge",
+  egressd_snat_ports_in_use: "gauge",
+  egressd_snat_ports_available: "gauge",
+  egressd_snat_port_usage_ratio: "gauge",
   egressd_dataplane_restarts_total: "counter",
   egressd_bfd_helper_restarts_total: "counter",
   egressd_bfd_rx_ttl_dropped_total: "counter",
@@ -173,7 +176,27 @@ test("current state comes from status() at scrape time", async (t) => {
       open: 20,
     },
   };
+  gw.snapshot = {
+    ...gw.snapshot,
+    snatPorts: {
+      top: [
+        {
+          egressIP: "192.0.2.11",
+          protocol: "tcp",
+          destination: "198.51.100.7:5432",
+          inUse: 900,
+          available: 1000,
+        },
+      ],
+      fullest: { "192.0.2.11": 0.9, "192.0.2.12": 0 },
+    },
+  };
   f = await scrape(m);
+  const dest = { egress_ip: "192.0.2.11", protocol: "tcp", destination: "198.51.100.7:5432" };
+  t.is(value(f, "egressd_snat_ports_in_use", dest), 900);
+  t.is(value(f, "egressd_snat_ports_available", dest), 1000);
+  t.is(value(f, "egressd_snat_port_usage_ratio", { egress_ip: "192.0.2.11" }), 0.9);
+  t.is(value(f, "egressd_snat_port_usage_ratio", { egress_ip: "192.0.2.12" }), 0);
   t.is(value(f, "egressd_audit_records_total", { event: "start" }), 120);
   t.is(value(f, "egressd_audit_records_total", { event: "end" }), 100);
   t.is(value(f, "egressd_audit_records_total", { event: "drop" }), 9);
