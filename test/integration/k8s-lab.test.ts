@@ -5,7 +5,8 @@
 // socket) with the partner network left to the cluster's policies. What the
 // server behind the firewall sees is the proof.
 import test, { type ExecutionContext } from "ava";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { parseRecord, type AuditRecord } from "../../core/audit/record.js";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse, stringify } from "yaml";
@@ -45,6 +46,8 @@ rebindCopies(topo, "/etc/egressd/egressd.yaml", tmp, (text) => {
     },
   ];
   c.kubernetes = { kubeconfig };
+  // The audit trail names the pod behind each connection from the cluster's pods.
+  c.audit = { file: join(tmp, `${c.gateway.name}-audit.jsonl`) };
   return stringify(c);
 });
 const lab = new Lab(topo, `${RUN_ID}k8`, { quiet: true });
@@ -112,13 +115,58 @@ async function status(g: string): Promise<Json> {
 test.serial(
   "a pod an EgressPolicy selects leaves with its group's egress IP; one it does not select does not pass",
   async (t) => {
-    const a = await seenFrom("10.244.1.10");
+    // The first answer may wait for the return route to the egress IP (advertised with it).
+    let a: string | undefined;
+    await waitFor(
+      "the payments pod answered",
+      async () => (a = await seenFrom("10.244.1.10")) !== undefined,
+      10_000,
+    );
     t.true(a !== undefined && [PARTNER["gw-a1"], PARTNER["gw-a2"]].includes(a), `seen as ${a}`);
     t.log(`payments pod in DC A seen as ${a}`);
     t.is(await seenFrom("10.244.1.11"), undefined, "the worker pod is not selected: the firewall drops it");
     // DC B's gateway is the backup site (a longer AS path): DC B's pods leave through DC A's too.
     const b = await seenFrom("10.244.2.10");
     t.true(b !== undefined && partnerIPs().has(b), `the DC B pod seen as ${b}`);
+    // The audit trail of the gateway that carried it names the pod; the unselected pod's
+    // attempts were dropped at the gateway (no policy allows it) and are named too.
+    const carrier = GATEWAYS.find((g) => PARTNER[g] === a)!;
+    const trail = () =>
+      (existsSync(join(tmp, `${carrier}-audit.jsonl`))
+        ? readFileSync(join(tmp, `${carrier}-audit.jsonl`), "utf8")
+        : ""
+      )
+        .split("\n")
+        .map(parseRecord)
+        .filter((r): r is AuditRecord => r !== undefined);
+    const uid = (name: string) => (api.get("Pod", "payments", name)!.metadata as Json).uid;
+    await waitFor(
+      "the payments pod's start record",
+      async () => trail().some((r) => r.event === "start"),
+      10_000,
+    );
+    t.like(
+      trail().find((r) => r.event === "start" && r.src === "10.244.1.10"),
+      {
+        gateway: carrier,
+        policy: "payments/partner-db:v4",
+        egressIP: a,
+        dst: "198.51.100.10",
+        dport: 8080,
+        pod: { namespace: "payments", name: "api-0", uid: uid("api-0") },
+      },
+    );
+    const drops = GATEWAYS.flatMap((g) =>
+      (existsSync(join(tmp, `${g}-audit.jsonl`)) ? readFileSync(join(tmp, `${g}-audit.jsonl`), "utf8") : "")
+        .split("\n")
+        .map(parseRecord)
+        .filter((r): r is AuditRecord => r?.event === "drop" && r.src === "10.244.1.11"),
+    );
+    t.true(drops.length >= 1, "the worker pod's attempts are drop records");
+    t.like(drops[0], {
+      unmatched: true,
+      pod: { namespace: "payments", name: "worker-0", uid: uid("worker-0") },
+    });
     const s = await status("gw-a1");
     const k = s.kubernetes as {
       synced: boolean;
