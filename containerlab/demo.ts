@@ -121,7 +121,7 @@ async function main(): Promise<void> {
         "pod-a",
         "10.244.1.12",
         "http://198.51.100.10:8080/",
-        "not in the partner policy: not NATed, the firewall drops it",
+        "no policy allows it: the gateway drops it, counts it",
       ],
       [
         "pod-b",
@@ -136,6 +136,22 @@ async function main(): Promise<void> {
       const dst = new URL(url).hostname.replace(/[[\]]/g, "");
       say(`   ${src.padEnd(15)} -> ${dst.padEnd(17)} seen as ${(seen ?? "(no answer)").padEnd(15)} ${what}`);
     }
+    let dropped = 0;
+    for (const g of ["gw-a1", "gw-a2"]) {
+      const r = await lab.exec(g, [
+        "/usr/sbin/nft",
+        "-j",
+        "list",
+        "counter",
+        "inet",
+        "egressd",
+        "unmatched_v4",
+      ]);
+      dropped += Number(/"packets":\s*(\d+)/.exec(r.stdout)?.[1] ?? 0);
+    }
+    say(
+      `   (dataplane.unmatched: Deny, the default: DC A's gateways dropped ${dropped} such connection attempt${dropped === 1 ? "" : "s"} (counter unmatched_v4))`,
+    );
 
     say(
       bold(

@@ -6,7 +6,14 @@
 // changed) when the mark mask is unchanged; otherwise one atomic replacement
 // of the whole table. No I/O here; see docs/dataplane.md.
 import { createHash } from "node:crypto";
-import { OWNER, type Family, type NatPlan, type NatPolicy, type NatSource, type SnatPorts } from "../core/state.js";
+import {
+  OWNER,
+  type Family,
+  type NatPlan,
+  type NatPolicy,
+  type NatSource,
+  type SnatPorts,
+} from "../core/state.js";
 import { canonicalAddress, familyOf, intervalKey } from "./ip.js";
 import { formatAddress, formatInterval, parseRange } from "../core/ip.js";
 

@@ -264,7 +264,8 @@ export function normalizedFromLive(live: LiveTable, markMask: number): Normalize
     }
     // One SNAT statement, or with a port range two: ported protocols with it, the others without.
     const ported = targets.find((x) => x.range);
-    if (targets.length !== (ported ? 2 : 1) || targets.some((x) => x.addr !== targets[0]!.addr)) return undefined;
+    if (targets.length !== (ported ? 2 : 1) || targets.some((x) => x.addr !== targets[0]!.addr))
+      return undefined;
     if (targets.some((x) => x.mode !== targets[0]!.mode)) return undefined;
     const snatHere = snatText({
       ...(ported?.range ? { range: ported.range } : {}),

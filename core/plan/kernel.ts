@@ -126,7 +126,12 @@ export function plan(config: Config, nat: NatResult = flattenNat(policyModels(co
       ...(dp.unmatched === "Deny" ? { unmatched: "Deny" as const } : {}),
       ...(config.audit ? { logDrops: true } : {}),
       ...(dp.snatPorts || dp.snatMode
-        ? { snat: { ...(dp.snatPorts ? { range: dp.snatPorts } : {}), ...(dp.snatMode ? { mode: dp.snatMode } : {}) } }
+        ? {
+            snat: {
+              ...(dp.snatPorts ? { range: dp.snatPorts } : {}),
+              ...(dp.snatMode ? { mode: dp.snatMode } : {}),
+            },
+          }
         : {}),
     },
   };
