@@ -64,8 +64,12 @@ export const DEFAULTS = {
     ipfixMessageBytes: 1400,
     /** Records wait at most this long to share an IPFIX message. */
     ipfixFlushMs: 100,
+    /** egressd-ctevents hands conntrack events over this often (one wake-up of egressd per batch). */
+    eventsFlushMs: 50,
+    /** Lines of the trail wait at most this long to share a write. */
+    linesFlushMs: 50,
     /** The conntrack event socket's receive buffer (bursts wait here; the kernel caps it at net.core.rmem_max). */
-    receiveBufferBytes: 4 << 20,
+    receiveBufferBytes: 16 << 20,
     /** After a listing of the table, events already sent get this long to arrive before the listing is believed. */
     repairGraceMs: 2000,
   },

@@ -29,14 +29,7 @@ import { DEFAULTS } from "../core/defaults.js";
 import { parseAddress, formatAddress } from "../core/ip.js";
 import { IpfixExporter, type NatEventRecord } from "../core/audit/ipfix.js";
 import { formatRecord, protoName, type AuditRecord, type PodRef } from "../core/audit/record.js";
-import {
-  ConntrackEvents,
-  IPS_SRC_NAT,
-  dumpConntrack,
-  NFNLGRP_CONNTRACK_DESTROY,
-  NFNLGRP_CONNTRACK_NEW,
-  type ConntrackEvent,
-} from "../routing/ctnetlink.js";
+import { ConntrackEvents, IPS_SRC_NAT, dumpConntrack, type ConntrackEvent } from "../routing/ctnetlink.js";
 import { addressBytes } from "../routing/ip.js";
 import { NflogReader, type DroppedPacket } from "../routing/nflog.js";
 import { DROP_PREFIX, NFLOG_GROUP, policyKey } from "../routing/nft-render.js";
@@ -148,8 +141,10 @@ export class AuditTrail {
   private ipfix: { socket: Socket; exporter: IpfixExporter; port: number; host: string } | undefined;
   private pending: NatEventRecord[] = [];
   private lines: string[] = [];
+  /** IPFIX messages handed to the socket and not sent yet. */
+  private sending = 0;
   private lineBytes = 0;
-  private linesTimer: NodeJS.Immediate | undefined;
+  private linesTimer: NodeJS.Timeout | undefined;
   private flushTimer: NodeJS.Timeout | undefined;
   private templateTimer: NodeJS.Timeout | undefined;
   private lastOverrunLog = 0;
@@ -263,12 +258,20 @@ export class AuditTrail {
         this.templateTimer.unref();
       }
       this.events = new ConntrackEvents({
-        groups: [NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_DESTROY],
         recvBufferSize: c.receiveBufferBytes ?? A.receiveBufferBytes,
+        flushMs: A.eventsFlushMs,
         onEvent: (ev) => this.handle(ev),
         onOverrun: () => this.overrun(),
-        onError: (e) => this.opts.log.error({ err: e.message }, "conntrack event socket"),
+        onError: (e) => this.opts.log.error({ err: e.message }, "conntrack events"),
       });
+      await this.events.start();
+      const granted = (this.events.granted ?? 0) / 2;
+      const asked = c.receiveBufferBytes ?? A.receiveBufferBytes;
+      if (granted < asked)
+        this.opts.log.warn(
+          { asked, granted },
+          "the conntrack event socket's buffer is smaller than asked (egressd needs CAP_NET_ADMIN to go above net.core.rmem_max)",
+        );
       this.nflog = new NflogReader({
         group: NFLOG_GROUP,
         recvBufferSize: 1 << 20,
@@ -279,13 +282,6 @@ export class AuditTrail {
       await this.nflog.start();
       // Connections open before egressd watched: their starts, from the table.
       this.scheduleRepair("start", 0);
-      const granted = this.events.recvBufferSize / 2;
-      const asked = c.receiveBufferBytes ?? A.receiveBufferBytes;
-      if (granted < asked)
-        this.opts.log.warn(
-          { asked, granted },
-          "the conntrack event socket's buffer is smaller than asked: raise net.core.rmem_max",
-        );
     } catch (e) {
       void this.stop();
       throw e;
@@ -497,19 +493,19 @@ export class AuditTrail {
   }
 
   /**
-   * Lines wait for the end of this turn of the event loop and go out as one
-   * write: the file stream costs about 25 µs per write whatever its size
-   * (measured: 200k single-line writes), and events come in bursts.
+   * Lines wait up to linesFlushMs (or 64 KiB) and go out as one write: the
+   * file stream costs about 25 µs per write whatever its size (measured: 200k
+   * single-line writes), and at a steady rate each event comes on its own.
    */
   private write(line: string): void {
     this.lines.push(line);
     this.lineBytes += line.length;
     if (this.lineBytes >= 1 << 16) this.flushLines();
-    else this.linesTimer ??= setImmediate(() => this.flushLines());
+    else this.linesTimer ??= setTimeout(() => this.flushLines(), A.linesFlushMs);
   }
 
   private flushLines(): void {
-    if (this.linesTimer) clearImmediate(this.linesTimer);
+    if (this.linesTimer) clearTimeout(this.linesTimer);
     this.linesTimer = undefined;
     if (this.lines.length === 0 || !this.out) return;
     const chunk = this.lines.join("");
@@ -555,7 +551,9 @@ export class AuditTrail {
     if (!x) return;
     for (const msg of x.exporter.encode(records, this.now())) {
       this.counts.ipfixMessages++;
+      this.sending++;
       x.socket.send(msg, x.port, x.host, (e) => {
+        this.sending--;
         if (e) this.counts.ipfixErrors++;
       });
     }
@@ -576,6 +574,8 @@ export class AuditTrail {
       this.flushIpfix();
       const socket = this.ipfix.socket;
       this.ipfix = undefined;
+      // Sends still queued would be cancelled by the close: wait for them (a little).
+      for (let i = 0; i < 100 && this.sending > 0; i++) await new Promise((r) => setTimeout(r, 10));
       await new Promise<void>((resolve) => socket.close(() => resolve()));
     }
     this.flushLines();

@@ -7,6 +7,8 @@
 //
 // Every message comes from the kernel, but it is still parsed as untrusted
 // input: a short or malformed message yields nothing, never a throw.
+import { spawn, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { RawNetlinkSocket, parseMessages } from "netlink";
 import { bytesToAddress } from "./ip.js";
 import { attrMap } from "./nlattr.js";
@@ -20,10 +22,6 @@ const NLM_F_REQUEST = 0x1;
 const NLM_F_DUMP = 0x300;
 const NLMSG_ERROR = 2;
 const NLMSG_DONE = 3;
-/** Multicast groups (linux/netfilter/nfnetlink.h). */
-export const NFNLGRP_CONNTRACK_NEW = 1;
-export const NFNLGRP_CONNTRACK_DESTROY = 3;
-const ENOBUFS = 105;
 
 // linux/netfilter/nfnetlink_conntrack.h
 export const CTA = {
@@ -180,57 +178,130 @@ export function decodeDatagram(buf: Buffer): ConntrackEvent[] {
 }
 
 export interface ConntrackEventsOptions {
-  /** Which groups: new connections, ended ones, or both. */
-  groups: readonly number[];
-  /** The socket's receive buffer (SO_RCVBUF, capped by net.core.rmem_max unless forced). */
+  /** The socket's receive buffer (forced above net.core.rmem_max when egressd may). */
   recvBufferSize: number;
+  /** How long the helper gathers events before it hands them over (ms). */
+  flushMs: number;
   onEvent: (ev: ConntrackEvent) => void;
   /**
-   * The kernel dropped events because the socket's buffer was full (ENOBUFS):
-   * how many is not known from the socket, only that some were.
+   * The kernel dropped events because the socket's buffer was full (ENOBUFS),
+   * or the helper was not running for a while: some were lost.
    */
   onOverrun: () => void;
   onError: (e: Error) => void;
+  /** Path of egressd-ctevents (default: the built one). */
+  helper?: string;
+}
+
+/** The built helper that reads the events (native/ct-events.c). */
+export const CTEVENTS_HELPER = fileURLToPath(new URL("../native/egressd-ctevents", import.meta.url));
+
+/** A frame of the helper's output: a datagram, an overrun, or the buffer it was granted. */
+export type HelperFrame = { datagram: Buffer } | { overrun: true } | { granted: number };
+
+/** Splits the helper's output into frames (u32 LE length, then the bytes); keeps a partial frame for the next chunk. */
+export class FrameReader {
+  private rest: Buffer = Buffer.alloc(0);
+
+  push(chunk: Buffer): HelperFrame[] {
+    const buf = this.rest.length ? Buffer.concat([this.rest, chunk]) : chunk;
+    const out: HelperFrame[] = [];
+    let at = 0;
+    while (at + 4 <= buf.length) {
+      const len = buf.readUInt32LE(at);
+      if (len === 0xffffffff) {
+        if (at + 8 > buf.length) break;
+        out.push({ granted: buf.readUInt32LE(at + 4) });
+        at += 8;
+      } else if (len === 0) {
+        out.push({ overrun: true });
+        at += 4;
+      } else {
+        if (at + 4 + len > buf.length) break;
+        out.push({ datagram: buf.subarray(at + 4, at + 4 + len) });
+        at += 4 + len;
+      }
+    }
+    this.rest = at < buf.length ? Buffer.from(buf.subarray(at)) : Buffer.alloc(0);
+    return out;
+  }
 }
 
 /**
- * Conntrack events of this network namespace, as they happen. One socket;
- * its receive buffer absorbs bursts while the reader is busy.
+ * Conntrack's NEW and DESTROY events of this network namespace, as they
+ * happen, read by the egressd-ctevents helper and handed over in batches
+ * every flushMs: one wake-up of egressd per batch instead of one per event
+ * (native/ct-events.c says why). A helper that exits is started again after a
+ * second, and the gap is reported as an overrun (the audit trail then lists
+ * the table).
  */
 export class ConntrackEvents {
-  private readonly sock: RawNetlinkSocket;
+  private child: ChildProcess | undefined;
   private closed = false;
+  private restartTimer: NodeJS.Timeout | undefined;
+  /** The receive buffer the kernel granted, once the helper said (it reports twice what it counts). */
+  granted: number | undefined;
 
-  constructor(private readonly opts: ConntrackEventsOptions) {
-    this.sock = new RawNetlinkSocket(NETLINK_NETFILTER, {
-      recvBufferSize: opts.recvBufferSize,
-      sendBufferSize: 1 << 12,
-    });
-    try {
-      for (const g of opts.groups) this.sock.addMembership(g);
-    } catch (e) {
-      this.sock.close();
-      throw e;
-    }
-    this.sock.on("message", (buf: Buffer) => {
-      for (const ev of decodeDatagram(buf)) opts.onEvent(ev);
-    });
-    this.sock.on("error", (e: Error & { errno?: number }) => {
-      if (this.closed) return;
-      if (e.errno === ENOBUFS || e.errno === -ENOBUFS) opts.onOverrun();
-      else opts.onError(e);
-    });
-  }
+  constructor(private readonly opts: ConntrackEventsOptions) {}
 
-  /** The receive buffer the kernel granted (it reports twice what it counts against the limit). */
-  get recvBufferSize(): number {
-    return this.sock.getRecvBufferSize();
+  /** Starts the helper; resolves once it has joined the groups, rejects when it cannot. */
+  start(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(
+        this.opts.helper ?? CTEVENTS_HELPER,
+        [String(this.opts.recvBufferSize), String(this.opts.flushMs)],
+        {
+          stdio: ["ignore", "pipe", "pipe"],
+        },
+      );
+      this.child = child;
+      const frames = new FrameReader();
+      let started = false;
+      let stderr = "";
+      child.stderr.on("data", (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
+      child.stdout.on("data", (chunk: Buffer) => {
+        for (const f of frames.push(chunk)) {
+          if ("granted" in f) {
+            this.granted = f.granted;
+            if (!started) {
+              started = true;
+              resolve();
+            }
+          } else if ("overrun" in f) this.opts.onOverrun();
+          else for (const ev of decodeDatagram(f.datagram)) this.opts.onEvent(ev);
+        }
+      });
+      child.on("error", (e) => {
+        if (!started) reject(e);
+        else this.opts.onError(e);
+      });
+      child.on("exit", (code, signal) => {
+        if (this.child === child) this.child = undefined;
+        if (this.closed) return;
+        const why = new Error(
+          `egressd-ctevents exited (${signal ?? `code ${code}`})${stderr ? `: ${stderr.trim()}` : ""}`,
+        );
+        if (!started) return reject(why);
+        this.opts.onError(why);
+        this.restartTimer = setTimeout(() => {
+          this.restartTimer = undefined;
+          if (this.closed) return;
+          this.start().then(
+            () => this.opts.onOverrun(), // events of the gap were lost
+            (e: Error) => this.opts.onError(e),
+          );
+        }, 1000);
+        this.restartTimer.unref();
+      });
+    });
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.sock.close();
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.child?.kill("SIGKILL");
+    this.child = undefined;
   }
 }
 

@@ -3,6 +3,7 @@
 #   native/icmp-prober.c -> dist/native/egressd-icmp  (the ICMP probes; docs/health.md)
 #   native/bfd-offload.c -> dist/native/egressd-bfd   (BFD's periodic packets; docs/bfd.md)
 #   native/spawner.c     -> dist/native/egressd-spawn (starts commands: egressd does not fork; docs/dataplane.md)
+#   native/ct-events.c   -> dist/native/egressd-ctevents (conntrack events in batches; docs/audit.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v gcc >/dev/null; then
@@ -18,3 +19,4 @@ build() {
 build egressd-icmp icmp-prober.c
 build egressd-bfd bfd-offload.c
 build egressd-spawn spawner.c
+build egressd-ctevents ct-events.c

@@ -72,7 +72,7 @@ export const AuditSchema = Type.Object(
         maximum: 1 << 30,
         default: A.receiveBufferBytes,
         description:
-          "Receive buffer of the conntrack event socket. The kernel grants at most net.core.rmem_max; " +
+          "Receive buffer of the conntrack event socket (forced above net.core.rmem_max with CAP_NET_ADMIN); " +
           "events lost to a full buffer are counted (egressd_audit_events_lost_total).",
       }),
     ),

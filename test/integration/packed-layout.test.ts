@@ -66,6 +66,7 @@ test("the DaemonSet's command, run from the packed layout (production dependenci
     "dist/daemon/cli.js",
     "dist/bgp/generated/gobgp.js",
     "dist/native/egressd-icmp",
+    "dist/native/egressd-ctevents",
     "bin/egressd",
   ])
     t.true(existsSync(join(prefix, p)), `${p} ships`);

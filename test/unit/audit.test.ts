@@ -11,6 +11,7 @@ import {
   CTA_PROTO,
   CTA_TIMESTAMP,
   CTA_TUPLE,
+  FrameReader,
   IPS_SRC_NAT,
   decodeDatagram,
   type ConntrackEvent,
@@ -26,6 +27,7 @@ import { ConnectionFinder, parseRecord, parseWhen, type AuditRecord } from "../.
 import { AuditTrail } from "../../daemon/audit.js";
 import { parseEndpoint } from "../../daemon/commands/audit.js";
 import { loadConfig } from "../../inputs/config/load.js";
+import { DEFAULTS } from "../../core/defaults.js";
 import { createLogger } from "../../daemon/log.js";
 
 // --- a ctnetlink encoder, as the kernel lays out an event (test only) ---
@@ -308,9 +310,9 @@ function trail(
   );
   return a;
 }
-/** The records written so far (lines go out at the end of the event loop's turn). */
+/** The records written so far (lines go out together, DEFAULTS.audit.linesFlushMs after the first). */
 const lines = async (out: PassThrough) => {
-  await new Promise((r) => setImmediate(r));
+  await new Promise((r) => setTimeout(r, DEFAULTS.audit.linesFlushMs + 10));
   return readLines(out);
 };
 const readLines = (out: PassThrough) =>
@@ -730,4 +732,26 @@ test("config: dataplane.snatPorts is a port range; it and snatMode reach the SNA
   const text = renderNftRuleset(plan(ok.ok ? ok.config : (undefined as never)).nat);
   t.regex(text, /meta l4proto \{ tcp, udp, sctp \} snat ip to 192\.0\.2\.11:40000-40999 fully-random/);
   t.regex(text, /snat ip to 192\.0\.2\.11 fully-random/);
+});
+
+test("egressd-ctevents' frames: datagrams, overruns and the granted buffer, split across chunks anywhere", (t) => {
+  const frame = (len: number, body: Buffer = Buffer.alloc(0)) => {
+    const h = Buffer.alloc(4);
+    h.writeUInt32LE(len >>> 0);
+    return Buffer.concat([h, body]);
+  };
+  const granted = Buffer.alloc(4);
+  granted.writeUInt32LE(8 << 20);
+  const dg = Buffer.from("a datagram");
+  const all = Buffer.concat([
+    frame(0xffffffff, granted),
+    frame(dg.length, dg),
+    frame(0),
+    frame(3, Buffer.from("xyz")),
+  ]);
+  const want = [{ granted: 8 << 20 }, { datagram: dg }, { overrun: true }, { datagram: Buffer.from("xyz") }];
+  for (let cut = 0; cut <= all.length; cut++) {
+    const r = new FrameReader();
+    t.deepEqual([...r.push(all.subarray(0, cut)), ...r.push(all.subarray(cut))], want, `cut at ${cut}`);
+  }
 });
