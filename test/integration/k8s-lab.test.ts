@@ -156,13 +156,16 @@ test.serial(
         pod: { namespace: "payments", name: "api-0", uid: uid("api-0") },
       },
     );
-    const drops = GATEWAYS.flatMap((g) =>
-      (existsSync(join(tmp, `${g}-audit.jsonl`)) ? readFileSync(join(tmp, `${g}-audit.jsonl`), "utf8") : "")
-        .split("\n")
-        .map(parseRecord)
-        .filter((r): r is AuditRecord => r?.event === "drop" && r.src === "10.244.1.11"),
-    );
-    t.true(drops.length >= 1, "the worker pod's attempts are drop records");
+    const workerDrops = () =>
+      GATEWAYS.flatMap((g) =>
+        (existsSync(join(tmp, `${g}-audit.jsonl`)) ? readFileSync(join(tmp, `${g}-audit.jsonl`), "utf8") : "")
+          .split("\n")
+          .map(parseRecord)
+          .filter((r): r is AuditRecord => r?.event === "drop" && r.src === "10.244.1.11"),
+      );
+    // Records reach the file in batches (at most 50 ms apart).
+    await waitFor("the worker pod's attempts as drop records", async () => workerDrops().length >= 1, 5_000);
+    const drops = workerDrops();
     t.like(drops[0], {
       unmatched: true,
       pod: { namespace: "payments", name: "worker-0", uid: uid("worker-0") },
