@@ -3,7 +3,8 @@
 // owns, become one record at the start and one at the end of each
 // connection, written as JSON lines and/or exported as IPFIX.
 //
-//   filter:   the source was translated (IPS_SRC_NAT), the connection carries
+//   filter:   the source was translated (IPS_SRC_NAT, or the tuples say so:
+//             DESTROY events may lack the status), the connection carries
 //             one of egressd's policy marks, and the translated address is
 //             this gateway's own. A peer's connections that connection sync
 //             copied here are the peer's to record.
@@ -17,8 +18,13 @@
 //             being followed: a connection in the table that was not seen
 //             starting gets a start record marked late, one that left the
 //             table unseen gets an end record marked endLost. Both are counted
-//             (the events lost, exactly). At start, the table's connections
-//             get late starts too (they began before egressd watched).
+//             (a connection that started and ended within the gap is in
+//             neither; the kernel's SNAT counter still counts it). At start,
+//             the table's connections get late starts too (they began before
+//             egressd watched).
+//   drops:    connections the gateway drops (Deny policies, unmatched) never
+//             reach conntrack's table; their log rules report them over NFLOG
+//             (routing/nflog.ts), and each becomes a drop record.
 import { createSocket, type Socket } from "node:dgram";
 import { writeFileSync } from "node:fs";
 import { basename, dirname } from "node:path";

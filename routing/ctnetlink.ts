@@ -1,9 +1,11 @@
 // Connection tracking events from the kernel (ctnetlink, NETLINK_NETFILTER
 // subsystem 1): a connection confirmed (NEW) and a connection ended
-// (DESTROY), read from their multicast groups as they happen. This is what
-// the audit trail is made of (docs/audit.md). Nothing is polled and no
-// conntrack(8) child parses text; a message is decoded here, by hand, because
-// no maintained library for Node reads ctnetlink.
+// (DESTROY), read from their multicast groups as they happen by the
+// egressd-ctevents helper (native/ct-events.c), which hands them over in
+// batches; and the table listed whole (a dump). This is what the audit trail
+// is made of (docs/audit.md). Nothing is polled and no conntrack(8) child
+// parses text; a message is decoded here, by hand, because no maintained
+// library for Node reads ctnetlink.
 //
 // Every message comes from the kernel, but it is still parsed as untrusted
 // input: a short or malformed message yields nothing, never a throw.
