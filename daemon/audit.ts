@@ -3,8 +3,8 @@
 // owns, become one record at the start and one at the end of each
 // connection, written as JSON lines and/or exported as IPFIX.
 //
-//   filter:   the source was translated (IPS_SRC_NAT, or the tuples say so:
-//             DESTROY events may lack the status), the connection carries
+//   filter:   the source was translated (IPS_SRC_NAT, or the tuples say so),
+//             the connection carries
 //             one of egressd's policy marks, and the translated address is
 //             this gateway's own. A peer's connections that connection sync
 //             copied here are the peer's to record.
@@ -318,7 +318,7 @@ export class AuditTrail {
 
   /** Whether a conntrack entry is one of egressd's NATed connections to this gateway's addresses. */
   private ours(ev: ConntrackEvent): boolean {
-    // The status is not in every kernel's DESTROY events; the tuples tell a translated source too.
+    // The status says it (6.18 sends it in DESTROY events too); so do the tuples, should it be absent.
     const translated = (ev.status & IPS_SRC_NAT) !== 0 || ev.reply.dst !== ev.orig.src;
     return translated && (ev.mark & this.markMask) !== 0 && this.own.has(ev.reply.dst);
   }

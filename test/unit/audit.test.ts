@@ -344,7 +344,7 @@ test("audit: egressd's NATed connections to its own addresses are recorded, star
   a.handle(
     natted({
       type: "destroy",
-      status: 0, // not in every kernel's DESTROY events
+      status: 0, // without the status, the tuples tell the translation
       origCounters: { packets: 5n, bytes: 400n },
       replyCounters: { packets: 4n, bytes: 3000n },
       stopNs: 1_700_000_000_250_000_000n,
