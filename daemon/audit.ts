@@ -4,10 +4,10 @@
 // connection, written as JSON lines and/or exported as IPFIX.
 //
 //   filter:   the source was translated (IPS_SRC_NAT, or the tuples say so),
-//             the connection carries
-//             one of egressd's policy marks, and the translated address is
-//             this gateway's own. A peer's connections that connection sync
-//             copied here are the peer's to record.
+//             the connection carries one of egressd's policy marks, and the
+//             translated address is this gateway's own. A peer's
+//             connections that connection sync copied here are the peer's to
+//             record.
 //   policy:   from the mark, with the plan in force when the connection
 //             started (kept with the connection for its end).
 //   pod:      the Kubernetes input's owner of the source address, when it
