@@ -446,9 +446,10 @@ export class Gateway {
     if (!scope) await this.checkReload(next);
     await this.dataplane.commit(next.id);
     this.view = next.view;
-    this.auditPlan();
     if (scope) this.controller.trigger("sources", scope);
     else {
+      // Sources alone do not change what the audit trail reads from the plan (marks, names, addresses).
+      this.auditPlan();
       this.syncProbes();
       this.updateHealth("reload");
     }
