@@ -32,11 +32,10 @@ import type { Writable } from "node:stream";
 import { createStream } from "rotating-file-stream";
 import type { AuditConfig } from "../core/config/audit-schema.js";
 import { DEFAULTS } from "../core/defaults.js";
-import { parseAddress, formatAddress } from "../core/ip.js";
 import { IpfixExporter, type NatEventRecord } from "../core/audit/ipfix.js";
 import { formatRecord, protoName, type AuditRecord, type PodRef } from "../core/audit/record.js";
 import { ConntrackEvents, IPS_SRC_NAT, dumpConntrack, type ConntrackEvent } from "../routing/ctnetlink.js";
-import { addressBytes } from "../routing/ip.js";
+import { addressBytes, canonicalAddress } from "../routing/ip.js";
 import { NflogReader, type DroppedPacket } from "../routing/nflog.js";
 import { DROP_PREFIX, NFLOG_GROUP, policyKey } from "../routing/nft-render.js";
 import type { Logger } from "./log.js";
@@ -111,11 +110,6 @@ interface Live {
   ev: ConntrackEvent;
 }
 
-const canonical = (text: string) => {
-  const a = parseAddress(text);
-  return a ? formatAddress(a.family, a.value) : text;
-};
-
 export class AuditTrail {
   readonly counts: AuditCounts = {
     starts: 0,
@@ -184,7 +178,7 @@ export class AuditTrail {
     this.markMask = markMask;
     this.policies = new Map(policies.filter((p) => !p.deny).map((p) => [p.mark & markMask, p.name]));
     this.denyKeys = new Map(policies.filter((p) => p.deny).map((p) => [policyKey(p.name), p.name]));
-    this.own = new Set(egressIPs.map(canonical));
+    this.own = new Set(egressIPs.map(canonicalAddress));
   }
 
   private usePort(ev: ConntrackEvent, by: 1 | -1): void {
@@ -241,7 +235,7 @@ export class AuditTrail {
         this.out = stream;
       }
       if (c.ipfix) {
-        const host = canonical(c.ipfix.collector);
+        const host = canonicalAddress(c.ipfix.collector);
         const socket = createSocket(host.includes(":") ? "udp6" : "udp4");
         socket.on("error", (e) => {
           this.counts.ipfixErrors++;
