@@ -13,7 +13,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { RawNetlinkSocket, parseMessages } from "netlink";
 import { bytesToAddress } from "./ip.js";
-import { attrMap } from "./nlattr.js";
+import { attrMap, message, nfgen } from "./nlattr.js";
 
 const NETLINK_NETFILTER = 12;
 const NFNL_SUBSYS_CTNETLINK = 1;
@@ -347,12 +347,13 @@ export function dumpConntrack(timeoutMs = 30_000): Promise<ConntrackEvent[]> {
         if (ev) out.push(ev);
       }
     });
-    const msg = Buffer.alloc(20);
-    msg.writeUInt32LE(20, 0);
-    msg.writeUInt16LE((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET, 4);
-    msg.writeUInt16LE(NLM_F_REQUEST | NLM_F_DUMP, 6);
-    msg.writeUInt32LE(seq, 8);
-    // nfgenmsg: AF_UNSPEC (both families), version 0, res_id 0
+    // nfgenmsg: AF_UNSPEC (both families), resource 0
+    const msg = message(
+      (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET,
+      NLM_F_REQUEST | NLM_F_DUMP,
+      seq,
+      nfgen(0, 0),
+    );
     sock.send(msg, {}, (e?: Error) => {
       if (e) done(e);
     });

@@ -9,7 +9,7 @@
 // nothing.
 import { RawNetlinkSocket, parseMessages } from "netlink";
 import { bytesToAddress } from "./ip.js";
-import { attr, attrMap } from "./nlattr.js";
+import { attr, attrMap, message, nfgen } from "./nlattr.js";
 
 const NETLINK_NETFILTER = 12;
 const NFNL_SUBSYS_ULOG = 4;
@@ -96,13 +96,8 @@ export function decodeNflog(type: number, data: Buffer): DroppedPacket | undefin
 }
 
 function configMessage(group: number, seq: number, attribute: Buffer): Buffer {
-  const body = Buffer.concat([Buffer.from([0, 0, group >> 8, group & 0xff]), attribute]);
-  const h = Buffer.alloc(16);
-  h.writeUInt32LE(16 + body.length, 0);
-  h.writeUInt16LE((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG, 4);
-  h.writeUInt16LE(NLM_F_REQUEST | NLM_F_ACK, 6);
-  h.writeUInt32LE(seq, 8);
-  return Buffer.concat([h, body]);
+  const payload = Buffer.concat([nfgen(0, group), attribute]);
+  return message((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG, NLM_F_REQUEST | NLM_F_ACK, seq, payload);
 }
 
 export interface NflogOptions {

@@ -21,7 +21,7 @@
 // encoding to nft's own on the kernel, step by step.
 import { RawNetlinkSocket, parseMessages } from "netlink";
 import { addressBytes, bytesToAddress, intervalBounds } from "./ip.js";
-import { align4, attr, attrs, nested } from "./nlattr.js";
+import { attr, attrs, message, nested, nfgen } from "./nlattr.js";
 import type { SetPatch } from "./nft-render.js";
 
 const NETLINK_NETFILTER = 12;
@@ -50,26 +50,6 @@ const NFTA_DATA_VALUE = 1;
 const MAX_ELEMENTS = 2000;
 
 const str = (s: string) => Buffer.from(s + "\0");
-
-function nfgen(family: number, resId: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt8(family, 0);
-  b.writeUInt8(0, 1);
-  b.writeUInt16BE(resId, 2);
-  return b;
-}
-
-function message(type: number, flags: number, seq: number, payload: Buffer): Buffer {
-  const h = Buffer.alloc(16);
-  const len = 16 + payload.length;
-  h.writeUInt32LE(len, 0);
-  h.writeUInt16LE(type, 4);
-  h.writeUInt16LE(flags, 6);
-  h.writeUInt32LE(seq, 8);
-  h.writeUInt32LE(0, 12);
-  const pad = Buffer.alloc(align4(len) - len);
-  return Buffer.concat([h, payload, pad]);
-}
 
 /** One kernel set element: an address key, or an interval's start or end. */
 interface Element {

@@ -1,5 +1,7 @@
-// Reading netlink attributes (struct nlattr: u16 length, u16 type, payload,
-// padded to 4 bytes), as nf_tables and ctnetlink messages carry them. The
+// Netlink messages of the netfilter subsystems, written and read: the
+// message header (struct nlmsghdr), nfnetlink's header (struct nfgenmsg),
+// and attributes (struct nlattr: u16 length, u16 type, payload, padded to 4
+// bytes), as nf_tables, ctnetlink and nfnetlink_log messages carry them. The
 // length and type are in host order (little-endian here); what a payload's
 // numbers are in is up to each subsystem (ctnetlink's are big-endian).
 
@@ -47,4 +49,26 @@ export function attrs(buf: Buffer, type: number): Buffer[] {
     at += align4(len);
   }
   return out;
+}
+
+/** nfnetlink's header: the address family, version 0, and the resource id (big-endian). */
+export function nfgen(family: number, resId: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt8(family, 0);
+  b.writeUInt8(0, 1);
+  b.writeUInt16BE(resId, 2);
+  return b;
+}
+
+/** One netlink message: the header (host order), the payload, padded to 4 bytes. */
+export function message(type: number, flags: number, seq: number, payload: Buffer): Buffer {
+  const h = Buffer.alloc(16);
+  const len = 16 + payload.length;
+  h.writeUInt32LE(len, 0);
+  h.writeUInt16LE(type, 4);
+  h.writeUInt16LE(flags, 6);
+  h.writeUInt32LE(seq, 8);
+  h.writeUInt32LE(0, 12);
+  const pad = Buffer.alloc(align4(len) - len);
+  return Buffer.concat([h, payload, pad]);
 }
