@@ -18,7 +18,7 @@ import { parseArgs } from "node:util";
 import { isRunning, run, spawnDetached, tryRun } from "../lib/exec.js";
 import { buildTopology } from "../test/helpers/dataplane-topology.js";
 import type { Sandbox } from "../test/helpers/netns.js";
-import { FD_LIMIT, machineTicks, runGenerator } from "./conn-load.js";
+import { FD_LIMIT, machineTicks, runGenerator, waitReady } from "./conn-load.js";
 import { benchSandbox } from "./nat-lib.js";
 
 const { values: opt } = parseArgs({
@@ -66,14 +66,6 @@ interface Row {
   starts: number;
   egressdPct: number;
   machinePct: number;
-}
-
-async function waitReady(s: Sandbox): Promise<void> {
-  for (let i = 0; i < 150; i++) {
-    if ((await s.tryExec("gw", ["curl", "-sf", "http://127.0.0.1:9469/readyz"])).code === 0) return;
-    await sleep(200);
-  }
-  throw new Error("egressd did not become ready");
 }
 
 async function natted(s: Sandbox): Promise<number> {

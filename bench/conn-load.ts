@@ -4,6 +4,7 @@
 // from /proc/stat.
 import { readFileSync } from "node:fs";
 import { tryRun } from "../lib/exec.js";
+import type { Sandbox } from "../test/helpers/netns.js";
 
 /**
  * node -e GENERATOR HOST PORT RATE SECONDS SOURCES: connects RATE times a
@@ -82,4 +83,13 @@ export async function runGenerator(
   );
   const out = JSON.parse(r.stdout.trim().split("\n").pop() ?? "{}") as Partial<GeneratorResult>;
   return { ok: out.ok ?? 0, failed: out.failed ?? 0, codes: out.codes ?? {} };
+}
+
+/** Waits for egressd in `node`'s namespace to answer /readyz on its default listener (30 s at most). */
+export async function waitReady(s: Sandbox, node = "gw"): Promise<void> {
+  for (let i = 0; i < 150; i++) {
+    if ((await s.tryExec(node, ["curl", "-sf", "http://127.0.0.1:9469/readyz"])).code === 0) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error("egressd did not become ready");
 }

@@ -20,7 +20,7 @@ import { parseArgs } from "node:util";
 import { isRunning, spawnDetached, tryRun } from "../lib/exec.js";
 import { buildTopology } from "../test/helpers/dataplane-topology.js";
 import type { Sandbox } from "../test/helpers/netns.js";
-import { FD_LIMIT } from "./conn-load.js";
+import { FD_LIMIT, waitReady } from "./conn-load.js";
 import { benchSandbox } from "./nat-lib.js";
 
 const { values: opt } = parseArgs({
@@ -120,10 +120,7 @@ audit: { file: ${join(dir, "audit.jsonl")} }
   );
   const answers = createInterface({ input: client.stdout })[Symbol.asyncIterator]();
   try {
-    for (let i = 0; i < 150; i++) {
-      if ((await s.tryExec("gw", ["curl", "-sf", "http://127.0.0.1:9469/readyz"])).code === 0) break;
-      await sleep(200);
-    }
+    await waitReady(s);
     await sleep(500);
     const before = await ctStats(s);
     console.log(
