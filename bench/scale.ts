@@ -113,7 +113,7 @@ async function main(lab: ScaleLab): Promise<void> {
     await lab.loopDelay(),
   );
   console.log(
-    `    each: ${changeMs.map((ms) => fmt(ms, 0)).join(" ")} ms (seen by nft monitor, which reloads its view of the table on every change)`,
+    `    each: ${changeMs.map((ms) => fmt(ms, 0)).join(" ")} ms (seen by bench/nft-watch: the kernel's set notifications)`,
   );
 
   // One destination added: a new route at the ToR.

@@ -29,7 +29,14 @@ import { actionOf, policyFamily } from "../core/plan/model.js";
 import type { NatSourcesDelta } from "../core/state.js";
 import { retireIndex, type NatResult, type SourceEdit as NatEdit } from "../core/plan/nat.js";
 import { sourceEdit, type LoadedText, type SourceEdit } from "../inputs/config/source-edit.js";
-import { planStatic, sourcesPatched, viewOf, type PlanView, type StaticPlan } from "../core/plan/index.js";
+import {
+  planStatic,
+  sourcesPatched,
+  viewOf,
+  type MadePlan,
+  type PlanView,
+  type StaticPlan,
+} from "../core/plan/index.js";
 import type { KernelActuator } from "../routing/kernel-actuator.js";
 import type { NatCounter } from "../routing/nft.js";
 import type { KernelChanges, TeardownSummary } from "../routing/reconcile.js";
@@ -152,6 +159,8 @@ interface Kept {
   loaded?: LoadedText;
 }
 
+const madeOf = (plan: StaticPlan): MadePlan => ({ kernel: plan.kernel, view: viewOf(plan) });
+
 const digestOf = (config: unknown) => createHash("sha256").update(JSON.stringify(config)).digest("hex");
 
 /** A kept plan's file digest, made now if it was left for later (it is, for a config read by sourceEdit). */
@@ -248,12 +257,13 @@ export class InlineDataplane implements Dataplane {
     let warnings: ConfigIssue[] = [];
     let loaded: LoadedText | undefined;
     let fileUnchanged: boolean | undefined;
+    let edited: SourceEdit | undefined;
     if ("text" in input || "bytes" in input) {
       const text =
         "text" in input
           ? input.text
           : Buffer.from(input.bytes.buffer, input.bytes.byteOffset, input.bytes.byteLength).toString("utf8");
-      const edited =
+      edited =
         base?.loaded && cluster.length === 0 ? this.sourcesEdited(base.loaded, text, natFor) : undefined;
       if (edited) {
         loaded = edited;
@@ -293,19 +303,26 @@ export class InlineDataplane implements Dataplane {
         const config = withCluster(withClaims(file, claims), cluster);
         if (classified?.config !== config) natFor(config);
         const c = classified!.c;
-        const plan = planStatic(config, c.index);
-        kept = {
-          file,
-          cluster,
-          claims,
-          kernel: plan.kernel,
-          view: viewOf(plan),
-          classifier: { index: c.index, sources: c.sources },
-        };
+        // Source lines of one policy edited in the file, as pods moving: the plan in force with its
+        // sources replaced, as prepareEdits does for the cluster's, when nothing else can differ.
+        const count = edited
+          ? new Map([[edited.policy, file.policies[edited.policy]!.sources.length]])
+          : undefined;
+        const made =
+          edited && count && base && c.delta && config === file && clusterUnchanged && claimsUnchanged
+            ? sourcesPatched(base, c.index.result, edited.changed.map(mustParseSpan), count)
+            : undefined;
+        const plan = made ?? madeOf(planStatic(config, c.index));
+        kept = { file, cluster, claims, ...plan, classifier: { index: c.index, sources: c.sources } };
         if (digest !== undefined) kept.digest = digest;
         else if (fileUnchanged && base?.digest !== undefined) kept.digest = base.digest;
         if (c.delta && base) kept.sourcesDelta = { base: base.kernel.nat, ...c.delta };
         if (loaded) kept.loaded = loaded;
+        if (made) {
+          kept.sourcesOnly = true;
+          const out = this.keep(kept, false);
+          return Promise.resolve(out.ok ? { ...out, warnings, sourceCounts: [...count!] } : out);
+        }
       }
     } catch (e) {
       const message = `the config cannot be planned: ${(e as Error).message}`;
@@ -387,8 +404,7 @@ export class InlineDataplane implements Dataplane {
     const config = withCluster(withClaims(base.file, base.claims), cluster);
     const c = patched ?? classifierFor(config);
     try {
-      const plan = planStatic(config, c.index);
-      return this.keep(keptWith({ kernel: plan.kernel, view: viewOf(plan) }, c), false);
+      return this.keep(keptWith(madeOf(planStatic(config, c.index)), c), false);
     } catch (e) {
       return fail(`the config cannot be planned: ${(e as Error).message}`);
     }
@@ -425,8 +441,10 @@ export class InlineDataplane implements Dataplane {
     const p = this.prepared.get(id);
     if (!p) return Promise.reject(new Error(`no prepared plan ${id}`));
     // Moved pods leave little garbage on the heap (their arrays are typed, and V8 reclaims those
-    // by itself): no collection is forced for them.
-    if (p !== this.committed && !p.sourcesOnly)
+    // by itself): no collection is forced for them. A file whose sources were edited leaves its
+    // old text (megabytes at 100k sources): that is a patch's garbage.
+    const podsMoved = p.sourcesOnly === true && p.loaded === this.committed?.loaded;
+    if (p !== this.committed && !podsMoved)
       this.garbage = p.sourcesDelta === undefined ? "replaced" : (this.garbage ?? "patched");
     // The replaced plan is dropped (prepared ones too): its classifier's arrays serve the next patches.
     const old = this.committed?.classifier.index;

@@ -130,6 +130,12 @@ export interface LoadedText {
 export interface SourceEdit extends LoadedText {
   /** The policy whose sources changed. */
   policy: number;
+  /**
+   * The items on the lines the edit replaced and on the lines it wrote: every
+   * address that may have come or gone (a superset: a line rewritten with the
+   * same item is in it).
+   */
+  changed: string[];
 }
 
 /** Length of the common prefix of a and b. */
@@ -222,12 +228,14 @@ export function sourceEdit(prev: LoadedText, text: string): SourceEdit | undefin
   if (!refMatch || refItemStart !== starts[ref] || refItemStart + refMatch[3]!.length !== ends[ref])
     return undefined;
   const indent = refMatch[1]!;
+  const changed: string[] = [];
   let at = a;
   for (let k = k0; k < k1; k++) {
     const line = oldLines[k - k0]!;
     const m = ITEM.exec(line);
     const start = at + indent.length + 1 + (m?.[2]?.length ?? 0);
     if (!m || m[1] !== indent || start !== starts[k] || start + m[3]!.length !== ends[k]) return undefined;
+    changed.push(m[3]!);
     at += line.length + 1;
   }
 
@@ -285,7 +293,13 @@ export function sourceEdit(prev: LoadedText, text: string): SourceEdit | undefin
     ...prev.config,
     policies: prev.config.policies.map((x, i) => (i === policy ? { ...x, sources } : x)),
   };
-  return { text, config, layout: { starts: s2, ends: e2, first: f2, editable }, policy };
+  return {
+    text,
+    config,
+    layout: { starts: s2, ends: e2, first: f2, editable },
+    policy,
+    changed: [...changed, ...items],
+  };
 }
 
 /** The policy whose items include item k: the last whose first item is at or before k. */

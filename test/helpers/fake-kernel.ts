@@ -1,6 +1,7 @@
 // A stand-in for the kernel actuator: remembers the last desired state it was
 // given and records applies and the teardown, in a log it can share with a
 // FakeSpeaker; its self-checks pass unless told otherwise.
+import type { PlanView } from "../../core/plan/index.js";
 import type { KernelState, NatSourcesDelta } from "../../core/state.js";
 import type { KernelActuator } from "../../routing/kernel-actuator.js";
 import type { KernelChanges, TeardownSummary } from "../../routing/reconcile.js";
@@ -61,4 +62,42 @@ export class DeltaKernel extends FakeKernel {
     this.sourcesOnly.push(opts.sourcesOnly === true);
     return super.apply(desired);
   }
+}
+
+/** A NAT plan's decisions, order-free: classes by their destinations, and each source's class. */
+export function natDecisions(k: KernelState): string {
+  const classes = new Map(k.nat.classes.map((c) => [c.id, JSON.stringify(c.destinations)]));
+  return JSON.stringify(k.nat.sources.map((s) => `${s.interval}=${classes.get(s.classId)}`).sort());
+}
+
+/** What health and BGP read of a view: the advertise scope, the policies' source counts, the addresses. */
+function viewDecisions(v: PlanView): string {
+  return JSON.stringify(
+    [
+      v.scope.outer,
+      v.scope.excluded,
+      v.config.policies.map((q) => [q.name, q.sourceCount]),
+      v.kernel.addresses,
+    ],
+    (_k, x: unknown) => (typeof x === "bigint" ? x.toString() : x),
+  );
+}
+
+/**
+ * Throws, naming the first difference, unless a patched plan (`patched`: what
+ * a kernel was given, and the view) decides what one made whole does.
+ */
+export function assertSamePlan(
+  patched: { kernel: KernelState; view: PlanView },
+  whole: { kernel: KernelState; view: PlanView },
+): void {
+  const a = natDecisions(patched.kernel);
+  const b = natDecisions(whole.kernel);
+  if (a !== b) throw new Error(`NAT patched ${a}\nwhole ${b}`);
+  const rest = (k: KernelState) => JSON.stringify([k.addresses, k.routes, k.rules, k.guard]);
+  if (rest(patched.kernel) !== rest(whole.kernel))
+    throw new Error("addresses, routes, rules or guard differ");
+  const v = viewDecisions(patched.view);
+  const w = viewDecisions(whole.view);
+  if (v !== w) throw new Error(`view patched ${v}\nwhole ${w}`);
 }

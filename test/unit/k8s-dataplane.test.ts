@@ -9,8 +9,7 @@ import { InlineDataplane, withCluster } from "../../daemon/dataplane.js";
 import { Cluster, type PodInfo } from "../../core/k8s/cluster.js";
 import type { PolicyObject } from "../../core/k8s/policy.js";
 import type { Config } from "../../core/config/schema.js";
-import type { KernelState } from "../../core/state.js";
-import { DeltaKernel, FakeKernel } from "../helpers/fake-kernel.js";
+import { assertSamePlan, DeltaKernel, FakeKernel, natDecisions } from "../helpers/fake-kernel.js";
 
 const FILE: Config = {
   gateway: { name: "gw-a1", site: "dc-a" },
@@ -43,12 +42,6 @@ const policy = (ns: string, name: string, app: string, dest: string, group: stri
   created: 1,
   spec: { podSelector: { matchLabels: { app } }, destinations: [dest], egressIPGroup: group },
 });
-
-/** The NAT plan's decisions, order-free: classes by their destinations, and each source's class. */
-function natOf(k: KernelState): string {
-  const classes = new Map(k.nat.classes.map((c) => [c.id, JSON.stringify(c.destinations)]));
-  return JSON.stringify(k.nat.sources.map((s) => `${s.interval}=${classes.get(s.classId)}`).sort());
-}
 
 async function commit(
   dp: InlineDataplane,
@@ -119,12 +112,12 @@ test("pod moves reach the kernel as a source delta, and the plan equals one made
   await commit(dp, { clusterEdits: ch.edits });
   t.deepEqual(kernel.deltas, [true], "the kernel got a delta, not a whole plan");
   t.deepEqual(kernel.sourcesOnly, [true], "of the source sets alone");
-  const incremental = natOf(kernel.applied!);
+  const incremental = natDecisions(kernel.applied!);
   const fullKernel = new FakeKernel();
   const full = new InlineDataplane(fullKernel);
   await commit(full, { text: stringify(FILE) });
   await commit(full, { cluster: c.policyConfigs() });
-  t.is(incremental, natOf(fullKernel.applied!));
+  t.is(incremental, natDecisions(fullKernel.applied!));
 });
 
 test("edits that do not fit the committed policies are refused (the caller sends the whole list)", async (t) => {
@@ -209,23 +202,8 @@ test("property: any sequence of pod events, applied as edits, plans what the who
         if (!whole.ok) throw new Error("the whole list failed to plan");
         await fdp.commit(whole.id);
         await fdp.apply();
-        if (natOf(kernel.applied!) !== natOf(full.applied!))
-          throw new Error(`incremental ${natOf(kernel.applied!)}\nfull ${natOf(full.applied!)}`);
         // What is not NAT sources, and what health and BGP read, is the same too.
-        const rest = (k: KernelState) => JSON.stringify([k.addresses, k.routes, k.rules, k.guard]);
-        if (rest(kernel.applied!) !== rest(full.applied!))
-          throw new Error("addresses, routes, rules or guard differ");
-        const seen = (v: typeof view) =>
-          JSON.stringify(
-            [
-              v.scope.outer,
-              v.scope.excluded,
-              v.config.policies.map((q) => [q.name, q.sourceCount]),
-              v.kernel.addresses,
-            ],
-            (_k, x: unknown) => (typeof x === "bigint" ? x.toString() : x),
-          );
-        if (seen(view) !== seen(whole.view)) throw new Error(`view ${seen(view)}\nfull ${seen(whole.view)}`);
+        assertSamePlan({ kernel: kernel.applied!, view }, { kernel: full.applied!, view: whole.view });
       },
     ),
     { numRuns: 80 },
@@ -272,7 +250,7 @@ test("at 12k pods (arrays reused from replaced plans), a run of moves plans what
       const fdp = new InlineDataplane(full);
       await commit(fdp, { text: stringify(FILE) });
       await commit(fdp, { cluster: configs() });
-      t.is(natOf(kernel.applied!), natOf(full.applied!), `after ${e + 1} moves`);
+      t.is(natDecisions(kernel.applied!), natDecisions(full.applied!), `after ${e + 1} moves`);
     }
   }
   t.true(kernel.sourcesOnly.filter(Boolean).length >= 50, "moves took the sources-only path");
