@@ -16,8 +16,17 @@
 // server at the same interval with the same timeout and fall count,
 // announcing and withdrawing the destination through vtysh. gw-b1 keeps
 // egressd (it is the other site's backup and no trial touches it).
+//
+// Each row also gives the ToR's side of the failover, read from tor-a itself:
+// when it took the gateway's session down (BFD expired, or the withdrawal
+// came; FRR's log, to the microsecond), and when its kernel's route to the
+// web destination changed (`ip -ts monitor route`), both from the moment the
+// trigger was pulled. What lies between the two is the ToR's own processing,
+// which no gateway can shorten.
 //   node dist/bench/failover.js [TRIALS] [BASELINE_TRIALS] [INTERVALS]
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -45,6 +54,11 @@ const SRC = "10.244.1.10";
 const WEB = "http://203.0.113.10:8080/";
 
 const tmp = mkdtempSync(join(tmpdir(), "egressd-bench-failover-"));
+// tor-a's FRR log (FRR writes it as its own user).
+const torLogDir = join(tmp, "tor-a-log");
+mkdirSync(torLogDir);
+chmodSync(torLogDir, 0o1777);
+const torLog = join(torLogDir, "frr.log");
 
 /**
  * The lab with detection at `ms` x 3 (BFD on the gateways and the ToRs, and
@@ -62,7 +76,8 @@ function labAt(ms: number, stack: "egressd" | "baseline" = "egressd"): Lab {
   rebindCopies(topo, "/etc/frr/frr.conf", dir, (text) =>
     text
       .replaceAll("receive-interval 100", `receive-interval ${ms}`)
-      .replaceAll("transmit-interval 100", `transmit-interval ${ms}`),
+      .replaceAll("transmit-interval 100", `transmit-interval ${ms}`)
+      .replace("hostname tor-a", `hostname tor-a\nlog file ${torLog} informational\nlog timestamp precision 6`),
   );
   if (stack === "egressd") return new Lab(topo, `bfo${process.pid % 10000}`, { quiet: true });
   const lab = new Lab(topo, `bfb${process.pid % 10000}`, { quiet: true });
@@ -152,19 +167,65 @@ async function ready(): Promise<TwoDcGateway> {
 
 const webPeers = async () => ((await bgpTable(lab, "tor-a")).get("203.0.113.0/24") ?? []).map((p) => p.peer);
 
+/** A trial's traffic gap, and when (ms after the trigger) tor-a took the session down and changed its route. */
+interface Trial extends StreamResult {
+  torSessionMs?: number;
+  torRouteMs?: number;
+}
+
+/** tor-a's kernel route changes for the web destination, with their wall-clock times (ms). */
+function watchTorRoutes(): { changes: number[]; stop: () => void } {
+  const child = spawn("ip", ["netns", "exec", lab.ns("tor-a"), "ip", "monitor", "route"], {
+    stdio: ["ignore", "pipe", "ignore"],
+  });
+  const changes: number[] = [];
+  createInterface({ input: child.stdout }).on("line", (l) => {
+    if (l.includes(WEB_NET)) changes.push(Date.now());
+  });
+  return { changes, stop: () => child.kill() };
+}
+
+/**
+ * When tor-a's bgpd took the session with `peer` down after `since` (wall
+ * clock, ms), from its log: FRR writes local time to the microsecond.
+ */
+function torSessionDown(peer: string, since: number): number | undefined {
+  let text: string;
+  try {
+    text = readFileSync(torLog, "utf8");
+  } catch {
+    return undefined;
+  }
+  for (const line of text.split("\n")) {
+    const m = /^(\d+)\/(\d+)\/(\d+) (\d+):(\d+):(\d+)\.(\d{3})\d* .*ADJCHANGE: neighbor (\S+?)\(.* Down/.exec(line);
+    if (!m || m[8] !== peer) continue;
+    const [y, mo, d, h, mi, sec, ms] = m.slice(1, 8).map(Number) as number[];
+    const at = new Date(y!, mo! - 1, d!, h!, mi!, sec!, ms!).getTime();
+    if (at >= since) return at;
+  }
+  return undefined;
+}
+
 /** One trial: stream, break `g` with `fail`, wait until the ToR dropped it, measure, repair. */
 async function trial(
   fail: (g: TwoDcGateway) => Promise<() => Promise<void>>,
   timeoutMs = 5000,
-): Promise<StreamResult> {
+): Promise<Trial> {
   const g = await ready();
   const stream = startStream(lab, "pod-a", "203.0.113.10", SRC);
   await stream.flowing;
+  const routes = watchTorRoutes();
   await sleep(300);
+  const pulled = Date.now();
   const repair = await fail(g);
   await waitFor(`${g} out`, async () => !(await webPeers()).includes(GW[g].link), timeoutMs);
   await sleep(500);
-  const r = await stream.stop();
+  const r: Trial = await stream.stop();
+  routes.stop();
+  const route = routes.changes.find((t) => t >= pulled);
+  if (route !== undefined) r.torRouteMs = route - pulled;
+  const down = torSessionDown(GW[g].link, pulled);
+  if (down !== undefined) r.torSessionMs = down - pulled;
   await repair();
   return r;
 }
@@ -202,12 +263,22 @@ const triggers: [string, (g: TwoDcGateway) => Promise<() => Promise<void>>, numb
   ],
 ];
 
-function report(name: string, rs: StreamResult[]): void {
+function report(name: string, rs: Trial[]): void {
   const gaps = rs.map((r) => r.gapMs);
   const lost = rs.map((r) => r.lost);
+  const med = (xs: (number | undefined)[]) => {
+    const known = xs.filter((x): x is number => x !== undefined);
+    return known.length ? `${median(known)} ms` : "-";
+  };
   console.log(
     `${name.padEnd(64)} gap median ${String(median(gaps)).padStart(5)} ms  worst ${String(Math.max(...gaps)).padStart(5)} ms` +
       `   lost median ${median(lost)} worst ${Math.max(...lost)}   (${rs.length} trials)`,
+  );
+  const both = rs.filter((r) => r.torSessionMs !== undefined && r.torRouteMs !== undefined);
+  console.log(
+    `${"".padEnd(64)} at tor-a: session down after ${med(rs.map((r) => r.torSessionMs))}, ` +
+      `route changed after ${med(rs.map((r) => r.torRouteMs))}` +
+      (both.length ? ` (the ToR's own part: ${med(both.map((r) => r.torRouteMs! - r.torSessionMs!))})` : ""),
   );
 }
 
@@ -220,10 +291,10 @@ async function runAt(
   names: Set<string> | undefined,
   baseline: boolean,
   stack: "egressd" | "baseline" = "egressd",
-): Promise<Map<string, StreamResult[]>> {
+): Promise<Map<string, Trial[]>> {
   lab = labAt(ms, stack);
   bfdOnTor = true;
-  const results = new Map<string, StreamResult[]>();
+  const results = new Map<string, Trial[]>();
   try {
     await lab.up();
     // FRR nodes' commands are not started by up(): the healthchecks, once FRR runs.
@@ -232,7 +303,7 @@ async function runAt(
     await ready();
     for (const [name, fail, timeout] of triggers) {
       if (names && !names.has(name)) continue;
-      const rs: StreamResult[] = [];
+      const rs: Trial[] = [];
       for (let i = 0; i < TRIALS; i++) {
         const r = await trial(fail, timeout);
         process.stderr.write(
@@ -254,7 +325,7 @@ async function runAt(
         "no neighbor GATEWAYS bfd",
       ]);
       bfdOnTor = false;
-      const base: StreamResult[] = [];
+      const base: Trial[] = [];
       for (let i = 0; i < BASELINE; i++) base.push(await trial((g) => freezeNode(lab, g), 30_000));
       results.set(BASELINE_ROW, base);
     }
@@ -272,7 +343,7 @@ try {
     `failover on the two-dc lab: ping stream every 10 ms pod-a -> server, ${TRIALS} trials per trigger; ` +
       `detection at ${INTERVALS.join(" and ")} ms x 3 (BFD and probes)`,
   );
-  const rows: [string, StreamResult[]][] = [];
+  const rows: [string, Trial[]][] = [];
   const versus: string[] = [];
   for (const [i, ms] of INTERVALS.entries()) {
     const first = i === 0;

@@ -110,6 +110,7 @@ export function runCommand(): Command {
             },
           });
           let first: Awaited<ReturnType<DataplaneWorker["prepare"]>>;
+          const preparing = performance.now();
           try {
             first = await dataplane.prepare({ bytes: firstText, ...nodeOpt });
           } catch (e) {
@@ -120,6 +121,15 @@ export function runCommand(): Command {
             await dataplane.close();
             return void (process.exitCode = EXIT.invalid);
           }
+          log.info(
+            {
+              file: opts.config,
+              bytes: firstText.length,
+              durationMs: Math.round(performance.now() - preparing),
+              sinceStartMs: Math.round(performance.now()),
+            },
+            first.ok ? "config read, checked and planned" : "config read and refused",
+          );
           for (const w of first.warnings) log.warn({ file: opts.config }, formatIssue(w));
           if (!first.ok) {
             for (const e of first.errors)
