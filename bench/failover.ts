@@ -54,7 +54,8 @@ const SRC = "10.244.1.10";
 const WEB = "http://203.0.113.10:8080/";
 
 const tmp = mkdtempSync(join(tmpdir(), "egressd-bench-failover-"));
-// tor-a's FRR log (FRR writes it as its own user).
+// tor-a's FRR log: FRR writes it as its own user, so the folder is its to write in (and tmp to pass through).
+chmodSync(tmp, 0o711);
 const torLogDir = join(tmp, "tor-a-log");
 mkdirSync(torLogDir);
 chmodSync(torLogDir, 0o1777);
@@ -77,7 +78,10 @@ function labAt(ms: number, stack: "egressd" | "baseline" = "egressd"): Lab {
     text
       .replaceAll("receive-interval 100", `receive-interval ${ms}`)
       .replaceAll("transmit-interval 100", `transmit-interval ${ms}`)
-      .replace("hostname tor-a", `hostname tor-a\nlog file ${torLog} informational\nlog timestamp precision 6`),
+      .replace(
+        "hostname tor-a",
+        `hostname tor-a\nlog file ${torLog} informational\nlog timestamp precision 6`,
+      ),
   );
   if (stack === "egressd") return new Lab(topo, `bfo${process.pid % 10000}`, { quiet: true });
   const lab = new Lab(topo, `bfb${process.pid % 10000}`, { quiet: true });
@@ -197,7 +201,9 @@ function torSessionDown(peer: string, since: number): number | undefined {
     return undefined;
   }
   for (const line of text.split("\n")) {
-    const m = /^(\d+)\/(\d+)\/(\d+) (\d+):(\d+):(\d+)\.(\d{3})\d* .*ADJCHANGE: neighbor (\S+?)\(.* Down/.exec(line);
+    const m = /^(\d+)\/(\d+)\/(\d+) (\d+):(\d+):(\d+)\.(\d{3})\d* .*ADJCHANGE: neighbor (\S+?)\(.* Down/.exec(
+      line,
+    );
     if (!m || m[8] !== peer) continue;
     const [y, mo, d, h, mi, sec, ms] = m.slice(1, 8).map(Number) as number[];
     const at = new Date(y!, mo! - 1, d!, h!, mi!, sec!, ms!).getTime();
