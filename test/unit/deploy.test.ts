@@ -222,3 +222,35 @@ test("the DaemonSet's command is one egressd accepts, on the ConfigMap's file, v
   );
   t.true(timeoutS < grace, `the drain's --timeout ${timeoutS} s ends before the grace period's ${grace} s`);
 });
+
+test("the example's connection-sync pairs agree: each peer is a member that syncs back, with its own egress IPs and sync address", (t) => {
+  const text = readFileSync(join(REPO, "deploy/config/egressd.yaml"), "utf8");
+  const configs = new Map(
+    nodesOf(text)!.map((node) => {
+      const r = loadConfig(text, { node });
+      if (!r.ok) throw new Error(`node ${node}: ${JSON.stringify(r.errors)}`);
+      return [node, r.config];
+    }),
+  );
+  const members = [...configs].filter(([, c]) => c.connectionSync);
+  t.true(members.length >= 2, "the example shows a sync group");
+  for (const [node, c] of members) {
+    const sync = c.connectionSync!;
+    for (const peer of sync.peers) {
+      const other = configs.get(peer.name);
+      t.truthy(other?.connectionSync, `${node}'s peer ${peer.name} syncs too`);
+      if (!other?.connectionSync) continue;
+      t.is(peer.address, other.connectionSync.address, `${node} reaches ${peer.name} at its sync address`);
+      t.deepEqual(
+        [...peer.egressIPs].sort(),
+        other.egressIPs.map((e) => e.address).sort(),
+        `${node} backs up exactly ${peer.name}'s egress IPs`,
+      );
+      t.true(
+        other.connectionSync.peers.some((p) => p.name === node && p.address === sync.address),
+        `${peer.name} names ${node} back`,
+      );
+      t.is(other.gateway.site, c.gateway.site, "a sync group stays within a site");
+    }
+  }
+});
