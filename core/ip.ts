@@ -382,6 +382,22 @@ export function canonicalText(s: string): string {
   return formatAddress(a.family, a.value);
 }
 
+/** An address as plans keep it: its family, canonical text and value (to sort by); `fail` makes the error for what is not one. */
+export function canonicalEntry(
+  text: string,
+  fail: (message: string) => Error = (m) => new Error(m),
+): { family: Family; address: string; value: bigint } {
+  const a = parseAddress(text);
+  if (a === undefined) throw fail(`${text} is not an IP address`);
+  return { family: a.family, address: formatAddress(a.family, a.value), value: a.value };
+}
+
+/** Order of canonicalEntry's results: IPv4 first, then by value. */
+export const byFamilyThenValue = (
+  a: { family: Family; value: bigint },
+  b: { family: Family; value: bigint },
+) => a.family - b.family || (a.value < b.value ? -1 : a.value > b.value ? 1 : 0);
+
 /** An IPv4-mapped IPv6 address (::ffff:a.b.c.d) as the IPv4 address it carries; any other unchanged. */
 export function unmapV4(a: Address): Address {
   return a.family === 6 && a.value >> 32n === 0xffffn ? { family: 4, value: a.value & 0xffffffffn } : a;

@@ -3,12 +3,11 @@
 // classifier). Pure: no I/O, no clock, no randomness; equal inputs give equal
 // (deep-equal, identically ordered) outputs.
 import type { Config } from "../config/schema.js";
-import { formatAddress, parseAddress } from "../ip.js";
+import { byFamilyThenValue, canonicalEntry } from "../ip.js";
 import type {
   DesiredAddress,
   DesiredRoute,
   DesiredRule,
-  Family,
   GuardPlan,
   KernelState,
   NatPolicy,
@@ -21,14 +20,7 @@ export class PlanError extends Error {
   override name = "PlanError";
 }
 
-function canonical(address: string): { family: Family; address: string; value: bigint } {
-  const a = parseAddress(address);
-  if (a === undefined) throw new PlanError(`${address} is not an IP address`);
-  return { family: a.family, address: formatAddress(a.family, a.value), value: a.value };
-}
-
-const byFamilyThenValue = (a: { family: Family; value: bigint }, b: { family: Family; value: bigint }) =>
-  a.family - b.family || (a.value < b.value ? -1 : a.value > b.value ? 1 : 0);
+const canonical = (address: string) => canonicalEntry(address, (m) => new PlanError(m));
 
 /**
  * Computes the desired kernel state. `config` must have passed validation

@@ -9,19 +9,12 @@
 // the connection; docs/facts.md has the measurements).
 import type { ConnectionSyncConfig } from "../config/sync-schema.js";
 import { DEFAULTS } from "../defaults.js";
-import { formatAddress, parseAddress, parsePrefix } from "../ip.js";
+import { byFamilyThenValue, canonicalEntry, formatAddress, parsePrefix } from "../ip.js";
 import type { SyncGuard } from "../state.js";
 
 const S = DEFAULTS.sync;
 
-function canonical(text: string): { family: 4 | 6; address: string; value: bigint } {
-  const a = parseAddress(text);
-  if (a === undefined) throw new Error(`${text} is not an IP address`);
-  return { family: a.family, address: formatAddress(a.family, a.value), value: a.value };
-}
-
-const byValue = (a: { value: bigint }, b: { value: bigint }) =>
-  a.value < b.value ? -1 : a.value > b.value ? 1 : 0;
+const canonical = (text: string) => canonicalEntry(text);
 
 /** What the guard table enforces for connection sync; undefined without it. */
 export function syncGuard(sync: ConnectionSyncConfig | undefined): SyncGuard | undefined {
@@ -33,15 +26,15 @@ export function syncGuard(sync: ConnectionSyncConfig | undefined): SyncGuard | u
     port: sync.port ?? S.port,
     peers: sync.peers
       .map((p) => canonical(p.address))
-      .sort(byValue)
+      .sort(byFamilyThenValue)
       .map((p) => p.address),
     backup4: backups
       .filter((b) => b.family === 4)
-      .sort(byValue)
+      .sort(byFamilyThenValue)
       .map((b) => b.address),
     backup6: backups
       .filter((b) => b.family === 6)
-      .sort(byValue)
+      .sort(byFamilyThenValue)
       .map((b) => b.address),
     sources4: sources.filter((s) => s.family === 4).map((s) => s.text),
     sources6: sources.filter((s) => s.family === 6).map((s) => s.text),
