@@ -4,10 +4,16 @@
 // (kill -9 of egressd) and drained, and brought back after each. Every
 // connection must survive each step with no gap or duplicate in its stream.
 // The stalls are printed (bench/connections.ts measures them over trials).
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
 import { Lab, waitFor } from "../../containerlab/runner.js";
 import { loadTopology } from "../../containerlab/topology.js";
-import { ConnectionTrials, DC_A, serving, type Trigger } from "../../containerlab/connection-trials.js";
+import {
+  ConnectionTrials,
+  DC_A,
+  serving,
+  type Gateway,
+  type Trigger,
+} from "../../containerlab/connection-trials.js";
 import { freezeNode, TWO_DC_GATEWAYS as GW } from "../../containerlab/failover.js";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,14 +21,26 @@ import { join } from "node:path";
 import { addThirdGateway } from "../../containerlab/three-gateways.js";
 import { RUN_ID } from "../helpers/netns.js";
 import { TWO_DC } from "../helpers/paths.js";
+import type { Topology } from "../../containerlab/topology.js";
+
+/** A lab of `topo`, removed when the test ends, up with `gateways` serving. */
+async function servingLab(
+  t: ExecutionContext,
+  topo: Topology,
+  name: string,
+  gateways: readonly Gateway[] = DC_A,
+): Promise<Lab> {
+  const lab = new Lab(topo, `${RUN_ID}${name}`, { quiet: true });
+  t.teardown(() => lab.down());
+  await lab.up();
+  for (const g of gateways) await serving(lab, g, 90_000);
+  return lab;
+}
 
 test.serial(
   "64 connections survive freeze, kill -9 and drain of their gateway, and its return",
   async (t) => {
-    const lab = new Lab(loadTopology(TWO_DC), `${RUN_ID}sync`, { quiet: true });
-    t.teardown(() => lab.down());
-    await lab.up();
-    for (const g of DC_A) await serving(lab, g, 90_000);
+    const lab = await servingLab(t, loadTopology(TWO_DC), "sync");
     const trials = new ConnectionTrials(lab);
     t.teardown(() => trials.stop());
     await trials.start(64);
@@ -50,10 +68,7 @@ test.serial(
 test.serial(
   "traffic to a member's egress IP without synced state is dropped by the backup, not looped back",
   async (t) => {
-    const lab = new Lab(loadTopology(TWO_DC), `${RUN_ID}syncg`, { quiet: true });
-    t.teardown(() => lab.down());
-    await lab.up();
-    for (const g of DC_A) await serving(lab, g, 90_000);
+    const lab = await servingLab(t, loadTopology(TWO_DC), "syncg");
     // gw-a1 frozen: gw-a2's backup path for 192.0.2.11 is the best one at tor-a.
     const thaw = await freezeNode(lab, "gw-a1");
     t.teardown(() => thaw());
@@ -93,10 +108,7 @@ test.serial(
   async (t) => {
     const dir = mkdtempSync(join(tmpdir(), "egressd-test-ecmp-"));
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-    const lab = new Lab(addThirdGateway(loadTopology(TWO_DC), dir), `${RUN_ID}sync3`, { quiet: true });
-    t.teardown(() => lab.down());
-    await lab.up();
-    for (const g of [...DC_A, "gw-a3"] as const) await serving(lab, g, 90_000);
+    const lab = await servingLab(t, addThirdGateway(loadTopology(TWO_DC), dir), "sync3", [...DC_A, "gw-a3"]);
     const trials = new ConnectionTrials(lab);
     t.teardown(() => trials.stop());
     await trials.start(64);
