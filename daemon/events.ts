@@ -11,6 +11,8 @@ export interface GatewayEvents {
   reconciled: [ReconcileResult];
   /** A probe (configured or self-check) changed state. */
   probe: [ProbeTransition];
+  /** Health was evaluated (BGP planned again) for these reasons: once per burst of probe transitions. */
+  health: [{ reasons: string[] }];
   /** One probe result; rttMs when it succeeded and the kind measures it. */
   probeSample: [ProbeSample];
   /** A BGP neighbour changed state (as gobgpd reports it). */

@@ -385,16 +385,45 @@ export class Gateway {
   /**
    * Recomputes health; whatever it newly withdraws is sent to gobgpd at once,
    * before the full reconcile (which follows through the controller).
+   *
+   * Probe and self-check transitions come in bursts (a round of 50 address
+   * checks coming up at start, every probe of a dead uplink): each one
+   * re-planned BGP on its own, and at 200 policies a burst held the main
+   * thread for 100 ms. They are evaluated once, in a microtask after the
+   * burst's last one: after the task that reported them, before any timer or
+   * I/O. Other reasons evaluate at once (a reload waits for the reconcile it
+   * triggers), and take in whatever transitions were pending.
    */
   private updateHealth(reason: HealthReason): void {
+    if (reason === "probe" || reason === "self-check") {
+      const first = this.healthPending === undefined;
+      (this.healthPending ??= new Set()).add(reason);
+      if (first) queueMicrotask(() => this.evaluatePending());
+      return;
+    }
+    this.healthPending?.clear();
+    this.evaluateGuarded([reason]);
+  }
+
+  /** Probe and self-check transitions not yet evaluated (see updateHealth). */
+  private healthPending: Set<HealthReason> | undefined;
+
+  private evaluatePending(): void {
+    const reasons = this.healthPending;
+    this.healthPending = undefined;
+    if (reasons?.size) this.evaluateGuarded([...reasons]);
+  }
+
+  private evaluateGuarded(reasons: HealthReason[]): void {
     try {
-      this.evaluateHealth(reason);
+      this.evaluateHealth(reasons);
     } catch (e) {
       this.failSafe(e as Error);
     }
   }
 
-  private evaluateHealth(reason: HealthReason): void {
+  private evaluateHealth(reasons: HealthReason[]): void {
+    const reason = reasons[0]!;
     this.healthIn = this.healthInputs();
     const want = this.desired();
     this.health = want.health;
@@ -405,7 +434,8 @@ export class Gateway {
       this.speaker.urgentWithdrawals(desired),
       reason === "reload" ? "config" : reason,
     );
-    this.controller.trigger(`health (${reason})`);
+    for (const r of reasons) this.controller.trigger(`health (${r})`);
+    this.events.emit("health", { reasons });
   }
 
   /**

@@ -255,3 +255,27 @@ test("drain: destinations first, egress IPs kept for the period, then everything
   const lastWithdraw = Math.max(log.lastIndexOf("-192.0.2.11/32"), log.lastIndexOf("-192.0.2.12/32"));
   t.true(lastWithdraw >= 0 && lastWithdraw < log.indexOf("kernel teardown"), log.join(", "));
 });
+
+test("a burst of probe transitions is one health evaluation: 20 address checks coming up plan BGP once", async (t) => {
+  const addresses = Array.from({ length: 20 }, (_, i) => ({ address: `192.0.2.${11 + i}`, interface: "lo" }));
+  const cfg = config({ egressIPs: addresses });
+  const calls: string[] = [];
+  const kernel = new FakeKernel(calls);
+  const runDir = mkdtempSync(join(tmpdir(), "egressd-gw-"));
+  const gw = await gateway(cfg, kernel, new FakeSpeaker(calls), runDir);
+  t.teardown(async () => {
+    await gw.stop();
+    rmSync(runDir, { recursive: true, force: true });
+  });
+  const evaluations: string[][] = [];
+  gw.events.on("health", (h) => evaluations.push(h.reasons));
+  let transitions = 0;
+  gw.events.on("probe", () => transitions++);
+  await gw.start();
+  await until("every self-check up", () => gw.status().probes.filter((p) => p.state === "up").length >= 22);
+  t.true(transitions >= 22, `${transitions} transitions`);
+  t.true(
+    evaluations.length <= 3,
+    `${transitions} transitions, ${evaluations.length} evaluations: ${JSON.stringify(evaluations)}`,
+  );
+});
