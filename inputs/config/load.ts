@@ -12,7 +12,7 @@
 // YAML 1.2's core schema; test/unit/config-load.test.ts checks that they
 // agree.
 import { readFile } from "node:fs/promises";
-import { Ajv, type ErrorObject } from "ajv";
+import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
 import { constructFromEvents, parseEvents, type Event } from "js-yaml";
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from "yaml";
 import { ConfigSchema, IFNAME_PATTERN, NAME_PATTERN, type Config } from "../../core/config/schema.js";
@@ -33,10 +33,18 @@ export type LoadResult =
     }
   | { ok: false; errors: ConfigIssue[]; warnings: ConfigIssue[] };
 
-const ajv = new Ajv({ allErrors: true, strict: true, verbose: true });
-// The label selector's schema is shared with the CRDs, whose keywords for the API server Ajv does not know.
-ajv.addKeyword("x-kubernetes-validations").addKeyword("x-kubernetes-map-type");
-const validateStructure = ajv.compile<Config>(ConfigSchema);
+// Compiled on first use, not when this module is loaded: egressd's main thread loads it but never
+// validates (the data-plane thread does), and the compile is CPU that a 2-core gateway spends at start.
+let compiled: ValidateFunction<Config> | undefined;
+function validateStructure(raw: unknown): raw is Config {
+  if (!compiled) {
+    const ajv = new Ajv({ allErrors: true, strict: true, verbose: true });
+    // The label selector's schema is shared with the CRDs, whose keywords for the API server Ajv does not know.
+    ajv.addKeyword("x-kubernetes-validations").addKeyword("x-kubernetes-map-type");
+    compiled = ajv.compile<Config>(ConfigSchema);
+  }
+  return compiled(raw);
+}
 
 const UNQUOTED_IPV6 = /(^|[\s[{,])[0-9a-fA-F]{0,4}:[0-9a-fA-F]{0,4}:/;
 
@@ -240,7 +248,7 @@ function loadWithPositions(text: string, o: LoadOptions): LoadResult {
   const toIssue = at(selected.locate);
 
   const structurallyValid = validateStructure(raw);
-  const structural = (validateStructure.errors ?? []).map(structuralIssue);
+  const structural = (compiled!.errors ?? []).map(structuralIssue);
   const semantic = checkSemantics(raw, structurallyValid, o.natFor);
   const errors = sortIssues([...structural, ...semantic.errors].map(toIssue));
   warnings.push(...semantic.warnings.map(toIssue));
