@@ -18,11 +18,12 @@
 // egressd (it is the other site's backup and no trial touches it).
 //
 // Each row also gives the ToR's side of the failover, read from tor-a itself:
-// when it took the gateway's session down (BFD expired, or the withdrawal
-// came; FRR's log, to the microsecond), and when its kernel's route to the
-// web destination changed (`ip -ts monitor route`), both from the moment the
-// trigger was pulled. What lies between the two is the ToR's own processing,
-// which no gateway can shorten.
+// when its bgpd took the gateway's session down (BFD expired, or the session
+// closed; FRR's log, to the microsecond; "-" where the session stays up, as
+// when a probe withdraws a route), and when its kernel's route to the web
+// destination changed (`ip monitor route`, timed as its lines arrive), both
+// from the moment the trigger was pulled. What lies between the two is the
+// ToR's own processing, which no gateway can shorten.
 //   node dist/bench/failover.js [TRIALS] [BASELINE_TRIALS] [INTERVALS]
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { spawn } from "node:child_process";

@@ -401,8 +401,10 @@ export class Gateway {
       if (first) queueMicrotask(() => this.evaluatePending());
       return;
     }
-    this.healthPending?.clear();
-    this.evaluateGuarded([reason]);
+    // The pending transitions are evaluated with it (their microtask then finds nothing).
+    const pending = this.healthPending ?? [];
+    this.healthPending = undefined;
+    this.evaluateGuarded([reason, ...pending]);
   }
 
   /** Probe and self-check transitions not yet evaluated (see updateHealth). */
