@@ -13,17 +13,21 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { RawNetlinkSocket, parseMessages } from "netlink";
 import { bytesToAddress } from "./ip.js";
-import { attrMap, message, nfgen } from "./nlattr.js";
+import {
+  attrMap,
+  message,
+  NETLINK_NETFILTER,
+  nfgen,
+  NLM_F_DUMP,
+  NLM_F_REQUEST,
+  NLMSG_DONE,
+  NLMSG_ERROR,
+} from "./nlattr.js";
 
-const NETLINK_NETFILTER = 12;
 const NFNL_SUBSYS_CTNETLINK = 1;
 const IPCTNL_MSG_CT_NEW = 0;
 const IPCTNL_MSG_CT_GET = 1;
 const IPCTNL_MSG_CT_DELETE = 2;
-const NLM_F_REQUEST = 0x1;
-const NLM_F_DUMP = 0x300;
-const NLMSG_ERROR = 2;
-const NLMSG_DONE = 3;
 
 // linux/netfilter/nfnetlink_conntrack.h
 export const CTA = {

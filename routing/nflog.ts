@@ -9,9 +9,17 @@
 // nothing.
 import { RawNetlinkSocket, parseMessages } from "netlink";
 import { bytesToAddress } from "./ip.js";
-import { attr, attrMap, message, nfgen } from "./nlattr.js";
+import {
+  attr,
+  attrMap,
+  message,
+  NETLINK_NETFILTER,
+  nfgen,
+  NLM_F_ACK,
+  NLM_F_REQUEST,
+  NLMSG_ERROR,
+} from "./nlattr.js";
 
-const NETLINK_NETFILTER = 12;
 const NFNL_SUBSYS_ULOG = 4;
 const NFULNL_MSG_PACKET = 0;
 const NFULNL_MSG_CONFIG = 1;
@@ -19,9 +27,6 @@ const NFULA = { PACKET_HDR: 1, TIMESTAMP: 3, PAYLOAD: 9, PREFIX: 10 } as const;
 const NFULA_CFG = { CMD: 1, MODE: 2 } as const;
 const NFULNL_CFG_CMD_BIND = 1;
 const NFULNL_COPY_PACKET = 2;
-const NLM_F_REQUEST = 0x1;
-const NLM_F_ACK = 0x4;
-const NLMSG_ERROR = 2;
 const ENOBUFS = 105;
 /** Enough for an IPv6 header and the transport ports. */
 const COPY_RANGE = 96;

@@ -21,10 +21,20 @@
 // encoding to nft's own on the kernel, step by step.
 import { RawNetlinkSocket, parseMessages } from "netlink";
 import { addressBytes, bytesToAddress, intervalBounds } from "./ip.js";
-import { attr, attrs, message, nested, nfgen } from "./nlattr.js";
+import {
+  attr,
+  attrs,
+  message,
+  nested,
+  NETLINK_NETFILTER,
+  nfgen,
+  NLM_F_ACK,
+  NLM_F_CREATE,
+  NLM_F_REQUEST,
+  NLMSG_ERROR,
+} from "./nlattr.js";
 import type { SetPatch } from "./nft-render.js";
 
-const NETLINK_NETFILTER = 12;
 const NFNL_SUBSYS_NFTABLES = 10;
 const NFNL_MSG_BATCH_BEGIN = 0x10;
 const NFNL_MSG_BATCH_END = 0x11;
@@ -32,10 +42,6 @@ const NFT_MSG_GETTABLE = 1;
 const NFT_MSG_NEWSETELEM = 12;
 const NFT_MSG_DELSETELEM = 14;
 const NFPROTO_INET = 1;
-const NLM_F_REQUEST = 0x1;
-const NLM_F_ACK = 0x4;
-const NLM_F_CREATE = 0x400;
-const NLMSG_ERROR = 2;
 const NFTA_TABLE_NAME = 1;
 const NFTA_SET_ELEM_LIST_TABLE = 1;
 const NFTA_SET_ELEM_LIST_SET = 2;

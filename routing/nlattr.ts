@@ -5,6 +5,14 @@
 // length and type are in host order (little-endian here); what a payload's
 // numbers are in is up to each subsystem (ctnetlink's are big-endian).
 
+/** Netlink's message flags and types (linux/netlink.h), and the netfilter family's protocol number. */
+export const NETLINK_NETFILTER = 12;
+export const NLM_F_REQUEST = 0x1;
+export const NLM_F_ACK = 0x4;
+export const NLM_F_DUMP = 0x300;
+export const NLM_F_CREATE = 0x400;
+export const NLMSG_ERROR = 2;
+export const NLMSG_DONE = 3;
 export const NLA_F_NESTED = 0x8000;
 const NLA_TYPE_MASK = 0x3fff; // without NLA_F_NESTED and NLA_F_NET_BYTEORDER
 
