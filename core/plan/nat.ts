@@ -805,6 +805,8 @@ function patchOrThrow(
     mayGrow: false,
   };
   const runCount = new Map(base.runCount);
+  /** Classes whose count of runs went to or from zero: only those can change which policies are effective. */
+  const throughZero = new Set<number>();
   const delta: NatSourceDelta = { remove: [], add: [] };
   const families = { ...base.families };
   for (const family of [4, 6] as const) {
@@ -847,7 +849,9 @@ function patchOrThrow(
     const groups: { lo: Addr; hi: Addr; w0: number; w1: number }[] = [];
     for (const [lo, hi] of ranges) {
       const last = groups[groups.length - 1];
-      if (last !== undefined && lo <= last.hi) {
+      // Overlapping or adjacent ranges: runs walked in one may merge with the other's (where no old
+      // run lies between them, at either end of the list, their windows are both empty).
+      if (last !== undefined && lo <= succ(last.hi)) {
         if (hi > last.hi) last.hi = hi;
         [last.w0, last.w1] = window(last.lo, last.hi);
         continue;
@@ -890,13 +894,17 @@ function patchOrThrow(
         after.add(kk);
         if (!before.has(kk)) {
           delta.add.push({ family, interval: format(w.lo[k]!, w.hi[k]!), classId: id });
-          runCount.set(id, (runCount.get(id) ?? 0) + 1);
+          const n = runCount.get(id) ?? 0;
+          if (n === 0) throughZero.add(id);
+          runCount.set(id, n + 1);
         }
       }
       for (const [kk, entry] of before)
         if (!after.has(kk)) {
           delta.remove.push(entry);
-          runCount.set(entry.classId, runCount.get(entry.classId)! - 1);
+          const n = runCount.get(entry.classId)! - 1;
+          if (n === 0) throughZero.add(entry.classId);
+          runCount.set(entry.classId, n);
         }
       return w.toRuns(family);
     });
@@ -919,7 +927,14 @@ function patchOrThrow(
     families[family] = { src, reach, runs, memo: old.memo };
   }
   const result = lazySources(
-    { classes: base.classes, conflicts: [], effective: effectiveOf(base.winners, runCount) },
+    {
+      classes: base.classes,
+      conflicts: [],
+      // A pod's move rarely empties a class or fills an empty one: then the policies in effect are the base's.
+      effective: [...throughZero].some((id) => runCount.get(id)! > 0 !== (base.runCount.get(id) ?? 0) > 0)
+        ? effectiveOf(base.winners, runCount)
+        : base.result.effective,
+    },
     () => sourcesOf(families),
   );
   return {

@@ -89,8 +89,9 @@ const scenario = fc.array(shape, { minLength: 1, maxLength: 5 }).chain((shapes) 
     shapes: fc.constant(shapes),
     after: fc.tuple(
       ...shapes.map((s) =>
+        // Empty too: a policy that loses every source stops being in effect (and comes back with one).
         fc.uniqueArray(fc.constantFrom(...(s.family === 6 ? V6_SOURCES : V4_SOURCES)), {
-          minLength: 1,
+          minLength: 0,
           maxLength: 6,
         }),
       ),
