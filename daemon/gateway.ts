@@ -475,11 +475,19 @@ export class Gateway {
     // Pods moved: the same config but for the kernel's source sets. Nothing
     // health or BGP read changed, so only the kernel is reconciled.
     const scope = next.sourcesOnly ? ["kernel"] : undefined;
-    if (!scope) await this.checkReload(next);
-    await this.dataplane.commit(next.id);
-    this.view = next.view;
-    if (scope) this.controller.trigger("sources", scope);
-    else {
+    if (scope) {
+      // The kernel's apply is asked for with the commit, not after its answer: the data plane
+      // takes calls in order, so it applies the plan just committed, and a pod's move waits for
+      // one hand-off between the threads fewer. Should the commit fail, the apply finds the old
+      // plan in place and changes nothing, and the error is this reload's.
+      const committed = this.dataplane.commit(next.id);
+      this.controller.trigger("sources", scope);
+      await committed;
+      this.view = next.view;
+    } else {
+      await this.checkReload(next);
+      await this.dataplane.commit(next.id);
+      this.view = next.view;
       // Sources alone do not change what the audit trail reads from the plan (marks, names, addresses).
       this.auditPlan();
       this.syncProbes();
