@@ -149,7 +149,7 @@ test("the DaemonSet: gateway nodes, the host's network, drain before stop, probe
       runAsUser: 0,
       allowPrivilegeEscalation: false,
       readOnlyRootFilesystem: true,
-      capabilities: { drop: ["ALL"], add: ["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"] },
+      capabilities: { drop: ["ALL"], add: ["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE", "SYS_NICE"] },
     },
   });
   t.is(
