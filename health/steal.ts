@@ -14,7 +14,7 @@
 // have anyway (a verdict of the ICMP helper, a check's run), at most one per
 // SAMPLE_GAP_MS, so that a quiet window still has a sample from just before
 // it began, and no timer of its own wakes the thread.
-import { readFileSync } from "node:fs";
+import { readProcFile } from "../lib/proc-file.js";
 import { performance } from "node:perf_hooks";
 
 /** A window is excused when at least this share of the machine's CPU time in it was stolen. */
@@ -50,7 +50,7 @@ export function parseProcStat(text: string): StealCounter | null {
 
 function readProcStat(): StealCounter | null {
   try {
-    return parseProcStat(readFileSync("/proc/stat", "latin1"));
+    return parseProcStat(readProcFile("/proc/stat"));
   } catch {
     return null;
   }

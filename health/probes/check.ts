@@ -3,13 +3,13 @@
 // (forwarding on, its egress address present, gobgpd answering; the
 // nftables table check is routing's, on its netlink socket). A check resolves ok/failed with a reason; one that
 // throws counts as failed, and one that does not answer in time as well.
-import { readFile } from "node:fs/promises";
 import { networkInterfaces } from "node:os";
 import { performance } from "node:perf_hooks";
 import type { ProbeResult } from "../../core/probe-state.js";
 import type { PollProbe } from "../probe-types.js";
 import { deadline, inconclusiveResult, stalledResult } from "../deadline.js";
 import { StealExcuses, type StealClock } from "../steal.js";
+import { readProcFile } from "../../lib/proc-file.js";
 
 export interface CheckOutcome {
   ok: boolean;
@@ -63,11 +63,11 @@ export function checkProbe(fn: CheckFn, now?: () => number, steal?: StealClock):
   };
 }
 
-/** IP forwarding is on in this network namespace (reads /proc, no process). */
+/** IP forwarding is on in this network namespace (reads /proc through a kept descriptor, no process). */
 export function forwardingCheck(family: 4 | 6 = 4): CheckFn {
   const path = family === 4 ? "/proc/sys/net/ipv4/ip_forward" : "/proc/sys/net/ipv6/conf/all/forwarding";
   return async () => {
-    const v = (await readFile(path, "utf8")).trim();
+    const v = readProcFile(path).trim();
     return v === "1" ? { ok: true } : { ok: false, reason: `${path} is ${v}` };
   };
 }
