@@ -45,6 +45,8 @@ export const DEFAULTS = {
     multicastGroup: "225.0.0.50",
     /** Backup paths for other members' egress IPs lose to the owner's by this many extra AS hops. */
     backupAsPathPrepend: 3,
+    /** Last-resort paths for another site's egress IPs lose to every path of that site by this many. */
+    lastResortAsPathPrepend: 6,
     /** A (re)started gateway waits at most this long for its peers' connection state. */
     resyncTimeoutMs: 3000,
     /** The resync is complete once no state has arrived for this long. */

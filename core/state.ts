@@ -143,11 +143,13 @@ export interface GuardPlan {
 
 /** The guard's part for connection sync (core/plan/sync.ts). */
 export interface SyncGuard {
-  /** The sync link: state messages are accepted on it only. */
-  interface: string;
-  port: number;
-  /** The members' sync-link addresses (IPv4, canonical, sorted). */
+  /** The group's sync link (with peers): state messages on `port` are accepted on it only. */
+  interface?: string;
+  port?: number;
+  /** The members' sync-link addresses (IPv4, canonical, sorted); empty without a group. */
   peers: string[];
+  /** Across sites: each pair's state messages (on its port) are accepted on `interface` from its peer only. */
+  sites?: { interface: string; channels: { port: number; peer: string }[] };
   /**
    * The members' egress IPs (canonical, sorted). Replies to them are de-NATed
    * with the synced state; any other packet to them is dropped, not routed
@@ -155,6 +157,9 @@ export interface SyncGuard {
    */
   backup4: string[];
   backup6: string[];
+  /** Of the backups, the egress IPs of the other sites' gateways this one holds state for (last-resort paths). */
+  lastResort4?: string[];
+  lastResort6?: string[];
   /**
    * The synced connections' sources (canonical CIDRs). Their TCP connections
    * report only three events to conntrackd: new, established (assured) and

@@ -13,12 +13,21 @@
 //           kernel table would get nothing of those this gateway carried for it.
 //   crash:  conntrackd restarts with backoff; the backup paths are withdrawn
 //           until it has resynced again; the kernel's table stays.
+//   sites:  one more conntrackd per pair across sites (acrossSites): the sending
+//           side's only sends, the holding side's only receives; a holding pair
+//           gates like the group's (its state before the last-resort paths),
+//           a sending pair gates nothing.
 import { EventEmitter } from "node:events";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { ConnectionSyncConfig } from "../core/config/sync-schema.js";
 import { DEFAULTS } from "../core/defaults.js";
-import { conntrackdConfig, parseConntrackdStats, type ConntrackdStats } from "../core/plan/sync.js";
+import {
+  conntrackdChannels,
+  parseConntrackdStats,
+  type ConntrackdChannel,
+  type ConntrackdStats,
+} from "../core/plan/sync.js";
 import { run } from "../lib/exec.js";
 import { Supervised } from "../lib/supervised.js";
 import type { Logger } from "./log.js";
@@ -49,7 +58,8 @@ export interface ConnectionSyncOptions {
   now?: () => number;
 }
 
-export class ConnectionSync extends EventEmitter<ConnectionSyncEvents> {
+/** One conntrackd: the group's, or one pair's across sites. */
+class Conntrackd extends EventEmitter<ConnectionSyncEvents> {
   readonly configPath: string;
   private readonly process: Supervised;
   private readonly opts: ConnectionSyncOptions;
@@ -66,16 +76,17 @@ export class ConnectionSync extends EventEmitter<ConnectionSyncEvents> {
   /** Times conntrackd was started again after it exited. */
   restarts = 0;
 
-  constructor(opts: ConnectionSyncOptions) {
+  constructor(
+    opts: ConnectionSyncOptions,
+    readonly channel: ConntrackdChannel,
+  ) {
     super();
-    this.opts = opts;
+    this.opts = { ...opts, log: opts.log.child({ conntrackd: channel.name }) };
     this.now = opts.now ?? (() => performance.now());
-    this.configPath = join(opts.runDir, "conntrackd.conf");
-    const lockFile = join(opts.runDir, "conntrackd.lock");
-    const socket = join(opts.runDir, "conntrackd.ctl");
-    const text = conntrackdConfig(opts.config, { lockFile, socket });
+    this.configPath = join(opts.runDir, `${channel.name}.conf`);
+    const { lockFile, socket } = channel.paths;
     this.process = new Supervised({
-      name: "conntrackd",
+      name: channel.name,
       argv: () => [
         "setpriv",
         "--pdeathsig",
@@ -89,7 +100,7 @@ export class ConnectionSync extends EventEmitter<ConnectionSyncEvents> {
         // A killed conntrackd leaves both behind, and refuses to start over its lock file.
         rmSync(lockFile, { force: true });
         rmSync(socket, { force: true });
-        writeFileSync(this.configPath, text, { mode: 0o600 });
+        writeFileSync(this.configPath, channel.text, { mode: 0o600 });
       },
     });
     this.process.on("log", (line) => this.onLog(line));
@@ -118,17 +129,6 @@ export class ConnectionSync extends EventEmitter<ConnectionSyncEvents> {
 
   /** Starts conntrackd; the resync runs on its own (see `ready`). */
   async start(): Promise<void> {
-    // Per network namespace. The owner of a connection sees every segment of it, but a member
-    // that carries it after a failover, or one of two live members an ECMP change splits it
-    // between, sees segments whose window it never saw: strict tracking marks them INVALID.
-    try {
-      writeFileSync(BE_LIBERAL, "1\n");
-    } catch (e) {
-      throw new Error(
-        `connection sync: cannot write ${BE_LIBERAL} (${(e as Error).message}); ` +
-          "a connection that moves between gateways needs liberal TCP window tracking",
-      );
-    }
     await this.process.start();
   }
 
@@ -217,13 +217,94 @@ export class ConnectionSync extends EventEmitter<ConnectionSyncEvents> {
     }
     if (generation !== this.generation || this.stopped) return;
     this.lastResync = { entries, ms: Math.round(this.now() - started), heard };
-    this.opts.log.info(
-      this.lastResync,
-      heard
-        ? "connection state resynced from the sync peers"
-        : "no sync peer answered: going on without their state",
-    );
+    if (this.channel.role !== "send")
+      this.opts.log.info(
+        this.lastResync,
+        heard
+          ? "connection state resynced from the sync peers"
+          : "no sync peer answered: going on without their state",
+      );
     this.firstDone = true;
     this.setReady(true);
+  }
+}
+
+/**
+ * Every conntrackd of the connectionSync section, as one: ready when each
+ * one that receives state (the group's, the pairs that hold another site's
+ * connections) has it; a pair that only sends is not waited for.
+ */
+export class ConnectionSync extends EventEmitter<ConnectionSyncEvents> {
+  private readonly channels: Conntrackd[];
+  private readonly gating: Conntrackd[];
+  private isReady = false;
+
+  constructor(opts: ConnectionSyncOptions) {
+    super();
+    const paths = (name: string) => ({
+      lockFile: join(opts.runDir, `${name}.lock`),
+      socket: join(opts.runDir, `${name}.ctl`),
+    });
+    this.channels = conntrackdChannels(opts.config, paths).map((c) => new Conntrackd(opts, c));
+    this.gating = this.channels.filter((c) => c.channel.role !== "send");
+    // Only pairs that send: nothing to wait for.
+    this.isReady = this.gating.length === 0;
+    for (const c of this.channels)
+      c.on("ready", () => {
+        const ready = this.gating.every((g) => g.ready);
+        if (ready === this.isReady) return;
+        this.isReady = ready;
+        this.emit("ready", ready);
+      });
+  }
+
+  get ready(): boolean {
+    return this.isReady;
+  }
+
+  /** Whether the first resync of every conntrackd that receives state has completed. */
+  get resynced(): boolean {
+    return this.gating.every((c) => c.resynced);
+  }
+
+  /** Times a conntrackd was started again after it exited, all of them. */
+  get restarts(): number {
+    return this.channels.reduce((n, c) => n + c.restarts, 0);
+  }
+
+  /** The last resyncs of those that receive state, together: states summed, the longest wait. */
+  get lastResync(): ResyncResult | undefined {
+    const all = this.gating.map((c) => c.lastResync);
+    if (!all.length || all.some((r) => r === undefined)) return undefined;
+    const done = all as ResyncResult[];
+    return {
+      entries: done.reduce((n, r) => n + r.entries, 0),
+      ms: Math.max(...done.map((r) => r.ms)),
+      heard: done.every((r) => r.heard),
+    };
+  }
+
+  async start(): Promise<void> {
+    // Per network namespace. The owner of a connection sees every segment of it, but a member
+    // that carries it after a failover, or one of two live members an ECMP change splits it
+    // between, sees segments whose window it never saw: strict tracking marks them INVALID.
+    try {
+      writeFileSync(BE_LIBERAL, "1\n");
+    } catch (e) {
+      throw new Error(
+        `connection sync: cannot write ${BE_LIBERAL} (${(e as Error).message}); ` +
+          "a connection that moves between gateways needs liberal TCP window tracking",
+      );
+    }
+    await Promise.all(this.channels.map((c) => c.start()));
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.channels.map((c) => c.stop()));
+  }
+
+  /** The group's conntrackd's statistics (or the first pair's, without a group). */
+  stats(): Promise<ConntrackdStats> {
+    return this.channels[0]!.stats();
   }
 }

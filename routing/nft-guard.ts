@@ -48,12 +48,20 @@ export function renderGuard(g: GuardPlan): string {
     }
   }
   L.push("  chain input {", "    type filter hook input priority filter - 10; policy accept;");
-  if (sync) {
+  if (sync?.interface !== undefined && sync.port !== undefined) {
     const p = sync.port;
     L.push(
       `    udp dport ${p} iifname != ${JSON.stringify(sync.interface)} counter drop comment "connection state from off the sync link"`,
       `    meta nfproto ipv6 udp dport ${p} counter drop comment "connection state over IPv6 (the sync link is IPv4)"`,
       `    meta nfproto ipv4 udp dport ${p} ip saddr != @sync_peers counter drop comment "connection state from a non-member"`,
+    );
+  }
+  for (const c of sync?.sites?.channels ?? []) {
+    const at = JSON.stringify(sync!.sites!.interface);
+    L.push(
+      `    udp dport ${c.port} iifname != ${at} counter drop comment "connection state from another site, off its interface"`,
+      `    meta nfproto ipv6 udp dport ${c.port} counter drop comment "connection state over IPv6 (the pairs across sites are IPv4)"`,
+      `    meta nfproto ipv4 udp dport ${c.port} ip saddr != ${c.peer} counter drop comment "connection state from another site, not from this pair's peer"`,
     );
   }
   if (g.bfdTtl) {

@@ -26,18 +26,93 @@ export const SyncPeerSchema = Type.Object(
   { ...Strict, description: "Another gateway of this gateway's sync group." },
 );
 
-export const ConnectionSyncSchema = Type.Object(
+const SitePeerFields = {
+  name: Type.String({
+    pattern: NAME_PATTERN,
+    description: "The other site's gateway name, for logs and status.",
+  }),
+  address: Type.String({ description: "Its IPv4 address, reached over the fabric." }),
+  port: Type.Integer({
+    minimum: 1,
+    maximum: 65535,
+    description:
+      "The UDP port of this pair's state messages, the same at both ends; one conntrackd per pair listens on it.",
+  }),
+};
+
+export const AcrossSitesSchema = Type.Object(
   {
     interface: Type.String({
       pattern: IFNAME_PATTERN,
-      description: "The dedicated link the members exchange connection state on.",
+      description: "The interface the state messages to and from other sites use (the uplink).",
     }),
-    address: Type.String({ description: "This gateway's IPv4 address on the sync link." }),
-    peers: Type.Array(SyncPeerSchema, {
-      minItems: 1,
-      maxItems: 15,
-      description: "The other members of the group. One peer: unicast UDP; more: the multicast group.",
-    }),
+    address: Type.String({ description: "This gateway's IPv4 address on that interface." }),
+    sendTo: Type.Optional(
+      Type.Array(Type.Object(SitePeerFields, Strict), {
+        maxItems: 8,
+        description:
+          "Gateways at another site that hold this gateway's connections, to carry them if this whole site fails.",
+      }),
+    ),
+    holdFor: Type.Optional(
+      Type.Array(
+        Type.Object(
+          {
+            ...SitePeerFields,
+            egressIPs: Type.Array(Type.String(), {
+              minItems: 1,
+              description:
+                "Its egress IPs. This gateway advertises them as last-resort paths (that lose to every path of their own site) " +
+                "and de-NATs replies sent to them with the state it holds; it never uses them for new connections.",
+            }),
+          },
+          Strict,
+        ),
+        {
+          maxItems: 16,
+          description:
+            "Gateways at another site whose connections this gateway holds (it sends them nothing).",
+        },
+      ),
+    ),
+    lastResortAsPathPrepend: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 16,
+        default: S.lastResortAsPathPrepend,
+        description:
+          "Extra AS hops on the last-resort paths: more than any path of the other site, its backups included.",
+      }),
+    ),
+  },
+  {
+    ...Strict,
+    description:
+      "Connection state across sites, one way per pair over the fabric: when a whole site fails, a gateway of another site carries its connections.",
+  },
+);
+
+export const ConnectionSyncSchema = Type.Object(
+  {
+    interface: Type.Optional(
+      Type.String({
+        pattern: IFNAME_PATTERN,
+        description: "The dedicated link the members exchange connection state on (with peers).",
+      }),
+    ),
+    address: Type.Optional(
+      Type.String({ description: "This gateway's IPv4 address on the sync link (with peers)." }),
+    ),
+    peers: Type.Optional(
+      Type.Array(SyncPeerSchema, {
+        minItems: 1,
+        maxItems: 15,
+        description:
+          "The other members of the group. One peer: unicast UDP; more: the multicast group. " +
+          "Without peers (and then without interface and address), acrossSites is required.",
+      }),
+    ),
+    acrossSites: Type.Optional(AcrossSitesSchema),
     sources: Type.Array(Type.String({ examples: ["10.244.0.0/16", "fd00:244::/48"] }), {
       minItems: 1,
       description:
@@ -86,4 +161,5 @@ export const ConnectionSyncSchema = Type.Object(
 );
 
 export type SyncPeerConfig = Static<typeof SyncPeerSchema>;
+export type AcrossSitesConfig = Static<typeof AcrossSitesSchema>;
 export type ConnectionSyncConfig = Static<typeof ConnectionSyncSchema>;

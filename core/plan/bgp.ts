@@ -32,7 +32,7 @@ import type { Family, KernelState } from "../state.js";
 import type { NatIndex } from "./nat.js";
 import { actionOf } from "./model.js";
 import { partitionPoint } from "../search.js";
-import { backupPrefixes, syncGuard } from "./sync.js";
+import { backupPrefixes, lastResortPrefixes, syncGuard } from "./sync.js";
 
 export interface BgpHealth {
   /** Policies whose probes (or uplink's probes) are down: their destinations are withdrawn. */
@@ -140,6 +140,8 @@ export interface KernelView {
   nat: { classes: KernelState["nat"]["classes"] };
   /** The other members' egress IPs (host prefixes) whose guard rules are programmed (connection sync). */
   backups?: readonly string[];
+  /** Of the backups, other sites' egress IPs: advertised as last-resort paths. */
+  lastResort?: readonly string[];
 }
 
 export function servedRanges(kernel: KernelView, downPolicies: ReadonlySet<string>): Range[] {
@@ -417,8 +419,16 @@ export function planBgp(
   // Only with the state to de-NAT their replies, and never from a gateway that is leaving.
   if (health.backupReady && !health.draining) {
     const prepend = config.connectionSync?.backupAsPathPrepend ?? DEFAULTS.sync.backupAsPathPrepend;
+    // Another site's egress IPs lose to every path of that site, its own backups included.
+    const lastResort = new Set(kernel.lastResort ?? []);
+    const lastPrepend =
+      config.connectionSync?.acrossSites?.lastResortAsPathPrepend ?? DEFAULTS.sync.lastResortAsPathPrepend;
     for (const prefix of kernel.backups ?? [])
-      paths.push({ prefix, nextHop: self(prefix), asPathPrepend: prepend });
+      paths.push({
+        prefix,
+        nextHop: self(prefix),
+        asPathPrepend: lastResort.has(prefix) ? lastPrepend : prepend,
+      });
   }
   if ((adv.destinations ?? true) && !health.draining) {
     for (const cidr of advertisedDestinations(scope, kernel, health.downPolicies)) {
@@ -459,7 +469,11 @@ export function exportFilter(scope: AdvertiseScope, paths: BgpPath[]): BgpPath[]
 export function steadyBgp(config: Config & { bgp: BgpConfig }, kernel: KernelState): BgpDesired {
   return planBgp(
     { bgp: config.bgp, connectionSync: config.connectionSync },
-    { ...kernel, backups: backupPrefixes(kernel.guard?.sync) },
+    {
+      ...kernel,
+      backups: backupPrefixes(kernel.guard?.sync),
+      lastResort: lastResortPrefixes(kernel.guard?.sync),
+    },
     { ...HEALTHY, backupReady: true },
     advertiseScope(config),
   );

@@ -27,7 +27,7 @@ import { healthFrom, type HealthView } from "./health.js";
 import { plan } from "./kernel.js";
 import { lazySources, type NatIndex, type NatResult } from "./nat.js";
 import { policyFamily } from "./model.js";
-import { backupPrefixes } from "./sync.js";
+import { backupPrefixes, lastResortPrefixes } from "./sync.js";
 import type { Range, Span } from "../ip.js";
 import { partitionPoint } from "../search.js";
 
@@ -113,6 +113,7 @@ export function viewOf(p: StaticPlan): PlanView {
       addresses: p.kernel.addresses,
       nat: { classes: p.kernel.nat.classes, policies: p.kernel.nat.policies },
       backups: backupPrefixes(p.kernel.guard?.sync),
+      lastResort: lastResortPrefixes(p.kernel.guard?.sync),
     },
     scope: { ...p.scope, excluded: intersectRanges(p.scope.excluded, p.scope.outer) },
   };

@@ -19,26 +19,44 @@ const canonical = (text: string) => canonicalEntry(text);
 /** What the guard table enforces for connection sync; undefined without it. */
 export function syncGuard(sync: ConnectionSyncConfig | undefined): SyncGuard | undefined {
   if (!sync) return undefined;
-  const backups = sync.peers.flatMap((p) => p.egressIPs.map(canonical));
+  const peers = sync.peers ?? [];
+  const sites = sync.acrossSites;
+  const held = (sites?.holdFor ?? []).flatMap((p) => p.egressIPs.map(canonical));
+  const backups = [...peers.flatMap((p) => p.egressIPs.map(canonical)), ...held];
   const sources = sync.sources.map(canonicalPrefix);
-  return {
-    interface: sync.interface,
-    port: sync.port ?? S.port,
-    peers: sync.peers
+  const sorted = (list: ReturnType<typeof canonical>[], family: 4 | 6) =>
+    list
+      .filter((b) => b.family === family)
+      .sort(byFamilyThenValue)
+      .map((b) => b.address);
+  const guard: SyncGuard = {
+    peers: peers
       .map((p) => canonical(p.address))
       .sort(byFamilyThenValue)
       .map((p) => p.address),
-    backup4: backups
-      .filter((b) => b.family === 4)
-      .sort(byFamilyThenValue)
-      .map((b) => b.address),
-    backup6: backups
-      .filter((b) => b.family === 6)
-      .sort(byFamilyThenValue)
-      .map((b) => b.address),
+    backup4: sorted(backups, 4),
+    backup6: sorted(backups, 6),
     sources4: sources.filter((s) => s.family === 4).map((s) => s.text),
     sources6: sources.filter((s) => s.family === 6).map((s) => s.text),
   };
+  if (sync.interface !== undefined && peers.length > 0) {
+    guard.interface = sync.interface;
+    guard.port = sync.port ?? S.port;
+  }
+  if (sites) {
+    const pairs = [...(sites.sendTo ?? []), ...(sites.holdFor ?? [])];
+    guard.sites = {
+      interface: sites.interface,
+      channels: pairs
+        .map((p) => ({ port: p.port, peer: canonical(p.address).address }))
+        .sort((a, b) => a.port - b.port),
+    };
+    if (held.length) {
+      guard.lastResort4 = sorted(held, 4);
+      guard.lastResort6 = sorted(held, 6);
+    }
+  }
+  return guard;
 }
 
 function canonicalPrefix(text: string): { family: 4 | 6; text: string } {
@@ -47,10 +65,25 @@ function canonicalPrefix(text: string): { family: 4 | 6; text: string } {
   return { family: p.prefix.family, text: `${formatAddress(p.prefix.family, p.prefix.lo)}/${p.prefix.len}` };
 }
 
-/** The other members' egress IPs as host prefixes ("192.0.2.12/32"): this gateway's backup paths. */
+const hostPrefixes = (four: readonly string[], six: readonly string[]) => [
+  ...four.map((a) => `${a}/32`),
+  ...six.map((a) => `${a}/128`),
+];
+
+/**
+ * The egress IPs of others that this gateway advertises as host prefixes
+ * ("192.0.2.12/32"): its group's members' (backup paths) and, across sites,
+ * those of the gateways it holds state for (last-resort paths).
+ */
 export function backupPrefixes(g: SyncGuard | undefined): string[] {
   if (!g) return [];
-  return [...g.backup4.map((a) => `${a}/32`), ...g.backup6.map((a) => `${a}/128`)];
+  return hostPrefixes(g.backup4, g.backup6);
+}
+
+/** Of backupPrefixes, those of another site: advertised with the last-resort prepend. */
+export function lastResortPrefixes(g: SyncGuard | undefined): string[] {
+  if (!g) return [];
+  return hostPrefixes(g.lastResort4 ?? [], g.lastResort6 ?? []);
 }
 
 export interface ConntrackdPaths {
@@ -58,17 +91,53 @@ export interface ConntrackdPaths {
   socket: string;
 }
 
-/** conntrackd.conf for `sync`. */
+/** One conntrackd of a gateway: the group's, or one per pair across sites. */
+export interface ConntrackdChannel {
+  /** "conntrackd", or "conntrackd-site-<peer>": the base name of its config, lock file and socket. */
+  name: string;
+  /** What it is for, in logs. */
+  role: "group" | "send" | "hold";
+  text: string;
+  paths: ConntrackdPaths;
+}
+
+/** Every conntrackd `sync` needs, with their configs; `paths` places each one's files. */
+export function conntrackdChannels(
+  sync: ConnectionSyncConfig,
+  paths: (name: string) => ConntrackdPaths,
+): ConntrackdChannel[] {
+  const out: ConntrackdChannel[] = [];
+  if (sync.peers?.length) {
+    const p = paths("conntrackd");
+    out.push({ name: "conntrackd", role: "group", text: conntrackdConfig(sync, p), paths: p });
+  }
+  const sites = sync.acrossSites;
+  for (const [role, list] of [
+    ["send", sites?.sendTo ?? []],
+    ["hold", sites?.holdFor ?? []],
+  ] as const)
+    for (const peer of list) {
+      const name = `conntrackd-site-${peer.name}`;
+      const p = paths(name);
+      out.push({ name, role, text: siteConntrackdConfig(sync, peer, role, p), paths: p });
+    }
+  return out;
+}
+
+/** conntrackd.conf for `sync`'s group (it has peers). */
 export function conntrackdConfig(sync: ConnectionSyncConfig, paths: ConntrackdPaths): string {
+  const peers = sync.peers ?? [];
+  if (!peers.length || sync.address === undefined || sync.interface === undefined)
+    throw new Error("connectionSync has no group (peers, interface, address)");
   const port = sync.port ?? S.port;
   const self = canonical(sync.address).address;
   // One peer: unicast. More: the group's multicast address, so that every member hears every other.
   const link =
-    sync.peers.length === 1
+    peers.length === 1
       ? [
           "  UDP {",
           `    IPv4_address ${self}`,
-          `    IPv4_Destination_Address ${canonical(sync.peers[0]!.address).address}`,
+          `    IPv4_Destination_Address ${canonical(peers[0]!.address).address}`,
           `    Port ${port}`,
           `    Interface ${sync.interface}`,
         ]
@@ -79,16 +148,58 @@ export function conntrackdConfig(sync: ConnectionSyncConfig, paths: ConntrackdPa
           `    IPv4_interface ${self}`,
           `    Interface ${sync.interface}`,
         ];
+  // FTFW (acknowledged, resent when lost) tracks one peer's sequence: with three members on the
+  // multicast group it left 30-60% of the states unsynced in the lab. NOTRACK (sent once, no
+  // acknowledgements) synced all of them; on a dedicated link, losses are rare.
+  return conntrackdText(peers.length === 1 ? "FTFW" : "NOTRACK", link, sourcesFilter(sync), paths);
+}
+
+/**
+ * conntrackd.conf for one pair across sites: FTFW over unicast UDP on the
+ * pair's own port, so that each pair is acknowledged and resent on its own.
+ * The sending side sends its connections from the sources (its own and those
+ * its group injected); the holding side sends none (its filter accepts no
+ * connection), so that nothing it holds goes back, and the pair is one way:
+ * a state injected here cannot come back to its sender through another pair.
+ */
+export function siteConntrackdConfig(
+  sync: ConnectionSyncConfig,
+  peer: { address: string; port: number },
+  role: "send" | "hold",
+  paths: ConntrackdPaths,
+): string {
+  const sites = sync.acrossSites;
+  if (!sites) throw new Error("connectionSync has no acrossSites");
+  const link = [
+    "  UDP {",
+    `    IPv4_address ${canonical(sites.address).address}`,
+    `    IPv4_Destination_Address ${canonical(peer.address).address}`,
+    `    Port ${peer.port}`,
+    `    Interface ${sites.interface}`,
+  ];
+  // No TCP connection has the limited broadcast address as its source: nothing is accepted.
+  const nothing = ["    Address Accept {", "      IPv4_address 255.255.255.255/32", "    }"];
+  return conntrackdText("FTFW", link, role === "send" ? sourcesFilter(sync) : nothing, paths);
+}
+
+/** The address filter of what is sent: TCP from the sources. */
+function sourcesFilter(sync: ConnectionSyncConfig): string[] {
   const sources = sync.sources
     .map(canonicalPrefix)
     .map((p) => `      ${p.family === 4 ? "IPv4_address" : "IPv6_address"} ${p.text}`);
+  return ["    Address Accept {", ...sources, "    }"];
+}
+
+function conntrackdText(
+  mode: "FTFW" | "NOTRACK",
+  link: string[],
+  addressFilter: string[],
+  paths: ConntrackdPaths,
+): string {
   return [
     "# Written by egressd from its connectionSync section; rewritten at every start.",
     "Sync {",
-    // FTFW (acknowledged, resent when lost) tracks one peer's sequence: with three members on the
-    // multicast group it left 30-60% of the states unsynced in the lab. NOTRACK (sent once, no
-    // acknowledgements) synced all of them; on a dedicated link, losses are rare.
-    `  Mode ${sync.peers.length === 1 ? "FTFW" : "NOTRACK"} {`,
+    `  Mode ${mode} {`,
     // States from peers go straight into the kernel table: nothing to commit at failover.
     "    DisableExternalCache On",
     // Ask the peers for their whole state at start (a restarted member learns what it missed).
@@ -119,9 +230,7 @@ export function conntrackdConfig(sync: ConnectionSyncConfig, paths: ConntrackdPa
     "    Protocol Accept {",
     "      TCP",
     "    }",
-    "    Address Accept {",
-    ...sources,
-    "    }",
+    ...addressFilter,
     "  }",
     "}",
     "",

@@ -3,6 +3,7 @@
 // for an address the gateway owns would compete with itself), and the sources.
 import { neverRouted, parseAddress, parsePrefix } from "../../core/ip.js";
 import type { Family } from "../../core/state.js";
+import { DEFAULTS } from "../../core/defaults.js";
 import type { PathSegment } from "./issues.js";
 
 import { isObj, list, quoted, seenBefore, str } from "./raw.js";
@@ -38,6 +39,23 @@ export function checkConnectionSync(
   }
   const names = new Map<string, number>();
   const peerIPs = new Map<string, string>();
+  /** Another gateway's egress IP (a member's, or another site's): a routable address, never this gateway's own, listed once. */
+  const egressIP = (text: string, where: PathSegment[], here: string): void => {
+    const a = parseAddress(text);
+    if (a === undefined)
+      return err(where, `${quoted(text)} is not an IP address (write it without a prefix length)`);
+    const bad = neverRouted(a);
+    if (bad !== undefined) return err(where, `${text} is ${bad}; it cannot be an egress IP`);
+    const k = `${a.family}/${a.value}`;
+    if (owned.has(k))
+      return err(
+        where,
+        `${text} is this gateway's own egress IP (egressIPs[${owned.get(k)!.index}]), not another gateway's`,
+      );
+    const prev = peerIPs.get(k);
+    if (prev !== undefined) return err(where, `${text} is already listed at ${prev}`);
+    peerIPs.set(k, here);
+  };
   list(raw.peers).forEach((p, i) => {
     if (!isObj(p)) return;
     const name = str(p.name);
@@ -55,24 +73,58 @@ export function checkConnectionSync(
     }
     list(p.egressIPs).forEach((e, j) => {
       const text = str(e);
-      if (text === undefined) return;
-      const where = at("peers", i, "egressIPs", j);
-      const a = parseAddress(text);
-      if (a === undefined)
-        return err(where, `${quoted(text)} is not an IP address (write it without a prefix length)`);
-      const bad = neverRouted(a);
-      if (bad !== undefined) return err(where, `${text} is ${bad}; it cannot be an egress IP`);
-      const k = `${a.family}/${a.value}`;
-      if (owned.has(k))
-        return err(
-          where,
-          `${text} is this gateway's own egress IP (egressIPs[${owned.get(k)!.index}]), not another member's`,
-        );
-      const prev = peerIPs.get(k);
-      if (prev !== undefined) return err(where, `${text} is already listed at ${prev}`);
-      peerIPs.set(k, `connectionSync.peers[${i}].egressIPs[${j}]`);
+      if (text !== undefined)
+        egressIP(text, at("peers", i, "egressIPs", j), `connectionSync.peers[${i}].egressIPs[${j}]`);
     });
   });
+  // The group: interface, address and peers together, or none of them (then acrossSites).
+  const linkFields = ["interface", "address", "peers"].filter((k) => raw[k] !== undefined);
+  if (linkFields.length > 0 && linkFields.length < 3)
+    for (const k of ["interface", "address", "peers"].filter((k) => raw[k] === undefined))
+      err(
+        at(k),
+        `is required with ${linkFields.map((g) => `connectionSync.${g}`).join(" and ")} (the group's sync link)`,
+      );
+  if (linkFields.length === 0 && raw.acrossSites === undefined)
+    err(at(), "needs peers (a group on a sync link), acrossSites (other sites' gateways), or both");
+  const sites = raw.acrossSites;
+  if (isObj(sites)) {
+    const siteAt = (...rest: PathSegment[]) => at("acrossSites", ...rest);
+    const siteSelf = str(sites.address);
+    if (siteSelf !== undefined) linkAddress(siteSelf, siteAt("address"));
+    const ports = new Map<number, string>();
+    const own = raw.port ?? DEFAULTS.sync.port;
+    if (linkFields.length === 3 && typeof own === "number") ports.set(own, "connectionSync.port");
+    const pairNames = new Map<string, string>();
+    for (const key of ["sendTo", "holdFor"] as const)
+      list(sites[key]).forEach((p, i) => {
+        if (!isObj(p)) return;
+        const here = `connectionSync.acrossSites.${key}[${i}]`;
+        const name = str(p.name);
+        if (name !== undefined) {
+          const prev = pairNames.get(name);
+          if (prev !== undefined) err(siteAt(key, i, "name"), `${quoted(name)} is already ${prev}`);
+          else pairNames.set(name, `${here}.name`);
+        }
+        const address = str(p.address);
+        if (address !== undefined) {
+          const v = linkAddress(address, siteAt(key, i, "address"));
+          if (v !== undefined && siteSelf !== undefined && address === siteSelf)
+            err(siteAt(key, i, "address"), `${address} is this gateway's own (acrossSites.address)`);
+        }
+        if (typeof p.port === "number") {
+          const prev = ports.get(p.port);
+          // Each pair has a conntrackd of its own, listening on its port.
+          if (prev !== undefined) err(siteAt(key, i, "port"), `${p.port} is already ${prev}`);
+          else ports.set(p.port, `${here}.port`);
+        }
+        if (key === "holdFor")
+          list(p.egressIPs).forEach((e, j) => {
+            const text = str(e);
+            if (text !== undefined) egressIP(text, siteAt(key, i, "egressIPs", j), `${here}.egressIPs[${j}]`);
+          });
+      });
+  }
   list(raw.sources).forEach((s, i) => {
     const text = str(s);
     if (text === undefined) return;

@@ -17,7 +17,15 @@ import {
   viewOf,
   type HealthInputs,
 } from "../../core/plan/index.js";
-import { backupPrefixes, conntrackdConfig, parseConntrackdStats, syncGuard } from "../../core/plan/sync.js";
+import {
+  backupPrefixes,
+  conntrackdChannels,
+  conntrackdConfig,
+  lastResortPrefixes,
+  parseConntrackdStats,
+  siteConntrackdConfig,
+  syncGuard,
+} from "../../core/plan/sync.js";
 import { renderGuard } from "../../routing/nft-guard.js";
 import { guardPlan } from "../../core/plan/kernel.js";
 import { SYNC_PENDING } from "../../daemon/gateway.js";
@@ -102,7 +110,7 @@ test("conntrackd's config: unicast to the one peer, the group address for more; 
     {
       ...SYNC,
       port: 4000,
-      peers: [...SYNC.peers, { name: "gw-a3", address: "10.1.9.3", egressIPs: ["192.0.2.13"] }],
+      peers: [...SYNC.peers!, { name: "gw-a3", address: "10.1.9.3", egressIPs: ["192.0.2.13"] }],
     },
     paths,
   );
@@ -259,4 +267,142 @@ test("a gateway is not ready until its first resync is done", (t) => {
   const pending = statusView({ ...parts, syncResynced: false });
   t.false(pending.ready);
   t.deepEqual(pending.notReadyReasons, ["connection state not resynced from the sync peers yet"]);
+});
+
+const LAB_B1 = readFileSync(join(REPO, "containerlab", "two-dc", "gw-b1", "egressd.yaml"), "utf8");
+
+test("across sites: the lab's sections load; a bad one is refused field by field", (t) => {
+  const b1 = load(LAB_B1).connectionSync!;
+  t.is(b1.peers, undefined, "gw-b1 has no group of its own");
+  t.deepEqual(
+    b1.acrossSites?.holdFor?.map((p) => [p.name, p.port]),
+    [
+      ["gw-a1", 3791],
+      ["gw-a2", 3792],
+    ],
+  );
+  t.deepEqual(load(LAB_A1).connectionSync?.acrossSites?.sendTo, [
+    { name: "gw-b1", address: "10.2.1.1", port: 3791 },
+  ]);
+  const has = (text: string, ...res: RegExp[]) => {
+    const e = errors(text);
+    for (const re of res)
+      t.true(
+        e.some((x) => re.test(x)),
+        `${re} in\n${e.join("\n")}`,
+      );
+  };
+  const site = (lines: string[]) =>
+    LAB_B1.replace(/ {2}acrossSites:[\s\S]*?\n\n/, ["  acrossSites:", ...lines, "", ""].join("\n"));
+  has(
+    site([
+      "    interface: eth1",
+      '    address: "fd00::1"',
+      "    sendTo: [{ name: gw-x, address: 10.9.9.9, port: 3791 }]",
+      "    holdFor:",
+      "      - { name: gw-x, address: 10.1.1.1, port: 3791, egressIPs: [192.0.2.21] }",
+    ]),
+    /connectionSync\.acrossSites\.address: "fd00::1" is not an IPv4 address/,
+    /connectionSync\.acrossSites\.holdFor\[0\]\.name: "gw-x" is already connectionSync\.acrossSites\.sendTo\[0\]\.name/,
+    /connectionSync\.acrossSites\.holdFor\[0\]\.port: 3791 is already connectionSync\.acrossSites\.sendTo\[0\]\.port/,
+    /connectionSync\.acrossSites\.holdFor\[0\]\.egressIPs\[0\]: 192\.0\.2\.21 is this gateway's own egress IP/,
+  );
+  // Neither a group nor other sites; a group's link half given.
+  has(
+    LAB_B1.replace(/ {2}acrossSites:[\s\S]*?\n\n/, "\n"),
+    /connectionSync: needs peers \(a group on a sync link\), acrossSites/,
+  );
+  has(
+    LAB_B1.replace("connectionSync:\n  sources:", "connectionSync:\n  interface: eth2\n  sources:"),
+    /connectionSync\.address: is required with connectionSync\.interface/,
+    /connectionSync\.peers: is required with connectionSync\.interface/,
+  );
+  // A pair's port may not be the group's own.
+  has(
+    LAB_A1.replace("port: 3791", "port: 3780"),
+    /acrossSites\.sendTo\[0\]\.port: 3780 is already connectionSync\.port/,
+  );
+});
+
+test("across sites: one conntrackd per pair, FTFW on its own port; the sending side sends the sources, the holding side nothing", (t) => {
+  const names = (c: ConnectionSyncConfig) =>
+    conntrackdChannels(c, (n) => ({ lockFile: `/r/${n}.lock`, socket: `/r/${n}.ctl` })).map((x) => [
+      x.name,
+      x.role,
+    ]);
+  const a1 = load(LAB_A1).connectionSync!;
+  const b1 = load(LAB_B1).connectionSync!;
+  t.deepEqual(names(a1), [
+    ["conntrackd", "group"],
+    ["conntrackd-site-gw-b1", "send"],
+  ]);
+  t.deepEqual(names(b1), [
+    ["conntrackd-site-gw-a1", "hold"],
+    ["conntrackd-site-gw-a2", "hold"],
+  ]);
+  const paths = { lockFile: "/r/x.lock", socket: "/r/x.ctl" };
+  const send = siteConntrackdConfig(a1, a1.acrossSites!.sendTo![0]!, "send", paths);
+  const hold = siteConntrackdConfig(b1, b1.acrossSites!.holdFor![0]!, "hold", paths);
+  for (const [text, self, peer, port] of [
+    [send, "10.1.1.1", "10.2.1.1", 3791],
+    [hold, "10.2.1.1", "10.1.1.1", 3791],
+  ] as const) {
+    t.true(text.includes("Mode FTFW {"));
+    t.true(text.includes("DisableExternalCache On"));
+    t.true(
+      text.includes(
+        `IPv4_address ${self}\n    IPv4_Destination_Address ${peer}\n    Port ${port}\n    Interface eth1`,
+      ),
+    );
+  }
+  t.regex(send, /Address Accept {\s+IPv4_address 10\.244\.0\.0\/16\s+IPv6_address fd00:244::\/32\s+}/);
+  t.regex(hold, /Address Accept {\s+IPv4_address 255\.255\.255\.255\/32\s+}/);
+  t.false(hold.includes("10.244.0.0/16"), "the holding side sends nothing back");
+  t.throws(() => conntrackdConfig(b1, paths), { message: /no group/ });
+});
+
+test("across sites: the guard takes each pair's state from its peer only, on the site interface; held egress IPs are last-resort paths", (t) => {
+  const b1 = load(LAB_B1);
+  const g = syncGuard(b1.connectionSync)!;
+  t.is(g.interface, undefined, "no group link");
+  t.deepEqual(g.sites, {
+    interface: "eth1",
+    channels: [
+      { port: 3791, peer: "10.1.1.1" },
+      { port: 3792, peer: "10.1.2.1" },
+    ],
+  });
+  const nft = renderGuard({ bfdTtl: false, sync: g });
+  t.notRegex(nft, /connection state from off the sync link/);
+  t.regex(nft, /udp dport 3791 iifname != "eth1" counter drop/);
+  t.regex(nft, /meta nfproto ipv4 udp dport 3791 ip saddr != 10\.1\.1\.1 counter drop/);
+  t.regex(nft, /meta nfproto ipv4 udp dport 3792 ip saddr != 10\.1\.2\.1 counter drop/);
+  t.regex(
+    nft,
+    /set backup4 {\s+type ipv4_addr\s+elements = { 192\.0\.2\.11, 192\.0\.2\.12, 192\.0\.2\.131, 192\.0\.2\.132 }/,
+  );
+  const last = lastResortPrefixes(g);
+  t.deepEqual(last, [
+    "192.0.2.11/32",
+    "192.0.2.12/32",
+    "192.0.2.131/32",
+    "192.0.2.132/32",
+    "2001:db8:e::11/128",
+    "2001:db8:e::12/128",
+  ]);
+  const bView = viewOf(planStatic(b1));
+  const up: HealthInputs = {
+    ...NO_HEALTH_INPUTS,
+    probes: new Map((b1.probes ?? []).map((p) => [p.name, "up"])),
+  };
+  const advertised = (h: HealthInputs) =>
+    planDesired({ view: bView, health: h }).bgp?.paths.map(canonicalPath) ?? [];
+  const ready = advertised({ ...up, syncReady: true });
+  for (const prefix of last) t.is(ready.find((p) => p.prefix === prefix)?.asPathPrepend, 6, prefix);
+  // Its own egress IPs keep the site's own prepend (DC B advertises as backup).
+  t.is(ready.find((p) => p.prefix === "192.0.2.21/32")?.asPathPrepend, 0);
+  t.false(
+    advertised(up).some((p) => last.includes(p.prefix)),
+    "not before gw-b1 holds DC A's state",
+  );
 });

@@ -236,18 +236,22 @@ test("the example's connection-sync pairs agree: each peer is a member that sync
   t.true(members.length >= 2, "the example shows a sync group");
   for (const [node, c] of members) {
     const sync = c.connectionSync!;
-    for (const peer of sync.peers) {
+    for (const peer of sync.peers ?? []) {
       const other = configs.get(peer.name);
       t.truthy(other?.connectionSync, `${node}'s peer ${peer.name} syncs too`);
       if (!other?.connectionSync) continue;
-      t.is(peer.address, other.connectionSync.address, `${node} reaches ${peer.name} at its sync address`);
+      t.is(
+        peer.address,
+        other.connectionSync.address ?? "",
+        `${node} reaches ${peer.name} at its sync address`,
+      );
       t.deepEqual(
         [...peer.egressIPs].sort(),
         other.egressIPs.map((e) => e.address).sort(),
         `${node} backs up exactly ${peer.name}'s egress IPs`,
       );
       t.true(
-        other.connectionSync.peers.some((p) => p.name === node && p.address === sync.address),
+        (other.connectionSync.peers ?? []).some((p) => p.name === node && p.address === sync.address),
         `${peer.name} names ${node} back`,
       );
       t.is(other.gateway.site, c.gateway.site, "a sync group stays within a site");
