@@ -28,6 +28,7 @@ import {
   DC_A,
   POD_SOURCES,
   serving,
+  standingBy,
   type Gateway,
   type Trigger,
   type TrialResult,
@@ -174,6 +175,8 @@ async function runTriggers(
       rows.set(trigger, row);
       for (let i = 0; i < TRIALS; i++) {
         const g = trigger === "ecmp" ? "gw-a3" : await trials.busiest();
+        // With sync, DC B's gateway holds DC A's connections before the site fails (as in a steady state).
+        if (trigger === "dc-a" && mode === "sync") await standingBy(lab, 60_000);
         const { result, restore } = await trials.fail(trigger, g);
         // Broken ones are replaced before the return: it is measured on a full set (after a site
         // failure, on connections made through the other site).

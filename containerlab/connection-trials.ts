@@ -60,6 +60,26 @@ export async function serving(lab: Lab, gateway: Gateway, timeoutMs = 30_000): P
   );
 }
 
+/** gw-b1's link address at tor-b: the next hop of DC B's paths. */
+const GW_B1_LINK = "10.2.1.1";
+
+/**
+ * Waits until DC B's gateway stands by for DC A: it has resynced the state
+ * DC A's gateways send it and advertises their egress IPs as last-resort
+ * paths (tor-b has a path for each through gw-b1). Resolves at once in a lab
+ * whose gw-b1 holds nothing for DC A only after `timeoutMs` (it throws then).
+ */
+export async function standingBy(lab: Lab, timeoutMs = 30_000): Promise<void> {
+  await waitFor(
+    "gw-b1 standing by for DC A",
+    async () => {
+      const table = await bgpTable(lab, "tor-b");
+      return DC_A.every((g) => table.get(`${GW[g].web}/32`)?.some((p) => p.nextHop === GW_B1_LINK));
+    },
+    timeoutMs,
+  );
+}
+
 export class ConnectionTrials {
   private server: StreamServer | undefined;
   private conns: Connections | undefined;

@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import { bfdPeers, bgpSessions, bgpTable, kernelNextHops, seenAs, startWhoami } from "./observe.js";
 import { blockSources, freezeNode, gatewayByEgress, startStream, TWO_DC_GATEWAYS as GW } from "./failover.js";
 import { tryRun } from "../lib/exec.js";
-import { ConnectionTrials, DC_A, serving } from "./connection-trials.js";
+import { ConnectionTrials, DC_A, serving, standingBy } from "./connection-trials.js";
 import { Lab, sleep, waitFor } from "./runner.js";
 import { loadTopology } from "./topology.js";
 
@@ -268,6 +268,14 @@ async function main(): Promise<void> {
           `   ${c} back (its state resynced first): ${back.survived} of ${back.before} survived, longest stall ${back.maxStallMs} ms`,
         );
       }
+      // The whole site: gw-b1 holds DC A's connections (acrossSites) and has their egress IPs as last resort.
+      await standingBy(lab, 60_000);
+      const { result, restore } = await trials.fail("dc-a", "gw-a1");
+      say(
+        `   All of DC A frozen: gw-b1 in DC B, which holds their state, carried ${result.survived} of ${result.before} on, longest stall ${result.maxStallMs} ms`,
+      );
+      const back = await trials.failback("dc-a", "gw-a1", restore);
+      say(`   DC A back: ${back.survived} of ${back.before} survived, longest stall ${back.maxStallMs} ms`);
       const bad = trials.anomalies().length;
       say(
         `   ${bad === 0 ? "No stream saw a gap, a duplicate or a reset." : `${bad} sequence errors seen!`}`,

@@ -10,7 +10,9 @@ import { loadTopology } from "../../containerlab/topology.js";
 import {
   ConnectionTrials,
   DC_A,
+  PORT,
   serving,
+  standingBy,
   type Gateway,
   type Trigger,
 } from "../../containerlab/connection-trials.js";
@@ -22,6 +24,7 @@ import { addThirdGateway } from "../../containerlab/three-gateways.js";
 import { RUN_ID } from "../helpers/netns.js";
 import { TWO_DC } from "../helpers/paths.js";
 import type { Topology } from "../../containerlab/topology.js";
+import { parseConntrackdStats, type ConntrackdStats } from "../../core/plan/sync.js";
 
 /** A lab of `topo`, removed when the test ends, up with `gateways` serving. */
 async function servingLab(
@@ -62,6 +65,54 @@ test.serial(
       t.is(back.survived, back.before, `${g} back after ${trigger}: every connection survives`);
     }
     t.deepEqual(trials.anomalies(), [], "no gap, duplicate or bad record in any stream");
+  },
+);
+
+/** `conntrackd -s` of the conntrackd named `name` (its files in egressd's run directory) on `node`. */
+async function conntrackdStats(lab: Lab, node: string, name: string): Promise<ConntrackdStats> {
+  const { stdout: ns } = await lab.exec(node, ["readlink", "/proc/self/ns/net"]);
+  const runDir = `/run/egressd/net-${/\[(\d+)\]/.exec(ns)?.[1]}`;
+  const { stdout } = await lab.exec(node, ["conntrackd", "-C", `${runDir}/${name}.conf`, "-s"]);
+  return parseConntrackdStats(stdout);
+}
+
+test.serial(
+  "all of DC A lost: DC B's gateway holds DC A's connections and carries every one of them, and DC A takes them back",
+  async (t) => {
+    const lab = await servingLab(t, loadTopology(TWO_DC), "syncs");
+    await standingBy(lab);
+    const trials = new ConnectionTrials(lab);
+    t.teardown(() => trials.stop());
+    await trials.start(64);
+    // gw-b1 has them before anything fails: from both of DC A's gateways, over the fabric.
+    await waitFor(
+      "gw-b1 holding DC A's 64 connections",
+      async () => {
+        const { stdout } = await lab.exec("gw-b1", ["conntrack", "-L", "-p", "tcp", "--dport", String(PORT)]);
+        return stdout.split("\n").filter((l) => l.includes("ESTABLISHED")).length >= 64;
+      },
+      15_000,
+    );
+    const { result, restore } = await trials.fail("dc-a", "gw-a1");
+    t.log(
+      `${result.trigger}: ${result.survived}/${result.before} survived, longest stall ${result.maxStallMs} ms`,
+    );
+    t.is(result.before, 64);
+    t.is(result.survived, result.before, "every connection survives the loss of its site");
+    const back = await trials.failback("dc-a", "gw-a1", restore);
+    t.log(`${back.trigger}: ${back.survived}/${back.before} survived, longest stall ${back.maxStallMs} ms`);
+    t.is(back.survived, back.before, "and DC A's return");
+    t.deepEqual(trials.anomalies(), [], "no gap, duplicate or bad record in any stream");
+    // One way: what gw-b1 holds goes nowhere, so nothing comes back to DC A from it.
+    for (const g of DC_A) {
+      const s = await conntrackdStats(lab, g, "conntrackd-site-gw-b1");
+      t.is(s.injected.created + s.injected.updated, 0, `${g} got no state back from gw-b1`);
+    }
+    for (const g of DC_A) {
+      const s = await conntrackdStats(lab, "gw-b1", `conntrackd-site-${g}`);
+      t.true(s.injected.created > 0, `gw-b1 took ${g}'s states into its table`);
+      t.is(s.local, 0, `gw-b1's conntrackd for ${g} keeps nothing to send`);
+    }
   },
 );
 

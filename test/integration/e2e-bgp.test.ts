@@ -17,6 +17,7 @@ import {
   startWhoami,
 } from "../../containerlab/observe.js";
 import { isRunning, tryRun } from "../../lib/exec.js";
+import { standingBy } from "../../containerlab/connection-trials.js";
 import { RUN_ID } from "../helpers/netns.js";
 import { TWO_DC } from "../helpers/paths.js";
 
@@ -193,7 +194,13 @@ test.serial(
       "2001:db8:e::11/128",
       "2001:db8:e::12/128",
     ]);
+    // gw-b1: its own, and DC A's as last-resort paths once it holds DC A's connections (acrossSites).
+    await standingBy(lab);
     t.deepEqual(await receivedRoutes(lab, "tor-b", "10.2.1.1"), [
+      "192.0.2.11/32",
+      "192.0.2.12/32",
+      "192.0.2.131/32",
+      "192.0.2.132/32",
       "192.0.2.141/32",
       "192.0.2.21/32",
       "198.51.100.0/24",
