@@ -113,7 +113,9 @@ class Conntrackd extends EventEmitter<ConnectionSyncEvents> {
       this.setReady(false);
       this.opts.log.error(
         { code: e.code, signal: e.signal, restartInMs: e.restartInMs, lastLines: e.lastLines.slice(-5) },
-        "conntrackd exited: backup paths withdrawn until it has resynced",
+        channel.role === "send"
+          ? "conntrackd exited: this gateway's connections are not sent to the other site until it is back"
+          : "conntrackd exited: backup paths withdrawn until it has resynced",
       );
     });
   }
@@ -301,10 +303,5 @@ export class ConnectionSync extends EventEmitter<ConnectionSyncEvents> {
 
   async stop(): Promise<void> {
     await Promise.all(this.channels.map((c) => c.stop()));
-  }
-
-  /** The group's conntrackd's statistics (or the first pair's, without a group). */
-  stats(): Promise<ConntrackdStats> {
-    return this.channels[0]!.stats();
   }
 }
