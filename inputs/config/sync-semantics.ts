@@ -91,7 +91,7 @@ export function checkConnectionSync(
   if (isObj(sites)) {
     const siteAt = (...rest: PathSegment[]) => at("acrossSites", ...rest);
     const siteSelf = str(sites.address);
-    if (siteSelf !== undefined) linkAddress(siteSelf, siteAt("address"));
+    const selfValue = siteSelf === undefined ? undefined : linkAddress(siteSelf, siteAt("address"));
     const ports = new Map<number, string>();
     const own = raw.port ?? DEFAULTS.sync.port;
     if (linkFields.length === 3 && typeof own === "number") ports.set(own, "connectionSync.port");
@@ -109,7 +109,7 @@ export function checkConnectionSync(
         const address = str(p.address);
         if (address !== undefined) {
           const v = linkAddress(address, siteAt(key, i, "address"));
-          if (v !== undefined && siteSelf !== undefined && address === siteSelf)
+          if (v !== undefined && v === selfValue)
             err(siteAt(key, i, "address"), `${address} is this gateway's own (acrossSites.address)`);
         }
         if (typeof p.port === "number") {

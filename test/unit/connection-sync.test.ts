@@ -307,6 +307,14 @@ test("across sites: the lab's sections load; a bad one is refused field by field
     /connectionSync\.acrossSites\.holdFor\[0\]\.port: 3791 is already connectionSync\.acrossSites\.sendTo\[0\]\.port/,
     /connectionSync\.acrossSites\.holdFor\[0\]\.egressIPs\[0\]: 192\.0\.2\.21 is this gateway's own egress IP/,
   );
+  has(
+    site([
+      "    interface: eth1",
+      "    address: 10.2.1.1",
+      "    sendTo: [{ name: gw-x, address: 10.2.1.1, port: 3791 }]",
+    ]),
+    /connectionSync\.acrossSites\.sendTo\[0\]\.address: 10\.2\.1\.1 is this gateway's own/,
+  );
   // Neither a group nor other sites; a group's link half given.
   has(
     LAB_B1.replace(/ {2}acrossSites:[\s\S]*?\n\n/, "\n"),
