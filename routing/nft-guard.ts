@@ -9,7 +9,8 @@
 //     listens on every address, and one malformed message from anyone who can
 //     reach it crashes it (docs/bgp.md).
 //   - Connection sync (docs/connection-sync.md): conntrackd's state messages
-//     are accepted only from the group's members, on the sync link; they
+//     are accepted only from the group's members, on the sync link (and each
+//     pair's across sites only from its peer, on the site interface); they
 //     write NAT state into the kernel, so anyone else who could send them
 //     could redirect connections. Packets to another member's egress IP that
 //     synced state did not de-NAT are dropped: routed on, they would go back
