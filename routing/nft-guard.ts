@@ -49,22 +49,22 @@ export function renderGuard(g: GuardPlan): string {
     }
   }
   L.push("  chain input {", "    type filter hook input priority filter - 10; policy accept;");
-  if (sync?.interface !== undefined && sync.port !== undefined) {
-    const p = sync.port;
+  if (sync?.interface !== undefined && sync.port !== undefined)
     L.push(
-      `    udp dport ${p} iifname != ${JSON.stringify(sync.interface)} counter drop comment "connection state from off the sync link"`,
-      `    meta nfproto ipv6 udp dport ${p} counter drop comment "connection state over IPv6 (the sync link is IPv4)"`,
-      `    meta nfproto ipv4 udp dport ${p} ip saddr != @sync_peers counter drop comment "connection state from a non-member"`,
+      ...stateRules(sync.port, sync.interface, "@sync_peers", {
+        off: "from off the sync link",
+        v6: "the sync link is IPv4",
+        stranger: "from a non-member",
+      }),
     );
-  }
-  for (const c of sync?.sites?.channels ?? []) {
-    const at = JSON.stringify(sync!.sites!.interface);
+  for (const c of sync?.sites?.channels ?? [])
     L.push(
-      `    udp dport ${c.port} iifname != ${at} counter drop comment "connection state from another site, off its interface"`,
-      `    meta nfproto ipv6 udp dport ${c.port} counter drop comment "connection state over IPv6 (the pairs across sites are IPv4)"`,
-      `    meta nfproto ipv4 udp dport ${c.port} ip saddr != ${c.peer} counter drop comment "connection state from another site, not from this pair's peer"`,
+      ...stateRules(c.port, sync!.sites!.interface, c.peer, {
+        off: "from another site, off its interface",
+        v6: "the pairs across sites are IPv4",
+        stranger: "from another site, not from this pair's peer",
+      }),
     );
-  }
   if (g.bfdTtl) {
     L.push(
       `    udp dport 3784 ip ttl != 255 counter drop comment "BFD from beyond the link (GTSM)"`,
@@ -91,6 +91,24 @@ export function renderGuard(g: GuardPlan): string {
   }
   L.push("}");
   return `${L.join("\n")}\n`;
+}
+
+/**
+ * conntrackd's state messages on `port`: dropped unless they come in on
+ * `iface`, over IPv4, from `from` (a set or an address); `why` words each
+ * rule's comment.
+ */
+function stateRules(
+  port: number,
+  iface: string,
+  from: string,
+  why: { off: string; v6: string; stranger: string },
+): string[] {
+  return [
+    `    udp dport ${port} iifname != ${JSON.stringify(iface)} counter drop comment "connection state ${why.off}"`,
+    `    meta nfproto ipv6 udp dport ${port} counter drop comment "connection state over IPv6 (${why.v6})"`,
+    `    meta nfproto ipv4 udp dport ${port} ip saddr != ${from} counter drop comment "connection state ${why.stranger}"`,
+  ];
 }
 
 /**
