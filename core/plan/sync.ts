@@ -177,10 +177,17 @@ export function siteConntrackdConfig(
     `    Port ${peer.port}`,
     `    Interface ${sites.interface}`,
   ];
+  if (role === "send") return conntrackdText("FTFW", link, sourcesFilter(sync), paths);
   // No TCP connection has the limited broadcast address as its source: nothing is accepted.
   const nothing = ["    Address Accept {", "      IPv4_address 255.255.255.255/32", "    }"];
-  return conntrackdText("FTFW", link, role === "send" ? sourcesFilter(sync) : nothing, paths);
+  // The holding side has nothing to learn from its own kernel: it does not listen to its events
+  // (conntrackd opens no event socket when it polls). Listening, it read an event for every state
+  // it injected and for every connection of its own site, and dropped each in its filter.
+  return conntrackdText("FTFW", link, nothing, paths, HOLD_POLL_SECS);
 }
+
+/** How often a holding pair's conntrackd reads the kernel table (to send nothing of it): hourly. */
+const HOLD_POLL_SECS = 3600;
 
 /** The address filter of what is sent: TCP from the sources. */
 function sourcesFilter(sync: ConnectionSyncConfig): string[] {
@@ -195,6 +202,7 @@ function conntrackdText(
   link: string[],
   addressFilter: string[],
   paths: ConntrackdPaths,
+  pollSecs?: number,
 ): string {
   return [
     "# Written by egressd from its connectionSync section; rewritten at every start.",
@@ -225,6 +233,7 @@ function conntrackdText(
     "  NetlinkBufferSizeMaxGrowth 8388608",
     // Lost kernel events make conntrackd resync with the table instead of missing states.
     "  NetlinkEventsReliable On",
+    ...(pollSecs === undefined ? [] : [`  PollSecs ${pollSecs}`]),
     // In user space: the same lists in kernel space sync nothing on these kernels (docs/facts.md).
     "  Filter From Userspace {",
     "    Protocol Accept {",

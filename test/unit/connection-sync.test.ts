@@ -366,6 +366,9 @@ test("across sites: one conntrackd per pair, FTFW on its own port; the sending s
   t.regex(send, /Address Accept {\s+IPv4_address 10\.244\.0\.0\/16\s+IPv6_address fd00:244::\/32\s+}/);
   t.regex(hold, /Address Accept {\s+IPv4_address 255\.255\.255\.255\/32\s+}/);
   t.false(hold.includes("10.244.0.0/16"), "the holding side sends nothing back");
+  // It polls hourly instead of listening to the kernel's events; the sending side listens.
+  t.regex(hold, /^ {2}PollSecs 3600$/m);
+  t.false(send.includes("PollSecs"));
   t.throws(() => conntrackdConfig(b1, paths), { message: /no group/ });
 });
 
