@@ -55,6 +55,8 @@ import type { PodRef } from "../core/audit/record.js";
 
 /** The self-check name under which a gateway that has not yet resynced its connection state is down. */
 export const SYNC_PENDING = "self-connection-sync";
+/** The same, until the BFD sessions with the peers are Up after a start. */
+export const BFD_PENDING = "self-bfd";
 
 export type { GatewayConfig } from "../core/config/gateway-config.js";
 
@@ -180,6 +182,7 @@ export class Gateway {
       trigger: (why) => this.controller.trigger(why),
       bfdDown: () => this.bfdPeers.down,
       onEstablished: (address) => {
+        this.bfdPeers.established(address);
         if (!this.bfdPeers.isBootstrapped(address)) this.controller.trigger("peer established");
       },
       draining: () => this.draining,
@@ -281,6 +284,8 @@ export class Gateway {
     // Traffic must not come here before the state it needs: nothing is advertised until the
     // peers' connection state has arrived (or the wait for it ran out).
     if (this.sync && !this.sync.resynced) selfDown.push(SYNC_PENDING);
+    // Nor before the peers can see it fail within BFD's detection time (BfdPeers.holdsBack).
+    if (this.bfdPeers.holdsBack() !== undefined) selfDown.push(BFD_PENDING);
     return {
       probes: new Map(this.probeStates),
       selfDown,

@@ -212,6 +212,62 @@ test("a failed BGP apply is reported and retried until it succeeds", async (t) =
   t.true(errors.some((e) => /gobgpd said no/.test(e)));
 });
 
+const bfdUp = (bfd: BfdManager) =>
+  bfd.emit("up", {
+    key: "10.1.1.0",
+    peer: "10.1.1.0",
+    local: "10.1.1.1",
+    at: 0,
+    from: "Init",
+    to: "Up",
+    diag: 0,
+    reason: "peer Up",
+    remoteDiag: 0,
+    remoteState: "Up",
+    peerAdminDown: false,
+  } as never);
+
+test("after a start, nothing is advertised before the BFD session with the peer is Up, though BGP is", async (t) => {
+  const bfd = new BfdManager({ logger: log });
+  const { gw, speaker, prefixes } = await started(
+    t,
+    config({}, { localAddress: "10.1.1.1", bfd: { minRxMs: 100, minTxMs: 100 } }),
+    bfd,
+  );
+  await until("peer added", () => speaker.peers.has("10.1.1.0"));
+  speaker.setPeerState("10.1.1.0", "established");
+  await new Promise((r) => setTimeout(r, 300));
+  t.deepEqual(prefixes(), [], "BGP is up, BFD is not: nothing yet");
+  t.is(gw.status().policies[0]!.withdrawnBecause, "self-bfd");
+  bfdUp(bfd);
+  await until("everything advertised", () => prefixes().length === 4);
+  t.deepEqual(prefixes(), ALL);
+  // Armed for good: a later establishment (a ToR's restart) holds nothing back.
+  speaker.setPeerState("10.1.1.0", "idle");
+  speaker.setPeerState("10.1.1.0", "established");
+  await new Promise((r) => setTimeout(r, 100));
+  t.is(prefixes().length, 4);
+});
+
+test("a BFD session that does not come up holds the gateway back for the peer's hold time, no longer", async (t) => {
+  const bfd = new BfdManager({ logger: log });
+  const lines: string[] = [];
+  const logger = pino({ level: "warn" }, { write: (l: string) => void lines.push(l) });
+  const { speaker, prefixes } = await started(
+    t,
+    config({}, { localAddress: "10.1.1.1", bfd: { minRxMs: 100, minTxMs: 100 } }),
+    bfd,
+    logger,
+  );
+  await until("peer added", () => speaker.peers.has("10.1.1.0"));
+  const t0 = Date.now();
+  speaker.setPeerState("10.1.1.0", "established");
+  await until("advertised after the hold time", () => prefixes().length === 4, 10_000);
+  t.log(`advertised ${Date.now() - t0} ms after the session came up (hold time 3 s), BFD never up`);
+  t.true(Date.now() - t0 >= 2900, "not before the hold time");
+  t.true(lines.some((l) => l.includes("BFD not up within the BGP hold time")));
+});
+
 test("BFD down closes that peer's session; after the hold time BGP gets it back", async (t) => {
   const bfd = new BfdManager({ logger: log });
   const { speaker, prefixes } = await started(
@@ -219,7 +275,10 @@ test("BFD down closes that peer's session; after the hold time BGP gets it back"
     config({}, { localAddress: "10.1.1.1", bfd: { minRxMs: 100, minTxMs: 100 } }),
     bfd,
   );
-  await until("peer added", () => speaker.peers.has("10.1.1.0") && prefixes().length === 4);
+  await until("peer added", () => speaker.peers.has("10.1.1.0"));
+  speaker.setPeerState("10.1.1.0", "established");
+  bfdUp(bfd);
+  await until("everything advertised", () => prefixes().length === 4);
   bfd.emit("down", {
     key: "10.1.1.0",
     peer: "10.1.1.0",
