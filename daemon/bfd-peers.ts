@@ -99,6 +99,10 @@ export class BfdPeers {
         { peers: late.map((p) => p.name) },
         "BFD not up within the BGP hold time: advertising without it (the peers' hold timers detect a failure of this gateway)",
       );
+    else {
+      const up = peers.filter((p) => this.upOnce.has(p.address)).map((p) => p.name);
+      if (up.length > 0) this.opts.log.info({ peers: up }, "BFD up with the peers: advertising");
+    }
     return undefined;
   }
 
