@@ -148,24 +148,34 @@ serial(
     };
     const { localDiscriminator: ours, remoteDiscriminator: theirs } = snap.sessions[0]!;
     t.true(ours > 0 && theirs > 0);
-    const t0 = Date.now();
-    for (const signed of [false, true]) {
-      // Unsigned, then signed with a wrong key: both from the ToR's address, as an attacker on the link would.
-      await forgeBfdDown(lab.sandbox.ns("tor"), {
-        from: "10.0.0.1",
-        to: "10.0.0.2",
-        ttl: 255,
-        myDiscriminator: theirs,
-        yourDiscriminator: ours,
-        ...(signed ? { auth: { ...KEY, secret: "guess" } } : {}),
-      });
+    // A Down that BIRD sends because its own detection time ran out (diagnostic 1) is the
+    // machine's load, not the forgery (whose diagnostic is 0): once, on a busy fresh machine,
+    // the session timed out at 100 ms x 3 in these 500 ms. Then the attempt is made again;
+    // any other Down fails the test.
+    for (let attempt = 1; ; attempt++) {
+      const t0 = Date.now();
+      for (const signed of [false, true]) {
+        // Unsigned, then signed with a wrong key: both from the ToR's address, as an attacker on the link would.
+        await forgeBfdDown(lab.sandbox.ns("tor"), {
+          from: "10.0.0.1",
+          to: "10.0.0.2",
+          ttl: 255,
+          myDiscriminator: theirs,
+          yourDiscriminator: ours,
+          ...(signed ? { auth: { ...KEY, secret: "guess" } } : {}),
+        });
+      }
+      await new Promise((r) => setTimeout(r, 500));
+      const downs = events().filter((e) => e.event === "down" && e.wall >= t0);
+      const timedOut = downs.length > 0 && downs.every((e) => e.remoteDiag === 1);
+      if (!timedOut || attempt === 3) {
+        t.deepEqual(downs, [], "the session stayed Up");
+        break;
+      }
+      t.log(`attempt ${attempt}: BIRD's own detection time ran out (load); again once it is Up`);
+      await waitFor("BIRD: Up again", async () => (await birdState()) === "Up", 15_000);
+      await waitFor("egressd: Up again", () => events().some((e) => e.event === "up" && e.wall >= t0), 5000);
     }
-    await new Promise((r) => setTimeout(r, 500));
-    t.deepEqual(
-      events().filter((e) => e.event === "down" && e.wall >= t0),
-      [],
-      "the session stayed Up",
-    );
     t.is(await birdState(), "Up");
   },
 );
