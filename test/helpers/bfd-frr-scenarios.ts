@@ -457,6 +457,10 @@ export function bfdFrrScenarios(opts: ScenarioOptions): void {
       t.log(`attempt ${attempt}: FRR's own detection time ran out before the AdminDown (load); again`);
       await sp.exited;
     }
+    // Both diagnostics, so that a failure says whose timer or packet took the session down.
+    t.log(
+      `FRR: ${peers.map((p) => `${p.peer} ${p.diagnostic} / remote ${p["remote-diagnostic"]}`).join("; ")}`,
+    );
     for (const p of peers) {
       t.is(p.diagnostic, "neighbor signaled session down");
       t.is(p["remote-diagnostic"], "administratively down");
