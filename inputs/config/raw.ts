@@ -6,9 +6,9 @@ export const list = (x: unknown): unknown[] => (Array.isArray(x) ? x : []);
 export const str = (x: unknown): string | undefined => (typeof x === "string" ? x : undefined);
 export const quoted = (s: string) => JSON.stringify(s);
 
-/** Notes `key` as seen at `index`; returns where it was seen first, if it was. */
-export function seenBefore<K>(seen: Map<K, number>, key: K, index: number): number | undefined {
+/** Notes `key` as seen at `value` (an index, a path); returns where it was seen first, if it was. */
+export function seenBefore<K, V>(seen: Map<K, V>, key: K, value: V): V | undefined {
   const prev = seen.get(key);
-  if (prev === undefined) seen.set(key, index);
+  if (prev === undefined) seen.set(key, value);
   return prev;
 }

@@ -52,9 +52,8 @@ export function checkConnectionSync(
         where,
         `${text} is this gateway's own egress IP (egressIPs[${owned.get(k)!.index}]), not another gateway's`,
       );
-    const prev = peerIPs.get(k);
+    const prev = seenBefore(peerIPs, k, here);
     if (prev !== undefined) return err(where, `${text} is already listed at ${prev}`);
-    peerIPs.set(k, here);
   };
   list(raw.peers).forEach((p, i) => {
     if (!isObj(p)) return;
@@ -102,9 +101,8 @@ export function checkConnectionSync(
         const here = `connectionSync.acrossSites.${key}[${i}]`;
         const name = str(p.name);
         if (name !== undefined) {
-          const prev = pairNames.get(name);
+          const prev = seenBefore(pairNames, name, `${here}.name`);
           if (prev !== undefined) err(siteAt(key, i, "name"), `${quoted(name)} is already ${prev}`);
-          else pairNames.set(name, `${here}.name`);
         }
         const address = str(p.address);
         if (address !== undefined) {
@@ -113,10 +111,9 @@ export function checkConnectionSync(
             err(siteAt(key, i, "address"), `${address} is this gateway's own (acrossSites.address)`);
         }
         if (typeof p.port === "number") {
-          const prev = ports.get(p.port);
           // Each pair has a conntrackd of its own, listening on its port.
+          const prev = seenBefore(ports, p.port, `${here}.port`);
           if (prev !== undefined) err(siteAt(key, i, "port"), `${p.port} is already ${prev}`);
-          else ports.set(p.port, `${here}.port`);
         }
         if (key === "holdFor")
           list(p.egressIPs).forEach((e, j) => {
