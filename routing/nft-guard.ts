@@ -57,14 +57,16 @@ export function renderGuard(g: GuardPlan): string {
         stranger: "from a non-member",
       }),
     );
-  for (const c of sync?.sites?.channels ?? [])
-    L.push(
-      ...stateRules(c.port, sync!.sites!.interface, c.peer, {
-        off: "from another site, off its interface",
-        v6: "the pairs across sites are IPv4",
-        stranger: "from another site, not from this pair's peer",
-      }),
-    );
+  const sites = sync?.sites;
+  if (sites)
+    for (const c of sites.channels)
+      L.push(
+        ...stateRules(c.port, sites.interface, c.peer, {
+          off: "from another site, off its interface",
+          v6: "the pairs across sites are IPv4",
+          stranger: "from another site, not from this pair's peer",
+        }),
+      );
   if (g.bfdTtl) {
     L.push(
       `    udp dport 3784 ip ttl != 255 counter drop comment "BFD from beyond the link (GTSM)"`,
