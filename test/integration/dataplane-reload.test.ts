@@ -270,3 +270,45 @@ test("a reload that moves one pod between policies patches only the elements aro
   t.is(await seenBy(s, "203.0.113.10", "10.244.1.11"), "192.0.2.12");
   t.is(await seenBy(s, "203.0.113.10", "10.244.1.10"), "192.0.2.11");
 });
+
+test("a first start with many addresses creates the table, then fills its address sets over netlink; the result equals the table nft writes", async (t) => {
+  const s = sandbox(t, "dpr");
+  await buildTopology(s, { ipv6: false });
+  await startServer(s);
+  // 6000 single addresses in class 1 beside the reference's (10.245.0.0 onwards: no run longer
+  // than one, since every other address is left out), so they go into its hash set.
+  const big = stateA();
+  for (let i = 0; i < 6000; i++)
+    big.nat.sources.push({
+      family: 4,
+      interval: `10.245.${Math.floor((2 * i) / 256)}.${(2 * i) % 256}`,
+      classId: 1,
+    });
+
+  const first = (await fixture(s, "gw", ["apply", stateFile(big)])) as Applied & { nat: { via?: string } };
+  t.like(first.nat, { action: "replace", via: "netlink" });
+  const { stdout } = await s.exec("gw", [
+    "/usr/sbin/nft",
+    "-j",
+    "list",
+    "set",
+    "inet",
+    "egressd",
+    "c1_hosts",
+  ]);
+  const set = (JSON.parse(stdout) as { nftables: { set?: { elem?: unknown[] } }[] }).nftables.find(
+    (i) => i.set,
+  );
+  t.is(set?.set?.elem?.length, 6001);
+  t.is(await seenBy(s, "203.0.113.10", "10.244.1.10"), "192.0.2.11");
+  // The same state again, read back from the kernel as at a restart: nothing to change.
+  t.is(((await fixture(s, "gw", ["apply", stateFile(big)])) as Applied).nat.action, "none");
+  const filled = await canonicalTable(s);
+
+  // The same table reached from another one is one nft transaction; it lists the same.
+  await fixture(s, "gw", ["teardown"]);
+  t.is(((await fixture(s, "gw", ["apply", stateFile(stateA())])) as Applied).nat.action, "replace");
+  const patched = (await fixture(s, "gw", ["apply", stateFile(big)])) as Applied & { nat: { via?: string } };
+  t.like(patched.nat, { action: "patch", via: "nft" });
+  t.deepEqual(filled, await canonicalTable(s));
+});

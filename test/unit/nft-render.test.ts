@@ -13,7 +13,7 @@ import {
   structureHash,
   type NatDiff,
 } from "../../routing/nft-render.js";
-import { parseLiveTable } from "../../routing/nft.js";
+import { fillBatches, parseLiveTable } from "../../routing/nft.js";
 import { referenceNat } from "../helpers/reference-nat.js";
 
 /** The reference plan, with one address spelled in capitals: rendering must canonicalise it. */
@@ -573,4 +573,36 @@ test("unmatched: Deny: exceptions are an explicit accept, served sets hold the S
   const quiet = plan();
   quiet.logDrops = true;
   t.is(normalizeNat(quiet).structureHash, off.structureHash);
+});
+
+test("fillBatches cuts sets' elements into batches of at most max, in order, splitting a set where needed", (t) => {
+  const set = (name: string, n: number) => ({
+    name,
+    family: 4 as const,
+    interval: false,
+    map: false,
+    elements: new Map(
+      Array.from({ length: n }, (_, i) => [`10.0.${name.length}.${i}`, ""] as [string, string]),
+    ),
+  });
+  const sets = [set("a", 5), set("bb", 0), set("ccc", 7)];
+  const batches = fillBatches(sets, 4);
+  t.deepEqual(
+    batches.map((b) => b.map((p) => [p.set, p.add.length])),
+    [
+      [["a", 4]],
+      [
+        ["a", 1],
+        ["ccc", 3],
+      ],
+      [["ccc", 4]],
+    ],
+  );
+  const flat = batches.flat();
+  t.deepEqual(
+    flat.flatMap((p) => p.add.map(([k]) => k)),
+    sets.flatMap((s) => [...s.elements.keys()]),
+  );
+  t.true(flat.every((p) => !p.map && !p.interval && p.remove.length === 0));
+  t.deepEqual(fillBatches([], 4), []);
 });
