@@ -26,6 +26,12 @@ export interface ReconcileTarget<D> {
   apply(desired: D, failed: ReadonlySet<string>): Promise<string[]>;
   /** The target does not read `desired` (it is not computed for it alone). */
   readonly ignoresDesired?: boolean;
+  /**
+   * The next target starts at once instead of after this one, and the two
+   * run together; the target after them waits for both. The next target is
+   * not told whether this one failed.
+   */
+  readonly overlapsNext?: boolean;
 }
 
 export interface ControllerOptions<D> {
@@ -124,19 +130,29 @@ export class Controller<D> {
       }
     }
     const failed = new Set<string>();
-    result.targetMs = {};
-    for (const target of targets) {
+    const targetMs: Record<string, number> = {};
+    result.targetMs = targetMs;
+    const run = async (target: ReconcileTarget<D>, seen: ReadonlySet<string>) => {
       const t0 = performance.now();
       try {
         // Computed above whenever a target that reads it is among these.
-        const changes = await target.apply(desired as D, failed);
+        const changes = await target.apply(desired as D, seen);
         if (changes.length) result.changes[target.name] = changes;
       } catch (e) {
         failed.add(target.name);
         result.errors[target.name] = (e as Error).message;
         log.error({ err: e, target: target.name, reasons }, "reconcile failed");
       }
-      result.targetMs[target.name] = +(performance.now() - t0).toFixed(1);
+      targetMs[target.name] = +(performance.now() - t0).toFixed(1);
+    };
+    for (let i = 0; i < targets.length; i++) {
+      const target = targets[i]!;
+      const next = targets[i + 1];
+      if (target.overlapsNext && next) {
+        const seen = new Set(failed);
+        await Promise.all([run(target, seen), run(next, seen)]);
+        i++;
+      } else await run(target, failed);
     }
     this.finish(result, started);
   }

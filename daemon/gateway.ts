@@ -190,6 +190,14 @@ export class Gateway {
       ...(opts.actuators?.diagnose ? { diagnose: opts.actuators.diagnose } : {}),
     });
     const targets: ReconcileTarget<Desired>[] = [
+      // At start, the BGP sessions open while the kernel is first programmed
+      // (1-2 s at 100k sources): the peers are added now, paths only by the
+      // "bgp" target once the kernel is in. Later reconciles leave peers to it.
+      {
+        name: "sessions",
+        overlapsNext: true,
+        apply: (d) => (this.speaker.peersApplied ? Promise.resolve([]) : this.speaker.applySessions(d.bgp)),
+      },
       {
         name: "kernel",
         ignoresDesired: true,

@@ -245,6 +245,39 @@ export class SpeakerLink {
   ): Promise<string[]> {
     const client = this.client;
     if (!d || !client) return [];
+    const out = await this.applySessions(d);
+    const pathDiff = await new PathReconciler(client).reconcile(d.paths, {
+      withdrawOnly: kernelFailed,
+      stillWanted: (p) => stillWanted(p.prefix),
+    });
+    for (const p of pathDiff.withdraw) out.push(`-path ${p.prefix}`);
+    for (const p of pathDiff.add) out.push(`+path ${p.prefix}`);
+    if (pathDiff.held.length) {
+      out.push(
+        `held ${pathDiff.held.length} path(s) back: ${kernelFailed ? "the kernel is not programmed" : "withdrawn meanwhile"}`,
+      );
+    }
+    const held = new Set(pathDiff.held.map((p) => p.prefix));
+    this.advertisedPaths = d.paths.filter((p) => !held.has(canonicalPath(p).prefix));
+    this.opts.events.emit("advertised", { paths: this.advertisedPaths.length });
+    if (pathDiff.withdraw.length) {
+      this.opts.events.emit("withdrawn", {
+        prefixes: pathDiff.withdraw.map((p) => p.prefix),
+        reason: "config",
+      });
+    }
+    return out;
+  }
+
+  /**
+   * Makes gobgpd's identity, import guard and peers match `d`, leaving the
+   * paths alone. At start it runs beside the kernel's first programming
+   * (the "sessions" target), so that the sessions open meanwhile; apply()
+   * runs it again, which then changes nothing.
+   */
+  async applySessions(d: BgpDesired | undefined): Promise<string[]> {
+    const client = this.client;
+    if (!d || !client) return [];
     if (!client.isReady) throw new Error("gobgpd is not reachable yet");
     const out: string[] = [];
     if (!this.bgpStarted) {
@@ -276,28 +309,12 @@ export class SpeakerLink {
     for (const p of peerDiff.add) out.push(`+peer ${p.address} AS${p.peerAsn}`);
     for (const p of [...peerDiff.update, ...peerDiff.replace]) out.push(`~peer ${p.address}`);
     for (const a of peerDiff.delete) out.push(`-peer ${a}`);
-    const pathDiff = await new PathReconciler(client).reconcile(d.paths, {
-      withdrawOnly: kernelFailed,
-      stillWanted: (p) => stillWanted(p.prefix),
-    });
-    for (const p of pathDiff.withdraw) out.push(`-path ${p.prefix}`);
-    for (const p of pathDiff.add) out.push(`+path ${p.prefix}`);
-    if (pathDiff.held.length) {
-      out.push(
-        `held ${pathDiff.held.length} path(s) back: ${kernelFailed ? "the kernel is not programmed" : "withdrawn meanwhile"}`,
-      );
-    }
-    const held = new Set(pathDiff.held.map((p) => p.prefix));
-    this.advertisedPaths = d.paths.filter((p) => !held.has(canonicalPath(p).prefix));
-    this.opts.events.emit("advertised", { paths: this.advertisedPaths.length });
-    if (pathDiff.withdraw.length) {
-      this.opts.events.emit("withdrawn", {
-        prefixes: pathDiff.withdraw.map((p) => p.prefix),
-        reason: "config",
-      });
-    }
+    this.peersApplied = true;
     return out;
   }
+
+  /** applySessions has brought the peers in line once since start. */
+  peersApplied = false;
 
   /**
    * Withdraws every path, then closes the connection and stops a managed

@@ -146,3 +146,49 @@ test("a trigger naming its targets runs those alone, without planning for a targ
   t.is(planned, 1);
   c.stop();
 });
+
+test("a target that overlaps the next runs beside it; the target after them waits for both and sees their failures", async (t) => {
+  const order: string[] = [];
+  let releaseFirst!: () => void;
+  const firstHeld = new Promise<void>((r) => (releaseFirst = r));
+  let seenByLast: string[] = [];
+  const targets: ReconcileTarget<number>[] = [
+    {
+      name: "sessions",
+      overlapsNext: true,
+      async apply() {
+        order.push("sessions start");
+        await firstHeld;
+        order.push("sessions end");
+        throw new Error("not reachable");
+      },
+    },
+    {
+      name: "kernel",
+      async apply() {
+        order.push("kernel start");
+        releaseFirst(); // only reached if it started while "sessions" still ran
+        await Promise.resolve();
+        order.push("kernel end");
+        return ["programmed"];
+      },
+    },
+    {
+      name: "bgp",
+      async apply(_d, failed) {
+        order.push("bgp");
+        seenByLast = [...failed];
+        return [];
+      },
+    },
+  ];
+  const c = new Controller({ log, desired: () => 1, targets, resyncMs: 60_000, retryMs: 60_000 });
+  c.start();
+  await c.idle();
+  c.stop();
+  t.deepEqual(order.slice(0, 2), ["sessions start", "kernel start"]);
+  t.is(order.at(-1), "bgp");
+  t.deepEqual(seenByLast, ["sessions"]);
+  t.deepEqual(c.last?.errors, { sessions: "not reachable" });
+  t.deepEqual(c.last?.changes, { kernel: ["programmed"] });
+});
