@@ -14,7 +14,8 @@ import type { NatCounter } from "../routing/nft.js";
 import type { KernelChanges, TeardownSummary } from "../routing/reconcile.js";
 import type { Dataplane, PrepareInput, Prepared } from "./dataplane.js";
 import type { PolicyConfig } from "../core/config/schema.js";
-import { withSourceCounts, type PlanView } from "../core/plan/index.js";
+import type { PlanView } from "../core/plan/index.js";
+import { withSourceCounts } from "../core/plan/source-counts.js";
 import type { DataplaneCall, DataplaneReply } from "./dataplane-thread.js";
 
 export interface DataplaneWorkerOptions {

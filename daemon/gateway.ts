@@ -8,7 +8,8 @@
 // probe going down does not wait for one: the paths it guards are withdrawn
 // from gobgpd straight from the probe's callback, then the reconcile follows.
 import { EventEmitter } from "node:events";
-import { mkdirSync, readlinkSync, rmSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
+import { defaultRunDir } from "./run-dir.js";
 import { join } from "node:path";
 import { canonicalPath, canonicalPeer } from "../core/bgp.js";
 import { diffPaths } from "../bgp/path-reconciler.js";
@@ -87,12 +88,6 @@ export interface GatewayOptions {
   resyncMs?: number;
   /** The pod that owns a source address now (the Kubernetes input), for the audit trail. */
   podAt?: (address: string) => PodRef | undefined;
-}
-
-/** A run directory unique to this network namespace (gateways of a lab share one filesystem). */
-export function defaultRunDir(): string {
-  const m = /\[(\d+)\]/.exec(readlinkSync("/proc/self/ns/net"));
-  return join("/run/egressd", `net-${m?.[1] ?? "default"}`);
 }
 
 function describeKernel(c: KernelChanges): string[] {

@@ -30,6 +30,9 @@ import { policyFamily } from "./model.js";
 import { backupPrefixes, lastResortPrefixes } from "./sync.js";
 import type { Range, Span } from "../ip.js";
 import { partitionPoint } from "../search.js";
+import { withSourceCounts } from "./source-counts.js";
+
+export { withSourceCounts };
 
 /** What changes at run time, as the daemon last saw it. */
 export interface HealthInputs {
@@ -152,15 +155,6 @@ export function sourcesPatched(
     kernel: { ...base.kernel, nat: natPlan },
     view: withSourceCounts(base.view, counts),
   };
-}
-
-/** `view` with the source counts of some policies (by index) changed. */
-export function withSourceCounts(view: PlanView, counts: ReadonlyMap<number, number>): PlanView {
-  const policies = view.config.policies.map((p, i) => {
-    const n = counts.get(i);
-    return n === undefined || n === p.sourceCount ? p : { ...p, sourceCount: n };
-  });
-  return { ...view, config: { ...view.config, policies } };
 }
 
 /** Whether `s` meets one of `sorted` (disjoint, by family then start, as an advertise scope's outer). */

@@ -5,7 +5,7 @@ import { Command } from "commander";
 import { readFileSync } from "node:fs";
 import { isRunning } from "../../lib/exec.js";
 import { join } from "node:path";
-import { defaultRunDir } from "../gateway.js";
+import { defaultRunDir } from "../run-dir.js";
 import { EXIT, usageExit } from "./validate.js";
 
 export function drainCommand(): Command {
