@@ -10,25 +10,10 @@
 import { readFileSync } from "node:fs";
 import { open, rename } from "node:fs/promises";
 import { join } from "node:path";
-import { Type } from "@sinclair/typebox";
-import { Ajv, type ValidateFunction } from "ajv";
-import { PolicySchema, type PolicyConfig } from "../core/config/schema.js";
+import type { PolicyConfig } from "../core/config/schema.js";
+import { validateCachedPolicies } from "../inputs/config/validators.js";
 
 export const CLUSTER_CACHE = "cluster-policies.json";
-
-// Compiled when a cache is first read (with Kubernetes only), not when egressd loads.
-let compiled: ValidateFunction<PolicyConfig[]> | undefined;
-const checker = (): ValidateFunction<PolicyConfig[]> =>
-  (compiled ??= new Ajv({ strict: false }).compile<PolicyConfig[]>(
-    Type.Array({
-      ...PolicySchema,
-      properties: {
-        ...PolicySchema.properties,
-        name: Type.String({ pattern: ":v[46]$" }),
-        sources: Type.Array(Type.String()),
-      },
-    }),
-  ));
 
 /** The cached policies, or undefined (none, unreadable, or not what egressd writes: then why). */
 export function readClusterCache(runDir: string): { policies?: PolicyConfig[]; problem?: string } {
@@ -40,11 +25,10 @@ export function readClusterCache(runDir: string): { policies?: PolicyConfig[]; p
   }
   try {
     const v = JSON.parse(text) as unknown;
-    const check = checker();
-    if (!check(v))
-      return {
-        problem: `${CLUSTER_CACHE}: ${check.errors?.[0]?.instancePath ?? ""} ${check.errors?.[0]?.message ?? "invalid"}`,
-      };
+    if (!validateCachedPolicies(v)) {
+      const first = validateCachedPolicies.errors?.[0];
+      return { problem: `${CLUSTER_CACHE}: ${first?.instancePath ?? ""} ${first?.message ?? "invalid"}` };
+    }
     return { policies: v };
   } catch (e) {
     return { problem: `${CLUSTER_CACHE}: ${(e as Error).message}` };

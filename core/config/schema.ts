@@ -268,6 +268,20 @@ export const ConfigSchema = Type.Object(
   },
 );
 
+/**
+ * The cluster's policies as daemon/cluster-cache.ts keeps them: policies as
+ * the file has them, but named "<policy>:v4" or ":v6" (one per family) and
+ * with any list of sources, empty included.
+ */
+export const CachedPoliciesSchema = Type.Array({
+  ...PolicySchema,
+  properties: {
+    ...PolicySchema.properties,
+    name: Type.String({ pattern: ":v[46]$" }),
+    sources: Type.Array(Type.String()),
+  },
+});
+
 export type GatewayConfig = Static<typeof GatewaySchema>;
 export type EgressIPConfig = Static<typeof EgressIPSchema>;
 export type UplinkConfig = Static<typeof UplinkSchema>;

@@ -1,10 +1,12 @@
 // Turns a validated Config into the parsed values the planner works on:
 // policies with numeric prefixes, uplink tables, mark values.
 import type { Config, PolicyAction, PolicyConfig } from "../config/schema.js";
-import { DEFAULTS } from "../config/schema.js";
+import { DEFAULTS as ALL_DEFAULTS } from "../defaults.js";
 import { mustParseSpan, parseAddress } from "../ip.js";
 import type { Family } from "../state.js";
 import type { PolicyModel } from "./nat.js";
+
+const DEFAULTS = ALL_DEFAULTS.dataplane;
 
 export interface Dataplane {
   markMask: number;

@@ -11,17 +11,25 @@
 // by `yaml`, and what is reported comes from that reading alone. Both follow
 // YAML 1.2's core schema; test/unit/config-load.test.ts checks that they
 // agree.
+//
+// The structure is checked by a validator generated at build time
+// (validators.js, from scripts/gen-validators.ts), and `yaml` is loaded only
+// when a file has something to report: a process that reads a valid file
+// loads neither TypeBox, Ajv's compiler nor `yaml`.
 import { readFile } from "node:fs/promises";
-import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
+import { createRequire } from "node:module";
+import type { ErrorObject } from "ajv";
 import { constructFromEvents, parseEvents, type Event } from "js-yaml";
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from "yaml";
-import { ConfigSchema, IFNAME_PATTERN, NAME_PATTERN, type Config } from "../../core/config/schema.js";
+import type { Document, LineCounter, Node } from "yaml";
+import type { Config } from "../../core/config/schema.js";
+import { IFNAME_PATTERN, NAME_PATTERN } from "../../core/config/patterns.js";
 import { resolveGroups } from "../../core/config/groups.js";
 import { policyFamily } from "../../core/plan/model.js";
 import { formatPath, type ConfigIssue, type PathSegment } from "./issues.js";
 import { checkSemantics, type NatFor, type RawIssue } from "./semantics.js";
 import { fleetNodes, selectNode } from "./fleet.js";
 import { layoutOf, type SourceLayout } from "./source-edit.js";
+import { validateConfig } from "./validators.js";
 
 export type LoadResult =
   | {
@@ -33,18 +41,10 @@ export type LoadResult =
     }
   | { ok: false; errors: ConfigIssue[]; warnings: ConfigIssue[] };
 
-// Compiled on first use, not when this module is loaded: egressd's main thread loads it but never
-// validates (the data-plane thread does), and the compile is CPU that a 2-core gateway spends at start.
-let compiled: ValidateFunction<Config> | undefined;
-function validateStructure(raw: unknown): raw is Config {
-  if (!compiled) {
-    const ajv = new Ajv({ allErrors: true, strict: true, verbose: true });
-    // The label selector's schema is shared with the CRDs, whose keywords for the API server Ajv does not know.
-    ajv.addKeyword("x-kubernetes-validations").addKeyword("x-kubernetes-map-type");
-    compiled = ajv.compile<Config>(ConfigSchema);
-  }
-  return compiled(raw);
-}
+const require = createRequire(import.meta.url);
+let yamlModule: typeof import("yaml") | undefined;
+/** The `yaml` package, loaded on first use (its CommonJS build: a synchronous load). */
+const yamlLib = (): typeof import("yaml") => (yamlModule ??= require("yaml") as typeof import("yaml"));
 
 const UNQUOTED_IPV6 = /(^|[\s[{,])[0-9a-fA-F]{0,4}:[0-9a-fA-F]{0,4}:/;
 
@@ -141,6 +141,7 @@ function structuralIssue(e: ErrorObject): RawIssue {
 
 /** The 1-based line of the node at `segments` (for a map entry: of its key), or of its closest ancestor. */
 function lineOf(doc: Document, lc: LineCounter, segments: PathSegment[]): number | undefined {
+  const { isMap, isScalar, isSeq } = yamlLib();
   const start = (node: unknown): number | undefined => {
     const range = (node as Node | null | undefined)?.range;
     return range ? lc.linePos(range[0]).line : undefined;
@@ -199,7 +200,7 @@ function loadClean(text: string, o: LoadOptions): LoadResult | undefined {
   const selected = selectNode(raw, o.node);
   if (!selected.ok) return undefined;
   raw = selected.raw;
-  if (typeof raw !== "object" || raw === null || !validateStructure(raw)) return undefined;
+  if (typeof raw !== "object" || raw === null || !validateConfig(raw)) return undefined;
   const semantic = checkSemantics(raw, true, o.natFor);
   if (semantic.errors.length > 0 || semantic.warnings.length > 0) return undefined;
   // A fleet file's sources are not where a plain file's are: no layout, its edits are read whole.
@@ -210,6 +211,7 @@ function loadClean(text: string, o: LoadOptions): LoadResult | undefined {
 
 /** Parses and validates with the `yaml` package, which knows the line of every node. */
 function loadWithPositions(text: string, o: LoadOptions): LoadResult {
+  const { LineCounter, parseDocument } = yamlLib();
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true, prettyErrors: false });
   const lines = text.split("\n");
@@ -247,8 +249,8 @@ function loadWithPositions(text: string, o: LoadOptions): LoadResult {
   raw = selected.raw;
   const toIssue = at(selected.locate);
 
-  const structurallyValid = validateStructure(raw);
-  const structural = (compiled!.errors ?? []).map(structuralIssue);
+  const structurallyValid = validateConfig(raw);
+  const structural = (validateConfig.errors ?? []).map(structuralIssue);
   const semantic = checkSemantics(raw, structurallyValid, o.natFor);
   const errors = sortIssues([...structural, ...semantic.errors].map(toIssue));
   warnings.push(...semantic.warnings.map(toIssue));

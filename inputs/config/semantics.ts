@@ -27,10 +27,11 @@ import { exceptionProblem, unreachableDestination } from "../../core/config/dest
 import { validateProbeSpec, type ProbeSpec } from "../../core/probe-spec.js";
 import { parseCommunity, passwordProblem } from "../../core/bgp.js";
 import { keyProblem } from "../../core/bfd-auth.js";
-import { DEFAULTS, type Config } from "../../core/config/schema.js";
+import type { Config } from "../../core/config/schema.js";
 import { DEFAULTS as ALL_DEFAULTS } from "../../core/defaults.js";
 
 const BGP_DEFAULTS = ALL_DEFAULTS.bgp;
+const DEFAULTS = ALL_DEFAULTS.dataplane;
 
 export interface RawIssue {
   segments: PathSegment[];
