@@ -21,7 +21,7 @@ import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
 import { run, spawnDetached } from "../lib/exec.js";
 import { NODE_FLAGS } from "../daemon/node-flags.js";
-import { waitFor } from "../lib/wait.js";
+import { sleep, waitFor } from "../lib/wait.js";
 import type { GatewayConfig } from "../core/config/gateway-config.js";
 import type { Sandbox } from "../test/helpers/netns.js";
 import { buildTopology, Frr, GW_ASN, GW_V4, TOR_ASN, TOR_V4 } from "../test/helpers/bgp-lab.js";
@@ -81,6 +81,8 @@ export class ScaleLab {
   pid: number | undefined;
   config!: GatewayConfig;
   startedAt = 0;
+  /** startedAt on the wall clock, which egressd's log lines are stamped with. */
+  startedWall = 0;
 
   private constructor(
     readonly sb: Sandbox,
@@ -151,6 +153,7 @@ export class ScaleLab {
     }
     const log = openSync(this.logPath, "a");
     this.startedAt = performance.now();
+    this.startedWall = Date.now();
     this.pid = spawnDetached(
       [
         "node",
@@ -259,6 +262,24 @@ export class ScaleLab {
 
   logLines(): string[] {
     return readFileSync(this.logPath, "utf8").split("\n").filter(Boolean);
+  }
+
+  /**
+   * Where the start went, from egressd's log, in ms after the bench started it:
+   * the config read, checked and planned; the first BGP session Established;
+   * the first reconcile that programmed the kernel.
+   */
+  startSteps(): { planned?: number; established?: number; programmed?: number } {
+    const at = (match: (l: string) => boolean): number | undefined => {
+      const l = this.logLines().find(match);
+      const time = l === undefined ? undefined : /"time":"([^"]+)"/.exec(l)?.[1];
+      return time === undefined ? undefined : Date.parse(time) - this.startedWall;
+    };
+    return {
+      planned: at((l) => l.includes('"msg":"config read, checked and planned"')),
+      established: at((l) => l.includes('"state":"established"')),
+      programmed: at((l) => l.includes('"msg":"reconciled"') && l.includes('"kernel":[')),
+    };
   }
 
   reloadsLogged(): number {
@@ -398,10 +419,20 @@ export class ScaleLab {
     this.watcher?.child.kill();
     await this.bfdSpeaker?.kill();
     if (this.pid !== undefined) {
-      try {
-        process.kill(this.pid, "SIGKILL");
-      } catch {
-        // gone already
+      // A clean stop first (egressd withdraws and removes what it programmed, and node writes what
+      // --node-flags asked for, e.g. --cpu-prof); SIGKILL after 5 s.
+      const signal = (sig: NodeJS.Signals | 0): boolean => {
+        try {
+          process.kill(this.pid!, sig);
+          return true;
+        } catch {
+          return false; // gone
+        }
+      };
+      if (signal("SIGTERM")) {
+        const deadline = performance.now() + 5000;
+        while (signal(0) && performance.now() < deadline) await sleep(50);
+        signal("SIGKILL");
       }
     }
     await this.sb.cleanup();

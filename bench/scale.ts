@@ -3,7 +3,8 @@
 // POLICIES policies, SOURCES pod addresses and 10 ICMP probes (bench/scale-lab.ts). It prints,
 // each as measured:
 //
-//   start to /readyz, and to every route at the ToR
+//   start to /readyz (and, from egressd's log, when the config was planned, the kernel
+//   programmed and the first BGP session Established), and to every route at the ToR
 //   one source changed (ten times): file write to the element in the kernel
 //   one destination added: file write to the route at the ToR
 //   an unchanged SIGHUP: signal to the daemon's "config reloaded (unchanged)"
@@ -74,6 +75,12 @@ async function main(lab: ScaleLab): Promise<void> {
   );
   const ready = await lab.waitReady();
   line("start to /readyz", ready, await lab.loopDelay());
+  const steps = lab.startSteps();
+  const step = (ms: number | undefined) => (ms === undefined ? "?" : `${fmt(ms, 0)} ms`);
+  console.log(
+    `    config read, checked and planned at ${step(steps.planned)}; kernel programmed at ${step(steps.programmed)}; ` +
+      `first BGP session Established at ${step(steps.established)} (egressd's log)`,
+  );
   await waitFor("every route at the ToR", async () => (await lab.torRoutes()) >= expectedRoutes, 120_000, 50);
   line(`start to all ${expectedRoutes} routes at the ToR`, performance.now() - lab.startedAt);
   await waitFor("BFD up at the ToR", async () => (await lab.torResets()).bfdUp > 0, 30_000);

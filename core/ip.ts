@@ -20,7 +20,8 @@ export interface Prefix {
   len: number;
 }
 
-function parseIPv4Number(s: string): number | undefined {
+/** The number of an IPv4 address in dotted-quad form, without leading zeros; undefined for any other text. */
+export function parseIPv4Number(s: string): number | undefined {
   let value = 0;
   let part = 0;
   let digits = 0;

@@ -8,6 +8,7 @@ import {
   formatAddress,
   formatInterval,
   mustParseAddress,
+  parseIPv4Number,
   parseRange,
 } from "../core/ip.js";
 
@@ -36,6 +37,12 @@ export function canonicalInterval(text: string): string {
   const r = parseRange(text);
   return formatInterval(r.family, r.lo, r.hi);
 }
+
+/** The number of a dotted-quad IPv4 address in canonical form (no leading zeros), or -1. */
+export const canonicalIPv4Value = (text: string): number => parseIPv4Number(text) ?? -1;
+
+/** Whether `text` is an IPv4 address in canonical form (canonicalAddress would return it unchanged). */
+export const isCanonicalIPv4 = (text: string): boolean => canonicalIPv4Value(text) >= 0;
 
 const DOTTED = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
 

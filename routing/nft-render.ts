@@ -14,7 +14,7 @@ import {
   type NatSource,
   type SnatPorts,
 } from "../core/state.js";
-import { canonicalAddress, familyOf, intervalKey } from "./ip.js";
+import { canonicalAddress, familyOf, intervalKey, isCanonicalIPv4 } from "./ip.js";
 import { formatAddress, formatInterval, parseRange } from "../core/ip.js";
 
 export const TABLE = `inet ${OWNER.nftTable}`;
@@ -149,16 +149,15 @@ const snatChain = (key: string) => `snat_${key}`;
  */
 export const HOST_RUN_MAX = 16;
 
-/** The set that holds a classifier source (its class's hosts or nets), and its element keys there. */
-function sourceElements(s: NatSource): { set: string; keys: string[]; family: Family } {
+/** The set that holds a classifier source (its class's hosts, or nets), and its element keys there. */
+function sourceElements(s: NatSource): { nets: boolean; keys: string[]; family: Family } {
   const iv = intervalKey(s.interval);
-  if (iv.single) return { set: hostSet(s.classId), keys: [iv.key], family: iv.family };
+  if (iv.single) return { nets: false, keys: [iv.key], family: iv.family };
   const r = parseRange(s.interval);
-  if (r.hi - r.lo >= BigInt(HOST_RUN_MAX))
-    return { set: netSet(s.classId), keys: [iv.key], family: iv.family };
+  if (r.hi - r.lo >= BigInt(HOST_RUN_MAX)) return { nets: true, keys: [iv.key], family: iv.family };
   const keys: string[] = [];
   for (let a = r.lo; a <= r.hi; a++) keys.push(formatAddress(r.family, a));
-  return { set: hostSet(s.classId), keys, family: iv.family };
+  return { nets: false, keys, family: iv.family };
 }
 
 /** Validates a plan and brings it into canonical form. Throws on an inconsistent plan. */
@@ -243,13 +242,23 @@ export function normalizeNat(plan: NatPlan): NormalizedNat {
     }
     for (const s of [hosts, nets, dst]) sets.set(s.name, s);
   }
+  // 100k sources at scale, one address each for the most part: a canonical IPv4 address is its
+  // own key, and each class's sets are found by its id (not by a name made per source).
+  const classSets = new Map<number, { hosts: Map<string, string>; nets: Map<string, string> }>();
+  for (const c of classes)
+    classSets.set(c.id, { hosts: sets.get(hostSet(c.id))!.elements, nets: sets.get(netSet(c.id))!.elements });
   for (const s of plan.sources) {
     const fam = classFamily.get(s.classId);
     if (fam === undefined) throw new Error(`nat plan: source ${s.interval}: unknown class ${s.classId}`);
+    const own = classSets.get(s.classId)!;
+    if (fam === 4 && s.family === 4 && isCanonicalIPv4(s.interval)) {
+      own.hosts.set(s.interval, "");
+      continue;
+    }
     const el = sourceElements(s);
     if (el.family !== fam || s.family !== fam)
       throw new Error(`nat plan: source ${s.interval}: family does not match class ${s.classId}`);
-    const set = sets.get(el.set)!.elements;
+    const set = el.nets ? own.nets : own.hosts;
     for (const k of el.keys) set.set(k, "");
   }
   const unmatched = plan.unmatched === "Deny";
@@ -313,8 +322,9 @@ export function sourcePatches(
   // removed and added again, and only the addresses that change are written.
   const changes = new Map<string, Map<string, number>>();
   const note = (s: NatSource, by: number): boolean => {
-    const { set, keys, family } = sourceElements(s);
+    const { nets, keys, family } = sourceElements(s);
     if (family !== s.family) return false;
+    const set = nets ? netSet(s.classId) : hostSet(s.classId);
     const spec = current.sets.get(set);
     if (spec === undefined || spec.family !== s.family) return false;
     let m = changes.get(set);

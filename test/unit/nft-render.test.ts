@@ -1,7 +1,8 @@
 // Pure tests of the nft renderer and differ (no root needed).
 import test from "ava";
 import type { NatPlan } from "../../core/state.js";
-import { canonicalInterval } from "../../routing/ip.js";
+import fc from "fast-check";
+import { canonicalAddress, canonicalInterval, canonicalIPv4Value } from "../../routing/ip.js";
 import {
   HOST_RUN_MAX,
   diffNat,
@@ -605,4 +606,29 @@ test("fillBatches cuts sets' elements into batches of at most max, in order, spl
   );
   t.true(flat.every((p) => !p.map && !p.interval && p.remove.length === 0));
   t.deepEqual(fillBatches([], 4), []);
+});
+
+test("canonicalIPv4Value: the number of a canonical dotted quad, -1 for any other text", (t) => {
+  t.is(canonicalIPv4Value("10.0.0.1"), 0x0a000001);
+  t.is(canonicalIPv4Value("255.255.255.255"), 0xffffffff);
+  t.is(canonicalIPv4Value("0.0.0.0"), 0);
+  for (const bad of [
+    "010.0.0.1",
+    "10.0.0.256",
+    "10.0.0",
+    "10.0.0.1.2",
+    "10..0.1",
+    "10.0.0.1/32",
+    "::1",
+    "",
+    " 10.0.0.1",
+  ])
+    t.is(canonicalIPv4Value(bad), -1, bad);
+  // Any IPv4 address as canonicalAddress writes it is read as its own number.
+  fc.assert(
+    fc.property(fc.integer({ min: 0, max: 0xffffffff }), (n) => {
+      const text = canonicalAddress([n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join("."));
+      return canonicalIPv4Value(text) === n;
+    }),
+  );
 });
