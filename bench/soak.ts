@@ -9,6 +9,7 @@
 //
 //   node dist/bench/soak.js [--seconds 1800] [--interval 50] [--egressd PATH]
 //                           [--reload-every S] [--no-stress] [--bfd-peer frr|egressd]
+//                           [--node-flags "FLAGS"]   (default: daemon/node-flags.ts)
 import { spawn } from "node:child_process";
 import { parseArgs } from "node:util";
 import { sleep, waitFor } from "../lib/wait.js";
@@ -16,6 +17,7 @@ import { percentile } from "../lib/stats.js";
 import { fmt } from "./nat-lib.js";
 import { DEFAULT_EGRESSD, loopLag, ScaleLab } from "./scale-lab.js";
 import { parseExposition, samplesOf } from "../test/helpers/exposition.js";
+import { NODE_FLAGS } from "../daemon/node-flags.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -30,6 +32,8 @@ const { values: args } = parseArgs({
     "reload-every": { type: "string", default: "10" },
     "no-stress": { type: "boolean", default: false },
     "bfd-peer": { type: "string", default: "frr" },
+    // Flags for node itself, as bench/scale takes them (e.g. to add --cpu-prof).
+    "node-flags": { type: "string", default: NODE_FLAGS.join(" ") },
   },
 });
 const RELOAD_MS = Number(args["reload-every"]) * 1000;
@@ -297,6 +301,7 @@ const lab = await ScaleLab.start({
   peers: PEERS,
   bfdIntervalMs: INTERVAL,
   egressd: args.egressd,
+  nodeFlags: args["node-flags"].split(" ").filter(Boolean),
   bfdPeer: args["bfd-peer"] === "egressd" ? "egressd" : "frr",
   ownSignals: true,
 });
