@@ -270,8 +270,9 @@ export class ScaleLab {
    * the first reconcile that programmed the kernel.
    */
   startSteps(): { planned?: number; established?: number; programmed?: number } {
+    const lines = this.logLines();
     const at = (match: (l: string) => boolean): number | undefined => {
-      const l = this.logLines().find(match);
+      const l = lines.find(match);
       const time = l === undefined ? undefined : /"time":"([^"]+)"/.exec(l)?.[1];
       return time === undefined ? undefined : Date.parse(time) - this.startedWall;
     };

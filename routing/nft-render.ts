@@ -193,6 +193,7 @@ export function normalizeNat(plan: NatPlan): NormalizedNat {
   const served: Record<Family, [bigint, bigint][]> = { 4: [], 6: [] };
   const classes = [...plan.classes].sort((a, b) => a.id - b.id);
   const classFamily = new Map<number, Family>();
+  const classSets = new Map<number, { hosts: Map<string, string>; nets: Map<string, string> }>();
   for (const c of classes) {
     if (!Number.isInteger(c.id) || c.id < 0) throw new Error(`nat plan: bad class id ${c.id}`);
     if (classFamily.has(c.id)) throw new Error(`nat plan: duplicate class ${c.id}`);
@@ -241,12 +242,10 @@ export function normalizeNat(plan: NatPlan): NormalizedNat {
       dst.elements.set(key, `goto ${markChain(p.key)}`);
     }
     for (const s of [hosts, nets, dst]) sets.set(s.name, s);
+    classSets.set(c.id, { hosts: hosts.elements, nets: nets.elements });
   }
   // 100k sources at scale, one address each for the most part: a canonical IPv4 address is its
-  // own key, and each class's sets are found by its id (not by a name made per source).
-  const classSets = new Map<number, { hosts: Map<string, string>; nets: Map<string, string> }>();
-  for (const c of classes)
-    classSets.set(c.id, { hosts: sets.get(hostSet(c.id))!.elements, nets: sets.get(netSet(c.id))!.elements });
+  // own key, and each class's sets are found by its id (classSets), not by a name made per source.
   for (const s of plan.sources) {
     const fam = classFamily.get(s.classId);
     if (fam === undefined) throw new Error(`nat plan: source ${s.interval}: unknown class ${s.classId}`);

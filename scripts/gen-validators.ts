@@ -4,7 +4,7 @@
 // policies the compile alone took 130-190 ms of the data-plane thread's start.
 // The build runs this after tsc (package.json "build"); the output is never
 // committed or edited. inputs/config/validators.d.ts declares what it exports,
-// and test/unit/validators.test.ts checks that the built file is this
+// and test/unit/config-schema.test.ts checks that the built file is this
 // script's output for the schemas of the tree.
 //   npx tsc -p tsconfig.json && node dist/scripts/gen-validators.js [OUTPUT]
 import { writeFile } from "node:fs/promises";
