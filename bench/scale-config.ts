@@ -78,6 +78,8 @@ export function gatewayAtScale(o: GatewayAtScale): GatewayConfig {
       affects: i === 0 ? { uplink: "tor" } : { policy: `p-${i % o.policies}` },
     })),
     http: { listen: o.httpListen },
+    // Each policy takes a value of the packet mark; the default mask (8 bits) holds 255.
+    ...(o.policies > 255 ? { dataplane: { markMask: markMaskFor(o.policies) } } : {}),
     drain: { periodMs: 0 },
     bgp: {
       asn: o.self.asn,
@@ -93,6 +95,12 @@ export function gatewayAtScale(o: GatewayAtScale): GatewayConfig {
       })),
     },
   };
+}
+
+/** A mask of contiguous bits from bit 20 up with room for `policies` marks (0 is no mark). */
+export function markMaskFor(policies: number): number {
+  const bits = Math.ceil(Math.log2(policies + 1));
+  return ((2 ** bits - 1) * 2 ** 20) >>> 0;
 }
 
 /** Policy i's destination. */

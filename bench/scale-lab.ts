@@ -19,7 +19,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
-import { run, spawnDetached } from "../lib/exec.js";
+import { isRunning, run, spawnDetached } from "../lib/exec.js";
 import { NODE_FLAGS } from "../daemon/node-flags.js";
 import { sleep, waitFor } from "../lib/wait.js";
 import type { GatewayConfig } from "../core/config/gateway-config.js";
@@ -251,7 +251,20 @@ export class ScaleLab {
   }
 
   async waitReady(timeoutMs = 120_000): Promise<number> {
-    await waitFor("/readyz", async () => (await this.http("/readyz")) !== undefined, timeoutMs, 20);
+    // egressd exits on a config it refuses: say why at once rather than time out.
+    const r = await waitFor(
+      "/readyz",
+      async () => {
+        if (this.pid !== undefined && !isRunning(this.pid)) return { exited: true };
+        return (await this.http("/readyz")) !== undefined && { exited: false };
+      },
+      timeoutMs,
+      20,
+    );
+    if (r.exited) {
+      const said = this.logLines().filter((l) => /"level":"(error|fatal)"/.test(l));
+      throw new Error(`egressd exited before it was ready; it logged:\n${said.join("\n") || "(nothing)"}`);
+    }
     return performance.now() - this.startedAt;
   }
 
