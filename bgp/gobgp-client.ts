@@ -7,6 +7,7 @@
 // peers and paths on every "ready" (ready.started says whether BGP is
 // already running there, e.g. in sidecar mode after egressd restarts).
 import { EventEmitter } from "node:events";
+import { readInSlices, TurnBudget } from "../lib/slices.js";
 import {
   connectivityState,
   credentials,
@@ -91,6 +92,9 @@ export class GobgpError extends Error {
     this.name = "GobgpError";
   }
 }
+
+/** Paths serialized in one write of AddPathStream: a few ms of work, so writes can be spread over turns. */
+const MAX_PATHS_PER_WRITE = 200;
 
 function serviceError(method: string, what: string, target: string, e: ServiceError): GobgpError {
   if (e.code === status.UNAVAILABLE) {
@@ -259,25 +263,21 @@ export class GobgpClient extends EventEmitter<GobgpClientEvents> {
     });
   }
 
-  private collect<T, R>(
+  /** A server stream's messages, mapped; read in slices of the event loop (lib/slices.ts). */
+  private async collect<T, R>(
     method: string,
     what: string,
     stream: ClientReadableStream<T>,
     map: (item: T, out: R[]) => void,
   ): Promise<R[]> {
-    return new Promise((resolve, reject) => {
-      const out: R[] = [];
-      stream.on("data", (item: T) => {
-        try {
-          map(item, out);
-        } catch (e) {
-          stream.cancel();
-          reject(e);
-        }
-      });
-      stream.on("error", (err: ServiceError) => reject(serviceError(method, what, this.target, err)));
-      stream.on("end", () => resolve(out));
-    });
+    const out: R[] = [];
+    await readInSlices<T>(
+      stream,
+      (item) => map(item, out),
+      () => stream.cancel(),
+      { streamError: (err) => serviceError(method, what, this.target, err as ServiceError) },
+    );
+    return out;
   }
 
   private async localAsn(): Promise<number> {
@@ -485,29 +485,68 @@ export class GobgpClient extends EventEmitter<GobgpClientEvents> {
   /**
    * Applies many adds and withdraws in one AddPathStream call (gobgpd treats
    * a path with isWithdraw as a withdraw there). Much faster than one AddPath
-   * per prefix; sent in chunks of `chunk` paths per message.
+   * per prefix; sent in messages of at most `chunk` paths. `stillWanted` is
+   * asked about each add right before its message is written. Resolves with
+   * the adds sent.
    */
   async applyPaths(
-    change: { add?: BgpPath[]; withdraw?: Pick<BgpPath, "prefix" | "nextHop">[] },
+    change: {
+      add?: BgpPath[];
+      withdraw?: Pick<BgpPath, "prefix" | "nextHop">[];
+      stillWanted?: (p: BgpPath) => boolean;
+    },
     chunk = 1000,
-  ): Promise<void> {
+  ): Promise<BgpPath[]> {
     const asn = await this.localAsn();
-    const paths: ApiPath[] = [];
-    for (const p of change.withdraw ?? [])
-      paths.push(encodePath({ prefix: p.prefix, nextHop: p.nextHop }, asn, true));
-    for (const p of change.add ?? []) paths.push(encodePath(p, asn));
-    if (paths.length === 0) return;
-    await new Promise<void>((resolve, reject) => {
-      const stream = this.raw.addPathStream(new Metadata(), this.opts(true), (err) => {
-        if (err) reject(serviceError("AddPathStream", `${paths.length} paths`, this.target, err));
+    // Encoding and serializing a thousand paths takes tens of ms, so both give
+    // the event loop back whenever a turn's budget is spent. Every path is
+    // encoded before the call opens: one that cannot be sends nothing.
+    const budget = new TurnBudget();
+    const encoded: { api: ApiPath; add?: BgpPath }[] = [];
+    for (const p of change.withdraw ?? []) {
+      encoded.push({ api: encodePath({ prefix: p.prefix, nextHop: p.nextHop }, asn, true) });
+      if (budget.spent) await budget.nextTurn();
+    }
+    for (const p of change.add ?? []) {
+      encoded.push({ api: encodePath(p, asn), add: p });
+      if (budget.spent) await budget.nextTurn();
+    }
+    const stillWanted = change.stillWanted ?? (() => true);
+    const added: BgpPath[] = [];
+    let failed = false;
+    let settle: (err: ServiceError | null) => void = () => undefined;
+    const done = new Promise<void>((resolve, reject) => {
+      settle = (err) => {
+        failed = err !== null;
+        if (err) reject(serviceError("AddPathStream", `${encoded.length} paths`, this.target, err));
         else resolve();
-      });
-      stream.on("error", () => undefined); // reported through the callback
-      for (let i = 0; i < paths.length; i += chunk) {
-        stream.write({ tableType: TableType.GLOBAL, vrfId: "", paths: paths.slice(i, i + chunk) });
-      }
-      stream.end();
+      };
     });
+    done.catch(() => undefined); // awaited after the writes; it may fail while they yield
+    let stream: ReturnType<typeof this.raw.addPathStream> | undefined;
+    const perMessage = Math.min(chunk, MAX_PATHS_PER_WRITE);
+    for (let i = 0; i < encoded.length && !failed; i += perMessage) {
+      const paths: ApiPath[] = [];
+      for (const e of encoded.slice(i, i + perMessage)) {
+        if (e.add && !stillWanted(e.add)) continue;
+        paths.push(e.api);
+        if (e.add) added.push(e.add);
+      }
+      if (paths.length === 0) continue;
+      stream ??= this.openAddPathStream(settle);
+      stream.write({ tableType: TableType.GLOBAL, vrfId: "", paths });
+      if (budget.spent) await budget.nextTurn();
+    }
+    if (!stream) return [];
+    stream.end();
+    await done;
+    return added;
+  }
+
+  private openAddPathStream(settle: (err: ServiceError | null) => void) {
+    const stream = this.raw.addPathStream(new Metadata(), this.opts(true), (err) => settle(err));
+    stream.on("error", () => undefined); // reported through the callback
+    return stream;
   }
 
   /**

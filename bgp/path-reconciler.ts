@@ -92,8 +92,7 @@ export class PathReconciler {
     const total = diff.add.length + diff.withdraw.length;
     if (total === 0) return diff;
     if (total >= (this.opts.bulkThreshold ?? 32)) {
-      const add = diff.add.filter(stillWanted);
-      await this.client.applyPaths({ add, withdraw: diff.withdraw });
+      const add = await this.client.applyPaths({ add: diff.add, withdraw: diff.withdraw, stillWanted });
       return { ...diff, add };
     }
     for (const p of diff.withdraw) await this.client.deletePath(p);

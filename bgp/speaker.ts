@@ -25,5 +25,14 @@ export interface Speaker extends EventEmitter<GobgpClientEvents> {
   listLocalPaths(): Promise<DecodedPath[] | BgpPath[]>;
   addPath(p: BgpPath): Promise<string>;
   deletePath(p: Pick<BgpPath, "prefix" | "nextHop">): Promise<void>;
-  applyPaths(d: { add: BgpPath[]; withdraw: BgpPath[] }): Promise<unknown>;
+  /**
+   * Withdraws and adds many paths in one call. `stillWanted` is asked about
+   * each add right before it is sent (health can change while the call
+   * yields); resolves with the adds sent.
+   */
+  applyPaths(d: {
+    add: BgpPath[];
+    withdraw: BgpPath[];
+    stillWanted?: (p: BgpPath) => boolean;
+  }): Promise<BgpPath[]>;
 }

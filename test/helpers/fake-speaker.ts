@@ -151,8 +151,18 @@ export class FakeSpeaker extends EventEmitter<GobgpClientEvents> implements Spea
     return Promise.resolve();
   }
 
-  async applyPaths(d: { add: BgpPath[]; withdraw: BgpPath[] }): Promise<void> {
+  async applyPaths(d: {
+    add: BgpPath[];
+    withdraw: BgpPath[];
+    stillWanted?: (p: BgpPath) => boolean;
+  }): Promise<BgpPath[]> {
     for (const p of d.withdraw) await this.deletePath(p);
-    for (const p of d.add) await this.addPath(p);
+    const added: BgpPath[] = [];
+    for (const p of d.add) {
+      if (d.stillWanted && !d.stillWanted(p)) continue;
+      await this.addPath(p);
+      added.push(p);
+    }
+    return added;
   }
 }

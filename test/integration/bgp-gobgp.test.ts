@@ -24,7 +24,7 @@ import {
 import { GobgpClient, GobgpError, type ReadyInfo } from "../../bgp/gobgp-client.js";
 import { GobgpdProcess } from "../../bgp/gobgpd-process.js";
 import { BgpValidationError, type BgpPath, type BgpPeer, type PeerStatus } from "../../core/bgp.js";
-import { PathReconciler } from "../../bgp/path-reconciler.js";
+import { diffPaths, PathReconciler } from "../../bgp/path-reconciler.js";
 import { PeerReconciler } from "../../bgp/peer-reconciler.js";
 
 interface Lab {
@@ -127,6 +127,46 @@ test("advertises IPv4 and IPv6 paths with next hop, MED, communities and prepend
   t.is((await paths.reconcile([])).withdraw.length, 1);
   await waitFor("IPv4 path withdrawn from FRR", async () => (await l.frr.prefixes(4)).length === 0);
   t.deepEqual(await client.listLocalPaths(), []);
+});
+
+test("thousands of paths go in and out through AddPathStream and come back whole from ListPath", async (t) => {
+  // Both calls are read and written a slice of the event loop at a time
+  // (lib/slices.ts): here with 3,000 paths, more than one message and one turn.
+  const l = await lab(t, "bulk");
+  const { client } = await managedGateway(t, l);
+  await client.startBgp({ asn: GW_ASN, routerId: GW_V4, listenPort: -1 });
+  const paths: BgpPath[] = Array.from({ length: 3000 }, (_, i) => ({
+    prefix: `100.${64 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}/32`,
+    nextHop: GW_V4,
+    med: i % 7,
+    communities: [`65001:${i % 100}`],
+    asPathPrepend: i % 3,
+  }));
+  await client.applyPaths({ add: paths });
+  const listed = await client.listPaths("ipv4-unicast");
+  t.is(listed.length, paths.length);
+  t.deepEqual(diffPaths(paths, listed), { add: [], withdraw: [], unchanged: paths.length });
+
+  await client.applyPaths({ withdraw: paths.slice(0, 2000) });
+  t.deepEqual(diffPaths(paths.slice(2000), await client.listPaths("ipv4-unicast")), {
+    add: [],
+    withdraw: [],
+    unchanged: 1000,
+  });
+
+  // Health takes the last 1,000 adds back while the call is being written:
+  // they are not sent, and the call says which were.
+  let asked = 0;
+  const sent = await client.applyPaths({ add: paths.slice(0, 2000), stillWanted: () => ++asked <= 1000 });
+  t.deepEqual(sent, paths.slice(0, 1000));
+  t.deepEqual(
+    diffPaths(paths.slice(0, 1000).concat(paths.slice(2000)), await client.listPaths("ipv4-unicast")),
+    {
+      add: [],
+      withdraw: [],
+      unchanged: 2000,
+    },
+  );
 });
 
 test("gobgpd killed with SIGKILL in managed mode is restarted and the paths come back", async (t) => {
