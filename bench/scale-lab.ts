@@ -268,9 +268,29 @@ export class ScaleLab {
     return performance.now() - this.startedAt;
   }
 
-  /** The event-loop delay since the last scrape (prom-client resets its histogram on each). */
-  async loopDelay(): Promise<{ maxMs: number; p99Ms: number }> {
-    return loopLag(parseExposition((await this.http("/metrics")) ?? ""));
+  /**
+   * The event-loop delay since the last scrape (prom-client resets its
+   * histogram on each), and how long egressd's main thread waited, runnable,
+   * for a CPU in that time (the kernel's schedstat for the thread): a delay
+   * mostly made of that wait was the machine's, not egressd's own work.
+   */
+  async loopDelay(): Promise<{ maxMs: number; p99Ms: number; cpuWaitMs: number }> {
+    const lag = loopLag(parseExposition((await this.http("/metrics")) ?? ""));
+    const wait = this.mainThreadWaitMs();
+    const cpuWaitMs = wait - this.lastMainWaitMs;
+    this.lastMainWaitMs = wait;
+    return { ...lag, cpuWaitMs };
+  }
+  /** At the first call: the wait since egressd started. */
+  private lastMainWaitMs = 0;
+
+  /** ms egressd's main thread (its thread id is the process id) has waited runnable for a CPU; NaN when gone. */
+  mainThreadWaitMs(): number {
+    try {
+      return Number(readFileSync(`/proc/${this.pid}/task/${this.pid}/schedstat`, "utf8").split(" ")[1]) / 1e6;
+    } catch {
+      return NaN;
+    }
   }
 
   logLines(): string[] {
