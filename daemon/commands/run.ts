@@ -16,6 +16,7 @@ import { DEFAULTS } from "../../core/defaults.js";
 import { createLogger } from "../log.js";
 import { EXIT, usageExit } from "./validate.js";
 import { runCommandsViaHelper } from "../../lib/exec.js";
+import { reniceV8Helpers } from "../../lib/threads.js";
 
 /**
  * The daemon's own modules (gobgpd's gRPC client, the metrics, the HTTP
@@ -77,6 +78,8 @@ export function runCommand(): Command {
           logLevel?: string;
           dataplaneHeapMb?: string;
         }) => {
+          // V8's helper threads are background work, as the data-plane thread is (lib/threads.ts).
+          const helpers = reniceV8Helpers(DEFAULTS.nice.background);
           let log: ReturnType<typeof createLogger>;
           try {
             log = createLogger({ level: opts.logLevel });
@@ -97,6 +100,10 @@ export function runCommand(): Command {
               return undefined;
             }
           };
+          log.debug(
+            { threads: helpers.length, nice: DEFAULTS.nice.background },
+            "V8's helper threads set to background priority",
+          );
           const heapMb = opts.dataplaneHeapMb === undefined ? undefined : Number(opts.dataplaneHeapMb);
           if (heapMb !== undefined && !(Number.isInteger(heapMb) && heapMb >= 16)) {
             console.error(

@@ -1,0 +1,71 @@
+// The priority of V8's helper threads. V8 runs the heavy parts of garbage
+// collection (parallel and concurrent marking, sweeping) and of compilation
+// on a pool of threads that node creates at start-up, one pool for every
+// isolate in the process. They take the process's priority, so the
+// data-plane thread's collections (a heap of 100k sources, and a forced one
+// after each plan; lib/gc.ts) ran at nice 0 on up to four helper threads
+// although that thread runs at nice 10: on two cores they kept the main
+// thread from a CPU (docs/scale.md). On Linux the nice value belongs to a
+// thread (setpriority with a thread id), and raising it needs no privilege.
+//
+// Nothing names these threads (every thread of node 20 is called "node"), so
+// they are found by the order in which they started: node's platform starts
+// its delayed-task thread and then its workers (--v8-pool-size, 4 unless
+// set) before anything else. libuv's file-system and DNS pool starts later,
+// with the first file read by the module loader; it is left alone, as DNS
+// lookups of HTTP probes run there.
+
+import { readdirSync, readFileSync } from "node:fs";
+import { setPriority } from "node:os";
+
+/** The size of V8's worker pool from node's flags: --v8-pool-size=N, 4 unless set, undefined for 0 (node's own choice). */
+export function v8PoolSize(execArgv: readonly string[] = process.execArgv): number | undefined {
+  let n = 4;
+  for (const a of execArgv) {
+    const m = /^--v8-pool-size=(\d+)$/.exec(a);
+    if (m) n = Number(m[1]);
+  }
+  return n > 0 ? n : undefined;
+}
+
+/** When a thread started (clock ticks since boot), from /proc/self/task/TID/stat. */
+function startTicks(tid: number): number {
+  const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+  // Fields after the command name (which may hold spaces), which ends at the last ")": starttime is the 22nd.
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
+}
+
+/**
+ * The thread ids of V8's helper threads (the delayed-task thread and the
+ * workers), the first to start after the main thread. Empty where threads
+ * cannot be listed (not Linux) or the pool's size is not known.
+ */
+export function v8HelperThreads(execArgv: readonly string[] = process.execArgv): number[] {
+  const pool = v8PoolSize(execArgv);
+  if (pool === undefined) return [];
+  try {
+    return readdirSync("/proc/self/task")
+      .map(Number)
+      .filter((t) => Number.isInteger(t) && t !== process.pid)
+      .map((tid) => ({ tid, start: startTicks(tid) }))
+      .sort((a, b) => a.start - b.start || a.tid - b.tid)
+      .slice(0, pool + 1)
+      .map((t) => t.tid);
+  } catch {
+    return [];
+  }
+}
+
+/** Sets V8's helper threads to `nice`; returns the ids of those set. Must run on the main thread. */
+export function reniceV8Helpers(nice: number): number[] {
+  const done: number[] = [];
+  for (const tid of v8HelperThreads()) {
+    try {
+      setPriority(tid, nice);
+      done.push(tid);
+    } catch {
+      // the value may not be set here: the thread keeps its priority
+    }
+  }
+  return done;
+}
