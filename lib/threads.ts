@@ -1,11 +1,11 @@
 // The priority of V8's helper threads. V8 runs the heavy parts of garbage
 // collection (parallel and concurrent marking, sweeping) and of compilation
 // on a pool of threads that node creates at start-up, one pool for every
-// isolate in the process. They take the process's priority, so the
+// isolate in the process. They took the process's priority, so the
 // data-plane thread's collections (a heap of 100k sources, and a forced one
 // after each plan; lib/gc.ts) ran at nice 0 on up to four helper threads
-// although that thread runs at nice 10: on two cores they kept the main
-// thread from a CPU (docs/scale.md). On Linux the nice value belongs to a
+// although that thread runs at nice 10: on two cores the main thread waited
+// for a CPU, and its loop was late (docs/scale.md). On Linux the nice value belongs to a
 // thread (setpriority with a thread id), and raising it needs no privilege.
 //
 // Nothing names these threads (every thread of node 20 is called "node"), so
