@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
 import {
   closeSync,
+  existsSync,
   mkdtempSync,
   openSync,
   readdirSync,
@@ -19,7 +20,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
-import { isRunning, run, spawnDetached } from "../lib/exec.js";
+import { isRunning, run, spawnDetached, tryRun } from "../lib/exec.js";
 import { NODE_FLAGS } from "../daemon/node-flags.js";
 import { sleep, waitFor } from "../lib/wait.js";
 import type { GatewayConfig } from "../core/config/gateway-config.js";
@@ -30,6 +31,8 @@ import { parseExposition, value, type Family } from "../test/helpers/exposition.
 import { runtimeMs } from "./probe-lab.js";
 import { benchSandbox } from "./nat-lib.js";
 import { gatewayAtScale } from "./scale-config.js";
+import { LoopTrace, TRACEFS, type TurnSummary } from "../lib/loop-trace.js";
+import { v8HelperThreads } from "../lib/threads.js";
 
 export const DEFAULT_EGRESSD = fileURLToPath(new URL("../daemon/cli.js", import.meta.url));
 const HTTP = "127.0.0.1:9901";
@@ -59,6 +62,8 @@ export interface ScaleLabOptions {
   bfdPeer?: "frr" | "egressd";
   /** The caller handles SIGINT/SIGTERM and calls stop() (default: the lab is removed and the process exits). */
   ownSignals?: boolean;
+  /** Trace the main thread's loop turns (lib/loop-trace.ts); loopDelay() then reports them. */
+  traceLoop?: boolean;
   /** Changes the generated config before it is written. */
   configure?: (c: GatewayConfig) => GatewayConfig;
   /** Runs in the gateway's namespace before egressd starts (e.g. a forwarder egressd needs). */
@@ -69,6 +74,14 @@ export interface ScaleLabOptions {
 function peerAddresses(n: number): { tor: string; gw: string }[] {
   if (n === 1) return [{ tor: TOR_V4, gw: GW_V4 }];
   return Array.from({ length: n }, (_, i) => ({ tor: `10.0.1.${i + 1}`, gw: `10.0.1.${i + 101}` }));
+}
+
+/** A window's event-loop delay (from /metrics), the main thread's wait for a CPU, and its loop turns when traced. */
+export interface LoopDelay {
+  maxMs: number;
+  p99Ms: number;
+  cpuWaitMs: number;
+  turns: TurnSummary | undefined;
 }
 
 export class ScaleLab {
@@ -83,6 +96,9 @@ export class ScaleLab {
   startedAt = 0;
   /** startedAt on the wall clock, which egressd's log lines are stamped with. */
   startedWall = 0;
+  loopTrace: LoopTrace | undefined;
+  /** Why the loop's turns are not traced, when traceLoop asked for them. */
+  loopTraceMissing: string | undefined;
 
   private constructor(
     readonly sb: Sandbox,
@@ -172,6 +188,13 @@ export class ScaleLab {
       },
     );
     closeSync(log);
+    if (o.traceLoop) {
+      // tracefs is not always mounted (on these machines it is not until someone does).
+      if (!existsSync(join(TRACEFS, "instances"))) await tryRun(["mount", "-t", "tracefs", "nodev", TRACEFS]);
+      const trace = await LoopTrace.open(this.pid);
+      if (typeof trace === "string") this.loopTraceMissing = trace;
+      else this.loopTrace = trace;
+    }
   }
 
   get configBytes(): number {
@@ -274,12 +297,12 @@ export class ScaleLab {
    * for a CPU in that time (the kernel's schedstat for the thread): a delay
    * mostly made of that wait was the machine's, not egressd's own work.
    */
-  async loopDelay(): Promise<{ maxMs: number; p99Ms: number; cpuWaitMs: number }> {
+  async loopDelay(): Promise<LoopDelay> {
     const lag = loopLag(parseExposition((await this.http("/metrics")) ?? ""));
     const wait = this.mainThreadWaitMs();
     const cpuWaitMs = wait - this.lastMainWaitMs;
     this.lastMainWaitMs = wait;
-    return { ...lag, cpuWaitMs };
+    return { ...lag, cpuWaitMs, turns: this.loopTrace?.take() };
   }
   /** At the first call: the wait since egressd started. */
   private lastMainWaitMs = 0;
@@ -449,7 +472,27 @@ export class ScaleLab {
     };
   }
 
+  /** A thread of egressd by what it is: V8's helpers are found as egressd finds them (lib/threads.ts). */
+  threadName(tid: number): string {
+    if (tid === this.pid) return "the main thread";
+    this.v8Helpers ??= v8HelperThreads(this.o.nodeFlags ?? NODE_FLAGS, this.pid);
+    if (this.v8Helpers.includes(tid)) return `a V8 helper thread (${tid})`;
+    try {
+      const stat = readFileSync(`/proc/${this.pid}/task/${tid}/stat`, "utf8");
+      return `egressd's thread ${tid} (nice ${stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]})`;
+    } catch {
+      return `thread ${tid} (not egressd's)`;
+    }
+  }
+  private v8Helpers: number[] | undefined;
+
+  stopLoopTrace(): void {
+    this.loopTrace?.close();
+    this.loopTrace = undefined;
+  }
+
   async stop(): Promise<void> {
+    this.stopLoopTrace();
     this.watcher?.child.kill();
     await this.bfdSpeaker?.kill();
     if (this.pid !== undefined) {

@@ -10,6 +10,9 @@
 //   an unchanged SIGHUP: signal to the daemon's "config reloaded (unchanged)"
 //   the event-loop delay (max and p99, from /metrics) during each of those, and how long
 //   egressd's main thread waited for a CPU meanwhile (its schedstat: the machine's share)
+//   the loop's turns during each (lib/loop-trace.ts, from the kernel's scheduler trace):
+//   the longest, and the one with the most of egressd's own time, split into on a CPU,
+//   waiting for one and asleep
 //   BGP session and BFD resets at the ToR (must be 0)
 //   RSS across RELOADS reloads, each with one source changed
 //   idle CPU of egressd, with its helpers (ICMP probes, BFD), and of everything in its namespace
@@ -27,7 +30,8 @@ import { classifierFor, type KeptClassifier } from "../core/plan/classifier.js";
 import type { GatewayConfig } from "../core/config/gateway-config.js";
 import { fmt } from "./nat-lib.js";
 import { destination } from "./scale-config.js";
-import { DEFAULT_EGRESSD, ScaleLab } from "./scale-lab.js";
+import { DEFAULT_EGRESSD, ScaleLab, type LoopDelay } from "./scale-lab.js";
+import { describeTurn, ownMs, type TurnSummary } from "../lib/loop-trace.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -62,13 +66,29 @@ function hostSets(first: KeptClassifier, c: GatewayConfig, address: string): str
   return [...new Set(sets)];
 }
 
-const line = (what: string, ms: number, delay?: { maxMs: number; p99Ms: number; cpuWaitMs: number }) =>
+const line = (what: string, ms: number, delay?: LoopDelay) => {
   console.log(
     `  ${what.padEnd(52)} ${fmt(ms, 0).padStart(7)} ms` +
       (delay
         ? `   loop delay max ${fmt(delay.maxMs, 0)} ms, p99 ${fmt(delay.p99Ms, 0)} ms; main thread waited for a CPU ${fmt(delay.cpuWaitMs, 0)} ms`
         : ""),
   );
+  if (delay) turnsLine(delay.turns);
+};
+
+/**
+ * The window's loop turns (lib/loop-trace.ts): the longest, and the one
+ * with the most of egressd's own time (on a CPU or asleep in it), each split.
+ */
+function turnsLine(s: TurnSummary | undefined): void {
+  if (!s) return;
+  const who = (tid: number) => lab.threadName(tid);
+  const lost = s.lost ? `; the trace lost ${s.lost} events` : "";
+  if (!s.longest || !s.mostOwn) return console.log(`    loop turns: none traced${lost}`);
+  console.log(
+    `    loop turns: ${s.turns}; longest ${describeTurn(s.longest, who)}; most of egressd's own ${fmt(ownMs(s.mostOwn), 1)} ms: ${describeTurn(s.mostOwn, who)}${lost}`,
+  );
+}
 
 async function main(lab: ScaleLab): Promise<void> {
   const expectedRoutes = POLICIES + lab.config.egressIPs.length;
@@ -151,9 +171,11 @@ async function main(lab: ScaleLab): Promise<void> {
 
   // RSS across reloads, each with one source changed.
   const rss: number[] = [lab.rssMb()];
-  // The largest loop delay of the ten-reload windows, and what the main thread waited for a CPU in that window.
+  // The largest loop delay of the ten-reload windows, and what the main thread waited for a CPU in that window;
+  // of the traced turns, the longest and the one with the most of egressd's own time, over all the windows.
   let worstDelay = 0;
   let worstWait = 0;
+  const turns: TurnSummary = { turns: 0, longest: undefined, mostOwn: undefined, lost: 0 };
   const reloadMs: number[] = [];
   for (let i = 0; i < RELOADS; i++) {
     config = structuredClone(lab.config);
@@ -169,6 +191,14 @@ async function main(lab: ScaleLab): Promise<void> {
     if (i % 10 === 9) {
       const d = await lab.loopDelay();
       if (d.maxMs >= worstDelay) [worstDelay, worstWait] = [d.maxMs, d.cpuWaitMs];
+      if (d.turns) {
+        turns.turns += d.turns.turns;
+        turns.lost += d.turns.lost;
+        if (d.turns.longest && d.turns.longest.wallMs > (turns.longest?.wallMs ?? -1))
+          turns.longest = d.turns.longest;
+        if (d.turns.mostOwn && ownMs(d.turns.mostOwn) > (turns.mostOwn ? ownMs(turns.mostOwn) : -1))
+          turns.mostOwn = d.turns.mostOwn;
+      }
     }
   }
   console.log(
@@ -177,6 +207,8 @@ async function main(lab: ScaleLab): Promise<void> {
       `   (write to "config reloaded": median ${fmt(median(reloadMs), 0)} ms; loop delay max ${fmt(worstDelay, 0)} ms, ` +
       `main thread waited for a CPU ${fmt(worstWait, 0)} ms in those 10 reloads)`,
   );
+  if (lab.loopTrace) turnsLine(turns);
+  lab.stopLoopTrace(); // its events are the thread's own wake-ups: not traced while idle CPU is measured
 
   // Idle CPU over 10 s.
   await sleep(2000);
@@ -217,8 +249,10 @@ const lab = await ScaleLab.start({
   egressd: args.egressd,
   runArgs: args["run-args"].split(" ").filter(Boolean),
   nodeFlags: args["node-flags"].split(" ").filter(Boolean),
+  traceLoop: true,
 });
 try {
+  if (lab.loopTraceMissing) console.log(`  (the loop's turns are not traced: ${lab.loopTraceMissing})`);
   await main(lab);
 } finally {
   await lab.stop();

@@ -28,26 +28,27 @@ export function v8PoolSize(execArgv: readonly string[] = process.execArgv): numb
   return n > 0 ? n : undefined;
 }
 
-/** When a thread started (clock ticks since boot), from /proc/self/task/TID/stat. */
-function startTicks(tid: number): number {
-  const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+/** When a thread of process `pid` started (clock ticks since boot), from /proc/PID/task/TID/stat. */
+function startTicks(pid: number, tid: number): number {
+  const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
   // Fields after the command name (which may hold spaces), which ends at the last ")": starttime is the 22nd.
   return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
 }
 
 /**
  * The thread ids of V8's helper threads (the delayed-task thread and the
- * workers), the first to start after the main thread. Empty where threads
- * cannot be listed (not Linux) or the pool's size is not known.
+ * workers), the first to start after the main thread, in this process or
+ * node process `pid` started with `execArgv`. Empty where threads cannot be
+ * listed (not Linux) or the pool's size is not known.
  */
-export function v8HelperThreads(execArgv: readonly string[] = process.execArgv): number[] {
+export function v8HelperThreads(execArgv: readonly string[] = process.execArgv, pid = process.pid): number[] {
   const pool = v8PoolSize(execArgv);
   if (pool === undefined) return [];
   try {
-    return readdirSync("/proc/self/task")
+    return readdirSync(`/proc/${pid}/task`)
       .map(Number)
-      .filter((t) => Number.isInteger(t) && t !== process.pid)
-      .map((tid) => ({ tid, start: startTicks(tid) }))
+      .filter((t) => Number.isInteger(t) && t !== pid)
+      .map((tid) => ({ tid, start: startTicks(pid, tid) }))
       .sort((a, b) => a.start - b.start || a.tid - b.tid)
       .slice(0, pool + 1)
       .map((t) => t.tid);

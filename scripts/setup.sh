@@ -35,6 +35,7 @@ NEEDS=(
   "iperf3 iperf3"
   "procps kill pgrep pkill sysctl"
   "util-linux setpriv prlimit"
+  "mount mount"
   "curl curl"
   "stress-ng stress-ng"
   "nfdump nfcapd nfdump"
