@@ -78,7 +78,8 @@ const line = (what: string, ms: number, delay?: LoopDelay) => {
 
 /**
  * The window's loop turns (lib/loop-trace.ts): the longest, and the one
- * with the most of egressd's own time (on a CPU or asleep in it), each split.
+ * with the most of egressd's own time (on a CPU or asleep in it), each split;
+ * and the most time on a CPU in one turn.
  */
 function turnsLine(s: TurnSummary | undefined): void {
   if (!s) return;
@@ -86,7 +87,7 @@ function turnsLine(s: TurnSummary | undefined): void {
   const lost = s.lost ? `; the trace lost ${s.lost} events` : "";
   if (!s.longest || !s.mostOwn) return console.log(`    loop turns: none traced${lost}`);
   console.log(
-    `    loop turns: ${s.turns}; longest ${describeTurn(s.longest, who)}; most of egressd's own ${fmt(ownMs(s.mostOwn), 1)} ms: ${describeTurn(s.mostOwn, who)}${lost}`,
+    `    loop turns: ${s.turns}; longest ${describeTurn(s.longest, who)}; most of egressd's own ${fmt(ownMs(s.mostOwn), 1)} ms: ${describeTurn(s.mostOwn, who)}; most on a CPU in one turn ${fmt(s.mostOnCpuMs, 1)} ms${lost}`,
   );
 }
 
@@ -175,7 +176,7 @@ async function main(lab: ScaleLab): Promise<void> {
   // of the traced turns, the longest and the one with the most of egressd's own time, over all the windows.
   let worstDelay = 0;
   let worstWait = 0;
-  const turns: TurnSummary = { turns: 0, longest: undefined, mostOwn: undefined, lost: 0 };
+  const turns: TurnSummary = { turns: 0, longest: undefined, mostOwn: undefined, mostOnCpuMs: 0, lost: 0 };
   const reloadMs: number[] = [];
   for (let i = 0; i < RELOADS; i++) {
     config = structuredClone(lab.config);
@@ -194,6 +195,7 @@ async function main(lab: ScaleLab): Promise<void> {
       if (d.turns) {
         turns.turns += d.turns.turns;
         turns.lost += d.turns.lost;
+        turns.mostOnCpuMs = Math.max(turns.mostOnCpuMs, d.turns.mostOnCpuMs);
         if (d.turns.longest && d.turns.longest.wallMs > (turns.longest?.wallMs ?? -1))
           turns.longest = d.turns.longest;
         if (d.turns.mostOwn && ownMs(d.turns.mostOwn) > (turns.mostOwn ? ownMs(turns.mostOwn) : -1))

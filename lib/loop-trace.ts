@@ -130,11 +130,15 @@ export function loopTurns(text: string, tid: number, epoll: readonly number[]): 
   return turns;
 }
 
-/** What a window's turns come to: how many, the longest, and the one with the most of egressd's own time. */
+/**
+ * What a window's turns come to: how many, the longest, the one with the most
+ * of egressd's own time, and the most time on a CPU in one turn (ms).
+ */
 export interface TurnSummary {
   turns: number;
   longest: LoopTurn | undefined;
   mostOwn: LoopTurn | undefined;
+  mostOnCpuMs: number;
   /** Events the buffer dropped: a summary of an incomplete trace. */
   lost: number;
 }
@@ -144,11 +148,13 @@ export const ownMs = (t: LoopTurn) => t.onCpuMs + t.asleepMs;
 export function summarize(turns: readonly LoopTurn[], lost = 0): TurnSummary {
   let longest: LoopTurn | undefined;
   let mostOwn: LoopTurn | undefined;
+  let mostOnCpuMs = 0;
   for (const t of turns) {
     if (!longest || t.wallMs > longest.wallMs) longest = t;
     if (!mostOwn || ownMs(t) > ownMs(mostOwn)) mostOwn = t;
+    mostOnCpuMs = Math.max(mostOnCpuMs, t.onCpuMs);
   }
-  return { turns: turns.length, longest, mostOwn, lost };
+  return { turns: turns.length, longest, mostOwn, mostOnCpuMs, lost };
 }
 
 const f1 = (ms: number) => ms.toFixed(1);

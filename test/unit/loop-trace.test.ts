@@ -93,6 +93,7 @@ test("summarize picks the longest turn and the one with the most of egressd's ow
   t.is(s.turns, 3);
   t.is(s.longest!.wallMs, 40);
   t.is(s.mostOwn!.wallMs, 25);
+  t.is(s.mostOnCpuMs, 18);
   t.is(s.lost, 2);
-  t.deepEqual(summarize([]), { turns: 0, longest: undefined, mostOwn: undefined, lost: 0 });
+  t.deepEqual(summarize([]), { turns: 0, longest: undefined, mostOwn: undefined, mostOnCpuMs: 0, lost: 0 });
 });
