@@ -9,7 +9,6 @@
 // baseline) and prints the CPU the trail adds.
 //   node dist/bench/audit.js [--rates 1000,10000] [--seconds 5]
 import { NODE_FLAGS } from "../daemon/node-flags.js";
-import { spawn } from "node:child_process";
 import { mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,7 +17,7 @@ import { parseArgs } from "node:util";
 import { isRunning, run, spawnDetached, tryRun } from "../lib/exec.js";
 import { buildTopology } from "../test/helpers/dataplane-topology.js";
 import type { Sandbox } from "../test/helpers/netns.js";
-import { FD_LIMIT, machineTicks, runGenerator, waitReady } from "./conn-load.js";
+import { machineTicks, runGenerator, startSink, waitReady } from "./conn-load.js";
 import { benchSandbox } from "./nat-lib.js";
 
 const { values: opt } = parseArgs({
@@ -27,7 +26,6 @@ const { values: opt } = parseArgs({
 const RATES = opt.rates!.split(",").filter(Boolean).map(Number);
 const SECONDS = Number(opt.seconds);
 const CLI = fileURLToPath(new URL("../daemon/cli.js", import.meta.url));
-const SINK = `require("net").createServer((s) => { s.on("error", () => {}); s.end(); }).listen(9001, "203.0.113.10");`;
 // Sixteen pod addresses: a client's ephemeral ports to one server port run out near 28k per address.
 const SOURCES = Array.from({ length: 16 }, (_, i) => `10.244.1.${20 + i}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -120,11 +118,7 @@ ${withAudit ? `audit: { file: ${trail}, ipfix: { collector: 127.0.0.1 } }\n` : "
       ["node", ...NODE_FLAGS, CLI, "run", "-c", join(dir, "egressd.yaml"), "--run-dir", dir],
       { netns: s.ns("gw"), logFile: openSync(join(dir, "egressd.log"), "a") },
     );
-    const sink = spawn(
-      "ip",
-      ["netns", "exec", s.ns("srv"), "prlimit", `--nofile=${FD_LIMIT}`, process.execPath, "-e", SINK],
-      { stdio: "ignore" },
-    );
+    const sink = await startSink(s.ns("srv"));
     const starts = () =>
       withAudit
         ? (readFileSync(trail, { encoding: "utf8", flag: "a+" }).match(/"event":"start"/g) ?? []).length

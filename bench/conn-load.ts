@@ -2,8 +2,9 @@
 // cost per new connection (bench/connections.ts, bench/audit.ts): a generator
 // script run with node -e inside the client's namespace, and the machine's CPU
 // from /proc/stat.
+import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { tryRun } from "../lib/exec.js";
+import { run, tryRun } from "../lib/exec.js";
 import type { Sandbox } from "../test/helpers/netns.js";
 
 /**
@@ -33,6 +34,42 @@ const tick = setInterval(() => {
     setTimeout(() => { process.stdout.write(JSON.stringify({ started, ok, failed, codes }) + "\\n"); process.exit(0); }, 1000);
   }
 }, 2);`;
+
+/** Accept queues of the sink: deep enough that a busy machine does not drop its SYNs (see startSink). */
+const BACKLOG = 65535;
+
+/**
+ * Starts the sink that answers the generator (accepts and closes) on
+ * 203.0.113.10:9001 in namespace `ns`. Its accept queue is deep: with the
+ * default (node's 511) a machine saturated by the gateways, the generator
+ * and the sink overflowed it (7663 SYNs dropped in 5 s at 10k/s with sync),
+ * and each dropped SYN cost its connection a one-second retransmission, so
+ * the generator's connections piled up and the run measured the sink.
+ */
+export async function startSink(ns: string): Promise<ChildProcess> {
+  await run([
+    "ip",
+    "netns",
+    "exec",
+    ns,
+    "sysctl",
+    "-qw",
+    `net.core.somaxconn=${BACKLOG}`,
+    `net.ipv4.tcp_max_syn_backlog=${BACKLOG}`,
+  ]);
+  const sink = `require("net").createServer((s) => { s.on("error", () => {}); s.end(); }).listen({ port: 9001, host: "203.0.113.10", backlog: ${BACKLOG} });`;
+  return spawn("ip", ["netns", "exec", ns, "prlimit", `--nofile=${FD_LIMIT}`, process.execPath, "-e", sink], {
+    stdio: "ignore",
+  });
+}
+
+/** TCP's counters of namespace `ns` that tell where connects were lost (nstat, absolute values). */
+export async function tcpDrops(ns: string): Promise<{ synRetrans: number; listenDrops: number }> {
+  const r = await tryRun(["ip", "netns", "exec", ns, "nstat", "-saz", "--json"]);
+  const j = JSON.parse(r.stdout || "{}") as { kernel?: Record<string, number> };
+  const k = j.kernel ?? {};
+  return { synRetrans: k.TcpExtTCPSynRetrans ?? 0, listenDrops: k.TcpExtListenDrops ?? 0 };
+}
 
 /** This process's hard limit on open files: the generator and the sink raise their soft limit to it. */
 export const FD_LIMIT =

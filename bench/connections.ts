@@ -17,7 +17,6 @@
 // that resyncs, and how fast.
 //   node dist/bench/connections.js [--trials 10] [--connections 64]
 //     [--triggers freeze,kill,drain,dc-a,ecmp|none] [--rates 1000,10000] [--seconds 3] [--no-baseline]
-import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -38,7 +37,7 @@ import { Lab, sleep, waitFor } from "../containerlab/runner.js";
 import { loadTopology, rebindCopies } from "../containerlab/topology.js";
 import { tryRun } from "../lib/exec.js";
 import { median } from "../lib/stats.js";
-import { FD_LIMIT, machineTicks, runGenerator } from "./conn-load.js";
+import { machineTicks, runGenerator, startSink, tcpDrops } from "./conn-load.js";
 
 const { values: opt } = parseArgs({
   options: {
@@ -97,8 +96,6 @@ function resyncs(lab: Lab, gateway: string): { entries: number; ms: number }[] {
     .map(({ entries, ms }) => ({ entries, ms }));
 }
 
-const SINK = `require("net").createServer((s) => { s.on("error", () => {}); s.end(); }).listen(9001, "203.0.113.10");`;
-
 /** utime + stime of every conntrackd in DC A's gateways, in ticks. */
 async function conntrackdTicks(lab: Lab): Promise<number> {
   let sum = 0;
@@ -124,20 +121,19 @@ interface CpuRow {
   failed: number;
   /** Why connects failed: errno name -> count. */
   codes: Record<string, number>;
+  /** SYNs the pod sent again (a SYN or its answer lost on the way), and SYNs the server's accept queue dropped. */
+  synRetrans: number;
+  listenDrops: number;
   conntrackdPct: number;
   machinePct: number;
 }
 
 async function cpuAt(lab: Lab, rate: number): Promise<CpuRow> {
-  const sink = spawn(
-    "ip",
-    ["netns", "exec", lab.ns("server"), "prlimit", `--nofile=${FD_LIMIT}`, process.execPath, "-e", SINK],
-    {
-      stdio: "ignore",
-    },
-  );
+  const sink = await startSink(lab.ns("server"));
   try {
     await sleep(500);
+    const pod0 = await tcpDrops(lab.ns("pod-a"));
+    const srv0 = await tcpDrops(lab.ns("server"));
     const m0 = machineTicks();
     const c0 = await conntrackdTicks(lab);
     const t0 = performance.now();
@@ -145,11 +141,15 @@ async function cpuAt(lab: Lab, rate: number): Promise<CpuRow> {
     const secs = (performance.now() - t0) / 1000;
     const c1 = await conntrackdTicks(lab);
     const m1 = machineTicks();
+    const pod1 = await tcpDrops(lab.ns("pod-a"));
+    const srv1 = await tcpDrops(lab.ns("server"));
     return {
       rate,
       achieved: Math.round(out.ok / SECONDS),
       failed: out.failed,
       codes: out.codes,
+      synRetrans: pod1.synRetrans - pod0.synRetrans,
+      listenDrops: srv1.listenDrops - srv0.listenDrops,
       // ticks are 1/100 s; as % of one core over the measured wall time
       conntrackdPct: ((c1 - c0) / 100 / secs) * 100,
       machinePct: ((m1.busy - m0.busy) / (m1.total - m0.total)) * 100,
@@ -282,7 +282,7 @@ try {
                 .map(([k, n]) => `${k} ${n}`)
                 .join(", ")}`
             : ""
-        }): conntrackd ${c.conntrackdPct.toFixed(1)}% of a core (both gateways), machine ${c.machinePct.toFixed(1)}% busy`,
+        }): conntrackd ${c.conntrackdPct.toFixed(1)}% of a core (both gateways), machine ${c.machinePct.toFixed(1)}% busy; SYNs sent again ${c.synRetrans}, dropped by the server's accept queue ${c.listenDrops}`,
       );
     }
   }

@@ -24,7 +24,7 @@ fi
 # each item is really there. test/unit/setup-needs.test.ts fails when the code
 # calls a program that is not listed here.
 NEEDS=(
-  "iproute2 ip ss"
+  "iproute2 ip ss nstat"
   "nftables /usr/sbin/nft"
   "conntrack conntrack"
   "conntrackd conntrackd"
