@@ -12,7 +12,7 @@
 //   egressd's main thread waited for a CPU meanwhile (its schedstat: the machine's share)
 //   the loop's turns during each (lib/loop-trace.ts, from the kernel's scheduler trace):
 //   the longest, and the one with the most of egressd's own time, split into on a CPU,
-//   waiting for one and asleep
+//   waiting for one and asleep (and who woke its longest sleep); the most on a CPU in one turn
 //   BGP session and BFD resets at the ToR (must be 0)
 //   RSS across RELOADS reloads, each with one source changed
 //   idle CPU of egressd, with its helpers (ICMP probes, BFD), and of everything in its namespace
