@@ -17,8 +17,9 @@
 // tracefs, an instance of its own (its events, filters and buffer are private
 // to it, so other users of tracing are not disturbed), with four events
 // filtered in the kernel to the thread: sched_switch, sched_waking (who woke
-// it from a sleep), and raw_syscalls enter/exit of the epoll waits. Written by hand: what exists (perf sched,
-// trace-cmd) is not in a minimal Debian and reports switches, not the loop.
+// it from a sleep), and raw_syscalls enter/exit of the epoll waits. Written
+// by hand: what exists (perf sched, trace-cmd) is not in a minimal Debian and
+// reports switches, not the loop's turns.
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -52,10 +53,10 @@ const SWITCH = /prev_pid=(\d+) prev_prio=\d+ prev_state=(\S+) ==> .*next_pid=(\d
 const NR = /^NR (\d+)/;
 
 /**
- * The turns of thread `tid` in a tracefs text trace of sched_switch and the
- * epoll waits' sys_enter/sys_exit. A turn that had begun before the trace
- * did is not counted (its start is unknown); one still running at the end
- * is, up to the last event, marked `cut`.
+ * The turns of thread `tid` in a tracefs text trace of sched_switch,
+ * sched_waking and the epoll waits' sys_enter/sys_exit. A turn that had
+ * begun before the trace did is not counted (its start is unknown); one
+ * still running at the end is, up to the last event, marked `cut`.
  */
 export function loopTurns(text: string, tid: number, epoll: readonly number[]): LoopTurn[] {
   const turns: LoopTurn[] = [];
