@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { isRunning, run, spawnDetached, tryRun } from "../lib/exec.js";
+import { statFields } from "../lib/proc-file.js";
 import { buildTopology } from "../test/helpers/dataplane-topology.js";
 import type { Sandbox } from "../test/helpers/netns.js";
 import { machineTicks, runGenerator, startSink, waitReady } from "./conn-load.js";
@@ -33,8 +34,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** utime + stime of a process and all its threads, in ticks (1/100 s); 0 when it is gone. */
 function ticksOf(pid: number): number {
   try {
-    const f = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const rest = f.slice(f.lastIndexOf(")") + 2).split(" ");
+    const rest = statFields(readFileSync(`/proc/${pid}/stat`, "utf8"));
     return Number(rest[11]) + Number(rest[12]);
   } catch {
     return 0;

@@ -37,6 +37,7 @@ import { Lab, sleep, waitFor } from "../containerlab/runner.js";
 import { loadTopology, rebindCopies } from "../containerlab/topology.js";
 import { tryRun } from "../lib/exec.js";
 import { median } from "../lib/stats.js";
+import { statFields } from "../lib/proc-file.js";
 import { machineTicks, runGenerator, startSink, tcpDrops } from "./conn-load.js";
 
 const { values: opt } = parseArgs({
@@ -105,7 +106,7 @@ async function conntrackdTicks(lab: Lab): Promise<number> {
       try {
         const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
         if (!stat.includes("(conntrackd)")) continue;
-        const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+        const f = statFields(stat);
         sum += Number(f[11]) + Number(f[12]);
       } catch {
         // gone

@@ -4,6 +4,7 @@
 import { randomBytes } from "node:crypto";
 import { readFileSync, readdirSync } from "node:fs";
 import { run, tryRun } from "../lib/exec.js";
+import { statFields } from "../lib/proc-file.js";
 import { Sandbox } from "../test/helpers/netns.js";
 
 export interface ProbeLab {
@@ -84,8 +85,7 @@ export function runtimeMs(pid: number): number {
 
 /** CPU (ms) of this process's reaped children (cutime + cstime). */
 export function reapedChildrenCpuMs(): number {
-  const stat = readFileSync(`/proc/self/stat`, "utf8");
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const f = statFields(readFileSync(`/proc/self/stat`, "utf8"));
   return ((Number(f[13]) + Number(f[14])) * 1000) / TICK;
 }
 
@@ -97,7 +97,7 @@ export function childrenCpu(comm: string): Map<number, number> {
     try {
       const stat = readFileSync(`/proc/${d}/stat`, "utf8");
       const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const f = statFields(stat);
       if (name === comm && Number(f[1]) === process.pid) {
         out.set(Number(d), ((Number(f[11]) + Number(f[12])) * 1000) / TICK);
       }

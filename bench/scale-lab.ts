@@ -33,6 +33,7 @@ import { benchSandbox } from "./nat-lib.js";
 import { gatewayAtScale } from "./scale-config.js";
 import { LoopTrace, TRACEFS, type TurnSummary } from "../lib/loop-trace.js";
 import { v8HelperThreads } from "../lib/threads.js";
+import { statFields } from "../lib/proc-file.js";
 
 export const DEFAULT_EGRESSD = fileURLToPath(new URL("../daemon/cli.js", import.meta.url));
 const HTTP = "127.0.0.1:9901";
@@ -479,7 +480,7 @@ export class ScaleLab {
     if (this.v8Helpers.includes(tid)) return `a V8 helper thread (${tid})`;
     try {
       const stat = readFileSync(`/proc/${this.pid}/task/${tid}/stat`, "utf8");
-      return `egressd's thread ${tid} (nice ${stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]})`;
+      return `egressd's thread ${tid} (nice ${statFields(stat)[19 - 3]})`;
     } catch {
       return `thread ${tid} (not egressd's)`;
     }

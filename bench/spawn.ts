@@ -17,6 +17,7 @@ import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { median } from "../lib/stats.js";
+import { statFields } from "../lib/proc-file.js";
 import { Spawner } from "../lib/spawner.js";
 const ms = (n: number) => `${n.toFixed(2)} ms`;
 
@@ -30,8 +31,7 @@ const { values: args } = parseArgs({
 
 /** Minor faults of this thread so far (/proc/thread-self/stat, field 10). */
 function minorFaults(): number {
-  const st = readFileSync("/proc/thread-self/stat", "utf8");
-  return Number(st.slice(st.lastIndexOf(")") + 2).split(" ")[7]);
+  return Number(statFields(readFileSync("/proc/thread-self/stat", "utf8"))[10 - 3]);
 }
 
 const ARRAY = 1 << 20; // 8 MB of float64 each

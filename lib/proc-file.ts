@@ -23,3 +23,12 @@ export function readProcFile(path: string): string {
   // Larger than the buffer (/proc/stat on hundreds of CPUs): read whole.
   return n < buf.length ? buf.toString("latin1", 0, n) : readFileSync(path, "latin1");
 }
+
+/**
+ * The fields of a /proc/PID/stat (or task/TID/stat) text after the command
+ * name, which may hold spaces and parentheses and ends at the last ")":
+ * [0] is the state, field 3 of proc(5), so proc(5)'s field N is [N - 3].
+ */
+export function statFields(stat: string): string[] {
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+}

@@ -17,6 +17,7 @@
 
 import { readdirSync, readFileSync } from "node:fs";
 import { setPriority } from "node:os";
+import { statFields } from "./proc-file.js";
 
 /** The size of V8's worker pool from node's flags: --v8-pool-size=N, 4 unless set, undefined for 0 (node's own choice). */
 export function v8PoolSize(execArgv: readonly string[] = process.execArgv): number | undefined {
@@ -31,8 +32,7 @@ export function v8PoolSize(execArgv: readonly string[] = process.execArgv): numb
 /** When a thread of process `pid` started (clock ticks since boot), from /proc/PID/task/TID/stat. */
 function startTicks(pid: number, tid: number): number {
   const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
-  // Fields after the command name (which may hold spaces), which ends at the last ")": starttime is the 22nd.
-  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]);
+  return Number(statFields(stat)[22 - 3]); // starttime
 }
 
 /**
