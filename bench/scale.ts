@@ -31,7 +31,7 @@ import type { GatewayConfig } from "../core/config/gateway-config.js";
 import { fmt } from "./nat-lib.js";
 import { destination } from "./scale-config.js";
 import { DEFAULT_EGRESSD, ScaleLab, type LoopDelay } from "./scale-lab.js";
-import { describeTurn, ownMs, type TurnSummary } from "../lib/loop-trace.js";
+import { describeTurn, mergeSummaries, NO_TURNS, ownMs, type TurnSummary } from "../lib/loop-trace.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -176,7 +176,7 @@ async function main(lab: ScaleLab): Promise<void> {
   // of the traced turns, the longest and the one with the most of egressd's own time, over all the windows.
   let worstDelay = 0;
   let worstWait = 0;
-  const turns: TurnSummary = { turns: 0, longest: undefined, mostOwn: undefined, mostOnCpuMs: 0, lost: 0 };
+  let turns = NO_TURNS;
   const reloadMs: number[] = [];
   for (let i = 0; i < RELOADS; i++) {
     config = structuredClone(lab.config);
@@ -192,15 +192,7 @@ async function main(lab: ScaleLab): Promise<void> {
     if (i % 10 === 9) {
       const d = await lab.loopDelay();
       if (d.maxMs >= worstDelay) [worstDelay, worstWait] = [d.maxMs, d.cpuWaitMs];
-      if (d.turns) {
-        turns.turns += d.turns.turns;
-        turns.lost += d.turns.lost;
-        turns.mostOnCpuMs = Math.max(turns.mostOnCpuMs, d.turns.mostOnCpuMs);
-        if (d.turns.longest && d.turns.longest.wallMs > (turns.longest?.wallMs ?? -1))
-          turns.longest = d.turns.longest;
-        if (d.turns.mostOwn && ownMs(d.turns.mostOwn) > (turns.mostOwn ? ownMs(turns.mostOwn) : -1))
-          turns.mostOwn = d.turns.mostOwn;
-      }
+      if (d.turns) turns = mergeSummaries(turns, d.turns);
     }
   }
   console.log(

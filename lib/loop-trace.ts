@@ -146,16 +146,35 @@ export interface TurnSummary {
 
 export const ownMs = (t: LoopTurn) => t.onCpuMs + t.asleepMs;
 
+const longer = (a: LoopTurn | undefined, b: LoopTurn | undefined) =>
+  !a || (b && b.wallMs > a.wallMs) ? b : a;
+const moreOwn = (a: LoopTurn | undefined, b: LoopTurn | undefined) =>
+  !a || (b && ownMs(b) > ownMs(a)) ? b : a;
+
+/** Two windows' summaries as one (the first keeps a tie). */
+export function mergeSummaries(a: TurnSummary, b: TurnSummary): TurnSummary {
+  return {
+    turns: a.turns + b.turns,
+    longest: longer(a.longest, b.longest),
+    mostOwn: moreOwn(a.mostOwn, b.mostOwn),
+    mostOnCpuMs: Math.max(a.mostOnCpuMs, b.mostOnCpuMs),
+    lost: a.lost + b.lost,
+  };
+}
+
+export const NO_TURNS: TurnSummary = {
+  turns: 0,
+  longest: undefined,
+  mostOwn: undefined,
+  mostOnCpuMs: 0,
+  lost: 0,
+};
+
 export function summarize(turns: readonly LoopTurn[], lost = 0): TurnSummary {
-  let longest: LoopTurn | undefined;
-  let mostOwn: LoopTurn | undefined;
-  let mostOnCpuMs = 0;
-  for (const t of turns) {
-    if (!longest || t.wallMs > longest.wallMs) longest = t;
-    if (!mostOwn || ownMs(t) > ownMs(mostOwn)) mostOwn = t;
-    mostOnCpuMs = Math.max(mostOnCpuMs, t.onCpuMs);
-  }
-  return { turns: turns.length, longest, mostOwn, mostOnCpuMs, lost };
+  return turns.reduce(
+    (s, t) => mergeSummaries(s, { turns: 1, longest: t, mostOwn: t, mostOnCpuMs: t.onCpuMs, lost: 0 }),
+    { ...NO_TURNS, lost },
+  );
 }
 
 const f1 = (ms: number) => ms.toFixed(1);

@@ -1,5 +1,5 @@
 import test from "ava";
-import { describeTurn, loopTurns, ownMs, summarize } from "../../lib/loop-trace.js";
+import { describeTurn, loopTurns, mergeSummaries, ownMs, summarize } from "../../lib/loop-trace.js";
 
 const TID = 4200;
 const EPOLL = [232, 281, 441];
@@ -96,4 +96,8 @@ test("summarize picks the longest turn and the one with the most of egressd's ow
   t.is(s.mostOnCpuMs, 18);
   t.is(s.lost, 2);
   t.deepEqual(summarize([]), { turns: 0, longest: undefined, mostOwn: undefined, mostOnCpuMs: 0, lost: 0 });
+  // Two windows merged are the summary of all their turns.
+  const a = [turn(40, 5, 35, 0), turn(3, 3, 0, 0)];
+  const b = [turn(25, 18, 0, 6), turn(41, 1, 40, 0)];
+  t.deepEqual(mergeSummaries(summarize(a, 1), summarize(b, 2)), summarize([...a, ...b], 3));
 });
