@@ -441,17 +441,66 @@ export class ScaleLab {
     return Number(cpu[8] ?? 0) * 10; // USER_HZ = 100
   }
 
+  /**
+   * egressd's data-plane process (daemon/dataplane-process.ts): the child of
+   * egressd that names itself egressd-dataplane (cut to 15 characters by the
+   * kernel). Looked up again when it has been restarted.
+   */
+  dataplanePid(): number | undefined {
+    if (this.dpPid !== undefined && existsSync(`/proc/${this.dpPid}`)) return this.dpPid;
+    this.dpPid = undefined;
+    try {
+      for (const c of readFileSync(`/proc/${this.pid}/task/${this.pid}/children`, "utf8").split(" ")) {
+        if (!c.trim()) continue;
+        if (readFileSync(`/proc/${c}/comm`, "utf8").trim() === "egressd-datapla") this.dpPid = Number(c);
+      }
+    } catch {
+      // egressd is gone
+    }
+    return this.dpPid;
+  }
+  private dpPid: number | undefined;
+
+  /** egressd's memory in MB: its process and its data-plane process, each by RSS and by PSS. */
+  memory(): { main: number; dataplane: number; pss: number } {
+    const field = (pid: number | undefined, file: string, name: string) => {
+      if (pid === undefined) return 0;
+      try {
+        const m = new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(
+          readFileSync(`/proc/${pid}/${file}`, "utf8"),
+        );
+        return Number(m?.[1] ?? 0) / 1024;
+      } catch {
+        return 0;
+      }
+    };
+    const dp = this.dataplanePid();
+    return {
+      main: field(this.pid, "status", "VmRSS"),
+      dataplane: field(dp, "status", "VmRSS"),
+      // Proportional: pages both processes map (node's own code, shared libraries) counted half in each.
+      pss: field(this.pid, "smaps_rollup", "Pss") + field(dp, "smaps_rollup", "Pss"),
+    };
+  }
+
+  /** egressd's RSS in MB: its process's and its data-plane process's, summed (pages both map count twice). */
   rssMb(): number {
-    const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${this.pid}/status`, "utf8"));
-    return Number(m?.[1] ?? 0) / 1024;
+    const m = this.memory();
+    return m.main + m.dataplane;
   }
 
   /**
-   * CPU time (seconds the scheduler ran their live threads) of egressd, of
-   * its helpers (egressd-icmp, egressd-bfd) and of everything in its namespace
+   * CPU time (seconds the scheduler ran their live threads) of egressd (its
+   * data-plane process included, and also given alone), of its helpers (egressd-icmp, egressd-bfd) and of everything in its namespace
    * (but the benchmark's own element watcher).
    */
-  async cpuSeconds(): Promise<{ egressd: number; icmpHelper: number; bfdHelper: number; namespace: number }> {
+  async cpuSeconds(): Promise<{
+    egressd: number;
+    dataplane: number;
+    icmpHelper: number;
+    bfdHelper: number;
+    namespace: number;
+  }> {
     const r = await run(["ip", "netns", "pids", this.sb.ns("gw")]);
     const pids = r.stdout
       .split("\n")
@@ -465,8 +514,11 @@ export class ScaleLab {
         return "";
       }
     };
+    const dp = this.dataplanePid();
+    const dataplane = dp === undefined ? 0 : runtimeMs(dp) / 1000;
     return {
-      egressd: runtimeMs(this.pid!) / 1000,
+      egressd: runtimeMs(this.pid!) / 1000 + dataplane,
+      dataplane,
       icmpHelper: pids.filter((p) => comm(p) === "egressd-icmp").reduce((s, p) => s + runtimeMs(p), 0) / 1000,
       bfdHelper: pids.filter((p) => comm(p) === "egressd-bfd").reduce((s, p) => s + runtimeMs(p), 0) / 1000,
       namespace: pids.reduce((s, p) => s + runtimeMs(p), 0) / 1000,
@@ -481,6 +533,13 @@ export class ScaleLab {
     try {
       const stat = readFileSync(`/proc/${this.pid}/task/${tid}/stat`, "utf8");
       return `egressd's thread ${tid} (nice ${statFields(stat)[19 - 3]})`;
+    } catch {
+      // not a thread of egressd's own process
+    }
+    const dp = this.dataplanePid();
+    try {
+      const stat = readFileSync(`/proc/${dp}/task/${tid}/stat`, "utf8");
+      return `the data-plane process's thread ${tid} (nice ${statFields(stat)[19 - 3]})`;
     } catch {
       return `thread ${tid} (not egressd's)`;
     }

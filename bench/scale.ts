@@ -201,6 +201,11 @@ async function main(lab: ScaleLab): Promise<void> {
       `   (write to "config reloaded": median ${fmt(median(reloadMs), 0)} ms; loop delay max ${fmt(worstDelay, 0)} ms, ` +
       `main thread waited for a CPU ${fmt(worstWait, 0)} ms in those 10 reloads)`,
   );
+  const mem = lab.memory();
+  console.log(
+    `  memory after the reloads: RSS egressd ${fmt(mem.main, 0)} MB + its data-plane process ${fmt(mem.dataplane, 0)} MB; ` +
+      `PSS of the two ${fmt(mem.pss, 0)} MB (pages both map counted once)`,
+  );
   if (lab.loopTrace) turnsLine(turns);
   lab.stopLoopTrace(); // its events are the thread's own wake-ups: not traced while idle CPU is measured
 
@@ -213,7 +218,7 @@ async function main(lab: ScaleLab): Promise<void> {
   const wall = (performance.now() - w0) / 1000;
   const pct = (s: number) => ((s / wall) * 100).toFixed(1);
   console.log(
-    `  idle CPU: egressd ${pct(b.egressd - a.egressd)} % of a core, ` +
+    `  idle CPU: egressd ${pct(b.egressd - a.egressd)} % of a core (its data-plane process ${pct(b.dataplane - a.dataplane)}), ` +
       `with its helpers ${pct(b.egressd - a.egressd + b.icmpHelper - a.icmpHelper + b.bfdHelper - a.bfdHelper)} % ` +
       `(egressd-icmp ${pct(b.icmpHelper - a.icmpHelper)}, egressd-bfd ${pct(b.bfdHelper - a.bfdHelper)}); ` +
       `everything in its namespace ${pct(b.namespace - a.namespace)} %`,

@@ -80,9 +80,9 @@ export const DEFAULTS = {
    * helper process) runs ahead of the rest of the node when the CPU is
    * contended, so that a busy node delays neither a BFD packet nor a probe's
    * answer; lowering needs CAP_SYS_NICE, and without it they keep the
-   * process's priority. Background work (the data-plane thread: parsing,
-   * planning, diffing; and V8's helper threads, which run the collections of
-   * that thread's heap: lib/threads.ts) gives way to everything else.
+   * process's priority. Background work (the data-plane process, all its
+   * threads: parsing, planning, diffing, and collecting that heap;
+   * lib/threads.ts) gives way to everything else.
    */
   nice: { detection: -10, background: 10 },
   http: { listen: "127.0.0.1:9469" },

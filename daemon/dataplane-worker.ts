@@ -1,91 +1,125 @@
-// The daemon's data plane, in a worker thread (see dataplane.ts): config
-// texts go in, small plan views come back, and the kernel is programmed from
-// the worker. The main thread never holds the 100k-source plan, so no
-// reload, plan or diff can stall it.
+// The daemon's data plane, in a process of its own (dataplane-process.ts;
+// see dataplane.ts): config texts go in, small plan views come back, and the
+// kernel is programmed from that process. The main thread never holds the
+// 100k-source plan, nor shares a heap, a collector's lock or V8's helper
+// threads with it, so no reload, plan or diff can stall it.
 //
-// The thread can end: a heap limit (heapMb) that a config is too large for,
-// or a bug. Its calls in flight are then rejected, and a new thread is
+// The process can end: a heap limit (heapMb) that a config is too large
+// for, or a bug. Its calls in flight are then rejected, and a new process is
 // started and given the committed config again (prepared and committed, as
 // the first time), so the kernel keeps being programmed to the config in
-// force; a reload that was being prepared is refused. A thread that ends
-// again and again is restarted with a growing delay.
-import { Worker } from "node:worker_threads";
+// force; a reload that was being prepared is refused. A process that ends
+// again and again is restarted with a growing delay. Its life is egressd's:
+// it ends when its IPC channel closes, so a killed egressd leaves no data
+// plane behind.
+import { spawn, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import type { NatCounter } from "../routing/nft.js";
 import type { KernelChanges, TeardownSummary } from "../routing/reconcile.js";
 import type { Dataplane, PrepareInput, Prepared } from "./dataplane.js";
 import type { PolicyConfig } from "../core/config/schema.js";
 import type { PlanView } from "../core/plan/index.js";
 import { withSourceCounts } from "../core/plan/source-counts.js";
-import type { DataplaneCall, DataplaneReply } from "./dataplane-thread.js";
+import type { DataplaneCall, DataplaneReply } from "./dataplane-process.js";
+import { dataplaneNodeFlags, HEAP_MB } from "./node-flags.js";
 
 export interface DataplaneWorkerOptions {
   /**
-   * Limit of the thread's old-generation heap, in MB (default: V8's own). A
-   * config that needs more is refused instead of growing the process.
+   * Limit of the process's old-generation heap, in MB (default: egressd's,
+   * NODE_FLAGS). A config that needs more is refused instead of growing it.
    */
   heapMb?: number;
-  /** Called when the thread ended unasked, with why, and when it was restarted. */
+  /** Called when the process ended unasked, with why, and when it was restarted. */
   onRestart?: (e: { reason: string; restarts: number; restored: boolean; error?: string }) => void;
-  /** The thread's module (tests); default dataplane-thread.js. */
-  threadUrl?: URL;
 }
 
+/** A call as sent (its op and arg as loose as send's). */
+type Wire = { id: number; op: DataplaneCall["op"]; arg?: unknown; raw?: number };
+
 const MAX_DELAY_MS = 30_000;
+/** How much of the process's stderr is kept to say why it ended. */
+const STDERR_KEPT = 16 << 10;
+/** After close, how long the process has to exit before it is killed. */
+const CLOSE_GRACE_MS = 5000;
 
 export class DataplaneWorker implements Dataplane {
-  private worker!: Worker;
+  private child!: ChildProcess;
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private closed: Error | undefined;
   /** What each prepared plan was made from (until it is committed or dropped), by its id. */
   private readonly inputs = new Map<number, PrepareInput>();
-  /** The committed file (text, bytes or config) and cluster policies, given to a new thread. */
+  /** The committed file (text, bytes or config) and cluster policies, given to a new process. */
   private committed: PrepareInput | undefined;
-  /** Calls wait for this while a new thread is being given the committed config. */
+  /** Calls wait for this while a new process is being given the committed config. */
   private restoring: Promise<void> = Promise.resolve();
   private restarts = 0;
   private delayMs = 0;
+  private exited: Promise<void> = Promise.resolve();
 
   constructor(private readonly opts: DataplaneWorkerOptions = {}) {
     this.start();
   }
 
   private start(): void {
-    const worker = new Worker(this.opts.threadUrl ?? new URL("./dataplane-thread.js", import.meta.url), {
-      resourceLimits: {
-        // Bounded (V8 grows it to 16 MB per semi-space here); a full reload's cost did not change with it.
-        maxYoungGenerationSizeMb: 8,
-        ...(this.opts.heapMb ? { maxOldGenerationSizeMb: this.opts.heapMb } : {}),
-      },
+    const script = fileURLToPath(new URL("./dataplane-process.js", import.meta.url));
+    // stdin: config bytes; stdout: nothing is written there (egressd's log is its own stdout);
+    // stderr: kept, to say why the process ended, and passed on (a crash's trace is the operator's).
+    const child = spawn(process.execPath, [...dataplaneNodeFlags(this.opts.heapMb), script], {
+      stdio: ["pipe", "ignore", "pipe", "ipc"],
+      serialization: "advanced",
     });
-    this.worker = worker;
-    worker.unref();
-    worker.on("message", (m: DataplaneReply) => {
+    this.child = child;
+    // These do not keep egressd running (its servers and timers do), but a call waiting for
+    // its answer does: the channel is held while one is pending (send, and 'message' below).
+    child.unref();
+    child.channel?.unref();
+    (child.stdin as unknown as { unref(): void }).unref();
+    (child.stderr as unknown as { unref(): void }).unref();
+    child.stdin!.on("error", () => {}); // the process ended: 'exit' below says so
+    let stderr = "";
+    child.stderr!.setEncoding("utf8");
+    child.stderr!.on("data", (s: string) => {
+      process.stderr.write(s);
+      stderr = (stderr + s).slice(-STDERR_KEPT);
+    });
+    child.on("message", (m: DataplaneReply) => {
       const p = this.pending.get(m.id);
       this.pending.delete(m.id);
+      if (this.pending.size === 0) child.channel?.unref();
       if (m.error !== undefined) p?.reject(new Error(m.error));
       else p?.resolve(m.value);
     });
-    let why = "";
-    worker.on("error", (e: Error & { code?: string }) => {
-      why =
-        e.code === "ERR_WORKER_OUT_OF_MEMORY"
-          ? `it ran out of its ${this.opts.heapMb ?? "default"} MB heap (--dataplane-heap-mb)`
-          : e.message;
-    });
-    worker.on("exit", (code) => {
-      if (this.worker !== worker) return;
-      const reason = `the data-plane thread ended: ${why || `exit code ${code}`}`;
-      const err = new Error(reason);
-      for (const p of this.pending.values()) p.reject(err);
-      this.pending.clear();
-      this.inputs.clear();
-      if (this.closed) return;
-      this.restart(reason);
+    let spawnError = "";
+    // Why it ended is known once its stderr is read to the end, which may come after 'exit'.
+    const stderrRead = new Promise<void>((resolve) => child.stderr!.once("close", resolve));
+    let ended = false;
+    this.exited = new Promise<void>((resolve) => {
+      const end = (code: number | null, signal: NodeJS.Signals | null) => {
+        if (ended) return;
+        ended = true;
+        void stderrRead.then(() => {
+          resolve();
+          if (this.child !== child) return;
+          const reason = `the data-plane process ended: ${whyEnded(stderr, spawnError, code, signal, this.opts.heapMb)}`;
+          const err = new Error(reason);
+          for (const p of this.pending.values()) p.reject(err);
+          this.pending.clear();
+          this.inputs.clear();
+          if (this.closed) return;
+          this.restart(reason);
+        });
+      };
+      child.once("exit", end);
+      child.on("error", (e) => {
+        spawnError = e.message;
+        // Not started at all (no 'exit' follows): it ended as it began.
+        if (child.pid === undefined) end(null, null);
+      });
     });
   }
 
-  /** A new thread, given the committed config again before any other call reaches it. */
+  /** A new process, given the committed config again before any other call reaches it. */
   private restart(reason: string): void {
     this.restarts++;
     const delay = this.delayMs;
@@ -94,7 +128,7 @@ export class DataplaneWorker implements Dataplane {
       const timer = setTimeout(() => {
         if (this.closed) return resolve();
         this.start();
-        // The cluster's policies as the cluster model has them now (the thread applied edits to its own copy);
+        // The cluster's policies as the cluster model has them now (the process applied edits to its own copy);
         // before the model's first sync, the list committed last (the last run's, during an API outage).
         const fromModel = this.clusterSource?.();
         const committed =
@@ -105,7 +139,7 @@ export class DataplaneWorker implements Dataplane {
           ? this.send<Prepared>("prepare", committed).then(async (p) => {
               if (!p.ok) throw new Error(`the committed config no longer prepares: ${p.errors[0]?.message}`);
               await this.send("commit", p.id);
-              // The thread's plan now (the cluster's policies as the model has them): the next moved pods' base.
+              // The process's plan now (the cluster's policies as the model has them): the next moved pods' base.
               this.committedView = p.view;
             })
           : Promise.resolve();
@@ -130,12 +164,23 @@ export class DataplaneWorker implements Dataplane {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.worker.postMessage({ id, op, arg });
+      this.child.channel?.ref();
+      const failed = (e: Error | null) => {
+        if (!e || !this.pending.delete(id)) return;
+        reject(new Error(`the data-plane process is gone: ${e.message}`));
+      };
+      const bytes = op === "prepare" ? (arg as { bytes?: Uint8Array }).bytes : undefined;
+      if (bytes === undefined) return void this.child.send({ id, op, arg } satisfies Wire, failed);
+      // The bytes go on stdin, written from the caller's buffer: a message would copy
+      // them twice on this thread (serialized, then framed), into pages never touched before.
+      this.child.stdin!.write(bytes);
+      const call = { id, op, arg: { ...arg!, bytes: new Uint8Array(0) }, raw: bytes.byteLength };
+      this.child.send(call satisfies Wire, failed);
     });
   }
 
   private async call<T>(op: DataplaneCall["op"], arg?: unknown): Promise<T> {
-    // A thread that ends while being restored is restarted again, with a new promise.
+    // A process that ends while being restored is restarted again, with a new promise.
     for (let r = this.restoring; ; r = this.restoring) {
       await r;
       if (r === this.restoring) break;
@@ -147,10 +192,10 @@ export class DataplaneWorker implements Dataplane {
   async prepare(input: PrepareInput): Promise<Prepared> {
     const p = await this.call<Prepared>("prepare", input);
     if (!p.ok) return p;
-    // Moved pods: the thread sent the source counts, not the view (dataplane-thread.ts).
+    // Moved pods: the process sent the source counts, not the view (dataplane-process.ts).
     if ((p.view as PlanView | undefined) === undefined) {
       if (!this.committedView || !p.sourceCounts)
-        throw new Error("the data-plane thread sent a plan without its view");
+        throw new Error("the data-plane process sent a plan without its view");
       p.view = withSourceCounts(this.committedView, new Map(p.sourceCounts));
     }
     this.inputs.set(p.id, input);
@@ -165,7 +210,7 @@ export class DataplaneWorker implements Dataplane {
   private clusterSource: (() => PolicyConfig[] | undefined) | undefined;
 
   /**
-   * Where a new thread gets the cluster's policies from: the thread applies
+   * Where a new process gets the cluster's policies from: the process applies
    * the cluster's edits to its own copy, which dies with it. Undefined from
    * `fn`: it has none yet (not synced), and the committed list is given.
    */
@@ -180,7 +225,7 @@ export class DataplaneWorker implements Dataplane {
     this.views.clear();
     this.inputs.clear();
     if (input === undefined || "clusterEdits" in input) return;
-    // What a new thread is given: the last file with the last cluster policies.
+    // What a new process is given: the last file with the last cluster policies.
     const cluster = input.cluster ?? this.committed?.cluster;
     const claims = input.claims ?? this.committed?.claims;
     const file = "text" in input || "bytes" in input || "config" in input ? input : this.committed;
@@ -214,7 +259,12 @@ export class DataplaneWorker implements Dataplane {
     return this.call("saveCluster", runDir);
   }
 
-  /** Times the thread was restarted after it ended unasked. */
+  /** The process's id (undefined while it could not be started). */
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** Times the process was restarted after it ended unasked. */
   get restartCount(): number {
     return this.restarts;
   }
@@ -222,7 +272,33 @@ export class DataplaneWorker implements Dataplane {
   async close(): Promise<void> {
     if (this.closed) return;
     await this.call("close").catch(() => undefined);
-    this.closed = new Error("the data-plane worker was closed");
-    await this.worker.terminate();
+    this.closed = new Error("the data-plane process was closed");
+    // The closed channel ends the process (dataplane-process.ts); one that does not is killed.
+    const child = this.child;
+    // Held until it has exited and its stderr is read to the end.
+    child.ref();
+    (child.stderr as unknown as { ref(): void }).ref();
+    if (child.connected) child.disconnect();
+    const kill = setTimeout(() => child.kill("SIGKILL"), CLOSE_GRACE_MS);
+    await this.exited;
+    clearTimeout(kill);
   }
+}
+
+/** Why the data-plane process ended, from what it wrote last and how it exited. */
+export function whyEnded(
+  stderr: string,
+  spawnError: string,
+  code: number | null,
+  signal: NodeJS.Signals | null,
+  heapMb: number | undefined,
+): string {
+  if (/heap out of memory|Reached heap limit/.test(stderr))
+    return `it ran out of its ${heapMb ?? HEAP_MB} MB heap (--dataplane-heap-mb)`;
+  if (spawnError) return spawnError;
+  // node's last words for an uncaught error: its message, the stack, then its version.
+  const lines = stderr.split("\n").map((l) => l.trim());
+  const said = lines.find((l) => /^(\w*Error|Uncaught)\b/.test(l)) ?? lines.filter(Boolean).at(-1);
+  const how = signal ? `signal ${signal}` : `exit code ${code}`;
+  return said ? `${said} (${how})` : how;
 }

@@ -6,9 +6,10 @@
 //
 // InlineDataplane does this on the calling thread (tests with a fake
 // kernel, small tools). The daemon uses DataplaneWorker
-// (dataplane-worker.ts): the same InlineDataplane in a worker thread, so
-// that parsing, planning and diffing 100k sources never block the main
-// thread, where probes are judged and withdrawals are sent.
+// (dataplane-worker.ts): the same InlineDataplane in a process of its own,
+// so that parsing, planning and diffing 100k sources (and collecting their
+// garbage) never block the main thread, where probes are judged and
+// withdrawals are sent.
 import { createHash } from "node:crypto";
 import type { ConfigIssue } from "../inputs/config/issues.js";
 import { loadConfig } from "../inputs/config/load.js";
@@ -43,7 +44,7 @@ import type { KernelChanges, TeardownSummary } from "../routing/reconcile.js";
 
 /**
  * A config file's text, its bytes as read (decoded as UTF-8 in the data-plane
- * thread), or a config; or only the policies from the cluster, with the
+ * process), or a config; or only the policies from the cluster, with the
  * committed file. `cluster`: the policies from the Kubernetes API
  * (core/k8s/cluster.ts), planned after the file's own; when absent, the
  * committed plan's.
@@ -101,7 +102,7 @@ export type Prepared =
       /**
        * With sourcesOnly: the policies whose source count changed, as
        * [index, count]; the view is the committed plan's with these counts (a
-       * data-plane thread sends these instead of the view).
+       * data-plane process sends these instead of the view).
        */
       sourceCounts?: [number, number][];
     };
@@ -221,7 +222,7 @@ export class InlineDataplane implements Dataplane {
   /**
    * `reclaim` is called once a plan made from scratch is in the kernel: the
    * plan it replaced, and everything made to build it, is garbage then (the
-   * data-plane thread collects it; see lib/gc.ts). A patched plan leaves
+   * data-plane process collects it; see lib/gc.ts). A patched plan leaves
    * garbage too (the file's text, the kernel plan's element lists): it is
    * collected `patchReclaimMs` (PATCH_RECLAIM_MS) after the first patch of a burst. Either runs
    * after apply() has answered, so it delays no reconcile.

@@ -33,7 +33,7 @@ export interface GatewayEvents {
   reload: [{ result: "applied" | "unchanged" | "invalid" | "refused" | "failed" }];
   /** gobgpd (managed) was restarted after it exited. */
   gobgpdRestart: [{ pid: number; restarts: number }];
-  /** The data-plane thread ended unasked and was started again (restored: with the committed config). */
+  /** The data-plane process ended unasked and was started again (restored: with the committed config). */
   dataplaneRestart: [{ reason: string; restarts: number; restored: boolean }];
   /** The gateway starts draining (SIGTERM / egressd drain). */
   draining: [{ periodMs: number }];

@@ -461,7 +461,7 @@ export class Metrics {
     });
     const dataplaneRestarts = new Counter({
       name: "egressd_dataplane_restarts_total",
-      help: "Times the data-plane thread ended unasked (a config too large for --dataplane-heap-mb, or a bug) and was started again with the config in force.",
+      help: "Times the data-plane process ended unasked (a config too large for --dataplane-heap-mb, or a bug) and was started again with the config in force.",
       registers,
     });
 

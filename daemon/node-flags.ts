@@ -19,21 +19,22 @@
 // (bench/k8s-scale, two runs each), the event latency the same; bench/scale
 // after 100 reloads peaked at 217 MB against 240 MB, loop delay max 113 ms
 // at start against 79 ms, 21 ms across the reloads against 32 ms (one run
-// each, the same hour). The worker threads set their own young generation
+// each, the same hour). The BFD worker thread sets its own young generation
 // (resourceLimits).
 //
 // --no-memory-reducer: V8's memory reducer runs full collections when it
 // judges the program idle, to give memory back. egressd is never idle in
 // that sense (probe replies arrive every few ms), and at 100k sources the
 // reducer kept the GC helper threads at 2 % of a core after reloads, with
-// its major collections on the main thread besides. The data-plane thread,
+// its major collections on the main thread besides. The data-plane process,
 // where the memory is, collects itself after each plan (daemon/dataplane.ts).
 // bench/scale, the same tree and hour, after 100 reloads (one run each):
 //   with the reducer:    idle CPU 6.5 and 7.1 %, RSS max 325-329 MB
 //   without:             idle CPU 3.4 %, RSS max 309 MB
 //
-// --max-old-space-size=1024: the heap limit of each thread, in MB (worker
-// threads take it too unless they set their own). V8 lets a heap grow to a
+// --max-old-space-size=1024 (HEAP_MB): the heap limit of each thread, in MB
+// (worker threads take it too unless they set their own; the data-plane
+// process takes it unless --dataplane-heap-mb is given). V8 lets a heap grow to a
 // multiple of what it held after its last full collection before it
 // collects again; that multiple may reach 4 when the limit is 2 GB or more
 // (V8's default here is 4 GB) and at most 1.6 at 1 GB. After the initial
@@ -45,8 +46,22 @@
 // The limit holds the model of about 700k pods (1.15 kB each on top of
 // 25 MB); docs/kubernetes.md says how to raise it, and from which size on
 // gateways should not watch pods themselves.
+export const HEAP_MB = 1024;
 export const NODE_FLAGS: readonly string[] = [
   "--max-semi-space-size=2",
   "--no-memory-reducer",
-  "--max-old-space-size=1024",
+  `--max-old-space-size=${HEAP_MB}`,
 ];
+
+/**
+ * The flags of the data-plane process (daemon/dataplane-process.ts): egressd's
+ * own, with its heap limit `heapMb` when one is given (--dataplane-heap-mb).
+ * The young generation is the main thread's size: the worker thread it
+ * replaced had 8 MB in all (a third of which is the semi-spaces' copy), and a
+ * full reload's cost did not change with its size.
+ */
+export function dataplaneNodeFlags(heapMb?: number): string[] {
+  return NODE_FLAGS.map((f) =>
+    heapMb !== undefined && f.startsWith("--max-old-space-size=") ? `--max-old-space-size=${heapMb}` : f,
+  );
+}

@@ -4,7 +4,7 @@
 //
 // The loop-delay histogram (prom-client's, from node) says how late a timer
 // ran, not why: a delay can be egressd's own work, or the thread runnable with
-// both cores taken by something else (the data-plane thread, V8's helpers,
+// both cores taken by something else (the data-plane process, V8's helpers,
 // the kernel, FRR, the bench). The main thread's schedstat tells the wait of a
 // whole window, not of one delay. This reads the scheduler's tracepoints
 // instead, for the main thread only, and cuts its time at the loop's polls

@@ -1,19 +1,26 @@
-// The priority of V8's helper threads. V8 runs the heavy parts of garbage
-// collection (parallel and concurrent marking, sweeping) and of compilation
-// on a pool of threads that node creates at start-up, one pool for every
-// isolate in the process. They took the process's priority, so the
-// data-plane thread's collections (a heap of 100k sources, and a forced one
-// after each plan; lib/gc.ts) ran at nice 0 on up to four helper threads
-// although that thread runs at nice 10: on two cores the main thread waited
-// for a CPU, and its loop was late (docs/scale.md). On Linux the nice value belongs to a
-// thread (setpriority with a thread id), and raising it needs no privilege.
+// Threads of a node process, by what they are, and their priority.
 //
-// Nothing names these threads (every thread of node 20 is called "node"), so
-// they are found by the order in which they started: node's platform starts
-// its delayed-task thread and then its workers (--v8-pool-size, 4 unless
-// set) before anything else. libuv's file-system and DNS pool starts later,
-// with the first file read by the module loader; it is left alone, as DNS
-// lookups of HTTP probes run there.
+// V8 runs the heavy parts of garbage collection (parallel and concurrent
+// marking, sweeping) and of compilation on a pool of threads that node
+// creates at start-up, one pool for all the isolates of the process. Nothing
+// names these threads (every thread of node 20 is called "node"), so they are
+// found by the order in which they started: node's platform starts its
+// delayed-task thread and then its workers (--v8-pool-size, 4 unless set)
+// before anything else. libuv's file-system and DNS pool starts later, with
+// the first file read by the module loader. bench/scale names the threads
+// that wake egressd's main loop this way.
+//
+// egressd's main process set these helpers to nice 10 while the data plane
+// was a thread of it: they collected the data plane's heap too, and at nice
+// 0 they kept the main thread from a CPU. With the data plane in a process
+// of its own, the main thread's collections waited for its helpers at nice
+// 10 instead: 3 of 20 bench/scale windows had a turn of 23-30 ms, asleep for
+// 17-27 ms of it, against 2 of 24 of 20-22 ms (7-12 ms asleep) with the
+// helpers at nice 0, runs alternated in the same hour (docs/scale.md). So
+// they keep the process's priority now. The data-plane
+// process sets all of its threads to nice 10 (reniceProcess): the whole of
+// it is background work. On Linux the nice value belongs to a thread
+// (setpriority with a thread id), and raising it needs no privilege.
 
 import { readdirSync, readFileSync } from "node:fs";
 import { setPriority } from "node:os";
@@ -57,15 +64,26 @@ export function v8HelperThreads(execArgv: readonly string[] = process.execArgv, 
   }
 }
 
-/** Sets V8's helper threads to `nice`; returns the ids of those set. Must run on the main thread. */
-export function reniceV8Helpers(nice: number): number[] {
-  const done: number[] = [];
-  for (const tid of v8HelperThreads()) {
+/**
+ * Sets every thread of this process to `nice`, the calling thread included
+ * (threads started later take the value of the thread that starts them);
+ * returns how many were set. For a process that is background work as a
+ * whole.
+ */
+export function reniceProcess(nice: number): number {
+  let tids: number[];
+  try {
+    tids = readdirSync("/proc/self/task").map(Number);
+  } catch {
+    tids = [0]; // threads cannot be listed: the calling thread alone
+  }
+  let done = 0;
+  for (const tid of tids) {
     try {
-      setPriority(tid, nice);
-      done.push(tid);
+      setPriority(tid === process.pid ? 0 : tid, nice);
+      done++;
     } catch {
-      // the value may not be set here: the thread keeps its priority
+      // ended meanwhile, or the value may not be set here
     }
   }
   return done;

@@ -428,7 +428,7 @@ export class NftReconciler {
   async reconcile(plan: NatPlan, o: NftReconcileOptions = {}): Promise<NatChange> {
     // Every reconcile of the gateway (a health change, a BGP retry) applies
     // the committed plan again: at 100k sources, normalising and diffing it
-    // cost 100 ms of the data-plane thread for a known "none".
+    // cost 100 ms of the data-plane process for a known "none".
     if (!o.readLive && this.current && plan === this.currentPlan)
       return { action: "none", added: 0, removed: 0, via: "none" };
     if (!o.readLive && this.current && o.sourcesDelta && o.sourcesDelta.base === this.currentPlan) {

@@ -1,7 +1,7 @@
 // Writes dist/inputs/config/validators.js: Ajv's standalone code for the
 // config's schema and for the cluster cache's, so that no process compiles a
 // schema (or loads TypeBox and Ajv's compiler) when it starts. At 200
-// policies the compile alone took 130-190 ms of the data-plane thread's start.
+// policies the compile alone took 130-190 ms of the data plane's start.
 // The build runs this after tsc (package.json "build"); the output is never
 // committed or edited. inputs/config/validators.d.ts declares what it exports,
 // and test/unit/config-schema.test.ts checks that the built file is this

@@ -16,12 +16,11 @@ import { DEFAULTS } from "../../core/defaults.js";
 import { createLogger } from "../log.js";
 import { EXIT, usageExit } from "./validate.js";
 import { runCommandsViaHelper } from "../../lib/exec.js";
-import { reniceV8Helpers } from "../../lib/threads.js";
 
 /**
  * The daemon's own modules (gobgpd's gRPC client, the metrics, the HTTP
- * endpoints), loaded by `run` once the data-plane thread is started, so that
- * they load while that thread loads its own and parses the config: about
+ * endpoints), loaded by `run` once the data-plane process is started, so that
+ * they load while that process loads its own and parses the config: about
  * 0.4 s of a start on these machines, where they took turns before.
  */
 async function loadDaemon() {
@@ -60,8 +59,8 @@ export function runCommand(): Command {
       )
       .option(
         "--dataplane-heap-mb <mb>",
-        "heap limit of the thread that parses, plans and programs the config; a config that needs more is " +
-          "refused and the one in force stays (default: V8's; 128 holds 100k sources with room to spare)",
+        "heap limit of the process that parses, plans and programs the config; a config that needs more is " +
+          "refused and the one in force stays (default: 1024; 128 holds 100k sources with room to spare)",
       )
       .addHelpText(
         "after",
@@ -78,8 +77,6 @@ export function runCommand(): Command {
           logLevel?: string;
           dataplaneHeapMb?: string;
         }) => {
-          // V8's helper threads are background work, as the data-plane thread is (lib/threads.ts).
-          const helpers = reniceV8Helpers(DEFAULTS.nice.background);
           let log: ReturnType<typeof createLogger>;
           try {
             log = createLogger({ level: opts.logLevel });
@@ -89,7 +86,7 @@ export function runCommand(): Command {
           }
           // The text is read once per attempt and parsed from that copy, so the
           // text remembered for reloads is exactly the text of the config in force.
-          // It stays bytes here (outside the JS heap): only the data-plane thread
+          // It stays bytes here (outside the JS heap): only the data-plane process
           // decodes it, and a 2 MB file read on each reload leaves no string
           // behind on this thread for a major collection to find.
           const read = async (): Promise<Buffer | undefined> => {
@@ -100,10 +97,6 @@ export function runCommand(): Command {
               return undefined;
             }
           };
-          log.debug(
-            { threads: helpers.length, nice: DEFAULTS.nice.background },
-            "V8's helper threads set to background priority",
-          );
           const heapMb = opts.dataplaneHeapMb === undefined ? undefined : Number(opts.dataplaneHeapMb);
           if (heapMb !== undefined && !(Number.isInteger(heapMb) && heapMb >= 16)) {
             console.error(
@@ -119,9 +112,9 @@ export function runCommand(): Command {
           // this process does not fork once its heap is large (lib/spawner.ts).
           if (!runCommandsViaHelper())
             log.warn("egressd-spawn is not built (npm run build): commands are started by egressd itself");
-          // Parsing, validating and planning happen in the data plane's worker
-          // thread, as does programming the kernel (see daemon/dataplane.ts).
-          // The gateway, once there is one: told when the data-plane thread was restored.
+          // Parsing, validating and planning happen in the data plane's own
+          // process, as does programming the kernel (see daemon/dataplane.ts).
+          // The gateway, once there is one: told when the data-plane process was restored.
           const running: { gw?: Gateway } = {};
           const dataplane = new DataplaneWorker({
             ...(heapMb ? { heapMb } : {}),
@@ -129,11 +122,11 @@ export function runCommand(): Command {
               log.error(
                 { reason: e.reason, restarts: e.restarts, restored: e.restored, err: e.error },
                 e.restored
-                  ? "data-plane thread restarted with the config in force"
-                  : "data-plane thread restarted without a config",
+                  ? "data-plane process restarted with the config in force"
+                  : "data-plane process restarted without a config",
               );
               running.gw?.events.emit("dataplaneRestart", e);
-              running.gw?.resync("data-plane thread restarted");
+              running.gw?.resync("data-plane process restarted");
             },
           });
           let first: Awaited<ReturnType<DataplaneWorker["prepare"]>>;
@@ -297,7 +290,7 @@ export function runCommand(): Command {
                 try {
                   next = await dataplane.prepare({ bytes: text, ...nodeOpt });
                 } catch (e) {
-                  // The data-plane thread ended on it (its heap limit): it is restarted with the config in force.
+                  // The data-plane process ended on it (its heap limit): it is restarted with the config in force.
                   log.error(
                     { file: opts.config, trigger, err: (e as Error).message },
                     "reload refused: the config could not be prepared; the running config stays in force",
@@ -375,7 +368,7 @@ export function runCommand(): Command {
                 leaseNamespace: process.env.EGRESSD_POD_NAMESPACE || "egressd",
               });
               gw.setClusterStatus(() => clusterInput!.status());
-              // A new data-plane thread gets the cluster's policies from the model.
+              // A new data-plane process gets the cluster's policies from the model.
               dataplane.setClusterSource(() => clusterInput!.policiesIfSynced());
               clusterInput.start();
               log.info(

@@ -26,7 +26,7 @@ export async function checkFile(
     return { code: EXIT.usage };
   }
   // Loaded here, not at the top: `egressd run` imports this module for EXIT, and its main thread
-  // never parses a config (its data-plane thread does), so it need not carry the validator.
+  // never parses a config (its data-plane process does), so it need not carry the validator.
   const { loadConfig, nodesOf } = await import("../../inputs/config/load.js");
   const nodes = node === undefined ? nodesOf(text) : [node];
   let code: number = EXIT.ok;

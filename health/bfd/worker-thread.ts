@@ -14,7 +14,7 @@ if (!port) throw new Error("bfd worker-thread.js runs as a worker thread only");
 // Deadlines of tens of milliseconds: ask the scheduler to run this thread
 // before the rest of the process when the CPU is contended. On Linux the nice
 // value is per thread; lowering it needs CAP_SYS_NICE, without which the
-// thread keeps the process's priority (and the data-plane thread, which
+// thread keeps the process's priority (and the data-plane process, which
 // lowers its own, still gives way).
 try {
   setPriority(DEFAULTS.nice.detection);

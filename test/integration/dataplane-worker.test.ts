@@ -1,9 +1,13 @@
-// The data-plane thread's heap limit and restart (daemon/dataplane-worker.ts):
-// a config too large for the limit is refused, the thread is started again
-// with the committed config, and it goes on preparing. Nothing here programs
-// the kernel; the thread is the daemon's own.
+// The data-plane process (daemon/dataplane-worker.ts): its heap limit and
+// restart (a config too large for the limit is refused, the process is
+// started again with the committed config, and it goes on preparing), the
+// file's bytes on its stdin, and its life tied to egressd's. Nothing here
+// programs the kernel; the process is the daemon's own.
 import test from "ava";
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { DataplaneWorker } from "../../daemon/dataplane-worker.js";
+import { waitFor } from "../../lib/wait.js";
 
 /** A valid config with `sources` pod addresses in one policy (text built directly: stringify is slow at this size). */
 function configText(sources: number, first = "10.64.0.1"): string {
@@ -25,7 +29,7 @@ function configText(sources: number, first = "10.64.0.1"): string {
   return `${lines.join("\n")}\n`;
 }
 
-test("a config too large for the heap limit is refused; the thread comes back with the config in force", async (t) => {
+test("a config too large for the heap limit is refused; the process comes back with the config in force", async (t) => {
   const restarts: { reason: string; restored: boolean }[] = [];
   const dp = new DataplaneWorker({ heapMb: 32, onRestart: (e) => restarts.push(e) });
   t.teardown(() => dp.close());
@@ -37,13 +41,13 @@ test("a config too large for the heap limit is refused; the thread comes back wi
 
   // 400k sources (7 MB of YAML) need several times 32 MB.
   await t.throwsAsync(dp.prepare({ text: configText(400_000) }), {
-    message: /data-plane thread ended: it ran out of its 32 MB heap \(--dataplane-heap-mb\)/,
+    message: /data-plane process ended: it ran out of its 32 MB heap \(--dataplane-heap-mb\)/,
   });
 
   // The next call waits for the new thread, which already holds the committed plan.
   const again = await dp.prepare({ text: small });
   t.true(again.ok);
-  t.true(again.ok && again.unchanged, "the new thread has the committed config");
+  t.true(again.ok && again.unchanged, "the new process has the committed config");
   t.deepEqual(
     restarts.map((r) => r.restored),
     [true],
@@ -112,11 +116,11 @@ test("moved pods come back as source counts, and the view made of them is the on
       pol("ns/b:v4", "192.0.2.128/25", ["10.245.0.4", "10.245.0.3"]),
     ],
   });
-  t.true(whole.ok && whole.unchanged, "the thread's plan is the whole list's");
+  t.true(whole.ok && whole.unchanged, "the process's plan is the whole list's");
   if (whole.ok) t.deepEqual(counts(whole.view), counts(moved.view));
 });
 
-test("a thread restarted before the cluster model has synced keeps the cluster policies committed last", async (t) => {
+test("a process restarted before the cluster model has synced keeps the cluster policies committed last", async (t) => {
   const dp = new DataplaneWorker({ heapMb: 32 });
   t.teardown(() => dp.close());
   // The second restart waits out a backoff on an unref'd timer: this keeps the test's process up meanwhile.
@@ -146,12 +150,74 @@ test("a thread restarted before the cluster model has synced keeps the cluster p
   const again = await dp.prepare({ text: file, cluster });
   t.true(
     again.ok && again.unchanged,
-    "the new thread holds the committed cluster policies, not the empty model's",
+    "the new process holds the committed cluster policies, not the empty model's",
   );
 
-  // Once synced, a new thread takes the model's list.
+  // Once synced, a new process takes the model's list.
   synced = true;
   await t.throwsAsync(dp.prepare({ text: configText(400_000) }), { message: /ran out of its 32 MB heap/ });
   const after = await dp.prepare({ text: file, cluster: [] });
-  t.true(after.ok && after.unchanged, "the new thread holds the model's list");
+  t.true(after.ok && after.unchanged, "the new process holds the model's list");
+});
+
+test("a file's bytes, sent beside the calls, reach the process in the order of the calls", async (t) => {
+  const dp = new DataplaneWorker();
+  t.teardown(() => dp.close());
+  // Sent at once, without waiting: each prepare must get its own bytes, and the text between them its own.
+  const sizes = [5000, 2, 70_000, 3000];
+  const answers = await Promise.all(
+    sizes.map((n, i) =>
+      i === 1 ? dp.prepare({ text: configText(n) }) : dp.prepare({ bytes: Buffer.from(configText(n)) }),
+    ),
+  );
+  t.deepEqual(
+    answers.map((p) => (p.ok ? p.view.config.policies[0]!.sourceCount : p.errors[0]?.message)),
+    sizes.map((n) => n - 1),
+  );
+  // An empty file is bytes too (and not a config).
+  const empty = await dp.prepare({ bytes: Buffer.alloc(0) });
+  t.false(empty.ok);
+});
+
+test("the process outlives signals sent to egressd's process group, and ends with egressd, even when egressd is killed", async (t) => {
+  // A stand-in for egressd: starts the data plane, says the process's pid, and on SIGTERM (as egressd
+  // drains) still calls it. It leads a process group of its own, as egressd under a shell would.
+  const worker = fileURLToPath(new URL("../../daemon/dataplane-worker.js", import.meta.url));
+  const script = [
+    `const { DataplaneWorker } = await import(${JSON.stringify(worker)});`,
+    "const dp = new DataplaneWorker();",
+    `await dp.prepare({ text: "x: 1\\n" });`,
+    "process.on('SIGTERM', async () => {",
+    `  const p = await dp.prepare({ text: "x: 2\\n" });`,
+    "  console.log(p.ok ? 'planned' : 'answered');",
+    "});",
+    "process.on('SIGHUP', () => {});",
+    "console.log(dp.pid);",
+    "setInterval(() => {}, 1000);",
+  ].join("\n");
+  const parent = spawn(process.execPath, ["--input-type=module", "-e", script], {
+    stdio: ["ignore", "pipe", "inherit"],
+    detached: true,
+  });
+  t.teardown(() => parent.kill("SIGKILL"));
+  const lines: string[] = [];
+  parent.stdout!.setEncoding("utf8");
+  parent.stdout!.on("data", (s: string) => lines.push(...s.split("\n").filter(Boolean)));
+  const pid = Number(await waitFor("the data plane's pid", () => lines[0]));
+  t.true(Number.isInteger(pid) && pid > 0, `the data plane's pid: ${lines[0]}`);
+  const alive = () => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  process.kill(-parent.pid!, "SIGHUP");
+  process.kill(-parent.pid!, "SIGTERM");
+  t.is(await waitFor("the call made on SIGTERM to be answered", () => lines[1], 10_000), "answered");
+  t.true(alive());
+  parent.kill("SIGKILL");
+  await waitFor("the data-plane process to end", () => !alive(), 5000);
+  t.false(alive());
 });

@@ -294,7 +294,7 @@ test("events feed counters and histograms", async (t) => {
   e.emit("reload", { result: "invalid" });
   e.emit("reload", { result: "applied" });
   e.emit("gobgpdRestart", { pid: 1, restarts: 1 });
-  e.emit("dataplaneRestart", { reason: "the data-plane thread ended: test", restarts: 1, restored: true });
+  e.emit("dataplaneRestart", { reason: "the data-plane process ended: test", restarts: 1, restored: true });
   e.emit("reconciled", { reasons: ["health"], durationMs: 20, changes: {}, errors: {} });
   e.emit("reconciled", {
     reasons: ["retry"],

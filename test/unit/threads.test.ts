@@ -1,5 +1,7 @@
-// V8's helper threads, found by start order and set to background priority,
-// in a node process of their own (raising a nice value needs no privilege).
+// V8's helper threads found by start order (lib/threads.ts; bench/scale names
+// the threads that wake egressd's main loop with it), and a whole process set
+// to background priority (the data-plane process), each in a node process
+// of its own (raising a nice value needs no privilege).
 import test from "ava";
 import { spawnSync } from "node:child_process";
 import { v8PoolSize } from "../../lib/threads.js";
@@ -8,20 +10,20 @@ const THREADS = new URL("../../lib/threads.js", import.meta.url).href;
 
 /**
  * Runs node with `flags`: a file is read first (libuv's pool starts; the
- * threads that appear with it are its), then reniceV8Helpers(10), then a
- * worker thread starts. Reports each thread's nice value, which were set,
- * and which are the pool's and the worker's.
+ * threads that appear with it are its), then V8's helpers are looked up,
+ * then a worker thread starts. Reports which threads were found, which are
+ * the pool's and the worker's.
  */
 function run(flags: string[]) {
   const script = `
     import { readFile } from "node:fs/promises";
-    import { readFileSync, readdirSync } from "node:fs";
+    import { readdirSync } from "node:fs";
     import { Worker } from "node:worker_threads";
     const before = readdirSync("/proc/self/task").map(Number);
     await readFile("/proc/self/stat");
     const pool = readdirSync("/proc/self/task").map(Number).filter((t) => !before.includes(t));
-    const { reniceV8Helpers } = await import(${JSON.stringify(THREADS)});
-    const set = reniceV8Helpers(10);
+    const { v8HelperThreads } = await import(${JSON.stringify(THREADS)});
+    const found = v8HelperThreads();
     // (node runs an eval'd worker as a module too here: --input-type=module.)
     const worker = new Worker(
       "import { parentPort } from 'node:worker_threads'; import { readlinkSync } from 'node:fs';" +
@@ -29,12 +31,8 @@ function run(flags: string[]) {
       { eval: true },
     );
     const workerTid = Number(await new Promise((r) => worker.once("message", r)));
-    const nice = {};
-    for (const t of readdirSync("/proc/self/task")) {
-      const st = readFileSync("/proc/self/task/" + t + "/stat", "utf8");
-      nice[t] = Number(st.slice(st.lastIndexOf(")") + 2).split(" ")[16]);
-    }
-    console.log(JSON.stringify({ pid: process.pid, before, pool, set, workerTid, nice }));
+    const again = v8HelperThreads();
+    console.log(JSON.stringify({ pid: process.pid, before, pool, found, again, workerTid }));
     process.exit(0);
   `;
   const r = spawnSync(process.execPath, [...flags, "--input-type=module", "-e", script], {
@@ -45,9 +43,9 @@ function run(flags: string[]) {
     pid: number;
     before: number[];
     pool: number[];
-    set: number[];
+    found: number[];
+    again: number[];
     workerTid: number;
-    nice: Record<string, number>;
   };
 }
 
@@ -61,22 +59,49 @@ for (const [flags, helpers] of [
   [[], 5],
   [["--v8-pool-size=2"], 3],
 ] as const) {
-  test(`V8's ${helpers} helper threads go to background priority; the main thread, libuv's pool and later threads do not (${flags.join(" ") || "default pool"})`, (t) => {
+  test(`V8's ${helpers} helper threads are found; the main thread, libuv's pool and later threads are not (${flags.join(" ") || "default pool"})`, (t) => {
     const r = run([...flags]);
-    t.is(r.set.length, helpers, JSON.stringify(r));
-    for (const tid of r.set) t.is(r.nice[tid], 10, `thread ${tid}`);
-    t.is(r.nice[r.pid], 0, "the main thread");
-    t.is(r.nice[r.workerTid], 0, "a thread started afterwards");
+    t.is(r.found.length, helpers, JSON.stringify(r));
+    t.false(r.found.includes(r.pid), "the main thread");
     // Only threads that were there before the first file was read: libuv's pool started with that read.
     t.true(
-      r.set.every((tid) => r.before.includes(tid)),
+      r.found.every((tid) => r.before.includes(tid)),
       JSON.stringify(r),
     );
     t.is(r.pool.length, 4, "libuv's pool started with the read");
-    for (const tid of r.pool) t.is(r.nice[tid], 0, `libuv's thread ${tid}`);
-    const others = Object.keys(r.nice)
-      .map(Number)
-      .filter((tid) => tid !== r.pid && !r.set.includes(tid));
-    for (const tid of others) t.is(r.nice[tid], 0, `thread ${tid}`);
+    t.false(
+      r.found.some((tid) => r.pool.includes(tid)),
+      "libuv's threads",
+    );
+    t.deepEqual(r.again, r.found, "the same after a worker thread started");
+    t.false(r.again.includes(r.workerTid), "a thread started afterwards");
   });
 }
+
+test("reniceProcess sets every thread, and threads started afterwards take the value", (t) => {
+  const script = `
+    import { readFileSync, readdirSync } from "node:fs";
+    import { readFile } from "node:fs/promises";
+    import { Worker } from "node:worker_threads";
+    await readFile("/proc/self/stat"); // libuv's pool is there before
+    const { reniceProcess } = await import(${JSON.stringify(THREADS)});
+    const set = reniceProcess(10);
+    const worker = new Worker(
+      "import { parentPort } from 'node:worker_threads'; parentPort.postMessage(1); setInterval(() => {}, 1000);",
+      { eval: true },
+    );
+    await new Promise((r) => worker.once("message", r));
+    const nice = readdirSync("/proc/self/task").map((tid) => {
+      const st = readFileSync("/proc/self/task/" + tid + "/stat", "utf8");
+      return Number(st.slice(st.lastIndexOf(")") + 2).split(" ")[16]);
+    });
+    console.log(JSON.stringify({ set, nice }));
+    process.exit(0);
+  `;
+  const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
+  if (r.status !== 0) return t.fail(r.stderr);
+  const { set, nice } = JSON.parse(r.stdout) as { set: number; nice: number[] };
+  t.true(set >= 10, `threads set: ${set}`); // main, V8's 5, libuv's 4
+  t.true(nice.length > set, "the worker's threads came after");
+  t.deepEqual([...new Set(nice)], [10]);
+});
