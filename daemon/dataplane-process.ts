@@ -45,9 +45,9 @@ for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal
 // diffing 100k sources, and V8 collecting their heap) gives way to egressd's
 // main thread and to BFD. On Linux the nice value belongs to a thread, and
 // threads take their creator's: all of this process's threads are set now
-// (V8's helpers and libuv's pool started before this code ran), and the
-// threads started later (the command helper's, more of libuv's) take it from
-// them. Raising it needs no privilege.
+// (V8's helpers and libuv's pool started before this code ran), and what
+// starts later (the command helper process, more of libuv's threads) takes it
+// from them. Raising it needs no privilege.
 reniceProcess(DEFAULTS.nice.background);
 // This process's commands (nft -f, conntrack) are started by a helper process, started now
 // while the process is small (lib/spawner.ts); without the helper built, by this process.
@@ -69,8 +69,12 @@ process.on("message", (m: DataplaneCall) => {
         return reply(m.id, Promise.reject(e as Error));
       }
     }
-    const call = dataplane[m.op] as (arg: unknown) => Promise<unknown>;
-    reply(m.id, call.call(dataplane, arg));
+    const call = dataplane[m.op] as ((arg: unknown) => Promise<unknown>) | undefined;
+    if (typeof call !== "function")
+      return reply(m.id, Promise.reject(new Error(`no such call: ${String(m.op)}`)));
+    // A call that throws before it returns a promise is answered with its error too, and
+    // must not break this chain: every later call would wait on it for ever.
+    reply(m.id, new Promise((resolve) => resolve(call.call(dataplane, arg))));
   });
 });
 

@@ -221,3 +221,14 @@ test("the process outlives signals sent to egressd's process group, and ends wit
   await waitFor("the data-plane process to end", () => !alive(), 5000);
   t.false(alive());
 });
+
+test("a call that fails before it starts is answered with its error, and the calls after it still run", async (t) => {
+  const dp = new DataplaneWorker();
+  t.teardown(() => dp.close());
+  // No such operation: the process throws as it looks the call up (send is private; reached here on purpose).
+  const raw = dp as unknown as { send(op: string, arg?: unknown): Promise<unknown> };
+  await t.throwsAsync(raw.send("noSuchCall", 1), { message: "no such call: noSuchCall" });
+  await t.throwsAsync(raw.send("constructor", 1), { message: /Class constructor InlineDataplane/ });
+  const after = await dp.prepare({ text: configText(10) });
+  t.true(after.ok, "the next call is answered");
+});
