@@ -13,6 +13,7 @@
 // it ends when its IPC channel closes, so a killed egressd leaves no data
 // plane behind.
 import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import type { NatCounter } from "../routing/nft.js";
 import type { KernelChanges, TeardownSummary } from "../routing/reconcile.js";
@@ -41,6 +42,7 @@ const MAX_DELAY_MS = 30_000;
 const STDERR_KEPT = 16 << 10;
 /** After close, how long the process has to exit before it is killed. */
 const CLOSE_GRACE_MS = 5000;
+const PRLIMIT = "/usr/bin/prlimit";
 
 export class DataplaneWorker implements Dataplane {
   private child!: ChildProcess;
@@ -63,15 +65,20 @@ export class DataplaneWorker implements Dataplane {
 
   private start(): void {
     const script = fileURLToPath(new URL("./dataplane-process.js", import.meta.url));
+    const argv = [process.execPath, ...dataplaneNodeFlags(this.opts.heapMb), script];
+    // A config over the heap limit ends the process with V8's abort: no core dump of a heap
+    // that size for bad input. Node cannot set its own limits; prlimit (util-linux, in every
+    // Debian) sets it and then runs node in its place, so the pid and the channel stay the same.
+    if (existsSync(PRLIMIT)) argv.unshift(PRLIMIT, "--core=0", "--");
     // stdin: config bytes; stdout: nothing is written there (egressd's log is its own stdout);
     // stderr: kept, to say why the process ended, and passed on (a crash's trace is the operator's).
-    const child = spawn(process.execPath, [...dataplaneNodeFlags(this.opts.heapMb), script], {
+    const child = spawn(argv[0]!, argv.slice(1), {
       stdio: ["pipe", "ignore", "pipe", "ipc"],
       serialization: "advanced",
     });
     this.child = child;
     // These do not keep egressd running (its servers and timers do), but a call waiting for
-    // its answer does: the channel is held while one is pending (send, and 'message' below).
+    // its answer does: the process and its channel are held while one is pending (hold).
     child.unref();
     child.channel?.unref();
     (child.stdin as unknown as { unref(): void }).unref();
@@ -86,7 +93,7 @@ export class DataplaneWorker implements Dataplane {
     child.on("message", (m: DataplaneReply) => {
       const p = this.pending.get(m.id);
       this.pending.delete(m.id);
-      if (this.pending.size === 0) child.channel?.unref();
+      if (this.pending.size === 0) this.hold(false);
       if (m.error !== undefined) p?.reject(new Error(m.error));
       else p?.resolve(m.value);
     });
@@ -98,6 +105,9 @@ export class DataplaneWorker implements Dataplane {
       const end = (code: number | null, signal: NodeJS.Signals | null) => {
         if (ended) return;
         ended = true;
+        // Held until read to its end: calls still waiting are rejected then, and a program with
+        // nothing else to do must not exit before (a pending call kept it running until now).
+        (child.stderr as unknown as { ref(): void }).ref();
         void stderrRead.then(() => {
           resolve();
           if (this.child !== child) return;
@@ -117,6 +127,20 @@ export class DataplaneWorker implements Dataplane {
         if (child.pid === undefined) end(null, null);
       });
     });
+  }
+
+  /**
+   * Whether the process (its exit) and its channel keep this program running: while a call
+   * waits for its answer, or learns that the process ended.
+   */
+  private hold(on: boolean): void {
+    if (on) {
+      this.child.ref();
+      this.child.channel?.ref();
+    } else {
+      this.child.unref();
+      this.child.channel?.unref();
+    }
   }
 
   /** A new process, given the committed config again before any other call reaches it. */
@@ -164,7 +188,7 @@ export class DataplaneWorker implements Dataplane {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.child.channel?.ref();
+      this.hold(true);
       const failed = (e: Error | null) => {
         if (!e || !this.pending.delete(id)) return;
         reject(new Error(`the data-plane process is gone: ${e.message}`));

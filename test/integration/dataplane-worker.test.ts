@@ -4,7 +4,10 @@
 // file's bytes on its stdin, and its life tied to egressd's. Nothing here
 // programs the kernel; the process is the daemon's own.
 import test from "ava";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { DataplaneWorker } from "../../daemon/dataplane-worker.js";
 import { waitFor } from "../../lib/wait.js";
@@ -205,6 +208,9 @@ test("the process outlives signals sent to egressd's process group, and ends wit
   parent.stdout!.on("data", (s: string) => lines.push(...s.split("\n").filter(Boolean)));
   const pid = Number(await waitFor("the data plane's pid", () => lines[0]));
   t.true(Number.isInteger(pid) && pid > 0, `the data plane's pid: ${lines[0]}`);
+  // It is node (prlimit ran it in its own place), and it leaves no core dump (an abort at its heap limit).
+  t.is(readFileSync(`/proc/${pid}/comm`, "utf8").trim(), "egressd-datapla");
+  t.regex(readFileSync(`/proc/${pid}/limits`, "utf8"), /^Max core file size\s+0\s+0\s/m);
   const alive = () => {
     try {
       process.kill(pid, 0);
@@ -231,4 +237,24 @@ test("a call that fails before it starts is answered with its error, and the cal
   await t.throwsAsync(raw.send("constructor", 1), { message: /Class constructor InlineDataplane/ });
   const after = await dp.prepare({ text: configText(10) });
   t.true(after.ok, "the next call is answered");
+});
+
+test("a program with nothing else to do still learns that its call failed when the process ended", async (t) => {
+  // Only the pending call keeps this stand-in running: it must see the rejection, not exit first.
+  const dir = mkdtempSync(join(tmpdir(), "egressd-dp-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const big = join(dir, "big.yaml");
+  writeFileSync(big, configText(400_000));
+  const worker = fileURLToPath(new URL("../../daemon/dataplane-worker.js", import.meta.url));
+  const script = [
+    `const { DataplaneWorker } = await import(${JSON.stringify(worker)});`,
+    `const { readFileSync } = await import("node:fs");`,
+    "const dp = new DataplaneWorker({ heapMb: 32 });",
+    `try { await dp.prepare({ bytes: readFileSync(${JSON.stringify(big)}) }); console.log("prepared"); }`,
+    "catch (e) { console.log(e.message); }",
+    "await dp.close();",
+  ].join("\n");
+  const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8" });
+  t.is(r.status, 0, r.stderr.slice(-500));
+  t.is(r.stdout.trim(), "the data-plane process ended: it ran out of its 32 MB heap (--dataplane-heap-mb)");
 });
