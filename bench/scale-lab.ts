@@ -491,8 +491,9 @@ export class ScaleLab {
 
   /**
    * CPU time (seconds the scheduler ran their live threads) of egressd (its
-   * data-plane process included, and also given alone), of its helpers (egressd-icmp, egressd-bfd) and of everything in its namespace
-   * (but the benchmark's own element watcher).
+   * data-plane process included, and also given alone), of its helpers
+   * (egressd-icmp, egressd-bfd) and of everything in its namespace (but the
+   * benchmark's own element watcher).
    */
   async cpuSeconds(): Promise<{
     egressd: number;
@@ -537,12 +538,15 @@ export class ScaleLab {
       // not a thread of egressd's own process
     }
     const dp = this.dataplanePid();
-    try {
-      const stat = readFileSync(`/proc/${dp}/task/${tid}/stat`, "utf8");
-      return `the data-plane process's thread ${tid} (nice ${statFields(stat)[19 - 3]})`;
-    } catch {
-      return `thread ${tid} (not egressd's)`;
+    if (dp !== undefined) {
+      try {
+        const stat = readFileSync(`/proc/${dp}/task/${tid}/stat`, "utf8");
+        return `the data-plane process's thread ${tid} (nice ${statFields(stat)[19 - 3]})`;
+      } catch {
+        // not one of the data plane's either
+      }
     }
+    return `thread ${tid} (not egressd's)`;
   }
   private v8Helpers: number[] | undefined;
 

@@ -14,6 +14,7 @@
 // plane behind.
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
+import type { Socket } from "node:net";
 import { fileURLToPath } from "node:url";
 import type { NatCounter } from "../routing/nft.js";
 import type { KernelChanges, TeardownSummary } from "../routing/reconcile.js";
@@ -79,10 +80,9 @@ export class DataplaneWorker implements Dataplane {
     this.child = child;
     // These do not keep egressd running (its servers and timers do), but a call waiting for
     // its answer does: the process and its channel are held while one is pending (hold).
-    child.unref();
-    child.channel?.unref();
-    (child.stdin as unknown as { unref(): void }).unref();
-    (child.stderr as unknown as { unref(): void }).unref();
+    this.hold(false);
+    (child.stdin as Socket).unref();
+    (child.stderr as Socket).unref();
     child.stdin!.on("error", () => {}); // the process ended: 'exit' below says so
     let stderr = "";
     child.stderr!.setEncoding("utf8");
@@ -107,7 +107,7 @@ export class DataplaneWorker implements Dataplane {
         ended = true;
         // Held until read to its end: calls still waiting are rejected then, and a program with
         // nothing else to do must not exit before (a pending call kept it running until now).
-        (child.stderr as unknown as { ref(): void }).ref();
+        (child.stderr as Socket).ref();
         void stderrRead.then(() => {
           resolve();
           if (this.child !== child) return;
@@ -299,9 +299,8 @@ export class DataplaneWorker implements Dataplane {
     this.closed = new Error("the data-plane process was closed");
     // The closed channel ends the process (dataplane-process.ts); one that does not is killed.
     const child = this.child;
-    // Held until it has exited and its stderr is read to the end.
+    // Held until it has exited (and then until its stderr is read to the end: start's 'exit').
     child.ref();
-    (child.stderr as unknown as { ref(): void }).ref();
     if (child.connected) child.disconnect();
     const kill = setTimeout(() => child.kill("SIGKILL"), CLOSE_GRACE_MS);
     await this.exited;

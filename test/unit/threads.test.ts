@@ -7,6 +7,7 @@ import { spawnSync } from "node:child_process";
 import { v8PoolSize } from "../../lib/threads.js";
 
 const THREADS = new URL("../../lib/threads.js", import.meta.url).href;
+const PROC_FILE = new URL("../../lib/proc-file.js", import.meta.url).href;
 
 /**
  * Runs node with `flags`: a file is read first (libuv's pool starts; the
@@ -91,10 +92,10 @@ test("reniceProcess sets every thread, and threads started afterwards take the v
       { eval: true },
     );
     await new Promise((r) => worker.once("message", r));
-    const nice = readdirSync("/proc/self/task").map((tid) => {
-      const st = readFileSync("/proc/self/task/" + tid + "/stat", "utf8");
-      return Number(st.slice(st.lastIndexOf(")") + 2).split(" ")[16]);
-    });
+    const { statFields } = await import(${JSON.stringify(PROC_FILE)});
+    const nice = readdirSync("/proc/self/task").map(
+      (tid) => Number(statFields(readFileSync("/proc/self/task/" + tid + "/stat", "utf8"))[19 - 3]),
+    );
     console.log(JSON.stringify({ set, nice }));
     process.exit(0);
   `;
