@@ -286,12 +286,7 @@ async function part2(): Promise<void> {
         `every policy programmed ${fmt(at(first) - started)} after start (that reload: ${first.ms as number} ms), ` +
         `of which the API server's own answers ${fmt(apiMs)}: ${fmt(at(first) - started - apiMs)} without; RSS ${lab.rssMb().toFixed(0)} MB`,
     );
-    const steps = lab.startSteps();
-    const stepMs = (ms: number | undefined) => (ms === undefined ? "not logged" : `${fmt(ms)}`);
-    console.log(
-      `part 2: the start, from egressd's log: config read, checked and planned ${stepMs(steps.planned)}; ` +
-        `first BGP session Established ${stepMs(steps.established)}; kernel programmed ${stepMs(steps.programmed)} after start`,
-    );
+    console.log(`part 2: the start: ${lab.startStepsText()}`);
     const lat: number[] = [];
     /** Latencies of the events sent more than SETTLE_MS after the first programming (see below). */
     const settled: number[] = [];

@@ -340,6 +340,16 @@ export class ScaleLab {
     };
   }
 
+  /** startSteps as one line for a bench's output. */
+  startStepsText(): string {
+    const steps = this.startSteps();
+    const at = (ms: number | undefined) => (ms === undefined ? "?" : `${ms.toFixed(0)} ms`);
+    return (
+      `config read, checked and planned at ${at(steps.planned)}; kernel programmed at ${at(steps.programmed)}; ` +
+      `first BGP session Established at ${at(steps.established)} (egressd's log)`
+    );
+  }
+
   reloadsLogged(): number {
     return this.logLines().filter((l) => l.includes('"config reloaded"')).length;
   }

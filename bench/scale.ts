@@ -99,12 +99,7 @@ async function main(lab: ScaleLab): Promise<void> {
   );
   const ready = await lab.waitReady();
   line("start to /readyz", ready, await lab.loopDelay());
-  const steps = lab.startSteps();
-  const step = (ms: number | undefined) => (ms === undefined ? "?" : `${fmt(ms, 0)} ms`);
-  console.log(
-    `    config read, checked and planned at ${step(steps.planned)}; kernel programmed at ${step(steps.programmed)}; ` +
-      `first BGP session Established at ${step(steps.established)} (egressd's log)`,
-  );
+  console.log(`    ${lab.startStepsText()}`);
   await waitFor("every route at the ToR", async () => (await lab.torRoutes()) >= expectedRoutes, 120_000, 50);
   line(`start to all ${expectedRoutes} routes at the ToR`, performance.now() - lab.startedAt);
   await waitFor("BFD up at the ToR", async () => (await lab.torResets()).bfdUp > 0, 30_000);
