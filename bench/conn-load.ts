@@ -82,6 +82,23 @@ export function machineTicks(): { busy: number; total: number } {
   return { busy: total - f[3]! - f[4]!, total };
 }
 
+/**
+ * Waits until the machine is quiet: a second in which it was under `busyPct`
+ * busy, or `maxMs` at most (a lab just brought up is still starting its
+ * daemons, and the first rate measured would carry that). Returns the last
+ * second's busy %.
+ */
+export async function settle(maxMs = 30_000, busyPct = 40): Promise<number> {
+  const end = performance.now() + maxMs;
+  for (;;) {
+    const a = machineTicks();
+    await new Promise((r) => setTimeout(r, 1000));
+    const b = machineTicks();
+    const pct = ((b.busy - a.busy) / Math.max(1, b.total - a.total)) * 100;
+    if (pct < busyPct || performance.now() >= end) return pct;
+  }
+}
+
 export interface GeneratorResult {
   ok: number;
   failed: number;

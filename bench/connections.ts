@@ -12,9 +12,10 @@
 // removed from the gateways' configs.
 //
 // Then the cost of sync: short connections from pod-a at each rate for a few
-// seconds, conntrackd's CPU on both gateways and the whole machine's, with
-// sync and in the baseline lab; and how many states a gateway restarted after
-// that resyncs, and how fast.
+// seconds, conntrackd's CPU on both gateways and the whole machine's: with
+// sync, conntrackd in the class egressd runs it in and in its own default
+// real-time class (set by this bench); and in the baseline lab. Last, how
+// many states a gateway restarted after that resyncs, and how fast.
 //   node dist/bench/connections.js [--trials 10] [--connections 64]
 //     [--triggers freeze,kill,drain,dc-a,ecmp|none] [--rates 1000,10000] [--seconds 3] [--no-baseline]
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -32,13 +33,13 @@ import {
   type Trigger,
   type TrialResult,
 } from "../containerlab/connection-trials.js";
+import { nodeProcesses } from "../containerlab/failover.js";
 import { addThirdGateway } from "../containerlab/three-gateways.js";
 import { Lab, sleep, waitFor } from "../containerlab/runner.js";
 import { loadTopology, rebindCopies } from "../containerlab/topology.js";
 import { tryRun } from "../lib/exec.js";
 import { median } from "../lib/stats.js";
-import { statFields } from "../lib/proc-file.js";
-import { machineTicks, runGenerator, startSink, tcpDrops } from "./conn-load.js";
+import { machineTicks, runGenerator, settle, startSink, tcpDrops } from "./conn-load.js";
 
 const { values: opt } = parseArgs({
   options: {
@@ -100,24 +101,37 @@ function resyncs(lab: Lab, gateway: string): { entries: number; ms: number }[] {
 /** utime + stime of every conntrackd in DC A's gateways, in ticks. */
 async function conntrackdTicks(lab: Lab): Promise<number> {
   let sum = 0;
-  for (const g of DC_A) {
-    const { stdout } = await tryRun(["ip", "netns", "pids", lab.ns(g)]);
-    for (const pid of stdout.split(/\s+/).filter(Boolean)) {
-      try {
-        const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-        if (!stat.includes("(conntrackd)")) continue;
-        const f = statFields(stat);
-        sum += Number(f[11]) + Number(f[12]);
-      } catch {
-        // gone
-      }
-    }
-  }
+  for (const g of DC_A)
+    for (const { stat } of await nodeProcesses(lab, g, "conntrackd"))
+      sum += Number(stat[11]) + Number(stat[12]);
   return sum;
 }
 
+/**
+ * Puts every conntrackd of the lab's gateways in a scheduling class: "rr" is
+ * conntrackd's own default (SCHED_RR, priority 99), which egressd's config
+ * turns off (core/plan/sync.ts); "normal" is how egressd runs it. The
+ * former is the baseline of that choice, measured in the same lab.
+ */
+async function conntrackdClass(
+  lab: Lab,
+  cls: SchedClass,
+  gateways: readonly string[] = [...DC_A, "gw-b1"],
+  /** Only those in this class now (policy 0 normal, 2 RR); all when undefined. */
+  from?: SchedClass,
+): Promise<void> {
+  for (const g of gateways)
+    for (const { pid, stat } of await nodeProcesses(lab, g, "conntrackd"))
+      if (from === undefined || stat[38] === (from === "rr" ? "2" : "0"))
+        await tryRun(["chrt", ...(cls === "rr" ? ["-r", "-p", "99"] : ["-o", "-p", "0"]), String(pid)]);
+}
+
+type SchedClass = "normal" | "rr";
+
 interface CpuRow {
   rate: number;
+  /** The scheduling class conntrackd ran in (sync only). */
+  cls: SchedClass;
   achieved: number;
   failed: number;
   /** Why connects failed: errno name -> count. */
@@ -127,12 +141,14 @@ interface CpuRow {
   listenDrops: number;
   conntrackdPct: number;
   machinePct: number;
+  /** The machine's busy % in the second before (settle). */
+  quietPct: number;
 }
 
-async function cpuAt(lab: Lab, rate: number): Promise<CpuRow> {
+async function cpuAt(lab: Lab, rate: number, cls: SchedClass = "normal"): Promise<CpuRow> {
   const sink = await startSink(lab.ns("server"));
   try {
-    await sleep(500);
+    const quiet = await settle();
     const pod0 = await tcpDrops(lab.ns("pod-a"));
     const srv0 = await tcpDrops(lab.ns("server"));
     const m0 = machineTicks();
@@ -146,6 +162,7 @@ async function cpuAt(lab: Lab, rate: number): Promise<CpuRow> {
     const srv1 = await tcpDrops(lab.ns("server"));
     return {
       rate,
+      cls,
       achieved: Math.round(out.ok / SECONDS),
       failed: out.failed,
       codes: out.codes,
@@ -154,10 +171,46 @@ async function cpuAt(lab: Lab, rate: number): Promise<CpuRow> {
       // ticks are 1/100 s; as % of one core over the measured wall time
       conntrackdPct: ((c1 - c0) / 100 / secs) * 100,
       machinePct: ((m1.busy - m0.busy) / (m1.total - m0.total)) * 100,
+      quietPct: quiet,
     };
   } finally {
     sink.kill("SIGKILL");
   }
+}
+
+interface Resync {
+  cls: SchedClass;
+  entries: number;
+  ms: number;
+  /** Entries in gw-a2's table when gw-a1 was killed. */
+  table: number;
+}
+
+/**
+ * gw-a1 killed, its table flushed, started again: what it resynced from
+ * gw-a2, and how long it took. With "rr", the conntrackds of both are put in
+ * the real-time class: gw-a2's before the kill, gw-a1's as soon as they appear.
+ */
+async function resyncOf(lab: Lab, cls: SchedClass): Promise<Resync> {
+  await conntrackdClass(lab, cls);
+  const { stdout } = await tryRun(["ip", "netns", "exec", lab.ns("gw-a2"), "conntrack", "-C"]);
+  const pid = lab.cmdPid("gw-a1");
+  if (pid !== undefined) await tryRun(["kill", "-KILL", String(pid)]);
+  await sleep(500);
+  await tryRun(["ip", "netns", "exec", lab.ns("gw-a1"), "conntrack", "-F"]);
+  const seen = resyncs(lab, "gw-a1").length;
+  await lab.startCmd("gw-a1");
+  const r = await waitFor(
+    "gw-a1's resync",
+    async () => {
+      if (cls === "rr") await conntrackdClass(lab, "rr", ["gw-a1"], "normal");
+      return resyncs(lab, "gw-a1")[seen];
+    },
+    30_000,
+  );
+  await conntrackdClass(lab, "normal");
+  for (const g of DC_A) await serving(lab, g, 60_000);
+  return { cls, ...r, table: Number(stdout.trim()) };
 }
 
 /** `trials` of each trigger on a lab whose gateways serve; failed connections are replaced after a trial. */
@@ -200,7 +253,7 @@ async function runTriggers(
 async function runMode(mode: Mode) {
   const rows = new Map<Trigger, TriggerRow>();
   const cpu: CpuRow[] = [];
-  let resync: { entries: number; ms: number; table: number } | undefined;
+  const resync: Resync[] = [];
   const lab = makeLab(mode);
   await lab.down();
   try {
@@ -209,19 +262,21 @@ async function runMode(mode: Mode) {
     for (const g of DC_A) await serving(lab, g, 90_000);
     const two = TRIGGERS.filter((t) => t !== "ecmp");
     if (two.length) await runTriggers(lab, mode, two, rows, DC_A);
-    for (const rate of RATES) cpu.push(await cpuAt(lab, rate));
-    if (mode === "sync") {
-      // A gateway restarted with the table those connections left (TIME_WAIT states included).
-      const { stdout } = await tryRun(["ip", "netns", "exec", lab.ns("gw-a2"), "conntrack", "-C"]);
-      const pid = lab.cmdPid("gw-a1");
-      if (pid !== undefined) await tryRun(["kill", "-KILL", String(pid)]);
-      await sleep(500);
-      await tryRun(["ip", "netns", "exec", lab.ns("gw-a1"), "conntrack", "-F"]);
-      const seen = resyncs(lab, "gw-a1").length;
-      await lab.startCmd("gw-a1");
-      const r = await waitFor("gw-a1's resync", () => resyncs(lab, "gw-a1")[seen], 30_000);
-      resync = { ...r, table: Number(stdout.trim()) };
+    for (const [i, rate] of RATES.entries()) {
+      if (mode === "baseline") {
+        cpu.push(await cpuAt(lab, rate));
+        continue;
+      }
+      // Both classes at each rate, in turn, their order alternating from one rate to the next.
+      for (const cls of i % 2 ? (["rr", "normal"] as const) : (["normal", "rr"] as const)) {
+        await conntrackdClass(lab, cls);
+        cpu.push(await cpuAt(lab, rate, cls));
+      }
+      await conntrackdClass(lab, "normal");
     }
+    // A gateway restarted with the table those connections left (TIME_WAIT states included),
+    // twice: conntrackd as egressd runs it, then in its own real-time default on both sides.
+    if (mode === "sync") for (const cls of ["normal", "rr"] as const) resync.push(await resyncOf(lab, cls));
   } finally {
     await lab.down();
   }
@@ -274,31 +329,45 @@ try {
     }
   }
   console.log(`\nthe cost of sync: short connections from pod-a for ${SECONDS} s at each rate (2 cores)`);
+  const who = (mode: Mode, c: CpuRow) =>
+    mode === "baseline"
+      ? "without sync            "
+      : c.cls === "rr"
+        ? "with sync, conntrackd RR"
+        : "with sync               ";
   for (const mode of MODES) {
     for (const c of out.get(mode)!.cpu) {
       console.log(
-        `  ${mode === "sync" ? "with sync " : "without   "} asked ${String(c.rate).padStart(6)}/s, made ${String(c.achieved).padStart(6)}/s (${c.failed} failed${
+        `  ${who(mode, c)} asked ${String(c.rate).padStart(6)}/s, made ${String(c.achieved).padStart(6)}/s (${c.failed} failed${
           c.failed
             ? `: ${Object.entries(c.codes)
                 .map(([k, n]) => `${k} ${n}`)
                 .join(", ")}`
             : ""
-        }): conntrackd ${c.conntrackdPct.toFixed(1)}% of a core (both gateways), machine ${c.machinePct.toFixed(1)}% busy; SYNs sent again ${c.synRetrans}, dropped by the server's accept queue ${c.listenDrops}`,
+        }): conntrackd ${c.conntrackdPct.toFixed(1)}% of a core (DC A's gateways), machine ${c.machinePct.toFixed(1)}% busy (${c.quietPct.toFixed(0)}% before); SYNs sent again ${c.synRetrans}, dropped by the server's accept queue ${c.listenDrops}`,
       );
     }
   }
-  if (MODES.length === 2) {
-    const s = out.get("sync")!.cpu;
-    const b = out.get("baseline")!.cpu;
-    for (let i = 0; i < s.length; i++)
-      console.log(
-        `  at ${s[i]!.rate}/s: sync adds ${(s[i]!.machinePct - b[i]!.machinePct).toFixed(1)} points of machine CPU; conntrackd ${(((s[i]!.conntrackdPct / 100) * 1e6) / Math.max(1, s[i]!.achieved) / 2).toFixed(1)} µs per connection per gateway`,
-      );
-  }
-  const r = out.get("sync")!.resync;
-  if (r)
+  console.log(
+    '  ("conntrackd RR": set by this bench to conntrackd\'s own default, SCHED_RR at priority 99; egressd runs it in the normal class)',
+  );
+  // Per connection and gateway: conntrackd's CPU over DC A's two gateways, per connection made.
+  const perConn = (c: CpuRow) => ((c.conntrackdPct / 100) * 1e6) / Math.max(1, c.achieved) / 2;
+  const syncRows = out.get("sync")!.cpu;
+  const base = MODES.length === 2 ? out.get("baseline")!.cpu : [];
+  for (const rate of RATES) {
+    const n = syncRows.find((c) => c.rate === rate && c.cls === "normal")!;
+    const rr = syncRows.find((c) => c.rate === rate && c.cls === "rr")!;
+    const b = base.find((c) => c.rate === rate);
+    const adds = (c: CpuRow) =>
+      b ? `${(c.machinePct - b.machinePct).toFixed(1)} points of machine CPU` : "-";
     console.log(
-      `\nresync: gw-a1 killed, its table flushed, restarted: ${r.entries} states from gw-a2 (whose table held ${r.table}) in ${r.ms} ms, before it advertised anything`,
+      `  at ${rate}/s: conntrackd ${perConn(n).toFixed(1)} µs per connection per gateway (RR: ${perConn(rr).toFixed(1)} µs, ${(perConn(rr) / Math.max(0.1, perConn(n))).toFixed(2)}x as much); sync adds ${adds(n)} (RR: ${adds(rr)})`,
+    );
+  }
+  for (const r of out.get("sync")!.resync)
+    console.log(
+      `${r.cls === "normal" ? "\n" : ""}resync${r.cls === "rr" ? ", conntrackd RR" : ""}: gw-a1 killed, its table flushed, restarted: ${r.entries} states from gw-a2 (whose table held ${r.table}) in ${r.ms} ms (${Math.round((r.entries / Math.max(1, r.ms)) * 1000)}/s), before it advertised anything`,
     );
 } finally {
   rmSync(tmp, { recursive: true, force: true });

@@ -5,11 +5,12 @@
 // 10 ms. The gap is the longest time between two consecutive replies, less
 // the interval; lost counts the echoes that never came back.
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { run, tryRun } from "../lib/exec.js";
+import { statFields } from "../lib/proc-file.js";
 import type { Lab } from "./runner.js";
 
 export interface StreamResult {
@@ -143,6 +144,24 @@ export async function freezeNode(lab: Lab, node: string): Promise<() => Promise<
 export async function nodePids(lab: Lab, node: string): Promise<string[]> {
   const { stdout } = await tryRun(["ip", "netns", "pids", lab.ns(node)]);
   return stdout.split(/\s+/).filter(Boolean);
+}
+
+/** The processes named `comm` in a node, each with its /proc stat fields (statFields: [0] is the state). */
+export async function nodeProcesses(
+  lab: Lab,
+  node: string,
+  comm: string,
+): Promise<{ pid: number; stat: string[] }[]> {
+  const out: { pid: number; stat: string[] }[] = [];
+  for (const pid of await nodePids(lab, node)) {
+    try {
+      const text = readFileSync(`/proc/${pid}/stat`, "utf8");
+      if (text.includes(`(${comm})`)) out.push({ pid: Number(pid), stat: statFields(text) });
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return out;
 }
 
 /** Runs an nft script (file syntax) in a node, through a private temporary file. */

@@ -35,6 +35,14 @@ import type { Logger } from "./log.js";
 /** The sysctl that lets conntrack accept a TCP segment outside the window it saw (asymmetric paths). */
 export const BE_LIBERAL = "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal";
 
+/**
+ * conntrackd's warning when the kernel refuses the scheduling priority 0 that
+ * egressd configures (core/plan/sync.ts): it goes on in the normal class,
+ * which is what egressd asked for, so this line is not a fault.
+ */
+const NORMAL_CLASS =
+  /scheduler configuration failed: Invalid argument.*Continuing with system default scheduler/;
+
 export interface ResyncResult {
   /** States written into the kernel table while waiting. */
   entries: number;
@@ -161,7 +169,12 @@ class Conntrackd extends EventEmitter<ConnectionSyncEvents> {
     if (/resync requested by other node/.test(line)) {
       this.opts.log.info("a sync peer asked for our connection state: sending the whole table");
       void this.sendAll();
-    } else if (/\[(ERROR|WARNING)\]/i.test(line)) this.opts.log.warn({ conntrackd: line }, "conntrackd");
+    } else if (NORMAL_CLASS.test(line))
+      this.opts.log.debug(
+        { conntrackd: line },
+        "conntrackd runs in the normal scheduling class, as configured",
+      );
+    else if (/\[(ERROR|WARNING)\]/i.test(line)) this.opts.log.warn({ conntrackd: line }, "conntrackd");
     else this.opts.log.debug({ conntrackd: line }, "conntrackd");
   }
 

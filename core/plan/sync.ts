@@ -233,6 +233,15 @@ function conntrackdText(
     "  NetlinkBufferSizeMaxGrowth 8388608",
     // Lost kernel events make conntrackd resync with the table instead of missing states.
     "  NetlinkEventsReliable On",
+    // conntrackd puts itself in the real-time class unless told otherwise (SCHED_RR at priority
+    // 99). There it outranks the BFD helper (SCHED_FIFO 1) and egressd's loop, and it is woken
+    // at once for each event: measured, that tripled its CPU per connection. Priority 0 is not a
+    // real-time priority, so the kernel refuses it, and conntrackd stays in the normal class at
+    // egressd's nice, below failure detection (it logs the refusal, which egressd expects).
+    "  Scheduler {",
+    "    Type RR",
+    "    Priority 0",
+    "  }",
     ...(pollSecs === undefined ? [] : [`  PollSecs ${pollSecs}`]),
     // In user space: the same lists in kernel space sync nothing on these kernels (docs/facts.md).
     "  Filter From Userspace {",

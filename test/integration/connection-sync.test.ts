@@ -16,7 +16,7 @@ import {
   type Gateway,
   type Trigger,
 } from "../../containerlab/connection-trials.js";
-import { freezeNode, TWO_DC_GATEWAYS as GW } from "../../containerlab/failover.js";
+import { freezeNode, nodeProcesses, TWO_DC_GATEWAYS as GW } from "../../containerlab/failover.js";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -44,6 +44,13 @@ test.serial(
   "64 connections survive freeze, kill -9 and drain of their gateway, and its return",
   async (t) => {
     const lab = await servingLab(t, loadTopology(TWO_DC), "sync");
+    // Every conntrackd in the normal class (policy 0, stat field 41), not the real-time class it
+    // would put itself in: below the BFD helper and egressd's loop (core/plan/sync.ts).
+    for (const g of DC_A) {
+      const ps = await nodeProcesses(lab, g, "conntrackd");
+      t.true(ps.length >= 1, `${g} runs conntrackd`);
+      for (const p of ps) t.is(p.stat[38], "0", `${g}'s conntrackd ${p.pid}: SCHED_OTHER`);
+    }
     const trials = new ConnectionTrials(lab);
     t.teardown(() => trials.stop());
     await trials.start(64);

@@ -86,6 +86,9 @@ test("the lab's sync section loads; a bad one is refused field by field", (t) =>
   t.true(errors(LAB_A1.replace("peers:\n    - {", "peers: []\n    - {")).length > 0, "no peers");
 });
 
+/** A real-time priority the kernel refuses: conntrackd stays in the normal class (core/plan/sync.ts). */
+const NORMAL_CLASS = /^ {2}Scheduler {\n {4}Type RR\n {4}Priority 0\n {2}}$/m;
+
 test("conntrackd's config: unicast to the one peer, the group address for more; TCP from the sources only", (t) => {
   const paths = { lockFile: "/run/x/conntrackd.lock", socket: "/run/x/conntrackd.ctl" };
   const one = conntrackdConfig(SYNC, paths);
@@ -104,6 +107,7 @@ test("conntrackd's config: unicast to the one peer, the group address for more; 
   ])
     t.true(one.includes(line), line);
   t.regex(one, /Protocol Accept {\s+TCP\s+}/);
+  t.regex(one, NORMAL_CLASS, "out of the real-time class conntrackd would choose");
   t.false(one.includes("Multicast"));
   t.true(one.includes("Mode FTFW {"), "a pair: acknowledged and resent");
   const three = conntrackdConfig(
@@ -357,6 +361,7 @@ test("across sites: one conntrackd per pair, FTFW on its own port; the sending s
   ] as const) {
     t.true(text.includes("Mode FTFW {"));
     t.true(text.includes("DisableExternalCache On"));
+    t.regex(text, NORMAL_CLASS);
     t.true(
       text.includes(
         `IPv4_address ${self}\n    IPv4_Destination_Address ${peer}\n    Port ${port}\n    Interface eth1`,
