@@ -24,6 +24,7 @@ import type { ConnectionSyncConfig } from "../core/config/sync-schema.js";
 import { DEFAULTS } from "../core/defaults.js";
 import {
   conntrackdChannels,
+  conntrackdLine,
   parseConntrackdStats,
   type ConntrackdChannel,
   type ConntrackdStats,
@@ -34,14 +35,6 @@ import type { Logger } from "./log.js";
 
 /** The sysctl that lets conntrack accept a TCP segment outside the window it saw (asymmetric paths). */
 export const BE_LIBERAL = "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal";
-
-/**
- * conntrackd's warning when the kernel refuses the scheduling priority 0 that
- * egressd configures (core/plan/sync.ts): it goes on in the normal class,
- * which is what egressd asked for, so this line is not a fault.
- */
-const NORMAL_CLASS =
-  /scheduler configuration failed: Invalid argument.*Continuing with system default scheduler/;
 
 export interface ResyncResult {
   /** States written into the kernel table while waiting. */
@@ -166,16 +159,23 @@ class Conntrackd extends EventEmitter<ConnectionSyncEvents> {
   }
 
   private onLog(line: string): void {
-    if (/resync requested by other node/.test(line)) {
-      this.opts.log.info("a sync peer asked for our connection state: sending the whole table");
-      void this.sendAll();
-    } else if (NORMAL_CLASS.test(line))
-      this.opts.log.debug(
-        { conntrackd: line },
-        "conntrackd runs in the normal scheduling class, as configured",
-      );
-    else if (/\[(ERROR|WARNING)\]/i.test(line)) this.opts.log.warn({ conntrackd: line }, "conntrackd");
-    else this.opts.log.debug({ conntrackd: line }, "conntrackd");
+    switch (conntrackdLine(line)) {
+      case "peer-resync":
+        this.opts.log.info("a sync peer asked for our connection state: sending the whole table");
+        void this.sendAll();
+        break;
+      case "normal-class":
+        this.opts.log.debug(
+          { conntrackd: line },
+          "conntrackd runs in the normal scheduling class, as configured",
+        );
+        break;
+      case "fault":
+        this.opts.log.warn({ conntrackd: line }, "conntrackd");
+        break;
+      default:
+        this.opts.log.debug({ conntrackd: line }, "conntrackd");
+    }
   }
 
   /** -R (refresh its cache from the kernel table, which holds the states injected for peers) then -B. */

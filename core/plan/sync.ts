@@ -255,6 +255,20 @@ function conntrackdText(
   ].join("\n");
 }
 
+/**
+ * What a line of conntrackd's log is to egressd: a peer asking for the whole
+ * state, the refusal of the priority 0 that egressd configures (conntrackd
+ * then goes on in the normal class, as asked: conntrackdText), another
+ * warning or error, or anything else.
+ */
+export function conntrackdLine(line: string): "peer-resync" | "normal-class" | "fault" | "other" {
+  if (/resync requested by other node/.test(line)) return "peer-resync";
+  if (/scheduler configuration failed: Invalid argument.*Continuing with system default scheduler/.test(line))
+    return "normal-class";
+  if (/\[(ERROR|WARNING)\]/i.test(line)) return "fault";
+  return "other";
+}
+
 export interface ConntrackdStats {
   /** States from peers written into the kernel table: created, updated, destroyed, and the failures. */
   injected: { created: number; updated: number; destroyed: number; failed: number };

@@ -21,6 +21,7 @@ import {
   backupPrefixes,
   conntrackdChannels,
   conntrackdConfig,
+  conntrackdLine,
   lastResortPrefixes,
   parseConntrackdStats,
   siteConntrackdConfig,
@@ -421,4 +422,25 @@ test("across sites: the guard takes each pair's state from its peer only, on the
     advertised(up).some((p) => last.includes(p.prefix)),
     "not before gw-b1 holds DC A's state",
   );
+});
+
+test("conntrackd's log lines: the refusal of priority 0 is expected, other warnings are faults", (t) => {
+  // As conntrackd 1.4.7 (Debian 12) prints them in console mode.
+  const at = "[Fri Dec  4 19:23:18 2026] (pid=20925)";
+  t.is(
+    conntrackdLine(
+      `${at} [warning] scheduler configuration failed: Invalid argument. Likely a bug in conntrackd, please report it. Continuing with system default scheduler.`,
+    ),
+    "normal-class",
+  );
+  // Refused for another reason (no CAP_SYS_NICE with a real priority): a fault to report.
+  t.is(
+    conntrackdLine(
+      `${at} [warning] scheduler configuration failed: Operation not permitted. Likely a bug in conntrackd, please report it. Continuing with system default scheduler.`,
+    ),
+    "fault",
+  );
+  t.is(conntrackdLine(`${at} [notice] resync requested by other node`), "peer-resync");
+  t.is(conntrackdLine(`${at} [ERROR] can't open channel socket: Address already in use`), "fault");
+  t.is(conntrackdLine(`${at} [notice] -- starting in console mode --`), "other");
 });
