@@ -235,7 +235,8 @@ function conntrackdText(
     "  NetlinkEventsReliable On",
     // conntrackd puts itself in the real-time class unless told otherwise (SCHED_RR at priority
     // 99). There it outranks the BFD helper (SCHED_FIFO 1) and egressd's loop, and it is woken
-    // at once for each event: measured, that tripled its CPU per connection. Priority 0 is not a
+    // at once for each event: it took 1.3-1.6 times the CPU per connection in the lab
+    // (bench/connections), about 3 times on two namespaces alone. Priority 0 is not a
     // real-time priority, so the kernel refuses it, and conntrackd stays in the normal class at
     // egressd's nice, below failure detection (it logs the refusal, which egressd expects).
     "  Scheduler {",
