@@ -231,7 +231,10 @@ function conntrackdText(
     "  }",
     "  NetlinkBufferSize 2097152",
     "  NetlinkBufferSizeMaxGrowth 8388608",
-    // Lost kernel events make conntrackd resync with the table instead of missing states.
+    // The kernel keeps an event it could not deliver and reports it with that connection's next
+    // one; a connection's end is never lost. conntrackd is not told of the overrun, though, and
+    // reads nothing again: a state missed in a long stall waits for its connection's next event
+    // (measured in docs/connection-sync.md, item 1).
     "  NetlinkEventsReliable On",
     // conntrackd puts itself in the real-time class unless told otherwise (SCHED_RR at priority
     // 99). There it outranks the BFD helper (SCHED_FIFO 1) and egressd's loop, and it is woken
