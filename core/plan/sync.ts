@@ -231,11 +231,15 @@ function conntrackdText(
     "  }",
     "  NetlinkBufferSize 2097152",
     "  NetlinkBufferSizeMaxGrowth 8388608",
-    // The kernel keeps an event it could not deliver and reports it with that connection's next
-    // one; a connection's end is never lost. conntrackd is not told of the overrun, though, and
-    // reads nothing again: a state missed in a long stall waits for its connection's next event
-    // (measured in docs/connection-sync.md, item 1).
-    "  NetlinkEventsReliable On",
+    // Events lost while conntrackd was stalled are repaired by reading the whole table again, 30 s
+    // after the socket overran (conntrackd's default): the states it missed are sent then, and
+    // those of connections gone meanwhile are withdrawn. Reliable events would have the kernel
+    // keep what it could not deliver instead, but report it only with that connection's next
+    // event, and conntrackd would never learn of the overrun: a long connection's state could be
+    // missing for hours (measured in docs/connection-sync.md, item 1). Not more often than 30 s:
+    // a read of the table at 10k connections a second is over a million entries.
+    "  NetlinkEventsReliable Off",
+    "  NetlinkOverrunResync On",
     // conntrackd puts itself in the real-time class unless told otherwise (SCHED_RR at priority
     // 99). There it outranks the BFD helper (SCHED_FIFO 1) and egressd's loop, and it is woken
     // at once for each event: it took 1.3-1.6 times the CPU per connection in the lab
