@@ -40,7 +40,7 @@ if (!(RATE > 0 && SECONDS > 0 && STOP_MS >= 0 && WAIT_S >= 0))
 const SOURCES = Array.from({ length: 10 }, (_, i) => `10.244.1.${20 + i}`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** gw1's sync section: gw2 is its one peer, over the veth gw1-y/gw2-y. */
+/** gw1's sync section: gw2 is its one peer, over the veth y1 (gw1) - y2 (gw2). */
 const SYNC: ConnectionSyncConfig = {
   interface: "y1",
   address: "10.1.9.1",
