@@ -7,17 +7,19 @@
 // stopped (SIGSTOP) for a while in the middle of them, as a starved or
 // throttled process would be. Printed: the connections made, the entries
 // gw1 holds for them, and the entries gw2 holds, right after the load and
-// every 5 s until the overrun resync has run (conntrackd's 30 s). The same
+// every 5 s until the overrun resync has run (conntrackd's 30 s), and what
+// the two conntrackds spent after the load (that read, mostly). The same
 // run repeats it with reliable netlink events on, the config before
 // e8e4d0b, as the baseline.
 //   node dist/bench/sync-stall.js [--rate 6000] [--seconds 5] [--stop-ms 2000] [--wait 40]
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import type { ConnectionSyncConfig } from "../core/config/sync-schema.js";
 import { conntrackdConfig } from "../core/plan/sync.js";
+import { statFields } from "../lib/proc-file.js";
 import type { Sandbox } from "../test/helpers/netns.js";
 import { runGenerator, startSink } from "./conn-load.js";
 import { benchSandbox } from "./nat-lib.js";
@@ -110,6 +112,18 @@ interface Trial {
   held: number;
   /** gw2's entries right after the load, then every 5 s. */
   peer: number[];
+  /** CPU of gw1's and gw2's conntrackd after the load (the overrun resync, if any), ms. */
+  afterMs: [number, number];
+}
+
+/** utime + stime of a process in ms (ticks of 1/100 s); 0 when it is gone. */
+function cpuMs(pid: number): number {
+  try {
+    const f = statFields(readFileSync(`/proc/${pid}/stat`, "utf8"));
+    return (Number(f[11]) + Number(f[12])) * 10;
+  } catch {
+    return 0;
+  }
 }
 
 async function trial(s: Sandbox, dir: string, label: string, reliable: boolean): Promise<Trial> {
@@ -143,13 +157,16 @@ async function trial(s: Sandbox, dir: string, label: string, reliable: boolean):
       process.kill(sender, "SIGCONT");
     }
     const made = (await load).ok;
+    const pids = daemons.map((d) => d.pid!);
+    const cpu0 = pids.map(cpuMs);
     const held = await entries(s, "gw1");
     const peer: number[] = [];
     for (let t = 0; t <= WAIT_S; t += 5) {
       peer.push(await entries(s, "gw2"));
       if (t < WAIT_S) await sleep(5000);
     }
-    return { label, made, held, peer };
+    const cpu1 = pids.map(cpuMs);
+    return { label, made, held, peer, afterMs: [cpu1[0]! - cpu0[0]!, cpu1[1]! - cpu0[1]!] };
   } finally {
     for (const d of daemons) d.kill("SIGKILL");
     await sleep(300);
@@ -170,7 +187,7 @@ try {
     );
     for (const t of out)
       console.log(
-        `  ${t.label}: made ${t.made}, gw1 holds ${t.held}; gw2 holds ${t.peer.join(", ")} (${((100 * t.peer.at(-1)!) / Math.max(1, t.held)).toFixed(1)}% of gw1's at the end)`,
+        `  ${t.label}: made ${t.made}, gw1 holds ${t.held}; gw2 holds ${t.peer.join(", ")} (${((100 * t.peer.at(-1)!) / Math.max(1, t.held)).toFixed(1)}% of gw1's at the end); conntrackd's CPU after the load: gw1 ${t.afterMs[0]} ms, gw2 ${t.afterMs[1]} ms`,
       );
   } finally {
     sink.kill("SIGKILL");
