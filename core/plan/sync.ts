@@ -232,8 +232,9 @@ function conntrackdText(
     "  NetlinkBufferSize 2097152",
     "  NetlinkBufferSizeMaxGrowth 8388608",
     // Events lost while conntrackd was stalled are repaired by reading the whole table again, 30 s
-    // after the socket overran (conntrackd's default): the states it missed are sent then, and
-    // those of connections gone meanwhile are withdrawn. Reliable events would have the kernel
+    // after the socket overran (conntrackd's default): the states it missed are sent then (most
+    // of them: from a large table not all, docs/connection-sync.md), and those of connections
+    // gone meanwhile are withdrawn. Reliable events would have the kernel
     // keep what it could not deliver instead, but report it only with that connection's next
     // event, and conntrackd would never learn of the overrun: a long connection's state could be
     // missing for hours (measured in docs/connection-sync.md, item 1). Not more often than 30 s:
