@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import type { ConnectionSyncConfig } from "../core/config/sync-schema.js";
-import { conntrackdConfig } from "../core/plan/sync.js";
+import { conntrackdConfig, parseConntrackdStats } from "../core/plan/sync.js";
 import { statFields } from "../lib/proc-file.js";
 import type { Sandbox } from "../test/helpers/netns.js";
 import { runGenerator, startSink } from "./conn-load.js";
@@ -114,6 +114,9 @@ interface Trial {
   peer: number[];
   /** CPU of gw1's and gw2's conntrackd after the load (the overrun resync, if any), ms. */
   afterMs: [number, number];
+  /** gw2's conntrackd at the end: injections the kernel refused, sync messages lost. */
+  refused: number;
+  lost: number;
 }
 
 /** utime + stime of a process in ms (ticks of 1/100 s); 0 when it is gone. */
@@ -166,7 +169,18 @@ async function trial(s: Sandbox, dir: string, label: string, reliable: boolean):
       if (t < WAIT_S) await sleep(5000);
     }
     const cpu1 = pids.map(cpuMs);
-    return { label, made, held, peer, afterMs: [cpu1[0]! - cpu0[0]!, cpu1[1]! - cpu0[1]!] };
+    const stats = parseConntrackdStats(
+      (await s.exec("gw2", ["conntrackd", "-C", join(dir, "gw2.conf"), "-s"])).stdout,
+    );
+    return {
+      label,
+      made,
+      held,
+      peer,
+      afterMs: [cpu1[0]! - cpu0[0]!, cpu1[1]! - cpu0[1]!],
+      refused: stats.injected.failed,
+      lost: stats.lost,
+    };
   } finally {
     for (const d of daemons) d.kill("SIGKILL");
     await sleep(300);
@@ -187,7 +201,7 @@ try {
     );
     for (const t of out)
       console.log(
-        `  ${t.label}: made ${t.made}, gw1 holds ${t.held}; gw2 holds ${t.peer.join(", ")} (${((100 * t.peer.at(-1)!) / Math.max(1, t.held)).toFixed(1)}% of gw1's at the end); conntrackd's CPU after the load: gw1 ${t.afterMs[0]} ms, gw2 ${t.afterMs[1]} ms`,
+        `  ${t.label}: made ${t.made}, gw1 holds ${t.held}; gw2 holds ${t.peer.join(", ")} (${((100 * t.peer.at(-1)!) / Math.max(1, t.held)).toFixed(1)}% of gw1's at the end); conntrackd's CPU after the load: gw1 ${t.afterMs[0]} ms, gw2 ${t.afterMs[1]} ms; gw2's injections refused ${t.refused}, sync messages lost ${t.lost}`,
       );
   } finally {
     sink.kill("SIGKILL");
