@@ -13,16 +13,17 @@
 // e8e4d0b, as the baseline.
 //   node dist/bench/sync-stall.js [--rate 6000] [--seconds 5] [--stop-ms 2000] [--wait 40]
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import type { ConnectionSyncConfig } from "../core/config/sync-schema.js";
 import { conntrackdConfig, parseConntrackdStats } from "../core/plan/sync.js";
-import { statFields } from "../lib/proc-file.js";
+import { syncEventRules } from "../routing/nft-guard.js";
 import type { Sandbox } from "../test/helpers/netns.js";
 import { runGenerator, startSink } from "./conn-load.js";
 import { benchSandbox } from "./nat-lib.js";
+import { runtimeMs } from "./probe-lab.js";
 
 const { values: opt } = parseArgs({
   options: {
@@ -75,8 +76,8 @@ async function build(s: Sandbox): Promise<void> {
   await s.sh("gw2", "ip addr add 10.1.9.2/24 dev y2");
   await s.sh("srv", "ip addr add 203.0.113.10/24 dev s0\nip route add default via 203.0.113.1");
   for (const g of ["gw1", "gw2"]) {
-    // SNAT as egressd's table does it, and the event mask of egressd's guard (routing/nft-guard.ts):
-    // only new, established and destroyed reach conntrackd.
+    // SNAT as egressd's table does it, and the event mask of egressd's guard (its own rule): only
+    // new, established and destroyed reach conntrackd.
     await s.sh(
       g,
       [
@@ -90,7 +91,7 @@ async function build(s: Sandbox): Promise<void> {
         "table ip events {",
         "  chain mask {",
         "    type filter hook forward priority -400;",
-        "    ip saddr 10.244.1.0/24 meta l4proto tcp ct state new ct event set new,assured,destroy",
+        ...syncEventRules(["10.244.1.0/24"], []),
         "  }",
         "}",
         "EOF",
@@ -117,16 +118,6 @@ interface Trial {
   /** gw2's conntrackd at the end: injections the kernel refused, sync messages lost. */
   refused: number;
   lost: number;
-}
-
-/** utime + stime of a process in ms (ticks of 1/100 s); 0 when it is gone. */
-function cpuMs(pid: number): number {
-  try {
-    const f = statFields(readFileSync(`/proc/${pid}/stat`, "utf8"));
-    return (Number(f[11]) + Number(f[12])) * 10;
-  } catch {
-    return 0;
-  }
 }
 
 async function trial(s: Sandbox, dir: string, label: string, reliable: boolean): Promise<Trial> {
@@ -161,14 +152,14 @@ async function trial(s: Sandbox, dir: string, label: string, reliable: boolean):
     }
     const made = (await load).ok;
     const pids = daemons.map((d) => d.pid!);
-    const cpu0 = pids.map(cpuMs);
+    const cpu0 = pids.map(runtimeMs);
     const held = await entries(s, "gw1");
     const peer: number[] = [];
     for (let t = 0; t <= WAIT_S; t += 5) {
       peer.push(await entries(s, "gw2"));
       if (t < WAIT_S) await sleep(5000);
     }
-    const cpu1 = pids.map(cpuMs);
+    const cpu1 = pids.map(runtimeMs);
     const stats = parseConntrackdStats(
       (await s.exec("gw2", ["conntrackd", "-C", join(dir, "gw2.conf"), "-s"])).stdout,
     );
@@ -177,7 +168,7 @@ async function trial(s: Sandbox, dir: string, label: string, reliable: boolean):
       made,
       held,
       peer,
-      afterMs: [cpu1[0]! - cpu0[0]!, cpu1[1]! - cpu0[1]!],
+      afterMs: [Math.round(cpu1[0]! - cpu0[0]!), Math.round(cpu1[1]! - cpu0[1]!)],
       refused: stats.injected.failed,
       lost: stats.lost,
     };

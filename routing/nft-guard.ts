@@ -85,7 +85,7 @@ export function renderGuard(g: GuardPlan): string {
     L.push(
       "  chain forward {",
       "    type filter hook forward priority filter - 10; policy accept;",
-      ...eventRules(sync),
+      ...syncEventRules(sync.sources4, sync.sources6),
       `    ip daddr @backup4 counter drop comment "another member's egress IP, no synced state"`,
       `    ip6 daddr @backup6 counter drop comment "another member's egress IP, no synced state"`,
       "  }",
@@ -122,12 +122,12 @@ function stateRules(
  * its mapping on both. Set on the first packet, before the entry is
  * confirmed (the kernel takes the mask only then).
  */
-function eventRules(sync: NonNullable<GuardPlan["sync"]>): string[] {
-  const rule = (match: string, list: string[]) =>
+export function syncEventRules(sources4: readonly string[], sources6: readonly string[]): string[] {
+  const rule = (match: string, list: readonly string[]) =>
     list.length
       ? [`    ${match} { ${list.join(", ")} } meta l4proto tcp ct state new ct event set new,assured,destroy`]
       : [];
-  return [...rule("ip saddr", sync.sources4), ...rule("ip6 saddr", sync.sources6)];
+  return [...rule("ip saddr", sources4), ...rule("ip6 saddr", sources6)];
 }
 
 export type GuardChange = "none" | "replaced" | "removed";
