@@ -44,6 +44,8 @@ export interface TrialResult {
   maxStallMs: number;
   /** The median over the connections of each one's longest stall (ms). */
   medianStallMs: number;
+  /** Of those alive before, each that broke: its id and why ("reset", "gap", ...). */
+  lost: string[];
 }
 
 /** Waits until `gateway` serves again: in the ToR's ECMP group, its egress IP's best path its own. */
@@ -204,6 +206,9 @@ export class ConnectionTrials {
         survived: before.filter((id) => alive.has(id)).length,
         maxStallMs: Math.round(stalls[stalls.length - 1] ?? 0),
         medianStallMs: Math.round(stalls[Math.floor(stalls.length / 2)] ?? 0),
+        lost: r.connections
+          .filter((c) => before.includes(c.id) && c.broken !== null)
+          .map((c) => `${c.id}: ${c.broken}`),
       },
     };
   }

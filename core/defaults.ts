@@ -51,6 +51,12 @@ export const DEFAULTS = {
     resyncTimeoutMs: 3000,
     /** The resync is complete once no state has arrived for this long. */
     resyncQuietMs: 300,
+    /**
+     * conntrackd reads the kernel's events at most this often, in batches
+     * (native/event-pace.c): a state reaches the peers up to this much later,
+     * for a fraction of the CPU (docs/connection-sync.md).
+     */
+    eventPaceUs: 5000,
   },
   audit: {
     /** A trail file is rotated at this size ... */

@@ -18,8 +18,9 @@
 //           gates like the group's (its state before the last-resort paths),
 //           a sending pair gates nothing.
 import { EventEmitter } from "node:events";
-import { rmSync, writeFileSync } from "node:fs";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { ConnectionSyncConfig } from "../core/config/sync-schema.js";
 import { DEFAULTS } from "../core/defaults.js";
 import {
@@ -32,6 +33,26 @@ import {
 import { run } from "../lib/exec.js";
 import { Supervised } from "../lib/supervised.js";
 import type { Logger } from "./log.js";
+
+/**
+ * The library egressd loads into conntrackd so that it reads the kernel's
+ * events in batches, at most once every `DEFAULTS.sync.eventPaceUs`
+ * (native/event-pace.c; docs/connection-sync.md).
+ */
+export const EVENT_PACE_LIBRARY = fileURLToPath(new URL("../native/egressd-event-pace.so", import.meta.url));
+
+/**
+ * The front of conntrackd's command line: `env` with the pacing library
+ * preloaded, or nothing when the library is not there (a build without the
+ * native helpers): conntrackd then wakes for every event, as it would alone.
+ */
+export function pacedCommand(
+  library = EVENT_PACE_LIBRARY,
+  paceUs: number = DEFAULTS.sync.eventPaceUs,
+): string[] {
+  if (paceUs <= 0 || !existsSync(library)) return [];
+  return ["env", `LD_PRELOAD=${library}`, `EGRESSD_EVENT_PACE_US=${paceUs}`];
+}
 
 /** The sysctl that lets conntrack accept a TCP segment outside the window it saw (asymmetric paths). */
 export const BE_LIBERAL = "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal";
@@ -86,6 +107,12 @@ class Conntrackd extends EventEmitter<ConnectionSyncEvents> {
     this.now = opts.now ?? (() => performance.now());
     this.configPath = join(opts.runDir, `${channel.name}.conf`);
     const { lockFile, socket } = channel.paths;
+    const paced = pacedCommand();
+    if (!paced.length)
+      this.opts.log.warn(
+        { library: EVENT_PACE_LIBRARY },
+        "conntrackd's pacing library is missing (native helpers not built): it wakes for every event, at more CPU per connection",
+      );
     this.process = new Supervised({
       name: channel.name,
       argv: () => [
@@ -93,6 +120,7 @@ class Conntrackd extends EventEmitter<ConnectionSyncEvents> {
         "--pdeathsig",
         "KILL",
         "--",
+        ...paced,
         opts.binary ?? "conntrackd",
         "-C",
         this.configPath,

@@ -186,6 +186,13 @@ export function siteConntrackdConfig(
   return conntrackdText("FTFW", link, nothing, paths, HOLD_POLL_SECS);
 }
 
+/**
+ * Events conntrackd handles in one pass before it turns to its other
+ * sockets: at the 5 ms pace, up to a million a second, far above what it can
+ * process, so the pace never caps it.
+ */
+export const EVENT_ITERATION_LIMIT = 5000;
+
 /** How often a holding pair's conntrackd reads the kernel table (to send nothing of it): hourly. */
 const HOLD_POLL_SECS = 3600;
 
@@ -241,6 +248,10 @@ function conntrackdText(
     // a read of the table at 10k connections a second is over a million entries.
     "  NetlinkEventsReliable Off",
     "  NetlinkOverrunResync On",
+    // egressd has conntrackd read the kernel's events at most once per pace (the library it
+    // loads into it: native/event-pace.c), all those waiting at once; the default limit of 100
+    // per pass would cap it at 100 per pace.
+    `  EventIterationLimit ${EVENT_ITERATION_LIMIT}`,
     // conntrackd puts itself in the real-time class unless told otherwise (SCHED_RR at priority
     // 99). There it outranks the BFD helper (SCHED_FIFO 1) and egressd's loop, and it is woken
     // at once for each event: it took 1.3-1.6 times the CPU per connection in the lab

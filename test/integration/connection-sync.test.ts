@@ -17,7 +17,7 @@ import {
   type Trigger,
 } from "../../containerlab/connection-trials.js";
 import { freezeNode, nodeProcesses, TWO_DC_GATEWAYS as GW } from "../../containerlab/failover.js";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { addThirdGateway } from "../../containerlab/three-gateways.js";
@@ -45,11 +45,18 @@ test.serial(
   async (t) => {
     const lab = await servingLab(t, loadTopology(TWO_DC), "sync");
     // Every conntrackd in the normal class (policy 0, stat field 41), not the real-time class it
-    // would put itself in: below the BFD helper and egressd's loop (core/plan/sync.ts).
+    // would put itself in: below the BFD helper and egressd's loop (core/plan/sync.ts); and paced.
     for (const g of DC_A) {
       const ps = await nodeProcesses(lab, g, "conntrackd");
       t.true(ps.length >= 1, `${g} runs conntrackd`);
-      for (const p of ps) t.is(p.stat[38], "0", `${g}'s conntrackd ${p.pid}: SCHED_OTHER`);
+      for (const p of ps) {
+        t.is(p.stat[38], "0", `${g}'s conntrackd ${p.pid}: SCHED_OTHER`);
+        // And paced: it reads the kernel's events in batches (native/event-pace.c).
+        t.true(
+          readFileSync(`/proc/${p.pid}/maps`, "utf8").includes("egressd-event-pace.so"),
+          `${g}'s conntrackd ${p.pid} has the pacing library loaded`,
+        );
+      }
     }
     const trials = new ConnectionTrials(lab);
     t.teardown(() => trials.stop());
@@ -63,13 +70,21 @@ test.serial(
       t.log(
         `${result.trigger} ${g}: ${result.survived}/${result.before} survived, longest stall ${result.maxStallMs} ms`,
       );
-      t.is(result.survived, result.before, `${trigger} of ${g}: every connection survives`);
+      t.is(
+        result.survived,
+        result.before,
+        `${trigger} of ${g}: every connection survives (lost: ${result.lost.join("; ")})`,
+      );
       t.is(result.before, 64);
       const back = await trials.failback(trigger, g, restore);
       t.log(
         `${back.trigger} ${g}: ${back.survived}/${back.before} survived, longest stall ${back.maxStallMs} ms`,
       );
-      t.is(back.survived, back.before, `${g} back after ${trigger}: every connection survives`);
+      t.is(
+        back.survived,
+        back.before,
+        `${g} back after ${trigger}: every connection survives (lost: ${back.lost.join("; ")})`,
+      );
     }
     t.deepEqual(trials.anomalies(), [], "no gap, duplicate or bad record in any stream");
   },
@@ -105,10 +120,14 @@ test.serial(
       `${result.trigger}: ${result.survived}/${result.before} survived, longest stall ${result.maxStallMs} ms`,
     );
     t.is(result.before, 64);
-    t.is(result.survived, result.before, "every connection survives the loss of its site");
+    t.is(
+      result.survived,
+      result.before,
+      `every connection survives the loss of its site (lost: ${result.lost.join("; ")})`,
+    );
     const back = await trials.failback("dc-a", "gw-a1", restore);
     t.log(`${back.trigger}: ${back.survived}/${back.before} survived, longest stall ${back.maxStallMs} ms`);
-    t.is(back.survived, back.before, "and DC A's return");
+    t.is(back.survived, back.before, `and DC A's return (lost: ${back.lost.join("; ")})`);
     t.deepEqual(trials.anomalies(), [], "no gap, duplicate or bad record in any stream");
     // One way: what gw-b1 holds goes nowhere, so nothing comes back to DC A from it.
     for (const g of DC_A) {
@@ -174,10 +193,10 @@ test.serial(
     t.log(
       `${result.trigger}: ${result.survived}/${result.before} survived, longest stall ${result.maxStallMs} ms`,
     );
-    t.is(result.survived, result.before);
+    t.is(result.survived, result.before, `lost: ${result.lost.join("; ")}`);
     const back = await trials.failback("ecmp", "gw-a3", restore);
     t.log(`${back.trigger}: ${back.survived}/${back.before} survived, longest stall ${back.maxStallMs} ms`);
-    t.is(back.survived, back.before);
+    t.is(back.survived, back.before, `lost: ${back.lost.join("; ")}`);
     t.deepEqual(trials.anomalies(), []);
   },
 );

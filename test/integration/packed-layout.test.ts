@@ -67,6 +67,7 @@ test("the DaemonSet's command, run from the packed layout (production dependenci
     "dist/bgp/generated/gobgp.js",
     "dist/native/egressd-icmp",
     "dist/native/egressd-ctevents",
+    "dist/native/egressd-event-pace.so",
     "bin/egressd",
   ])
     t.true(existsSync(join(prefix, p)), `${p} ships`);

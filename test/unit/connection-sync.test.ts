@@ -108,6 +108,8 @@ test("conntrackd's config: unicast to the one peer, the group address for more; 
     // An overrun is told to conntrackd, which reads the table again (docs/connection-sync.md).
     "NetlinkEventsReliable Off",
     "NetlinkOverrunResync On",
+    // Read in batches at the pace egressd sets: more than the default 100 a pass.
+    "EventIterationLimit 5000",
   ])
     t.true(one.includes(line), line);
   t.regex(one, /Protocol Accept {\s+TCP\s+}/);

@@ -1,0 +1,132 @@
+// The pacing library egressd loads into conntrackd (native/event-pace.c,
+// docs/connection-sync.md): two conntrackds with egressd's config listen to
+// the same namespace's conntrack events, one as egressd starts it (paced,
+// here at 100 ms so that the difference cannot be missed) and one as
+// conntrackd runs alone. A few hundred TCP connections on loopback make a
+// few thousand events. Both must have read every one of the connections;
+// the paced one must have woken for them in batches, no more than about once
+// per pace, where the other wakes up to once per event.
+import test from "ava";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { conntrackdConfig, parseConntrackdStats } from "../../core/plan/sync.js";
+import { EVENT_PACE_LIBRARY, pacedCommand } from "../../daemon/connection-sync.js";
+import { sandbox, type Sandbox } from "../helpers/netns.js";
+
+const PACE_MS = 100;
+const CONNECTIONS = 300;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Voluntary context switches of a process: one for each time it blocked (in select) and was woken. */
+function wakeUps(pid: number): number {
+  const m = /^voluntary_ctxt_switches:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  if (!m) throw new Error(`/proc/${pid}/status has no voluntary_ctxt_switches`);
+  return Number(m[1]);
+}
+
+/** `count` TCP connections to a listener on loopback, one after another: each opened, written to, closed. */
+const CLIENT = `
+const net = require("node:net");
+const count = Number(process.argv[1]);
+const server = net.createServer((c) => { c.on("data", () => {}); c.on("error", () => {}); c.on("end", () => c.end()); });
+server.listen(9009, "127.0.0.1", async () => {
+  for (let i = 0; i < count; i++)
+    await new Promise((resolve, reject) => {
+      const c = net.connect(9009, "127.0.0.1", () => c.end("x"));
+      c.on("error", reject);
+      c.on("close", resolve);
+    });
+  server.close();
+});
+`;
+
+async function startConntrackd(s: Sandbox, dir: string, name: string, port: number, paced: boolean) {
+  const paths = { lockFile: join(dir, `${name}.lock`), socket: join(dir, `${name}.ctl`) };
+  const file = join(dir, `${name}.conf`);
+  const config = conntrackdConfig(
+    {
+      interface: "sync0",
+      address: "10.1.9.1",
+      port,
+      peers: [{ name: "peer", address: "10.1.9.2", egressIPs: ["203.0.113.2"] }],
+      sources: ["127.0.0.0/8"],
+    },
+    paths,
+  );
+  writeFileSync(file, config, { mode: 0o600 });
+  const front = paced ? pacedCommand(EVENT_PACE_LIBRARY, PACE_MS * 1000) : [];
+  const child: ChildProcess = spawn("ip", ["netns", "exec", s.ns("gw"), ...front, "conntrackd", "-C", file], {
+    stdio: "ignore",
+  });
+  // ip netns exec and env exec in place: the child's pid is conntrackd's.
+  const stats = async () =>
+    parseConntrackdStats((await s.exec("gw", ["conntrackd", "-C", file, "-s"])).stdout);
+  for (let i = 0; ; i++) {
+    try {
+      await stats();
+      break;
+    } catch (e) {
+      if (i >= 50) throw new Error(`conntrackd ${name} did not answer in 5 s`, { cause: e });
+      await sleep(100);
+    }
+  }
+  return { child, pid: child.pid!, stats };
+}
+
+test("paced conntrackd reads every event, in batches at most once per pace", async (t) => {
+  t.true(pacedCommand().length > 0, `the library is built: ${EVENT_PACE_LIBRARY}`);
+  const s = sandbox(t, "pace");
+  await s.addNode("gw");
+  await s.addNode("peer");
+  await s.link("gw", "sync0", "peer", "sync0");
+  // conntrack tracks a namespace's traffic only once a rule there needs it.
+  await s.sh(
+    "gw",
+    // (/usr/sbin/nft: under npx, "nft" is another package's command.)
+    [
+      "ip addr add 10.1.9.1/24 dev sync0",
+      "/usr/sbin/nft add table ip track",
+      "/usr/sbin/nft 'add chain ip track out { type filter hook output priority 0; }'",
+      "/usr/sbin/nft add rule ip track out ct state new counter",
+    ].join("\n"),
+  );
+  const dir = mkdtempSync(join(tmpdir(), "egressd-test-pace-"));
+  const daemons: ChildProcess[] = [];
+  t.teardown(() => {
+    for (const d of daemons) d.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const paced = await startConntrackd(s, dir, "paced", 3780, true);
+  daemons.push(paced.child);
+  const alone = await startConntrackd(s, dir, "alone", 3781, false);
+  daemons.push(alone.child);
+  t.true(
+    readFileSync(`/proc/${paced.pid}/maps`, "utf8").includes("egressd-event-pace.so"),
+    "the library is loaded into the paced conntrackd",
+  );
+  t.false(readFileSync(`/proc/${alone.pid}/maps`, "utf8").includes("egressd-event-pace.so"));
+
+  await sleep(500);
+  const before = [wakeUps(paced.pid), wakeUps(alone.pid)];
+  const t0 = performance.now();
+  await s.exec("gw", [process.execPath, "-e", CLIENT, String(CONNECTIONS)], 60_000);
+  // Long enough for the last events to be read at the pace.
+  await sleep(3 * PACE_MS);
+  const ms = performance.now() - t0;
+  const woke = [wakeUps(paced.pid) - before[0]!, wakeUps(alone.pid) - before[1]!];
+  const [p, a] = [await paced.stats(), await alone.stats()];
+  t.log(
+    `${CONNECTIONS} connections in ${Math.round(ms)} ms: paced conntrackd woke ${woke[0]} times and holds ${p.local}; alone, ${woke[1]} times and holds ${a.local}`,
+  );
+  // Every connection read (each is in TIME_WAIT, in the cache), paced or not.
+  t.true(a.local >= CONNECTIONS, `conntrackd alone holds ${a.local} of ${CONNECTIONS}`);
+  t.true(p.local >= CONNECTIONS, `paced conntrackd holds ${p.local} of ${CONNECTIONS}`);
+  // At most one pass per pace for events, plus conntrackd's own timers (a few a second).
+  const bound = Math.ceil(ms / PACE_MS) + Math.ceil(ms / 1000) * 10 + 10;
+  t.true(
+    woke[0]! <= bound,
+    `paced conntrackd woke ${woke[0]} times in ${Math.round(ms)} ms (at most ${bound})`,
+  );
+});
