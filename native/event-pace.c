@@ -19,8 +19,9 @@
  * the control socket) as before, and its timeout is cut to the end of the
  * pace, after which the event socket is watched again. So the sync link and
  * conntrackd's own timers are served as soon as before, and events wait at
- * most the pace. Everything else passes through untouched; without the
- * variable, or with 0, the library does nothing.
+ * most the pace. close() is wrapped only to forget what it knew of the
+ * descriptor. Everything else passes through untouched; without the
+ * variable, or with 0, select() is conntrackd's own.
  *
  * conntrackd must also read more than its default 100 events per pass
  * (EventIterationLimit), or the pace would cap its rate: egressd's config
@@ -42,8 +43,10 @@
 #endif
 
 typedef int (*select_fn)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
+typedef int (*close_fn)(int);
 
 static select_fn real_select;
+static close_fn real_close;
 static int64_t pace_ns = -1;
 /* When each paced socket was last reported readable (0: never), by fd. */
 static int64_t last_ready[FD_SETSIZE];
@@ -61,6 +64,20 @@ static void setup(void) {
   const char *v = getenv("EGRESSD_EVENT_PACE_US");
   long us = v ? strtol(v, NULL, 10) : 0;
   pace_ns = us > 0 && us <= 1000000 ? (int64_t)us * 1000 : 0;
+}
+
+/* A closed descriptor's number may come back as another socket: it is looked at again then. */
+int close(int fd) {
+  if (!real_close) real_close = (close_fn)dlsym(RTLD_NEXT, "close");
+  if (!real_close) {
+    errno = ENOSYS;
+    return -1;
+  }
+  if (fd >= 0 && fd < FD_SETSIZE) {
+    kind[fd] = 0;
+    last_ready[fd] = 0;
+  }
+  return real_close(fd);
 }
 
 /* Whether fd is a netlink socket subscribed to multicast groups: conntrackd's event socket. */
