@@ -18,12 +18,13 @@
 //           gates like the group's (its state before the last-resort paths),
 //           a sending pair gates nothing.
 import { EventEmitter } from "node:events";
-import { existsSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ConnectionSyncConfig } from "../core/config/sync-schema.js";
 import { DEFAULTS } from "../core/defaults.js";
 import {
+  cacheLimits,
   conntrackdChannels,
   conntrackdLine,
   parseConntrackdStats,
@@ -78,7 +79,21 @@ export interface ConnectionSyncOptions {
   binary?: string;
   /** The clock the resync wait is measured with (default: performance.now). */
   now?: () => number;
+  /** The kernel's nf_conntrack_max, which sizes conntrackd's cache (default: read from /proc when egressd starts). */
+  conntrackMax?: number;
 }
+
+/** The kernel's nf_conntrack_max, or undefined where it cannot be read (conntrack not loaded). */
+function kernelConntrackMax(): number | undefined {
+  try {
+    const n = Number(readFileSync(CONNTRACK_MAX, "utf8").trim());
+    return Number.isSafeInteger(n) && n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const CONNTRACK_MAX = "/proc/sys/net/netfilter/nf_conntrack_max";
 
 /** One conntrackd: the group's, or one pair's across sites. */
 class Conntrackd extends EventEmitter<ConnectionSyncEvents> {
@@ -288,7 +303,15 @@ export class ConnectionSync extends EventEmitter<ConnectionSyncEvents> {
       lockFile: join(opts.runDir, `${name}.lock`),
       socket: join(opts.runDir, `${name}.ctl`),
     });
-    this.channels = conntrackdChannels(opts.config, paths).map((c) => new Conntrackd(opts, c));
+    const kernelMax = opts.conntrackMax ?? kernelConntrackMax();
+    const limits = cacheLimits(kernelMax);
+    opts.log.info(
+      { hashLimit: limits.hashLimit, hashSize: limits.hashSize, nfConntrackMax: kernelMax ?? null },
+      kernelMax === undefined
+        ? `conntrackd's cache holds up to ${limits.hashLimit} connections (${CONNTRACK_MAX} could not be read)`
+        : `conntrackd's cache holds up to ${limits.hashLimit} connections (at least twice nf_conntrack_max)`,
+    );
+    this.channels = conntrackdChannels(opts.config, paths, limits).map((c) => new Conntrackd(opts, c));
     this.gating = this.channels.filter((c) => c.channel.role !== "send");
     // Only pairs that send: nothing to wait for.
     this.isReady = this.gating.length === 0;

@@ -101,15 +101,41 @@ export interface ConntrackdChannel {
   paths: ConntrackdPaths;
 }
 
-/** Every conntrackd `sync` needs, with their configs; `paths` places each one's files. */
+/**
+ * The size of conntrackd's cache of the connections it sends. Its manual asks
+ * for twice the kernel's table (nf_conntrack_max): it keeps ended
+ * connections a while, to resend them. A smaller limit makes it stop
+ * caching, so stop sending, the connections over it. Never below 262144,
+ * what egressd asked before it read the kernel's limit. The hash table gets
+ * about eight entries a bucket when full, in powers of two up to 2^20.
+ */
+export interface CacheLimits {
+  hashSize: number;
+  hashLimit: number;
+}
+
+export function cacheLimits(conntrackMax?: number): CacheLimits {
+  const kernel =
+    conntrackMax !== undefined && Number.isSafeInteger(conntrackMax) && conntrackMax > 0 ? conntrackMax : 0;
+  const hashLimit = Math.max(262144, 2 * kernel);
+  let hashSize = 32768;
+  while (hashSize * 8 < hashLimit && hashSize < 1 << 20) hashSize *= 2;
+  return { hashSize, hashLimit };
+}
+
+/**
+ * Every conntrackd `sync` needs, with their configs; `paths` places each
+ * one's files; `limits` sizes their caches (cacheLimits of the kernel's).
+ */
 export function conntrackdChannels(
   sync: ConnectionSyncConfig,
   paths: (name: string) => ConntrackdPaths,
+  limits: CacheLimits = cacheLimits(),
 ): ConntrackdChannel[] {
   const out: ConntrackdChannel[] = [];
   if (sync.peers?.length) {
     const p = paths("conntrackd");
-    out.push({ name: "conntrackd", role: "group", text: conntrackdConfig(sync, p), paths: p });
+    out.push({ name: "conntrackd", role: "group", text: conntrackdConfig(sync, p, limits), paths: p });
   }
   const sites = sync.acrossSites;
   for (const [role, list] of [
@@ -119,13 +145,17 @@ export function conntrackdChannels(
     for (const peer of list) {
       const name = `conntrackd-site-${peer.name}`;
       const p = paths(name);
-      out.push({ name, role, text: siteConntrackdConfig(sync, peer, role, p), paths: p });
+      out.push({ name, role, text: siteConntrackdConfig(sync, peer, role, p, limits), paths: p });
     }
   return out;
 }
 
 /** conntrackd.conf for `sync`'s group (it has peers). */
-export function conntrackdConfig(sync: ConnectionSyncConfig, paths: ConntrackdPaths): string {
+export function conntrackdConfig(
+  sync: ConnectionSyncConfig,
+  paths: ConntrackdPaths,
+  limits: CacheLimits = cacheLimits(),
+): string {
   const peers = sync.peers ?? [];
   if (!peers.length || sync.address === undefined || sync.interface === undefined)
     throw new Error("connectionSync has no group (peers, interface, address)");
@@ -151,7 +181,7 @@ export function conntrackdConfig(sync: ConnectionSyncConfig, paths: ConntrackdPa
   // FTFW (acknowledged, resent when lost) tracks one peer's sequence: with three members on the
   // multicast group it left 30-60% of the states unsynced in the lab. NOTRACK (sent once, no
   // acknowledgements) synced all of them; on a dedicated link, losses are rare.
-  return conntrackdText(peers.length === 1 ? "FTFW" : "NOTRACK", link, sourcesFilter(sync), paths);
+  return conntrackdText(peers.length === 1 ? "FTFW" : "NOTRACK", link, sourcesFilter(sync), paths, limits);
 }
 
 /**
@@ -167,6 +197,7 @@ export function siteConntrackdConfig(
   peer: { address: string; port: number },
   role: "send" | "hold",
   paths: ConntrackdPaths,
+  limits: CacheLimits = cacheLimits(),
 ): string {
   const sites = sync.acrossSites;
   if (!sites) throw new Error("connectionSync has no acrossSites");
@@ -177,13 +208,13 @@ export function siteConntrackdConfig(
     `    Port ${peer.port}`,
     `    Interface ${sites.interface}`,
   ];
-  if (role === "send") return conntrackdText("FTFW", link, sourcesFilter(sync), paths);
+  if (role === "send") return conntrackdText("FTFW", link, sourcesFilter(sync), paths, limits);
   // No TCP connection has the limited broadcast address as its source: nothing is accepted.
   const nothing = ["    Address Accept {", "      IPv4_address 255.255.255.255/32", "    }"];
   // The holding side has nothing to learn from its own kernel: it does not listen to its events
   // (conntrackd opens no event socket when it polls). Listening, it read an event for every state
   // it injected and for every connection of its own site, and dropped each in its filter.
-  return conntrackdText("FTFW", link, nothing, paths, HOLD_POLL_SECS);
+  return conntrackdText("FTFW", link, nothing, paths, limits, HOLD_POLL_SECS);
 }
 
 /**
@@ -209,6 +240,7 @@ function conntrackdText(
   link: string[],
   addressFilter: string[],
   paths: ConntrackdPaths,
+  limits: CacheLimits,
   pollSecs?: number,
 ): string {
   return [
@@ -227,8 +259,8 @@ function conntrackdText(
     "  }",
     "}",
     "General {",
-    "  HashSize 32768",
-    "  HashLimit 262144",
+    `  HashSize ${limits.hashSize}`,
+    `  HashLimit ${limits.hashLimit}`,
     // Log lines go to stdout (console mode), where egressd reads them; no file, no syslog.
     "  LogFile off",
     "  Syslog off",

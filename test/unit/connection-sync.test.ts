@@ -19,6 +19,7 @@ import {
 } from "../../core/plan/index.js";
 import {
   backupPrefixes,
+  cacheLimits,
   conntrackdChannels,
   conntrackdConfig,
   conntrackdLine,
@@ -340,6 +341,29 @@ test("across sites: the lab's sections load; a bad one is refused field by field
     LAB_A1.replace("port: 3791", "port: 3780"),
     /acrossSites\.sendTo\[0\]\.port: 3780 is already connectionSync\.port/,
   );
+});
+
+test("conntrackd's cache holds twice the kernel's table, never less than 262144, about eight a bucket", (t) => {
+  // Debian 12's default nf_conntrack_max on these machines, and a gateway sized for 10k new connections a second.
+  t.deepEqual(cacheLimits(262144), { hashLimit: 524288, hashSize: 65536 });
+  t.deepEqual(cacheLimits(2_000_000), { hashLimit: 4_000_000, hashSize: 524288 });
+  // Small tables, an unreadable or a nonsense limit: the floor.
+  for (const max of [65536, undefined, 0, -1, Number.NaN, 1.5])
+    t.deepEqual(cacheLimits(max), { hashLimit: 262144, hashSize: 32768 }, String(max));
+  // The bucket count stops at 2^20.
+  t.is(cacheLimits(100_000_000).hashSize, 1 << 20);
+  // Every conntrackd of a section gets the same, in its config.
+  const a1 = load(LAB_A1).connectionSync!;
+  const channels = conntrackdChannels(
+    a1,
+    (n) => ({ lockFile: `/r/${n}.lock`, socket: `/r/${n}.ctl` }),
+    cacheLimits(1_000_000),
+  );
+  t.is(channels.length, 2);
+  for (const c of channels) {
+    t.regex(c.text, /^ {2}HashLimit 2000000$/m, c.name);
+    t.regex(c.text, /^ {2}HashSize 262144$/m, c.name);
+  }
 });
 
 test("across sites: one conntrackd per pair, FTFW on its own port; the sending side sends the sources, the holding side nothing", (t) => {
