@@ -29,6 +29,7 @@ import {
   conntrackdLine,
   parseConntrackdStats,
   type ConntrackdChannel,
+  type ConntrackdChannelStats,
   type ConntrackdStats,
 } from "../core/plan/sync.js";
 import { run } from "../lib/exec.js";
@@ -336,6 +337,22 @@ export class ConnectionSync extends EventEmitter<ConnectionSyncEvents> {
   /** Times a conntrackd was started again after it exited, all of them. */
   get restarts(): number {
     return this.channels.reduce((n, c) => n + c.restarts, 0);
+  }
+
+  /**
+   * Each running conntrackd's counters (`conntrackd -s`), by its name; one
+   * that does not answer (restarting) is left out.
+   */
+  async stats(): Promise<ConntrackdChannelStats[]> {
+    const read = await Promise.all(
+      this.channels.map((c) =>
+        c.stats().then(
+          (stats) => ({ conntrackd: c.channel.name, stats }),
+          () => undefined,
+        ),
+      ),
+    );
+    return read.filter((r): r is ConntrackdChannelStats => r !== undefined);
   }
 
   /** The last resyncs of those that receive state, together: states summed, the longest wait. */

@@ -51,6 +51,7 @@ import { BfdPeers } from "./bfd-peers.js";
 import { SpeakerLink } from "./speaker-link.js";
 import { within } from "../lib/wait.js";
 import { ConnectionSync } from "./connection-sync.js";
+import type { ConntrackdChannelStats } from "../core/plan/sync.js";
 import { AuditTrail } from "./audit.js";
 import type { PodRef } from "../core/audit/record.js";
 
@@ -609,6 +610,10 @@ export class Gateway {
 
   natCounters(): Promise<NatCounter[]> {
     return this.dataplane.natCounters();
+  }
+
+  syncStats(): Promise<ConntrackdChannelStats[]> {
+    return this.sync ? this.sync.stats() : Promise.resolve([]);
   }
 
   private clusterStatus: (() => KubernetesStatus) | undefined;

@@ -16,6 +16,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { NatCounter } from "../routing/nft.js";
+import type { ConntrackdChannelStats, ConntrackdStats } from "../core/plan/sync.js";
 import type { GatewayEvents, WithdrawReason } from "./events.js";
 import type { Logger } from "./log.js";
 import type { ObservableGateway } from "./observable.js";
@@ -345,6 +346,36 @@ export class Metrics {
         if (s) this.inc(s.restarts);
       },
     });
+    // conntrackd's own counters (`conntrackd -s`, read at most once per natCacheMs): what sync
+    // failed to do. Each conntrackd counts from its start, so these fall back when one restarts,
+    // as a counter may (egressd_conntrackd_restarts_total says when).
+    const syncCounter = (name: string, help: string, pick: (s: ConntrackdStats) => number) =>
+      new Counter({
+        name,
+        help,
+        labelNames: ["conntrackd"],
+        registers,
+        async collect() {
+          const all = await self.syncStats();
+          this.reset();
+          for (const c of all) this.inc({ conntrackd: c.conntrackd }, pick(c.stats));
+        },
+      });
+    syncCounter(
+      "egressd_conntrackd_cache_refused_total",
+      "Connections conntrackd could not add to its cache of what it sends (full: HashLimit, twice nf_conntrack_max), so never sent to its peers. conntrackd logs nothing of it.",
+      (s) => s.cacheFailed,
+    );
+    syncCounter(
+      "egressd_conntrackd_injections_failed_total",
+      "States from peers that the kernel refused to write into its table.",
+      (s) => s.injected.failed,
+    );
+    syncCounter(
+      "egressd_conntrackd_messages_lost_total",
+      "Sync messages that never arrived from the peers (gaps in their sequence numbers).",
+      (s) => s.lost,
+    );
     const audit = () => self.snapshot().audit;
     new Counter({
       name: "egressd_audit_records_total",
@@ -668,6 +699,19 @@ export class Metrics {
     return this.turnSnapshot;
   }
   private turnSnapshot: StatusSnapshot | undefined;
+
+  /** conntrackd's counters, read at most once per natCacheMs; a failed read shows none. */
+  private syncStats(): Promise<ConntrackdChannelStats[]> {
+    const now = this.now();
+    if (this.sync && now - this.sync.at < this.natCacheMs) return this.sync.value;
+    const value = this.gateway.syncStats().catch((e: unknown) => {
+      this.log?.debug({ err: e }, "cannot read conntrackd's counters for /metrics");
+      return [];
+    });
+    this.sync = { at: now, value };
+    return value;
+  }
+  private sync: { at: number; value: Promise<ConntrackdChannelStats[]> } | undefined;
 
   /** The nft counters, read at most once per natCacheMs however many scrapes and metrics ask. */
   private natCounters(): Promise<NatCounter[]> {

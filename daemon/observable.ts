@@ -3,6 +3,7 @@
 // of its own so that they import it in one direction only.
 import type { EventEmitter } from "node:events";
 import type { NatCounter } from "../routing/nft.js";
+import type { ConntrackdChannelStats } from "../core/plan/sync.js";
 import type { GatewayEvents } from "./events.js";
 import type { StatusSnapshot } from "./status.js";
 
@@ -12,6 +13,8 @@ export interface ObservableGateway {
   status(): StatusSnapshot;
   /** Per-policy nftables counters (one `nft` call). */
   natCounters(): Promise<NatCounter[]>;
+  /** The counters of each conntrackd of connection sync (one `conntrackd -s` each); none without sync. */
+  syncStats(): Promise<ConntrackdChannelStats[]>;
   /** The event loop and the controller are not stuck. */
   loopAlive(): boolean;
 }

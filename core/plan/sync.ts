@@ -326,11 +326,22 @@ export interface ConntrackdStats {
   injected: { created: number; updated: number; destroyed: number; failed: number };
   /** Local states in conntrackd's own cache (what it sends). */
   local: number;
+  /**
+   * Local states it could not add to that cache, so did not send: the
+   * cache was full (HashLimit; conntrackd logs nothing of it).
+   */
+  cacheFailed: number;
   /** Sync messages that were lost or malformed. */
   lost: number;
   malformed: number;
   /** Packets received on the sync link (a peer was heard). */
   received: number;
+}
+
+/** One conntrackd's counters, named as in egressd's log ("conntrackd", "conntrackd-site-<peer>"). */
+export interface ConntrackdChannelStats {
+  conntrackd: string;
+  stats: ConntrackdStats;
 }
 
 /** Reads `conntrackd -s`; throws on output that does not have the sections it needs. */
@@ -352,10 +363,12 @@ export function parseConntrackdStats(text: string): ConntrackdStats {
   const [destroyed, f3] = row(ext, "connections destroyed");
   const internal = section("cache internal");
   const active = /current active connections:\s+(\d+)/.exec(internal);
+  const [, cacheFailed] = row(internal, "connections created");
   const tracking = /(\d+)\s+Malformed msgs\s+(\d+)\s+Lost msgs/.exec(text);
   return {
     injected: { created, updated, destroyed, failed: f1 + f2 + f3 },
     local: Number(active?.[1] ?? 0),
+    cacheFailed,
     lost: Number(tracking?.[2] ?? 0),
     malformed: Number(tracking?.[1] ?? 0),
     received: Number(/(\d+)\s+Pckts recv/.exec(text)?.[1] ?? 0),

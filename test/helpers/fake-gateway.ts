@@ -3,6 +3,7 @@
 import { EventEmitter } from "node:events";
 import type { GatewayEvents } from "../../daemon/events.js";
 import type { ObservableGateway } from "../../daemon/observable.js";
+import type { ConntrackdChannelStats } from "../../core/plan/sync.js";
 import type { StatusSnapshot } from "../../daemon/status.js";
 import type { NatCounter } from "../../routing/nft.js";
 
@@ -132,6 +133,15 @@ export class FakeGateway implements ObservableGateway {
     if (this.natDelayMs) await new Promise((r) => setTimeout(r, this.natDelayMs));
     if (this.natError) throw this.natError;
     return this.counters.map((c) => ({ ...c }));
+  }
+
+  /** What syncStats() answers: each conntrackd's counters. */
+  sync: ConntrackdChannelStats[] = [];
+  syncReads = 0;
+
+  async syncStats(): Promise<ConntrackdChannelStats[]> {
+    this.syncReads++;
+    return this.sync.map((c) => ({ conntrackd: c.conntrackd, stats: { ...c.stats } }));
   }
 
   loopAlive(): boolean {

@@ -58,6 +58,15 @@ test.serial(
         );
       }
     }
+    // conntrackd's own counters reach /metrics, read from conntrackd -s: none refused here.
+    const metrics = (await lab.exec("gw-a1", ["curl", "-sf", "http://127.0.0.1:9469/metrics"])).stdout;
+    for (const name of [
+      "egressd_conntrackd_cache_refused_total",
+      "egressd_conntrackd_injections_failed_total",
+      "egressd_conntrackd_messages_lost_total",
+    ])
+      t.regex(metrics, new RegExp(`^${name}\\{conntrackd="conntrackd"\\} \\d+$`, "m"), name);
+    t.regex(metrics, /^egressd_conntrackd_cache_refused_total\{conntrackd="conntrackd"\} 0$/m);
     const trials = new ConnectionTrials(lab);
     t.teardown(() => trials.stop());
     await trials.start(64);

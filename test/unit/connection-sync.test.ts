@@ -135,7 +135,7 @@ test("conntrackd's config: unicast to the one peer, the group address for more; 
 
 const STATS = `cache internal:
 current active connections:	          12
-connections created:		          40	failed:	           0
+connections created:		          40	failed:	           6
 connections updated:		           3	failed:	           0
 connections destroyed:		          28	failed:	           0
 
@@ -156,10 +156,11 @@ message tracking:
                    0 Malformed msgs                    4 Lost msgs
 `;
 
-test("conntrackd -s is read: injected states, local cache, packets heard, lost messages", (t) => {
+test("conntrackd -s is read: injected states, local cache and what it refused, packets heard, lost messages", (t) => {
   t.deepEqual(parseConntrackdStats(STATS), {
     injected: { created: 64, updated: 5, destroyed: 2, failed: 3 },
     local: 12,
+    cacheFailed: 6,
     lost: 4,
     malformed: 0,
     received: 97,

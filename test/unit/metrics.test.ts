@@ -40,6 +40,9 @@ const EXPECTED: Record<string, string> = {
   egressd_conntrackd_restarts_total: "counter",
   egressd_connection_sync_ready: "gauge",
   egressd_connection_sync_resync_states: "gauge",
+  egressd_conntrackd_cache_refused_total: "counter",
+  egressd_conntrackd_injections_failed_total: "counter",
+  egressd_conntrackd_messages_lost_total: "counter",
   egressd_audit_records_total: "counter",
   egressd_audit_overruns_total: "counter",
   egressd_audit_events_lost_total: "counter",
@@ -360,6 +363,42 @@ test("SNAT counters are read at scrape time, once per cache period however many 
   const f = await scrape(m);
   t.is(value(f, "egressd_snat_packets_total", { policy: "web" }), 15);
   t.is(value(f, "egressd_metrics_read_errors_total"), 1);
+  m.close();
+});
+
+test("conntrackd's failures are read from conntrackd -s at scrape time, once per cache period, per conntrackd", async (t) => {
+  const gw = new FakeGateway();
+  let clock = 0;
+  const m = new Metrics({ gateway: gw, version: "0.1.0", log, natCacheMs: 200, now: () => clock });
+  // Without sync: the metrics exist, with no series.
+  let f = await scrape(m);
+  t.is(value(f, "egressd_conntrackd_cache_refused_total"), undefined);
+  const stats = (cacheFailed: number, failed: number, lost: number) => ({
+    injected: { created: 10, updated: 2, destroyed: 1, failed },
+    local: 5,
+    cacheFailed,
+    lost,
+    malformed: 0,
+    received: 40,
+  });
+  gw.sync = [
+    { conntrackd: "conntrackd", stats: stats(1200, 3, 7) },
+    { conntrackd: "conntrackd-site-gw-b1", stats: stats(0, 0, 0) },
+  ];
+  clock += 250;
+  const reads = gw.syncReads;
+  f = await scrape(m);
+  t.is(gw.syncReads - reads, 1, "three metrics of one scrape: one read of each conntrackd");
+  t.is(value(f, "egressd_conntrackd_cache_refused_total", { conntrackd: "conntrackd" }), 1200);
+  t.is(value(f, "egressd_conntrackd_injections_failed_total", { conntrackd: "conntrackd" }), 3);
+  t.is(value(f, "egressd_conntrackd_messages_lost_total", { conntrackd: "conntrackd" }), 7);
+  t.is(value(f, "egressd_conntrackd_cache_refused_total", { conntrackd: "conntrackd-site-gw-b1" }), 0);
+  // A conntrackd that does not answer (restarting) drops out of the scrape.
+  gw.sync = gw.sync.slice(1);
+  clock += 250;
+  f = await scrape(m);
+  t.is(value(f, "egressd_conntrackd_cache_refused_total", { conntrackd: "conntrackd" }), undefined);
+  t.is(value(f, "egressd_conntrackd_cache_refused_total", { conntrackd: "conntrackd-site-gw-b1" }), 0);
   m.close();
 });
 
