@@ -184,6 +184,8 @@ interface Resync {
   ms: number;
   /** Entries in gw-a2's table when gw-a1 was killed. */
   table: number;
+  /** gw-a1's table when its resync was logged. */
+  held: number;
 }
 
 /**
@@ -208,9 +210,11 @@ async function resyncOf(lab: Lab, cls: SchedClass): Promise<Resync> {
     },
     30_000,
   );
+  // What gw-a1's table holds the moment the resync was logged, before it advertised anything.
+  const held = await tryRun(["ip", "netns", "exec", lab.ns("gw-a1"), "conntrack", "-C"]);
   await conntrackdClass(lab, "normal");
   for (const g of DC_A) await serving(lab, g, 60_000);
-  return { cls, ...r, table: Number(stdout.trim()) };
+  return { cls, ...r, table: Number(stdout.trim()), held: Number(held.stdout.trim()) };
 }
 
 /** `trials` of each trigger on a lab whose gateways serve; failed connections are replaced after a trial. */
@@ -367,7 +371,7 @@ try {
   }
   for (const r of out.get("sync")!.resync)
     console.log(
-      `${r.cls === "normal" ? "\n" : ""}resync${r.cls === "rr" ? ", conntrackd RR" : ""}: gw-a1 killed, its table flushed, restarted: ${r.entries} states from gw-a2 (whose table held ${r.table}) in ${r.ms} ms (${Math.round((r.entries / Math.max(1, r.ms)) * 1000)}/s), before it advertised anything`,
+      `${r.cls === "normal" ? "\n" : ""}resync${r.cls === "rr" ? ", conntrackd RR" : ""}: gw-a1 killed, its table flushed, restarted: ${r.entries} states from gw-a2 (whose table held ${r.table}) in ${r.ms} ms (${Math.round((r.entries / Math.max(1, r.ms)) * 1000)}/s), before it advertised anything; gw-a1's table then held ${r.held}`,
     );
 } finally {
   rmSync(tmp, { recursive: true, force: true });
