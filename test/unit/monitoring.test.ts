@@ -122,6 +122,8 @@ test("the dashboard is a Grafana dashboard with the expected panels", (t) => {
     "egressd_snat_bytes_total",
     "egressd_conntrack_entries_limit",
     "egressd_reconcile_duration_seconds_bucket",
+    "egressd_connection_sync_ready",
+    "egressd_conntrackd_cache_refused_total",
   ])
     t.true(byMetric(m).length > 0, `a panel shows ${m}`);
 });
