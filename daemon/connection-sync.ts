@@ -123,8 +123,8 @@ export class Conntrackd extends EventEmitter<ConnectionSyncEvents> {
     this.now = opts.now ?? (() => performance.now());
     this.configPath = join(opts.runDir, `${channel.name}.conf`);
     const { lockFile, socket } = channel.paths;
-    const paced = pacedCommand();
-    if (!paced.length)
+    const paced = channel.paced ? pacedCommand() : [];
+    if (channel.paced && !paced.length)
       this.opts.log.warn(
         { library: EVENT_PACE_LIBRARY },
         "conntrackd's pacing library is missing (native helpers not built): it wakes for every event, at more CPU per connection",

@@ -195,6 +195,13 @@ test.serial(
     const dir = mkdtempSync(join(tmpdir(), "egressd-test-ecmp-"));
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     const lab = await servingLab(t, addThirdGateway(loadTopology(TWO_DC), dir), "sync3", [...DC_A, "gw-a3"]);
+    // In a group of three, egressd paces none of its conntrackds (core/plan/sync.ts).
+    for (const g of [...DC_A, "gw-a3"])
+      for (const p of await nodeProcesses(lab, g, "conntrackd"))
+        t.false(
+          readFileSync(`/proc/${p.pid}/maps`, "utf8").includes("egressd-event-pace.so"),
+          `${g}'s conntrackd ${p.pid} is not paced`,
+        );
     const trials = new ConnectionTrials(lab);
     t.teardown(() => trials.stop());
     await trials.start(64);
