@@ -1,9 +1,12 @@
 // Benchmark: what connection sync costs per connection on each side, with
-// conntrackd paced as egressd runs it (it reads the kernel's events at most
-// once every DEFAULTS.sync.eventPaceUs, native/event-pace.c) and, in the same
-// run, as conntrackd runs alone (woken for each event).
+// conntrackd as egressd runs it ("trimmed": it reads the kernel's events at
+// most once every DEFAULTS.sync.eventPaceUs, each batch at once, merges a
+// connection's events within a batch, and the kernel drops the events of the
+// states it writes itself; native/event-pace.c) and, in the same run, paced
+// only (as at the pace's first version) and as conntrackd runs alone (woken
+// for each event).
 //
-// The lab is bench/sync-pair.ts: gw1 SNATs a pod's short connections, gw2 is
+// The lab is test/helpers/sync-pair.ts: gw1 SNATs a pod's short connections, gw2 is
 // its sync peer, both with egressd's conntrackd config. For each rate, both
 // ways are measured, in turns (the order alternates from trial to trial),
 // each from a flushed table and freshly started conntrackds. Printed for each:
@@ -24,7 +27,7 @@ import type { Sandbox } from "../test/helpers/netns.js";
 import { runGenerator, settle, startSink } from "./conn-load.js";
 import { benchSandbox } from "./nat-lib.js";
 import { runtimeMs } from "./probe-lab.js";
-import { buildPair, pairEntries, SOURCES, startPair } from "./sync-pair.js";
+import { buildPair, pairEntries, SOURCES, startPair } from "../test/helpers/sync-pair.js";
 
 const { values: opt } = parseArgs({
   options: {
@@ -40,7 +43,12 @@ if (!(RATES.every((r) => r > 0) && SECONDS > 0 && TRIALS >= 1))
   throw new Error("--rates: positive numbers, comma-separated; --seconds: positive; --trials: 1 or more");
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-type Way = "paced" | "alone";
+/**
+ * trimmed: as egressd runs it (paced, batches read at once, merged, its own
+ * writes' events dropped); paced: the pace only; alone: conntrackd as it is.
+ */
+type Way = "trimmed" | "paced" | "alone";
+const WAYS: Way[] = ["trimmed", "paced", "alone"];
 
 interface Trial {
   made: number;
@@ -57,8 +65,8 @@ function wakeUps(pid: number): number {
 }
 
 async function trial(s: Sandbox, dir: string, rate: number, way: Way): Promise<Trial> {
-  const front = way === "paced" ? pacedCommand() : [];
-  if (way === "paced" && !front.length) throw new Error("the pacing library is not built (npm run build)");
+  const front = way === "alone" ? [] : pacedCommand(undefined, undefined, way === "trimmed");
+  if (way !== "alone" && !front.length) throw new Error("the pacing library is not built (npm run build)");
   const daemons = await startPair(s, dir, { front });
   try {
     await sleep(2000);
@@ -94,32 +102,34 @@ try {
     const rows: { rate: number; way: Way; trials: Trial[] }[] = [];
     let turn = 0;
     for (const rate of RATES) {
-      const by: Record<Way, Trial[]> = { paced: [], alone: [] };
+      const by: Record<Way, Trial[]> = { trimmed: [], paced: [], alone: [] };
       for (let i = 0; i < TRIALS; i++) {
-        const order: Way[] = turn++ % 2 ? ["alone", "paced"] : ["paced", "alone"];
-        for (const way of order) by[way].push(await trial(s, dir, rate, way));
+        // The order turns from trial to trial, so that no way always runs first.
+        const k = turn++ % WAYS.length;
+        for (const way of [...WAYS.slice(k), ...WAYS.slice(0, k)])
+          by[way].push(await trial(s, dir, rate, way));
       }
-      rows.push({ rate, way: "paced", trials: by.paced }, { rate, way: "alone", trials: by.alone });
+      for (const way of WAYS) rows.push({ rate, way, trials: by[way] });
     }
     console.log(
-      `sync cost: short connections through gw1 for ${SECONDS} s, ${TRIALS} trial(s) each way; conntrackd paced at ${DEFAULTS.sync.eventPaceUs} µs (as egressd runs it) and alone (woken for each event); per connection made`,
+      `sync cost: short connections through gw1 for ${SECONDS} s, ${TRIALS} trial(s) each way; conntrackd trimmed (as egressd runs it: paced at ${DEFAULTS.sync.eventPaceUs} µs, each batch read at once and merged, its own writes' events dropped), paced only, and alone (woken for each event); per connection made`,
     );
     const f = (v: number) => v.toFixed(1);
     const m = (list: Trial[], pick: (t: Trial) => number) => median(list.map(pick));
     for (const { rate, way, trials } of rows)
       console.log(
-        `  ${way.padEnd(5)} asked ${String(rate).padStart(5)}/s: made ${trials.map((t) => t.made).join(", ")}; conntrackd µs per connection: sending ${trials.map((t) => f(t.us[0])).join(", ")}, receiving ${trials.map((t) => f(t.us[1])).join(", ")}; wake-ups per connection: sending ${trials.map((t) => t.wakes[0].toFixed(2)).join(", ")}, receiving ${trials.map((t) => t.wakes[1].toFixed(2)).join(", ")}; gw2 holds ${trials.map((t) => `${(100 * t.share).toFixed(1)}%`).join(", ")} of gw1's`,
+        `  ${way.padEnd(8)} asked ${String(rate).padStart(5)}/s: made ${trials.map((t) => t.made).join(", ")}; conntrackd µs per connection: sending ${trials.map((t) => f(t.us[0])).join(", ")}, receiving ${trials.map((t) => f(t.us[1])).join(", ")}; wake-ups per connection: sending ${trials.map((t) => t.wakes[0].toFixed(2)).join(", ")}, receiving ${trials.map((t) => t.wakes[1].toFixed(2)).join(", ")}; gw2 holds ${trials.map((t) => `${(100 * t.share).toFixed(1)}%`).join(", ")} of gw1's`,
       );
     for (const rate of RATES) {
-      const p = rows.find((r) => r.rate === rate && r.way === "paced")!.trials;
-      const a = rows.find((r) => r.rate === rate && r.way === "alone")!.trials;
+      const of = (way: Way) => rows.find((r) => r.rate === rate && r.way === way)!.trials;
+      const [p, u, a] = [of("trimmed"), of("paced"), of("alone")];
       const side = (i: 0 | 1) => {
-        const [mp, ma] = [m(p, (t) => t.us[i]), m(a, (t) => t.us[i])];
-        return `${f(mp)} µs against ${f(ma)} alone (${(mp / ma).toFixed(2)}x)`;
+        const [mp, mu, ma] = [m(p, (t) => t.us[i]), m(u, (t) => t.us[i]), m(a, (t) => t.us[i])];
+        return `${f(mp)} µs against ${f(mu)} paced only (${(mp / mu).toFixed(2)}x), ${f(ma)} alone (${(mp / ma).toFixed(2)}x)`;
       };
       const both = (l: Trial[]) => m(l, (t) => (t.us[0] + t.us[1]) / 2);
       console.log(
-        `at ${rate}/s (medians): sending ${side(0)}; receiving ${side(1)}; per connection per gateway ${f(both(p))} µs against ${f(both(a))} (${(both(p) / both(a)).toFixed(2)}x), ${f((both(p) * rate) / 1e4)}% of a core per gateway at this rate`,
+        `at ${rate}/s (medians): sending ${side(0)}; receiving ${side(1)}; per connection per gateway ${f(both(p))} µs against ${f(both(u))} paced only (${(both(p) / both(u)).toFixed(2)}x), ${f(both(a))} alone (${(both(p) / both(a)).toFixed(2)}x), ${f((both(p) * rate) / 1e4)}% of a core per gateway at this rate`,
       );
     }
   } finally {

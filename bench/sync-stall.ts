@@ -3,7 +3,7 @@
 // Two gateways in namespaces of their own: gw1 SNATs a pod's connections to a
 // server, and gw2 is its sync peer. Each runs conntrackd with the config
 // egressd writes (conntrackdConfig) and paced as egressd runs it
-// (pacedCommand), over a veth of their own (bench/sync-pair.ts). Short
+// (pacedCommand), over a veth of their own (test/helpers/sync-pair.ts). Short
 // connections go through gw1 at a steady rate, and gw1's conntrackd is
 // stopped (SIGSTOP) for a while in the middle of them, as a starved or
 // throttled process would be. Printed: the connections made, the entries
@@ -22,7 +22,7 @@ import { pacedCommand } from "../daemon/connection-sync.js";
 import { runGenerator, startSink } from "./conn-load.js";
 import { benchSandbox } from "./nat-lib.js";
 import { runtimeMs } from "./probe-lab.js";
-import { buildPair, pairEntries, SOURCES, startPair } from "./sync-pair.js";
+import { buildPair, pairEntries, SOURCES, startPair } from "../test/helpers/sync-pair.js";
 
 const { values: opt } = parseArgs({
   options: {

@@ -47,13 +47,23 @@ export const EVENT_PACE_LIBRARY = fileURLToPath(new URL("../native/egressd-event
  * The front of conntrackd's command line: `env` with the pacing library
  * preloaded, or nothing when the library is not there (a build without the
  * native helpers): conntrackd then wakes for every event, as it would alone.
+ * With `trim` (egressd's way), the library also reads each batch at once,
+ * merges a connection's events within it, and has the kernel drop the events
+ * of the states conntrackd itself writes (native/event-pace.c); without, it
+ * only paces (for the benches' comparison).
  */
 export function pacedCommand(
   library = EVENT_PACE_LIBRARY,
   paceUs: number = DEFAULTS.sync.eventPaceUs,
+  trim = true,
 ): string[] {
   if (paceUs <= 0 || !existsSync(library)) return [];
-  return ["env", `LD_PRELOAD=${library}`, `EGRESSD_EVENT_PACE_US=${paceUs}`];
+  return [
+    "env",
+    `LD_PRELOAD=${library}`,
+    `EGRESSD_EVENT_PACE_US=${paceUs}`,
+    ...(trim ? ["EGRESSD_EVENT_MERGE=1", "EGRESSD_EVENT_DROP_ECHO=1"] : []),
+  ];
 }
 
 /** The sysctl that lets conntrack accept a TCP segment outside the window it saw (asymmetric paths). */

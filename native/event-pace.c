@@ -20,17 +20,35 @@
  * pace, after which the event socket is watched again. So the sync link and
  * conntrackd's own timers are served as soon as before, and events wait at
  * most the pace. close() is wrapped only to forget what it knew of the
- * descriptor. Everything else passes through untouched; without the
- * variable, or with 0, select() is conntrackd's own.
+ * descriptor. Without the variable, or with 0, select() is conntrackd's
+ * own and nothing below applies either.
  *
  * conntrackd must also read more than its default 100 events per pass
  * (EventIterationLimit), or the pace would cap its rate: egressd's config
  * sets that.
+ *
+ * Paced, what is left is the work on each event, on both sides. Two more
+ * changes cut it (docs/connection-sync.md, "Fewer events"), each with its
+ * own variable, both set by egressd:
+ *
+ * - EGRESSD_EVENT_MERGE=1: the event socket's batch is read at once
+ *   (recvmmsg) and a connection's events within it are merged before
+ *   conntrackd reads them (recvfrom, "Merging" below);
+ * - EGRESSD_EVENT_DROP_ECHO=1: the kernel drops the events of the states
+ *   conntrackd writes for its peers, which it reads only to skip them
+ *   (sendto, "Echoes" below).
+ *
+ * Everything else passes through untouched.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
+#include <arpa/inet.h>
+#include <linux/filter.h>
 #include <linux/netlink.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,13 +62,25 @@
 
 typedef int (*select_fn)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
 typedef int (*close_fn)(int);
+typedef ssize_t (*recvfrom_fn)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
 
 static select_fn real_select;
 static close_fn real_close;
+static recvfrom_fn real_recvfrom;
 static int64_t pace_ns = -1;
+/* Whether a batch's new and update events of one connection are merged (EGRESSD_EVENT_MERGE=1). */
+static int merge;
+/* Whether the events of the states conntrackd writes itself are dropped in the kernel (EGRESSD_EVENT_DROP_ECHO=1). */
+static int drop_echo;
+static uint32_t writer_portid;     /* the socket conntrackd writes states with (0: not seen yet) */
+static int filtered_fd = -1;       /* the event socket the filter is on */
+static uint32_t filtered_portid;   /* the port id it drops */
 /* When each paced socket was last reported readable (0: never), by fd. */
 static int64_t last_ready[FD_SETSIZE];
-/* 1: paced (a netlink socket with group memberships), 2: not, 0: not looked at yet. */
+/*
+ * 1: paced (a netlink socket with group memberships), 3: another netlink
+ * socket, 2: any other descriptor, 0: not looked at yet.
+ */
 static unsigned char kind[FD_SETSIZE];
 
 static int64_t now_ns(void) {
@@ -64,7 +94,13 @@ static void setup(void) {
   const char *v = getenv("EGRESSD_EVENT_PACE_US");
   long us = v ? strtol(v, NULL, 10) : 0;
   pace_ns = us > 0 && us <= 1000000 ? (int64_t)us * 1000 : 0;
+  const char *m = getenv("EGRESSD_EVENT_MERGE");
+  merge = pace_ns > 0 && m && strcmp(m, "1") == 0;
+  const char *d = getenv("EGRESSD_EVENT_DROP_ECHO");
+  drop_echo = pace_ns > 0 && d && strcmp(d, "1") == 0;
 }
+
+static void batch_forget(int fd);
 
 /* A closed descriptor's number may come back as another socket: it is looked at again then. */
 int close(int fd) {
@@ -76,6 +112,8 @@ int close(int fd) {
   if (fd >= 0 && fd < FD_SETSIZE) {
     kind[fd] = 0;
     last_ready[fd] = 0;
+    batch_forget(fd);
+    if (filtered_fd == fd) filtered_fd = -1;
   }
   return real_close(fd);
 }
@@ -87,19 +125,304 @@ static int paced(int fd) {
     socklen_t len = sizeof(domain);
     uint32_t groups[4] = {0};
     socklen_t glen = sizeof(groups);
-    int member = 0;
+    int member = 0, netlink = 0;
     if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_NETLINK &&
-        getsockopt(fd, SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS, groups, &glen) == 0)
+        getsockopt(fd, SOL_NETLINK, NETLINK_LIST_MEMBERSHIPS, groups, &glen) == 0) {
+      netlink = 1;
       for (unsigned i = 0; i < sizeof(groups) / sizeof(groups[0]); i++) member |= groups[i] != 0;
-    kind[fd] = member ? 1 : 2;
+    }
+    kind[fd] = member ? 1 : netlink ? 3 : 2;
   }
   return kind[fd] == 1;
+}
+
+/*
+ * Merging (EGRESSD_EVENT_MERGE=1). conntrackd reads its events with
+ * recvfrom(), one datagram a call. On the event socket, the first call of a
+ * pass reads everything the kernel has queued (up to BATCH_MAX datagrams,
+ * RECV_AT_ONCE a system call) into this library's own buffer and hands it
+ * out one datagram a call, after one change: a connection's "new" event
+ * followed in the batch by an update that carries its TCP state (the
+ * established one; matched on the conntrack id) becomes that update alone,
+ * flagged as new. conntrackd reads one event instead of two, and its peer
+ * writes the state with one request (a create) instead of two: a create and
+ * an update, or, when conntrackd's send queue had already folded the two
+ * into an update, an update the kernel refuses and then a create.
+ *
+ * Nothing else changes: other events, their order, the kernel's errors
+ * (ENOBUFS, after the datagrams read before it) and the sender's address.
+ * An update without a TCP state is never merged (conntrackd would replace
+ * the connection's state with it). A peer learns a merged state no later
+ * than it would have learnt the "new" one: both were read in the same pass.
+ * The pace holds the socket only after it was readable, so the first event
+ * after a quiet spell is read alone: merging saves only when conntrackd is
+ * busy, which is when it matters.
+ */
+#define BATCH_MAX 4096
+#define ARENA_BYTES (4u << 20)
+#define SLOT_BYTES 16384u /* the largest event read whole (conntrackd reads at most 8192) */
+#define RECV_AT_ONCE 64
+#define ID_SLOTS 8192 /* a power of two, twice BATCH_MAX */
+
+struct datagram {
+  uint32_t at, len;
+  int dropped;
+  struct sockaddr_nl from;
+  socklen_t fromlen;
+};
+
+static struct {
+  int fd; /* the event socket the batch was read from, or -1 */
+  unsigned count, next;
+  int error;   /* errno the kernel returned after the batch (0: none), handed out after it */
+  int drained; /* the kernel said EAGAIN when the batch was read */
+  struct datagram d[BATCH_MAX];
+  unsigned char *arena;
+} batch = {.fd = -1};
+
+/* conntrack id (with family) -> index of the batch's pending "new" event; gen marks live slots. */
+static struct {
+  uint64_t key;
+  uint32_t gen;
+  unsigned index;
+} ids[ID_SLOTS];
+static uint32_t ids_gen;
+
+static int batch_waiting(int fd) { return batch.fd == fd && (batch.next < batch.count || batch.error); }
+
+static void batch_forget(int fd) {
+  if (batch.fd == fd) batch.fd = -1, batch.count = batch.next = 0, batch.error = batch.drained = 0;
+}
+
+enum kind { OTHER, NEW_EVENT, UPDATE, DESTROY };
+
+/* What a datagram is: one ctnetlink event, its conntrack id and whether it has a TCP state. */
+static enum kind classify(unsigned char *p, uint32_t len, uint64_t *key, int *protoinfo) {
+  struct nlmsghdr h;
+  if (len < NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(struct nfgenmsg))) return OTHER;
+  memcpy(&h, p, sizeof h);
+  if (h.nlmsg_len != len || NFNL_SUBSYS_ID(h.nlmsg_type) != NFNL_SUBSYS_CTNETLINK) return OTHER;
+  enum kind k;
+  if (NFNL_MSG_TYPE(h.nlmsg_type) == IPCTNL_MSG_CT_DELETE) k = DESTROY;
+  else if (NFNL_MSG_TYPE(h.nlmsg_type) == IPCTNL_MSG_CT_NEW)
+    k = (h.nlmsg_flags & (NLM_F_CREATE | NLM_F_EXCL)) ? NEW_EVENT : UPDATE;
+  else return OTHER;
+  struct nfgenmsg g;
+  memcpy(&g, p + NLMSG_HDRLEN, sizeof g);
+  int have_id = 0;
+  uint32_t id = 0;
+  *protoinfo = 0;
+  for (uint32_t at = NLMSG_HDRLEN + NLMSG_ALIGN(sizeof g); at + sizeof(struct nlattr) <= len;) {
+    struct nlattr a;
+    memcpy(&a, p + at, sizeof a);
+    if (a.nla_len < sizeof a || a.nla_len > len - at) return OTHER;
+    int type = a.nla_type & NLA_TYPE_MASK;
+    if (type == CTA_ID && a.nla_len == sizeof a + 4) {
+      memcpy(&id, p + at + sizeof a, 4);
+      have_id = 1;
+    } else if (type == CTA_PROTOINFO)
+      *protoinfo = 1;
+    at += NLA_ALIGN(a.nla_len);
+  }
+  if (!have_id) return OTHER;
+  *key = (uint64_t)g.nfgen_family << 32 | id;
+  return k;
+}
+
+static unsigned *id_find(uint64_t key, int add) {
+  uint32_t h = (uint32_t)((key * 0x9e3779b97f4a7c15ull) >> 40) & (ID_SLOTS - 1);
+  for (unsigned i = 0; i < ID_SLOTS; i++, h = (h + 1) & (ID_SLOTS - 1)) {
+    if (ids[h].gen != ids_gen) {
+      if (!add) return NULL;
+      ids[h].gen = ids_gen;
+      ids[h].key = key;
+      return &ids[h].index;
+    }
+    if (ids[h].key == key) return &ids[h].index;
+  }
+  return NULL;
+}
+
+static void id_forget(uint64_t key) {
+  /* Marked with an index no event has: the slot stays in the probe chain. */
+  unsigned *i = id_find(key, 0);
+  if (i) *i = BATCH_MAX;
+}
+
+static void merge_batch(void) {
+  if (++ids_gen == 0) memset(ids, 0, sizeof ids), ids_gen = 1;
+  for (unsigned i = 0; i < batch.count; i++) {
+    struct datagram *d = &batch.d[i];
+    unsigned char *p = batch.arena + d->at;
+    uint64_t key;
+    int protoinfo;
+    enum kind k = classify(p, d->len, &key, &protoinfo);
+    if (k == OTHER) continue;
+    unsigned *pending = id_find(key, k == NEW_EVENT);
+    if (k == NEW_EVENT) {
+      if (pending) *pending = i;
+      continue;
+    }
+    if (!pending || *pending >= BATCH_MAX) continue;
+    if (k == UPDATE && protoinfo) {
+      struct nlmsghdr h;
+      batch.d[*pending].dropped = 1;
+      memcpy(&h, p, sizeof h);
+      h.nlmsg_flags |= NLM_F_CREATE | NLM_F_EXCL;
+      memcpy(p, &h, sizeof h);
+      *pending = i;
+    } else
+      id_forget(key); /* an update without a state, or the end of the connection: passed on as it is */
+  }
+}
+
+/* Reads what the kernel has queued on fd into the batch. Returns -1 (errno set) if it had nothing. */
+static int batch_fill(int fd) {
+  batch.fd = fd;
+  batch.count = batch.next = 0;
+  batch.error = batch.drained = 0;
+  uint32_t used = 0;
+  struct mmsghdr m[RECV_AT_ONCE];
+  struct iovec v[RECV_AT_ONCE];
+  while (!batch.drained) {
+    unsigned want = RECV_AT_ONCE;
+    if (want > BATCH_MAX - batch.count) want = BATCH_MAX - batch.count;
+    if (want > (ARENA_BYTES - used) / SLOT_BYTES) want = (ARENA_BYTES - used) / SLOT_BYTES;
+    if (!want) break;
+    /* Each datagram gets a slot of SLOT_BYTES at the end of the arena; kept ones are packed after. */
+    for (unsigned i = 0; i < want; i++) {
+      struct datagram *d = &batch.d[batch.count + i];
+      v[i] = (struct iovec){.iov_base = batch.arena + used + i * SLOT_BYTES, .iov_len = SLOT_BYTES};
+      m[i] = (struct mmsghdr){.msg_hdr = {.msg_name = &d->from, .msg_namelen = sizeof d->from, .msg_iov = &v[i], .msg_iovlen = 1}};
+    }
+    int n = recvmmsg(fd, m, want, MSG_DONTWAIT, NULL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) batch.drained = 1;
+      else batch.error = errno;
+      break;
+    }
+    for (int i = 0; i < n; i++) {
+      struct datagram *d = &batch.d[batch.count++];
+      d->len = m[i].msg_len;
+      d->fromlen = m[i].msg_hdr.msg_namelen;
+      d->dropped = 0;
+      d->at = used;
+      memmove(batch.arena + used, v[i].iov_base, d->len);
+      used += NLMSG_ALIGN(d->len);
+    }
+    /* Fewer than asked: the socket had no more (what comes meanwhile waits for the next pass). */
+    if ((unsigned)n < want) batch.drained = 1;
+  }
+  if (!batch.count) {
+    int e = batch.error ? batch.error : EAGAIN;
+    batch_forget(fd);
+    errno = e;
+    return -1;
+  }
+  merge_batch();
+  return 0;
+}
+
+ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen) {
+  if (!real_recvfrom) real_recvfrom = (recvfrom_fn)dlsym(RTLD_NEXT, "recvfrom");
+  if (!real_recvfrom) {
+    errno = ENOSYS;
+    return -1;
+  }
+  if (pace_ns < 0) setup();
+  if (merge && !batch.arena && !(batch.arena = malloc(ARENA_BYTES))) merge = 0; /* conntrackd's own reads then */
+  if (!merge || flags || fd < 0 || fd >= FD_SETSIZE || !paced(fd))
+    return real_recvfrom(fd, buf, len, flags, from, fromlen);
+  if (batch.fd != fd) batch_forget(batch.fd);
+  for (;;) {
+    while (batch.fd == fd && batch.next < batch.count && batch.d[batch.next].dropped) batch.next++;
+    if (batch.fd == fd && batch.next < batch.count) break;
+    if (batch.fd == fd && batch.error) {
+      errno = batch.error;
+      batch_forget(fd);
+      return -1;
+    }
+    if (batch.fd == fd && batch.drained) {
+      /* The kernel had nothing more when the batch was read: the pass ends here. */
+      batch_forget(fd);
+      errno = EAGAIN;
+      return -1;
+    }
+    if (batch_fill(fd) < 0) return -1;
+  }
+  struct datagram *d = &batch.d[batch.next++];
+  size_t n = d->len < len ? d->len : len;
+  memcpy(buf, batch.arena + d->at, n);
+  if (from && fromlen) {
+    socklen_t l = *fromlen < d->fromlen ? *fromlen : d->fromlen;
+    memcpy(from, &d->from, l);
+    *fromlen = d->fromlen;
+  }
+  return (ssize_t)n;
+}
+
+/*
+ * Echoes (EGRESSD_EVENT_DROP_ECHO=1). A state conntrackd writes into the
+ * kernel table for a peer comes back to it as an event of its own, carrying
+ * the port id of the socket that wrote it; conntrackd reads it, parses it and
+ * then skips it (it knows that socket). The library learns that socket's port
+ * id from the first state conntrackd writes (a ctnetlink "new" request: a
+ * create or an update) and gives the event socket a filter that drops, in the
+ * kernel, every event carrying it. conntrackd's event socket then wakes and
+ * reads only for the events it acts on. Events caused by anything else (the
+ * kernel, another program, conntrackd's other sockets) carry another port id
+ * and pass.
+ */
+typedef ssize_t (*sendto_fn)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+static sendto_fn real_sendto;
+
+/* Puts the filter on fd, once the writer is known; a later writer replaces it. */
+static void filter_echoes(int fd) {
+  if (!drop_echo || !writer_portid || (filtered_fd == fd && filtered_portid == writer_portid)) return;
+  /* A classic BPF word load reads in network order: compare with the port id as such a load sees it. */
+  struct sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct nlmsghdr, nlmsg_pid)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ntohl(writer_portid), 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, 0),
+      BPF_STMT(BPF_RET | BPF_K, 0xffffffff),
+  };
+  struct sock_fprog prog = {.len = sizeof code / sizeof code[0], .filter = code};
+  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) == 0) {
+    filtered_fd = fd;
+    filtered_portid = writer_portid;
+  } else
+    drop_echo = 0; /* conntrackd skips the echoes itself, as without the library */
+}
+
+ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *to, socklen_t tolen) {
+  if (!real_sendto) real_sendto = (sendto_fn)dlsym(RTLD_NEXT, "sendto");
+  if (!real_sendto) {
+    errno = ENOSYS;
+    return -1;
+  }
+  if (pace_ns < 0) setup();
+  if (drop_echo && !writer_portid && fd >= 0 && fd < FD_SETSIZE && len >= sizeof(struct nlmsghdr) && !paced(fd) &&
+      kind[fd] == 3) {
+    struct nlmsghdr h;
+    memcpy(&h, buf, sizeof h);
+    if (NFNL_SUBSYS_ID(h.nlmsg_type) == NFNL_SUBSYS_CTNETLINK && NFNL_MSG_TYPE(h.nlmsg_type) == IPCTNL_MSG_CT_NEW &&
+        (h.nlmsg_flags & NLM_F_REQUEST)) {
+      struct sockaddr_nl self;
+      socklen_t l = sizeof self;
+      if (getsockname(fd, (struct sockaddr *)&self, &l) == 0 && self.nl_family == AF_NETLINK) writer_portid = self.nl_pid;
+    }
+  }
+  return real_sendto(fd, buf, len, flags, to, tolen);
 }
 
 static void note_ready(int n, const fd_set *r) {
   int64_t t = now_ns();
   for (int fd = 0; fd < n; fd++)
-    if (kind[fd] == 1 && FD_ISSET(fd, r)) last_ready[fd] = t;
+    if (kind[fd] == 1 && FD_ISSET(fd, r)) {
+      last_ready[fd] = t;
+      filter_echoes(fd);
+    }
 }
 
 int select(int n, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv) {
@@ -109,6 +432,16 @@ int select(int n, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv) {
     return -1;
   }
   if (pace_ns == 0 || !r || n <= 0 || n > FD_SETSIZE) return real_select(n, r, w, e, tv);
+
+  /* Datagrams of a batch still to hand out: the event socket is readable now, whatever the pace. */
+  if (batch.fd >= 0 && batch.fd < n && FD_ISSET(batch.fd, r) && batch_waiting(batch.fd)) {
+    int fd = batch.fd;
+    struct timeval zero = {0, 0};
+    int ret = real_select(n, r, w, e, &zero);
+    if (ret < 0) return ret;
+    if (!FD_ISSET(fd, r)) FD_SET(fd, r), ret++;
+    return ret;
+  }
 
   /* The paced sockets asked for that are still within their pace, and how long until the first is not. */
   int64_t t0 = now_ns();

@@ -1,15 +1,16 @@
 // The two-gateway namespace lab of the connection-sync benches
-// (bench/sync-stall.ts, bench/sync-cost.ts): gw1 SNATs a pod's short
+// (bench/sync-stall.ts, bench/sync-cost.ts) and of the pacing library's test
+// (test/integration/event-pace.test.ts): gw1 SNATs a pod's short
 // connections to a server, gw2 is its sync peer over a veth of their own, and
 // each runs conntrackd with the config egressd writes (conntrackdConfig),
 // with the event mask of egressd's guard (its own rule).
 import { spawn, type ChildProcess } from "node:child_process";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { ConnectionSyncConfig } from "../core/config/sync-schema.js";
-import { conntrackdConfig, parseConntrackdStats, type ConntrackdStats } from "../core/plan/sync.js";
-import { syncEventRules } from "../routing/nft-guard.js";
-import type { Sandbox } from "../test/helpers/netns.js";
+import type { ConnectionSyncConfig } from "../../core/config/sync-schema.js";
+import { conntrackdConfig, parseConntrackdStats, type ConntrackdStats } from "../../core/plan/sync.js";
+import { syncEventRules } from "../../routing/nft-guard.js";
+import type { Sandbox } from "./netns.js";
 
 // Ten pod addresses: a client's ephemeral ports to one server port run out near 28k per address.
 export const SOURCES = Array.from({ length: 10 }, (_, i) => `10.244.1.${20 + i}`);
