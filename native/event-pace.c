@@ -293,7 +293,8 @@ static int batch_fill(int fd) {
     for (unsigned i = 0; i < want; i++) {
       struct datagram *d = &batch.d[batch.count + i];
       v[i] = (struct iovec){.iov_base = batch.arena + used + i * SLOT_BYTES, .iov_len = SLOT_BYTES};
-      m[i] = (struct mmsghdr){.msg_hdr = {.msg_name = &d->from, .msg_namelen = sizeof d->from, .msg_iov = &v[i], .msg_iovlen = 1}};
+      m[i] = (struct mmsghdr){
+          .msg_hdr = {.msg_name = &d->from, .msg_namelen = sizeof d->from, .msg_iov = &v[i], .msg_iovlen = 1}};
     }
     int n = recvmmsg(fd, m, want, MSG_DONTWAIT, NULL);
     if (n < 0) {
@@ -334,7 +335,9 @@ ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from
   if (merge && !batch.arena && !(batch.arena = malloc(ARENA_BYTES))) merge = 0; /* conntrackd's own reads then */
   if (!merge || flags || fd < 0 || fd >= FD_SETSIZE || !paced(fd))
     return real_recvfrom(fd, buf, len, flags, from, fromlen);
-  if (batch.fd != fd) batch_forget(batch.fd);
+  /* Another event socket while this one's batch is handed out: read as conntrackd would. */
+  if (batch.fd >= 0 && batch.fd != fd && batch_waiting(batch.fd))
+    return real_recvfrom(fd, buf, len, flags, from, fromlen);
   for (;;) {
     while (batch.fd == fd && batch.next < batch.count && batch.d[batch.next].dropped) batch.next++;
     if (batch.fd == fd && batch.next < batch.count) break;
@@ -372,7 +375,8 @@ ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from
  * kernel, every event carrying it. conntrackd's event socket then wakes and
  * reads only for the events it acts on. Events caused by anything else (the
  * kernel, another program, conntrackd's other sockets) carry another port id
- * and pass.
+ * and pass. The filter would replace one of conntrackd's own ("Filter From
+ * Kernelspace"), which egressd's config does not use.
  */
 typedef ssize_t (*sendto_fn)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
 static sendto_fn real_sendto;
@@ -410,7 +414,8 @@ ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sock
         (h.nlmsg_flags & NLM_F_REQUEST)) {
       struct sockaddr_nl self;
       socklen_t l = sizeof self;
-      if (getsockname(fd, (struct sockaddr *)&self, &l) == 0 && self.nl_family == AF_NETLINK) writer_portid = self.nl_pid;
+      if (getsockname(fd, (struct sockaddr *)&self, &l) == 0 && self.nl_family == AF_NETLINK)
+        writer_portid = self.nl_pid;
     }
   }
   return real_sendto(fd, buf, len, flags, to, tolen);
