@@ -37,20 +37,21 @@ import { Supervised } from "../lib/supervised.js";
 import type { Logger } from "./log.js";
 
 /**
- * The library egressd loads into conntrackd so that it reads the kernel's
- * events in batches, at most once every `DEFAULTS.sync.eventPaceUs`
- * (native/event-pace.c; docs/connection-sync.md).
+ * The library egressd loads into conntrackd (native/event-pace.c;
+ * docs/connection-sync.md): it reads the kernel's events in batches, at most
+ * once every `DEFAULTS.sync.eventPaceUs`, and keeps the entries a peer's state
+ * would have conntrackd destroy and create again.
  */
 export const EVENT_PACE_LIBRARY = fileURLToPath(new URL("../native/egressd-event-pace.so", import.meta.url));
 
 /**
- * The front of conntrackd's command line: `env` with the pacing library
- * preloaded, or nothing when the library is not there (a build without the
- * native helpers): conntrackd then wakes for every event, as it would alone.
- * With `trim` (egressd's way), the library also reads each batch at once,
- * merges a connection's events within it, and has the kernel drop the events
- * of the states conntrackd itself writes (native/event-pace.c); without, it
- * only paces (for the benches' comparison).
+ * The front of conntrackd's command line: `env` with the library preloaded,
+ * or nothing when the library is not there (a build without the native
+ * helpers): conntrackd then runs as it would alone. With `trim` (egressd's
+ * way), the library also reads each batch at once, merges a connection's
+ * events within it, has the kernel drop the events of the states conntrackd
+ * itself writes, and keeps entries that exist; without, it only paces (for
+ * the benches' comparison).
  */
 export function pacedCommand(
   library = EVENT_PACE_LIBRARY,
@@ -62,7 +63,7 @@ export function pacedCommand(
     "env",
     `LD_PRELOAD=${library}`,
     `EGRESSD_EVENT_PACE_US=${paceUs}`,
-    ...(trim ? ["EGRESSD_EVENT_MERGE=1", "EGRESSD_EVENT_DROP_ECHO=1"] : []),
+    ...(trim ? ["EGRESSD_EVENT_MERGE=1", "EGRESSD_EVENT_DROP_ECHO=1", "EGRESSD_INJECT_KEEP=1"] : []),
   ];
 }
 
@@ -133,11 +134,11 @@ export class Conntrackd extends EventEmitter<ConnectionSyncEvents> {
     this.now = opts.now ?? (() => performance.now());
     this.configPath = join(opts.runDir, `${channel.name}.conf`);
     const { lockFile, socket } = channel.paths;
-    const paced = channel.paced ? pacedCommand() : [];
-    if (channel.paced && !paced.length)
+    const paced = pacedCommand();
+    if (!paced.length)
       this.opts.log.warn(
         { library: EVENT_PACE_LIBRARY },
-        "conntrackd's pacing library is missing (native helpers not built): it wakes for every event, at more CPU per connection",
+        "conntrackd's library is missing (native helpers not built): it wakes for every event, at more CPU per connection, and replaces entries that exist when a peer restarts",
       );
     this.process = new Supervised({
       name: channel.name,

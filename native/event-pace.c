@@ -1,6 +1,6 @@
 /*
- * egressd-event-pace.so: loaded into conntrackd (LD_PRELOAD) so that it
- * reads the kernel's conntrack events in batches, at most once every
+ * egressd-event-pace.so: loaded into conntrackd (LD_PRELOAD) so that,
+ * first, it reads the kernel's conntrack events in batches, at most once every
  * EGRESSD_EVENT_PACE_US microseconds, instead of waking for each one.
  *
  * Why (docs/connection-sync.md, "Events read in batches"): most of
@@ -29,7 +29,7 @@
  *
  * Paced, what is left is the work on each event, on both sides. Two more
  * changes cut it (docs/connection-sync.md, "Fewer events"), each with its
- * own variable, both set by egressd:
+ * own variable, set by egressd:
  *
  * - EGRESSD_EVENT_MERGE=1: the event socket's batch is read at once
  *   (recvmmsg) and a connection's events within it are merged before
@@ -37,6 +37,11 @@
  * - EGRESSD_EVENT_DROP_ECHO=1: the kernel drops the events of the states
  *   conntrackd writes for its peers, which it reads only to skip them
  *   (sendto, "Echoes" below).
+ *
+ * A fourth, EGRESSD_INJECT_KEEP=1 (also set by egressd, and independent of
+ * the pace), keeps an entry that exists where conntrackd would destroy it
+ * and create it again from a peer's state ("Keeping entries that exist"
+ * below; docs/connection-sync.md, "Entries kept").
  *
  * Everything else passes through untouched.
  */
@@ -75,6 +80,10 @@ static int drop_echo;
 static uint32_t writer_portid;     /* the socket conntrackd writes states with (0: not seen yet) */
 static int filtered_fd = -1;       /* the event socket the filter is on */
 static uint32_t filtered_portid;   /* the port id it drops */
+/* Whether a peer's state never replaces an entry that exists (EGRESSD_INJECT_KEEP=1). */
+static int keep;
+/* The last ctnetlink request conntrackd sent on each netlink socket: 0 none (or another), 1 create, 2 update. */
+static unsigned char last_request[FD_SETSIZE];
 /* When each paced socket was last reported readable (0: never), by fd. */
 static int64_t last_ready[FD_SETSIZE];
 /*
@@ -98,6 +107,8 @@ static void setup(void) {
   merge = pace_ns > 0 && m && strcmp(m, "1") == 0;
   const char *d = getenv("EGRESSD_EVENT_DROP_ECHO");
   drop_echo = pace_ns > 0 && d && strcmp(d, "1") == 0;
+  const char *k = getenv("EGRESSD_INJECT_KEEP");
+  keep = k && strcmp(k, "1") == 0;
 }
 
 static void batch_forget(int fd);
@@ -114,6 +125,7 @@ int close(int fd) {
     last_ready[fd] = 0;
     batch_forget(fd);
     if (filtered_fd == fd) filtered_fd = -1;
+    last_request[fd] = 0;
   }
   return real_close(fd);
 }
@@ -325,6 +337,50 @@ static int batch_fill(int fd) {
   return 0;
 }
 
+/*
+ * Keeping entries that exist (EGRESSD_INJECT_KEEP=1). conntrackd writes a
+ * peer's state with a create, or with an update. When the kernel refuses the
+ * create because the entry exists (EEXIST), or the update for any reason but
+ * ENOENT, conntrackd destroys the entry and creates it again from the peer's
+ * message. A packet of that connection between the two requests finds no
+ * entry and is taken for a new connection. In a group of three, a member that
+ * restarts asks for the others' state, and each of them answers with its
+ * whole table (egressd has it reload the kernel's, so that the member gets
+ * its own connections back), sent to the whole group: every member then
+ * destroyed and created again every entry it had, its own live connections
+ * included, at the moment the returning member rejoined the ECMP group and
+ * flows moved (docs/connection-sync.md, "Entries kept"). With this set, such
+ * an answer reaches conntrackd as a success, and the entry in the table stays
+ * as it is; a missing entry is still created. The library tells the answers
+ * apart by the request conntrackd last sent on that socket (it waits for each
+ * answer before it sends the next).
+ */
+
+static void note_request(int fd, const void *buf, size_t len) {
+  last_request[fd] = 0;
+  if (len < sizeof(struct nlmsghdr)) return;
+  struct nlmsghdr h;
+  memcpy(&h, buf, sizeof h);
+  if (NFNL_SUBSYS_ID(h.nlmsg_type) == NFNL_SUBSYS_CTNETLINK && NFNL_MSG_TYPE(h.nlmsg_type) == IPCTNL_MSG_CT_NEW &&
+      (h.nlmsg_flags & NLM_F_REQUEST))
+    last_request[fd] = (h.nlmsg_flags & NLM_F_CREATE) ? 1 : 2;
+}
+
+/* Turns the kernel's refusal of the last request on fd into a success, where conntrackd would replace the entry. */
+static void keep_entry(int fd, unsigned char *buf, ssize_t n) {
+  struct nlmsghdr h;
+  struct nlmsgerr e;
+  if (n < (ssize_t)(NLMSG_HDRLEN + sizeof e)) return;
+  memcpy(&h, buf, sizeof h);
+  if (h.nlmsg_type != NLMSG_ERROR || h.nlmsg_len > (size_t)n) return;
+  memcpy(&e, buf + NLMSG_HDRLEN, sizeof e);
+  if (e.msg.nlmsg_type != ((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW)) return;
+  int replaced = last_request[fd] == 1 ? e.error == -EEXIST : e.error != 0 && e.error != -ENOENT;
+  if (!replaced) return;
+  e.error = 0;
+  memcpy(buf + NLMSG_HDRLEN, &e, sizeof e);
+}
+
 ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from, socklen_t *fromlen) {
   if (!real_recvfrom) real_recvfrom = (recvfrom_fn)dlsym(RTLD_NEXT, "recvfrom");
   if (!real_recvfrom) {
@@ -332,6 +388,11 @@ ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from
     return -1;
   }
   if (pace_ns < 0) setup();
+  if (keep && fd >= 0 && fd < FD_SETSIZE && last_request[fd]) {
+    ssize_t n = real_recvfrom(fd, buf, len, flags, from, fromlen);
+    if (n > 0) keep_entry(fd, buf, n);
+    return n;
+  }
   if (merge && !batch.arena && !(batch.arena = malloc(ARENA_BYTES))) merge = 0; /* conntrackd's own reads then */
   if (!merge || flags || fd < 0 || fd >= FD_SETSIZE || !paced(fd))
     return real_recvfrom(fd, buf, len, flags, from, fromlen);
@@ -406,6 +467,7 @@ ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sock
     return -1;
   }
   if (pace_ns < 0) setup();
+  if (keep && fd >= 0 && fd < FD_SETSIZE && !paced(fd) && kind[fd] == 3) note_request(fd, buf, len);
   if (drop_echo && !writer_portid && fd >= 0 && fd < FD_SETSIZE && len >= sizeof(struct nlmsghdr) && !paced(fd) &&
       kind[fd] == 3) {
     struct nlmsghdr h;

@@ -99,14 +99,6 @@ export interface ConntrackdChannel {
   role: "group" | "send" | "hold";
   text: string;
   paths: ConntrackdPaths;
-  /**
-   * Whether egressd paces its reads of the kernel's events
-   * (native/event-pace.c). Not on a gateway whose group has more than two
-   * members: in the lab's group of three, a connection was reset when the
-   * third gateway joined the ECMP group in 4 of 18 runs with pacing on, and
-   * in none of 12 with it off. The cause is not found (docs/connection-sync.md).
-   */
-  paced: boolean;
 }
 
 /**
@@ -141,10 +133,9 @@ export function conntrackdChannels(
   limits: CacheLimits = cacheLimits(),
 ): ConntrackdChannel[] {
   const out: ConntrackdChannel[] = [];
-  const paced = (sync.peers?.length ?? 0) <= 1;
   if (sync.peers?.length) {
     const p = paths("conntrackd");
-    out.push({ name: "conntrackd", role: "group", text: conntrackdConfig(sync, p, limits), paths: p, paced });
+    out.push({ name: "conntrackd", role: "group", text: conntrackdConfig(sync, p, limits), paths: p });
   }
   const sites = sync.acrossSites;
   for (const [role, list] of [
@@ -154,7 +145,7 @@ export function conntrackdChannels(
     for (const peer of list) {
       const name = `conntrackd-site-${peer.name}`;
       const p = paths(name);
-      out.push({ name, role, text: siteConntrackdConfig(sync, peer, role, p, limits), paths: p, paced });
+      out.push({ name, role, text: siteConntrackdConfig(sync, peer, role, p, limits), paths: p });
     }
   return out;
 }

@@ -5,6 +5,7 @@
 // connection must survive each step with no gap or duplicate in its stream.
 // The stalls are printed (bench/connections.ts measures them over trials).
 import test, { type ExecutionContext } from "ava";
+import { spawn } from "node:child_process";
 import { Lab, waitFor } from "../../containerlab/runner.js";
 import { loadTopology } from "../../containerlab/topology.js";
 import {
@@ -25,6 +26,37 @@ import { RUN_ID } from "../helpers/netns.js";
 import { TWO_DC } from "../helpers/paths.js";
 import type { Topology } from "../../containerlab/topology.js";
 import { parseConntrackdStats, type ConntrackdStats } from "../../core/plan/sync.js";
+
+/**
+ * Watches a gateway's conntrack table for the destruction of the streams'
+ * entries (the server's port); the returned function stops and gives them.
+ */
+function destroysOf(t: ExecutionContext, lab: Lab, gateway: string): () => string[] {
+  const c = spawn(
+    "ip",
+    [
+      "netns",
+      "exec",
+      lab.ns(gateway),
+      "conntrack",
+      "-E",
+      "-e",
+      "DESTROY",
+      "-p",
+      "tcp",
+      "--dport",
+      String(PORT),
+    ],
+    { stdio: ["ignore", "pipe", "ignore"] },
+  );
+  t.teardown(() => c.kill("SIGKILL"));
+  let text = "";
+  c.stdout.on("data", (d: Buffer) => (text += d.toString()));
+  return () => {
+    c.kill("SIGKILL");
+    return text.split("\n").filter((l) => l.includes("DESTROY"));
+  };
+}
 
 /** A lab of `topo`, removed when the test ends, up with `gateways` serving. */
 async function servingLab(
@@ -195,12 +227,12 @@ test.serial(
     const dir = mkdtempSync(join(tmpdir(), "egressd-test-ecmp-"));
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     const lab = await servingLab(t, addThirdGateway(loadTopology(TWO_DC), dir), "sync3", [...DC_A, "gw-a3"]);
-    // In a group of three, egressd paces none of its conntrackds (core/plan/sync.ts).
+    // In a group of three too, every conntrackd has the library loaded (native/event-pace.c).
     for (const g of [...DC_A, "gw-a3"])
       for (const p of await nodeProcesses(lab, g, "conntrackd"))
-        t.false(
+        t.true(
           readFileSync(`/proc/${p.pid}/maps`, "utf8").includes("egressd-event-pace.so"),
-          `${g}'s conntrackd ${p.pid} is not paced`,
+          `${g}'s conntrackd ${p.pid} has the library loaded`,
         );
     const trials = new ConnectionTrials(lab);
     t.teardown(() => trials.stop());
@@ -210,9 +242,17 @@ test.serial(
       `${result.trigger}: ${result.survived}/${result.before} survived, longest stall ${result.maxStallMs} ms`,
     );
     t.is(result.survived, result.before, `lost: ${result.lost.join("; ")}`);
+    // gw-a3 comes back and asks for the others' state; they answer to the whole group with every
+    // entry they hold. None of those may replace an entry gw-a1 or gw-a2 has: conntrackd would
+    // destroy it and create it again, and a packet in between is taken for a new connection.
+    const watches = DC_A.map((g) => [g, destroysOf(t, lab, g)] as const);
     const back = await trials.failback("ecmp", "gw-a3", restore);
     t.log(`${back.trigger}: ${back.survived}/${back.before} survived, longest stall ${back.maxStallMs} ms`);
     t.is(back.survived, back.before, `lost: ${back.lost.join("; ")}`);
+    for (const [g, stop] of watches) {
+      const gone = stop();
+      t.deepEqual(gone, [], `${g} destroyed ${gone.length} of the streams' entries while gw-a3 came back`);
+    }
     t.deepEqual(trials.anomalies(), []);
   },
 );
