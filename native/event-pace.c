@@ -80,6 +80,7 @@ static int drop_echo;
 static uint32_t writer_portid;     /* the socket conntrackd writes states with (0: not seen yet) */
 static int filtered_fd = -1;       /* the event socket the filter is on */
 static uint32_t filtered_portid;   /* the port id it drops */
+static int event_fd = -1;          /* the last event socket seen */
 /* Whether a peer's state never replaces an entry that exists (EGRESSD_INJECT_KEEP=1). */
 static int keep;
 /* The last ctnetlink request conntrackd sent on each netlink socket: 0 none (or another), 1 create, 2 update. */
@@ -125,6 +126,7 @@ int close(int fd) {
     last_ready[fd] = 0;
     batch_forget(fd);
     if (filtered_fd == fd) filtered_fd = -1;
+    if (event_fd == fd) event_fd = -1;
     last_request[fd] = 0;
   }
   return real_close(fd);
@@ -144,6 +146,7 @@ static int paced(int fd) {
       for (unsigned i = 0; i < sizeof(groups) / sizeof(groups[0]); i++) member |= groups[i] != 0;
     }
     kind[fd] = member ? 1 : netlink ? 3 : 2;
+    if (member) event_fd = fd;
   }
   return kind[fd] == 1;
 }
@@ -476,8 +479,11 @@ ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sock
         (h.nlmsg_flags & NLM_F_REQUEST)) {
       struct sockaddr_nl self;
       socklen_t l = sizeof self;
-      if (getsockname(fd, (struct sockaddr *)&self, &l) == 0 && self.nl_family == AF_NETLINK)
+      if (getsockname(fd, (struct sockaddr *)&self, &l) == 0 && self.nl_family == AF_NETLINK) {
         writer_portid = self.nl_pid;
+        /* Before the first state is written: its echo is dropped too. */
+        if (event_fd >= 0) filter_echoes(event_fd);
+      }
     }
   }
   return real_sendto(fd, buf, len, flags, to, tolen);
