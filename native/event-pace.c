@@ -273,6 +273,15 @@ static void merge_batch(void) {
     int protoinfo;
     enum kind k = classify(p, d->len, &key, &protoinfo);
     if (k == OTHER) continue;
+    if (k == DESTROY && drop_echo && writer_portid) {
+      /* The end of a state conntrackd wrote for a peer: the kernel's own, for its cache ("Echoes"). */
+      struct nlmsghdr h;
+      memcpy(&h, p, sizeof h);
+      if (h.nlmsg_pid == writer_portid) {
+        h.nlmsg_pid = 0;
+        memcpy(p, &h, sizeof h);
+      }
+    }
     unsigned *pending = id_find(key, k == NEW_EVENT);
     if (k == NEW_EVENT) {
       if (pending) *pending = i;
@@ -436,11 +445,23 @@ ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from
  * then skips it (it knows that socket). The library learns that socket's port
  * id from the first state conntrackd writes (a ctnetlink "new" request: a
  * create or an update) and gives the event socket a filter that drops, in the
- * kernel, every event carrying it. conntrackd's event socket then wakes and
- * reads only for the events it acts on. Events caused by anything else (the
- * kernel, another program, conntrackd's other sockets) carry another port id
- * and pass. The filter would replace one of conntrackd's own ("Filter From
- * Kernelspace"), which egressd's config does not use.
+ * kernel, every "new" and update event carrying it. conntrackd's event
+ * socket then wakes and reads only for the events it acts on. Events caused
+ * by anything else (the kernel, another program, conntrackd's other
+ * sockets) carry another port id and pass. The filter would replace one of
+ * conntrackd's own ("Filter From Kernelspace"), which egressd's config does
+ * not use.
+ *
+ * The "destroy" of a state a peer ended passes, and is handed to conntrackd
+ * as the kernel's own (port id 0; in the batch, "Merging" above). conntrackd
+ * skips an event of its own writing, so a connection of a peer's that it
+ * holds in its cache (egressd reloads the cache from the kernel's table to
+ * answer a returning peer, docs/connection-sync.md) stayed there after the
+ * connection ended, and went out again as alive with the next answer: every
+ * member injected it again, an entry for a connection that no longer exists
+ * (200 of 200 on the namespace pair). Taken as the kernel's, the destroy
+ * removes it from the cache (and is sent on; a peer that no longer has the
+ * entry answers ENOENT).
  */
 typedef ssize_t (*sendto_fn)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
 static sendto_fn real_sendto;
@@ -451,7 +472,9 @@ static void filter_echoes(int fd) {
   /* A classic BPF word load reads in network order: compare with the port id as such a load sees it. */
   struct sock_filter code[] = {
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct nlmsghdr, nlmsg_pid)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ntohl(writer_portid), 0, 1),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ntohl(writer_portid), 0, 3),
+      BPF_STMT(BPF_LD | BPF_H | BPF_ABS, offsetof(struct nlmsghdr, nlmsg_type)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ntohs((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE), 1, 0),
       BPF_STMT(BPF_RET | BPF_K, 0),
       BPF_STMT(BPF_RET | BPF_K, 0xffffffff),
   };

@@ -166,7 +166,7 @@ const [count, host, from] = [Number(process.argv[1]), process.argv[2], process.a
 const SERVER = `require("node:net").createServer((c) => { c.on("error", () => {}); c.end(); }).listen(9001, "203.0.113.10");`;
 
 test.serial(
-  "trimmed, the sender reads one event a connection, its peer creates each once and reads none of its writes",
+  "trimmed, the sender reads one event a connection, its peer creates each once, reads none of its writes, and forgets connections that ended",
   async (t) => {
     const s = sandbox(t, "trim");
     await buildPair(s);
@@ -218,5 +218,25 @@ test.serial(
     t.true(injected.created >= CONNECTIONS / 2, `gw2 created ${injected.created} of ${CONNECTIONS}`);
     // Its own writes come back as events unless the kernel drops them: one a connection.
     t.true(read[1]! <= CONNECTIONS / 10, `gw2 read ${read[1]} events of its own writes`);
+
+    // gw2 answers a returning peer as egressd has it (reload its cache from the kernel, -R): its
+    // cache now holds gw1's connections. They end on gw1 (deleted here); the ends reach gw2 as
+    // states it writes, and must take those connections out of its cache too, or its next answer
+    // (-B) sends them as alive and gw1 writes an entry for each connection that is gone.
+    await s.exec("gw2", ["conntrackd", "-C", config("gw2"), "-R"]);
+    const reloaded = (await daemons[1]!.stats()).local;
+    await s.exec("gw1", ["conntrack", "-D", "-p", "tcp", "--dport", "9001"]);
+    await sleep(1000);
+    const stale = (await daemons[1]!.stats()).local;
+    await s.exec("gw2", ["conntrackd", "-C", config("gw2"), "-R"]);
+    await s.exec("gw2", ["conntrackd", "-C", config("gw2"), "-B"]);
+    await sleep(1000);
+    const ghosts = await pairEntries(s, "gw1");
+    t.log(
+      `gw2's cache held ${reloaded} after -R, ${stale} once gw1's connections ended; gw1 then got ${ghosts} entries back from gw2's -R, -B`,
+    );
+    t.true(reloaded >= CONNECTIONS, `gw2's cache after -R: ${reloaded}`);
+    t.is(stale, 0, "the connections that ended left gw2's cache");
+    t.is(ghosts, 0, "no entry for a connection that is gone");
   },
 );
