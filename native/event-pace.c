@@ -68,6 +68,7 @@
 typedef int (*select_fn)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
 typedef int (*close_fn)(int);
 typedef ssize_t (*recvfrom_fn)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+typedef int (*socket_fn)(int, int, int);
 
 static select_fn real_select;
 static close_fn real_close;
@@ -81,6 +82,10 @@ static uint32_t writer_portid;     /* the socket conntrackd writes states with (
 static int filtered_fd = -1;       /* the event socket the filter is on */
 static uint32_t filtered_portid;   /* the port id it drops */
 static int event_fd = -1;          /* the last event socket seen */
+/* The last two ctnetlink sockets conntrackd opened, the latest last (-1: none). */
+static int netfilter_fds[2] = {-1, -1};
+/* The socket conntrackd opened just before its event socket: its flush socket ("Echoes"). */
+static int flush_fd = -1;
 /* Whether a peer's state never replaces an entry that exists (EGRESSD_INJECT_KEEP=1). */
 static int keep;
 /* The last ctnetlink request conntrackd sent on each netlink socket: 0 none (or another), 1 create, 2 update. */
@@ -127,6 +132,7 @@ int close(int fd) {
     batch_forget(fd);
     if (filtered_fd == fd) filtered_fd = -1;
     if (event_fd == fd) event_fd = -1;
+    if (flush_fd == fd) flush_fd = -1;
     last_request[fd] = 0;
   }
   return real_close(fd);
@@ -146,7 +152,10 @@ static int paced(int fd) {
       for (unsigned i = 0; i < sizeof(groups) / sizeof(groups[0]); i++) member |= groups[i] != 0;
     }
     kind[fd] = member ? 1 : netlink ? 3 : 2;
-    if (member) event_fd = fd;
+    if (member) {
+      event_fd = fd;
+      if (netfilter_fds[1] == fd && netfilter_fds[0] >= 0) flush_fd = netfilter_fds[0];
+    }
   }
   return kind[fd] == 1;
 }
@@ -207,6 +216,37 @@ static int batch_waiting(int fd) { return batch.fd == fd && (batch.next < batch.
 
 static void batch_forget(int fd) {
   if (batch.fd == fd) batch.fd = -1, batch.count = batch.next = 0, batch.error = batch.drained = 0;
+}
+
+/* The port id of conntrackd's flush socket, or 0 when it is not known (or would be the writer's). */
+static uint32_t flush_portid(void) {
+  static uint32_t cached;
+  static int cached_fd = -1;
+  if (flush_fd < 0) return 0;
+  if (cached_fd != flush_fd) {
+    struct sockaddr_nl self;
+    socklen_t l = sizeof self;
+    cached = getsockname(flush_fd, (struct sockaddr *)&self, &l) == 0 && self.nl_family == AF_NETLINK ? self.nl_pid : 0;
+    if (cached == writer_portid) cached = 0;
+    cached_fd = flush_fd;
+  }
+  return cached;
+}
+
+/* Only to note the order in which conntrackd opens its ctnetlink sockets (flush_fd). */
+int socket(int domain, int type, int protocol) {
+  static socket_fn real_socket;
+  if (!real_socket) real_socket = (socket_fn)dlsym(RTLD_NEXT, "socket");
+  if (!real_socket) {
+    errno = ENOSYS;
+    return -1;
+  }
+  int fd = real_socket(domain, type, protocol);
+  if (fd >= 0 && fd < FD_SETSIZE && domain == AF_NETLINK && protocol == NETLINK_NETFILTER) {
+    netfilter_fds[0] = netfilter_fds[1];
+    netfilter_fds[1] = fd;
+  }
+  return fd;
 }
 
 enum kind { OTHER, NEW_EVENT, UPDATE, DESTROY };
@@ -273,12 +313,12 @@ static void merge_batch(void) {
     int protoinfo;
     enum kind k = classify(p, d->len, &key, &protoinfo);
     if (k == OTHER) continue;
-    if (k == DESTROY && drop_echo && writer_portid) {
-      /* The end of a state conntrackd wrote for a peer: the kernel's own, for its cache ("Echoes"). */
+    if (k == DESTROY && drop_echo && writer_portid && flush_portid()) {
+      /* The end of a state conntrackd wrote for a peer, as if its flush had ended it ("Echoes"). */
       struct nlmsghdr h;
       memcpy(&h, p, sizeof h);
       if (h.nlmsg_pid == writer_portid) {
-        h.nlmsg_pid = 0;
+        h.nlmsg_pid = flush_portid();
         memcpy(p, &h, sizeof h);
       }
     }
@@ -453,15 +493,17 @@ ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *from
  * not use.
  *
  * The "destroy" of a state a peer ended passes, and is handed to conntrackd
- * as the kernel's own (port id 0; in the batch, "Merging" above). conntrackd
+ * (in the batch, "Merging" above) with the port id of conntrackd's flush
+ * socket instead: the socket it opens just before its event socket. conntrackd
  * skips an event of its own writing, so a connection of a peer's that it
  * holds in its cache (egressd reloads the cache from the kernel's table to
  * answer a returning peer, docs/connection-sync.md) stayed there after the
  * connection ended, and went out again as alive with the next answer: every
  * member injected it again, an entry for a connection that no longer exists
- * (200 of 200 on the namespace pair). Taken as the kernel's, the destroy
- * removes it from the cache (and is sent on; a peer that no longer has the
- * entry answers ENOENT).
+ * (200 of 200 on the namespace pair). An event of its flush it takes out of
+ * its cache and sends nowhere. As the kernel's (port id 0) it would send the
+ * end on, and a peer where the same addresses and ports had meanwhile opened
+ * a new connection would delete that one's entry.
  */
 typedef ssize_t (*sendto_fn)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
 static sendto_fn real_sendto;
