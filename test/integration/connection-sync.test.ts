@@ -58,6 +58,24 @@ function destroysOf(t: ExecutionContext, lab: Lab, gateway: string): () => strin
   };
 }
 
+/**
+ * A gateway's conntrackd daemons: `conntrackd -C FILE` and nothing after.
+ * egressd also runs conntrackd as a client of the daemon (`-s` for its
+ * metrics, `-R`, `-B`, `-n`), briefly and without the library.
+ */
+async function conntrackdDaemons(lab: Lab, gateway: string): Promise<{ pid: number; stat: string[] }[]> {
+  const out: { pid: number; stat: string[] }[] = [];
+  for (const p of await nodeProcesses(lab, gateway, "conntrackd")) {
+    try {
+      const argv = readFileSync(`/proc/${p.pid}/cmdline`, "utf8").split("\0").filter(Boolean);
+      if (argv.length === 3 && argv[1] === "-C") out.push(p);
+    } catch {
+      // ended meanwhile: a client
+    }
+  }
+  return out;
+}
+
 /** A lab of `topo`, removed when the test ends, up with `gateways` serving. */
 async function servingLab(
   t: ExecutionContext,
@@ -79,7 +97,7 @@ test.serial(
     // Every conntrackd in the normal class (policy 0, stat field 41), not the real-time class it
     // would put itself in: below the BFD helper and egressd's loop (core/plan/sync.ts); and paced.
     for (const g of DC_A) {
-      const ps = await nodeProcesses(lab, g, "conntrackd");
+      const ps = await conntrackdDaemons(lab, g);
       t.true(ps.length >= 1, `${g} runs conntrackd`);
       for (const p of ps) {
         t.is(p.stat[38], "0", `${g}'s conntrackd ${p.pid}: SCHED_OTHER`);
@@ -229,7 +247,7 @@ test.serial(
     const lab = await servingLab(t, addThirdGateway(loadTopology(TWO_DC), dir), "sync3", [...DC_A, "gw-a3"]);
     // In a group of three too, every conntrackd has the library loaded (native/event-pace.c).
     for (const g of [...DC_A, "gw-a3"])
-      for (const p of await nodeProcesses(lab, g, "conntrackd"))
+      for (const p of await conntrackdDaemons(lab, g))
         t.true(
           readFileSync(`/proc/${p.pid}/maps`, "utf8").includes("egressd-event-pace.so"),
           `${g}'s conntrackd ${p.pid} has the library loaded`,
