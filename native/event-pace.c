@@ -35,8 +35,9 @@
  *   (recvmmsg) and a connection's events within it are merged before
  *   conntrackd reads them (recvfrom, "Merging" below);
  * - EGRESSD_EVENT_DROP_ECHO=1: the kernel drops the events of the states
- *   conntrackd writes for its peers, which it reads only to skip them
- *   (sendto, "Echoes" below).
+ *   conntrackd writes for its peers, which it reads only to skip them; the
+ *   end of one passes, handed over as the end of conntrackd's own flush, so
+ *   that it leaves conntrackd's cache (sendto, "Echoes" below).
  *
  * A fourth, EGRESSD_INJECT_KEEP=1 (also set by egressd, and independent of
  * the pace), keeps an entry that exists where conntrackd would destroy it
