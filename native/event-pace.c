@@ -314,12 +314,13 @@ static void merge_batch(void) {
     int protoinfo;
     enum kind k = classify(p, d->len, &key, &protoinfo);
     if (k == OTHER) continue;
-    if (k == DESTROY && drop_echo && writer_portid && flush_portid()) {
+    uint32_t flush = k == DESTROY && drop_echo && writer_portid ? flush_portid() : 0;
+    if (flush) {
       /* The end of a state conntrackd wrote for a peer, as if its flush had ended it ("Echoes"). */
       struct nlmsghdr h;
       memcpy(&h, p, sizeof h);
       if (h.nlmsg_pid == writer_portid) {
-        h.nlmsg_pid = flush_portid();
+        h.nlmsg_pid = flush;
         memcpy(p, &h, sizeof h);
       }
     }
@@ -409,14 +410,15 @@ static int batch_fill(int fd) {
  * answer before it sends the next).
  */
 
-static void note_request(int fd, const void *buf, size_t len) {
-  last_request[fd] = 0;
-  if (len < sizeof(struct nlmsghdr)) return;
+/* What a message conntrackd sends is: a ctnetlink "new" request, 1 a create, 2 an update; 0 anything else. */
+static unsigned char write_request(const void *buf, size_t len) {
   struct nlmsghdr h;
+  if (len < sizeof h) return 0;
   memcpy(&h, buf, sizeof h);
-  if (NFNL_SUBSYS_ID(h.nlmsg_type) == NFNL_SUBSYS_CTNETLINK && NFNL_MSG_TYPE(h.nlmsg_type) == IPCTNL_MSG_CT_NEW &&
-      (h.nlmsg_flags & NLM_F_REQUEST))
-    last_request[fd] = (h.nlmsg_flags & NLM_F_CREATE) ? 1 : 2;
+  if (NFNL_SUBSYS_ID(h.nlmsg_type) != NFNL_SUBSYS_CTNETLINK || NFNL_MSG_TYPE(h.nlmsg_type) != IPCTNL_MSG_CT_NEW ||
+      !(h.nlmsg_flags & NLM_F_REQUEST))
+    return 0;
+  return (h.nlmsg_flags & NLM_F_CREATE) ? 1 : 2;
 }
 
 /* Turns the kernel's refusal of the last request on fd into a success, where conntrackd would replace the entry. */
@@ -536,20 +538,16 @@ ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sock
     return -1;
   }
   if (pace_ns < 0) setup();
-  if (keep && fd >= 0 && fd < FD_SETSIZE && !paced(fd) && kind[fd] == 3) note_request(fd, buf, len);
-  if (drop_echo && !writer_portid && fd >= 0 && fd < FD_SETSIZE && len >= sizeof(struct nlmsghdr) && !paced(fd) &&
-      kind[fd] == 3) {
-    struct nlmsghdr h;
-    memcpy(&h, buf, sizeof h);
-    if (NFNL_SUBSYS_ID(h.nlmsg_type) == NFNL_SUBSYS_CTNETLINK && NFNL_MSG_TYPE(h.nlmsg_type) == IPCTNL_MSG_CT_NEW &&
-        (h.nlmsg_flags & NLM_F_REQUEST)) {
-      struct sockaddr_nl self;
-      socklen_t l = sizeof self;
-      if (getsockname(fd, (struct sockaddr *)&self, &l) == 0 && self.nl_family == AF_NETLINK) {
-        writer_portid = self.nl_pid;
-        /* Before the first state is written: its echo is dropped too. */
-        if (event_fd >= 0) filter_echoes(event_fd);
-      }
+  int learn = drop_echo && !writer_portid;
+  if ((keep || learn) && fd >= 0 && fd < FD_SETSIZE && !paced(fd) && kind[fd] == 3) {
+    unsigned char request = write_request(buf, len);
+    if (keep) last_request[fd] = request;
+    struct sockaddr_nl self;
+    socklen_t l = sizeof self;
+    if (learn && request && getsockname(fd, (struct sockaddr *)&self, &l) == 0 && self.nl_family == AF_NETLINK) {
+      writer_portid = self.nl_pid;
+      /* Before the first state is written: its echo is dropped too. */
+      if (event_fd >= 0) filter_echoes(event_fd);
     }
   }
   return real_sendto(fd, buf, len, flags, to, tolen);
