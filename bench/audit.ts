@@ -8,7 +8,7 @@
 // The same run repeats it with egressd without an audit section (the
 // baseline) and prints the CPU the trail adds.
 //   node dist/bench/audit.js [--rates 1000,10000] [--seconds 5]
-import { NODE_FLAGS } from "../daemon/node-flags.js";
+import { NODE_ENV, NODE_FLAGS } from "../daemon/node-flags.js";
 import { mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -116,7 +116,7 @@ ${withAudit ? `audit: { file: ${trail}, ipfix: { collector: 127.0.0.1 } }\n` : "
     );
     const pid = spawnDetached(
       ["node", ...NODE_FLAGS, CLI, "run", "-c", join(dir, "egressd.yaml"), "--run-dir", dir],
-      { netns: s.ns("gw"), logFile: openSync(join(dir, "egressd.log"), "a") },
+      { netns: s.ns("gw"), logFile: openSync(join(dir, "egressd.log"), "a"), env: { ...NODE_ENV } },
     );
     const sink = await startSink(s.ns("srv"));
     const starts = () =>

@@ -21,7 +21,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
 import { isRunning, run, spawnDetached, tryRun } from "../lib/exec.js";
-import { NODE_FLAGS } from "../daemon/node-flags.js";
+import { NODE_ENV, NODE_FLAGS } from "../daemon/node-flags.js";
 import { sleep, waitFor } from "../lib/wait.js";
 import type { GatewayConfig } from "../core/config/gateway-config.js";
 import type { Sandbox } from "../test/helpers/netns.js";
@@ -186,6 +186,7 @@ export class ScaleLab {
       {
         netns: sb.ns("gw"),
         logFile: log,
+        env: { ...NODE_ENV },
       },
     );
     closeSync(log);

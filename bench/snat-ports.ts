@@ -9,7 +9,7 @@
 // egress IP carried to the destination, and what happened to new connections
 // at the limit (and the kernel's conntrack statistics).
 //   node dist/bench/snat-ports.js [--ports 1000] [--batch 50] [--mode random|fully-random|persistent|kernel]
-import { NODE_FLAGS } from "../daemon/node-flags.js";
+import { NODE_ENV, NODE_FLAGS } from "../daemon/node-flags.js";
 import { spawn } from "node:child_process";
 import { mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -94,6 +94,7 @@ audit: { file: ${join(dir, "audit.jsonl")} }
     {
       netns: s.ns("gw"),
       logFile: openSync(join(dir, "egressd.log"), "a"),
+      env: { ...NODE_ENV },
     },
   );
   const server = spawn(

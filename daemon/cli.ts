@@ -1,7 +1,7 @@
-#!/usr/bin/env -S node --max-semi-space-size=2 --no-memory-reducer --max-old-space-size=1024
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-semi-space-size=2 --no-memory-reducer --max-old-space-size=1024
 // egressd's command line. Each subcommand lives in daemon/commands/ and is
 // registered here; exit codes are documented in the README. The shebang
-// carries NODE_FLAGS (daemon/node-flags.ts).
+// carries NODE_ENV and NODE_FLAGS (daemon/node-flags.ts).
 import { Command } from "commander";
 import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";

@@ -23,7 +23,7 @@ import type { PolicyConfig } from "../core/config/schema.js";
 import type { PlanView } from "../core/plan/index.js";
 import { withSourceCounts } from "../core/plan/source-counts.js";
 import type { DataplaneCall, DataplaneReply } from "./dataplane-process.js";
-import { dataplaneNodeFlags, HEAP_MB } from "./node-flags.js";
+import { dataplaneNodeFlags, HEAP_MB, NODE_ENV } from "./node-flags.js";
 
 export interface DataplaneWorkerOptions {
   /**
@@ -76,6 +76,8 @@ export class DataplaneWorker implements Dataplane {
     const child = spawn(argv[0]!, argv.slice(1), {
       stdio: ["pipe", "ignore", "pipe", "ipc"],
       serialization: "advanced",
+      // Its malloc arenas (NODE_ENV), whoever started egressd.
+      env: { ...process.env, ...NODE_ENV },
     });
     this.child = child;
     // These do not keep egressd running (its servers and timers do), but a call waiting for

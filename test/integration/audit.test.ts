@@ -5,7 +5,7 @@
 // egress IP and port the server saw, the destination and the counters), in
 // what Debian's nfcapd collected over IPFIX (read back with nfdump), and
 // `egressd audit find` must answer the firewall's question from it.
-import { NODE_FLAGS } from "../../daemon/node-flags.js";
+import { NODE_ENV, NODE_FLAGS } from "../../daemon/node-flags.js";
 import test, { type ExecutionContext } from "ava";
 import { mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -109,6 +109,7 @@ ${opts.ipfix ? `  ipfix: { collector: 127.0.0.1, port: ${IPFIX_PORT}, observatio
   const pid = spawnDetached(["node", ...NODE_FLAGS, CLI, "run", "-c", config, "--run-dir", dir], {
     netns: s.ns("gw"),
     logFile: openSync(logFile, "a"),
+    env: { ...NODE_ENV },
   });
   const state = { passed: false };
   t.teardown(() => {

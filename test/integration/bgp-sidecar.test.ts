@@ -1,7 +1,7 @@
 // Sidecar mode: gobgpd runs on its own (as a separate container of the
 // gateway pod would), egressd drives it at a configured address, and a
 // stopping egressd withdraws its paths but leaves the sidecar running.
-import { NODE_FLAGS } from "../../daemon/node-flags.js";
+import { NODE_ENV, NODE_FLAGS } from "../../daemon/node-flags.js";
 import test, { type ExecutionContext } from "ava";
 import { openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -56,6 +56,7 @@ bgp:
     {
       netns: sb.ns("gw"),
       logFile: openSync(logFile, "a"),
+      env: { ...NODE_ENV },
     },
   );
   const log = () => readFileSync(logFile, "utf8");

@@ -1,7 +1,7 @@
 // egressd run for real (managed gobgpd) against an FRR ToR, for what must
 // never happen: advertising what the kernel has not programmed, half-applying
 // a reload, or carrying routes a peer sends (a gateway is never transit).
-import { NODE_FLAGS } from "../../daemon/node-flags.js";
+import { NODE_ENV, NODE_FLAGS } from "../../daemon/node-flags.js";
 import test, { type ExecutionContext } from "ava";
 import { openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -67,7 +67,7 @@ async function startEgressd(
       "--log-level",
       "info",
     ],
-    { netns: sb.ns("gw"), logFile: openSync(logFile, "a") },
+    { netns: sb.ns("gw"), logFile: openSync(logFile, "a"), env: { ...NODE_ENV } },
   );
   t.teardown(() => {
     if (isRunning(pid)) process.kill(pid, "SIGKILL");

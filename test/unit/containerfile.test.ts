@@ -7,7 +7,7 @@
 import test from "ava";
 import { readFileSync } from "node:fs";
 import { join, relative } from "node:path";
-import { NODE_FLAGS } from "../../daemon/node-flags.js";
+import { NODE_ENV, NODE_FLAGS } from "../../daemon/node-flags.js";
 import {
   essentialPrograms,
   programsIn,
@@ -45,8 +45,16 @@ test("two stages on Debian 12 with Node.js 20; the runtime copies the layout ins
     t.true(ignored.includes(p), `.dockerignore leaves out ${p}`);
 });
 
-test("the entrypoint is the daemon of the layout with daemon/node-flags.ts's flags", (t) => {
+test("the entrypoint is the daemon of the layout with daemon/node-flags.ts's flags and environment", (t) => {
   t.deepEqual(entrypoint(), ["node", ...NODE_FLAGS, "/opt/egressd/dist/daemon/cli.js"]);
+  const env = containerfileStages()
+    .at(-1)!
+    .lines.filter((l) => l.startsWith("ENV "))
+    .map((l) => l.slice("ENV ".length));
+  t.deepEqual(
+    env,
+    Object.entries(NODE_ENV).map(([k, v]) => `${k}=${v}`),
+  );
 });
 
 test("the runtime's Debian packages hold every program the daemon's code starts; the build's what the build needs", (t) => {
