@@ -1,13 +1,15 @@
 // Benchmark: what connection sync costs per connection on each side, with
 // conntrackd as egressd runs it ("trimmed": it reads the kernel's events at
 // most once every DEFAULTS.sync.eventPaceUs, each batch at once, merges a
-// connection's events within a batch, and the kernel drops the events of the
-// states it writes itself; native/event-pace.c) and, in the same run, paced
-// only (as at the pace's first version) and as conntrackd runs alone (woken
-// for each event).
+// connection's events within a batch, the kernel drops the events of the
+// states it writes itself, and it writes a pass's new states from its peer at
+// once; native/event-pace.c) and, in the same run, trimmed but writing each
+// state on its own ("one by one", as at the stop before), paced only (as at
+// the pace's first version) and as conntrackd runs alone (woken for each
+// event).
 //
 // The lab is test/helpers/sync-pair.ts: gw1 SNATs a pod's short connections, gw2 is
-// its sync peer, both with egressd's conntrackd config. For each rate, both
+// its sync peer, both with egressd's conntrackd config. For each rate, all
 // ways are measured, in turns (the order alternates from trial to trial),
 // each from a flushed table and freshly started conntrackds. Printed for each:
 // connections made, conntrackd's CPU per connection on the sending side
@@ -45,10 +47,12 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * trimmed: as egressd runs it (paced, batches read at once, merged, its own
- * writes' events dropped); paced: the pace only; alone: conntrackd as it is.
+ * writes' events dropped, its peer's new states written at once); one-by-one:
+ * the same but each state written on its own; paced: the pace only; alone:
+ * conntrackd as it is.
  */
-type Way = "trimmed" | "paced" | "alone";
-const WAYS: Way[] = ["trimmed", "paced", "alone"];
+type Way = "trimmed" | "one-by-one" | "paced" | "alone";
+const WAYS: Way[] = ["trimmed", "one-by-one", "paced", "alone"];
 
 interface Trial {
   made: number;
@@ -65,7 +69,7 @@ function wakeUps(pid: number): number {
 }
 
 async function trial(s: Sandbox, dir: string, rate: number, way: Way): Promise<Trial> {
-  const front = way === "alone" ? [] : pacedCommand(undefined, undefined, way === "trimmed");
+  const front = way === "alone" ? [] : pacedCommand(undefined, undefined, way !== "paced", way === "trimmed");
   if (way !== "alone" && !front.length) throw new Error("the pacing library is not built (npm run build)");
   const daemons = await startPair(s, dir, { front });
   try {
@@ -102,7 +106,7 @@ try {
     const rows: { rate: number; way: Way; trials: Trial[] }[] = [];
     let turn = 0;
     for (const rate of RATES) {
-      const by: Record<Way, Trial[]> = { trimmed: [], paced: [], alone: [] };
+      const by: Record<Way, Trial[]> = { trimmed: [], "one-by-one": [], paced: [], alone: [] };
       for (let i = 0; i < TRIALS; i++) {
         // The order turns from trial to trial, so that no way always runs first.
         const k = turn++ % WAYS.length;
@@ -112,24 +116,35 @@ try {
       for (const way of WAYS) rows.push({ rate, way, trials: by[way] });
     }
     console.log(
-      `sync cost: short connections through gw1 for ${SECONDS} s, ${TRIALS} trial(s) each way; conntrackd trimmed (as egressd runs it: paced at ${DEFAULTS.sync.eventPaceUs} µs, each batch read at once and merged, its own writes' events dropped), paced only, and alone (woken for each event); per connection made`,
+      `sync cost: short connections through gw1 for ${SECONDS} s, ${TRIALS} trial(s) each way; conntrackd trimmed (as egressd runs it: paced at ${DEFAULTS.sync.eventPaceUs} µs, each batch read at once and merged, its own writes' events dropped, a pass's states from its peer written at once), trimmed but writing them one by one, paced only, and alone (woken for each event); per connection made`,
     );
     const f = (v: number) => v.toFixed(1);
     const m = (list: Trial[], pick: (t: Trial) => number) => median(list.map(pick));
     for (const { rate, way, trials } of rows)
       console.log(
-        `  ${way.padEnd(8)} asked ${String(rate).padStart(5)}/s: made ${trials.map((t) => t.made).join(", ")}; conntrackd µs per connection: sending ${trials.map((t) => f(t.us[0])).join(", ")}, receiving ${trials.map((t) => f(t.us[1])).join(", ")}; wake-ups per connection: sending ${trials.map((t) => t.wakes[0].toFixed(2)).join(", ")}, receiving ${trials.map((t) => t.wakes[1].toFixed(2)).join(", ")}; gw2 holds ${trials.map((t) => `${(100 * t.share).toFixed(1)}%`).join(", ")} of gw1's`,
+        `  ${way.padEnd(10)} asked ${String(rate).padStart(5)}/s: made ${trials.map((t) => t.made).join(", ")}; conntrackd µs per connection: sending ${trials.map((t) => f(t.us[0])).join(", ")}, receiving ${trials.map((t) => f(t.us[1])).join(", ")}; wake-ups per connection: sending ${trials.map((t) => t.wakes[0].toFixed(2)).join(", ")}, receiving ${trials.map((t) => t.wakes[1].toFixed(2)).join(", ")}; gw2 holds ${trials.map((t) => `${(100 * t.share).toFixed(1)}%`).join(", ")} of gw1's`,
       );
     for (const rate of RATES) {
       const of = (way: Way) => rows.find((r) => r.rate === rate && r.way === way)!.trials;
-      const [p, u, a] = [of("trimmed"), of("paced"), of("alone")];
-      const side = (i: 0 | 1) => {
-        const [mp, mu, ma] = [m(p, (t) => t.us[i]), m(u, (t) => t.us[i]), m(a, (t) => t.us[i])];
-        return `${f(mp)} µs against ${f(mu)} paced only (${(mp / mu).toFixed(2)}x), ${f(ma)} alone (${(mp / ma).toFixed(2)}x)`;
+      const p = of("trimmed");
+      const names: [Way, string][] = [
+        ["one-by-one", "one by one"],
+        ["paced", "paced only"],
+        ["alone", "alone"],
+      ];
+      const against = (value: (l: Trial[]) => number) => {
+        const mp = value(p);
+        return `${f(mp)} µs against ${names
+          .map(([way, name]) => {
+            const mb = value(of(way));
+            return `${f(mb)} ${name} (${(mp / mb).toFixed(2)}x)`;
+          })
+          .join(", ")}`;
       };
+      const side = (i: 0 | 1) => against((l) => m(l, (t) => t.us[i]));
       const both = (l: Trial[]) => m(l, (t) => (t.us[0] + t.us[1]) / 2);
       console.log(
-        `at ${rate}/s (medians): sending ${side(0)}; receiving ${side(1)}; per connection per gateway ${f(both(p))} µs against ${f(both(u))} paced only (${(both(p) / both(u)).toFixed(2)}x), ${f(both(a))} alone (${(both(p) / both(a)).toFixed(2)}x), ${f((both(p) * rate) / 1e4)}% of a core per gateway at this rate`,
+        `at ${rate}/s (medians): sending ${side(0)}; receiving ${side(1)}; per connection per gateway ${against(both)}, ${f((both(p) * rate) / 1e4)}% of a core per gateway at this rate`,
       );
     }
   } finally {

@@ -28,6 +28,7 @@ import {
   conntrackdChannels,
   conntrackdLine,
   parseConntrackdStats,
+  refusedInAll,
   type ConntrackdChannel,
   type ConntrackdChannelStats,
   type ConntrackdStats,
@@ -50,13 +51,15 @@ export const EVENT_PACE_LIBRARY = fileURLToPath(new URL("../native/egressd-event
  * helpers): conntrackd then runs as it would alone. With `trim` (egressd's
  * way), the library also reads each batch at once, merges a connection's
  * events within it, has the kernel drop the events of the states conntrackd
- * itself writes, and keeps entries that exist; without, it only paces (for
- * the benches' comparison).
+ * itself writes, keeps entries that exist, and writes the peers' new states
+ * of a pass at once (unless `batchWrites` is false); without, it only paces
+ * (for the benches' comparison).
  */
 export function pacedCommand(
   library = EVENT_PACE_LIBRARY,
   paceUs: number = DEFAULTS.sync.eventPaceUs,
   trim = true,
+  batchWrites = trim,
 ): string[] {
   if (paceUs <= 0 || !existsSync(library)) return [];
   return [
@@ -64,6 +67,7 @@ export function pacedCommand(
     `LD_PRELOAD=${library}`,
     `EGRESSD_EVENT_PACE_US=${paceUs}`,
     ...(trim ? ["EGRESSD_EVENT_MERGE=1", "EGRESSD_EVENT_DROP_ECHO=1", "EGRESSD_INJECT_KEEP=1"] : []),
+    ...(trim && batchWrites ? ["EGRESSD_INJECT_BATCH=1"] : []),
   ];
 }
 
@@ -124,6 +128,8 @@ export class Conntrackd extends EventEmitter<ConnectionSyncEvents> {
   lastResync: ResyncResult | undefined;
   /** Times conntrackd was started again after it exited. */
   restarts = 0;
+  /** Peers' states the kernel refused in the library's batched writes, since conntrackd started. */
+  private libraryRefused = 0;
 
   constructor(
     opts: ConnectionSyncOptions,
@@ -162,6 +168,7 @@ export class Conntrackd extends EventEmitter<ConnectionSyncEvents> {
     this.process.on("log", (line) => this.onLog(line));
     this.process.on("started", ({ pid, restarts }) => {
       this.restarts = restarts;
+      this.libraryRefused = 0;
       if (restarts > 0) this.opts.log.warn({ pid, restarts }, "conntrackd restarted");
       void this.resync();
     });
@@ -203,8 +210,12 @@ export class Conntrackd extends EventEmitter<ConnectionSyncEvents> {
     }).then((r) => r.stdout);
   }
 
+  /** conntrackd's counters, its failed injections with the ones only its library saw (batched writes). */
   stats(): Promise<ConntrackdStats> {
-    return this.ctl("-s").then(parseConntrackdStats);
+    return this.ctl("-s").then((text) => {
+      const s = parseConntrackdStats(text);
+      return { ...s, injected: { ...s.injected, failed: s.injected.failed + this.libraryRefused } };
+    });
   }
 
   private setReady(ready: boolean): void {
@@ -224,6 +235,11 @@ export class Conntrackd extends EventEmitter<ConnectionSyncEvents> {
           { conntrackd: line },
           "conntrackd runs in the normal scheduling class, as configured",
         );
+        break;
+      case "library-refused":
+        // conntrackd counted these as written: its counter of failures gets them from here (stats()).
+        this.libraryRefused = refusedInAll(line) ?? this.libraryRefused;
+        this.opts.log.warn({ conntrackd: line }, "the kernel refused peers' connection states");
         break;
       case "fault":
         this.opts.log.warn({ conntrackd: line }, "conntrackd");

@@ -310,15 +310,35 @@ function conntrackdText(
 /**
  * What a line of conntrackd's log is to egressd: a peer asking for the whole
  * state, the refusal of the priority 0 that egressd configures (conntrackd
- * then goes on in the normal class, as asked: conntrackdText), another
- * warning or error, or anything else.
+ * then goes on in the normal class, as asked: conntrackdText), the library's
+ * count of peers' states the kernel refused in its batched writes
+ * (refusedInAll), another warning or error, or anything else.
  */
-export function conntrackdLine(line: string): "peer-resync" | "normal-class" | "fault" | "other" {
+export function conntrackdLine(
+  line: string,
+): "peer-resync" | "normal-class" | "library-refused" | "fault" | "other" {
   if (/resync requested by other node/.test(line)) return "peer-resync";
+  if (refusedInAll(line) !== undefined) return "library-refused";
   if (/scheduler configuration failed: Invalid argument.*Continuing with system default scheduler/.test(line))
     return "normal-class";
   if (/\[(ERROR|WARNING)\]/i.test(line)) return "fault";
   return "other";
+}
+
+/**
+ * The total in a line of the library conntrackd runs with
+ * (native/event-pace.c, "Writing in batches"): how many peers' states the
+ * kernel refused since this conntrackd started, where conntrackd itself
+ * counted them as written. undefined for any other line.
+ */
+export function refusedInAll(line: string): number | undefined {
+  const m =
+    /^egressd-event-pace: \[ERROR\] the kernel refused \d+ of \d+ peers' states written at once \(.*\); (\d+) refused in all$/.exec(
+      line,
+    );
+  if (!m) return undefined;
+  const n = Number(m[1]);
+  return Number.isSafeInteger(n) ? n : undefined;
 }
 
 export interface ConntrackdStats {

@@ -88,6 +88,8 @@ export interface PairDaemon {
   /** conntrackd's own pid (ip netns exec and env exec in place). */
   pid: number;
   stats: () => Promise<ConntrackdStats>;
+  /** What conntrackd (and the library in it) wrote on standard error so far. */
+  stderr: () => string;
 }
 
 /**
@@ -109,11 +111,14 @@ export function startPair(
       const file = join(dir, `${node}.conf`);
       writeFileSync(file, o.edit ? o.edit(text) : text, { mode: 0o600 });
       const child = spawn("ip", ["netns", "exec", s.ns(node), ...(o.front ?? []), "conntrackd", "-C", file], {
-        stdio: "ignore",
+        stdio: ["ignore", "ignore", "pipe"],
       });
+      let stderr = "";
+      child.stderr!.setEncoding("utf8");
+      child.stderr!.on("data", (d: string) => (stderr = (stderr + d).slice(-65536)));
       const stats = async () =>
         parseConntrackdStats((await s.exec(node, ["conntrackd", "-C", file, "-s"])).stdout);
-      return { child, pid: child.pid!, stats };
+      return { child, pid: child.pid!, stats, stderr: () => stderr };
     }),
   );
 }

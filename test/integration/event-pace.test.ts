@@ -11,12 +11,14 @@
 // is its peer), both conntrackds as egressd starts them: the sending side
 // must read about one event per connection (new and established merged), the
 // peer must write each with one create, and read none of its own writes back.
-import test from "ava";
+// And with the peer's table full, the creates the library wrote at once and
+// the kernel refused must be reported, with their total.
+import test, { type ExecutionContext } from "ava";
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { conntrackdConfig, parseConntrackdStats } from "../../core/plan/sync.js";
+import { conntrackdConfig, parseConntrackdStats, refusedInAll } from "../../core/plan/sync.js";
 import { EVENT_PACE_LIBRARY, pacedCommand } from "../../daemon/connection-sync.js";
 import { sandbox, type Sandbox } from "../helpers/netns.js";
 import { buildPair, pairEntries, SOURCES, startPair } from "../helpers/sync-pair.js";
@@ -165,33 +167,46 @@ const [count, host, from] = [Number(process.argv[1]), process.argv[2], process.a
 `;
 const SERVER = `require("node:net").createServer((c) => { c.on("error", () => {}); c.end(); }).listen(9001, "203.0.113.10");`;
 
+/**
+ * The pair (test/helpers/sync-pair.ts) with the server answering and both
+ * conntrackds started behind `front` and answering their control socket;
+ * everything is stopped and removed when the test ends.
+ */
+async function pairAsEgressdRunsIt(t: ExecutionContext, tag: string, front: readonly string[]) {
+  const s = sandbox(t, tag);
+  await buildPair(s);
+  const dir = mkdtempSync(join(tmpdir(), `egressd-test-${tag}-`));
+  const children: ChildProcess[] = [];
+  t.teardown(() => {
+    for (const c of children) c.kill("SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  });
+  children.push(
+    spawn("ip", ["netns", "exec", s.ns("srv"), process.execPath, "-e", SERVER], { stdio: "ignore" }),
+  );
+  const daemons = await startPair(s, dir, { front });
+  children.push(...daemons.map((d) => d.child));
+  for (let i = 0; ; i++) {
+    try {
+      await Promise.all(daemons.map((d) => d.stats()));
+      break;
+    } catch (e) {
+      if (i >= 50) throw new Error("the pair's conntrackds did not answer in 5 s", { cause: e });
+      await sleep(100);
+    }
+  }
+  return { s, dir, daemons };
+}
+
 test.serial(
   "trimmed, the sender reads one event a connection, its peer creates each once, reads none of its writes, and forgets connections that ended",
   async (t) => {
-    const s = sandbox(t, "trim");
-    await buildPair(s);
-    const dir = mkdtempSync(join(tmpdir(), "egressd-test-trim-"));
-    const children: ChildProcess[] = [];
-    t.teardown(() => {
-      for (const c of children) c.kill("SIGKILL");
-      rmSync(dir, { recursive: true, force: true });
-    });
-    const server = spawn("ip", ["netns", "exec", s.ns("srv"), process.execPath, "-e", SERVER], {
-      stdio: "ignore",
-    });
-    children.push(server);
     // Paced at 50 ms: each batch holds many connections, so all but a few are merged.
-    const daemons = await startPair(s, dir, { front: pacedCommand(EVENT_PACE_LIBRARY, 50_000) });
-    children.push(...daemons.map((d) => d.child));
-    for (let i = 0; ; i++) {
-      try {
-        await Promise.all(daemons.map((d) => d.stats()));
-        break;
-      } catch (e) {
-        if (i >= 50) throw new Error("the pair's conntrackds did not answer in 5 s", { cause: e });
-        await sleep(100);
-      }
-    }
+    const { s, dir, daemons } = await pairAsEgressdRunsIt(
+      t,
+      "trim",
+      pacedCommand(EVENT_PACE_LIBRARY, 50_000),
+    );
     const config = (node: string) => join(dir, `${node}.conf`);
     const before = [await eventsRead(s, "gw1", config("gw1")), await eventsRead(s, "gw2", config("gw2"))];
     await s.exec(
@@ -247,5 +262,53 @@ test.serial(
     // Sent on (as the kernel's), the ends of 200 connections were 18480 bytes; acknowledgements are tens.
     t.true(onward < 2000, `gw2 sent ${onward} bytes: the ends went back out`);
     t.is(ghosts, 0, "no entry for a connection that is gone");
+  },
+);
+
+test.serial(
+  "batched writes: a state the kernel refuses is reported with the running total, since conntrackd counted it as written",
+  async (t) => {
+    const { s, dir, daemons } = await pairAsEgressdRunsIt(t, "full", pacedCommand());
+    // gw2's table full, as a gateway's is when its peer sends more than it can hold: the kernel
+    // compares each namespace's count with the machine's nf_conntrack_max (writable only outside
+    // namespaces), so gw2 is filled up to it with entries of its own (assured, so that none is
+    // dropped early to make room). The other namespaces are not touched.
+    const max = Number(readFileSync("/proc/sys/net/netfilter/nf_conntrack_max", "utf8"));
+    const have = Number((await s.exec("gw2", ["conntrack", "-C"])).stdout.trim());
+    const fill = max - have;
+    t.true(fill > 0 && fill <= 2_000_000, `entries to add to gw2's table: ${fill}`);
+    const lines: string[] = [];
+    for (let i = 0; i < fill; i++)
+      lines.push(
+        `-I -p udp -s 10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255} -d 10.99.0.1 --sport 5000 --dport 53 -t 600 -u ASSURED`,
+      );
+    const file = join(dir, "fill");
+    writeFileSync(file, lines.join("\n") + "\n");
+    await s.exec("gw2", ["conntrack", "-R", file], 120_000);
+    const full = Number((await s.exec("gw2", ["conntrack", "-C"])).stdout.trim());
+    t.true(full >= max, `gw2's table holds ${full} of ${max}`);
+
+    const count = 50;
+    await s.exec(
+      "pod",
+      [process.execPath, "-e", POD_CLIENT, String(count), "203.0.113.10", SOURCES[0]!],
+      60_000,
+    );
+    await sleep(1000);
+    const held = await pairEntries(s, "gw1");
+    const { injected } = await daemons[1]!.stats();
+    const reports = daemons[1]!
+      .stderr()
+      .split("\n")
+      .map((l) => refusedInAll(l))
+      .filter((n): n is number => n !== undefined);
+    t.log(
+      `gw1 holds ${held}; gw2 (its table full) holds ${await pairEntries(s, "gw2")}, conntrackd counted ${injected.created} created and ${injected.failed} failed, its library reported ${reports.length} refusals, ${reports.at(-1) ?? 0} in all`,
+    );
+    t.is(held, count, "gw1 tracks every connection");
+    t.is(await pairEntries(s, "gw2"), 0, "gw2's full table took none");
+    // conntrackd was told each create succeeded: the library's total is the count of what failed.
+    t.true(reports.length > 0, "the library reported the refusals");
+    t.is(reports.at(-1), injected.created + injected.updated - (await pairEntries(s, "gw2")));
   },
 );

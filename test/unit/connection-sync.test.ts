@@ -23,6 +23,7 @@ import {
   conntrackdChannels,
   conntrackdConfig,
   conntrackdLine,
+  refusedInAll,
   lastResortPrefixes,
   parseConntrackdStats,
   siteConntrackdConfig,
@@ -477,4 +478,11 @@ test("conntrackd's log lines: the refusal of priority 0 is expected, other warni
   t.is(conntrackdLine(`${at} [notice] resync requested by other node`), "peer-resync");
   t.is(conntrackdLine(`${at} [ERROR] can't open channel socket: Address already in use`), "fault");
   t.is(conntrackdLine(`${at} [notice] -- starting in console mode --`), "other");
+  // The library's batched writes (native/event-pace.c): its running total is what counts.
+  const refused =
+    "egressd-event-pace: [ERROR] the kernel refused 3 of 41 peers' states written at once (No space left on device); 17 refused in all";
+  t.is(conntrackdLine(refused), "library-refused");
+  t.is(refusedInAll(refused), 17);
+  t.is(refusedInAll(`${at} [ERROR] inject-add2: No space left on device`), undefined);
+  t.is(refusedInAll(refused.replace("17 refused", "x refused")), undefined);
 });
