@@ -186,6 +186,13 @@ interface Resync {
   table: number;
   /** gw-a1's table when its resync was logged. */
   held: number;
+  /**
+   * gw-a2's table just after: entries of the load expire meanwhile (its
+   * TIME_WAIT, 120 s, may end between the kill and the resync).
+   */
+  peerThen: number;
+  /** gw-a1's table two seconds after that: states still arriving when the resync ended. */
+  heldLater: number;
 }
 
 /**
@@ -212,9 +219,19 @@ async function resyncOf(lab: Lab, cls: SchedClass): Promise<Resync> {
   );
   // What gw-a1's table holds the moment the resync was logged, before it advertised anything.
   const held = await tryRun(["ip", "netns", "exec", lab.ns("gw-a1"), "conntrack", "-C"]);
+  const peerThen = await tryRun(["ip", "netns", "exec", lab.ns("gw-a2"), "conntrack", "-C"]);
+  await sleep(2000);
+  const later = await tryRun(["ip", "netns", "exec", lab.ns("gw-a1"), "conntrack", "-C"]);
   await conntrackdClass(lab, "normal");
   for (const g of DC_A) await serving(lab, g, 60_000);
-  return { cls, ...r, table: Number(stdout.trim()), held: Number(held.stdout.trim()) };
+  return {
+    cls,
+    ...r,
+    table: Number(stdout.trim()),
+    held: Number(held.stdout.trim()),
+    peerThen: Number(peerThen.stdout.trim()),
+    heldLater: Number(later.stdout.trim()),
+  };
 }
 
 /** `trials` of each trigger on a lab whose gateways serve; failed connections are replaced after a trial. */
@@ -371,7 +388,7 @@ try {
   }
   for (const r of out.get("sync")!.resync)
     console.log(
-      `${r.cls === "normal" ? "\n" : ""}resync${r.cls === "rr" ? ", conntrackd RR" : ""}: gw-a1 killed, its table flushed, restarted: ${r.entries} states from gw-a2 (whose table held ${r.table}) in ${r.ms} ms (${Math.round((r.entries / Math.max(1, r.ms)) * 1000)}/s), before it advertised anything; gw-a1's table then held ${r.held}`,
+      `${r.cls === "normal" ? "\n" : ""}resync${r.cls === "rr" ? ", conntrackd RR" : ""}: gw-a1 killed, its table flushed, restarted: ${r.entries} states from gw-a2 (whose table held ${r.table}) in ${r.ms} ms (${Math.round((r.entries / Math.max(1, r.ms)) * 1000)}/s), before it advertised anything; gw-a1's table then held ${r.held} (gw-a2's ${r.peerThen}), ${r.heldLater} two seconds later`,
     );
 } finally {
   rmSync(tmp, { recursive: true, force: true });
