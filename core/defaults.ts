@@ -49,8 +49,11 @@ export const DEFAULTS = {
     lastResortAsPathPrepend: 6,
     /** A (re)started gateway waits at most this long for its peers' connection state. */
     resyncTimeoutMs: 3000,
-    /** The resync is complete once no state has arrived for this long. */
-    resyncQuietMs: 300,
+    /**
+     * The resync is complete once no state has arrived for this long (300 ms
+     * ended it early, with states still arriving: docs/connection-sync.md).
+     */
+    resyncQuietMs: 1000,
     /**
      * conntrackd reads the kernel's events at most this often, in batches
      * (native/event-pace.c): a state reaches the peers up to this much later,
