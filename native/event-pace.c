@@ -559,8 +559,9 @@ static void filter_echoes(int fd) {
  * sendto, one after another in the same buffer (the kernel handles every
  * message of a buffer in turn, before sendto returns), when conntrackd is
  * about to wait in select() at the end of its pass, before anything else it
- * sends on that socket (an update, a destroy: their order is kept), when
- * the buffer is full, and when the socket is closed. A state waits at most
+ * sends to the kernel (an update, a destroy: their order is kept; a dump of
+ * the table sees them), when the buffer is full, and when the socket is
+ * closed. A state waits at most
  * until the end of the pass that received it, as it would have waited for
  * the pass to reach it.
  *
@@ -704,8 +705,14 @@ static void pending_write(int fd) {
       int n = recvmmsg(to, m, ANSWERS_AT_ONCE, MSG_DONTWAIT, NULL);
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) {
-        /* ENOBUFS: answers were lost (never seen with these sizes); the kernel's count of them is unknown. */
-        if (errno != EAGAIN && errno != EWOULDBLOCK && !first) first = errno;
+        /*
+         * ENOBUFS: answers were lost (never seen with these sizes), so how many the kernel refused
+         * is unknown: all of the batch are reported, rather than none.
+         */
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+          refused = count;
+          first = errno;
+        }
         break;
       }
       for (int i = 0; i < n; i++) refused += refusals_in(answers[i], m[i].msg_len, &first);
@@ -745,8 +752,11 @@ ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sock
       if (event_fd >= 0) filter_echoes(event_fd);
     }
     if (inject_batch && request == 1 && !flags && hold_create(fd, buf, len)) return (ssize_t)len;
-    /* Anything else conntrackd sends on this socket goes after the creates it handed over before. */
-    pending_write(fd);
+    /*
+     * Anything else conntrackd sends to the kernel goes after the creates it handed over before: an
+     * update or a destroy of the same connection, and a dump of the table (-R), which must see them.
+     */
+    pending_write(-1);
   }
   return real_sendto(fd, buf, len, flags, to, tolen);
 }
