@@ -3,7 +3,9 @@
 // commands: `-s` prints counters that grow as a peer's answers would, `-n`
 // (ask the peers again) is recorded. The real conntrackd's answers are
 // measured in the lab (bench/connections, "resync"); this pins the logic
-// that decides when the answers are complete, on a clock driven by the test.
+// that decides when the answers are complete, on a clock driven by the test,
+// and how the library's refusals (read from the daemon's standard error)
+// reach conntrackd's count of failed injections.
 import test from "ava";
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -32,7 +34,11 @@ const [, , , conf, cmd] = process.argv;
 const dir = path.dirname(conf);
 const file = (n) => path.join(dir, n);
 const num = (n) => (fs.existsSync(file(n)) ? Number(fs.readFileSync(file(n), "utf8")) : 0);
-if (cmd === undefined) setInterval(() => {}, 1 << 30);
+if (cmd === undefined) {
+  // What the daemon prints on standard error as it starts (the library's lines), from DIR/stderr.
+  if (fs.existsSync(file("stderr"))) process.stderr.write(fs.readFileSync(file("stderr"), "utf8"));
+  setInterval(() => {}, 1 << 30);
+}
 else if (cmd === "-n") fs.writeFileSync(file("asked"), String(num("asked") + 1));
 else if (cmd === "-s") {
   const reads = num("reads") + 1;
@@ -55,12 +61,13 @@ else if (cmd === "-s") {
 }
 `;
 
-async function resyncWith(script: string, timeoutMs = 3000) {
+async function resyncWith(script: string, timeoutMs = 3000, stderr?: string) {
   const dir = mkdtempSync(join(tmpdir(), "egressd-resync-"));
   const binary = join(dir, "conntrackd");
   writeFileSync(binary, FAKE);
   chmodSync(binary, 0o755);
   writeFileSync(join(dir, "script"), script);
+  if (stderr !== undefined) writeFileSync(join(dir, "stderr"), stderr);
   // Each reading of the clock is 100 ms later: the quiet period (1000 ms) is ten readings.
   let clock = 0;
   const channel = conntrackdChannels(SYNC, (n) => ({
@@ -80,10 +87,11 @@ async function resyncWith(script: string, timeoutMs = 3000) {
   const ready = new Promise<void>((resolve) => c.once("ready", () => resolve()));
   await c.start();
   await ready;
+  const failed = (await c.stats()).injected.failed;
   await c.stop();
   const asked = existsSync(join(dir, "asked")) ? Number(readFileSync(join(dir, "asked"), "utf8")) : 0;
   rmSync(dir, { recursive: true, force: true });
-  return { result: c.lastResync!, asked };
+  return { result: c.lastResync!, asked, failed };
 }
 
 test("the first answer's quiet is not the end: the gateway asks again and waits for the complete answer", async (t) => {
@@ -102,4 +110,13 @@ test("a peer with nothing more to send: the wait ends resyncTimeoutMs after the 
   // Heard at 0.3 s, asked after 1 s of quiet (about 1.3 s), given up 2 s later (the clock moves
   // 100 ms a reading).
   t.true(result.ms >= 3200 && result.ms <= 4000, `${result.ms} ms`);
+});
+
+test("states the library wrote at once and the kernel refused count as failed injections", async (t) => {
+  // conntrackd counted them as created (its own count of failures is 0 here); the library's
+  // running total, on its standard error, is added. The last line's total is the one.
+  const line = (n: number, all: number) =>
+    `egressd-event-pace: [ERROR] the kernel refused ${n} of 40 peers' states written at once (Cannot allocate memory); ${all} refused in all\n`;
+  const { failed } = await resyncWith("3:100", 1000, line(3, 3) + line(4, 7));
+  t.is(failed, 7);
 });
