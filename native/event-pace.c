@@ -105,6 +105,8 @@ static int64_t last_ready[FD_SETSIZE];
  * socket, 2: any other descriptor, 0: not looked at yet.
  */
 static unsigned char kind[FD_SETSIZE];
+/* The netlink port id of each socket once looked up (0: not yet; the kernel never gives a socket 0). */
+static uint32_t port_ids[FD_SETSIZE];
 
 static int64_t now_ns(void) {
   struct timespec t;
@@ -147,6 +149,7 @@ int close(int fd) {
     if (event_fd == fd) event_fd = -1;
     if (flush_fd == fd) flush_fd = -1;
     last_request[fd] = 0;
+    port_ids[fd] = 0;
   }
   return real_close(fd);
 }
@@ -231,19 +234,22 @@ static void batch_forget(int fd) {
   if (batch.fd == fd) batch.fd = -1, batch.count = batch.next = 0, batch.error = batch.drained = 0;
 }
 
-/* The port id of conntrackd's flush socket, or 0 when it is not known (or would be the writer's). */
-static uint32_t flush_portid(void) {
-  static uint32_t cached;
-  static int cached_fd = -1;
-  if (flush_fd < 0) return 0;
-  if (cached_fd != flush_fd) {
+/* The port id of netlink socket fd, looked up once; -1 when fd is not one. */
+static int64_t port_of(int fd) {
+  if (fd < 0 || fd >= FD_SETSIZE) return -1;
+  if (!port_ids[fd]) {
     struct sockaddr_nl self;
     socklen_t l = sizeof self;
-    cached = getsockname(flush_fd, (struct sockaddr *)&self, &l) == 0 && self.nl_family == AF_NETLINK ? self.nl_pid : 0;
-    if (cached == writer_portid) cached = 0;
-    cached_fd = flush_fd;
+    if (getsockname(fd, (struct sockaddr *)&self, &l) != 0 || self.nl_family != AF_NETLINK) return -1;
+    port_ids[fd] = self.nl_pid;
   }
-  return cached;
+  return port_ids[fd];
+}
+
+/* The port id of conntrackd's flush socket, or 0 when it is not known (or would be the writer's). */
+static uint32_t flush_portid(void) {
+  int64_t id = port_of(flush_fd);
+  return id < 0 || (uint32_t)id == writer_portid ? 0 : (uint32_t)id;
 }
 
 /* Only to note the order in which conntrackd opens its ctnetlink sockets (flush_fd). */
@@ -592,19 +598,6 @@ static struct nlmsghdr owed_request;
 static uint32_t owed_portid;
 static unsigned long long refused_total;
 
-static int64_t port_of(int fd) {
-  static int cached_fd = -1;
-  static uint32_t cached;
-  if (cached_fd != fd) {
-    struct sockaddr_nl self;
-    socklen_t l = sizeof self;
-    if (getsockname(fd, (struct sockaddr *)&self, &l) != 0 || self.nl_family != AF_NETLINK) return -1;
-    cached = self.nl_pid;
-    cached_fd = fd;
-  }
-  return cached;
-}
-
 /* Holds a create conntrackd sends on fd; 0 when it cannot be held (it is then sent as it is). */
 static int hold_create(int fd, const void *buf, size_t len) {
   struct nlmsghdr h;
@@ -744,10 +737,9 @@ ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sock
   if ((keep || learn) && fd >= 0 && fd < FD_SETSIZE && !paced(fd) && kind[fd] == 3) {
     unsigned char request = write_request(buf, len);
     if (keep) last_request[fd] = request;
-    struct sockaddr_nl self;
-    socklen_t l = sizeof self;
-    if (learn && request && getsockname(fd, (struct sockaddr *)&self, &l) == 0 && self.nl_family == AF_NETLINK) {
-      writer_portid = self.nl_pid;
+    int64_t id = learn && request ? port_of(fd) : -1;
+    if (id >= 0) {
+      writer_portid = (uint32_t)id;
       /* Before the first state is written: its echo is dropped too. */
       if (event_fd >= 0) filter_echoes(event_fd);
     }
