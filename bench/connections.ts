@@ -201,8 +201,11 @@ interface Resync {
  * the real-time class: gw-a2's before the kill, gw-a1's as soon as they appear.
  */
 async function resyncOf(lab: Lab, cls: SchedClass): Promise<Resync> {
+  /** The entries in a gateway's kernel table. */
+  const entries = async (gateway: string) =>
+    Number((await tryRun(["ip", "netns", "exec", lab.ns(gateway), "conntrack", "-C"])).stdout.trim());
   await conntrackdClass(lab, cls);
-  const { stdout } = await tryRun(["ip", "netns", "exec", lab.ns("gw-a2"), "conntrack", "-C"]);
+  const table = await entries("gw-a2");
   const pid = lab.cmdPid("gw-a1");
   if (pid !== undefined) await tryRun(["kill", "-KILL", String(pid)]);
   await sleep(500);
@@ -218,20 +221,13 @@ async function resyncOf(lab: Lab, cls: SchedClass): Promise<Resync> {
     30_000,
   );
   // What gw-a1's table holds the moment the resync was logged, before it advertised anything.
-  const held = await tryRun(["ip", "netns", "exec", lab.ns("gw-a1"), "conntrack", "-C"]);
-  const peerThen = await tryRun(["ip", "netns", "exec", lab.ns("gw-a2"), "conntrack", "-C"]);
+  const held = await entries("gw-a1");
+  const peerThen = await entries("gw-a2");
   await sleep(2000);
-  const later = await tryRun(["ip", "netns", "exec", lab.ns("gw-a1"), "conntrack", "-C"]);
+  const heldLater = await entries("gw-a1");
   await conntrackdClass(lab, "normal");
   for (const g of DC_A) await serving(lab, g, 60_000);
-  return {
-    cls,
-    ...r,
-    table: Number(stdout.trim()),
-    held: Number(held.stdout.trim()),
-    peerThen: Number(peerThen.stdout.trim()),
-    heldLater: Number(later.stdout.trim()),
-  };
+  return { cls, ...r, table, held, peerThen, heldLater };
 }
 
 /** `trials` of each trigger on a lab whose gateways serve; failed connections are replaced after a trial. */
