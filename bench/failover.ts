@@ -24,7 +24,14 @@
 // destination changed (`ip monitor route`, timed as its lines arrive), both
 // from the moment the trigger was pulled. What lies between the two is the
 // ToR's own processing, which no gateway can shorten.
-//   node dist/bench/failover.js [TRIALS] [BASELINE_TRIALS] [INTERVALS]
+//
+// TORS (default frr): what tor-a runs. "frr" is the lab as it is (FRR 8.4,
+// whose bgpd waits 50 ms before each best-path run); "bird" replaces it for
+// the run with BIRD 2 (Debian's bird2) configured to the same policy (the
+// same sessions, BFD at the same timers, the same prefix filters, ECMP to
+// the kernel), which acts on a session's loss or a withdrawal at once.
+// "frr,bird" measures both, one after the other, in the same run.
+//   node dist/bench/failover.js [TRIALS] [BASELINE_TRIALS] [INTERVALS] [TORS]
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
@@ -49,6 +56,10 @@ import { tryRun } from "../lib/exec.js";
 const TRIALS = Number(process.argv[2] ?? 10);
 const BASELINE = Number(process.argv[3] ?? 2);
 const INTERVALS = (process.argv[4] ?? "100,50").split(",").map(Number);
+const TORS = (process.argv[5] ?? "frr").split(",");
+for (const t of TORS)
+  if (t !== "frr" && t !== "bird") throw new Error(`TORS: "${t}" is neither frr nor bird`);
+type Tor = "frr" | "bird";
 const TOPO = fileURLToPath(new URL("../../containerlab/two-dc/two-dc.clab.yml", import.meta.url));
 const EGRESSD = fileURLToPath(new URL("../../bin/egressd", import.meta.url));
 const SRC = "10.244.1.10";
@@ -61,15 +72,17 @@ const torLogDir = join(tmp, "tor-a-log");
 mkdirSync(torLogDir);
 chmodSync(torLogDir, 0o1777);
 const torLog = join(torLogDir, "frr.log");
+const birdLog = join(torLogDir, "bird.log");
+const birdCtl = join(tmp, "tor-a-bird.ctl");
 
 /**
  * The lab with detection at `ms` x 3 (BFD on the gateways and the ToRs, and
  * the probes), a 1 s hold-down and no damping, so trials can follow each
  * other quickly.
  */
-function labAt(ms: number, stack: "egressd" | "baseline" = "egressd"): Lab {
+function labAt(ms: number, stack: "egressd" | "baseline", tor: Tor): Lab {
   const topo = loadTopology(TOPO);
-  const dir = mkdtempSync(join(tmp, `${ms}ms-${stack}-`));
+  const dir = mkdtempSync(join(tmp, `${ms}ms-${stack}-${tor}-`));
   rebindCopies(topo, "/etc/egressd/egressd.yaml", dir, (text) =>
     text
       .replaceAll("holdDownMs: 3000", `holdDownMs: 1000, damping: false, intervalMs: ${ms}, timeoutMs: ${ms}`)
@@ -84,6 +97,16 @@ function labAt(ms: number, stack: "egressd" | "baseline" = "egressd"): Lab {
         `hostname tor-a\nlog file ${torLog} informational\nlog timestamp precision 6`,
       ),
   );
+  if (tor === "bird") {
+    const node = topo.nodes.find((n) => n.name === "tor-a")!;
+    const conf = join(dir, "tor-a-bird.conf");
+    writeFileSync(conf, birdTor(ms));
+    node.image = "bird";
+    node.binds = [{ source: conf, target: "/etc/bird/bird.conf", readOnly: true }];
+    // FRR's zebra turned forwarding on (`ip forwarding` in frr.conf); BIRD does not.
+    node.exec = [...node.exec, "sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1"];
+    node.cmd = `/usr/sbin/bird -f -c /etc/bird/bird.conf -s ${birdCtl}`;
+  }
   if (stack === "egressd") return new Lab(topo, `bfo${process.pid % 10000}`, { quiet: true });
   const lab = new Lab(topo, `bfb${process.pid % 10000}`, { quiet: true });
   for (const g of ["gw-a1", "gw-a2"] as const) {
@@ -154,8 +177,77 @@ function baselineFrr(g: "gw-a1" | "gw-a2", ms: number): string {
   ].join("\n");
 }
 
+/**
+ * tor-a as BIRD 2, with FRR's tor-a/frr.conf policy: eBGP to the gateways
+ * (BFD at `ms` x 3, only egress IPs and served destinations accepted,
+ * nothing sent), to the core (everything both ways) and to the firewall
+ * (nothing taken, no pod prefix given); its own networks announced; ECMP
+ * over the gateways in the kernel.
+ */
+function birdTor(ms: number): string {
+  const gateways = [
+    ["gw_a1", "10.1.1.1", "fd00:1:1::2"],
+    ["gw_a2", "10.1.2.1", "fd00:1:2::2"],
+  ];
+  return [
+    `log "${birdLog}" all;`,
+    'timeformat log "%F %T.%6f";',
+    "router id 10.255.0.10;",
+    "debug protocols { states, events };",
+    "define FROM_GATEWAYS = [ 192.0.2.0/24{32,32}, 203.0.113.0/24{24,32}, 198.51.100.0/24{24,32} ];",
+    "define FROM_GATEWAYS6 = [ 2001:db8:e::/48{128,128}, 2001:db8:203::/48{48,128}, 2001:db8:198::/48{48,128} ];",
+    "define PODS = [ 10.244.0.0/16+ ];",
+    "define PODS6 = [ fd00:244::/32+ ];",
+    "define OWN = [ 10.255.0.10/32, 10.244.1.0/24, 10.1.1.0/31, 10.1.2.0/31 ];",
+    "define OWN6 = [ fd00:244:1::/64, fd00:1:1::/64, fd00:1:2::/64 ];",
+    "protocol device { scan time 10; }",
+    'protocol direct { ipv4; ipv6; interface "*"; }',
+    "protocol kernel { ipv4 { export where source = RTS_BGP; }; merge paths yes limit 8; }",
+    "protocol kernel { ipv6 { export where source = RTS_BGP; }; merge paths yes limit 8; }",
+    "protocol bfd {",
+    `  interface "*" { min rx interval ${ms} ms; min tx interval ${ms} ms; idle tx interval 1000 ms; multiplier 3; };`,
+    "}",
+    "filter own_and_learnt { if source = RTS_DEVICE then { if net ~ OWN || net ~ OWN6 then accept; reject; } accept; }",
+    "filter to_fw { if net ~ PODS || net ~ PODS6 then reject; if source = RTS_DEVICE then { if net ~ OWN || net ~ OWN6 then accept; reject; } accept; }",
+    "template bgp gws { local as 65010; hold time 9; keepalive time 3; connect retry time 1; error wait time 1, 5; bfd on;",
+    "  ipv4 { import where net ~ FROM_GATEWAYS; export none; }; }",
+    "template bgp gws6 { local as 65010; hold time 9; keepalive time 3; connect retry time 1; error wait time 1, 5; bfd on;",
+    "  ipv6 { import where net ~ FROM_GATEWAYS6; export none; }; }",
+    ...gateways.flatMap(([name, v4, v6]) => [
+      `protocol bgp ${name} from gws { neighbor ${v4} as ${BASELINE_ASN}; }`,
+      `protocol bgp ${name}_v6 from gws6 { neighbor ${v6} as ${BASELINE_ASN}; }`,
+    ]),
+    "protocol bgp core { local as 65010; neighbor 10.0.1.0 as 65000; connect retry time 2;",
+    "  ipv4 { import all; export filter own_and_learnt; }; }",
+    "protocol bgp core_v6 { local as 65010; neighbor fd00:0:1::1 as 65000; connect retry time 2;",
+    "  ipv6 { import all; export filter own_and_learnt; }; }",
+    "protocol bgp fw { local as 65010; neighbor 10.0.11.0 as 65100; connect retry time 2;",
+    "  ipv4 { import none; export filter to_fw; }; }",
+    "protocol bgp fw_v6 { local as 65010; neighbor fd00:0:11::1 as 65100; connect retry time 2;",
+    "  ipv6 { import none; export filter to_fw; }; }",
+    "",
+  ].join("\n");
+}
+
 let lab: Lab;
 let bfdOnTor = true;
+let tor: Tor = "frr";
+
+/** birdc's answer on tor-a's BIRD. */
+async function birdc(...command: string[]): Promise<string> {
+  const r = await tryRun(["birdc", "-s", birdCtl, ...command]);
+  if (r.code !== 0) throw new Error(`birdc ${command.join(" ")}: ${r.stderr || r.stdout}`);
+  return r.stdout;
+}
+
+/** Whether tor-a's BFD session with `link` is up. */
+async function torBfdUp(link: string): Promise<boolean> {
+  if (tor === "frr") return (await bfdPeers(lab, "tor-a")).get(link) === "up";
+  return (await birdc("show", "bfd", "sessions")).split("\n").some((l) => {
+    const f = l.trim().split(/\s+/);
+    return f[0] === link && f[2] === "Up";
+  });
+}
 
 async function ready(): Promise<TwoDcGateway> {
   await waitFor(
@@ -165,12 +257,15 @@ async function ready(): Promise<TwoDcGateway> {
   );
   const g = gatewayByEgress(await seenAs(lab, "pod-a", WEB, SRC));
   if (!g) throw new Error("no gateway carries the flow");
-  if (bfdOnTor)
-    await waitFor("BFD up", async () => (await bfdPeers(lab, "tor-a")).get(GW[g].link) === "up", 20_000);
+  if (bfdOnTor) await waitFor("BFD up", () => torBfdUp(GW[g].link), 20_000);
   return g;
 }
 
-const webPeers = async () => ((await bgpTable(lab, "tor-a")).get("203.0.113.0/24") ?? []).map((p) => p.peer);
+/** The gateways tor-a sends web traffic to: FRR's BGP table, or (BIRD) its kernel's route. */
+const webPeers = async () =>
+  tor === "frr"
+    ? ((await bgpTable(lab, "tor-a")).get("203.0.113.0/24") ?? []).map((p) => p.peer)
+    : kernelNextHops(lab, "tor-a", "203.0.113.0/24");
 
 /** A trial's traffic gap, and when (ms after the trigger) tor-a took the session down and changed its route. */
 interface Trial extends StreamResult {
@@ -191,21 +286,26 @@ function watchTorRoutes(): { changes: number[]; stop: () => void } {
 }
 
 /**
- * When tor-a's bgpd took the session with `peer` down after `since` (wall
- * clock, ms), from its log: FRR writes local time to the microsecond.
+ * When tor-a took the BGP session with `peer` down after `since` (wall
+ * clock, ms), from its log: FRR's bgpd and BIRD write local time to the
+ * microsecond.
  */
 function torSessionDown(peer: string, since: number): number | undefined {
   let text: string;
   try {
-    text = readFileSync(torLog, "utf8");
+    text = readFileSync(tor === "frr" ? torLog : birdLog, "utf8");
   } catch {
     return undefined;
   }
+  // BIRD: "2026-12-05 05:10:11.123456 <TRACE> gw_a1: State changed to stop" (the protocol named after the gateway).
+  const birdName = (Object.keys(GW) as TwoDcGateway[]).find((g) => GW[g].link === peer)?.replace("-", "_");
+  const pattern =
+    tor === "frr"
+      ? /^(\d+)\/(\d+)\/(\d+) (\d+):(\d+):(\d+)\.(\d{3})\d* .*ADJCHANGE: neighbor (\S+?)\(.* Down/
+      : /^(\d+)-(\d+)-(\d+) (\d+):(\d+):(\d+)\.(\d{3})\d* <TRACE> (\S+): State changed to stop/;
   for (const line of text.split("\n")) {
-    const m = /^(\d+)\/(\d+)\/(\d+) (\d+):(\d+):(\d+)\.(\d{3})\d* .*ADJCHANGE: neighbor (\S+?)\(.* Down/.exec(
-      line,
-    );
-    if (!m || m[8] !== peer) continue;
+    const m = pattern.exec(line);
+    if (!m || m[8] !== (tor === "frr" ? peer : birdName)) continue;
     const [y, mo, d, h, mi, sec, ms] = m.slice(1, 8).map(Number) as number[];
     const at = new Date(y!, mo! - 1, d!, h!, mi!, sec!, ms!).getTime();
     if (at >= since) return at;
@@ -299,7 +399,7 @@ async function runAt(
   baseline: boolean,
   stack: "egressd" | "baseline" = "egressd",
 ): Promise<Map<string, Trial[]>> {
-  lab = labAt(ms, stack);
+  lab = labAt(ms, stack, tor);
   bfdOnTor = true;
   const results = new Map<string, Trial[]>();
   try {
@@ -314,7 +414,7 @@ async function runAt(
       for (let i = 0; i < TRIALS; i++) {
         const r = await trial(fail, timeout);
         process.stderr.write(
-          `  ${stack}, ${ms} ms, ${name.split(" (")[0]} #${i + 1}: gap ${r.gapMs} ms, ${r.lost} lost\n`,
+          `  ${stack}, ToR ${tor}, ${ms} ms, ${name.split(" (")[0]} #${i + 1}: gap ${r.gapMs} ms, ${r.lost} lost\n`,
         );
         rs.push(r);
       }
@@ -352,29 +452,35 @@ try {
   );
   const rows: [string, Trial[]][] = [];
   const versus: string[] = [];
-  for (const [i, ms] of INTERVALS.entries()) {
-    const first = i === 0;
-    const results = await runAt(ms, first ? undefined : TIMED, first && BASELINE > 0);
-    for (const [name, rs] of results) {
-      if (name === BASELINE_ROW) continue;
-      rows.push([TIMED.has(name) ? `${name}, ${ms} ms x 3` : name, rs]);
-    }
-    if (results.has(BASELINE_ROW)) rows.push([BASELINE_ROW, results.get(BASELINE_ROW)!]);
-    const stack = await runAt(ms, TIMED, false, "baseline");
-    for (const [name, rs] of stack) {
-      rows.push([`FRR + ExaBGP healthcheck: ${name.split(" (")[0]}, ${ms} ms x 3`, rs]);
-      const ours = median(results.get(name)!.map((r) => r.gapMs));
-      const theirs = median(rs.map((r) => r.gapMs));
-      versus.push(
-        `${name.split(" (")[0]} at ${ms} ms: egressd ${ours} ms, FRR + healthcheck ${theirs} ms ` +
-          `(egressd ${theirs - ours >= 0 ? `${theirs - ours} ms ahead, ${(theirs / Math.max(1, ours)).toFixed(1)}x` : `${ours - theirs} ms behind`})`,
-      );
+  for (const t of TORS as Tor[]) {
+    tor = t;
+    // The rows of the lab as it is (FRR ToRs) carry no mark; BIRD's say so.
+    const at = tor === "frr" ? "" : ", ToR BIRD";
+    for (const [i, ms] of INTERVALS.entries()) {
+      // Every trigger at the first interval with FRR; on BIRD, the two that detection times.
+      const all = i === 0 && tor === "frr";
+      const results = await runAt(ms, all ? undefined : TIMED, all && BASELINE > 0);
+      for (const [name, rs] of results) {
+        if (name === BASELINE_ROW) continue;
+        rows.push([TIMED.has(name) ? `${name}, ${ms} ms x 3${at}` : name, rs]);
+      }
+      if (results.has(BASELINE_ROW)) rows.push([BASELINE_ROW, results.get(BASELINE_ROW)!]);
+      const stack = await runAt(ms, TIMED, false, "baseline");
+      for (const [name, rs] of stack) {
+        rows.push([`FRR + ExaBGP healthcheck: ${name.split(" (")[0]}, ${ms} ms x 3${at}`, rs]);
+        const ours = median(results.get(name)!.map((r) => r.gapMs));
+        const theirs = median(rs.map((r) => r.gapMs));
+        versus.push(
+          `${name.split(" (")[0]} at ${ms} ms${at}: egressd ${ours} ms, FRR + healthcheck ${theirs} ms ` +
+            `(egressd ${theirs - ours >= 0 ? `${theirs - ours} ms ahead, ${(theirs / Math.max(1, ours)).toFixed(1)}x` : `${ours - theirs} ms behind`})`,
+        );
+      }
     }
   }
   for (const [name, rs] of rows) report(name, rs);
   console.log("egressd against FRR (bgpd + bfdd) with ExaBGP's healthcheck, median gaps:");
   for (const v of versus) console.log(`  ${v}`);
-  const frozen = rows.filter(([n]) => n.startsWith(triggers[2]![0]));
+  const frozen = rows.filter(([n]) => n.startsWith(triggers[2]![0]) && !n.endsWith("ToR BIRD"));
   const base = rows.find(([n]) => n === BASELINE_ROW)?.[1];
   if (base)
     console.log(
