@@ -31,13 +31,18 @@
 // same sessions, BFD at the same timers, the same prefix filters, ECMP to
 // the kernel), which acts on a session's loss or a withdrawal at once.
 // "frr,bird" measures both, one after the other, in the same run.
+//
+// --probe-timeout-share S (default 1): the probes' timeout is S times their
+// interval, egressd's and the healthcheck's alike (ping -W).
 //   node dist/bench/failover.js [TRIALS] [BASELINE_TRIALS] [INTERVALS] [TORS]
+//                               [--probe-timeout-share S]
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
 import {
   blockSources,
   freezeNode,
@@ -53,10 +58,17 @@ import { Lab, sleep, waitFor } from "../containerlab/runner.js";
 import { loadTopology, rebindCopies } from "../containerlab/topology.js";
 import { tryRun } from "../lib/exec.js";
 
-const TRIALS = Number(process.argv[2] ?? 10);
-const BASELINE = Number(process.argv[3] ?? 2);
-const INTERVALS = (process.argv[4] ?? "100,50").split(",").map(Number);
-const TORS = (process.argv[5] ?? "frr").split(",");
+const { values: opts, positionals: argv } = parseArgs({
+  allowPositionals: true,
+  options: { "probe-timeout-share": { type: "string", default: "1" } },
+});
+const TRIALS = Number(argv[0] ?? 10);
+const BASELINE = Number(argv[1] ?? 2);
+const INTERVALS = (argv[2] ?? "100,50").split(",").map(Number);
+const TORS = (argv[3] ?? "frr").split(",");
+const TIMEOUT_SHARE = Number(opts["probe-timeout-share"]);
+if (!(TIMEOUT_SHARE > 0 && TIMEOUT_SHARE <= 1))
+  throw new Error(`--probe-timeout-share: "${opts["probe-timeout-share"]}" is not a number in (0, 1]`);
 for (const t of TORS)
   if (t !== "frr" && t !== "bird") throw new Error(`TORS: "${t}" is neither frr nor bird`);
 type Tor = "frr" | "bird";
@@ -85,7 +97,10 @@ function labAt(ms: number, stack: "egressd" | "baseline", tor: Tor): Lab {
   const dir = mkdtempSync(join(tmp, `${ms}ms-${stack}-${tor}-`));
   rebindCopies(topo, "/etc/egressd/egressd.yaml", dir, (text) =>
     text
-      .replaceAll("holdDownMs: 3000", `holdDownMs: 1000, damping: false, intervalMs: ${ms}, timeoutMs: ${ms}`)
+      .replaceAll(
+        "holdDownMs: 3000",
+        `holdDownMs: 1000, damping: false, intervalMs: ${ms}, timeoutMs: ${ms * TIMEOUT_SHARE}`,
+      )
       .replaceAll("minRxMs: 100, minTxMs: 100", `minRxMs: ${ms}, minTxMs: ${ms}`),
   );
   rebindCopies(topo, "/etc/frr/frr.conf", dir, (text) =>
@@ -132,7 +147,7 @@ function labAt(ms: number, stack: "egressd" | "baseline", tor: Tor): Lab {
     node.cmd = [
       "/usr/bin/python3 -m exabgp healthcheck --no-ack --no-syslog --no-ip-setup",
       `--ip ${gw.web}/32`,
-      `--cmd "ping -n -c 1 -W ${ms / 1000} ${SERVER}"`,
+      `--cmd "ping -n -c 1 -W ${(ms * TIMEOUT_SHARE) / 1000} ${SERVER}"`,
       `--interval ${ms / 1000} --fast-interval ${ms / 1000} --rise 3 --fall 3`,
       `--up-execute "${vtysh(`network ${WEB_NET}`)}"`,
       `--down-execute "${vtysh(`no network ${WEB_NET}`)}"`,
@@ -448,7 +463,7 @@ const TIMED = new Set([triggers[0]![0], triggers[2]![0]]);
 try {
   console.log(
     `failover on the two-dc lab: ping stream every 10 ms pod-a -> server, ${TRIALS} trials per trigger; ` +
-      `detection at ${INTERVALS.join(" and ")} ms x 3 (BFD and probes)`,
+      `detection at ${INTERVALS.join(" and ")} ms x 3 (BFD and probes; the probes' timeout ${TIMEOUT_SHARE} x the interval)`,
   );
   const rows: [string, Trial[]][] = [];
   const versus: string[] = [];

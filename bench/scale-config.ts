@@ -41,6 +41,8 @@ export interface GatewayAtScale {
   probes: number;
   probeTargets: string[];
   probeIntervalMs?: number;
+  /** Each probe's timeout (default: the interval). */
+  probeTimeoutMs?: number;
   bfd: { intervalMs: number; multiplier: number };
   httpListen: string;
   egressIPs?: number;
@@ -74,7 +76,7 @@ export function gatewayAtScale(o: GatewayAtScale): GatewayConfig {
       kind: "icmp" as const,
       target: o.probeTargets[i % o.probeTargets.length]!,
       intervalMs: interval,
-      timeoutMs: interval,
+      timeoutMs: o.probeTimeoutMs ?? interval,
       affects: i === 0 ? { uplink: "tor" } : { policy: `p-${i % o.policies}` },
     })),
     http: { listen: o.httpListen },

@@ -44,6 +44,8 @@ export interface ScaleLabOptions {
   sources: number;
   probes: number;
   probeIntervalMs: number;
+  /** Each probe's timeout (default: the interval). */
+  probeTimeoutMs?: number;
   /** BGP sessions, each with BFD. */
   peers: number;
   bfdIntervalMs: number;
@@ -148,6 +150,7 @@ export class ScaleLab {
       probes: o.probes,
       probeTargets: peers.map((p) => p.tor),
       probeIntervalMs: o.probeIntervalMs,
+      ...(o.probeTimeoutMs !== undefined ? { probeTimeoutMs: o.probeTimeoutMs } : {}),
       bfd: { intervalMs: o.bfdIntervalMs, multiplier: 3 },
       httpListen: HTTP,
       ...(o.egressIPs ? { egressIPs: o.egressIPs } : {}),

@@ -7,8 +7,9 @@
 // a false alarm. It prints them (must be 0), the event-loop delay, the
 // least BFD receive slack, CPU and RSS, and exits 1 on a false alarm.
 //
-//   node dist/bench/soak.js [--seconds 1800] [--interval 50] [--egressd PATH]
-//                           [--reload-every S] [--no-stress] [--bfd-peer frr|egressd]
+//   node dist/bench/soak.js [--seconds 1800] [--interval 50] [--probe-timeout MS]
+//                           [--egressd PATH] [--reload-every S] [--no-stress]
+//                           [--bfd-peer frr|egressd]
 //                           [--node-flags "FLAGS"]   (default: daemon/node-flags.ts)
 import { spawn } from "node:child_process";
 import { parseArgs } from "node:util";
@@ -23,6 +24,8 @@ const { values: args } = parseArgs({
   options: {
     seconds: { type: "string", default: "1800" },
     interval: { type: "string", default: "50" },
+    // Each probe's timeout, ms (default: the interval).
+    "probe-timeout": { type: "string" },
     policies: { type: "string", default: "200" },
     sources: { type: "string", default: "100000" },
     peers: { type: "string", default: "50" },
@@ -39,7 +42,25 @@ const { values: args } = parseArgs({
 const RELOAD_MS = Number(args["reload-every"]) * 1000;
 const SECONDS = Number(args.seconds);
 const INTERVAL = Number(args.interval);
+const PROBE_TIMEOUT = Number(args["probe-timeout"] ?? args.interval);
 const PEERS = Number(args.peers);
+
+/**
+ * How many good probe results took longer than each bucket bound of
+ * egressd_probe_rtt_seconds (ms), summed over the probes; "+Inf" gives all.
+ */
+function slowerThan(text: string): Map<string, number> {
+  const all = new Map<string, number>();
+  for (const s of samplesOf(parseExposition(text), "egressd_probe_rtt_seconds_bucket"))
+    all.set(s.labels.le!, (all.get(s.labels.le!) ?? 0) + s.value);
+  const total = all.get("+Inf") ?? 0;
+  return new Map(
+    [...all].map(([le, n]) => [
+      le === "+Inf" ? le : String(Number(le) * 1000),
+      le === "+Inf" ? n : total - n,
+    ]),
+  );
+}
 
 /** The counters that must not move, read from one /metrics scrape. */
 function alarms(text: string) {
@@ -58,7 +79,7 @@ function alarms(text: string) {
 async function main(lab: ScaleLab): Promise<number> {
   console.log(
     `soak: ${SECONDS} s; ${PEERS} BGP sessions with BFD at ${INTERVAL} ms x 3 and ${args.probes} ICMP probes at ` +
-      `${INTERVAL} ms; ${args.policies} policies, ${args.sources} sources (${(lab.configBytes / 1e6).toFixed(1)} MB), ` +
+      `${INTERVAL} ms (timeout ${PROBE_TIMEOUT} ms); ${args.policies} policies, ${args.sources} sources (${(lab.configBytes / 1e6).toFixed(1)} MB), ` +
       (RELOAD_MS > 0 ? `one source changed every ${RELOAD_MS / 1000} s` : "no reloads") +
       `; /metrics every second; ${args["no-stress"] ? "no stress-ng" : "the other core busy (stress-ng)"}` +
       `; the ToR's BFD: ${args["bfd-peer"] === "egressd" ? "egressd's own (bfd-peer fixture)" : "FRR bfdd"}`,
@@ -171,6 +192,17 @@ async function main(lab: ScaleLab): Promise<number> {
   for (const [what, n] of Object.entries(falseAlarms)) console.log(`    ${what.padEnd(34)} ${n}`);
   console.log(
     `  probe results: ${d("probeOk")} ok, ${d("inconclusive")} inconclusive (a stall of egressd's loop, or CPU steal, kept them from being judged)`,
+  );
+  // How close good results came to the probes' timeout.
+  const slowStart = slowerThan(first);
+  const slow = [...slowerThan(last)].map(([le, n]) => [le, n - (slowStart.get(le) ?? 0)] as const);
+  console.log(
+    `  good probe results slower than: ` +
+      slow
+        .filter(([le]) => le !== "+Inf" && Number(le) >= 1 && Number(le) <= PROBE_TIMEOUT)
+        .map(([le, n]) => `${le} ms ${n}`)
+        .join(", ") +
+      ` (of ${slow.find(([le]) => le === "+Inf")?.[1] ?? 0}; the timeout ${PROBE_TIMEOUT} ms)`,
   );
   console.log(
     `  event-loop delay per scrape: max ${fmt(Math.max(...delayMax), 0)} ms; ` +
@@ -298,6 +330,7 @@ const lab = await ScaleLab.start({
   sources: Number(args.sources),
   probes: Number(args.probes),
   probeIntervalMs: INTERVAL,
+  probeTimeoutMs: PROBE_TIMEOUT,
   peers: PEERS,
   bfdIntervalMs: INTERVAL,
   egressd: args.egressd,
