@@ -46,13 +46,16 @@ const PROBE_TIMEOUT = Number(args["probe-timeout"] ?? args.interval);
 const PEERS = Number(args.peers);
 
 /**
- * How many good probe results took longer than each bucket bound of
- * egressd_probe_rtt_seconds (ms), summed over the probes; "+Inf" gives all.
+ * How many good results of the soak's ICMP probes (probe-N; not the
+ * gateway's self-checks, whose "RTT" is how long a check took) took longer
+ * than each bucket bound of egressd_probe_rtt_seconds (ms), summed over the
+ * probes; "+Inf" gives all.
  */
 function slowerThan(text: string): Map<string, number> {
   const all = new Map<string, number>();
   for (const s of samplesOf(parseExposition(text), "egressd_probe_rtt_seconds_bucket"))
-    all.set(s.labels.le!, (all.get(s.labels.le!) ?? 0) + s.value);
+    if (/^probe-\d+$/.test(s.labels.probe ?? ""))
+      all.set(s.labels.le!, (all.get(s.labels.le!) ?? 0) + s.value);
   const total = all.get("+Inf") ?? 0;
   return new Map(
     [...all].map(([le, n]) => [
