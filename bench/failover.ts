@@ -157,7 +157,9 @@ function labAt(ms: number, stack: "egressd" | "baseline", tor: Tor): Lab {
 }
 
 const FRR_IMAGE = "quay.io/frrouting/frr:8.4.4";
-const BASELINE_ASN = 65011;
+/** DC A's gateways' AS (their egressd.yaml), which the baseline's FRR gateways keep. */
+const DC_A_GATEWAYS_ASN = 65011;
+const BASELINE_ASN = DC_A_GATEWAYS_ASN;
 const SERVER = "203.0.113.10";
 const WEB_NET = "203.0.113.0/24";
 
@@ -229,8 +231,8 @@ function birdTor(ms: number): string {
     "template bgp gws6 { local as 65010; hold time 9; keepalive time 3; connect retry time 1; error wait time 1, 5; bfd on;",
     "  ipv6 { import where net ~ FROM_GATEWAYS6; export none; }; }",
     ...gateways.flatMap(([name, v4, v6]) => [
-      `protocol bgp ${name} from gws { neighbor ${v4} as ${BASELINE_ASN}; }`,
-      `protocol bgp ${name}_v6 from gws6 { neighbor ${v6} as ${BASELINE_ASN}; }`,
+      `protocol bgp ${name} from gws { neighbor ${v4} as ${DC_A_GATEWAYS_ASN}; }`,
+      `protocol bgp ${name}_v6 from gws6 { neighbor ${v6} as ${DC_A_GATEWAYS_ASN}; }`,
     ]),
     "protocol bgp core { local as 65010; neighbor 10.0.1.0 as 65000; connect retry time 2;",
     "  ipv4 { import all; export filter own_and_learnt; }; }",
