@@ -43,6 +43,8 @@ const RELOAD_MS = Number(args["reload-every"]) * 1000;
 const SECONDS = Number(args.seconds);
 const INTERVAL = Number(args.interval);
 const PROBE_TIMEOUT = Number(args["probe-timeout"] ?? args.interval);
+if (!(PROBE_TIMEOUT >= 1))
+  throw new Error(`--probe-timeout: "${args["probe-timeout"]}" is not a number of ms`);
 const PEERS = Number(args.peers);
 
 /**
