@@ -224,8 +224,10 @@ function birdTor(ms: number): string {
     "protocol bfd {",
     `  interface "*" { min rx interval ${ms} ms; min tx interval ${ms} ms; idle tx interval 1000 ms; multiplier 3; };`,
     "}",
-    "filter own_and_learnt { if source = RTS_DEVICE then { if net ~ OWN || net ~ OWN6 then accept; reject; } accept; }",
-    "filter to_fw { if net ~ PODS || net ~ PODS6 then reject; if source = RTS_DEVICE then { if net ~ OWN || net ~ OWN6 then accept; reject; } accept; }",
+    // What FRR announces: its `network` statements (of the connected networks) and what it learnt.
+    "function announced() { if source = RTS_DEVICE then return net ~ OWN || net ~ OWN6; return true; }",
+    "filter own_and_learnt { if announced() then accept; reject; }",
+    "filter to_fw { if net ~ PODS || net ~ PODS6 then reject; if announced() then accept; reject; }",
     "template bgp gws { local as 65010; hold time 9; keepalive time 3; connect retry time 1; error wait time 1, 5; bfd on;",
     "  ipv4 { import where net ~ FROM_GATEWAYS; export none; }; }",
     "template bgp gws6 { local as 65010; hold time 9; keepalive time 3; connect retry time 1; error wait time 1, 5; bfd on;",
@@ -316,13 +318,13 @@ function torSessionDown(peer: string, since: number): number | undefined {
   }
   // BIRD: "2026-12-05 05:10:11.123456 <TRACE> gw_a1: State changed to stop" (the protocol named after the gateway).
   const birdName = (Object.keys(GW) as TwoDcGateway[]).find((g) => GW[g].link === peer)?.replace("-", "_");
-  const pattern =
+  const [pattern, name] =
     tor === "frr"
-      ? /^(\d+)\/(\d+)\/(\d+) (\d+):(\d+):(\d+)\.(\d{3})\d* .*ADJCHANGE: neighbor (\S+?)\(.* Down/
-      : /^(\d+)-(\d+)-(\d+) (\d+):(\d+):(\d+)\.(\d{3})\d* <TRACE> (\S+): State changed to stop/;
+      ? [/^(\d+)\/(\d+)\/(\d+) (\d+):(\d+):(\d+)\.(\d{3})\d* .*ADJCHANGE: neighbor (\S+?)\(.* Down/, peer]
+      : [/^(\d+)-(\d+)-(\d+) (\d+):(\d+):(\d+)\.(\d{3})\d* <TRACE> (\S+): State changed to stop/, birdName];
   for (const line of text.split("\n")) {
     const m = pattern.exec(line);
-    if (!m || m[8] !== (tor === "frr" ? peer : birdName)) continue;
+    if (!m || m[8] !== name) continue;
     const [y, mo, d, h, mi, sec, ms] = m.slice(1, 8).map(Number) as number[];
     const at = new Date(y!, mo! - 1, d!, h!, mi!, sec!, ms!).getTime();
     if (at >= since) return at;

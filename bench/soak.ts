@@ -53,9 +53,9 @@ const PEERS = Number(args.peers);
  * than each bucket bound of egressd_probe_rtt_seconds (ms), summed over the
  * probes; "+Inf" gives all.
  */
-function slowerThan(text: string): Map<string, number> {
+function slowerThan(fams: ReturnType<typeof parseExposition>): Map<string, number> {
   const all = new Map<string, number>();
-  for (const s of samplesOf(parseExposition(text), "egressd_probe_rtt_seconds_bucket"))
+  for (const s of samplesOf(fams, "egressd_probe_rtt_seconds_bucket"))
     if (/^probe-\d+$/.test(s.labels.probe ?? ""))
       all.set(s.labels.le!, (all.get(s.labels.le!) ?? 0) + s.value);
   const total = all.get("+Inf") ?? 0;
@@ -199,8 +199,8 @@ async function main(lab: ScaleLab): Promise<number> {
     `  probe results: ${d("probeOk")} ok, ${d("inconclusive")} inconclusive (a stall of egressd's loop, or CPU steal, kept them from being judged)`,
   );
   // How close good results came to the probes' timeout.
-  const slowStart = slowerThan(first);
-  const slow = [...slowerThan(last)].map(([le, n]) => [le, n - (slowStart.get(le) ?? 0)] as const);
+  const slowStart = slowerThan(parseExposition(first));
+  const slow = [...slowerThan(lastFams)].map(([le, n]) => [le, n - (slowStart.get(le) ?? 0)] as const);
   console.log(
     `  good probe results slower than: ` +
       slow
