@@ -121,6 +121,13 @@ const SELF = {
   damping: false,
 } as const;
 
+/**
+ * A self-check whose results the kernel pushes (an egress IP's presence): a
+ * notification is the kernel's word, so one failure is enough. The interval
+ * is only shown; nothing runs between notifications.
+ */
+const SELF_PUSHED = { ...SELF, fall: 1 } as const;
+
 export class Gateway {
   readonly events = new EventEmitter<GatewayEvents>();
   readonly runDir: string;
@@ -162,7 +169,7 @@ export class Gateway {
     this.runDir = opts.runDir ?? defaultRunDir();
     this.health = planDesired({ view: this.view, health: NO_HEALTH_INPUTS }).health;
     this.dataplane = opts.dataplane;
-    this.checks = opts.actuators?.checks ?? realChecks();
+    this.checks = opts.actuators?.checks ?? realChecks((m) => this.log.warn(m));
     this.bfd = opts.actuators?.bfd ?? new BfdWorker({ logger: this.log });
     this.bfdPeers = new BfdPeers(this.bfd, {
       log: this.log,
@@ -337,15 +344,15 @@ export class Gateway {
   /** Configured probes and self-checks, from the current config; unchanged ones keep their state. */
   private syncProbes(): void {
     this.prober.sync(probeSpecs(this.config));
-    const checks = new Map<string, CheckSpec>();
-    const add = (c: CheckSpec) => checks.set(c.name, c);
+    // Each check as the prober takes it: polled, or pushed (an address, from the kernel's notifications).
+    const checks = new Map<string, () => void>();
+    const add = (c: CheckSpec) => checks.set(c.name, () => this.prober.addCheck(c));
     for (const a of this.view.kernel.addresses) {
-      add({
-        name: `${SELF_ADDRESS}${a.address}`,
-        target: a.address,
-        check: this.checks.address(a.address),
-        ...SELF,
-      });
+      const name = `${SELF_ADDRESS}${a.address}`;
+      const stream = this.checks.address(a.address);
+      checks.set(name, () =>
+        this.prober.addStream({ name, target: a.address, stream, ...SELF_PUSHED, atOnce: true }),
+      );
     }
     for (const family of new Set(this.view.kernel.nat.policies.map((p) => p.family))) {
       add({ name: `self-forwarding-ipv${family}`, check: this.checks.forwarding(family), ...SELF });
@@ -353,7 +360,7 @@ export class Gateway {
     add({ name: "self-nft-table", check: this.checks.nftTable(), ...SELF, intervalMs: 1000 });
     if (this.config.bgp) add({ name: "self-gobgpd", check: async () => this.speaker.ready, ...SELF });
     for (const name of this.selfChecks) if (!checks.has(name)) this.prober.remove(name);
-    for (const [name, spec] of checks) if (!this.selfChecks.has(name)) this.prober.addCheck(spec);
+    for (const [name, addTo] of checks) if (!this.selfChecks.has(name)) addTo();
     this.selfChecks = new Set(checks.keys());
     this.probeStates = new Map(this.prober.statuses().map((st) => [st.name, st.state as string]));
     for (const name of this.failing) if (!this.probeStates.has(name)) this.failing.delete(name);

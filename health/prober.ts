@@ -136,7 +136,8 @@ interface Entry {
   /**
    * Runs on the multiples of its interval, without jitter (check probes):
    * local checks cost next to nothing, so 50 of them at one interval share
-   * one wake-up of the thread instead of 50.
+   * one wake-up of the thread instead of 50. A pushed (stream) probe that
+   * is aligned starts at once instead of after a random phase.
    */
   aligned: boolean;
 }
@@ -237,13 +238,16 @@ export class Prober extends EventEmitter<ProberEvents> {
   /**
    * Adds a probe that pushes its own results (its own cadence and timeout),
    * e.g. a BFD session or a test double. intervalMs/timeoutMs are only shown.
+   * `atOnce`: started now rather than after a random part of its interval
+   * (results that come together, such as the egress IPs' presence from one
+   * listing, then arrive in one turn and are judged as one burst).
    */
-  addStream(spec: Omit<CheckSpec, "check"> & { stream: StreamProbe }): void {
+  addStream(spec: Omit<CheckSpec, "check"> & { stream: StreamProbe; atOnce?: boolean }): void {
     const timing = resolveTiming(spec);
     const errs = validateStateConfig(timing);
     if (!spec.name) errs.push("name is required");
     if (errs.length) throw new Error(`probe ${spec.name}: ${errs.join("; ")}`);
-    this.insert(spec.name, "check", spec.target ?? "stream", timing, null, spec.stream, "");
+    this.insert(spec.name, "check", spec.target ?? "stream", timing, null, spec.stream, "", spec.atOnce);
   }
 
   /** Stops and forgets a probe; no transition is emitted. */
@@ -363,10 +367,12 @@ export class Prober extends EventEmitter<ProberEvents> {
     const phase = e.aligned ? intervalMs - (this.clock() % intervalMs) : this.random() * intervalMs;
     if (e.stream) {
       const s = e.stream;
-      e.tickTimer = setTimeout(() => {
-        e.tickTimer = null;
-        if (!e.removed) s.start((r) => this.apply(e, r));
-      }, phase);
+      if (e.aligned) s.start((r) => this.apply(e, r));
+      else
+        e.tickTimer = setTimeout(() => {
+          e.tickTimer = null;
+          if (!e.removed) s.start((r) => this.apply(e, r));
+        }, phase);
     } else if (e.aligned) {
       this.joinRound(e);
     } else {

@@ -3,7 +3,9 @@
 // that watch the result. The real one drives netlink and nftables; tests give
 // a fake that records what it was asked to do.
 import { OWNER, type KernelState, type NatPlan, type NatSourcesDelta } from "../core/state.js";
-import { addressCheck, forwardingCheck, type CheckFn } from "../health/probes/check.js";
+import { forwardingCheck, type CheckFn } from "../health/probes/check.js";
+import type { StreamProbe } from "../health/probe-types.js";
+import { watchAddresses, type AddressWatch } from "./address-watch.js";
 import { NfElementWriter } from "./nfnetlink.js";
 import { NftReconciler, readNatCounters, type NatCounter } from "./nft.js";
 import { GuardReconciler } from "./nft-guard.js";
@@ -23,28 +25,50 @@ export interface KernelActuator {
 }
 
 export interface KernelChecks {
-  address(address: string): CheckFn;
+  /** Pushes ok while the address is on some interface, a failure the moment it is not. */
+  address(address: string): StreamProbe;
   forwarding(family: 4 | 6): CheckFn;
   nftTable(): CheckFn;
   /** Releases the checks' socket. */
   close(): void;
 }
 
-/** The real self-checks: os.networkInterfaces(), /proc, and one netlink question for the table. */
-export function realChecks(): KernelChecks {
+/**
+ * The real self-checks: the kernel's address notifications
+ * (routing/address-watch.ts), /proc, and one netlink question for the table.
+ * `onError`: what the address watch could not do (for the log).
+ */
+export function realChecks(onError?: (message: string) => void): KernelChecks {
   let tables: NfElementWriter | undefined;
+  let addresses: AddressWatch | undefined;
   const tableCheck: CheckFn = async () => {
     tables ??= new NfElementWriter();
     if (await tables.hasTable(OWNER.nftTable)) return { ok: true };
     return { ok: false, reason: `nft table inet ${OWNER.nftTable} is missing` };
   };
   return {
-    address: addressCheck,
+    address: (address) => {
+      let unfollow: (() => void) | undefined;
+      return {
+        start(onResult) {
+          addresses ??= watchAddresses({ onError });
+          unfollow = addresses.follow(address, (present) =>
+            onResult(present ? { ok: true } : { ok: false, reason: `address ${address} is not configured` }),
+          );
+        },
+        close() {
+          unfollow?.();
+          unfollow = undefined;
+        },
+      };
+    },
     forwarding: forwardingCheck,
     nftTable: () => tableCheck,
     close: () => {
       tables?.close();
       tables = undefined;
+      addresses?.close();
+      addresses = undefined;
     },
   };
 }

@@ -1,9 +1,10 @@
 // "check" probes: any async test the daemon wants to run on the same
 // rise/fall/hold-down machinery, such as the gateway watching itself
-// (forwarding on, its egress address present, gobgpd answering; the
-// nftables table check is routing's, on its netlink socket). A check resolves ok/failed with a reason; one that
-// throws counts as failed, and one that does not answer in time as well.
-import { networkInterfaces } from "node:os";
+// (forwarding on, gobgpd answering; the nftables table check is routing's,
+// on its netlink socket, and an egress IP's presence is pushed by the
+// kernel's notifications, routing/address-watch.ts). A check resolves
+// ok/failed with a reason; one that throws counts as failed, and one that
+// does not answer in time as well.
 import { performance } from "node:perf_hooks";
 import type { ProbeResult } from "../../core/probe-state.js";
 import type { PollProbe } from "../probe-types.js";
@@ -70,35 +71,4 @@ export function forwardingCheck(family: 4 | 6 = 4): CheckFn {
     const v = readProcFile(path).trim();
     return v === "1" ? { ok: true } : { ok: false, reason: `${path} is ${v}` };
   };
-}
-
-/**
- * The addresses configured in this namespace, read at most once per
- * `maxAgeMs`: with 50 egress IPs, 50 address checks every 500 ms share a few
- * reads instead of making 100 each second (each lists every interface).
- */
-function addressesReader(maxAgeMs = 100, now: () => number = () => performance.now()) {
-  let at = -Infinity;
-  let set = new Set<string>();
-  return (): Set<string> => {
-    if (now() - at >= maxAgeMs) {
-      set = new Set(
-        Object.values(networkInterfaces()).flatMap((list) =>
-          (list ?? []).map((a) => a.address.toLowerCase()),
-        ),
-      );
-      at = now();
-    }
-    return set;
-  };
-}
-const configuredAddresses = addressesReader();
-
-/** An address is configured on some interface (no process; os.networkInterfaces(), shared by the checks). */
-export function addressCheck(address: string): CheckFn {
-  const want = address.toLowerCase();
-  return async () =>
-    configuredAddresses().has(want)
-      ? { ok: true }
-      : { ok: false, reason: `address ${address} is not configured` };
 }

@@ -2,6 +2,7 @@
 // given and records applies and the teardown, in a log it can share with a
 // FakeSpeaker; its self-checks pass unless told otherwise.
 import type { PlanView } from "../../core/plan/index.js";
+import type { ProbeResult } from "../../core/probe-state.js";
 import type { KernelState, NatSourcesDelta } from "../../core/state.js";
 import type { KernelActuator } from "../../routing/kernel-actuator.js";
 import type { KernelChanges, TeardownSummary } from "../../routing/reconcile.js";
@@ -44,7 +45,13 @@ export class FakeKernel implements KernelActuator {
   }
 
   checks = {
-    address: () => () => Promise.resolve(this.healthy.address),
+    address: (address: string) => ({
+      start: (onResult: (r: ProbeResult) => void) =>
+        onResult(
+          this.healthy.address ? { ok: true } : { ok: false, reason: `address ${address} is not configured` },
+        ),
+      close: () => {},
+    }),
     forwarding: () => () => Promise.resolve(this.healthy.forwarding),
     nftTable: () => () => Promise.resolve(this.healthy.nftTable),
     close: () => {},

@@ -129,6 +129,40 @@ test("a failed kernel apply advertises nothing new; a restart-only change is ref
   state.passed = true;
 });
 
+test("an egress IP deleted under the gateway: what uses it is withdrawn, egressd puts it back, then advertises again", async (t) => {
+  const { sb, routes, logged, state } = await startEgressd(t, "ad");
+  t.true((await routes()).includes("192.0.2.50/32"));
+  const started = Date.now();
+  await sb.exec("gw", ["ip", "addr", "del", "192.0.2.50/32", "dev", "lo"]);
+  await waitFor(
+    "the egress IP and its policy's destination withdrawn",
+    async () => {
+      const r = await routes();
+      return !r.includes("192.0.2.50/32") && !r.includes("203.0.113.0/24");
+    },
+    10_000,
+  );
+  t.log(`withdrawn at the ToR ${Date.now() - started} ms after the deletion (one listing every 500 ms)`);
+  t.true(logged("address 192.0.2.50 is not configured"), "the log says why");
+  // The down check asks for a reconcile, which adds the address again; it is
+  // advertised once the check has held up for its hold-down (1 s).
+  await waitFor(
+    "the address back on lo",
+    async () =>
+      (await sb.exec("gw", ["ip", "-4", "addr", "show", "dev", "lo"])).stdout.includes("192.0.2.50/32"),
+    10_000,
+  );
+  await waitFor(
+    "advertised again",
+    async () => {
+      const r = await routes();
+      return r.includes("192.0.2.50/32") && r.includes("203.0.113.0/24");
+    },
+    15_000,
+  );
+  state.passed = true;
+});
+
 test("routes a peer announces, a default route among them, never enter the gateway's RIB", async (t) => {
   const { frr, dir, routes, state } = await startEgressd(t, "tr");
   await frr.configure(
