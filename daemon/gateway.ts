@@ -122,9 +122,9 @@ const SELF = {
 } as const;
 
 /**
- * A self-check whose results the kernel pushes (an egress IP's presence): a
- * notification is the kernel's word, so one failure is enough. The interval
- * is only shown; nothing runs between notifications.
+ * A self-check whose results are pushed (an egress IP's presence, from one
+ * address listing for all of them): a listing is the kernel's word, so one
+ * absence is enough. The interval is only shown; the listing keeps its own.
  */
 const SELF_PUSHED = { ...SELF, fall: 1 } as const;
 
@@ -344,7 +344,7 @@ export class Gateway {
   /** Configured probes and self-checks, from the current config; unchanged ones keep their state. */
   private syncProbes(): void {
     this.prober.sync(probeSpecs(this.config));
-    // Each check as the prober takes it: polled, or pushed (an address, from the kernel's notifications).
+    // Each check as the prober takes it: polled, or pushed (an egress IP's presence, from the listing).
     const checks = new Map<string, () => void>();
     const add = (c: CheckSpec) => checks.set(c.name, () => this.prober.addCheck(c));
     for (const a of this.view.kernel.addresses) {

@@ -25,7 +25,7 @@ export interface KernelActuator {
 }
 
 export interface KernelChecks {
-  /** Pushes ok while the address is on some interface, a failure the moment it is not. */
+  /** Pushes ok while the address is on some interface, a failure when a listing does not have it. */
   address(address: string): StreamProbe;
   forwarding(family: 4 | 6): CheckFn;
   nftTable(): CheckFn;
@@ -34,7 +34,7 @@ export interface KernelChecks {
 }
 
 /**
- * The real self-checks: the kernel's address notifications
+ * The real self-checks: one address listing for all the egress IPs
  * (routing/address-watch.ts), /proc, and one netlink question for the table.
  * `onError`: what the address watch could not do (for the log).
  */

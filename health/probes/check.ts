@@ -1,8 +1,8 @@
 // "check" probes: any async test the daemon wants to run on the same
 // rise/fall/hold-down machinery, such as the gateway watching itself
 // (forwarding on, gobgpd answering; the nftables table check is routing's,
-// on its netlink socket, and an egress IP's presence is pushed by the
-// kernel's notifications, routing/address-watch.ts). A check resolves
+// on its netlink socket, and an egress IP's presence is pushed from one
+// address listing for all of them, routing/address-watch.ts). A check resolves
 // ok/failed with a reason; one that throws counts as failed, and one that
 // does not answer in time as well.
 import { performance } from "node:perf_hooks";

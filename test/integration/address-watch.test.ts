@@ -52,8 +52,8 @@ test("an address's presence follows the namespace's listings, through a burst of
   await told("2001:db8::7", true);
 
   // On two interfaces: deleting it from one leaves it present. A watched
-  // address added after that deletion marks when its notification was read
-  // (in order), and nothing was said of 192.0.2.7 before the mark.
+  // address added after that deletion is told by a listing made after it,
+  // and nothing was said of 192.0.2.7 up to then.
   await sb.exec("w", ["ip", "addr", "add", "192.0.2.7/32", "dev", "d1"]);
   await sb.exec("w", ["ip", "addr", "del", "192.0.2.7/32", "dev", "d0"]);
   await sb.exec("w", ["ip", "addr", "add", "198.51.100.9/32", "dev", "d1"]);
