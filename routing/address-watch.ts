@@ -23,6 +23,13 @@
 // A dump that a change interrupted (NLM_F_DUMP_INTR) is run again at once. An
 // address that comes and goes within one interval is not seen; that is the
 // price of listing rather than listening.
+//
+// A newly followed address that is not there yet is not reported absent at
+// once: on a reload the gateway follows a new egress IP before the reconcile
+// that adds it has run, and one listing in between would take its check down
+// (and hold it down for the hold-down) for an address that was never
+// missing. Its absence is told once it has been seen, or after a grace
+// (NEW_ADDRESS_GRACE_MS) in which the reconcile had time to add it.
 import { createRtNetlink, type NetlinkMessage, type RtNetlinkSocket } from "netlink";
 import { performance } from "node:perf_hooks";
 import { addressBytes } from "./ip.js";
@@ -36,11 +43,14 @@ const IFA_LOCAL = 2;
 
 /** How often the addresses are listed (ms): the self-checks' interval. */
 export const ADDRESS_LIST_MS = 500;
+/** A newly followed address that is absent is not told so before this (ms); see the header. */
+export const NEW_ADDRESS_GRACE_MS = 5_000;
 /** A listing that has not answered in this long has failed (ms). */
 const DUMP_TIMEOUT_MS = 2_000;
 
 export interface AddressWatchOptions {
   intervalMs?: number;
+  newAddressGraceMs?: number;
   /** A listing failed (for the log; said once until one succeeds again). The watch goes on. */
   onError?: (message: string) => void;
   now?: () => number;
@@ -49,7 +59,8 @@ export interface AddressWatchOptions {
 export interface AddressWatch {
   /**
    * Follows one address: `onChange(present)` is called once its presence is
-   * known (after the next listing) and then on every change. Returns the unfollow.
+   * known (after the next listing that has it, or after the grace if none
+   * has) and then on every change. Returns the unfollow.
    */
   follow(address: string, onChange: (present: boolean) => void): () => void;
   /** Listings run so far (for tests). */
@@ -90,10 +101,13 @@ export const addressKey = (address: string): string => addressBytes(address).toS
 
 export function watchAddresses(opts: AddressWatchOptions = {}): AddressWatch {
   const intervalMs = opts.intervalMs ?? ADDRESS_LIST_MS;
+  const graceMs = opts.newAddressGraceMs ?? NEW_ADDRESS_GRACE_MS;
   const now = opts.now ?? (() => performance.now());
   const followers = new Map<string, Set<(present: boolean) => void>>();
   /** Each followed address's presence as last told to its followers. */
   const told = new Map<string, boolean>();
+  /** When each address not yet seen since it was first followed was followed. */
+  const unseenSince = new Map<string, number>();
   let rt: RtNetlinkSocket | undefined;
   let timer: NodeJS.Timeout | undefined;
   let listing = false;
@@ -124,6 +138,8 @@ export function watchAddresses(opts: AddressWatchOptions = {}): AddressWatch {
       if (!present || closed) return;
       for (const [address, fs] of followers) {
         const has = present.has(address);
+        if (has) unseenSince.delete(address);
+        else if (now() - (unseenSince.get(address) ?? -Infinity) < graceMs) continue;
         if (told.get(address) === has) continue;
         told.set(address, has);
         for (const f of fs) f(has);
@@ -154,7 +170,10 @@ export function watchAddresses(opts: AddressWatchOptions = {}): AddressWatch {
       if (closed) throw new Error("the address watch is closed");
       const key = addressKey(address);
       let fs = followers.get(key);
-      if (!fs) followers.set(key, (fs = new Set()));
+      if (!fs) {
+        followers.set(key, (fs = new Set()));
+        unseenSince.set(key, now());
+      }
       fs.add(onChange);
       const known = told.get(key);
       if (known !== undefined) onChange(known);
@@ -166,6 +185,7 @@ export function watchAddresses(opts: AddressWatchOptions = {}): AddressWatch {
         if (fs.size) return;
         followers.delete(key);
         told.delete(key);
+        unseenSince.delete(key);
         if (followers.size || !timer) return;
         clearTimeout(timer);
         timer = undefined;

@@ -23,14 +23,14 @@ import { sandbox, type Sandbox } from "../helpers/netns.js";
 import { REPO } from "../helpers/paths.js";
 
 const config = (
-  opts: { red?: boolean; asn?: number; extraPeers?: string } = {},
+  opts: { red?: boolean; blue?: boolean; asn?: number; extraPeers?: string } = {},
 ) => `gateway: { name: gw, site: a }
 egressIPs:
   - { address: 192.0.2.50, interface: lo }
-${opts.red ? "  - { address: 192.0.2.51, interface: nosuch0 }\n" : ""}uplinks: [{ name: tor, interface: gw0, nextHop: ${TOR_V4} }]
+${opts.red ? "  - { address: 192.0.2.51, interface: nosuch0 }\n" : ""}${opts.blue ? "  - { address: 192.0.2.52, interface: lo }\n" : ""}uplinks: [{ name: tor, interface: gw0, nextHop: ${TOR_V4} }]
 policies:
   - { name: web, sources: [10.244.1.0/24], destinations: [203.0.113.0/24], egressIP: 192.0.2.50, uplink: tor }
-${opts.red ? "  - { name: red, sources: [10.244.2.0/24], destinations: [198.51.100.0/24], egressIP: 192.0.2.51, uplink: tor }\n" : ""}bgp:
+${opts.red ? "  - { name: red, sources: [10.244.2.0/24], destinations: [198.51.100.0/24], egressIP: 192.0.2.51, uplink: tor }\n" : ""}${opts.blue ? "  - { name: blue, sources: [10.244.3.0/24], destinations: [198.51.100.0/24], egressIP: 192.0.2.52, uplink: tor }\n" : ""}bgp:
   asn: ${opts.asn ?? GW_ASN}
   routerId: ${GW_V4}
   listenPort: 179
@@ -129,8 +129,8 @@ test("a failed kernel apply advertises nothing new; a restart-only change is ref
   state.passed = true;
 });
 
-test("an egress IP deleted under the gateway: what uses it is withdrawn, egressd puts it back, then advertises again", async (t) => {
-  const { sb, routes, logged, state } = await startEgressd(t, "ad");
+test("an egress IP deleted under the gateway: what uses it is withdrawn, egressd puts it back, then advertises again; a new one is never taken for missing", async (t) => {
+  const { sb, file, routes, logged, logText, state } = await startEgressd(t, "ad");
   t.true((await routes()).includes("192.0.2.50/32"));
   const started = Date.now();
   await sb.exec("gw", ["ip", "addr", "del", "192.0.2.50/32", "dev", "lo"]);
@@ -160,6 +160,22 @@ test("an egress IP deleted under the gateway: what uses it is withdrawn, egressd
     },
     15_000,
   );
+
+  // A reload adds an egress IP: its check follows it before the reconcile
+  // adds it to lo, and must not take it for a deleted one.
+  writeFileSync(file, config({ blue: true }));
+  await waitFor(
+    "the new egress IP and its destination advertised",
+    async () => {
+      const r = await routes();
+      return r.includes("192.0.2.52/32") && r.includes("198.51.100.0/24");
+    },
+    15_000,
+  );
+  const downs = logText()
+    .split("\n")
+    .filter((l) => l.includes('"probe":"self-address-192.0.2.52"') && l.includes('"to":"down"'));
+  t.deepEqual(downs, [], "the new egress IP's check never went down");
   state.passed = true;
 });
 

@@ -13,11 +13,26 @@ const first = (w: ReturnType<typeof watchAddresses>, address: string) =>
   });
 
 test("loopback's address is present, a documentation address is not", async (t) => {
-  const w = watchAddresses();
+  const w = watchAddresses({ newAddressGraceMs: 0 });
   t.teardown(() => w.close());
   t.true(await first(w, "127.0.0.1"));
   t.true(await first(w, "::1"));
   t.false(await first(w, "192.0.2.254"));
+});
+
+test("a new address's absence waits for the grace; its presence does not", async (t) => {
+  let clock = 0; // the watch's clock, moved by hand; the listings' timers are real
+  const w = watchAddresses({ intervalMs: 10, newAddressGraceMs: 300, now: () => clock });
+  t.teardown(() => w.close());
+  const heard: string[] = [];
+  w.follow("192.0.2.254", (p) => heard.push(`192.0.2.254 ${p}`));
+  t.true(await first(w, "127.0.0.1"), "present: told by a listing, the grace not over");
+  const n = w.listings;
+  while (w.listings < n + 3) await new Promise((r) => setTimeout(r, 5));
+  t.deepEqual(heard, [], "three listings later, still nothing said of the absent one");
+  clock = 300;
+  while (!heard.length) await new Promise((r) => setTimeout(r, 5));
+  t.deepEqual(heard, ["192.0.2.254 false"], "absent once the grace is over");
 });
 
 test("a follower of a known address hears at once; with none left, no more listings run", async (t) => {
