@@ -169,7 +169,7 @@ export class Gateway {
     this.runDir = opts.runDir ?? defaultRunDir();
     this.health = planDesired({ view: this.view, health: NO_HEALTH_INPUTS }).health;
     this.dataplane = opts.dataplane;
-    this.checks = opts.actuators?.checks ?? realChecks((m) => this.log.warn(m));
+    this.checks = opts.actuators?.checks ?? realChecks({ onError: (m) => this.log.warn(m) });
     this.bfd = opts.actuators?.bfd ?? new BfdWorker({ logger: this.log });
     this.bfdPeers = new BfdPeers(this.bfd, {
       log: this.log,

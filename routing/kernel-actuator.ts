@@ -36,9 +36,12 @@ export interface KernelChecks {
 /**
  * The real self-checks: one address listing for all the egress IPs
  * (routing/address-watch.ts), /proc, and one netlink question for the table.
- * `onError`: what the address watch could not do (for the log).
+ * `onError`: what the address watch could not do (for the log);
+ * `newAddressGraceMs`: the address watch's grace (routing/address-watch.ts).
  */
-export function realChecks(onError?: (message: string) => void): KernelChecks {
+export function realChecks(
+  opts: { onError?: (message: string) => void; newAddressGraceMs?: number } = {},
+): KernelChecks {
   let tables: NfElementWriter | undefined;
   let addresses: AddressWatch | undefined;
   const tableCheck: CheckFn = async () => {
@@ -51,7 +54,7 @@ export function realChecks(onError?: (message: string) => void): KernelChecks {
       let unfollow: (() => void) | undefined;
       return {
         start(onResult) {
-          addresses ??= watchAddresses({ onError });
+          addresses ??= watchAddresses(opts);
           unfollow = addresses.follow(address, (present) =>
             onResult(present ? { ok: true } : { ok: false, reason: `address ${address} is not configured` }),
           );
