@@ -34,6 +34,7 @@ import { createRtNetlink, type NetlinkMessage, type RtNetlinkSocket } from "netl
 import { performance } from "node:perf_hooks";
 import { addressBytes } from "./ip.js";
 import { NLM_F_DUMP } from "./netlink-link.js";
+import { attrMap } from "./nlattr.js";
 
 const RTM_NEWADDR = 20;
 const RTM_GETADDR = 22;
@@ -77,21 +78,11 @@ export function addressesOf(msgs: readonly NetlinkMessage[]): Set<string> {
   const out = new Set<string>();
   for (const m of msgs) {
     if (m.type !== RTM_NEWADDR) continue;
-    const d = m.data;
-    let local: string | undefined;
-    let peer: string | undefined;
     // struct ifaddrmsg (8 bytes), then attributes: IFA_LOCAL is the address itself; IFA_ADDRESS,
     // the peer's on a point-to-point link, stands in when there is no IFA_LOCAL (IPv6).
-    for (let off = 8; off + 4 <= d.length; ) {
-      const len = d.readUInt16LE(off);
-      if (len < 4) break;
-      const type = d.readUInt16LE(off + 2) & 0x3fff;
-      if (type === IFA_LOCAL) local = d.toString("hex", off + 4, off + len);
-      else if (type === IFA_ADDRESS) peer = d.toString("hex", off + 4, off + len);
-      off += (len + 3) & ~3;
-    }
-    const a = local ?? peer;
-    if (a) out.add(a);
+    const a = attrMap(m.data.subarray(8));
+    const bytes = a.get(IFA_LOCAL) ?? a.get(IFA_ADDRESS);
+    if (bytes) out.add(bytes.toString("hex"));
   }
   return out;
 }
