@@ -152,6 +152,14 @@ export const ConnectionSyncSchema = Type.Object(
           "At start, the longest wait for the peers' connection state before advertising anything (a peer that is down sends none).",
       }),
     ),
+    localRepair: Type.Optional(
+      Type.Boolean({
+        default: false,
+        description:
+          "While a failed probe has IPv4 destinations withdrawn, forward what still arrives for them on an uplink, " +
+          "untouched, to the first peer over the sync link, until the routers stop sending it here (docs/connection-sync.md).",
+      }),
+    ),
   },
   {
     ...Strict,

@@ -25,6 +25,7 @@ import {
 } from "./bgp.js";
 import { healthFrom, type HealthView } from "./health.js";
 import { plan } from "./kernel.js";
+import { repairPlan, type RepairPlan } from "./repair.js";
 import { lazySources, type NatIndex, type NatResult } from "./nat.js";
 import { policyFamily } from "./model.js";
 import { backupPrefixes, lastResortPrefixes } from "./sync.js";
@@ -87,6 +88,8 @@ export interface Inputs {
 export interface Desired {
   /** Undefined without a bgp section. */
   bgp: BgpDesired | undefined;
+  /** Undefined unless connectionSync.localRepair (core/plan/repair.ts). */
+  repair?: RepairPlan | undefined;
   /** Which policies are withdrawn and why (also what /status shows). */
   health: HealthView;
 }
@@ -182,5 +185,8 @@ export function planDesired({ view, health: h }: Inputs): Desired {
   const bgp = config.bgp
     ? planBgp(config as ConfigView & { bgp: BgpConfig }, view.kernel, health, view.scope)
     : undefined;
-  return { bgp, health };
+  const repair = config.bgp
+    ? repairPlan(config.connectionSync, config.uplinks, view.scope, view.kernel, health)
+    : undefined;
+  return repair ? { bgp, health, repair } : { bgp, health };
 }

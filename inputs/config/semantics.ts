@@ -413,7 +413,17 @@ export function checkSemantics(
 
   checkBgp(root.bgp, owned, err);
   checkProbes(root, err);
-  checkConnectionSync(root.connectionSync, owned, err);
+  checkConnectionSync(
+    root.connectionSync,
+    owned,
+    err,
+    new Map(
+      uplinkList.flatMap((u, i) => {
+        const name = isObj(u) ? str(u.interface) : undefined;
+        return name === undefined ? [] : [[name, i] as [string, number]];
+      }),
+    ),
+  );
   checkAudit(root.audit, err);
   if (isObj(root.dataplane) && typeof root.dataplane.snatPorts === "string") {
     const [lo, hi] = root.dataplane.snatPorts.split("-").map(Number) as [number, number];

@@ -15,6 +15,7 @@ export function checkConnectionSync(
   raw: unknown,
   owned: ReadonlyMap<string, { index: number; family: Family }>,
   err: (segments: PathSegment[], message: string) => void,
+  uplinkInterfaces: ReadonlyMap<string, number> = new Map(),
 ): void {
   if (!isObj(raw)) return;
   const at = (...rest: PathSegment[]): PathSegment[] => ["connectionSync", ...rest];
@@ -86,6 +87,18 @@ export function checkConnectionSync(
       );
   if (linkFields.length === 0 && raw.acrossSites === undefined)
     err(at(), "needs peers (a group on a sync link), acrossSites (other sites' gateways), or both");
+  // Local repair forwards over the sync link, untouched and with its TTL as it came: a sync link
+  // that is also an uplink would hand the peer packets on the interface its own repair listens on.
+  if (raw.localRepair === true) {
+    const link = str(raw.interface);
+    if (link === undefined)
+      err(at("localRepair"), "needs connectionSync.interface and peers (it forwards over the sync link)");
+    else if (uplinkInterfaces.has(link))
+      err(
+        at("localRepair"),
+        `the sync link ${link} is also uplinks[${uplinkInterfaces.get(link)}].interface; local repair needs a link of its own`,
+      );
+  }
   const sites = raw.acrossSites;
   if (isObj(sites)) {
     const siteAt = (...rest: PathSegment[]) => at("acrossSites", ...rest);
