@@ -53,6 +53,8 @@ import { within } from "../lib/wait.js";
 import { ConnectionSync } from "./connection-sync.js";
 import type { ConntrackdChannelStats } from "../core/plan/sync.js";
 import { AuditTrail } from "./audit.js";
+import { RepairReconciler } from "../routing/local-repair.js";
+import type { RepairPlan } from "../core/plan/repair.js";
 import type { PodRef } from "../core/audit/record.js";
 
 /** The self-check name under which a gateway that has not yet resynced its connection state is down. */
@@ -77,7 +79,12 @@ export interface Actuators {
   bfd: BfdService;
   /** Why a peer does not come up (default: a TCP connect to its port 179, see bgp/peer-diagnosis.ts). */
   diagnose: typeof diagnoseConnect;
+  /** Local repair's nftables table (default: routing/local-repair.ts). */
+  repair: RepairActuator;
 }
+
+/** What the gateway needs of local repair's table (routing/local-repair.ts). */
+export type RepairActuator = Pick<RepairReconciler, "reconcile" | "teardown" | "prefixes">;
 
 export interface GatewayOptions {
   log: Logger;
@@ -148,6 +155,9 @@ export class Gateway {
   private healthIn: HealthInputs = NO_HEALTH_INPUTS;
   /** Canonical prefixes health allows now (undefined: not evaluated yet); guards adds of a running reconcile. */
   private allowed: Set<string> | undefined;
+  /** Local repair's table (core/plan/repair.ts); touched only once a config has asked for it. */
+  private readonly repair: RepairActuator;
+  private repairUsed = false;
   private selfChecks = new Set<string>();
   /** Each probe's and self-check's state, kept from the prober's transitions. */
   private probeStates = new Map<string, string>();
@@ -171,6 +181,7 @@ export class Gateway {
     this.dataplane = opts.dataplane;
     this.checks = opts.actuators?.checks ?? realChecks({ onError: (m) => this.log.warn(m) });
     this.bfd = opts.actuators?.bfd ?? new BfdWorker({ logger: this.log });
+    this.repair = opts.actuators?.repair ?? new RepairReconciler();
     this.bfdPeers = new BfdPeers(this.bfd, {
       log: this.log,
       config: () => this.config,
@@ -231,6 +242,18 @@ export class Gateway {
           ),
       },
       { name: "bfd", ignoresDesired: true, apply: () => this.bfdPeers.apply(this.speaker.peerStates) },
+      // Applied at once on a health change (applyRepair); here it is made good after a failure.
+      {
+        name: "repair",
+        apply: async (d) => {
+          if (!d.repair && !this.repairUsed) return [];
+          this.repairUsed = true;
+          const change = await this.repair.reconcile(d.repair);
+          return change === "none"
+            ? []
+            : [`local repair ${change} (${this.repair.prefixes.length} destinations)`];
+        },
+      },
     ];
     this.controller = new Controller<Desired>({
       log: this.log,
@@ -317,6 +340,14 @@ export class Gateway {
     mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
     writePidFile(join(this.runDir, "egressd.pid"));
     await this.sync?.start();
+    // A table left by an earlier run whose config repaired: nothing here asks for it now.
+    if (!this.config.connectionSync?.localRepair)
+      await this.repair
+        .teardown()
+        .then((had) => had && this.log.info("local repair: removed the table an earlier run left"))
+        .catch((e: Error) =>
+          this.log.warn({ err: e }, "local repair: an earlier run's table could not be removed"),
+        );
     // Before the data plane is programmed: the first connection it NATs is recorded.
     this.auditPlan();
     await this.audit?.start();
@@ -452,8 +483,35 @@ export class Gateway {
       this.speaker.urgentWithdrawals(desired),
       reason === "reload" ? "config" : reason,
     );
+    // Beside the withdrawals: the traffic the routers still send for them goes to the peer meanwhile.
+    this.applyRepair(want.repair);
     for (const r of reasons) this.controller.trigger(`health (${r})`);
     this.events.emit("health", { reasons });
+  }
+
+  /**
+   * Hands the latest repair plan to the table, without waiting: plans that
+   * come while one is applied are merged (RepairReconciler). Nothing happens
+   * until a config asks for local repair; after that, a plan without it
+   * removes the table.
+   */
+  private applyRepair(plan: RepairPlan | undefined): void {
+    if (!plan && !this.repairUsed) return;
+    this.repairUsed = true;
+    const before = this.repair.prefixes.length;
+    this.repair.reconcile(plan).then(
+      (change) => {
+        if (change === "applied")
+          this.log.info(
+            { destinations: this.repair.prefixes, via: plan?.via },
+            `local repair: ${this.repair.prefixes.length} withdrawn destinations forwarded to the sync peer until the routers stop sending them`,
+          );
+        else if (change === "removed")
+          this.log.info({ before }, "local repair: nothing withdrawn any more, nothing forwarded");
+      },
+      (e: Error) =>
+        this.log.warn({ err: e }, "local repair: the forwarding table could not be written (retrying)"),
+    );
   }
 
   /**
@@ -579,6 +637,9 @@ export class Gateway {
     const withdrawn = !this.config.bgp || closed;
     // After the withdrawals: the members keep receiving this gateway's updates until then.
     await this.sync?.stop();
+    await this.repair
+      .teardown()
+      .catch((e: Error) => this.log.warn({ err: e }, "local repair: its table could not be removed"));
     clearInterval(this.heartbeat);
     rmSync(join(this.runDir, "egressd.pid"), { force: true });
     if (!withdrawn) {

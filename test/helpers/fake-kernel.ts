@@ -5,6 +5,8 @@ import type { PlanView } from "../../core/plan/index.js";
 import type { ProbeResult } from "../../core/probe-state.js";
 import type { KernelState, NatSourcesDelta } from "../../core/state.js";
 import type { KernelActuator } from "../../routing/kernel-actuator.js";
+import type { RepairChange } from "../../routing/local-repair.js";
+import type { RepairPlan } from "../../core/plan/repair.js";
 import type { KernelChanges, TeardownSummary } from "../../routing/reconcile.js";
 
 const NO_CHANGE: KernelChanges = {
@@ -58,6 +60,23 @@ export class FakeKernel implements KernelActuator {
   };
 
   close(): void {}
+
+  /** Local repair's table: the plans given, in order (undefined: none). */
+  repairPlans: (RepairPlan | undefined)[] = [];
+  repair = {
+    prefixes: [] as readonly string[],
+    reconcile: (plan: RepairPlan | undefined): Promise<RepairChange> => {
+      this.repairPlans.push(plan);
+      const had = this.repair.prefixes.length > 0;
+      this.repair.prefixes = plan?.prefixes4 ?? [];
+      return Promise.resolve(this.repair.prefixes.length ? "applied" : had ? "removed" : "none");
+    },
+    teardown: (): Promise<boolean> => {
+      const had = this.repair.prefixes.length > 0;
+      this.repair.prefixes = [];
+      return Promise.resolve(had);
+    },
+  };
 }
 
 /** A FakeKernel that records whether each apply came with a source delta, and which were of sources only. */

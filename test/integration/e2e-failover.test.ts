@@ -86,6 +86,14 @@ test.serial(
     // The path from g to the web network breaks (its probe and its NATed traffic alike).
     const undo = await blockSources(lab, "fw", [GW[g].link, GW[g].web], { destinations: ["203.0.113.0/24"] });
     await waitFor(`${g} withdrawn`, async () => !(await webPeers()).includes(GW[g].link), 5000);
+    // Local repair (connectionSync.localRepair): while the web network is withdrawn, what the
+    // ToR still sends g for it goes to the other gateway over the sync link.
+    const repair = () =>
+      tryRun(["/usr/sbin/nft", "list", "table", "netdev", "egressd_repair"], { netns: lab.ns(g) });
+    const during = await repair();
+    t.is(during.code, 0, `${g} has its repair table while the web network is withdrawn`);
+    t.regex(during.stdout, /203\.0\.113\.0\/24/);
+    t.regex(during.stdout, /fwd ip to 10\.1\.9\.\d device "eth2"/);
     await sleep(500);
     const r = await stream.stop();
     t.log(`probe failure on ${g}: traffic gap ${r.gapMs} ms, ${r.lost} of ${r.sent} echoes lost`);
@@ -98,6 +106,7 @@ test.serial(
     t.is(await seenAs(lab, "pod-a", WEB, SRC), GW[other].web);
     await undo();
     await bothServing();
+    await waitFor(`${g}'s repair table gone`, async () => (await repair()).code !== 0, 5000);
   },
 );
 

@@ -94,6 +94,7 @@ async function gateway(
       checks: kernel.checks,
       speaker: () => speaker,
       diagnose: stubDiagnose,
+      repair: kernel.repair,
       ...(bfd ? { bfd } : {}),
     },
   });
