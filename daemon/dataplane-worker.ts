@@ -297,7 +297,10 @@ export class DataplaneWorker implements Dataplane {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.call("close").catch(() => undefined);
+    // A process that has ended has nothing to close, and its restart is not waited for: that
+    // timer does not hold the program, and one with nothing else to do would end waiting (13).
+    if (this.child.exitCode === null && this.child.signalCode === null)
+      await this.call("close").catch(() => undefined);
     this.closed = new Error("the data-plane process was closed");
     // The closed channel ends the process (dataplane-process.ts); one that does not is killed.
     const child = this.child;
