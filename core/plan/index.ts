@@ -185,8 +185,9 @@ export function planDesired({ view, health: h }: Inputs): Desired {
   const bgp = config.bgp
     ? planBgp(config as ConfigView & { bgp: BgpConfig }, view.kernel, health, view.scope)
     : undefined;
-  const repair = config.bgp
-    ? repairPlan(config.connectionSync, config.uplinks, view.scope, view.kernel, health)
-    : undefined;
+  const repair =
+    config.bgp && config.connectionSync?.localRepair
+      ? repairPlan(config.connectionSync, config.uplinks, view.scope, view.kernel, health)
+      : undefined;
   return repair ? { bgp, health, repair } : { bgp, health };
 }

@@ -40,7 +40,9 @@ function advertisable(scope: AdvertiseScope, kernel: KernelView, down: ReadonlyS
  * then) or draining (it forwards on its own until the drain ends). A /0
  * destination is never repaired: it would take the replies to the egress IPs
  * too. The egress IPs and the backups are taken out all the same. IPv4 only:
- * the sync link is IPv4.
+ * the sync link is IPv4. A policy with `advertise: false` is listed as
+ * withdrawn for good, not for a failure, and is never forwarded: the scope
+ * cuts its destinations out of what is advertisable at all.
  */
 export function repairPlan(
   sync: ConnectionSyncConfig | undefined,

@@ -12,12 +12,25 @@ import type { BgpConfig } from "../../core/config/bgp-schema.js";
 import { plan } from "../../core/plan/kernel.js";
 import { advertiseScope, mergeRanges, parseInterval, planBgp, rangeToCidrs } from "../../core/plan/bgp.js";
 import { repairPlan } from "../../core/plan/repair.js";
+import { NO_HEALTH_INPUTS, planDesired, planStatic, viewOf } from "../../core/plan/index.js";
 import { renderRepair } from "../../routing/local-repair.js";
 
 type Pol = { name: string; sources: string[]; destinations: string[] };
 
-/** The config's text as loadConfig reads it; `sync` changes its connectionSync section. */
-function raw(policies: Pol[], sync: Record<string, unknown> = { localRepair: true }): string {
+/**
+ * The config's text as loadConfig reads it; `sync` changes its connectionSync section, `more.probes`
+ * adds probes and `more.patch` rewrites the policies.
+ */
+function raw(
+  policies: Pol[],
+  sync: Record<string, unknown> = { localRepair: true },
+  more: { probes?: unknown[]; patch?: (p: Record<string, unknown>[]) => Record<string, unknown>[] } = {},
+): string {
+  const pols: Record<string, unknown>[] = policies.map((p) => ({
+    ...p,
+    egressIP: p.sources[0]!.includes(":") ? "2001:db8:e::11" : "192.0.2.11",
+    uplink: "tor",
+  }));
   return stringify({
     gateway: { name: "gw", site: "a" },
     egressIPs: [
@@ -25,11 +38,8 @@ function raw(policies: Pol[], sync: Record<string, unknown> = { localRepair: tru
       { address: "2001:db8:e::11", interface: "lo" },
     ],
     uplinks: [{ name: "tor", interface: "eth1", nextHop: "10.1.1.0", nextHop6: "fd00:1::" }],
-    policies: policies.map((p) => ({
-      ...p,
-      egressIP: p.sources[0]!.includes(":") ? "2001:db8:e::11" : "192.0.2.11",
-      uplink: "tor",
-    })),
+    policies: more.patch ? more.patch(pols) : pols,
+    ...(more.probes ? { probes: more.probes } : {}),
     connectionSync: {
       interface: "eth2",
       address: "10.1.9.1",
@@ -77,6 +87,30 @@ test("nothing is forwarded while the gateway is down as a whole or draining, nor
   t.deepEqual(repaired(c, ["web"], { gatewayDown: true })?.prefixes4, []);
   t.deepEqual(repaired(c, ["web"], { draining: true })?.prefixes4, []);
   t.is(repaired(config(POLICIES, false), ["web"]), undefined);
+});
+
+test("a policy with advertise: false is withdrawn for good, not for a failure: never forwarded", (t) => {
+  const c = loadConfig(
+    raw(
+      [
+        { name: "web", sources: ["10.244.0.0/16"], destinations: ["203.0.113.0/24"] },
+        { name: "partner", sources: ["10.244.1.11"], destinations: ["198.51.100.0/24"] },
+      ],
+      { localRepair: true },
+      {
+        probes: [{ name: "webp", kind: "icmp", target: "203.0.113.10", affects: { policy: "web" } }],
+        patch: (pols: Record<string, unknown>[]) =>
+          pols.map((p) => (p.name === "partner" ? { ...p, advertise: false } : p)),
+      },
+    ),
+  );
+  if (!c.ok) throw new Error(c.errors.map((e) => `${e.path}: ${e.message}`).join("\n"));
+  const view = viewOf(planStatic(c.config));
+  const at = (state: string) =>
+    planDesired({ view, health: { ...NO_HEALTH_INPUTS, probes: new Map([["webp", state]]) } }).repair
+      ?.prefixes4;
+  t.deepEqual(at("up"), [], "web's probe up: nothing, though partner is never advertised");
+  t.deepEqual(at("down"), ["203.0.113.0/24"], "web's probe down: web's destination, still not partner's");
 });
 
 test("the table: one set, an ingress hook on each uplink, no table when nothing is repaired", (t) => {
