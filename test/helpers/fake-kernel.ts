@@ -61,12 +61,10 @@ export class FakeKernel implements KernelActuator {
 
   close(): void {}
 
-  /** Local repair's table: the plans given, in order (undefined: none). */
-  repairPlans: (RepairPlan | undefined)[] = [];
+  /** Local repair's table: what it would forward now. */
   repair = {
     prefixes: [] as readonly string[],
     reconcile: (plan: RepairPlan | undefined): Promise<RepairChange> => {
-      this.repairPlans.push(plan);
       const had = this.repair.prefixes.length > 0;
       this.repair.prefixes = plan?.prefixes4 ?? [];
       return Promise.resolve(this.repair.prefixes.length ? "applied" : had ? "removed" : "none");
