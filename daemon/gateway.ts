@@ -155,9 +155,8 @@ export class Gateway {
   private healthIn: HealthInputs = NO_HEALTH_INPUTS;
   /** Canonical prefixes health allows now (undefined: not evaluated yet); guards adds of a running reconcile. */
   private allowed: Set<string> | undefined;
-  /** Local repair's table (core/plan/repair.ts); touched only once a config has asked for it. */
+  /** Local repair's table (core/plan/repair.ts). */
   private readonly repair: RepairActuator;
-  private repairUsed = false;
   private selfChecks = new Set<string>();
   /** Each probe's and self-check's state, kept from the prober's transitions. */
   private probeStates = new Map<string, string>();
@@ -242,12 +241,11 @@ export class Gateway {
           ),
       },
       { name: "bfd", ignoresDesired: true, apply: () => this.bfdPeers.apply(this.speaker.peerStates) },
-      // Applied at once on a health change (applyRepair); here it is made good after a failure.
+      // Applied at once on a health change (applyRepair); here it is made good after a failure,
+      // and a table an earlier run left is removed by the first reconcile.
       {
         name: "repair",
         apply: async (d) => {
-          if (!d.repair && !this.repairUsed) return [];
-          this.repairUsed = true;
           const change = await this.repair.reconcile(d.repair);
           return change === "none"
             ? []
@@ -340,14 +338,6 @@ export class Gateway {
     mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
     writePidFile(join(this.runDir, "egressd.pid"));
     await this.sync?.start();
-    // A table left by an earlier run whose config repaired: nothing here asks for it now.
-    if (!this.config.connectionSync?.localRepair)
-      await this.repair
-        .teardown()
-        .then((had) => had && this.log.info("local repair: removed the table an earlier run left"))
-        .catch((e: Error) =>
-          this.log.warn({ err: e }, "local repair: an earlier run's table could not be removed"),
-        );
     // Before the data plane is programmed: the first connection it NATs is recorded.
     this.auditPlan();
     await this.audit?.start();
@@ -491,13 +481,10 @@ export class Gateway {
 
   /**
    * Hands the latest repair plan to the table, without waiting: plans that
-   * come while one is applied are merged (RepairReconciler). Nothing happens
-   * until a config asks for local repair; after that, a plan without it
-   * removes the table.
+   * come while one is applied are merged (RepairReconciler). Without a plan
+   * there is no table, which costs nothing once the table is known absent.
    */
   private applyRepair(plan: RepairPlan | undefined): void {
-    if (!plan && !this.repairUsed) return;
-    this.repairUsed = true;
     const before = this.repair.prefixes.length;
     this.repair.reconcile(plan).then(
       (change) => {
