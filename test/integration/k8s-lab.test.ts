@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { parse, stringify } from "yaml";
 import { Lab, waitFor } from "../../containerlab/runner.js";
 import { loadTopology, rebindCopies } from "../../containerlab/topology.js";
-import { bgpTable, seenAs, startWhoami } from "../../containerlab/observe.js";
+import { bgpTable, kernelNextHops, seenAs, startWhoami } from "../../containerlab/observe.js";
 import { spawnDetached } from "../../lib/exec.js";
 import { RUN_ID } from "../helpers/netns.js";
 import { TWO_DC } from "../helpers/paths.js";
@@ -93,6 +93,13 @@ test.before(async () => {
     "both DC A gateways advertise the partner network (from the cluster's policy)",
     async () => ((await bgpTable(lab, "tor-a")).get("198.51.100.0/24") ?? []).length === 2,
     90_000,
+  );
+  // And in tor-a's kernel: its bgpd has the paths some tens of milliseconds before its FIB, and a
+  // first request in between went the old way, through DC B (seen as gw-b1 in one full run).
+  await waitFor(
+    "tor-a's kernel routes the partner network to both DC A gateways",
+    async () => (await kernelNextHops(lab, "tor-a", "198.51.100.0/24")).length === 2,
+    10_000,
   );
 });
 
